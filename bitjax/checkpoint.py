@@ -1,0 +1,251 @@
+"""Orbax checkpoints of a sweep: periodic saves while training, resume, load for analysis.
+
+A run folder holds ``checkpoints/<step>/`` written by an Orbax ``CheckpointManager``. Each
+step stores two items: ``state`` (the full training state: latent params, optimizer
+moments, step counter and loss history, sharded over the mesh exactly as it trains, so each
+process writes its own shards) and ``meta`` (JSON: the config, the coordinates of every
+instance, the instance count before padding and the bitjax checkpoint format). Orbax commits
+a step atomically (temporary folder, then rename), so a step that is listed is complete; a
+step that fails to read anyway (truncated file, deleted folder) is skipped with a warning
+and the previous one is used.
+
+Restoring always goes through host numpy arrays, which is what lets a checkpoint written on
+N devices load on M devices (8 TPU cores -> a laptop).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from bitjax import metrics as metrics_lib
+from bitjax.sweep import SweepConfig, build_instances, effective_weights_host
+
+#: Bumped whenever the layout of ``state`` or ``meta`` changes incompatibly.
+FORMAT_VERSION = 1
+CHECKPOINT_DIR = "checkpoints"
+CONFIG_FILE = "config.json"
+
+
+def _manager(path: Path, options: ocp.CheckpointManagerOptions) -> ocp.CheckpointManager:
+    return ocp.CheckpointManager(
+        path, options=options,
+        item_handlers={"state": ocp.PyTreeCheckpointHandler(),
+                       "meta": ocp.JsonCheckpointHandler()},
+    )
+
+
+class CheckpointError(RuntimeError):
+    """No usable checkpoint, or one that does not belong to this config."""
+
+
+def config_diff(saved: dict, wanted: dict) -> list[str]:
+    """Human-readable list of fields whose values differ between two config dicts."""
+    keys = sorted(set(saved) | set(wanted))
+    return [f"{k}: checkpoint has {saved.get(k)!r}, requested {wanted.get(k)!r}"
+            for k in keys if saved.get(k) != wanted.get(k)]
+
+
+class Checkpointer:
+    """Periodic saves and restores of one run's training state.
+
+    Args:
+      run_dir: the run folder; checkpoints go into ``run_dir/checkpoints``.
+      every: save every this many steps (at chunk boundaries; see :meth:`maybe_save`).
+      keep: number of most recent checkpoints kept.
+    """
+
+    def __init__(self, run_dir: str | Path, every: int = 1000, keep: int = 3):
+        if every < 1 or keep < 1:
+            raise ValueError(f"checkpoint every ({every}) and keep ({keep}) must be >= 1")
+        self.dir = Path(run_dir).absolute() / CHECKPOINT_DIR
+        self.every = every
+        self._last_saved: int | None = None
+        self.manager = _manager(self.dir, ocp.CheckpointManagerOptions(max_to_keep=keep,
+                                                                        create=True))
+
+    def steps(self) -> list[int]:
+        return sorted(self.manager.all_steps())
+
+    def save(self, step: int, state, meta: dict[str, Any], *, force: bool = False) -> bool:
+        """Write ``state`` and ``meta`` at ``step`` and wait until it is on disk.
+
+        An existing checkpoint at ``step`` is kept, unless ``force`` replaces it (the final
+        save adds the evaluation to a step a periodic save already wrote).
+        """
+        if step in self.manager.all_steps():
+            if not force:
+                return False
+            self.manager.delete(step)
+        meta = {**meta, "format": FORMAT_VERSION, "step": int(step)}
+        self.manager.save(
+            step,
+            args=ocp.args.Composite(state=ocp.args.PyTreeSave(state),
+                                    meta=ocp.args.JsonSave(meta)),
+            force=True,
+        )
+        self.manager.wait_until_finished()
+        self._last_saved = step
+        return True
+
+    def maybe_save(self, step: int, state, meta: dict[str, Any]) -> bool:
+        """Save when ``step`` crossed a multiple of ``every`` since the last save."""
+        last = self._last_saved or 0
+        if step // self.every > last // self.every:
+            return self.save(step, state, meta)
+        return False
+
+    def restore_latest(self) -> tuple[dict, dict] | None:
+        """``(host_state, meta)`` of the newest readable checkpoint, or None if there is none.
+
+        Damaged checkpoints are skipped with a warning naming the step and the error.
+        """
+        for step in reversed(self.steps()):
+            try:
+                return restore_step(self.manager, step)
+            except Exception as e:  # noqa: BLE001 - any read failure means "damaged"
+                warnings.warn(
+                    f"checkpoint step {step} in {self.dir} is damaged and was skipped "
+                    f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})",
+                    stacklevel=2,
+                )
+        return None
+
+    def close(self):
+        self.manager.close()
+
+
+def restore_step(manager: ocp.CheckpointManager, step: int) -> tuple[dict, dict]:
+    """Read one step as host numpy arrays (device-count independent) plus its meta."""
+    item_meta = manager.item_metadata(step)
+    tree = getattr(item_meta["state"], "tree", item_meta["state"])
+    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+    with warnings.catch_warnings():
+        # Restoring to numpy is exactly what makes the topology irrelevant here.
+        warnings.filterwarnings("ignore", message="Sharding info not provided")
+        out = manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.PyTreeRestore(restore_args=restore_args),
+                meta=ocp.args.JsonRestore(),
+            ),
+        )
+    state, meta = out["state"], out["meta"]
+    if meta is None or meta.get("format") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"step {step} has checkpoint format {None if meta is None else meta.get('format')}"
+            f", this bitjax reads format {FORMAT_VERSION}")
+    n = int(meta["n_instances"])
+    state = jax.tree.map(lambda x: np.asarray(x)[:n] if np.ndim(x) else np.asarray(x), state)
+    return state, meta
+
+
+@dataclass
+class LoadedSweep:
+    """A finished (or interrupted) sweep loaded for analysis.
+
+    Attributes:
+      path: the run folder.
+      config: the :class:`~bitjax.sweep.SweepConfig` that made it.
+      coords: per-instance coordinates (``kind``, ``seed``, ``feature_probability``, ...).
+      step: the training step of the loaded checkpoint.
+      W: latent weights ``[I, m, n]``; ``b``: biases ``[I, n]``.
+      W_eff: effective weights ``[I, m, n]`` (what the forward pass uses; ``gamma * T``).
+      history: mean loss per ``history_every`` steps, ``[I, steps / history_every]``.
+    """
+
+    path: Path
+    config: SweepConfig
+    coords: dict[str, np.ndarray]
+    step: int
+    W: np.ndarray
+    b: np.ndarray
+    W_eff: np.ndarray
+    history: np.ndarray
+    meta: dict = field(repr=False, default_factory=dict)
+
+    @property
+    def n_instances(self) -> int:
+        return self.W.shape[0]
+
+    def select(self, **where) -> np.ndarray:
+        """Indices of instances whose coordinates equal the given values.
+
+        ``sweep.select(kind="ternary", seed=0)``; a list value matches any of its entries.
+        """
+        mask = np.ones(self.n_instances, bool)
+        for k, v in where.items():
+            if k not in self.coords:
+                raise KeyError(f"no coordinate {k!r}; have {', '.join(self.coords)}")
+            vals = v if isinstance(v, (list, tuple, set)) else [v]
+            col = self.coords[k]
+            if col.dtype.kind == "f":
+                mask &= np.any([np.isclose(col, x) for x in vals], axis=0)
+            else:
+                mask &= np.isin(col, list(vals))
+        return np.flatnonzero(mask)
+
+    def metrics(self, threshold: float | None = None) -> dict[str, np.ndarray]:
+        """:func:`bitjax.metrics.instance_metrics` of every instance's effective weights."""
+        t = self.config.threshold if threshold is None else threshold
+        return jax.tree.map(np.asarray, metrics_lib.all_metrics(self.W_eff, t))
+
+
+def load_sweep(path: str | Path, step: int | None = None) -> LoadedSweep:
+    """Load a bitjax run folder (latest readable checkpoint, or ``step``) for analysis.
+
+    Raises:
+      CheckpointError: the folder is not a bitjax run, holds no readable checkpoint, or was
+        written by an incompatible bitjax version.
+    """
+    path = Path(path)
+    ckpt_dir = path / CHECKPOINT_DIR
+    if not ckpt_dir.is_dir():
+        raise CheckpointError(
+            f"{path} is not a bitjax run: it has no {CHECKPOINT_DIR}/ folder "
+            "(pass the folder given as --out when the sweep ran)")
+    manager = _manager(ckpt_dir.absolute(), ocp.CheckpointManagerOptions(create=False))
+    try:
+        steps = sorted(manager.all_steps())
+        if not steps:
+            raise CheckpointError(f"{ckpt_dir} holds no complete checkpoint")
+        if step is not None:
+            if step not in steps:
+                raise CheckpointError(f"no checkpoint at step {step}; have {steps}")
+            state, meta = restore_step(manager, step)
+        else:
+            loaded = None
+            for s in reversed(steps):
+                try:
+                    loaded = restore_step(manager, s)
+                    break
+                except CheckpointError:
+                    raise
+                except Exception as e:  # noqa: BLE001
+                    warnings.warn(f"checkpoint step {s} is damaged and was skipped ({e!r:.200})",
+                                  stacklevel=2)
+            if loaded is None:
+                raise CheckpointError(f"no readable checkpoint in {ckpt_dir}")
+            state, meta = loaded
+    finally:
+        manager.close()
+    config = SweepConfig.from_dict(meta["config"])
+    inst = build_instances(config)
+    params = state["params"]
+    return LoadedSweep(
+        path=path,
+        config=config,
+        coords=inst.coords,
+        step=int(meta["step"]),
+        W=params["W"],
+        b=params["b"],
+        W_eff=effective_weights_host(config, params, inst.quantizer),
+        history=state["history"],
+        meta=meta,
+    )

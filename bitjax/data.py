@@ -1,0 +1,157 @@
+"""Synthetic sparse features: independent, correlated and anticorrelated.
+
+Sampling is split in two so that random numbers are drawn once and shared where that is
+valid: :func:`draw_uniforms` turns a key into the raw uniforms a batch needs (this is where
+the time goes on CPU), and :func:`features_from_uniforms` turns them into features for one
+instance's feature probabilities. One uniform per feature gives both the mask and the
+magnitude: feature ``i`` is active iff ``u < p_i`` and then takes ``u / p_i``, which is
+``U[0, 1)`` given that it is active. Instances of one seed can therefore share the draw
+(common random numbers) while each keeps its own ``p``.
+
+Feature order inside a vector: correlated sets, then anticorrelated sets, then the
+independent rest (as in the paper's notebook).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+ANTICORRELATED_MODES = ("paper", "arena")
+
+
+@dataclass(frozen=True)
+class FeatureStructure:
+    """Static structure of a feature vector (which features move together).
+
+    Attributes:
+      n_features: total number of features.
+      correlated_sets: number of correlated sets (first in the vector).
+      correlated_size: features per correlated set; a set is all-or-nothing active.
+      anticorrelated_sets: number of anticorrelated sets (after the correlated ones).
+      anticorrelated_size: features per anticorrelated set.
+      anticorrelated_mode: ``"paper"``: the set is active with probability ``p`` and exactly
+        one member, uniform at random, fires (marginal ``p / k``). ``"arena"``: pairs only,
+        marginal ``p`` per feature and never both (``p <= 0.5``).
+    """
+
+    n_features: int
+    correlated_sets: int = 0
+    correlated_size: int = 2
+    anticorrelated_sets: int = 0
+    anticorrelated_size: int = 2
+    anticorrelated_mode: str = "paper"
+
+    def __post_init__(self):
+        if self.n_features < 1:
+            raise ValueError(f"n_features must be >= 1, got {self.n_features}")
+        for name in ("correlated_sets", "anticorrelated_sets"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("correlated_size", "anticorrelated_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.anticorrelated_mode not in ANTICORRELATED_MODES:
+            raise ValueError(
+                f"anticorrelated_mode must be one of {ANTICORRELATED_MODES}, "
+                f"got {self.anticorrelated_mode!r}"
+            )
+        if self.anticorrelated_mode == "arena" and self.anticorrelated_sets and (
+            self.anticorrelated_size != 2
+        ):
+            raise ValueError("anticorrelated_mode='arena' is defined for pairs only "
+                             "(anticorrelated_size=2)")
+        if self.n_structured > self.n_features:
+            raise ValueError(
+                f"correlated and anticorrelated sets use {self.n_structured} features but "
+                f"n_features is {self.n_features}"
+            )
+
+    @property
+    def n_correlated(self) -> int:
+        return self.correlated_sets * self.correlated_size
+
+    @property
+    def n_anticorrelated(self) -> int:
+        return self.anticorrelated_sets * self.anticorrelated_size
+
+    @property
+    def n_structured(self) -> int:
+        return self.n_correlated + self.n_anticorrelated
+
+    @property
+    def n_sets(self) -> int:
+        return self.correlated_sets + self.anticorrelated_sets
+
+    @property
+    def independent(self) -> bool:
+        return self.n_sets == 0
+
+
+def draw_uniforms(key: Array, batch_size: int, structure: FeatureStructure) -> dict[str, Array]:
+    """All the randomness one batch needs: ``u [batch, n]`` and, with sets, ``set_u``."""
+    if structure.independent:
+        return {"u": jax.random.uniform(key, (batch_size, structure.n_features))}
+    k1, k2 = jax.random.split(key)
+    return {
+        "u": jax.random.uniform(k1, (batch_size, structure.n_features)),
+        "set_u": jax.random.uniform(k2, (batch_size, structure.n_sets)),
+    }
+
+
+def features_from_uniforms(
+    uniforms: dict[str, Array], feature_probability: Array, structure: FeatureStructure
+) -> Array:
+    """Features ``x: [batch, n]`` for one instance from shared uniforms.
+
+    Args:
+      uniforms: output of :func:`draw_uniforms`.
+      feature_probability: ``[n]`` probability that each feature is active (``1 - S``). For a
+        set, the probability of its first member is the set's probability.
+      structure: the static feature structure.
+    """
+    u = uniforms["u"]
+    p = feature_probability
+    if structure.independent:
+        return jnp.where(u < p, u / p, 0.0)
+
+    parts = []
+    set_u = uniforms["set_u"]
+    nc, kc = structure.correlated_sets, structure.correlated_size
+    if nc:
+        uc = u[:, : nc * kc].reshape(-1, nc, kc)
+        pc = p[: nc * kc].reshape(nc, kc)[:, 0]
+        active = set_u[:, :nc] < pc  # [batch, sets]
+        parts.append(jnp.where(active[:, :, None], uc, 0.0).reshape(-1, nc * kc))
+    na, ka = structure.anticorrelated_sets, structure.anticorrelated_size
+    if na:
+        start = nc * kc
+        ua = u[:, start : start + na * ka].reshape(-1, na, ka)
+        pa = p[start : start + na * ka].reshape(na, ka)[:, 0]
+        s = set_u[:, nc:]  # [batch, sets]
+        if structure.anticorrelated_mode == "paper":
+            active = s < pa
+            # Given activity, s / p is uniform on [0, 1): it picks the one member that fires.
+            member = jnp.floor(jnp.where(active, s / pa, 0.0) * ka).astype(jnp.int32)
+            fire = active[:, :, None] & (member[:, :, None] == jnp.arange(ka))
+        else:  # arena pairs: feature 2k fires iff s <= p, feature 2k+1 iff 1 - s <= p
+            fire = jnp.stack([s <= pa, 1.0 - s <= pa], axis=-1)
+        parts.append(jnp.where(fire, ua, 0.0).reshape(-1, na * ka))
+    rest = structure.n_structured
+    if rest < structure.n_features:
+        ur, pr = u[:, rest:], p[rest:]
+        parts.append(jnp.where(ur < pr, ur / pr, 0.0))
+    return jnp.concatenate(parts, axis=1)
+
+
+def sample_features(
+    key: Array, feature_probability: Array, batch_size: int, structure: FeatureStructure
+) -> Array:
+    """Convenience: draw and build one instance's batch ``[batch, n]`` in one call."""
+    return features_from_uniforms(
+        draw_uniforms(key, batch_size, structure), feature_probability, structure
+    )

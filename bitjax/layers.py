@@ -1,0 +1,110 @@
+"""Flax linen toy models of superposition, written for ONE instance.
+
+``TiedToyModel`` is the paper's model: ``h = W x``, ``x' = act(W^T h + b)`` with ``W`` of
+shape ``[n_hidden, n_features]`` and a full-precision output bias added after the
+(dequantized) matmul. The weight transform is chosen per instance by an integer ``kind``
+through ``lax.switch``, so dense and quantized instances share one compiled program: under
+``vmap`` the switch becomes a select over all branches, and quantizing a tiny ``W`` costs
+nothing next to the batch. Sweeps are made with ``jax.vmap`` outside this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from bitjax import quant
+
+Array = jax.Array
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One sweepable model variant: which weight quantizer, and whether activations are 8-bit."""
+
+    name: str
+    weight_quantizer: str
+    act_int8: bool = False
+    description: str = ""
+
+
+#: The variants a sweep's ``kind`` axis may name (see shared/specs/bitlinear.md, section 3).
+KINDS: dict[str, Kind] = {
+    k.name: k
+    for k in (
+        Kind("dense", "dense", False, "float weights"),
+        Kind("ternary", "ternary", False, "BitNet b1.58 absmean ternary W, per-tensor scale"),
+        Kind("ternary_per_feature", "ternary_per_feature", False,
+             "absmean ternary W, one scale per feature column"),
+        Kind("binary", "binary", False, "BitNet b1 sign(W - mean) * mean|W|"),
+        Kind("twn", "twn", False, "Ternary Weight Networks (0.7 mean|W| threshold)"),
+        Kind("bitlinear", "ternary", True, "b1.58 ternary W + 8-bit absmax x and h"),
+    )
+}
+_QUANT_NAMES = tuple(quant.WEIGHT_QUANTIZERS)
+
+
+def kind_codes(kind: str) -> tuple[int, bool]:
+    """``(weight quantizer index, act_int8)`` for a kind name; raises on an unknown name."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}; allowed: {', '.join(KINDS)}")
+    k = KINDS[kind]
+    return _QUANT_NAMES.index(k.weight_quantizer), k.act_int8
+
+
+def quantize_weights(w: Array, quantizer: Array | int) -> Array:
+    """Effective weights of one instance: ``WEIGHT_QUANTIZERS[quantizer](w)``, traced index."""
+    branches = [quant.WEIGHT_QUANTIZERS[name] for name in _QUANT_NAMES]
+    return jax.lax.switch(quantizer, branches, w)
+
+
+def xavier_normal(key: Array, shape: tuple[int, int], dtype=jnp.float32) -> Array:
+    """Xavier-normal over one instance's ``[m, n]`` (independent of the sweep size)."""
+    std = jnp.sqrt(2.0 / (shape[0] + shape[1]))
+    return std * jax.random.normal(key, shape, dtype)
+
+
+class TiedToyModel(nn.Module):
+    """The tied toy model of Elhage et al. 2022 for one instance, dense or quantized.
+
+    Attributes:
+      n_features: input features ``n``.
+      n_hidden: hidden dimension ``m``.
+      activation: ``"relu"`` (the paper's model) or ``"linear"`` (its baseline).
+      act_quant: compile the 8-bit activation path; which instances use it is the traced
+        ``act_int8`` flag, so dense instances in the same program are untouched.
+
+    References:
+      Elhage et al. 2022, https://transformer-circuits.pub/2022/toy_model
+    """
+
+    n_features: int
+    n_hidden: int
+    activation: str = "relu"
+    act_quant: bool = False
+
+    def setup(self):
+        self.W = self.param("W", xavier_normal, (self.n_hidden, self.n_features))
+        self.b = self.param("b", nn.initializers.zeros, (self.n_features,))
+
+    def effective_weights(self, quantizer: Array | int) -> Array:
+        """The ``[m, n]`` weights the forward pass uses (``gamma * T`` when quantized)."""
+        return quantize_weights(self.W, quantizer)
+
+    def __call__(self, x: Array, quantizer: Array | int, act_int8: Array | bool = False) -> Array:
+        """Reconstruct a batch ``x: [batch, n]``; returns ``[batch, n]``."""
+        w = self.effective_weights(quantizer)
+        if self.act_quant:
+            x = jnp.where(act_int8, quant.absmax_int8(x), x)
+        h = x @ w.T
+        if self.act_quant:
+            h = jnp.where(act_int8, quant.absmax_int8(h), h)
+        out = h @ w + self.b
+        if self.activation == "relu":
+            return jax.nn.relu(out)
+        if self.activation == "linear":
+            return out
+        raise ValueError(f"unknown activation {self.activation!r}; allowed: relu, linear")
