@@ -44,20 +44,26 @@ KINDS: dict[str, Kind] = {
         Kind("bitlinear", "ternary", True, "b1.58 ternary W + 8-bit absmax x and h"),
     )
 }
-_QUANT_NAMES = tuple(quant.WEIGHT_QUANTIZERS)
+ALL_QUANTIZERS = tuple(quant.WEIGHT_QUANTIZERS)
 
 
-def kind_codes(kind: str) -> tuple[int, bool]:
-    """``(weight quantizer index, act_int8)`` for a kind name; raises on an unknown name."""
+def kind_quantizer(kind: str) -> str:
+    """The weight quantizer of a kind; raises on an unknown kind name."""
     if kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}; allowed: {', '.join(KINDS)}")
-    k = KINDS[kind]
-    return _QUANT_NAMES.index(k.weight_quantizer), k.act_int8
+    return KINDS[kind].weight_quantizer
 
 
-def quantize_weights(w: Array, quantizer: Array | int) -> Array:
-    """Effective weights of one instance: ``WEIGHT_QUANTIZERS[quantizer](w)``, traced index."""
-    branches = [quant.WEIGHT_QUANTIZERS[name] for name in _QUANT_NAMES]
+def quantize_weights(w: Array, quantizer: Array | int,
+                     quantizers: tuple[str, ...] = ALL_QUANTIZERS) -> Array:
+    """Effective weights of one instance: ``WEIGHT_QUANTIZERS[quantizers[quantizer]](w)``.
+
+    ``quantizer`` is a traced index into ``quantizers``, the static list of quantizers the
+    program compiles (only those a sweep uses: each branch costs ops in every step).
+    """
+    branches = [quant.WEIGHT_QUANTIZERS[name] for name in quantizers]
+    if len(branches) == 1:
+        return branches[0](w)
     return jax.lax.switch(quantizer, branches, w)
 
 
@@ -76,6 +82,11 @@ class TiedToyModel(nn.Module):
       activation: ``"relu"`` (the paper's model) or ``"linear"`` (its baseline).
       act_quant: compile the 8-bit activation path; which instances use it is the traced
         ``act_int8`` flag, so dense instances in the same program are untouched.
+      quantizers: the weight quantizers compiled in (names from
+        :data:`bitjax.quant.WEIGHT_QUANTIZERS`); the traced ``quantizer`` indexes this tuple.
+      feature_major: the batch arrives as ``[n, batch]`` instead of ``[batch, n]``. Same
+        maths; with tiny ``n`` and ``m`` XLA's CPU matmuls run several times faster with the
+        batch as the minor axis.
 
     References:
       Elhage et al. 2022, https://transformer-circuits.pub/2022/toy_model
@@ -85,6 +96,8 @@ class TiedToyModel(nn.Module):
     n_hidden: int
     activation: str = "relu"
     act_quant: bool = False
+    quantizers: tuple[str, ...] = ALL_QUANTIZERS
+    feature_major: bool = False
 
     def setup(self):
         self.W = self.param("W", xavier_normal, (self.n_hidden, self.n_features))
@@ -92,17 +105,19 @@ class TiedToyModel(nn.Module):
 
     def effective_weights(self, quantizer: Array | int) -> Array:
         """The ``[m, n]`` weights the forward pass uses (``gamma * T`` when quantized)."""
-        return quantize_weights(self.W, quantizer)
+        return quantize_weights(self.W, quantizer, self.quantizers)
 
     def __call__(self, x: Array, quantizer: Array | int, act_int8: Array | bool = False) -> Array:
-        """Reconstruct a batch ``x: [batch, n]``; returns ``[batch, n]``."""
+        """Reconstruct a batch ``x: [batch, n]`` (``[n, batch]`` if ``feature_major``)."""
         w = self.effective_weights(quantizer)
+        # The 8-bit absmax scale is per example: over features, whichever axis they are on.
+        f_axis = 0 if self.feature_major else -1
         if self.act_quant:
-            x = jnp.where(act_int8, quant.absmax_int8(x), x)
-        h = x @ w.T
+            x = jnp.where(act_int8, quant.absmax_int8(x, axis=f_axis), x)
+        h = w @ x if self.feature_major else x @ w.T
         if self.act_quant:
-            h = jnp.where(act_int8, quant.absmax_int8(h), h)
-        out = h @ w + self.b
+            h = jnp.where(act_int8, quant.absmax_int8(h, axis=f_axis), h)
+        out = w.T @ h + self.b[:, None] if self.feature_major else h @ w + self.b
         if self.activation == "relu":
             return jax.nn.relu(out)
         if self.activation == "linear":

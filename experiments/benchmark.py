@@ -1,0 +1,232 @@
+"""Throughput of the compiled sweep step on fixed workloads, with the machine's floors.
+
+Question: how many instance-steps per second does bitjax train, against the paper's PyTorch
+notebook, and what bounds it? Each workload is the tied ReLU model, AdamW, batch 1024, fresh
+data every step, every instance with its own data stream (as the notebook), dense weights.
+
+Command:  python -m experiments.benchmark            (table on stdout)
+          python -m experiments.benchmark --json     (machine-readable)
+          python -m experiments.benchmark --workload uniform_400x30_i40 --steps 200
+          python -m experiments.benchmark --scaling  (compile time and throughput against the
+                                                      instance count, into results/benchmark/)
+
+Runtime: about 2-4 minutes on a 2-core CPU; not measured on a GPU.
+Paper figure: none; this is the engineering claim "one compiled step trains the whole sweep".
+
+Floors printed per workload (measured on this machine by microbenchmarks, not assumed):
+  rng: uniforms the step draws / this machine's uniform-draw rate -> the most steps/s that
+       drawing the data alone allows;
+  flop: the step's matmul FLOPs (forward + backward, ~6 B n m per instance) / this machine's
+       batched-matmul rate -> the most steps/s the matmuls allow;
+  bytes: the step's minimal elementwise traffic (the [instances, batch, features] arrays it
+       must write and read at least once: x, the reconstruction and its gradient) / this
+       machine's streaming bandwidth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+#: Reference: the paper's PyTorch notebook on a quiet 2-core CPU, instance-steps/s (issue 4).
+REFERENCE_INSTANCE_STEPS = {
+    "intro_5x2_i10": 6_900,
+    "sweep_20x5_i400": 2_700,
+    "nb_100x20_i20": 660,
+    "uniform_400x30_i40": 80,
+}
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    n_features: int
+    n_hidden: int
+    n_instances: int
+
+
+WORKLOADS = {
+    w.name: w
+    for w in (
+        Workload("intro_5x2_i10", 5, 2, 10),
+        Workload("sweep_20x5_i400", 20, 5, 400),
+        Workload("nb_100x20_i20", 100, 20, 20),
+        Workload("uniform_400x30_i40", 400, 30, 40),
+    )
+}
+
+
+def workload_config(w: Workload, *, batch_size: int = 1024, chunk: int = 100,
+                    data_sharing: str = "instance", rng_impl: str | None = None,
+                    kinds=("dense",)):
+    from bitjax.sweep import SweepConfig
+
+    per_kind = max(1, w.n_instances // len(kinds))
+    probs = tuple(float(p) for p in np.geomspace(1.0, 0.01, per_kind))
+    kw = {} if rng_impl is None else {"rng_impl": rng_impl}
+    return SweepConfig(
+        n_features=w.n_features, n_hidden=w.n_hidden, kind=tuple(kinds), seed=(0,),
+        feature_probability=probs, importance=(1.0,), steps=chunk * 1000,
+        batch_size=batch_size, chunk_size=chunk, history_every=chunk,
+        data_sharing=data_sharing, **kw)
+
+
+def time_workload(cfg, *, min_seconds: float = 3.0, max_chunks: int = 50) -> dict:
+    """Compile once, warm up one chunk, then time whole chunks for ``min_seconds``."""
+    import jax
+
+    from bitjax.sweep import Trainer
+
+    trainer = Trainer(cfg, progress=False)
+    state = trainer.init_state()
+    t0 = time.perf_counter()
+    fn = trainer._chunk_fn(cfg.chunk_size, state)
+    compile_s = time.perf_counter() - t0
+    state = fn(state, trainer.arrays, trainer.streams)
+    jax.block_until_ready(state)
+    chunks, t0 = 0, time.perf_counter()
+    while chunks < max_chunks and (chunks < 2 or time.perf_counter() - t0 < min_seconds):
+        state = fn(state, trainer.arrays, trainer.streams)
+        jax.block_until_ready(state)
+        chunks += 1
+    elapsed = time.perf_counter() - t0
+    steps_s = chunks * cfg.chunk_size / elapsed
+    state_bytes = sum(x.nbytes for x in jax.tree.leaves(state))
+    return {"steps_per_s": steps_s, "instance_steps_per_s": steps_s * trainer.n_instances,
+            "compile_s": compile_s, "n_instances": trainer.n_instances,
+            "state_bytes_per_instance": state_bytes / trainer.n_padded}
+
+
+# ---- floors ------------------------------------------------------------------------------
+
+
+def _rate(fn, *args, reps: int = 5) -> float:
+    import jax
+
+    jax.block_until_ready(fn(*args))
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        jax.block_until_ready(fn(*args))
+    return (time.perf_counter() - t0) / reps
+
+
+def machine_rates(rng_impl: str = "hash") -> dict:
+    """Uniforms/s, batched-matmul FLOP/s and streaming bytes/s of one device under XLA."""
+    import jax
+    import jax.numpy as jnp
+
+    from bitjax.data import hash_uniform
+
+    shape = (16, 1024, 400)
+    size = int(np.prod(shape))
+    if rng_impl == "hash":
+        draw = jax.jit(lambda k: hash_uniform(k, shape))
+        key = jnp.array([1, 2], jnp.uint32)
+    else:
+        draw = jax.jit(lambda k: jax.random.uniform(k, shape))
+        key = jax.random.key(0, impl=rng_impl)
+    uniforms_s = size / _rate(draw, key)
+
+    a = jnp.ones((40, 1024, 400), jnp.float32)
+    b = jnp.ones((40, 400, 30), jnp.float32)
+    mm = jax.jit(lambda a, b: jnp.einsum("ibn,inm->ibm", a, b))
+    flops_s = 2 * 40 * 1024 * 400 * 30 / _rate(mm, a, b)
+
+    x = jnp.ones((64, 1024, 400), jnp.float32)
+    stream = jax.jit(lambda x: x * 1.5 + 0.5)
+    bytes_s = 2 * x.nbytes / _rate(stream, x)
+    return {"uniforms_per_s": uniforms_s, "flops_per_s": flops_s, "bytes_per_s": bytes_s}
+
+
+def floors(cfg, rates: dict) -> dict:
+    """Upper bounds on steps/s from drawing, matmuls and minimal elementwise traffic."""
+    from bitjax.sweep import build_instances
+
+    inst = build_instances(cfg)
+    i, b, n, m = inst.n, cfg.batch_size, cfg.n_features, cfg.n_hidden
+    streams = len(inst.stream_seed) if cfg.data_sharing == "seed" else i
+    uniforms = streams * b * n
+    flops = 6 * i * b * n * m
+    # x written once and read by the loss, the reconstruction error read by the backward.
+    traffic = 3 * 4 * i * b * n
+    return {
+        "uniforms_per_step": uniforms,
+        "flops_per_step": flops,
+        "bytes_per_step": traffic,
+        "rng_floor_steps_s": rates["uniforms_per_s"] / uniforms,
+        "flop_floor_steps_s": rates["flops_per_s"] / flops,
+        "bytes_floor_steps_s": rates["bytes_per_s"] / traffic,
+    }
+
+
+def run_benchmark(names, *, steps: int, data_sharing: str, rng_impl: str | None,
+                  min_seconds: float) -> list[dict]:
+    import jax
+
+    rates = machine_rates(rng_impl or "hash")
+    rows = []
+    for name in names:
+        w = WORKLOADS[name]
+        cfg = workload_config(w, chunk=steps, data_sharing=data_sharing, rng_impl=rng_impl)
+        r = time_workload(cfg, min_seconds=min_seconds)
+        ref = REFERENCE_INSTANCE_STEPS[name]
+        rows.append({"workload": name, **r, **floors(cfg, rates),
+                     "reference_instance_steps_per_s": ref,
+                     "ratio_vs_reference": r["instance_steps_per_s"] / ref,
+                     "data_sharing": data_sharing, "rng_impl": cfg.rng_impl,
+                     "backend": jax.default_backend(),
+                     "device": jax.devices()[0].device_kind,
+                     "n_devices": jax.device_count()})
+        print(_fmt_row(rows[-1]), file=sys.stderr, flush=True)
+    return rows
+
+
+def _fmt_row(r: dict) -> str:
+    return (f"{r['workload']:<20} {r['steps_per_s']:>9,.0f} {r['instance_steps_per_s']:>12,.0f}"
+            f" {r['reference_instance_steps_per_s']:>9,} {r['ratio_vs_reference']:>6.1f}x"
+            f" {r['compile_s']:>8.2f} {r['rng_floor_steps_s']:>9,.0f}"
+            f" {r['flop_floor_steps_s']:>9,.0f} {r['bytes_floor_steps_s']:>9,.0f}")
+
+
+HEADER = (f"{'workload':<20} {'steps/s':>9} {'inst-steps/s':>12} {'ref':>9} {'ratio':>7}"
+          f" {'compile':>8} {'rng-floor':>9} {'flop-floor':>9} {'byte-floor':>9}")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m experiments.benchmark", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workload", choices=list(WORKLOADS), action="append",
+                    help="workload(s) to time (default: all four)")
+    ap.add_argument("--steps", type=int, default=100, help="steps per compiled call")
+    ap.add_argument("--min-seconds", type=float, default=3.0, help="timing per workload")
+    ap.add_argument("--data-sharing", choices=("instance", "seed"), default="instance",
+                    help="instance: independent data per instance (as the reference); "
+                         "seed: one draw shared by all instances of a seed")
+    ap.add_argument("--rng-impl", default=None, help="JAX PRNG implementation")
+    ap.add_argument("--json", action="store_true", help="print the rows as JSON")
+    ap.add_argument("--out", type=Path, default=None, help="also write the rows as JSON here")
+    args = ap.parse_args(argv)
+    if args.steps < 1:
+        print("error: --steps must be >= 1", file=sys.stderr)
+        return 2
+    print(HEADER, file=sys.stderr)
+    rows = run_benchmark(args.workload or list(WORKLOADS), steps=args.steps,
+                         data_sharing=args.data_sharing, rng_impl=args.rng_impl,
+                         min_seconds=args.min_seconds)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    if args.out:
+        from bitjax import io
+
+        io.write_json(args.out, rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
