@@ -1,0 +1,530 @@
+"""Correlated and anticorrelated features: does ternary weight geometry follow the dense one?
+
+Question: Elhage et al. 2022 (section "Superposition with Correlated and Anticorrelated
+Features") find that correlated features (always active together) are kept orthogonal to
+each other and superposed with features of OTHER sets, that anticorrelated features (never
+active together) are put antipodal to each other, and that denser data collapses correlated
+pairs onto their sum direction. The BitNet study reported "the same geometry, ternary weights
+looking more orthogonal" from one seed. With many seeds and 95% CIs: is that so?
+
+Command:  python -m experiments.correlated             (paper preset on GPU/TPU, quick on CPU)
+          python -m experiments.correlated --preset quick --seeds 6
+
+Parts (uniform importance, kinds dense + ternary (b1.58, per-tensor scale), seeds = restarts;
+feature order: sets first; densities p = probability that a SET is active):
+  corr_pairs  n=4,  m=2,  2 correlated pairs,      p = 400^-linspace(0.5, 1, 5) (ARENA)
+  anti_pairs  n=4,  m=2,  2 anticorrelated pairs,  p = 10^-linspace(0.5, 1, 5)  (ARENA values)
+  three_corr  n=6,  m=2,  3 correlated pairs,      p log-spaced 0.5 -> 0.01 (wider than
+              ARENA's 100^-linspace(0.5, 1, 5) = 0.1 -> 0.01, to reach the published
+              "all three pairs collapse at 0.25-0.5")
+  sets20      n=20, m=10, 2 correlated sets of 10, p = 400^-linspace(0.5, 1, 5)
+  anti20      n=20, m=10, 2 anticorrelated sets of 10, p = 10^-linspace(0.5, 1, 5)
+Anticorrelated sets use the paper's definition (``anticorrelated_mode="paper"``: the set is
+active with probability p and exactly one member, uniform at random, fires, so each
+feature's marginal is p/k); ARENA's "marginal p, never both" mode exists for pairs only and
+the n=20 bundles need the paper's.
+
+Presets:
+  paper  the densities above (three_corr: 10), 20 seeds, 10,000 steps, batch 1024.
+  quick  the densities above (three_corr: 7), 6 seeds, 4,000 steps, batch 512.
+  tiny   parts three_corr and anti20 only (CPU compile time is ~5-8 s per part), 2
+         densities, 2 seeds, 50 steps (smoke test; the analysis handles any subset of parts).
+
+Runtime (2-core CPU of the dev machine, shared with other jobs, load average ~5): quick
+4m04s-4m16s wall in two runs (five parts; training 12-82 s per part, the rest compiling,
+checkpointing and plotting); tiny 33 s; idle machine and paper preset (CPU or GPU) not
+measured.
+
+Measurements (on EFFECTIVE weights, gamma*T for ternary; mean over seeds with a 95% t CI;
+"represented" means ||W_i|| >= 0.5, the bitjax default threshold):
+  within_pair_cos     cos(W_a, W_b) of the two members of a pair, averaged over the pairs
+                      whose members are both represented (corr: ~0 orthogonal; anti: ~-1).
+  collapse_fraction   share of pairs with cos > 0.9 and both norms >= 0.25 (pair collapsed
+                      onto its sum direction; the members then carry norm ~1/sqrt 2).
+  orthogonal_fraction / antipodal_fraction   share of pairs, both members represented, with
+                      |cos| < 0.1 / cos < -0.9 (trained m=2 models are bimodal across seeds:
+                      a seed finds the geometry or sits in another local minimum, so these
+                      fractions say more than the mean cosine).
+  within_set_abs_cos / cross_set_abs_cos   mean |cos| over pairs i != j of represented
+                      features in the same / in different sets (n=20 parts).
+  within_set_sq_dot / cross_set_sq_dot     mean (W_i . W_j)^2 over the same pairs of ALL
+                      features (interference as the loss sees it).
+Weight diagrams and W^T W maps show the best seed (lowest final loss) of each cell.
+
+Outputs (in --out; per part in --out/<part>/: config.json, metrics.csv, features.csv,
+checkpoints/): weights_<m=2 part>.{png,pdf} (2-D diagrams, kind x density, coloured by
+pair), gram_<n=20 part>.{png,pdf} (W^T W, kind x density), summary.{png,pdf} (the main
+measurements vs density), correlated_summary.csv (part, kind, density, measure, mean, ci95,
+n_seeds, best_seed = the value of the lowest-loss seed), correlated_instances.csv (every
+measurement per instance), manifest.json, config.json.
+Paper figures: "Superposition with Correlated and Anticorrelated Features" (2-D diagrams of
+correlated / anticorrelated pairs, the collapse of three correlated pairs, and the W^T W of
+two correlated sets forming local orthogonal bases).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from bitjax import plots
+from bitjax.sweep import SweepConfig
+from experiments._cli import Experiment, Part, main
+
+NORM_THRESHOLD = 0.5
+#: A correlated pair counts as collapsed onto one direction above this cosine ...
+COLLAPSE_COS = 0.9
+#: ... when both members still carry at least this norm (not dropped).
+COLLAPSE_NORM = 0.25
+#: Pair counted orthogonal below this |cos|, antipodal below minus this.
+ORTHOGONAL_COS = 0.1
+ANTIPODAL_COS = 0.9
+KINDS = ("dense", "ternary")
+PAIR_PARTS = ("corr_pairs", "anti_pairs", "three_corr")
+SET_PARTS = ("sets20", "anti20")
+ANTI_MODE = "paper"
+
+
+# ------------------------------------------------------------------------------------------
+# Presets.
+# ------------------------------------------------------------------------------------------
+
+
+def densities(n_p: int, n_three: int) -> dict[str, tuple[float, ...]]:
+    """Set densities per part (densest first, as in ARENA)."""
+    lin = np.linspace(0.5, 1.0, n_p)
+    corr = tuple(float(v) for v in 400.0 ** -lin)
+    anti = tuple(float(v) for v in 10.0 ** -lin)
+    three = tuple(float(v) for v in np.geomspace(0.5, 0.01, n_three))
+    return {"corr_pairs": corr, "anti_pairs": anti, "three_corr": three, "sets20": corr,
+            "anti20": anti}
+
+
+STRUCTURE = {
+    "corr_pairs": dict(n_features=4, n_hidden=2, correlated_sets=2, correlated_size=2),
+    "anti_pairs": dict(n_features=4, n_hidden=2, anticorrelated_sets=2, anticorrelated_size=2,
+                       anticorrelated_mode=ANTI_MODE),
+    "three_corr": dict(n_features=6, n_hidden=2, correlated_sets=3, correlated_size=2),
+    "sets20": dict(n_features=20, n_hidden=10, correlated_sets=2, correlated_size=10),
+    "anti20": dict(n_features=20, n_hidden=10, anticorrelated_sets=2, anticorrelated_size=10,
+                   anticorrelated_mode=ANTI_MODE),
+}
+
+
+def _parts(seeds: int, steps: int, n_p: int, n_three: int, names=tuple(STRUCTURE),
+           **kw) -> dict[str, SweepConfig]:
+    ps = densities(n_p, n_three)
+    return {name: SweepConfig(**STRUCTURE[name], kind=KINDS, seed=tuple(range(seeds)),
+                              feature_probability=ps[name], importance=(1.0,), steps=steps,
+                              **kw)
+            for name in names}
+
+
+PRESETS = {
+    "paper": lambda seeds: _parts(seeds or 20, 10_000, 5, 10, batch_size=1024),
+    "quick": lambda seeds: _parts(seeds or 6, 4_000, 5, 7, batch_size=512, chunk_size=500,
+                                  history_every=100),
+    "tiny": lambda seeds: _parts(seeds or 2, 50, 2, 2, names=("three_corr", "anti20"),
+                                 batch_size=64, chunk_size=50, history_every=50,
+                                 eval_batches=2),
+}
+
+
+# ------------------------------------------------------------------------------------------
+# Measurements on effective weights [I, m, n].
+# ------------------------------------------------------------------------------------------
+
+
+def set_ids(cfg: SweepConfig) -> np.ndarray:
+    """Set index of every feature (correlated sets, then anticorrelated; -1 = independent)."""
+    ids = np.full(cfg.n_features, -1)
+    nc = cfg.correlated_sets * cfg.correlated_size
+    ids[:nc] = np.arange(nc) // cfg.correlated_size
+    na = cfg.anticorrelated_sets * cfg.anticorrelated_size
+    ids[nc:nc + na] = cfg.correlated_sets + np.arange(na) // cfg.anticorrelated_size
+    return ids
+
+
+def _norms_cos(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    w = np.asarray(w, dtype=np.float64)
+    if w.ndim == 2:
+        w = w[None]
+    norms = np.linalg.norm(w, axis=1)  # [I, n]
+    g = np.einsum("kmi,kmj->kij", w, w)  # W^T W per instance
+    cos = g / np.maximum(norms[:, :, None] * norms[:, None, :], 1e-12)
+    return norms, cos
+
+
+def pair_cosines(w: np.ndarray, n_pairs: int,
+                 threshold: float = NORM_THRESHOLD) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine of each pair (features 2k, 2k+1), ``[I, n_pairs]``, and both-represented mask."""
+    norms, cos = _norms_cos(w)
+    a, b = np.arange(n_pairs) * 2, np.arange(n_pairs) * 2 + 1
+    c = cos[:, a, b]
+    both = (norms[:, a] >= threshold) & (norms[:, b] >= threshold)
+    return c, both
+
+
+def within_pair_cos(w: np.ndarray, n_pairs: int,
+                    threshold: float = NORM_THRESHOLD) -> np.ndarray:
+    """Mean cosine over the pairs whose members are both represented, ``[I]`` (NaN if none)."""
+    c, both = pair_cosines(w, n_pairs, threshold)
+    with np.errstate(invalid="ignore"):
+        return np.where(both.any(1), np.sum(np.where(both, c, 0), 1) / both.sum(1), np.nan)
+
+
+def collapse_fraction(w: np.ndarray, n_pairs: int, cos_min: float = COLLAPSE_COS,
+                      norm_min: float = COLLAPSE_NORM) -> np.ndarray:
+    """Share of pairs collapsed onto one direction (cos > cos_min, norms >= norm_min), ``[I]``."""
+    c, both = pair_cosines(w, n_pairs, norm_min)
+    return np.mean((c > cos_min) & both, axis=1)
+
+
+def pair_geometry_fractions(w: np.ndarray, n_pairs: int,
+                            threshold: float = NORM_THRESHOLD) -> dict[str, np.ndarray]:
+    """Share of pairs (both represented) that are orthogonal / antipodal, ``{name: [I]}``."""
+    c, both = pair_cosines(w, n_pairs, threshold)
+    return {"orthogonal_fraction": np.mean(both & (np.abs(c) < ORTHOGONAL_COS), axis=1),
+            "antipodal_fraction": np.mean(both & (c < -ANTIPODAL_COS), axis=1)}
+
+
+def set_interference(w: np.ndarray, ids: np.ndarray,
+                     threshold: float = NORM_THRESHOLD) -> dict[str, np.ndarray]:
+    """Within-set vs cross-set interference per instance (pairs i != j of set features).
+
+    Returns ``within_set_abs_cos``, ``cross_set_abs_cos`` (represented features only; NaN
+    when no such pair) and ``within_set_sq_dot``, ``cross_set_sq_dot`` (all features).
+    """
+    w = np.asarray(w, dtype=np.float64)
+    if w.ndim == 2:
+        w = w[None]
+    norms, cos = _norms_cos(w)
+    dot2 = np.einsum("kmi,kmj->kij", w, w) ** 2
+    ids = np.asarray(ids)
+    in_set = ids >= 0
+    off = ~np.eye(len(ids), dtype=bool) & in_set[:, None] & in_set[None, :]
+    same = off & (ids[:, None] == ids[None, :])
+    cross = off & (ids[:, None] != ids[None, :])
+    rep = norms >= threshold  # [I, n]
+    rep2 = rep[:, :, None] & rep[:, None, :]
+    out = {}
+    for name, mask in (("within_set", same), ("cross_set", cross)):
+        m = rep2 & mask
+        cnt = m.sum((1, 2))
+        with np.errstate(invalid="ignore"):
+            out[f"{name}_abs_cos"] = np.where(
+                cnt > 0, np.sum(np.where(m, np.abs(cos), 0), (1, 2)) / np.maximum(cnt, 1),
+                np.nan)
+        out[f"{name}_sq_dot"] = (np.sum(np.where(mask, dot2, 0), (1, 2))
+                                 / max(int(mask.sum()), 1))
+    return out
+
+
+def instance_measures(part: Part) -> dict[str, np.ndarray]:
+    """Every measurement of this part's instances, ``{name: [I]}``."""
+    cfg = part.sweep.config
+    w = part.sweep.W_eff
+    out = {"n_represented": np.asarray(part.metrics["n_represented"], dtype=float),
+           "loss": np.asarray(part.loss, dtype=float)}
+    n_pairs = 0
+    if cfg.correlated_size == 2 and cfg.correlated_sets and not cfg.anticorrelated_sets:
+        n_pairs = cfg.correlated_sets
+    elif cfg.anticorrelated_size == 2 and cfg.anticorrelated_sets and not cfg.correlated_sets:
+        n_pairs = cfg.anticorrelated_sets
+    if n_pairs:
+        out["within_pair_cos"] = within_pair_cos(w, n_pairs, cfg.threshold)
+        out.update(pair_geometry_fractions(w, n_pairs, cfg.threshold))
+        if cfg.correlated_sets:
+            out["collapse_fraction"] = collapse_fraction(w, n_pairs)
+    ids = set_ids(cfg)
+    if len(set(ids[ids >= 0].tolist())) >= 2 and np.bincount(ids[ids >= 0]).max() > 2:
+        out.update(set_interference(w, ids, cfg.threshold))
+    bad = part.diverged
+    return {k: np.where(bad, np.nan, v) for k, v in out.items()}
+
+
+def seed_table(part: Part, values: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(densities [P] ascending, values [seeds, P])`` of one kind."""
+    c = part.sweep.coords
+    ps = np.sort(np.unique(c["feature_probability"]))
+    seeds = np.unique(c["seed"])
+    t = np.full((len(seeds), len(ps)), np.nan)
+    for si, s in enumerate(seeds):
+        for pi, p in enumerate(ps):
+            idx = part.sweep.select(kind=kind, seed=int(s), feature_probability=float(p))
+            if idx.size:
+                t[si, pi] = np.nanmean(values[idx]) if np.isfinite(values[idx]).any() else np.nan
+    return ps, t
+
+
+def best_instance(part: Part, kind: str, p: float) -> int | None:
+    """Lowest-loss non-diverged instance of a (kind, density) cell."""
+    idx = part.sweep.select(kind=kind, feature_probability=float(p))
+    idx = idx[~part.diverged[idx]]
+    return int(idx[np.argmin(part.loss[idx])]) if idx.size else None
+
+
+# ------------------------------------------------------------------------------------------
+# Figures.
+# ------------------------------------------------------------------------------------------
+
+_MEMBER_STYLE = (("-", "o"), ("--", "s"), (":", "^"))
+
+
+def set_weight_diagram(ax, w: np.ndarray, ids: np.ndarray, *, title: str | None = None):
+    """2-D diagram of ``w [2, n]``: one colour per set, line style/marker per member."""
+    import matplotlib.pyplot as plt
+
+    colors = plt.cm.tab10.colors
+    seen: dict[int, int] = {}
+    for i in range(w.shape[1]):
+        s = int(ids[i])
+        k = seen.get(s, 0)
+        seen[s] = k + 1
+        ls, mk = _MEMBER_STYLE[k % len(_MEMBER_STYLE)]
+        col = colors[s % len(colors)] if s >= 0 else "0.5"
+        ax.plot([0, w[0, i]], [0, w[1, i]], color=col, lw=1.6, ls=ls)
+        ax.scatter(w[0, i], w[1, i], color=col, marker=mk, s=18, zorder=3)
+    lim = max(1.2, float(np.nanmax(np.abs(w))) * 1.1 if np.isfinite(w).any() else 1.2)
+    ax.set_xlim(-lim, lim)
+    ax.set_ylim(-lim, lim)
+    ax.set_aspect("equal")
+    ax.axhline(0, color="0.85", lw=0.5, zorder=0)
+    ax.axvline(0, color="0.85", lw=0.5, zorder=0)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=8)
+
+
+def _pair_legend(fig, ids: np.ndarray, anti: bool):
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    colors = plt.cm.tab10.colors
+    word = "anticorrelated" if anti else "correlated"
+    handles = [Line2D([], [], color=colors[s % 10], lw=2, label=f"{word} pair {s + 1}")
+               for s in sorted(set(ids[ids >= 0].tolist()))]
+    handles += [Line2D([], [], color="k", ls=ls, marker=mk, label=f"member {k + 1}")
+                for k, (ls, mk) in enumerate(_MEMBER_STYLE[:2])]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8,
+               frameon=False, bbox_to_anchor=(0.5, -0.02))
+
+
+def _kinds(part: Part) -> list[str]:
+    return list(dict.fromkeys(part.sweep.coords["kind"]))
+
+
+def draw_weights(part: Part, meas: dict[str, np.ndarray], out: Path) -> list[Path]:
+    from bitjax import io
+
+    cfg = part.sweep.config
+    ids = set_ids(cfg)
+    kinds = _kinds(part)
+    ps = np.sort(np.unique(part.sweep.coords["feature_probability"]))[::-1]
+    fig, axes = plots.new_figure(len(kinds), len(ps), size=(2.1, 2.3))
+    for r, kind in enumerate(kinds):
+        for c, p in enumerate(ps):
+            ax = axes[r, c]
+            i = best_instance(part, kind, p)
+            if i is None:
+                ax.set_axis_off()
+                continue
+            extra = ""
+            if "within_pair_cos" in meas and np.isfinite(meas["within_pair_cos"][i]):
+                extra = f"\npair cos {meas['within_pair_cos'][i]:+.2f}"
+            set_weight_diagram(ax, part.sweep.W_eff[i], ids,
+                               title=f"{kind}, 1-S={p:.3g}{extra}")
+        axes[r, 0].set_ylabel(kind)
+    _pair_legend(fig, ids, anti=cfg.anticorrelated_sets > 0)
+    n_seeds = len(cfg.seed)
+    fig.suptitle(f"{part.name}: n={cfg.n_features}, m={cfg.n_hidden}, effective weight columns "
+                 f"W_i (best of {n_seeds} seed(s) by loss); 1-S = set density", fontsize=9,
+                 y=1.02)
+    files = io.save_figure(fig, out / f"weights_{part.name}")
+    plots.close(fig)
+    return files
+
+
+def draw_grams(part: Part, out: Path) -> list[Path]:
+    from bitjax import io
+
+    cfg = part.sweep.config
+    kinds = _kinds(part)
+    ps = np.sort(np.unique(part.sweep.coords["feature_probability"]))[::-1]
+    ids = set_ids(cfg)
+    cuts = np.flatnonzero(np.diff(ids)) + 0.5
+    fig, axes = plots.new_figure(len(kinds), len(ps), size=(2.2, 2.3))
+    im = None
+    for r, kind in enumerate(kinds):
+        for c, p in enumerate(ps):
+            ax = axes[r, c]
+            i = best_instance(part, kind, p)
+            if i is None:
+                ax.set_axis_off()
+                continue
+            im = plots.gram_heatmap(ax, part.sweep.W_eff[i], title=f"{kind}, 1-S={p:.3g}")
+            for x in cuts:
+                ax.axhline(x, color="k", lw=0.6)
+                ax.axvline(x, color="k", lw=0.6)
+    if im is not None:
+        fig.colorbar(im, ax=axes, shrink=0.7, label="W^T W (effective weights)")
+    word = "anticorrelated" if cfg.anticorrelated_sets else "correlated"
+    fig.suptitle(f"{part.name}: n={cfg.n_features}, m={cfg.n_hidden}, two {word} sets of "
+                 f"{cfg.anticorrelated_size if cfg.anticorrelated_sets else cfg.correlated_size}"
+                 f" (black lines); best of {len(cfg.seed)} seed(s) by loss", fontsize=9)
+    files = io.save_figure(fig, out / f"gram_{part.name}")
+    plots.close(fig)
+    return files
+
+
+#: Summary panels: (part, [(measure, line style)], y label, reference value, y limits).
+PANELS = (
+    ("corr_pairs", [("within_pair_cos", "-")], "within-pair cos", 0.0, (-1.05, 1.05)),
+    ("anti_pairs", [("antipodal_fraction", "-")], "fraction of pairs antipodal", 1.0,
+     (-0.03, 1.03)),
+    ("three_corr", [("within_pair_cos", "-")], "within-pair cos", None, (-1.05, 1.05)),
+    ("three_corr", [("collapse_fraction", "-")], "fraction of pairs collapsed", None,
+     (-0.03, 1.03)),
+    ("sets20", [("within_set_abs_cos", "-"), ("cross_set_abs_cos", "--")],
+     "mean |cos| (represented)", 0.0, (-0.02, 1.02)),
+    ("anti20", [("within_set_abs_cos", "-"), ("cross_set_abs_cos", "--")],
+     "mean |cos| (represented)", 0.0, (-0.02, 1.02)),
+)
+
+
+def _density_axis(ax, ps: np.ndarray):
+    """Log x axis with one labelled tick per trained density (no crowded minor labels)."""
+    from matplotlib.ticker import NullFormatter, NullLocator
+
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xticks(ps)
+    ax.set_xticklabels([f"{p:.2g}" for p in ps], rotation=45 if len(ps) > 4 else 0,
+                       fontsize=7)
+
+
+def draw_summary(parts: dict[str, Part], meas: dict[str, dict], out: Path) -> list[Path]:
+    from matplotlib.lines import Line2D
+
+    from bitjax import io
+
+    panels = [pn for pn in PANELS if pn[0] in parts]
+    if not panels:
+        return []
+    ncols = min(3, len(panels))
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plots.new_figure(nrows, ncols, size=(3.8, 3.0))
+    for ax in axes.flat[len(panels):]:
+        ax.set_axis_off()
+    for ax, (name, lines, ylabel, ref, ylim) in zip(axes.flat, panels, strict=False):
+        part = parts[name]
+        n_seeds = len(part.sweep.config.seed)
+        for kind in _kinds(part):
+            for measure, ls in lines:
+                if measure not in meas[name]:
+                    continue
+                ps, t = seed_table(part, meas[name][measure], kind)
+                mean, half = plots.mean_ci(t, axis=0)
+                col = plots.kind_color(kind)
+                ax.plot(ps, mean, ls=ls, marker="o", ms=3, color=col)
+                if t.shape[0] > 1:
+                    ax.fill_between(ps, mean - half, mean + half, color=col, alpha=0.2, lw=0)
+        if ref is not None:
+            ax.axhline(ref, color="0.6", lw=0.7, ls=":", zorder=0)
+        _density_axis(ax, np.sort(np.unique(part.sweep.coords["feature_probability"])))
+        ax.set_ylim(*ylim)
+        ax.set_xlabel("set density 1 - S")
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{name} ({n_seeds} seeds, 95% CI)", fontsize=9)
+        handles = [Line2D([], [], color=plots.kind_color(k), lw=2, label=k)
+                   for k in _kinds(part)]
+        if len(lines) > 1:
+            handles += [Line2D([], [], color="k", ls=ls,
+                               label=m.split("_")[0] + " set") for m, ls in lines]
+        ax.legend(handles=handles, fontsize=7)
+    fig.suptitle("Correlated / anticorrelated features: geometry of the effective weights "
+                 "(mean over seeds, band = 95% CI)", fontsize=10)
+    fig.tight_layout()
+    files = io.save_figure(fig, out / "summary")
+    plots.close(fig)
+    return files
+
+
+# ------------------------------------------------------------------------------------------
+# Analysis entry point.
+# ------------------------------------------------------------------------------------------
+
+SUMMARY_MEASURES = ("within_pair_cos", "orthogonal_fraction", "antipodal_fraction",
+                    "collapse_fraction", "within_set_abs_cos",
+                    "cross_set_abs_cos", "within_set_sq_dot", "cross_set_sq_dot",
+                    "n_represented", "loss")
+
+
+def summary_rows(part: Part, meas: dict[str, np.ndarray]) -> list[dict]:
+    rows = []
+    for kind in _kinds(part):
+        for measure in SUMMARY_MEASURES:
+            if measure not in meas:
+                continue
+            ps, t = seed_table(part, meas[measure], kind)
+            mean, half = plots.mean_ci(t, axis=0) if np.isfinite(t).any() else (
+                np.full(len(ps), np.nan), np.full(len(ps), np.nan))
+            n = np.sum(np.isfinite(t), axis=0)
+            for j, p in enumerate(ps):
+                best = best_instance(part, kind, p)
+                rows.append({"part": part.name, "kind": kind, "density": p,
+                             "measure": measure, "mean": mean[j], "ci95": half[j],
+                             "n_seeds": int(n[j]),
+                             "best_seed": meas[measure][best] if best is not None else np.nan})
+    return rows
+
+
+def analyse(parts: dict[str, Part], out: Path) -> list[Path]:
+    import warnings
+
+    from bitjax import io
+
+    files: list[Path] = []
+    meas = {name: instance_measures(part) for name, part in parts.items()}
+    rows, inst_rows = [], []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN cells (nothing represented)
+        for name, part in parts.items():
+            cfg = part.sweep.config
+            if cfg.n_hidden == 2:
+                files += draw_weights(part, meas[name], out)
+            else:
+                files += draw_grams(part, out)
+            rows += summary_rows(part, meas[name])
+            c = part.sweep.coords
+            for i in range(part.sweep.n_instances):
+                r = {"part": name, "instance": i, "kind": c["kind"][i],
+                     "seed": int(c["seed"][i]), "density": float(c["feature_probability"][i])}
+                r.update({k: v[i] for k, v in meas[name].items()})
+                inst_rows.append(r)
+        files += draw_summary(parts, meas, out)
+    files.append(out / "correlated_summary.csv")
+    io.write_csv(files[-1], rows,
+                 ["part", "kind", "density", "measure", "mean", "ci95", "n_seeds",
+                  "best_seed"])
+    cols = ["part", "instance", "kind", "seed", "density", *SUMMARY_MEASURES]
+    files.append(out / "correlated_instances.csv")
+    io.write_csv(files[-1], inst_rows, cols)
+    return files
+
+
+EXPERIMENT = Experiment(
+    name="correlated",
+    description="Correlated and anticorrelated features: within-pair angles, collapse of "
+                "correlated pairs and local orthogonal bases, dense vs ternary (Elhage et al. "
+                "2022, Superposition with Correlated and Anticorrelated Features).",
+    presets=PRESETS,
+    analyse=analyse,
+)
+
+if __name__ == "__main__":
+    sys.exit(main(EXPERIMENT))

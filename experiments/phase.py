@@ -1,0 +1,405 @@
+"""Phase change: when does an extra feature get dropped, superposed or its own dimension?
+
+Question: Elhage et al. 2022 (section "Superposition as a Phase Change") train n=2, m=1 and
+n=3, m=2 toy models while varying the last ("extra") feature's relative importance r and
+the feature density 1-S, and find three phases for the extra feature: dropped, superposed
+(antipodal with another feature) and given a dedicated dimension. Does BitNet b1.58
+ternarisation (per-tensor absmean scale) move the phase boundaries?
+
+Command:  python -m experiments.phase                (paper preset on GPU/TPU, quick on CPU)
+          python -m experiments.phase --preset quick --seeds 4
+
+Presets (parts "n2m1": n=2, m=1, importance (1, r); "n3m2": n=3, m=2, importance (1, 1, r);
+the same density 1-S for every feature; kinds dense + ternary; seeds = restarts per cell):
+  paper  30 x 30 grid (r log-spaced 0.1..10, 1-S log-spaced 0.01..1), 10 restarts per cell,
+         10,000 steps, batch 1024: 18,000 instances per part, one compiled sweep each.
+  quick  12 x 12 grid, 4 restarts, 3,000 steps, batch 256 (1,152 instances per part).
+  tiny   3 x 3 grid, 2 restarts, 100 steps, batch 64 (smoke test).
+
+Runtime (2-core CPU of the dev machine, shared with other jobs, load average ~5): quick
+3m42s-3m50s wall in two runs (training 35-64 s for n2m1 and 133-169 s for n3m2, the rest
+compiling, checkpointing and plotting); tiny 33-37 s; idle machine and paper preset (CPU or
+GPU) not measured.
+
+Classification (of the extra feature's EFFECTIVE column W_x, gamma*T for ternary), threshold
+0.5 on the norm as in :data:`bitjax.metrics.DEFAULT_THRESHOLD`:
+  dropped     ||W_x|| < 0.5;
+  dedicated   otherwise, if |cos(W_x, W_j)| < 0.3 for every other feature j that is itself
+              represented (||W_j|| >= 0.5);
+  superposed  otherwise (antipodal or any other shared direction; with m=1 this includes the
+              paper's "confused" W_1 = W_2 phase at high density and r near 1).
+Per cell the phase of the best restart by final loss is drawn (the paper keeps the best
+models); the fraction of restarts in each phase is in the CSV and in phase_fractions_*.
+
+Closed-form boundary (n=2, m=1), as read from the spec and checked here: compare the loss of
+the idealised solutions with features x_i = 0 w.p. S else U[0,1), density p = 1-S
+(E x = p/2, E x^2 = p/3):
+  superposed  W = (1, -1), b = 0:          L = (1 + r) p^2 / 6  (error only when both fire:
+                                           E[min(x1, x2)^2] = 1/6 on each feature);
+  r <= 1      W = (1, 0), b = (0, p/2):    L = r (p/3 - p^2/4)  (extra dropped, bias = mean);
+  r >= 1      W = (0, 1), b = (p/2, 0):    L = p/3 - p^2/4      (extra dedicated).
+Superposition wins for p < 4r/(2+5r) (r <= 1) and p < 4/(5+2r) (r >= 1): the spec's "s" is
+the DENSITY 1-S (0.571 at r=1, 0.16 at r=0.1 and r=10), i.e. superposition below the curve,
+on the sparse side. :func:`ideal_losses` holds these formulas; the tests check them against
+a Monte Carlo estimate and check that they cross at :func:`closed_form_boundary`.
+
+Outputs (in --out, per part in --out/<part>/: config.json, metrics.csv, features.csv,
+checkpoints/): phase_<part>.{png,pdf} (best-restart phase per cell, dense | ternary;
+closed-form boundary drawn over n2m1), phase_fractions_<part>.{png,pdf} (fraction of
+restarts per phase), phase_cells.csv (per part, kind and cell: best phase, fractions, closed
+form prediction), phase_summary.csv (per part and kind: phase shares and the agreement with
+the closed form), manifest.json, config.json.
+Paper figure: "Superposition as a Phase Change" (the n=2, m=1 and n=3, m=2 phase diagrams).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from bitjax import plots
+from bitjax.sweep import SweepConfig
+from experiments._cli import Experiment, Part, main
+
+#: Phase names in code order (0, 1, 2) and their colours in every figure.
+PHASES = ("dropped", "dedicated", "superposed")
+PHASE_COLORS = ("0.85", "tab:blue", "tab:orange")
+#: Extra feature counts as represented above this norm (bitjax's default threshold).
+NORM_THRESHOLD = 0.5
+#: Dedicated dimension: |cos| with every other represented feature below this.
+COS_THRESHOLD = 0.3
+PARTS = {"n2m1": (2, 1), "n3m2": (3, 2)}
+
+
+# ------------------------------------------------------------------------------------------
+# Theory: the idealised solutions of n=2, m=1.
+# ------------------------------------------------------------------------------------------
+
+
+def ideal_losses(r, density):
+    """Summed importance-weighted losses of the idealised n=2, m=1 solutions.
+
+    Feature 1 has importance 1, the extra feature importance ``r``; both have density ``p``.
+    Returns ``{"superposed": (1+r) p^2/6, "dropped": r (p/3 - p^2/4),
+    "dedicated": p/3 - p^2/4}``: ``dropped`` keeps feature 1 (bias p/2 on the extra one),
+    ``dedicated`` gives the extra feature the dimension and drops feature 1. (bitjax's loss
+    is the mean over features, half of these; comparisons are unaffected.)
+    """
+    r = np.asarray(r, dtype=np.float64)
+    p = np.asarray(density, dtype=np.float64)
+    var = p / 3 - p**2 / 4
+    return {"superposed": (1 + r) * p**2 / 6, "dropped": r * var, "dedicated": var}
+
+
+def closed_form_boundary(r):
+    """Density ``1-S`` below which superposition beats both non-superposed solutions.
+
+    ``4r/(2+5r)`` for ``r <= 1`` and ``4/(5+2r)`` for ``r >= 1`` (0.571 at r=1, 0.16 at
+    r=0.1 and r=10); from equating :func:`ideal_losses`.
+    """
+    r = np.asarray(r, dtype=np.float64)
+    return np.where(r <= 1, 4 * r / (2 + 5 * r), 4 / (5 + 2 * r))
+
+
+def ideal_min_loss(r, density, n_features: int = 2):
+    """Lowest idealised n=2, m=1 loss in bitjax's units (mean over features, not sum)."""
+    losses = ideal_losses(r, density)
+    return np.minimum.reduce([losses[k] for k in ("superposed", "dropped", "dedicated")]) \
+        / n_features
+
+
+def closed_form_phase(r, density):
+    """Predicted phase code of the extra feature for n=2, m=1 (-1 at the r=1 tie)."""
+    r = np.asarray(r, dtype=np.float64)
+    p = np.asarray(density, dtype=np.float64)
+    nonsup = np.where(np.isclose(r, 1.0), -1, np.where(r < 1, 0, 1))
+    return np.where(p < closed_form_boundary(r), 2, nonsup).astype(np.int64)
+
+
+# ------------------------------------------------------------------------------------------
+# Classification of trained instances.
+# ------------------------------------------------------------------------------------------
+
+
+def extra_feature_stats(w: np.ndarray, threshold: float = NORM_THRESHOLD):
+    """Norm of the last feature and its max |cos| with the other represented features.
+
+    Args:
+      w: effective weights ``[I, m, n]`` (or one instance ``[m, n]``).
+    Returns:
+      ``(norm [I], max_abs_cos [I])``; ``max_abs_cos`` is 0 when no other feature is
+      represented.
+    """
+    w = np.asarray(w, dtype=np.float64)
+    if w.ndim == 2:
+        w = w[None]
+    norms = np.linalg.norm(w, axis=1)  # [I, n]
+    x = w[:, :, -1]  # [I, m]
+    dots = np.einsum("im,imn->in", x, w[:, :, :-1])
+    cos = np.abs(dots) / np.maximum(norms[:, -1:] * norms[:, :-1], 1e-12)
+    cos = np.where(norms[:, :-1] >= threshold, cos, 0.0)
+    return norms[:, -1], cos.max(axis=1) if cos.shape[1] else np.zeros(len(w))
+
+
+def classify_extra(w: np.ndarray, threshold: float = NORM_THRESHOLD,
+                   cos_threshold: float = COS_THRESHOLD) -> np.ndarray:
+    """Phase code per instance (0 dropped, 1 dedicated, 2 superposed) of the LAST feature.
+
+    Args:
+      w: effective weights ``[I, m, n]`` or ``[m, n]``.
+      threshold: norm below which the extra feature counts as dropped.
+      cos_threshold: a represented extra feature whose |cos| with every other represented
+        feature is below this has a dedicated dimension; otherwise it is superposed.
+    """
+    norm, max_cos = extra_feature_stats(w, threshold)
+    return np.where(norm < threshold, 0, np.where(max_cos < cos_threshold, 1, 2))
+
+
+# ------------------------------------------------------------------------------------------
+# Presets.
+# ------------------------------------------------------------------------------------------
+
+
+def grid(n_r: int, n_p: int) -> tuple[np.ndarray, np.ndarray]:
+    """Relative importances (log 0.1..10) and densities (log 0.01..1) of the phase grid."""
+    return np.geomspace(0.1, 10.0, n_r), np.geomspace(0.01, 1.0, n_p)
+
+
+def _config(n: int, m: int, n_r: int, n_p: int, seeds: int, steps: int, **kw) -> SweepConfig:
+    rs, ps = grid(n_r, n_p)
+    importance = tuple((1.0,) * (n - 1) + (float(r),) for r in rs)
+    return SweepConfig(n_features=n, n_hidden=m, kind=("dense", "ternary"),
+                       seed=tuple(range(seeds)), feature_probability=tuple(float(p) for p in ps),
+                       importance=importance, steps=steps, **kw)
+
+
+def _parts(n_r, n_p, seeds, steps, **kw) -> dict[str, SweepConfig]:
+    return {name: _config(n, m, n_r, n_p, seeds, steps, **kw) for name, (n, m) in PARTS.items()}
+
+
+PRESETS = {
+    "paper": lambda seeds: _parts(30, 30, seeds or 10, 10_000, batch_size=1024),
+    "quick": lambda seeds: _parts(12, 12, seeds or 4, 3_000, batch_size=256, chunk_size=500,
+                                  history_every=100),
+    "tiny": lambda seeds: _parts(3, 3, seeds or 2, 100, batch_size=64, chunk_size=100,
+                                 history_every=50),
+}
+
+
+# ------------------------------------------------------------------------------------------
+# Analysis.
+# ------------------------------------------------------------------------------------------
+
+
+def phase_table(part: Part) -> dict:
+    """Per kind and cell: best-restart phase and the restart phase fractions.
+
+    Returns ``{"r": [R], "p": [P], "kinds": [...], kind: {"best": [R, P] int (-1 = no
+    finite restart), "frac": [3, R, P], "best_loss", "best_norm", "best_cos": [R, P],
+    "n": [R, P]}}``.
+    """
+    sw = part.sweep
+    cfg = sw.config
+    c = sw.coords
+    rs = np.array([float(v[-1]) for v in cfg.importance])
+    ps = np.array([float(v[0]) if isinstance(v, tuple) else float(v)
+                   for v in cfg.feature_probability])
+    codes = classify_extra(sw.W_eff, cfg.threshold)
+    norm, max_cos = extra_feature_stats(sw.W_eff, cfg.threshold)
+    out: dict = {"r": rs, "p": ps, "kinds": list(dict.fromkeys(c["kind"]))}
+    r_idx = c["importance_index"]
+    p_col = c["feature_probability"]
+    for kind in out["kinds"]:
+        shape = (len(rs), len(ps))
+        t = {"best": np.full(shape, -1), "frac": np.full((3, *shape), np.nan),
+             "best_loss": np.full(shape, np.nan), "best_norm": np.full(shape, np.nan),
+             "best_cos": np.full(shape, np.nan), "n": np.zeros(shape, int)}
+        for ri in range(len(rs)):
+            for pi, p in enumerate(ps):
+                idx = np.flatnonzero((c["kind"] == kind) & (r_idx == ri)
+                                     & np.isclose(p_col, p))
+                idx = idx[~part.diverged[idx]]
+                t["n"][ri, pi] = idx.size
+                if not idx.size:
+                    continue
+                best = idx[np.argmin(part.loss[idx])]
+                t["best"][ri, pi] = codes[best]
+                t["best_loss"][ri, pi] = part.loss[best]
+                t["best_norm"][ri, pi] = norm[best]
+                t["best_cos"][ri, pi] = max_cos[best]
+                for k in range(3):
+                    t["frac"][k, ri, pi] = np.mean(codes[idx] == k)
+        out[kind] = t
+    return out
+
+
+def _edges(v: np.ndarray) -> np.ndarray:
+    """Cell edges for a log-spaced grid (geometric midpoints, extended at the ends)."""
+    lv = np.log(v)
+    if len(v) == 1:
+        return np.exp([lv[0] - 0.5, lv[0] + 0.5])
+    mid = (lv[1:] + lv[:-1]) / 2
+    return np.exp(np.concatenate([[2 * lv[0] - mid[0]], mid, [2 * lv[-1] - mid[-1]]]))
+
+
+def _draw_boundary(ax, label: bool):
+    r = np.geomspace(0.1, 10, 400)
+    ax.plot(r, closed_form_boundary(r), color="k", lw=1.5,
+            label="closed form: superposition below" if label else None)
+    ax.plot([1, 1], [closed_form_boundary(1.0), 1.0], color="k", lw=1.5, ls="--",
+            label="closed form: dropped | dedicated" if label else None)
+
+
+def agreement(table: dict, kind: str) -> dict[str, float]:
+    """Agreement of the best-restart phases with :func:`closed_form_phase` (n=2, m=1).
+
+    ``all``: over every cell with a prediction; ``away``: only cells more than one grid step
+    (in log density) from the boundary curve; ``restarts``: over all restarts, weighted by
+    the restart fractions. ``median_loss_over_ideal``: median over cells of the best
+    restart's final loss divided by the lowest idealised loss (:func:`ideal_min_loss`); about
+    1 or below when training found the idealised optimum (learned biases can beat it).
+    """
+    rr, pp = np.meshgrid(table["r"], table["p"], indexing="ij")
+    pred = closed_form_phase(rr, pp)
+    t = table[kind]
+    ok = (pred >= 0) & (t["best"] >= 0)
+    step = np.diff(np.log(table["p"])).mean() if len(table["p"]) > 1 else 1.0
+    away = ok & (np.abs(np.log(pp) - np.log(closed_form_boundary(rr))) > step)
+    match = t["best"] == pred
+    frac_match = np.take_along_axis(np.nan_to_num(t["frac"]),
+                                    np.clip(pred, 0, 2)[None], axis=0)[0]
+    ideal = ideal_min_loss(rr, pp)
+    ratio = t["best_loss"] / ideal
+    return {
+        "median_loss_over_ideal": float(np.nanmedian(ratio)) if ok.any() else np.nan,
+        "agreement_all": float(match[ok].mean()) if ok.any() else np.nan,
+        "agreement_away": float(match[away].mean()) if away.any() else np.nan,
+        "agreement_restarts": float(frac_match[ok].mean()) if ok.any() else np.nan,
+        "n_cells_compared": int(ok.sum()),
+        "n_cells_away": int(away.sum()),
+    }
+
+
+def analyse(parts: dict[str, Part], out: Path) -> list[Path]:
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+    from matplotlib.patches import Patch
+
+    from bitjax import io
+
+    cmap = ListedColormap(PHASE_COLORS)
+    cnorm = BoundaryNorm([-0.5, 0.5, 1.5, 2.5], 3)
+    files: list[Path] = []
+    cell_rows, summary_rows = [], []
+    for name, part in parts.items():
+        cfg = part.sweep.config
+        table = phase_table(part)
+        kinds = table["kinds"]
+        rx, py = _edges(table["r"]), _edges(table["p"])
+        n_restarts = len(cfg.seed)
+        is_n2m1 = cfg.n_features == 2 and cfg.n_hidden == 1
+
+        fig, axes = plots.new_figure(1, len(kinds), size=(4.6, 4.0), sharey=True)
+        for ax, kind in zip(axes[0], kinds, strict=True):
+            best = np.ma.masked_less(table[kind]["best"].T.astype(float), 0)
+            ax.pcolormesh(rx, py, best, cmap=cmap, norm=cnorm, edgecolors="w", lw=0.3)
+            if is_n2m1:
+                _draw_boundary(ax, label=True)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xlim(rx[0], rx[-1])
+            ax.set_ylim(py[0], py[-1])
+            ax.set_xlabel("relative importance r of the extra feature")
+            title = f"{kind}: best of {n_restarts} restart(s)"
+            if is_n2m1:
+                a = agreement(table, kind)["agreement_all"]
+                title += f"\nagreement with closed form {a:.0%}"
+            ax.set_title(title, fontsize=9)
+        axes[0, 0].set_ylabel("feature density 1 - S")
+        handles = [Patch(color=c, label=f"extra feature {p}")
+                   for p, c in zip(PHASES, PHASE_COLORS, strict=True)]
+        handles += axes[0, 0].get_legend_handles_labels()[0]
+        fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8,
+                   bbox_to_anchor=(0.5, -0.13 if is_n2m1 else -0.09), frameon=False)
+        fig.suptitle(f"Phase of the extra (last) feature, n={cfg.n_features}, "
+                     f"m={cfg.n_hidden}, importance (1, ..., r), effective weights",
+                     fontsize=10, y=1.06)
+        files += io.save_figure(fig, out / f"phase_{name}")
+        plots.close(fig)
+
+        fig, axes = plots.new_figure(len(kinds), 3, size=(3.4, 3.0), sharex=True, sharey=True)
+        for row, kind in enumerate(kinds):
+            for k, phase in enumerate(PHASES):
+                ax = axes[row, k]
+                im = ax.pcolormesh(rx, py, table[kind]["frac"][k].T, cmap="viridis",
+                                   vmin=0, vmax=1)
+                if is_n2m1 and kind == "dense":
+                    _draw_boundary(ax, label=False)
+                ax.set_xscale("log")
+                ax.set_yscale("log")
+                ax.set_title(f"{kind}: fraction {phase}", fontsize=9)
+                if row == len(kinds) - 1:
+                    ax.set_xlabel("relative importance r")
+                if k == 0:
+                    ax.set_ylabel("density 1 - S")
+        fig.colorbar(im, ax=axes, shrink=0.8, label=f"fraction of {n_restarts} restart(s)")
+        fig.suptitle(f"n={cfg.n_features}, m={cfg.n_hidden}: share of restarts per phase",
+                     fontsize=10, y=1.0)
+        files += io.save_figure(fig, out / f"phase_fractions_{name}")
+        plots.close(fig)
+
+        rr, pp = np.meshgrid(table["r"], table["p"], indexing="ij")
+        pred = closed_form_phase(rr, pp) if is_n2m1 else np.full(rr.shape, -1)
+        for kind in kinds:
+            t = table[kind]
+            for ri in range(len(table["r"])):
+                for pi in range(len(table["p"])):
+                    b = t["best"][ri, pi]
+                    cell_rows.append({
+                        "part": name, "kind": kind, "r": table["r"][ri],
+                        "density": table["p"][pi],
+                        "best_phase": PHASES[b] if b >= 0 else "",
+                        "best_loss": t["best_loss"][ri, pi],
+                        "best_extra_norm": t["best_norm"][ri, pi],
+                        "best_extra_max_cos": t["best_cos"][ri, pi],
+                        "frac_dropped": t["frac"][0, ri, pi],
+                        "frac_dedicated": t["frac"][1, ri, pi],
+                        "frac_superposed": t["frac"][2, ri, pi],
+                        "n_restarts": t["n"][ri, pi],
+                        "closed_form": PHASES[pred[ri, pi]] if pred[ri, pi] >= 0 else "",
+                        "ideal_min_loss": (float(ideal_min_loss(table["r"][ri],
+                                                                table["p"][pi]))
+                                           if is_n2m1 else np.nan),
+                    })
+            valid = t["best"] >= 0
+            row = {"part": name, "kind": kind, "n_cells": int(valid.sum()),
+                   "restarts_per_cell": n_restarts}
+            for k, phase in enumerate(PHASES):
+                row[f"share_{phase}"] = float(np.mean(t["best"][valid] == k))
+                row[f"restart_share_{phase}"] = float(np.nanmean(t["frac"][k]))
+            row.update(agreement(table, kind) if is_n2m1 else {})
+            summary_rows.append(row)
+
+    cols = ["part", "kind", "n_cells", "restarts_per_cell",
+            *[f"share_{p}" for p in PHASES], *[f"restart_share_{p}" for p in PHASES],
+            "agreement_all", "agreement_away", "agreement_restarts", "n_cells_compared",
+            "n_cells_away", "median_loss_over_ideal"]
+    files.append(out / "phase_summary.csv")
+    io.write_csv(files[-1], summary_rows, cols)
+    files.append(out / "phase_cells.csv")
+    io.write_csv(files[-1], cell_rows)
+    return files
+
+
+EXPERIMENT = Experiment(
+    name="phase",
+    description="Phase diagrams of an extra feature (dropped / superposed / dedicated) over "
+                "relative importance and density, n=2 m=1 and n=3 m=2, dense vs ternary "
+                "(Elhage et al. 2022, Superposition as a Phase Change).",
+    presets=PRESETS,
+    analyse=analyse,
+)
+
+if __name__ == "__main__":
+    sys.exit(main(EXPERIMENT))
