@@ -59,9 +59,12 @@ def feature_dimensionality(w: Array) -> Array:
     1 for a dedicated dimension, 1/2 for an antipodal pair, 2/5 for a pentagon, 0 when the
     feature is not learned.
     """
-    norms_sq = feature_norms(w) ** 2
-    denom = jnp.sum(_normalised_overlaps(w), axis=1)
-    return jnp.where(denom > 0, norms_sq / jnp.where(denom > 0, denom, 1.0), 0.0)
+    # Exact normalisation here (not the 1e-5 of the superposition measure): with it an
+    # isolated feature has D_i = (1 + 1e-5 / ||W_i||)^2 > 1, outside the documented range.
+    norms = feature_norms(w)
+    w_hat = w / jnp.where(norms > 0, norms, 1.0)
+    denom = jnp.sum((w_hat.T @ w) ** 2, axis=1)
+    return jnp.where(denom > 0, norms**2 / jnp.where(denom > 0, denom, 1.0), 0.0)
 
 
 def frobenius_sq(w: Array) -> Array:

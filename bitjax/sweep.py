@@ -428,8 +428,8 @@ def _instance_update(cfg, params, opt, grads, lr, wd, step):
 
 def _step_keys(cfg: SweepConfig, stream_keys: Array, salt: Array, arrays) -> Array:
     """This step's data key of every instance (``[I]``), from its stream."""
-    keys = _fold(cfg, stream_keys, salt)
-    return keys[arrays["stream"]] if cfg.data_sharing == "seed" else keys
+    # In "instance" mode stream i is instance i, except for padding (repeats the last).
+    return _fold(cfg, stream_keys, salt)[arrays["stream"]]
 
 
 def _instance_batches(cfg: SweepConfig, stream_keys: Array, salt: Array, arrays):
@@ -601,19 +601,27 @@ class Trainer:
         return jax.jit(fn, out_shardings=shardings)(self.arrays)
 
     def from_host(self, host_state: TrainState) -> TrainState:
-        """Place a host (unpadded numpy) state on this trainer's mesh."""
+        """Place a host (unpadded numpy) state, e.g. a restored checkpoint, on the mesh.
+
+        The state is rebuilt on this config's own structure (a checkpoint stores optimizer
+        states as plain dicts), and every array is checked against the expected shape.
+        """
         d = self._dist
-        step = host_state["step"]
-        rest = {k: v for k, v in host_state.items() if k != "step"}
-        for leaf in jax.tree.leaves(rest):
-            if np.shape(leaf)[:1] != (self.n_instances,):
-                raise ValueError(
-                    f"checkpoint has {np.shape(leaf)[:1]} instances, config has "
-                    f"{self.n_instances}")
-        rest = jax.tree.map(lambda x: d.pad(x, self.n_padded), rest)
-        placed = d.put(rest, self.mesh, split=True)
-        placed["step"] = d.put(np.asarray(step, np.int32), self.mesh, split=False)
-        return placed
+        template = jax.eval_shape(lambda a: init_state(self.cfg, a), self.arrays)
+        host_state = _restructure(template, host_state)
+        for path, want, got in zip(
+            jax.tree_util.tree_flatten_with_path(template)[0],
+            jax.tree.leaves(template), jax.tree.leaves(host_state), strict=True,
+        ):
+            want_shape = (self.n_instances, *want.shape[1:]) if want.shape else ()
+            if np.shape(got) != want_shape:
+                name = jax.tree_util.keystr(path[0])
+                raise ValueError(f"checkpoint array {name} has shape {np.shape(got)}, this "
+                                 f"config needs {want_shape}")
+        placed = jax.tree.map(
+            lambda x: d.pad(x, self.n_padded) if np.ndim(x) else np.asarray(x), host_state)
+        return jax.tree.map(
+            lambda x, s: jax.device_put(x, s), placed, self._state_sharding(template))
 
     def to_host(self, state: TrainState) -> TrainState:
         """Fetch a state to numpy on every process, padding dropped."""
@@ -684,6 +692,23 @@ class Trainer:
         """Final loss of every instance on ``eval_batches`` fresh batches, ``[I]``."""
         loss = self._evaluate(state["params"], self.arrays, self.streams)
         return self._dist.unpad(self._dist.to_host(loss), self.n_instances)
+
+
+def _restructure(template, restored):
+    """``restored`` (nested dicts, as a checkpoint stores them) in ``template``'s structure."""
+    flat, treedef = jax.tree_util.tree_flatten_with_path(template)
+    leaves = []
+    for path, _ in flat:
+        node = restored
+        for k in path:
+            key = getattr(k, "key", getattr(k, "name", getattr(k, "idx", None)))
+            try:
+                node = node[key] if isinstance(node, (dict, list)) else getattr(node, key)
+            except (KeyError, IndexError, TypeError, AttributeError):
+                raise ValueError(f"checkpoint has no array {jax.tree_util.keystr(path)}; it "
+                                 "was not written for this config") from None
+        leaves.append(node)
+    return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
 def effective_weights_host(cfg: SweepConfig, params: dict, quantizer: np.ndarray) -> np.ndarray:

@@ -1,0 +1,280 @@
+"""Intro: five features in two dimensions, dense against ternary weights.
+
+Question: the paper's first figure trains n=5 features into m=2 hidden dimensions with
+importance I_i = 0.9^i and shows the geometry change with sparsity: dense data gives the two
+most important features orthogonal directions and drops the rest; moderate sparsity
+(1-S about 0.2-0.4) packs four features as two antipodal pairs; high sparsity
+(1-S <= ~0.07) packs all five in a pentagon-like star (Elhage et al. 2022). A ternary
+(BitNet b1.58) W has only 8 possible directions per column when m=2 (multiples of 45
+degrees), so the pentagon cannot exist: what does the ternary model do instead, and does it
+represent as many features? Seeds are restarts; the figures show the best seed by final loss
+(as the paper keeps the best restart), the curves and table average over all seeds.
+
+Command:  python -m experiments.intro              (paper preset on GPU/TPU, quick on CPU)
+          python -m experiments.intro --preset quick --seeds 8
+
+Presets:
+  paper  n=5, m=2, I=0.9^i, 19 feature probabilities 20^-linspace(0,1,19) (every other one
+         is the paper's 20^-linspace(0,1,10)); kinds dense, ternary, ternary_per_feature,
+         binary; 20 seeds; 10,000 steps, batch 1024 (1,520 instances).
+  quick  the paper's 10 probabilities, dense + ternary, 8 seeds, 5,000 steps, batch 1024
+         (160 instances).
+  tiny   3 probabilities, dense + ternary, 2 seeds, 100 steps, batch 128 (smoke test).
+
+Runtime: quick about 1 min on the 2-core CPU of the development machine (measured 49 s
+wall, 35 s of it training, while other jobs kept the load at ~5); tiny ~10-25 s; paper
+preset not measured (roughly 10-30 min on that CPU, extrapolated from the quick run's
+0.044 ms per instance-step), not measured on a GPU.
+Outputs (in --out): config.json, manifest.json, metrics.csv, features.csv, checkpoints/,
+weights_2d.{png,pdf} (rows of 2-D weight diagrams, one row per kind, one column per
+sparsity, best seed), loss_and_features.{png,pdf} (loss and number of represented features
+against 1-S, mean and 95% CI over seeds), summary.csv (per kind x probability: mean and 95%
+CI over seeds of n_represented and loss, and the best seed's).
+Paper figure: the introduction's five-features-in-two-dimensions figure (and section
+"Superposition as a Phase Change"'s first demonstration); notebook toy_models.ipynb, intro.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from bitjax import plots
+from bitjax.sweep import SweepConfig, importance_vector
+from experiments._cli import Experiment, Part, main
+
+N_FEATURES, N_HIDDEN, IMPORTANCE = 5, 2, 0.9
+#: At most this many sparsity columns in the weight-diagram figure (evenly spaced picks).
+MAX_DIAGRAM_COLUMNS = 10
+
+
+def _probabilities(n_points: int) -> tuple[float, ...]:
+    """The paper's grid ``20 ** -linspace(0, 1, n_points)``, dense first."""
+    return tuple(float(p) for p in 20.0 ** -np.linspace(0.0, 1.0, n_points))
+
+
+def _config(n_p: int, kinds, seeds: int, steps: int, **kw) -> SweepConfig:
+    return SweepConfig(n_features=N_FEATURES, n_hidden=N_HIDDEN, kind=tuple(kinds),
+                       seed=tuple(range(seeds)), feature_probability=_probabilities(n_p),
+                       importance=(IMPORTANCE,), steps=steps, **kw)
+
+
+PRESETS = {
+    "paper": lambda seeds: {"intro": _config(
+        19, ("dense", "ternary", "ternary_per_feature", "binary"), seeds or 20, 10_000)},
+    "quick": lambda seeds: {"intro": _config(10, ("dense", "ternary"), seeds or 8, 5_000)},
+    "tiny": lambda seeds: {"intro": _config(3, ("dense", "ternary"), seeds or 2, 100,
+                                            batch_size=128, chunk_size=100,
+                                            history_every=50, eval_batches=2)},
+}
+
+
+# ----------------------------------------------------------------------------------------
+# Tables
+
+
+def _probs(part: Part) -> np.ndarray:
+    """The sweep's feature probabilities, dense (largest) first."""
+    return np.unique(part.sweep.coords["feature_probability"])[::-1]
+
+
+def _kinds(part: Part) -> list[str]:
+    return list(dict.fromkeys(part.sweep.coords["kind"]))
+
+
+def seed_table(part: Part, kind: str, values: np.ndarray) -> np.ndarray:
+    """``values [I]`` arranged as ``[seeds, probabilities]`` for one kind; NaN if diverged."""
+    c = part.sweep.coords
+    seeds, probs = np.unique(c["seed"]), _probs(part)
+    table = np.full((len(seeds), len(probs)), np.nan)
+    for si, s in enumerate(seeds):
+        for pi, p in enumerate(probs):
+            idx = part.sweep.select(kind=kind, seed=int(s), feature_probability=float(p))
+            idx = idx[~part.diverged[idx]]
+            if idx.size:
+                table[si, pi] = np.mean(values[idx])
+    return table
+
+
+def best_instance(part: Part, **where) -> int | None:
+    """The non-diverged instance with the lowest final loss among ``select(**where)``."""
+    idx = part.sweep.select(**where)
+    idx = idx[~part.diverged[idx] & np.isfinite(part.loss[idx])]
+    return int(idx[np.argmin(part.loss[idx])]) if idx.size else None
+
+
+def _mean_ci(values: np.ndarray) -> tuple[float, float]:
+    """:func:`bitjax.plots.mean_ci` of a 1-D array as two floats (NaN if all are NaN)."""
+    v = np.asarray(values, dtype=np.float64)
+    if not np.isfinite(v).any():
+        return np.nan, np.nan
+    mean, half = plots.mean_ci(v)
+    return float(mean), float(half)
+
+
+def summary_rows(part: Part) -> list[dict]:
+    """Per kind x probability: mean and 95% CI over seeds, and the best seed's values."""
+    c, m = part.sweep.coords, part.metrics
+    rows = []
+    for kind in _kinds(part):
+        n_rep = seed_table(part, kind, m["n_represented"].astype(float))
+        loss = seed_table(part, kind, part.loss)
+        sum_d = seed_table(part, kind, m["sum_dimensionality"])
+        for pi, p in enumerate(_probs(part)):
+            idx = part.sweep.select(kind=kind, feature_probability=float(p))
+            best = best_instance(part, kind=kind, feature_probability=float(p))
+            nr_mean, nr_ci = _mean_ci(n_rep[:, pi])
+            l_mean, l_ci = _mean_ci(loss[:, pi])
+            sd_mean, sd_ci = _mean_ci(sum_d[:, pi])
+            rows.append({
+                "kind": kind, "feature_probability": float(p),
+                "n_seeds": int(idx.size), "n_diverged": int(part.diverged[idx].sum()),
+                "n_represented_mean": nr_mean, "n_represented_ci95": nr_ci,
+                "loss_mean": l_mean, "loss_ci95": l_ci,
+                "sum_dimensionality_mean": sd_mean, "sum_dimensionality_ci95": sd_ci,
+                "best_seed": None if best is None else int(c["seed"][best]),
+                "best_seed_loss": np.nan if best is None else float(part.loss[best]),
+                "best_seed_n_represented":
+                    None if best is None else int(m["n_represented"][best]),
+            })
+    return rows
+
+
+# ----------------------------------------------------------------------------------------
+# Figures
+
+
+def _diagram_columns(probs: np.ndarray) -> np.ndarray:
+    """Indices of at most MAX_DIAGRAM_COLUMNS probabilities, evenly spaced, ends included."""
+    if len(probs) <= MAX_DIAGRAM_COLUMNS:
+        return np.arange(len(probs))
+    return np.unique(np.round(np.linspace(0, len(probs) - 1, MAX_DIAGRAM_COLUMNS)).astype(int))
+
+
+def _draw_diagrams(part: Part, out: Path) -> list[Path]:
+    import matplotlib as mpl
+
+    from bitjax import io
+
+    cfg, c, m = part.sweep.config, part.sweep.coords, part.metrics
+    probs = _probs(part)
+    cols = _diagram_columns(probs)
+    kinds = _kinds(part)
+    # weight_diagram_2d colours by importance / max; I = 0.9^i only spans 0.66-1, so stretch
+    # it to the full colour map (least important feature = dark) and label the bar in I_i.
+    imp = (importance_vector(float(c["importance"][0]), cfg.n_features)
+           if "importance" in c else np.ones(cfg.n_features))
+    span = float(imp.max() - imp.min())
+    colour_scale = (imp - imp.min()) / span if span > 0 else np.ones_like(imp)
+    fig, axes = plots.new_figure(len(kinds), len(cols), size=(1.45, 1.6))
+    for r, kind in enumerate(kinds):
+        for ci, pi in enumerate(cols):
+            ax = axes[r, ci]
+            p = float(probs[pi])
+            best = best_instance(part, kind=kind, feature_probability=p)
+            title = f"1-S = {p:.3g}" if r == 0 else None
+            if best is None:
+                ax.set_axis_off()
+                ax.set_title((title or "") + "\n(all diverged)", fontsize=7)
+                continue
+            plots.weight_diagram_2d(ax, part.sweep.W_eff[best], importance=colour_scale,
+                                    title=title)
+            ax.set_xlabel(f"{int(m['n_represented'][best])} repr., seed "
+                          f"{int(c['seed'][best])}", fontsize=6, labelpad=2)
+        axes[r, 0].set_ylabel(kind, fontsize=9)
+    lo, hi = (float(imp.min()), float(imp.max())) if span > 0 else (0.0, float(imp.max()))
+    sm = mpl.cm.ScalarMappable(norm=mpl.colors.Normalize(lo, hi), cmap="viridis")
+    cb = fig.colorbar(sm, ax=axes, shrink=0.6, pad=0.01, aspect=25)
+    cb.set_label("importance I_i", fontsize=8)
+    cb.ax.tick_params(labelsize=7)
+    n_seeds = len(np.unique(c["seed"]))
+    fig.suptitle(
+        f"Columns W_i of the effective weights (n={cfg.n_features}, m={cfg.n_hidden}, "
+        f"I_i = {IMPORTANCE}^i): best of {n_seeds} seed(s) by final loss; "
+        f"'repr.' = features with ||W_i|| > {cfg.threshold:g}", fontsize=9)
+    files = io.save_figure(fig, out / "weights_2d")
+    plots.close(fig)
+    return files
+
+
+def _invert_sparsity_axis(ax) -> None:
+    ax.set_xscale("log")
+    if not ax.xaxis_inverted():
+        ax.invert_xaxis()
+    ax.set_xlabel("feature probability 1 - S  (log; sparser ->)")
+
+
+def _draw_curves(part: Part, out: Path) -> list[Path]:
+    from bitjax import io
+
+    cfg, m = part.sweep.config, part.metrics
+    probs = _probs(part)
+    n_seeds = len(np.unique(part.sweep.coords["seed"]))
+    fig, axes = plots.new_figure(1, 2, size=(5, 3.8))
+    ax_loss, ax_rep = axes[0]
+    for kind in _kinds(part):
+        color = plots.kind_color(kind)
+        plots.curve_with_band(ax_loss, probs, seed_table(part, kind, part.loss),
+                              label=kind, color=color)
+        plots.curve_with_band(ax_rep, probs, seed_table(part, kind,
+                                                        m["n_represented"].astype(float)),
+                              label=kind, color=color)
+    ax_loss.set_yscale("log")
+    ax_loss.set_ylabel("final loss (importance-weighted MSE)")
+    ax_loss.set_title("loss", fontsize=9)
+    ax_rep.axhline(cfg.n_hidden, color="0.6", ls="--", lw=0.7, zorder=0)
+    ax_rep.axhline(cfg.n_features, color="0.6", ls=":", lw=0.7, zorder=0)
+    for name, v in (("m", cfg.n_hidden), ("n", cfg.n_features)):
+        ax_rep.annotate(f"{name} = {v}", (1.0, v), fontsize=7, color="0.4", va="center",
+                        xycoords=("axes fraction", "data"), xytext=(2, 0),
+                        textcoords="offset points")
+    ax_rep.set_ylim(-0.2, cfg.n_features + 0.8)
+    ax_rep.set_ylabel(f"features represented (||W_i|| > {cfg.threshold:g})")
+    ax_rep.set_title("represented features", fontsize=9)
+    for ax in (ax_loss, ax_rep):
+        _invert_sparsity_axis(ax)
+        ax.legend(title="kind", fontsize=8, title_fontsize=8)
+    fig.suptitle(f"n={cfg.n_features}, m={cfg.n_hidden}, I_i = {IMPORTANCE}^i: mean of "
+                 f"{n_seeds} seed(s), band 95% CI", fontsize=9)
+    fig.tight_layout()
+    files = io.save_figure(fig, out / "loss_and_features")
+    plots.close(fig)
+    return files
+
+
+@contextmanager
+def _quiet_nan_warnings():
+    """Silence numpy's warnings for all-NaN or single-seed columns (their CI is NaN)."""
+    with warnings.catch_warnings():
+        for msg in ("Mean of empty slice", "Degrees of freedom <= 0",
+                    "invalid value encountered"):
+            warnings.filterwarnings("ignore", message=msg, category=RuntimeWarning)
+        yield
+
+
+def analyse(parts: dict[str, Part], out: Path) -> list[Path]:
+    from bitjax import io
+
+    part = parts["intro"]
+    files = [out / "summary.csv"]
+    with _quiet_nan_warnings():
+        io.write_csv(files[0], summary_rows(part))
+        files += _draw_diagrams(part, out)
+        files += _draw_curves(part, out)
+    return files
+
+
+EXPERIMENT = Experiment(
+    name="intro",
+    description="Five features in two dimensions: weight geometry against sparsity, dense vs "
+                "ternary (Elhage et al. 2022, introduction figure).",
+    presets=PRESETS,
+    analyse=analyse,
+)
+
+if __name__ == "__main__":
+    sys.exit(main(EXPERIMENT))

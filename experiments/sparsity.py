@@ -1,0 +1,487 @@
+"""Sparsity sweep: when do features enter superposition, dense against ternary weights?
+
+Question: with n=20 features, m=5 hidden dimensions and importance I_i = 0.7^i, the dense
+ReLU model at 1-S = 1 equals the linear model (the top m features in an identity block of
+W^T W, b = 0 for them and b = E[x_i] = (1-S)/2 for the dropped ones); as features get
+sparser the less important ones enter superposition, first as antipodal pairs, and at high
+sparsity all features are superposed with negative biases (Elhage et al. 2022). The BitNet
+study suggested ternary (b1.58) weights delay the onset of superposition and of negative
+biases; the "zoom" part settles that with a fine sparsity grid, several seeds and 95%
+confidence intervals.
+
+Command:  python -m experiments.sparsity           (paper preset on GPU/TPU, quick on CPU)
+          python -m experiments.sparsity --preset quick --seeds 4
+
+Parts (each trains into --out/<part>/):
+  relu    the paper's grid 1-S in {1, .3, .1, .03, .01, .003, .001}, dense + ternary.
+  linear  the same grid without the ReLU (activation="linear"), dense + ternary.
+  zoom    a fine geometric grid around the onset of superposition (1-S from 1 to 0.05),
+          dense + ternary, several seeds.
+Presets:
+  paper  relu 10 seeds, linear 5 seeds, zoom 24 probabilities x 20 seeds; 10,000 steps,
+         batch 1024 (140 + 70 + 960 instances).
+  quick  relu 2 seeds x 4,000 steps, linear 2 seeds x 3,000 steps, zoom 12 probabilities x
+         4 seeds x 3,000 steps; batch 1024 (28 + 28 + 96 instances). Not converged at the
+         sparsest points (1-S <= 0.003 needs the paper's 10,000 steps or more).
+  tiny   2-3 probabilities per part, 1-2 seeds, 100 steps, batch 128 (smoke test).
+
+Runtime: quick 2-3 min on the 2-core CPU of the development machine (measured 2 min 40 s
+wall, 2 min 4 s CPU, training 32 + 19 + 73 s, while other jobs kept the load at ~5); tiny
+~20-40 s; paper preset not measured (roughly 1 h on that CPU, extrapolated from the quick
+run's 0.25 ms per instance-step), not measured on a GPU.
+Outputs (in --out): config.json, manifest.json; per part <part>/{config.json, metrics.csv,
+features.csv, checkpoints/}; weights_by_sparsity.{png,pdf} (rows: dense/ternary ReLU and
+linear; columns: sparsity; each cell W^T W, the bias b and bars of ||W_i|| coloured by
+superposition, best seed by final loss); zoom.{png,pdf} (number of features represented
+beyond the top m, mean superposition of the represented features and the minimum bias
+against 1-S, mean and 95% CI over seeds); summary.csv (per part x kind x probability: means
+and 95% CIs over seeds); onsets.csv (per part x kind: the 1-S at which superposition and
+negative biases start, with 95% CIs over seeds and paired ternary - dense differences).
+Definitions used in the tables: a feature is represented when ||W_i|| > the config's
+threshold (0.5); "beyond the top m" = feature index >= m (I_i decreases with i); a bias is
+negative when b_i < -0.01. Onsets, per seed, scanning the grid from dense to sparse:
+"first" = the largest 1-S at which the condition holds; "sustained" = the largest 1-S from
+which it holds at every sparser grid point (robust to an isolated hit at the dense end, e.g.
+the small negative bias on feature m-1 that a not fully converged dense model keeps at
+1-S = 1). Seeds where it never holds count in n_seeds but not in n_found; onsets are
+averaged in log10 (p_geomean) and plainly (p_mean).
+Paper figure: section "Superposition as a Phase Change"/"Demonstrating Superposition", the
+W^T W + b + ||W_i|| grid against sparsity for n=20, m=5 (and its linear-model row).
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from bitjax import plots
+from bitjax.sweep import SweepConfig
+from experiments._cli import Experiment, Part, main
+
+N_FEATURES, N_HIDDEN, IMPORTANCE = 20, 5, 0.7
+PAPER_PROBABILITIES = (1.0, 0.3, 0.1, 0.03, 0.01, 0.003, 0.001)
+#: A bias counts as negative below this (not 0: tiny negative noise is not a filter).
+NEGATIVE_BIAS = -0.01
+ROW_LABELS = {"relu": "ReLU", "linear": "linear"}
+
+
+def _config(probs, kinds, seeds: int, steps: int, activation: str = "relu",
+            **kw) -> SweepConfig:
+    return SweepConfig(n_features=N_FEATURES, n_hidden=N_HIDDEN, activation=activation,
+                       kind=tuple(kinds), seed=tuple(range(seeds)),
+                       feature_probability=tuple(float(p) for p in probs),
+                       importance=(IMPORTANCE,), steps=steps, **kw)
+
+
+def _zoom_grid(n_points: int, p_min: float = 0.05) -> tuple[float, ...]:
+    return tuple(float(p) for p in np.geomspace(1.0, p_min, n_points))
+
+
+def _preset(relu_seeds, linear_seeds, zoom_points, zoom_seeds, steps, linear_steps,
+            zoom_steps, probs=PAPER_PROBABILITIES, **kw) -> dict[str, SweepConfig]:
+    kinds = ("dense", "ternary")
+    return {
+        "relu": _config(probs, kinds, relu_seeds, steps, **kw),
+        "linear": _config(probs, kinds, linear_seeds, linear_steps, activation="linear", **kw),
+        "zoom": _config(_zoom_grid(zoom_points), kinds, zoom_seeds, zoom_steps, **kw),
+    }
+
+
+PRESETS = {
+    "paper": lambda seeds: _preset(seeds or 10, seeds or 5, 24, seeds or 20,
+                                   10_000, 10_000, 10_000),
+    "quick": lambda seeds: _preset(seeds or 2, seeds or 2, 12, seeds or 4,
+                                   4_000, 3_000, 3_000),
+    "tiny": lambda seeds: _preset(seeds or 1, seeds or 1, 3, seeds or 2, 100, 100, 100,
+                                  probs=(1.0, 0.03), batch_size=128, chunk_size=100,
+                                  history_every=50, eval_batches=2),
+}
+
+
+# ----------------------------------------------------------------------------------------
+# Per-instance quantities and tables
+
+
+def _probs(part: Part) -> np.ndarray:
+    """The part's feature probabilities, dense (largest) first."""
+    return np.unique(part.sweep.coords["feature_probability"])[::-1]
+
+
+def _kinds(part: Part) -> list[str]:
+    return list(dict.fromkeys(part.sweep.coords["kind"]))
+
+
+def _seeds(part: Part) -> np.ndarray:
+    return np.unique(part.sweep.coords["seed"])
+
+
+def _mean_ci(values) -> tuple[float, float]:
+    """:func:`bitjax.plots.mean_ci` of a 1-D array as two floats (NaN if all are NaN)."""
+    v = np.asarray(values, dtype=np.float64)
+    if not np.isfinite(v).any():
+        return np.nan, np.nan
+    mean, half = plots.mean_ci(v)
+    return float(mean), float(half)
+
+
+def instance_quantities(part: Part) -> dict[str, np.ndarray]:
+    """Per-instance scalars ``[I]`` used by the tables and the zoom figure.
+
+    ``n_beyond_top_m``: features with index >= m (the less important ones) represented;
+    ``superposition_represented``: mean superposition over the represented features only
+    (a dropped feature's direction W_i / ||W_i|| is noise, yet counts in the plain mean);
+    ``min_bias``; ``bias_represented`` / ``bias_dropped``: mean b_i over represented /
+    dropped features (NaN when there are none).
+    """
+    cfg, m, b = part.sweep.config, part.metrics, part.sweep.b
+    rep = m["norm"] > cfg.threshold
+    beyond = rep[:, cfg.n_hidden:]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sup_rep = np.where(rep, m["superposition"], 0.0).sum(1) / rep.sum(1)
+        b_rep = np.where(rep, b, 0.0).sum(1) / rep.sum(1)
+        b_drop = np.where(~rep, b, 0.0).sum(1) / (~rep).sum(1)
+    return {
+        "loss": part.loss,
+        "n_represented": m["n_represented"].astype(float),
+        "n_beyond_top_m": beyond.sum(1).astype(float),
+        "superposition_represented": sup_rep,
+        "mean_superposition": m["mean_superposition"],
+        "min_bias": b.min(1),
+        "bias_represented": b_rep,
+        "bias_dropped": b_drop,
+    }
+
+
+def seed_table(part: Part, kind: str, values: np.ndarray) -> np.ndarray:
+    """``values [I]`` as ``[seeds, probabilities]`` for one kind; NaN where diverged."""
+    seeds, probs = _seeds(part), _probs(part)
+    table = np.full((len(seeds), len(probs)), np.nan)
+    for si, s in enumerate(seeds):
+        for pi, p in enumerate(probs):
+            idx = part.sweep.select(kind=kind, seed=int(s), feature_probability=float(p))
+            idx = idx[~part.diverged[idx]]
+            if idx.size:
+                table[si, pi] = np.mean(values[idx])
+    return table
+
+
+def best_instance(part: Part, **where) -> int | None:
+    """The non-diverged instance with the lowest final loss among ``select(**where)``."""
+    idx = part.sweep.select(**where)
+    idx = idx[~part.diverged[idx] & np.isfinite(part.loss[idx])]
+    return int(idx[np.argmin(part.loss[idx])]) if idx.size else None
+
+
+SUMMARY_QUANTITIES = ("loss", "n_represented", "n_beyond_top_m", "superposition_represented",
+                      "mean_superposition", "min_bias", "bias_represented", "bias_dropped")
+
+
+def summary_rows(part: Part) -> list[dict]:
+    """Per kind x probability: mean and 95% CI over seeds of every summary quantity."""
+    q = instance_quantities(part)
+    rows = []
+    for kind in _kinds(part):
+        tables = {k: seed_table(part, kind, q[k]) for k in SUMMARY_QUANTITIES}
+        for pi, p in enumerate(_probs(part)):
+            idx = part.sweep.select(kind=kind, feature_probability=float(p))
+            best = best_instance(part, kind=kind, feature_probability=float(p))
+            row = {"part": part.name, "activation": part.sweep.config.activation,
+                   "kind": kind, "feature_probability": float(p), "n_seeds": int(idx.size),
+                   "n_diverged": int(part.diverged[idx].sum())}
+            for k, t in tables.items():
+                row[f"{k}_mean"], row[f"{k}_ci95"] = _mean_ci(t[:, pi])
+            row["best_seed"] = None if best is None else int(part.sweep.coords["seed"][best])
+            row["best_seed_n_represented"] = (
+                None if best is None else int(part.metrics["n_represented"][best]))
+            rows.append(row)
+    return rows
+
+
+def _onsets(probs: np.ndarray, hit: np.ndarray, valid: np.ndarray) -> dict[str, tuple]:
+    """Onsets of a condition along a dense -> sparse grid: ``{rule: (1-S, grid index)}``.
+
+    ``first``: the largest 1-S at which ``hit`` holds. ``sustained``: the largest 1-S from
+    which it holds at every sparser grid point (robust to an isolated hit at the dense end).
+    ``(nan, None)`` where there is none; grid points that are not ``valid`` (diverged) are
+    skipped.
+    """
+    idx = np.flatnonzero(valid)
+    h = hit[idx]
+    out = {"first": (np.nan, None), "sustained": (np.nan, None)}
+    if h.any():
+        j = int(idx[np.argmax(h)])
+        out["first"] = (float(probs[j]), j)
+    if h.size and h[-1]:
+        misses = np.flatnonzero(~h)
+        j = int(idx[misses[-1] + 1 if misses.size else 0])
+        out["sustained"] = (float(probs[j]), j)
+    return out
+
+
+ONSET_RULES = ("first", "sustained")
+ONSET_CONDITIONS = {
+    "superposition_onset": "a feature with index >= m has ||W_i|| > threshold",
+    "negative_bias_onset": f"some b_i < {NEGATIVE_BIAS}",
+}
+ONSET_DEFINITIONS = {
+    "first": "largest 1-S at which {}",
+    "sustained": "largest 1-S from which on (at every sparser grid point) {}",
+}
+
+
+def onset_table(part: Part) -> dict[str, dict[str, dict]]:
+    """``{statistic: {kind: {"p": [seeds], "features": [seeds]}}}`` for every onset.
+
+    Statistics are ``<condition>_<rule>`` (see :data:`ONSET_CONDITIONS`, :func:`_onsets`);
+    ``features`` names, per seed, the features that meet the condition at the onset.
+    """
+    cfg = part.sweep.config
+    probs, seeds = _probs(part), _seeds(part)
+    rep = part.metrics["norm"] > cfg.threshold
+    b = part.sweep.b
+    tests = {
+        "superposition_onset": lambda i: [f for f in np.flatnonzero(rep[i])
+                                          if f >= cfg.n_hidden],
+        "negative_bias_onset": lambda i: list(np.flatnonzero(b[i] < NEGATIVE_BIAS)),
+    }
+    out: dict[str, dict[str, dict]] = {f"{c}_{r}": {} for c in ONSET_CONDITIONS
+                                       for r in ONSET_RULES}
+    for kind in _kinds(part):
+        res = {k: {"p": np.full(len(seeds), np.nan), "features": [""] * len(seeds)}
+               for k in out}
+        for si, s in enumerate(seeds):
+            inst = np.full(len(probs), -1)
+            for j, p in enumerate(probs):
+                idx = part.sweep.select(kind=kind, seed=int(s), feature_probability=float(p))
+                idx = idx[~part.diverged[idx]]
+                if idx.size:
+                    inst[j] = idx[0]
+            valid = inst >= 0
+            for cond, features in tests.items():
+                hit = np.array([bool(v) and len(features(i)) > 0
+                                for v, i in zip(valid, inst, strict=True)])
+                for rule, (p_on, j) in _onsets(probs, hit, valid).items():
+                    res[f"{cond}_{rule}"]["p"][si] = p_on
+                    if j is not None:
+                        res[f"{cond}_{rule}"]["features"][si] = " ".join(
+                            str(f) for f in features(inst[j]))
+        for k in out:
+            out[k][kind] = res[k]
+    return out
+
+
+def _definition(stat: str) -> str:
+    cond, rule = stat.rsplit("_", 1)
+    return ONSET_DEFINITIONS[rule].format(ONSET_CONDITIONS[cond])
+
+
+def onset_rows(part: Part) -> list[dict]:
+    """Onsets per kind (mean and 95% CI over seeds), then paired differences vs dense."""
+    table = onset_table(part)
+    probs = _probs(part)
+    rows = []
+    for stat, by_kind in table.items():
+        for kind, d in by_kind.items():
+            p = d["p"]
+            logp = np.log10(p)
+            mean, ci = _mean_ci(p)
+            lmean, lci = _mean_ci(logp)
+            rows.append({
+                "part": part.name, "statistic": stat, "kind": kind,
+                "definition": _definition(stat),
+                "grid": f"{probs.max():.3g}..{probs.min():.3g} ({len(probs)} points)",
+                "n_seeds": len(p), "n_found": int(np.isfinite(p).sum()),
+                "n_at_densest": int(np.sum(p == probs.max())),
+                "p_mean": mean, "p_ci95": ci, "log10_p_mean": lmean, "log10_p_ci95": lci,
+                "p_geomean": 10 ** lmean if np.isfinite(lmean) else np.nan,
+                "per_seed_values": " ".join(f"{v:.4g}" for v in p),
+                "per_seed_features": " | ".join(d["features"]),
+            })
+        if "dense" in by_kind:
+            base = np.log10(by_kind["dense"]["p"])
+            for kind, d in by_kind.items():
+                if kind == "dense":
+                    continue
+                diff = np.log10(d["p"]) - base  # paired: same seed = same init and data
+                lmean, lci = _mean_ci(diff)
+                rows.append({
+                    "part": part.name, "statistic": stat, "kind": f"{kind} - dense",
+                    "definition": "paired per-seed difference of log10 onset 1-S "
+                                  "(negative = later onset, i.e. sparser; 10**mean = "
+                                  "geometric-mean ratio to dense)",
+                    "grid": f"{probs.max():.3g}..{probs.min():.3g} ({len(probs)} points)",
+                    "n_seeds": len(diff), "n_found": int(np.isfinite(diff).sum()),
+                    "log10_p_mean": lmean, "log10_p_ci95": lci,
+                    "per_seed_values": " ".join(f"{v:.3g}" for v in diff),
+                })
+    return rows
+
+
+ONSET_COLUMNS = ("part", "statistic", "kind", "definition", "grid", "n_seeds", "n_found",
+                 "n_at_densest", "p_mean", "p_ci95", "log10_p_mean", "log10_p_ci95",
+                 "p_geomean", "per_seed_values", "per_seed_features")
+
+
+# ----------------------------------------------------------------------------------------
+# Figures
+
+
+def _sparsity_axis(ax) -> None:
+    ax.set_xscale("log")
+    if not ax.xaxis_inverted():
+        ax.invert_xaxis()
+    ax.set_xlabel("feature probability 1 - S  (log; sparser ->)")
+
+
+def _grid_rows(parts: dict[str, Part]) -> list[tuple[Part, str, str]]:
+    """``(part, kind, row label)`` for the weights figure: ReLU kinds, then linear kinds."""
+    rows = []
+    for name in ("relu", "linear"):
+        if name in parts:
+            for kind in _kinds(parts[name]):
+                rows.append((parts[name], kind, f"{kind}\n{ROW_LABELS[name]}"))
+    return rows
+
+
+def _draw_grid(parts: dict[str, Part], out: Path) -> list[Path]:
+    import matplotlib as mpl
+    import matplotlib.pyplot as plt
+
+    from bitjax import io
+
+    rows = _grid_rows(parts)
+    probs = _probs(rows[0][0])
+    cfg = rows[0][0].sweep.config
+    n_rows, n_cols = len(rows), len(probs)
+    fig = plt.figure(figsize=(2.3 * n_cols + 1.2, 1.55 * n_rows + 0.7))
+    outer = fig.add_gridspec(n_rows, n_cols, left=0.05, right=0.9, top=0.9, bottom=0.06,
+                             wspace=0.18, hspace=0.3)
+    for r, (part, kind, label) in enumerate(rows):
+        for c, p in enumerate(probs):
+            inner = outer[r, c].subgridspec(1, 3, width_ratios=[1.0, 0.09, 0.75], wspace=0.06)
+            ax_g, ax_b, ax_n = (fig.add_subplot(inner[0, k]) for k in range(3))
+            best = best_instance(part, kind=kind, feature_probability=float(p))
+            if r == 0:
+                ax_g.set_title(f"1-S = {p:g}", fontsize=9, loc="left")
+            if c == 0:
+                ax_g.set_ylabel(label, fontsize=9)
+            if best is None:
+                for ax in (ax_g, ax_b, ax_n):
+                    ax.set_xticks([])
+                    ax.set_yticks([])
+                ax_n.text(0.5, 0.5, "diverged", ha="center", transform=ax_n.transAxes)
+                continue
+            m = part.metrics
+            plots.gram_heatmap(ax_g, part.sweep.W_eff[best])
+            ax_g.set_aspect("auto")  # fill the cell so rows line up with the bars
+            plots.bias_column(ax_b, part.sweep.b[best])
+            plots.norm_bars(ax_n, m["norm"][best], m["superposition"][best])
+            ax_n.set_xticks([0, 1])
+            ax_n.tick_params(labelsize=6, length=2, pad=1)
+            ax_n.axvline(cfg.threshold, color="0.6", lw=0.5, ls=":")
+            ax_n.set_xlabel(f"seed {int(part.sweep.coords['seed'][best])}: "
+                            f"{int(m['n_represented'][best])} repr.", fontsize=6, labelpad=1)
+            if r == 0 and c == 0:
+                ax_b.set_title("b", fontsize=7)
+                ax_n.set_title("||W_i||", fontsize=7)
+    cax1 = fig.add_axes((0.915, 0.5, 0.01, 0.38))
+    cb1 = fig.colorbar(mpl.cm.ScalarMappable(mpl.colors.Normalize(-1, 1), "RdBu"), cax=cax1)
+    cb1.set_label("W^T W and b", fontsize=8)
+    cax2 = fig.add_axes((0.915, 0.08, 0.01, 0.38))
+    cb2 = fig.colorbar(mpl.cm.ScalarMappable(mpl.colors.Normalize(0, 1), "viridis_r"),
+                       cax=cax2)
+    cb2.set_label("bar colour: sqrt(superposition),\nclipped to [0, 1]", fontsize=8)
+    for cb in (cb1, cb2):
+        cb.ax.tick_params(labelsize=7)
+    fig.suptitle(
+        f"n={cfg.n_features}, m={cfg.n_hidden}, I_i = {IMPORTANCE}^i, effective weights, best "
+        f"seed by final loss. Each cell: W^T W, bias b, bars ||W_i|| (dotted line: "
+        f"represented threshold {cfg.threshold:g}); feature 0 (most important) at the top",
+        fontsize=9)
+    files = io.save_figure(fig, out / "weights_by_sparsity")
+    plots.close(fig)
+    return files
+
+
+def _draw_zoom(part: Part, out: Path) -> list[Path]:
+    from bitjax import io
+
+    cfg = part.sweep.config
+    probs = _probs(part)
+    q = instance_quantities(part)
+    onsets = onset_table(part)
+    n_seeds = len(_seeds(part))
+    panels = (
+        ("n_beyond_top_m", f"features represented beyond the top m={cfg.n_hidden}",
+         "superposition_onset_sustained"),
+        ("superposition_represented", "mean superposition of represented features", None),
+        ("min_bias", "minimum bias  min_i b_i", "negative_bias_onset_sustained"),
+    )
+    fig, axes = plots.new_figure(1, 3, size=(4.3, 3.6))
+    for ax, (key, ylabel, onset) in zip(axes[0], panels, strict=True):
+        for kind in _kinds(part):
+            color = plots.kind_color(kind)
+            plots.curve_with_band(ax, probs, seed_table(part, kind, q[key]), label=kind,
+                                  color=color)
+            if onset is not None:
+                p = onsets[onset][kind]["p"]
+                if np.isfinite(p).any():
+                    ax.axvline(10 ** np.nanmean(np.log10(p)), color=color, ls=":", lw=1)
+        if key == "min_bias":
+            ax.axhline(NEGATIVE_BIAS, color="0.6", ls="--", lw=0.7, zorder=0)
+        _sparsity_axis(ax)
+        ax.set_ylabel(ylabel, fontsize=9)
+        ax.legend(title="kind", fontsize=8, title_fontsize=8)
+    axes[0, 0].set_title("onset of superposition\n(dotted: geometric mean of the "
+                         "sustained onset)", fontsize=9)
+    axes[0, 1].set_title("superposition sum_{j!=i} (W_i_hat . W_j)^2\n"
+                         f"(features with ||W_i|| > {cfg.threshold:g})", fontsize=9)
+    axes[0, 2].set_title(f"negative biases (dashed: b = {NEGATIVE_BIAS};\n"
+                         "dotted: geometric mean of the sustained onset)", fontsize=9)
+    fig.suptitle(f"Onset of superposition, n={cfg.n_features}, m={cfg.n_hidden}, "
+                 f"I_i = {IMPORTANCE}^i: mean of {n_seeds} seed(s), band 95% CI", fontsize=10)
+    fig.tight_layout()
+    files = io.save_figure(fig, out / "zoom")
+    plots.close(fig)
+    return files
+
+
+@contextmanager
+def _quiet_nan_warnings():
+    """Silence numpy's warnings for all-NaN or single-seed columns (their CI is NaN)."""
+    with warnings.catch_warnings():
+        for msg in ("Mean of empty slice", "Degrees of freedom <= 0",
+                    "invalid value encountered"):
+            warnings.filterwarnings("ignore", message=msg, category=RuntimeWarning)
+        yield
+
+
+def analyse(parts: dict[str, Part], out: Path) -> list[Path]:
+    from bitjax import io
+
+    files = [out / "summary.csv", out / "onsets.csv"]
+    onset_parts = [p for name, p in parts.items() if name in ("relu", "zoom")]
+    with _quiet_nan_warnings():
+        io.write_csv(files[0], [r for part in parts.values() for r in summary_rows(part)])
+        io.write_csv(files[1], [r for part in onset_parts for r in onset_rows(part)],
+                     columns=ONSET_COLUMNS)
+        files += _draw_grid(parts, out)
+        if "zoom" in parts:
+            files += _draw_zoom(parts["zoom"], out)
+    return files
+
+
+EXPERIMENT = Experiment(
+    name="sparsity",
+    description="n=20, m=5 sparsity sweep: W^T W, biases and superposition against sparsity, "
+                "dense vs ternary, with a fine grid at the onset (Elhage et al. 2022).",
+    presets=PRESETS,
+    analyse=analyse,
+)
+
+if __name__ == "__main__":
+    sys.exit(main(EXPERIMENT))

@@ -1,0 +1,150 @@
+"""Shared helpers for the fast test suite.
+
+Nothing here touches a JAX backend at import time: tests that need fake devices
+(``XLA_FLAGS=--xla_force_host_platform_device_count=8``) must still be able to set them
+before the first JAX computation. Helpers import JAX lazily.
+
+Trained sweeps are expensive to compile (seconds each on a 2-core CPU), so :func:`_train`
+(fixture ``train``) caches its result per config for the whole session; callers must treat
+the returned host state as read-only.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+# Importing the experiments package asks XLA for one CPU device per core before JAX starts
+# (see experiments/__init__.py), as every experiment run does. Importing it here makes the
+# device count, and so the instance padding the trainer does, the same whichever test
+# modules a run collects. It does not import JAX.
+import experiments  # noqa: F401
+
+# jit compiles on first use make the first example slow; keep examples few and deterministic
+# enough for CI, with no deadline.
+settings.register_profile(
+    "bitjax",
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile("bitjax")
+
+#: The smallest sweep shape the training tests use (fast to compile and run).
+TINY = dict(
+    n_features=5,
+    n_hidden=2,
+    importance=(0.9,),
+    steps=200,
+    batch_size=64,
+    chunk_size=100,
+    history_every=50,
+    eval_batches=2,
+)
+
+
+def _tiny_config(**changes):
+    """A tiny :class:`bitjax.SweepConfig` (n=5, m=2, 200 steps of batch 64) with changes."""
+    from bitjax.sweep import SweepConfig
+
+    return SweepConfig(**{**TINY, **changes})
+
+
+@functools.cache
+def _train(cfg):
+    """Train ``cfg`` from scratch to ``cfg.steps``; ``(trainer, host_state)``, cached."""
+    from bitjax.sweep import Trainer
+
+    trainer = Trainer(cfg, progress=False)
+    state = trainer.run(trainer.init_state())
+    return trainer, trainer.to_host(state)
+
+
+def plain(tree):
+    """A pytree with NamedTuples (optax states) turned into dicts, for value comparisons
+    that should not depend on the container type (Orbax restores NamedTuples as dicts)."""
+    if isinstance(tree, tuple) and hasattr(tree, "_asdict"):
+        return {k: plain(v) for k, v in tree._asdict().items()}
+    if isinstance(tree, dict):
+        return {k: plain(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(plain(v) for v in tree)
+    return tree
+
+
+def _assert_trees_equal(a, b, *, atol: float | None = None, err_msg: str = "",
+                        strict_types: bool = True):
+    """Leaf-by-leaf comparison of two pytrees: bitwise, or within ``atol`` when given.
+
+    ``strict_types=False`` compares NamedTuples and dicts with the same fields as equal.
+    """
+    import jax
+    import numpy as np
+
+    if not strict_types:
+        a, b = plain(a), plain(b)
+    la, ta = jax.tree.flatten(a)
+    lb, tb = jax.tree.flatten(b)
+    assert ta == tb, f"tree structures differ: {ta} vs {tb}"
+    paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(a)[0]]
+    for path, x, y in zip(paths, la, lb, strict=True):
+        x, y = np.asarray(x), np.asarray(y)
+        if atol is None:
+            np.testing.assert_array_equal(x, y, err_msg=f"{err_msg} leaf {path}")
+        else:
+            np.testing.assert_allclose(x, y, rtol=0, atol=atol, err_msg=f"{err_msg} leaf {path}")
+
+
+@pytest.fixture(scope="session")
+def _compile_cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("jax-compilation-cache")
+
+
+@pytest.fixture(scope="module")
+def compile_cache(_compile_cache_dir):
+    """JAX's persistent compilation cache in a per-session temporary folder, for one module.
+
+    The training tests build many Trainers whose programs are identical (an instance trained
+    alone compiles the same program for every kind and probability, because those are
+    traced arrays), and compiling dominates their run time on a small CPU. The cache is
+    switched off again after the module so no other test module is affected.
+    """
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache as cc
+
+    old = (jax.config.jax_compilation_cache_dir,
+           jax.config.jax_persistent_cache_min_compile_time_secs)
+    jax.config.update("jax_compilation_cache_dir", str(_compile_cache_dir))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.05)
+    cc.reset_cache()
+    yield
+    jax.config.update("jax_compilation_cache_dir", old[0])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", old[1])
+    cc.reset_cache()
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+    """Factory: ``tiny_config(**changes)`` -> a tiny SweepConfig."""
+    return _tiny_config
+
+
+@pytest.fixture(scope="session")
+def train():
+    """Factory: ``train(cfg)`` -> ``(trainer, host_state)``, cached per config (read-only)."""
+    return _train
+
+
+@pytest.fixture(scope="session")
+def assert_trees_equal():
+    """``assert_trees_equal(a, b, atol=None)``: bitwise (or atol) pytree comparison."""
+    return _assert_trees_equal
+
+
+@pytest.fixture
+def rng():
+    import numpy as np
+
+    return np.random.default_rng(1234)

@@ -1,0 +1,190 @@
+"""Metrics (bitjax.metrics) on geometries with known answers (Elhage et al. 2022).
+
+The paper normalises directions as ``W / (1e-5 + ||W||)``, so for unit columns the
+dimensionality is ``(1 + 1e-5)^2`` rather than exactly 1: known answers are checked to 1e-4.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from bitjax import metrics
+
+TOL = 1e-4
+
+
+def m(fn, w, *args):
+    return np.asarray(fn(jnp.asarray(w, jnp.float32), *args))
+
+
+def polygon(k: int) -> np.ndarray:
+    """``k`` unit vectors in 2-D at ``360/k`` degrees, as a ``[2, k]`` W."""
+    a = 2 * np.pi * np.arange(k) / k
+    return np.stack([np.cos(a), np.sin(a)]).astype(np.float32)
+
+
+def random_orthogonal(n: int, seed: int = 0) -> np.ndarray:
+    q_, r = np.linalg.qr(np.random.default_rng(seed).normal(size=(n, n)))
+    return (q_ * np.sign(np.diag(r))).astype(np.float32)
+
+
+@pytest.mark.parametrize("w", [np.eye(4, dtype=np.float32), random_orthogonal(6)],
+                         ids=["identity", "random_orthogonal"])
+def test_orthonormal_features_have_dimension_one(w):
+    n = w.shape[1]
+    np.testing.assert_allclose(m(metrics.feature_dimensionality, w), np.ones(n), atol=TOL)
+    np.testing.assert_allclose(m(metrics.superposition, w), np.zeros(n), atol=TOL)
+    np.testing.assert_allclose(m(metrics.feature_norms, w), np.ones(n), atol=TOL)
+    np.testing.assert_allclose(m(metrics.dims_per_feature, w), 1.0, atol=TOL)
+    np.testing.assert_allclose(m(metrics.frobenius_sq, w), float(n), rtol=TOL)
+    np.testing.assert_allclose(m(metrics.gram, w), np.eye(n), atol=TOL)
+    assert int(m(metrics.n_represented, w)) == n
+
+
+def test_antipodal_pair_has_dimension_half():
+    w = np.array([[1.0, -1.0]], np.float32)  # m=1, n=2
+    np.testing.assert_allclose(m(metrics.feature_dimensionality, w), [0.5, 0.5], atol=TOL)
+    np.testing.assert_allclose(m(metrics.superposition, w), [1.0, 1.0], atol=TOL)
+    np.testing.assert_allclose(m(metrics.dims_per_feature, w), 0.5, atol=TOL)
+    np.testing.assert_allclose(m(metrics.gram, w), [[1, -1], [-1, 1]], atol=TOL)
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.3])
+def test_pentagon_has_dimension_two_fifths(scale):
+    w = scale * polygon(5)
+    # sum_j cos^2(angle) = 1 + 2 cos^2(72) + 2 cos^2(144) = 5/2
+    np.testing.assert_allclose(m(metrics.feature_dimensionality, w), np.full(5, 0.4),
+                               atol=TOL)
+    np.testing.assert_allclose(m(metrics.superposition, w), np.full(5, 1.5 * scale**2),
+                               atol=TOL)
+    np.testing.assert_allclose(m(metrics.dims_per_feature, w), 2 / (5 * scale**2), rtol=TOL)
+    # sum_i D_i = m for this efficient packing
+    np.testing.assert_allclose(m(metrics.feature_dimensionality, w).sum(), 2.0, atol=1e-3)
+
+
+def test_triangle_and_square_antiprism_like_cases():
+    # triangle in 2-D: D = 2/3; square (two antipodal pairs, orthogonal): D = 1/2
+    np.testing.assert_allclose(m(metrics.feature_dimensionality, polygon(3)), 2 / 3, atol=TOL)
+    np.testing.assert_allclose(m(metrics.feature_dimensionality, polygon(4)), 1 / 2, atol=TOL)
+
+
+def test_unused_feature_has_dimension_zero():
+    w = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], np.float32)  # feature 2 not learned
+    d = m(metrics.feature_dimensionality, w)
+    np.testing.assert_allclose(d[:2], [1.0, 1.0], atol=TOL)
+    assert d[2] == 0.0
+    norms = m(metrics.feature_norms, w)
+    assert norms[2] == 0.0
+    np.testing.assert_allclose(m(metrics.superposition, w), [0.0, 0.0, 0.0], atol=TOL)
+    assert int(m(metrics.n_represented, w)) == 2
+    assert np.all(np.isfinite(m(metrics.superposition, w)))
+
+
+def test_all_zero_weights_are_finite():
+    w = np.zeros((2, 4), np.float32)
+    for fn in (metrics.feature_dimensionality, metrics.superposition, metrics.feature_norms):
+        np.testing.assert_array_equal(m(fn, w), 0.0)
+    assert np.isfinite(m(metrics.dims_per_feature, w))
+    assert float(m(metrics.zero_fraction, w)) == 1.0
+
+
+def test_n_represented_uses_strict_threshold():
+    w = np.array([[0.2, 0.0, 1.0, 0.5]], np.float32)  # norms 0.2, 0, 1, 0.5
+    assert int(m(metrics.n_represented, w)) == 1  # default 0.5; 0.5 itself is not above
+    assert int(m(metrics.n_represented, w, 0.1)) == 3
+    assert int(m(metrics.n_represented, w, 0.0)) == 3
+    assert int(m(metrics.n_represented, w, 0.7)) == 1
+    assert int(m(metrics.n_represented, w, 1.5)) == 0
+    assert metrics.DEFAULT_THRESHOLD == 0.5
+
+
+def test_zero_fraction():
+    w = np.array([[0.0, 1.0, -2.0, 0.0], [3.0, 0.0, 1e-8, 4.0]], np.float32)
+    np.testing.assert_allclose(m(metrics.zero_fraction, w), 3 / 8)
+
+
+def test_superposition_counts_interference_only():
+    # two features at 60 degrees: (W_0_hat . W_1)^2 = ||W_1||^2 cos^2(60) = 0.25 * 4
+    w = np.array([[1.0, 2 * 0.5], [0.0, 2 * np.sqrt(3) / 2]], np.float32)
+    np.testing.assert_allclose(m(metrics.superposition, w), [1.0, 0.25], atol=TOL)
+
+
+def test_all_metrics_vmapped_equals_per_instance(rng):
+    ws = rng.normal(size=(5, 3, 8)).astype(np.float32)
+    ws[1, :, 2] = 0.0  # an unused feature
+    ws[2] = 0.0
+    ws[3] = np.concatenate([polygon(8), np.zeros((1, 8), np.float32)])
+    out = metrics.all_metrics(jnp.asarray(ws), 0.7)
+    keys = set(metrics.instance_metrics(jnp.asarray(ws[0])))
+    assert set(out) == keys
+    one_instance = jax.jit(metrics.instance_metrics, static_argnums=1)
+    for i in range(ws.shape[0]):
+        one = one_instance(jnp.asarray(ws[i]), 0.7)
+        for k in keys:
+            np.testing.assert_allclose(np.asarray(out[k][i]), np.asarray(one[k]), rtol=1e-5,
+                                       atol=1e-6, err_msg=f"{k} instance {i}")
+    assert out["norm"].shape == (5, 8)
+    assert out["dims_per_feature"].shape == (5,)
+
+
+def test_instance_metrics_consistency(rng):
+    w = jnp.asarray(rng.normal(size=(4, 10)), jnp.float32)
+    out = metrics.instance_metrics(w)
+    np.testing.assert_allclose(out["sum_dimensionality"], out["dimensionality"].sum(),
+                               rtol=1e-5)
+    np.testing.assert_allclose(out["mean_superposition"], out["superposition"].mean(),
+                               rtol=1e-5)
+    np.testing.assert_allclose(out["frob_sq"], (out["norm"] ** 2).sum(), rtol=1e-5)
+    np.testing.assert_allclose(out["dims_per_feature"], 4 / out["frob_sq"], rtol=1e-5)
+
+
+# --------------------------------------------------------------------------------------
+# Properties
+# --------------------------------------------------------------------------------------
+
+_SHAPES = [(1, 2), (2, 5), (3, 12), (4, 4)]
+_columns = st.floats(min_value=0.0625, max_value=10.0, width=32)
+_inst = jax.jit(metrics.instance_metrics)
+
+
+@given(
+    hnp.arrays(np.float32, st.sampled_from(_SHAPES),
+               elements=st.floats(-1.0, 1.0, width=32, allow_subnormal=False)),
+    st.data(),
+)
+def test_property_dimensionality_bounds(direction, data):
+    # columns scaled to norms in [1/16, 10] or exactly zero
+    n = direction.shape[1]
+    norms = np.array(data.draw(st.lists(_columns | st.just(0.0), min_size=n, max_size=n)),
+                     np.float32)
+    lens = np.linalg.norm(direction, axis=0)
+    w = np.where(lens > 1e-3, direction / np.maximum(lens, 1e-3) * norms, 0.0)
+    w = w.astype(np.float32)
+    out = jax.tree.map(np.asarray, _inst(jnp.asarray(w)))
+    d = out["dimensionality"]
+    col_norm = np.linalg.norm(w, axis=0)
+    assert np.all(d >= 0)
+    # the 1e-5 in the paper's normalisation lets D_i exceed 1 by (1 + 1e-5/||W_i||)^2,
+    # at most (1 + 16e-5)^2 for the norms drawn here
+    assert np.all(d <= (1 + 16e-5) ** 2 * (1 + 1e-4))
+    np.testing.assert_array_equal(d[col_norm == 0], 0.0)
+    assert np.all(out["superposition"] >= -1e-5)
+    assert out["sum_dimensionality"] <= w.shape[0] * (1 + 1e-3) + 1e-4  # sum_i D_i <= m
+    # scale invariance of D_i (away from the epsilon)
+    d2 = np.asarray(_inst(jnp.asarray(3.0 * w))["dimensionality"])
+    np.testing.assert_allclose(d2, d, rtol=2e-3, atol=1e-6)
+
+
+def test_dimensionality_at_most_one_for_small_isolated_feature():
+    # D_i is documented (metrics.py and the spec) to lie in [0, 1]. A feature alone in its
+    # own dimension with a small norm gets ||W_i||^2 / (||W_i||^2 (r / (1e-5 + r))^2)
+    # = (1 + 1e-5 / r)^2: 1.21 for r = 1e-4, 4 for r = 1e-5.
+    w = np.array([[1e-4, 0.0], [0.0, 1.0]], np.float32)
+    d = m(metrics.feature_dimensionality, w)
+    assert np.all(d <= 1.0 + 1e-3), d
