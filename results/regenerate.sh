@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Regenerates every committed result folder at the scale this project's 2-core CPU finishes
+# (see results/README.md for the scale of each and its runtime). Each run writes its own
+# manifest.json (commit, settings, machine, timings). On a GPU/TPU drop the --preset and
+# --seeds/--steps overrides to get the paper-scale runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+run() { echo "=== $*"; python -m "$@" --no-progress --overwrite; }
+run experiments.intro --preset paper --out results/intro
+run experiments.sparsity --preset quick --seeds 8 --steps 6000 --out results/sparsity
+run experiments.phase --preset quick --seeds 6 --out results/phase
+run experiments.correlated --preset quick --seeds 10 --out results/correlated
+run experiments.uniform --preset quick --seeds 3 --steps 6000 --out results/uniform
