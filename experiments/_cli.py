@@ -239,6 +239,14 @@ def replot(exp: Experiment, out: Path) -> dict[str, Part]:
     dirs = _part_dirs(out, names)
     parts = {name: load_part(name, d) for name, d in dirs.items()}
     files = _write_tables(parts) + exp.analyse(parts, out)
+    manifest_path = out / "manifest.json"
+    if manifest_path.exists():
+        # The weights still come from the training commit; say which code drew the files.
+        manifest = io.json.loads(manifest_path.read_text())
+        manifest["replotted"] = {"git": io.git_commit(),
+                                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                 "files": sorted(str(Path(f).relative_to(out)) for f in files)}
+        io.write_json(manifest_path, manifest)
     print(f"{exp.name}: redrew {len(files)} files in {out}", file=sys.stderr)
     return parts
 

@@ -17,6 +17,8 @@ Presets:
 Runtime: quick ~1.5 min on a 2-core CPU (this machine); paper preset not measured on CPU
 (about 3 hours extrapolated from experiments.benchmark) and not measured on a GPU.
 Outputs (in --out): config.json, manifest.json, metrics.csv, features.csv, checkpoints/,
+dims_summary.csv (per kind and sparsity: D* mean and 95% CI over seeds, the paired
+difference ternary - dense with its CI, loss, features represented),
 dims_per_feature.{png,pdf}, feature_dimensionality.{png,pdf}.
 Paper figure: "Feature Dimensionality" (D* against 1/(1-S), and the D_i scatter).
 """
@@ -65,14 +67,61 @@ def dims_table(part: Part) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     return 1.0 / probs, out
 
 
+def _per_seed(part: Part, metric: np.ndarray, kind: str, probs: np.ndarray,
+              seeds: np.ndarray) -> np.ndarray:
+    """``metric`` as a ``[seeds, probs]`` table for one kind (NaN where diverged)."""
+    c = part.sweep.coords
+    out = np.full((len(seeds), len(probs)), np.nan)
+    for i in np.flatnonzero((c["kind"] == kind) & ~part.diverged):
+        si = np.searchsorted(seeds, c["seed"][i])
+        pi = np.flatnonzero(np.isclose(probs, c["feature_probability"][i]))[0]
+        out[si, pi] = metric[i]
+    return out
+
+
+def summary_rows(part: Part) -> list[dict]:
+    """Per kind and sparsity: D*, loss and features represented (mean, 95% CI over seeds) and
+    the paired difference of D* against dense (same seed: same init and same data)."""
+    c = part.sweep.coords
+    probs = np.unique(c["feature_probability"])[::-1]
+    seeds = np.unique(c["seed"])
+    kinds = list(dict.fromkeys(c["kind"]))
+    tables = {
+        name: {k: _per_seed(part, values, k, probs, seeds) for k in kinds}
+        for name, values in (("dims", part.metrics["dims_per_feature"]), ("loss", part.loss),
+                             ("n_rep", part.metrics["n_represented"]))
+    }
+    rows = []
+    for kind in kinds:
+        d_mean, d_ci = plots.mean_ci(tables["dims"][kind])
+        l_mean, _ = plots.mean_ci(tables["loss"][kind])
+        r_mean, _ = plots.mean_ci(tables["n_rep"][kind])
+        diff = tables["dims"][kind] - tables["dims"].get("dense", np.nan)
+        f_mean, f_ci = plots.mean_ci(diff)
+        for j, p in enumerate(probs):
+            rows.append({
+                "kind": kind, "feature_probability": float(p), "inv_probability": 1 / p,
+                "n_seeds": int(np.isfinite(tables["dims"][kind][:, j]).sum()),
+                "dims_per_feature": float(d_mean[j]), "dims_ci95": float(d_ci[j]),
+                "dims_minus_dense": float(f_mean[j]), "dims_minus_dense_ci95": float(f_ci[j]),
+                "loss": float(l_mean[j]), "n_represented": float(r_mean[j]),
+            })
+    return rows
+
+
 def analyse(parts: dict[str, Part], out: Path) -> list[Path]:
+    import warnings
+
     from bitjax import io
 
     part = parts["uniform"]
     cfg = part.sweep.config
     x, tables = dims_table(part)
     n_seeds = next(iter(tables.values())).shape[0]
-    files = []
+    files = [out / "dims_summary.csv"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # one seed: CI is NaN, said so
+        io.write_csv(files[0], summary_rows(part))
 
     fig, axes = plots.new_figure(1, 1, size=(6, 4))
     ax = axes[0, 0]
