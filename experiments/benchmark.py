@@ -198,6 +198,47 @@ HEADER = (f"{'workload':<20} {'steps/s':>9} {'inst-steps/s':>12} {'ref':>9} {'ra
           f" {'compile':>8} {'rng-floor':>9} {'flop-floor':>9} {'byte-floor':>9}")
 
 
+SCALING_COUNTS = (10, 30, 100, 300, 1000, 3000, 10000)
+
+
+def run_scaling(out: Path, counts=SCALING_COUNTS, *, steps: int = 5,
+                min_seconds: float = 2.0) -> list[dict]:
+    """Compile time and throughput of sweep_20x5 against the number of instances."""
+    from bitjax import io, plots
+
+    rows = []
+    for count in counts:
+        w = Workload(f"sweep_20x5_i{count}", 20, 5, count)
+        cfg = workload_config(w, chunk=steps)
+        r = time_workload(cfg, min_seconds=min_seconds, max_chunks=20)
+        rows.append({"n_instances": r["n_instances"], "compile_s": r["compile_s"],
+                     "steps_per_s": r["steps_per_s"],
+                     "instance_steps_per_s": r["instance_steps_per_s"],
+                     "state_bytes_per_instance": r["state_bytes_per_instance"]})
+        print(f"{count:>6} instances: compile {r['compile_s']:.2f} s, "
+              f"{r['instance_steps_per_s']:,.0f} instance-steps/s", file=sys.stderr, flush=True)
+    io.write_csv(out / "scaling.csv", rows)
+    fig, axes = plots.new_figure(1, 2, size=(4.2, 3.2))
+    n = [r["n_instances"] for r in rows]
+    axes[0, 0].plot(n, [r["compile_s"] for r in rows], "-o")
+    axes[0, 0].set_ylabel("compile time (s)")
+    axes[0, 0].set_ylim(0, None)
+    axes[0, 1].plot(n, [r["instance_steps_per_s"] for r in rows], "-o")
+    axes[0, 1].set_yscale("log")
+    axes[0, 1].set_ylabel("instance-steps / s")
+    for ax in axes[0]:
+        ax.set_xscale("log")
+        ax.set_xlabel("instances in the sweep (n=20, m=5, batch 1024)")
+    import jax
+
+    fig.suptitle(f"One compiled program for 10 to {max(n):,} instances "
+                 f"({jax.device_count()} x {jax.devices()[0].device_kind})", fontsize=9)
+    fig.tight_layout()
+    io.save_figure(fig, out / "scaling")
+    plots.close(fig)
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m experiments.benchmark", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -210,11 +251,20 @@ def main(argv=None) -> int:
                          "seed: one draw shared by all instances of a seed")
     ap.add_argument("--rng-impl", default=None, help="JAX PRNG implementation")
     ap.add_argument("--json", action="store_true", help="print the rows as JSON")
-    ap.add_argument("--out", type=Path, default=None, help="also write the rows as JSON here")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="also write benchmark.json and benchmark.md (a table) into this folder")
+    ap.add_argument("--scaling", action="store_true",
+                    help="instead: compile time and throughput against the instance count "
+                         "(sweep_20x5, 10 to 10,000 instances) into --scaling-out")
+    ap.add_argument("--scaling-out", type=Path, default=Path("results/benchmark"),
+                    help="folder for scaling.csv and scaling.png/pdf")
     args = ap.parse_args(argv)
     if args.steps < 1:
         print("error: --steps must be >= 1", file=sys.stderr)
         return 2
+    if args.scaling:
+        run_scaling(args.scaling_out)
+        return 0
     print(HEADER, file=sys.stderr)
     rows = run_benchmark(args.workload or list(WORKLOADS), steps=args.steps,
                          data_sharing=args.data_sharing, rng_impl=args.rng_impl,
@@ -222,10 +272,28 @@ def main(argv=None) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
     if args.out:
-        from bitjax import io
-
-        io.write_json(args.out, rows)
+        write_tables(rows, args.out)
     return 0
+
+
+def write_tables(rows: list[dict], out: Path) -> None:
+    """``benchmark.json`` (every field) and ``benchmark.md`` (the table) into ``out``."""
+    from bitjax import io
+
+    io.write_json(out / "benchmark.json", {"environment": io.environment(),
+                                           "git": io.git_commit(), "rows": rows})
+    lines = [
+        "| workload | steps/s | instance-steps/s | reference | ratio | compile (s) | "
+        "rng floor (steps/s) | flop floor | byte floor |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['workload']} | {r['steps_per_s']:,.0f} | {r['instance_steps_per_s']:,.0f} | "
+            f"{r['reference_instance_steps_per_s']:,} | {r['ratio_vs_reference']:.1f}x | "
+            f"{r['compile_s']:.2f} | {r['rng_floor_steps_s']:,.0f} | "
+            f"{r['flop_floor_steps_s']:,.0f} | {r['bytes_floor_steps_s']:,.0f} |")
+    io.write_text(out / "benchmark.md", "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,29 @@
+"""The benchmark runs, reports every field it promises, and computes sane floors."""
+
+from __future__ import annotations
+
+import json
+
+from experiments import benchmark
+
+
+def test_benchmark_rows_and_tables(tmp_path, capsys):
+    rc = benchmark.main(["--workload", "intro_5x2_i10", "--steps", "20", "--min-seconds",
+                         "0.05", "--json", "--out", str(tmp_path)])
+    assert rc == 0
+    rows = json.loads(capsys.readouterr().out)
+    (row,) = rows
+    assert row["workload"] == "intro_5x2_i10" and row["n_instances"] == 10
+    for k in ("steps_per_s", "instance_steps_per_s", "compile_s", "rng_floor_steps_s",
+              "flop_floor_steps_s", "bytes_floor_steps_s", "ratio_vs_reference"):
+        assert row[k] > 0, k
+    # Independent data: one uniform per feature, example and instance.
+    assert row["uniforms_per_step"] == 10 * 1024 * 5
+    assert row["flops_per_step"] == 6 * 10 * 1024 * 5 * 2
+    table = (tmp_path / "benchmark.md").read_text()
+    assert "intro_5x2_i10" in table and "ratio" in table
+    assert json.loads((tmp_path / "benchmark.json").read_text())["rows"][0]["workload"]
+
+
+def test_benchmark_rejects_bad_steps(capsys):
+    assert benchmark.main(["--steps", "0"]) == 2
