@@ -221,6 +221,8 @@ def run_experiment(exp: Experiment, args: argparse.Namespace) -> dict[str, Part]
                                  keep=args.keep, mesh=mesh, progress=not args.no_progress,
                                  command=exp.name, out=out)
     parts = {name: load_part(name, d) for name, d in dirs.items()}
+    if jax.process_index() != 0:  # multi-host: one process writes tables and figures
+        return parts
     files = _write_tables(parts)
     files += exp.analyse(parts, out)
     _write_manifest(exp, out, preset, configs, stats, files, time.perf_counter() - t0, jax)
