@@ -6,7 +6,9 @@ grids; colours per kind are fixed so every figure in results/ reads the same way
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
+from contextlib import contextmanager
 
 import matplotlib
 
@@ -28,6 +30,16 @@ KIND_COLORS = {
 
 def kind_color(kind: str) -> str:
     return KIND_COLORS.get(kind, "tab:gray")
+
+
+@contextmanager
+def quiet_nan_warnings():
+    """Silence numpy's warnings for all-NaN or single-seed columns (their CI is NaN)."""
+    with warnings.catch_warnings():
+        for msg in ("Mean of empty slice", "Degrees of freedom <= 0",
+                    "invalid value encountered", "All-NaN slice"):
+            warnings.filterwarnings("ignore", message=msg, category=RuntimeWarning)
+        yield
 
 
 def mean_ci(values: np.ndarray, axis: int = 0, level: float = 0.95):
@@ -100,6 +112,11 @@ def weight_diagram_2d(ax, w: np.ndarray, *, importance: Sequence[float] | None =
     for i in range(n):
         ax.plot([0, w[0, i]], [0, w[1, i]], color=colors[i], lw=1.5)
         ax.scatter(w[0, i], w[1, i], color=colors[i], s=12, zorder=3)
+    square_axes(ax, w, title)
+
+
+def square_axes(ax, w: np.ndarray, title: str | None = None):
+    """Frame of a 2-D weight diagram: equal, symmetric limits covering ``w``, thin axes."""
     lim = max(1.2, float(np.nanmax(np.abs(w))) * 1.1 if np.isfinite(w).any() else 1.2)
     ax.set_xlim(-lim, lim)
     ax.set_ylim(-lim, lim)

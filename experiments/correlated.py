@@ -287,16 +287,7 @@ def set_weight_diagram(ax, w: np.ndarray, ids: np.ndarray, *, title: str | None 
         col = colors[s % len(colors)] if s >= 0 else "0.5"
         ax.plot([0, w[0, i]], [0, w[1, i]], color=col, lw=1.6, ls=ls)
         ax.scatter(w[0, i], w[1, i], color=col, marker=mk, s=18, zorder=3)
-    lim = max(1.2, float(np.nanmax(np.abs(w))) * 1.1 if np.isfinite(w).any() else 1.2)
-    ax.set_xlim(-lim, lim)
-    ax.set_ylim(-lim, lim)
-    ax.set_aspect("equal")
-    ax.axhline(0, color="0.85", lw=0.5, zorder=0)
-    ax.axvline(0, color="0.85", lw=0.5, zorder=0)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    if title:
-        ax.set_title(title, fontsize=8)
+    plots.square_axes(ax, w, title)
 
 
 def _pair_legend(fig, ids: np.ndarray, anti: bool):

@@ -37,8 +37,6 @@ Paper figure: the introduction's five-features-in-two-dimensions figure (and sec
 from __future__ import annotations
 
 import sys
-import warnings
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -246,22 +244,12 @@ def _draw_curves(part: Part, out: Path) -> list[Path]:
     return files
 
 
-@contextmanager
-def _quiet_nan_warnings():
-    """Silence numpy's warnings for all-NaN or single-seed columns (their CI is NaN)."""
-    with warnings.catch_warnings():
-        for msg in ("Mean of empty slice", "Degrees of freedom <= 0",
-                    "invalid value encountered"):
-            warnings.filterwarnings("ignore", message=msg, category=RuntimeWarning)
-        yield
-
-
 def analyse(parts: dict[str, Part], out: Path) -> list[Path]:
     from bitjax import io
 
     part = parts["intro"]
     files = [out / "summary.csv"]
-    with _quiet_nan_warnings():
+    with plots.quiet_nan_warnings():
         io.write_csv(files[0], summary_rows(part))
         files += _draw_diagrams(part, out)
         files += _draw_curves(part, out)

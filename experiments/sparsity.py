@@ -52,8 +52,6 @@ W^T W + b + ||W_i|| grid against sparsity for n=20, m=5 (and its linear-model ro
 from __future__ import annotations
 
 import sys
-import warnings
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -450,22 +448,12 @@ def _draw_zoom(part: Part, out: Path) -> list[Path]:
     return files
 
 
-@contextmanager
-def _quiet_nan_warnings():
-    """Silence numpy's warnings for all-NaN or single-seed columns (their CI is NaN)."""
-    with warnings.catch_warnings():
-        for msg in ("Mean of empty slice", "Degrees of freedom <= 0",
-                    "invalid value encountered"):
-            warnings.filterwarnings("ignore", message=msg, category=RuntimeWarning)
-        yield
-
-
 def analyse(parts: dict[str, Part], out: Path) -> list[Path]:
     from bitjax import io
 
     files = [out / "summary.csv", out / "onsets.csv"]
     onset_parts = [p for name, p in parts.items() if name in ("relu", "zoom")]
-    with _quiet_nan_warnings():
+    with plots.quiet_nan_warnings():
         io.write_csv(files[0], [r for part in parts.values() for r in summary_rows(part)])
         io.write_csv(files[1], [r for part in onset_parts for r in onset_rows(part)],
                      columns=ONSET_COLUMNS)

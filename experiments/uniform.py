@@ -110,8 +110,6 @@ def summary_rows(part: Part) -> list[dict]:
 
 
 def analyse(parts: dict[str, Part], out: Path) -> list[Path]:
-    import warnings
-
     from bitjax import io
 
     part = parts["uniform"]
@@ -119,8 +117,7 @@ def analyse(parts: dict[str, Part], out: Path) -> list[Path]:
     x, tables = dims_table(part)
     n_seeds = next(iter(tables.values())).shape[0]
     files = [out / "dims_summary.csv"]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # one seed: CI is NaN, said so
+    with plots.quiet_nan_warnings():  # one seed: the CI is NaN, and the CSV says so
         io.write_csv(files[0], summary_rows(part))
 
     fig, axes = plots.new_figure(1, 1, size=(6, 4))
