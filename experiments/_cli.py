@@ -181,7 +181,7 @@ def run_experiment(exp: Experiment, args: argparse.Namespace) -> dict[str, Part]
     """The whole flow behind ``python -m experiments.<name>``; returns the analysed parts."""
     if sum([args.resume, args.overwrite, args.replot]) > 1:
         raise UsageError("choose at most one of --resume, --overwrite, --replot")
-    from bitjax import distributed
+    from bitjax import distributed, io
 
     if distributed.initialize(force=args.distributed):
         print("joined a multi-host run (jax.distributed.initialize)", file=sys.stderr)
@@ -208,6 +208,7 @@ def run_experiment(exp: Experiment, args: argparse.Namespace) -> dict[str, Part]
     _check_writable(out)
 
     t0 = time.perf_counter()
+    git = io.git_commit()  # the code that trains, even if HEAD moves during a long run
     import jax
 
     mesh = distributed.make_mesh(args.devices) if args.devices else None
@@ -225,7 +226,7 @@ def run_experiment(exp: Experiment, args: argparse.Namespace) -> dict[str, Part]
         return parts
     files = _write_tables(parts)
     files += exp.analyse(parts, out)
-    _write_manifest(exp, out, preset, configs, stats, files, time.perf_counter() - t0, jax)
+    _write_manifest(exp, out, preset, configs, stats, files, time.perf_counter() - t0, jax, git)
     print(f"{exp.name}: wrote {len(files)} files to {out}", file=sys.stderr)
     _warn_diverged(parts)
     return parts
@@ -401,7 +402,7 @@ def _write_tables(parts: dict[str, Part]) -> list[Path]:
     return files
 
 
-def _write_manifest(exp, out, preset, configs, stats, files, wall, jax) -> None:
+def _write_manifest(exp, out, preset, configs, stats, files, wall, jax, git) -> None:
     from bitjax import io
 
     io.write_json(out / "config.json", {
@@ -412,7 +413,7 @@ def _write_manifest(exp, out, preset, configs, stats, files, wall, jax) -> None:
         "experiment": exp.name,
         "preset": preset,
         "command": " ".join(["python", "-m", f"experiments.{exp.name}", *sys.argv[1:]]),
-        "git": io.git_commit(),
+        "git": git,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "wall_seconds": round(wall, 2),
         "parts": stats,
