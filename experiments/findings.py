@@ -1,0 +1,328 @@
+"""Findings: every claim of the BitNet study, measured with seeds and confidence intervals.
+
+Question: the BitNet toy-model study (one seed, no error bars, unknown BitLinear) suggested
+that ternary models superpose much as dense ones do, perhaps with later onsets of
+superposition and of negative biases, a wider antipodal-only range, less superposition for
+a similar number of features, the same sticky D* curve and more orthogonal correlated
+geometry. This module settles each claim from the committed runs in results/: every
+number is a paired difference ternary - dense (same seed: same initial latent weights, same
+data) with a 95% t interval over seeds, and the verdict rule is stated in the table.
+
+Command:  python -m experiments.findings           (reads results/*, writes FINDINGS.md)
+          python -m experiments.findings --results path/to/results --out FINDINGS.md
+Runtime: about 30 s on a 2-core CPU (loads the checkpoints; trains nothing); GPU not
+measured. Paper figure: none; the table answers section 6 of shared/specs/toy-models.md.
+
+Quantizer: ``ternary`` is BitNet b1.58 absmean with one scale per tensor, float bias after
+the dequantized matmul, no norm, float activations (see README, "Quantizers").
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bitjax import io, plots
+from experiments import _cli
+
+PAIR_KEYS = ("seed", "feature_probability", "feature_probability_index", "importance",
+             "importance_index", "lr", "weight_decay")
+
+
+@dataclass(frozen=True)
+class Finding:
+    claim: str
+    source: str
+    measure: str
+    dense: str
+    ternary: str
+    diff: str
+    n: int
+    verdict: str
+    rule: str
+
+
+def paired(part: _cli.Part, values: np.ndarray, a: str = "ternary", b: str = "dense",
+           where=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(values of a, values of b, a - b)`` over instance pairs that differ only in kind.
+
+    ``where(i) -> bool`` keeps only some instances of kind ``a``; diverged instances drop out.
+    """
+    c = part.sweep.coords
+    keys = [k for k in PAIR_KEYS if k in c]
+    index = {tuple(c[k][i] for k in keys): i for i in np.flatnonzero(c["kind"] == b)}
+    va, vb = [], []
+    for i in np.flatnonzero(c["kind"] == a):
+        j = index.get(tuple(c[k][i] for k in keys))
+        if j is None or part.diverged[i] or part.diverged[j] or (where and not where(i)):
+            continue
+        va.append(values[i])
+        vb.append(values[j])
+    va, vb = np.asarray(va, float), np.asarray(vb, float)
+    return va, vb, va - vb
+
+
+def _ci(x: np.ndarray) -> tuple[float, float]:
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return np.nan, np.nan
+    with plots.quiet_nan_warnings():
+        m, h = plots.mean_ci(x)
+    return float(m), float(h)
+
+
+def _fmt(x: np.ndarray, digits: int = 3) -> str:
+    m, h = _ci(np.asarray(x, float))
+    if not np.isfinite(m):
+        return "n/a"
+    return f"{m:.{digits}g} ± {h:.2g}" if np.isfinite(h) else f"{m:.{digits}g}"
+
+
+def _direction(d: np.ndarray, smaller_supports: bool) -> str:
+    """Supported / not supported / inconclusive from the 95% CI of a mean difference."""
+    m, h = _ci(d)
+    if not np.isfinite(m) or not np.isfinite(h):
+        return "inconclusive (too few seeds)"
+    lo, hi = m - h, m + h
+    if (hi < 0) if smaller_supports else (lo > 0):
+        return "supported"
+    if (lo > 0) if smaller_supports else (hi < 0):
+        return "not supported (opposite effect)"
+    return "inconclusive (CI includes 0)"
+
+
+def _n_seeds(part) -> int:
+    return len(np.unique(part.sweep.coords["seed"]))
+
+
+def _load(results: Path, name: str) -> dict[str, _cli.Part]:
+    import json
+
+    out = results / name
+    cfg = json.loads((out / "config.json").read_text())
+    dirs = _cli._part_dirs(out, list(cfg["parts"]))
+    return {k: _cli.load_part(k, d) for k, d in dirs.items()}
+
+
+# ---- the claims -------------------------------------------------------------------------
+
+
+def claim_superposition_emerges(results: Path) -> Finding:
+    part = _load(results, "sparsity")["relu"]
+    m = part.sweep.config.n_hidden
+    p_min = float(np.min(part.sweep.coords["feature_probability"]))
+    sel = lambda i: np.isclose(part.sweep.coords["feature_probability"][i], p_min)  # noqa: E731
+    t, d, diff = paired(part, part.metrics["n_represented"].astype(float), where=sel)
+    lo = _ci(t)[0] - _ci(t)[1]
+    verdict = "supported" if lo > m else "not supported"
+    return Finding(
+        "Superposition emerges in ternary models much as in dense ones",
+        f"sparsity/relu, 1-S={p_min:g}", f"features represented (norm > 0.5; m={m})",
+        _fmt(d), _fmt(t), _fmt(diff), len(diff), verdict,
+        f"supported if the ternary count's CI lies above m={m} (more features than dims)")
+
+
+def _onset(results: Path, stat: str, claim: str) -> Finding:
+    from experiments import sparsity
+
+    part = _load(results, "sparsity")["zoom"]
+    table = sparsity.onset_table(part)[stat]
+    d, t = np.log10(table["dense"]["p"]), np.log10(table["ternary"]["p"])
+    diff = t - d  # seeds are aligned (same seed list for both kinds)
+    return Finding(
+        claim, "sparsity/zoom", f"log10(1-S) of the {stat.replace('_', ' ')} "
+        "(largest 1-S from which on it holds at every sparser point)",
+        _fmt(d), _fmt(t), _fmt(diff), int(np.isfinite(diff).sum()),
+        _direction(diff, smaller_supports=True),
+        "supported if ternary - dense < 0 (onset at sparser data) with the CI below 0")
+
+
+def claim_antipodal_range(results: Path) -> Finding:
+    part = _load(results, "intro")["intro"]
+    c = part.sweep.coords
+    seeds = np.unique(c["seed"])
+    n_rep = part.metrics["n_represented"]
+    counts = {}
+    for kind in ("dense", "ternary"):
+        counts[kind] = np.array([
+            np.sum((n_rep == 4) & (c["kind"] == kind) & (c["seed"] == s) & ~part.diverged)
+            for s in seeds], dtype=float)
+    n_p = len(np.unique(c["feature_probability"]))
+    diff = counts["ternary"] - counts["dense"]
+    return Finding(
+        "A wider sparsity range with only antipodal structure",
+        "intro (n=5, m=2)",
+        f"sparsities (of {n_p}) with exactly 4 features represented (two antipodal pairs)",
+        _fmt(counts["dense"]), _fmt(counts["ternary"]), _fmt(diff), len(seeds),
+        _direction(diff, smaller_supports=False),
+        "supported if ternary - dense > 0 with the CI above 0")
+
+
+def claim_less_superposition(results: Path) -> Finding:
+    from experiments import sparsity
+
+    part = _load(results, "sparsity")["relu"]
+    q = sparsity.instance_quantities(part)
+    c = part.sweep.coords
+    best = None
+    for p in np.unique(c["feature_probability"]):
+        sel = lambda i, p=p: np.isclose(c["feature_probability"][i], p)  # noqa: E731
+        _, _, dn = paired(part, q["n_represented"], where=sel)
+        t, d, ds = paired(part, q["superposition_represented"], where=sel)
+        if abs(_ci(dn)[0]) <= 1 and np.isfinite(_ci(ds)[0]) and (
+                best is None or _ci(ds)[0] < _ci(best[3])[0]):
+            best = (p, d, t, ds, dn)
+    if best is None:
+        return Finding("Around some sparsities, less superposition for a similar number of "
+                       "features", "sparsity/relu", "no sparsity with similar counts",
+                       "n/a", "n/a", "n/a", 0, "inconclusive", "")
+    p, d, t, ds, dn = best
+    return Finding(
+        "Around some sparsities, less superposition for a similar number of features",
+        f"sparsity/relu, 1-S={p:g} (the sparsity with the most negative mean difference "
+        f"among those whose represented counts differ by <= 1; count diff {_fmt(dn)})",
+        "mean superposition of the represented features",
+        _fmt(d), _fmt(t), _fmt(ds), len(ds), _direction(ds, smaller_supports=True),
+        "supported if ternary - dense < 0 with the CI below 0 (one sparsity picked from "
+        f"{len(np.unique(c['feature_probability']))}: no multiple-comparison correction)")
+
+
+def _plateau_lengths(part, kind: str, lo=0.45, hi=0.55) -> np.ndarray:
+    c = part.sweep.coords
+    probs = np.unique(c["feature_probability"])[::-1]
+    out = []
+    for s in np.unique(c["seed"]):
+        on = []
+        for p in probs:
+            idx = part.sweep.select(kind=kind, seed=int(s), feature_probability=float(p))
+            v = part.metrics["dims_per_feature"][idx]
+            on.append(bool(idx.size) and lo <= float(v[0]) <= hi)
+        best = run = 0
+        for x in on:
+            run = run + 1 if x else 0
+            best = max(best, run)
+        out.append(best)
+    return np.array(out, dtype=float)
+
+
+def claim_sticky_curve(results: Path) -> list[Finding]:
+    part = _load(results, "uniform")["uniform"]
+    d, t = _plateau_lengths(part, "dense"), _plateau_lengths(part, "ternary")
+    n_p = len(np.unique(part.sweep.coords["feature_probability"]))
+    first = Finding(
+        "The same sticky D* curve (the 1/2 plateau)", "uniform",
+        f"consecutive sparsities (of {n_p}) with D* in [0.45, 0.55] (longest run per seed)",
+        _fmt(d), _fmt(t), _fmt(t - d), len(d),
+        "supported" if _ci(t)[0] - _ci(t)[1] >= 2 else "not supported",
+        "supported if ternary's plateau spans >= 2 consecutive sparsities (CI lower bound)")
+    c = part.sweep.coords
+    worst = None
+    for p in np.unique(c["feature_probability"]):
+        sel = lambda i, p=p: np.isclose(c["feature_probability"][i], p)  # noqa: E731
+        tv, dv, diff = paired(part, part.metrics["dims_per_feature"], where=sel)
+        if worst is None or _ci(diff)[0] < _ci(worst[3])[0]:
+            worst = (p, dv, tv, diff)
+    p, dv, tv, diff = worst
+    second = Finding(
+        "D* perhaps lower for ternary in a small range", f"uniform, 1/(1-S)={1 / p:.3g} (the "
+        "sparsity with the most negative mean difference)", "dimensions per feature D*",
+        _fmt(dv), _fmt(tv), _fmt(diff), len(diff), _direction(diff, smaller_supports=True),
+        f"supported if ternary - dense < 0 with the CI below 0 (one of {n_p} sparsities "
+        "picked: no multiple-comparison correction)")
+    return [first, second]
+
+
+def claim_correlated(results: Path) -> list[Finding]:
+    from experiments import correlated
+
+    parts = _load(results, "correlated")
+    out = []
+    part = parts["corr_pairs"]
+    meas = correlated.instance_measures(part)
+    t, d, diff = paired(part, np.abs(meas["within_pair_cos"]))
+    out.append(Finding(
+        "The same correlated geometry (correlated pairs orthogonal)",
+        "correlated/corr_pairs (n=4, m=2), all densities",
+        "abs(cos) between the two members of a correlated pair (0 = orthogonal)",
+        _fmt(d), _fmt(t), _fmt(diff), len(diff),
+        "supported" if abs(_ci(diff)[0]) + _ci(diff)[1] < 0.1 else (
+            "not supported" if _ci(diff)[0] - _ci(diff)[1] > 0.1 else "inconclusive"),
+        "supported if the CI of the difference lies within ±0.1; not supported if it lies "
+        "above +0.1"))
+    part = parts["sets20"]
+    meas = correlated.instance_measures(part)
+    t, d, diff = paired(part, meas["within_set_abs_cos"])
+    out.append(Finding(
+        "Ternary weights look more orthogonal",
+        "correlated/sets20 (n=20, m=10, two correlated sets of 10), all densities",
+        "mean abs(cos) between represented features of the same set",
+        _fmt(d), _fmt(t), _fmt(diff), len(diff), _direction(diff, smaller_supports=True),
+        "supported if ternary - dense < 0 with the CI below 0"))
+    return out
+
+
+def all_findings(results: Path) -> list[Finding]:
+    rows = [claim_superposition_emerges(results),
+            _onset(results, "superposition_onset_sustained",
+                   "A later onset of superposition"),
+            _onset(results, "negative_bias_onset_sustained",
+                   "A later onset of negative biases"),
+            claim_antipodal_range(results),
+            claim_less_superposition(results)]
+    rows += claim_sticky_curve(results)
+    rows += claim_correlated(results)
+    return rows
+
+
+def render(rows: list[Finding], results: Path) -> str:
+    import json
+
+    commits = {}
+    for name in ("intro", "sparsity", "uniform", "correlated"):
+        m = json.loads((results / name / "manifest.json").read_text())
+        commits[name] = (m["git"]["commit"] or "?")[:10]
+    lines = [
+        "# Findings: the BitNet toy-model claims, measured",
+        "",
+        "Generated by `python -m experiments.findings` from the committed runs in this "
+        "folder (training commits: " + ", ".join(f"{k} {v}" for k, v in commits.items())
+        + "). Each row compares `ternary` (BitNet b1.58 absmean, one scale per tensor, "
+        "float bias, float activations) with `dense`, paired by seed (same initial latent "
+        "weights, same data). \"diff\" is the mean of the paired differences ternary - "
+        "dense with its 95% t interval over the n pairs (± is the half-width). The runs "
+        "are CPU-scale (results/README.md): read every verdict as about that scale.",
+        "",
+        "| claim of the BitNet study | where | measure | dense | ternary | diff (ternary - "
+        "dense) | n | verdict | rule |",
+        "|---|---|---|---|---|---|---:|---|---|",
+    ]
+    for r in rows:
+        lines.append(f"| {r.claim} | {r.source} | {r.measure} | {r.dense} | {r.ternary} | "
+                     f"{r.diff} | {r.n} | **{r.verdict}** | {r.rule} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m experiments.findings", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--results", type=Path, default=Path("results"))
+    ap.add_argument("--out", type=Path, default=None,
+                    help="output file (default: <results>/FINDINGS.md)")
+    args = ap.parse_args(argv)
+    try:
+        rows = all_findings(args.results)
+    except (FileNotFoundError, _cli.UsageError) as e:
+        print(f"error: a result run is missing or unfinished: {e}", file=sys.stderr)
+        return 2
+    out = args.out or args.results / "FINDINGS.md"
+    io.write_text(out, render(rows, args.results))
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
