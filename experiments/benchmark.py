@@ -166,7 +166,7 @@ def floors(cfg, rates: dict) -> dict:
 
 
 def run_benchmark(names, *, steps: int, data_sharing: str, rng_impl: str | None,
-                  min_seconds: float) -> list[dict]:
+                  min_seconds: float, reference: bool = False) -> list[dict]:
     import jax
 
     rates = machine_rates(rng_impl or "hash")
@@ -176,9 +176,18 @@ def run_benchmark(names, *, steps: int, data_sharing: str, rng_impl: str | None,
         cfg = workload_config(w, chunk=steps, data_sharing=data_sharing, rng_impl=rng_impl)
         r = time_workload(cfg, min_seconds=min_seconds)
         ref = REFERENCE_INSTANCE_STEPS[name]
+        measured = {}
+        if reference:  # the PyTorch loop timed here, in this run
+            from experiments.torch_reference import time_reference
+
+            t = time_reference(w.n_features, w.n_hidden, w.n_instances,
+                               steps=max(5, min(200, int(3 * ref / w.n_instances))))
+            measured = {"torch_instance_steps_per_s": t["instance_steps_per_s"],
+                        "ratio_vs_torch_here": r["instance_steps_per_s"]
+                        / t["instance_steps_per_s"], "torch": t["torch"]}
         rows.append({"workload": name, **r, **floors(cfg, rates),
                      "reference_instance_steps_per_s": ref,
-                     "ratio_vs_reference": r["instance_steps_per_s"] / ref,
+                     "ratio_vs_reference": r["instance_steps_per_s"] / ref, **measured,
                      "data_sharing": data_sharing, "rng_impl": cfg.rng_impl,
                      "backend": jax.default_backend(),
                      "device": jax.devices()[0].device_kind,
@@ -188,14 +197,17 @@ def run_benchmark(names, *, steps: int, data_sharing: str, rng_impl: str | None,
 
 
 def _fmt_row(r: dict) -> str:
+    here = (f" {r['torch_instance_steps_per_s']:>10,.0f} {r['ratio_vs_torch_here']:>6.1f}x"
+            if "torch_instance_steps_per_s" in r else "")
     return (f"{r['workload']:<20} {r['steps_per_s']:>9,.0f} {r['instance_steps_per_s']:>12,.0f}"
             f" {r['reference_instance_steps_per_s']:>9,} {r['ratio_vs_reference']:>6.1f}x"
             f" {r['compile_s']:>8.2f} {r['rng_floor_steps_s']:>9,.0f}"
-            f" {r['flop_floor_steps_s']:>9,.0f} {r['bytes_floor_steps_s']:>9,.0f}")
+            f" {r['flop_floor_steps_s']:>9,.0f} {r['bytes_floor_steps_s']:>9,.0f}{here}")
 
 
 HEADER = (f"{'workload':<20} {'steps/s':>9} {'inst-steps/s':>12} {'ref':>9} {'ratio':>7}"
-          f" {'compile':>8} {'rng-floor':>9} {'flop-floor':>9} {'byte-floor':>9}")
+          f" {'compile':>8} {'rng-floor':>9} {'flop-floor':>9} {'byte-floor':>9}"
+          f" {'torch-here':>10} {'ratio':>7}")
 
 
 SCALING_COUNTS = (10, 30, 100, 300, 1000, 3000, 10000)
@@ -251,6 +263,9 @@ def main(argv=None) -> int:
                          "seed: one draw shared by all instances of a seed")
     ap.add_argument("--rng-impl", default=None, help="JAX PRNG implementation")
     ap.add_argument("--json", action="store_true", help="print the rows as JSON")
+    ap.add_argument("--reference", action="store_true",
+                    help="also time the PyTorch reference loop here (needs torch) and give "
+                         "the ratio measured in this run")
     ap.add_argument("--out", type=Path, default=None,
                     help="also write benchmark.json and benchmark.md (a table) into this folder")
     ap.add_argument("--scaling", action="store_true",
@@ -268,7 +283,7 @@ def main(argv=None) -> int:
     print(HEADER, file=sys.stderr)
     rows = run_benchmark(args.workload or list(WORKLOADS), steps=args.steps,
                          data_sharing=args.data_sharing, rng_impl=args.rng_impl,
-                         min_seconds=args.min_seconds)
+                         min_seconds=args.min_seconds, reference=args.reference)
     if args.json:
         print(json.dumps(rows, indent=2))
     if args.out:
@@ -284,15 +299,18 @@ def write_tables(rows: list[dict], out: Path) -> None:
                                            "git": io.git_commit(), "rows": rows})
     lines = [
         "| workload | steps/s | instance-steps/s | reference | ratio | compile (s) | "
-        "rng floor (steps/s) | flop floor | byte floor |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "rng floor (steps/s) | flop floor | byte floor | torch here (inst-steps/s) | "
+        "ratio here |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
+        here = (f"{r['torch_instance_steps_per_s']:,.0f} | {r['ratio_vs_torch_here']:.1f}x"
+                if "torch_instance_steps_per_s" in r else "not measured | ")
         lines.append(
             f"| {r['workload']} | {r['steps_per_s']:,.0f} | {r['instance_steps_per_s']:,.0f} | "
             f"{r['reference_instance_steps_per_s']:,} | {r['ratio_vs_reference']:.1f}x | "
             f"{r['compile_s']:.2f} | {r['rng_floor_steps_s']:,.0f} | "
-            f"{r['flop_floor_steps_s']:,.0f} | {r['bytes_floor_steps_s']:,.0f} |")
+            f"{r['flop_floor_steps_s']:,.0f} | {r['bytes_floor_steps_s']:,.0f} | {here} |")
     io.write_text(out / "benchmark.md", "\n".join(lines) + "\n")
 
 

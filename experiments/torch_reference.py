@@ -1,0 +1,46 @@
+"""A PyTorch re-implementation of the reference training loop, for timing on this machine.
+
+It does what the paper's notebook does, as issue 4 describes it: the instances are a leading
+tensor axis of one model, every iteration is one Python step (fresh batch from two
+``torch.rand`` draws, forward, backward, AdamW), batch 1024. Only used by
+``python -m experiments.benchmark --reference``, so that the speed ratio is measured on the
+same machine in the same run; needs ``pip install torch`` (not a bitjax dependency).
+"""
+
+from __future__ import annotations
+
+import time
+
+
+def time_reference(n_features: int, n_hidden: int, n_instances: int, *,
+                   batch_size: int = 1024, steps: int = 50, warmup: int = 5) -> dict:
+    """Steps/s of the reference loop for one workload (dense, uniform importance)."""
+    import torch
+
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.empty(n_instances, n_features, n_hidden))
+    torch.nn.init.xavier_normal_(w)
+    b = torch.nn.Parameter(torch.zeros(n_instances, n_features))
+    opt = torch.optim.AdamW([w, b], lr=1e-3)
+    prob = torch.logspace(0, -2, n_instances)[:, None]  # feature probability per instance
+    importance = torch.ones(n_features)
+
+    def step():
+        feat = torch.rand(batch_size, n_instances, n_features)
+        x = torch.where(torch.rand(batch_size, n_instances, n_features) <= prob, feat,
+                        torch.zeros(()))
+        h = torch.einsum("bif,ifh->bih", x, w)
+        out = torch.relu(torch.einsum("bih,ifh->bif", h, w) + b)
+        loss = (importance * (x - out) ** 2).mean(dim=(0, 2)).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    for _ in range(warmup):
+        step()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    dt = time.perf_counter() - t0
+    return {"steps_per_s": steps / dt, "instance_steps_per_s": steps * n_instances / dt,
+            "torch": torch.__version__, "threads": torch.get_num_threads()}
