@@ -94,12 +94,14 @@ def save_figure(fig, stem: str | Path) -> list[Path]:
 
 
 def git_commit(cwd: str | Path | None = None) -> dict[str, Any]:
-    """The current commit and whether the work tree has uncommitted changes."""
+    """The current commit and whether the code (anything outside results/) has changes."""
     cwd = cwd or Path(__file__).resolve().parent.parent
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
                              text=True, check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+        # Dirty means the code differs from the commit; results/ is what runs rewrite.
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no",
+                                     "--", ".", ":(exclude)results"],
                                     cwd=cwd, capture_output=True, text=True,
                                     check=True).stdout.strip())
         return {"commit": sha, "dirty": dirty}
