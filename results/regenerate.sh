@@ -8,6 +8,6 @@ cd "$(dirname "$0")/.."
 run() { echo "=== $*"; python -m "$@" --no-progress --overwrite; }
 run experiments.intro --preset paper --out results/intro
 run experiments.sparsity --preset quick --seeds 8 --steps 6000 --out results/sparsity
-run experiments.phase --preset paper --seeds 4 --steps 3000 --out results/phase
+run experiments.phase --preset quick --seeds 6 --out results/phase
 run experiments.correlated --preset quick --seeds 10 --out results/correlated
 run experiments.uniform --preset quick --seeds 3 --steps 6000 --out results/uniform
