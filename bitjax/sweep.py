@@ -17,8 +17,9 @@ instance trained alone equals the same instance inside any sweep:
     each step (common random numbers; each keeps its own ``p`` because one uniform gives both
     mask and magnitude) and the draw is done once per seed instead of once per instance;
     ``data_sharing="instance"`` gives each instance its own stream, keyed by its coordinates.
-  * the batch of step ``t`` comes from ``fold_in(stream_key, t)``, so a resumed run draws
-    exactly what an uninterrupted one would.
+  * the batch of step ``t`` is a function of the stream's key and ``t`` only (``fold_in``
+    for jax.random generators, :func:`bitjax.data.hash_key` for the default fused "hash"
+    generator), so a resumed run draws exactly what an uninterrupted one would.
 """
 
 from __future__ import annotations

@@ -232,3 +232,17 @@ def test_restore_no_stray_warnings_when_healthy(run, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         assert Checkpointer(tmp_path).restore_latest() is not None
+
+
+def test_load_sweep_refuses_an_incompatible_format(run, tmp_path, monkeypatch):
+    """A checkpoint from another bitjax checkpoint format is refused with a plain message."""
+    from bitjax import checkpoint as ckpt_mod
+
+    cfg, trainer, meta, states, _, _ = run
+    ck = ckpt_mod.Checkpointer(tmp_path, every=100)
+    monkeypatch.setattr(ckpt_mod, "FORMAT_VERSION", 99)  # written by a "future" bitjax
+    ck.save(400, states[400], meta)
+    ck.close()
+    monkeypatch.setattr(ckpt_mod, "FORMAT_VERSION", 1)
+    with pytest.raises(ckpt_mod.CheckpointError, match="format 99"):
+        ckpt_mod.load_sweep(tmp_path)
