@@ -30,10 +30,10 @@ Presets:
   tiny   parts three_corr and anti20 only (CPU compile time is ~5-8 s per part), 2
          densities, 2 seeds, 50 steps (smoke test; the analysis handles any subset of parts).
 
-Runtime (2-core CPU of the dev machine, shared with other jobs, load average ~5): quick
-4m04s-4m16s wall in two runs (five parts; training 12-82 s per part, the rest compiling,
-checkpointing and plotting); tiny 33 s; idle machine and paper preset (CPU or GPU) not
-measured.
+Runtime (2-core CPU of the dev machine): quick 4m04s-4m16s wall in two runs while other
+jobs kept the load at ~5 (five parts; training 12-82 s per part, the rest compiling,
+checkpointing and plotting); quick with --seeds 10: 3 min 56 s (results/correlated); tiny
+33 s; paper preset (CPU or GPU) not measured.
 
 Measurements (on EFFECTIVE weights, gamma*T for ternary; mean over seeds with a 95% t CI;
 "represented" means ||W_i|| >= 0.5, the bitjax default threshold):

@@ -14,8 +14,9 @@ Presets:
   quick  n=100, m=10, 16 probabilities 1 -> 1/20, dense + ternary, 2 seeds, 4,000 steps.
   tiny   smoke test (seconds).
 
-Runtime: quick 2 min 52 s on a 2-core CPU (this machine, 2 CPU devices); paper preset not measured on CPU
-(about 3 hours extrapolated from experiments.benchmark) and not measured on a GPU.
+Runtime: quick 2 min 52 s on a 2-core CPU (this machine, 2 CPU devices); with --seeds 3
+--steps 6000 7 min 55 s (results/uniform); paper preset not measured on CPU (about 3 hours
+extrapolated from experiments.benchmark) and not measured on a GPU.
 Outputs (in --out): config.json, manifest.json, metrics.csv, features.csv, checkpoints/,
 dims_summary.csv (per kind and sparsity: D* mean and 95% CI over seeds, the paired
 difference ternary - dense with its CI, loss, features represented),
