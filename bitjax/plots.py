@@ -56,6 +56,15 @@ def mean_ci(values: np.ndarray, axis: int = 0, level: float = 0.95):
     return mean, half
 
 
+def mean_ci_floats(values) -> tuple[float, float]:
+    """:func:`mean_ci` of a 1-D array as two floats (both NaN if no value is finite)."""
+    v = np.asarray(values, dtype=np.float64)
+    if not np.isfinite(v).any():
+        return np.nan, np.nan
+    mean, half = mean_ci(v)
+    return float(mean), float(half)
+
+
 def _t_quantile(dof, level: float):
     """Two-sided Student-t quantile (exact table for small dof, normal beyond)."""
     table = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,

@@ -58,6 +58,39 @@ class Part:
     loss: np.ndarray
     diverged: np.ndarray
 
+    def probabilities(self) -> np.ndarray:
+        """The part's feature probabilities, dense (largest) first."""
+        return np.unique(self.sweep.coords["feature_probability"])[::-1]
+
+    def seeds(self) -> np.ndarray:
+        return np.unique(self.sweep.coords["seed"])
+
+    def kinds(self) -> list[str]:
+        """The part's kinds in sweep order."""
+        return list(dict.fromkeys(self.sweep.coords["kind"]))
+
+    def seed_table(self, kind: str, values: np.ndarray) -> np.ndarray:
+        """``values [I]`` as ``[seeds, probabilities (dense first)]`` for one kind.
+
+        The mean over the matching instances (one, unless other axes vary); NaN where none
+        or all diverged.
+        """
+        seeds, probs = self.seeds(), self.probabilities()
+        table = np.full((len(seeds), len(probs)), np.nan)
+        for si, s in enumerate(seeds):
+            for pi, p in enumerate(probs):
+                idx = self.sweep.select(kind=kind, seed=int(s), feature_probability=float(p))
+                idx = idx[~self.diverged[idx]]
+                if idx.size:
+                    table[si, pi] = np.mean(values[idx])
+        return table
+
+    def best(self, **where) -> int | None:
+        """The non-diverged instance with the lowest final loss among ``select(**where)``."""
+        idx = self.sweep.select(**where)
+        idx = idx[~self.diverged[idx] & np.isfinite(self.loss[idx])]
+        return int(idx[np.argmin(self.loss[idx])]) if idx.size else None
+
 
 @dataclass(frozen=True)
 class Experiment:

@@ -304,16 +304,12 @@ def _pair_legend(fig, ids: np.ndarray, anti: bool):
                frameon=False, bbox_to_anchor=(0.5, -0.02))
 
 
-def _kinds(part: Part) -> list[str]:
-    return list(dict.fromkeys(part.sweep.coords["kind"]))
-
-
 def draw_weights(part: Part, meas: dict[str, np.ndarray], out: Path) -> list[Path]:
     from bitjax import io
 
     cfg = part.sweep.config
     ids = set_ids(cfg)
-    kinds = _kinds(part)
+    kinds = part.kinds()
     ps = np.sort(np.unique(part.sweep.coords["feature_probability"]))[::-1]
     fig, axes = plots.new_figure(len(kinds), len(ps), size=(2.1, 2.3))
     for r, kind in enumerate(kinds):
@@ -343,7 +339,7 @@ def draw_grams(part: Part, out: Path) -> list[Path]:
     from bitjax import io
 
     cfg = part.sweep.config
-    kinds = _kinds(part)
+    kinds = part.kinds()
     ps = np.sort(np.unique(part.sweep.coords["feature_probability"]))[::-1]
     ids = set_ids(cfg)
     cuts = np.flatnonzero(np.diff(ids)) + 0.5
@@ -414,7 +410,7 @@ def draw_summary(parts: dict[str, Part], meas: dict[str, dict], out: Path) -> li
     for ax, (name, lines, ylabel, ref, ylim) in zip(axes.flat, panels, strict=False):
         part = parts[name]
         n_seeds = len(part.sweep.config.seed)
-        for kind in _kinds(part):
+        for kind in part.kinds():
             for measure, ls in lines:
                 if measure not in meas[name]:
                     continue
@@ -432,7 +428,7 @@ def draw_summary(parts: dict[str, Part], meas: dict[str, dict], out: Path) -> li
         ax.set_ylabel(ylabel)
         ax.set_title(f"{name} ({n_seeds} seeds, 95% CI)", fontsize=9)
         handles = [Line2D([], [], color=plots.kind_color(k), lw=2, label=k)
-                   for k in _kinds(part)]
+                   for k in part.kinds()]
         if len(lines) > 1:
             handles += [Line2D([], [], color="k", ls=ls,
                                label=m.split("_")[0] + " set") for m, ls in lines]
@@ -457,7 +453,7 @@ SUMMARY_MEASURES = ("within_pair_cos", "orthogonal_fraction", "antipodal_fractio
 
 def summary_rows(part: Part, meas: dict[str, np.ndarray]) -> list[dict]:
     rows = []
-    for kind in _kinds(part):
+    for kind in part.kinds():
         for measure in SUMMARY_MEASURES:
             if measure not in meas:
                 continue

@@ -75,59 +75,20 @@ PRESETS = {
 # Tables
 
 
-def _probs(part: Part) -> np.ndarray:
-    """The sweep's feature probabilities, dense (largest) first."""
-    return np.unique(part.sweep.coords["feature_probability"])[::-1]
-
-
-def _kinds(part: Part) -> list[str]:
-    return list(dict.fromkeys(part.sweep.coords["kind"]))
-
-
-def seed_table(part: Part, kind: str, values: np.ndarray) -> np.ndarray:
-    """``values [I]`` arranged as ``[seeds, probabilities]`` for one kind; NaN if diverged."""
-    c = part.sweep.coords
-    seeds, probs = np.unique(c["seed"]), _probs(part)
-    table = np.full((len(seeds), len(probs)), np.nan)
-    for si, s in enumerate(seeds):
-        for pi, p in enumerate(probs):
-            idx = part.sweep.select(kind=kind, seed=int(s), feature_probability=float(p))
-            idx = idx[~part.diverged[idx]]
-            if idx.size:
-                table[si, pi] = np.mean(values[idx])
-    return table
-
-
-def best_instance(part: Part, **where) -> int | None:
-    """The non-diverged instance with the lowest final loss among ``select(**where)``."""
-    idx = part.sweep.select(**where)
-    idx = idx[~part.diverged[idx] & np.isfinite(part.loss[idx])]
-    return int(idx[np.argmin(part.loss[idx])]) if idx.size else None
-
-
-def _mean_ci(values: np.ndarray) -> tuple[float, float]:
-    """:func:`bitjax.plots.mean_ci` of a 1-D array as two floats (NaN if all are NaN)."""
-    v = np.asarray(values, dtype=np.float64)
-    if not np.isfinite(v).any():
-        return np.nan, np.nan
-    mean, half = plots.mean_ci(v)
-    return float(mean), float(half)
-
-
 def summary_rows(part: Part) -> list[dict]:
     """Per kind x probability: mean and 95% CI over seeds, and the best seed's values."""
     c, m = part.sweep.coords, part.metrics
     rows = []
-    for kind in _kinds(part):
-        n_rep = seed_table(part, kind, m["n_represented"].astype(float))
-        loss = seed_table(part, kind, part.loss)
-        sum_d = seed_table(part, kind, m["sum_dimensionality"])
-        for pi, p in enumerate(_probs(part)):
+    for kind in part.kinds():
+        n_rep = part.seed_table(kind, m["n_represented"].astype(float))
+        loss = part.seed_table(kind, part.loss)
+        sum_d = part.seed_table(kind, m["sum_dimensionality"])
+        for pi, p in enumerate(part.probabilities()):
             idx = part.sweep.select(kind=kind, feature_probability=float(p))
-            best = best_instance(part, kind=kind, feature_probability=float(p))
-            nr_mean, nr_ci = _mean_ci(n_rep[:, pi])
-            l_mean, l_ci = _mean_ci(loss[:, pi])
-            sd_mean, sd_ci = _mean_ci(sum_d[:, pi])
+            best = part.best(kind=kind, feature_probability=float(p))
+            nr_mean, nr_ci = plots.mean_ci_floats(n_rep[:, pi])
+            l_mean, l_ci = plots.mean_ci_floats(loss[:, pi])
+            sd_mean, sd_ci = plots.mean_ci_floats(sum_d[:, pi])
             rows.append({
                 "kind": kind, "feature_probability": float(p),
                 "n_seeds": int(idx.size), "n_diverged": int(part.diverged[idx].sum()),
@@ -159,9 +120,9 @@ def _draw_diagrams(part: Part, out: Path) -> list[Path]:
     from bitjax import io
 
     cfg, c, m = part.sweep.config, part.sweep.coords, part.metrics
-    probs = _probs(part)
+    probs = part.probabilities()
     cols = _diagram_columns(probs)
-    kinds = _kinds(part)
+    kinds = part.kinds()
     # weight_diagram_2d colours by importance / max; I = 0.9^i only spans 0.66-1, so stretch
     # it to the full colour map (least important feature = dark) and label the bar in I_i.
     imp = (importance_vector(float(c["importance"][0]), cfg.n_features)
@@ -173,7 +134,7 @@ def _draw_diagrams(part: Part, out: Path) -> list[Path]:
         for ci, pi in enumerate(cols):
             ax = axes[r, ci]
             p = float(probs[pi])
-            best = best_instance(part, kind=kind, feature_probability=p)
+            best = part.best(kind=kind, feature_probability=p)
             title = f"1-S = {p:.3g}" if r == 0 else None
             if best is None:
                 ax.set_axis_off()
@@ -210,15 +171,15 @@ def _draw_curves(part: Part, out: Path) -> list[Path]:
     from bitjax import io
 
     cfg, m = part.sweep.config, part.metrics
-    probs = _probs(part)
+    probs = part.probabilities()
     n_seeds = len(np.unique(part.sweep.coords["seed"]))
     fig, axes = plots.new_figure(1, 2, size=(5, 3.8))
     ax_loss, ax_rep = axes[0]
-    for kind in _kinds(part):
+    for kind in part.kinds():
         color = plots.kind_color(kind)
-        plots.curve_with_band(ax_loss, probs, seed_table(part, kind, part.loss),
+        plots.curve_with_band(ax_loss, probs, part.seed_table(kind, part.loss),
                               label=kind, color=color)
-        plots.curve_with_band(ax_rep, probs, seed_table(part, kind,
+        plots.curve_with_band(ax_rep, probs, part.seed_table(kind,
                                                         m["n_represented"].astype(float)),
                               label=kind, color=color)
     ax_loss.set_yscale("log")

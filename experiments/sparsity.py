@@ -105,28 +105,6 @@ PRESETS = {
 # Per-instance quantities and tables
 
 
-def _probs(part: Part) -> np.ndarray:
-    """The part's feature probabilities, dense (largest) first."""
-    return np.unique(part.sweep.coords["feature_probability"])[::-1]
-
-
-def _kinds(part: Part) -> list[str]:
-    return list(dict.fromkeys(part.sweep.coords["kind"]))
-
-
-def _seeds(part: Part) -> np.ndarray:
-    return np.unique(part.sweep.coords["seed"])
-
-
-def _mean_ci(values) -> tuple[float, float]:
-    """:func:`bitjax.plots.mean_ci` of a 1-D array as two floats (NaN if all are NaN)."""
-    v = np.asarray(values, dtype=np.float64)
-    if not np.isfinite(v).any():
-        return np.nan, np.nan
-    mean, half = plots.mean_ci(v)
-    return float(mean), float(half)
-
-
 def instance_quantities(part: Part) -> dict[str, np.ndarray]:
     """Per-instance scalars ``[I]`` used by the tables and the zoom figure.
 
@@ -155,26 +133,6 @@ def instance_quantities(part: Part) -> dict[str, np.ndarray]:
     }
 
 
-def seed_table(part: Part, kind: str, values: np.ndarray) -> np.ndarray:
-    """``values [I]`` as ``[seeds, probabilities]`` for one kind; NaN where diverged."""
-    seeds, probs = _seeds(part), _probs(part)
-    table = np.full((len(seeds), len(probs)), np.nan)
-    for si, s in enumerate(seeds):
-        for pi, p in enumerate(probs):
-            idx = part.sweep.select(kind=kind, seed=int(s), feature_probability=float(p))
-            idx = idx[~part.diverged[idx]]
-            if idx.size:
-                table[si, pi] = np.mean(values[idx])
-    return table
-
-
-def best_instance(part: Part, **where) -> int | None:
-    """The non-diverged instance with the lowest final loss among ``select(**where)``."""
-    idx = part.sweep.select(**where)
-    idx = idx[~part.diverged[idx] & np.isfinite(part.loss[idx])]
-    return int(idx[np.argmin(part.loss[idx])]) if idx.size else None
-
-
 SUMMARY_QUANTITIES = ("loss", "n_represented", "n_beyond_top_m", "superposition_represented",
                       "mean_superposition", "min_bias", "bias_represented", "bias_dropped")
 
@@ -183,16 +141,16 @@ def summary_rows(part: Part) -> list[dict]:
     """Per kind x probability: mean and 95% CI over seeds of every summary quantity."""
     q = instance_quantities(part)
     rows = []
-    for kind in _kinds(part):
-        tables = {k: seed_table(part, kind, q[k]) for k in SUMMARY_QUANTITIES}
-        for pi, p in enumerate(_probs(part)):
+    for kind in part.kinds():
+        tables = {k: part.seed_table(kind, q[k]) for k in SUMMARY_QUANTITIES}
+        for pi, p in enumerate(part.probabilities()):
             idx = part.sweep.select(kind=kind, feature_probability=float(p))
-            best = best_instance(part, kind=kind, feature_probability=float(p))
+            best = part.best(kind=kind, feature_probability=float(p))
             row = {"part": part.name, "activation": part.sweep.config.activation,
                    "kind": kind, "feature_probability": float(p), "n_seeds": int(idx.size),
                    "n_diverged": int(part.diverged[idx].sum())}
             for k, t in tables.items():
-                row[f"{k}_mean"], row[f"{k}_ci95"] = _mean_ci(t[:, pi])
+                row[f"{k}_mean"], row[f"{k}_ci95"] = plots.mean_ci_floats(t[:, pi])
             row["best_seed"] = None if best is None else int(part.sweep.coords["seed"][best])
             row["best_seed_n_represented"] = (
                 None if best is None else int(part.metrics["n_represented"][best]))
@@ -239,7 +197,7 @@ def onset_table(part: Part) -> dict[str, dict[str, dict]]:
     ``features`` names, per seed, the features that meet the condition at the onset.
     """
     cfg = part.sweep.config
-    probs, seeds = _probs(part), _seeds(part)
+    probs, seeds = part.probabilities(), part.seeds()
     rep = part.metrics["norm"] > cfg.threshold
     b = part.sweep.b
     tests = {
@@ -249,7 +207,7 @@ def onset_table(part: Part) -> dict[str, dict[str, dict]]:
     }
     out: dict[str, dict[str, dict]] = {f"{c}_{r}": {} for c in ONSET_CONDITIONS
                                        for r in ONSET_RULES}
-    for kind in _kinds(part):
+    for kind in part.kinds():
         res = {k: {"p": np.full(len(seeds), np.nan), "features": [""] * len(seeds)}
                for k in out}
         for si, s in enumerate(seeds):
@@ -281,14 +239,14 @@ def _definition(stat: str) -> str:
 def onset_rows(part: Part) -> list[dict]:
     """Onsets per kind (mean and 95% CI over seeds), then paired differences vs dense."""
     table = onset_table(part)
-    probs = _probs(part)
+    probs = part.probabilities()
     rows = []
     for stat, by_kind in table.items():
         for kind, d in by_kind.items():
             p = d["p"]
             logp = np.log10(p)
-            mean, ci = _mean_ci(p)
-            lmean, lci = _mean_ci(logp)
+            mean, ci = plots.mean_ci_floats(p)
+            lmean, lci = plots.mean_ci_floats(logp)
             rows.append({
                 "part": part.name, "statistic": stat, "kind": kind,
                 "definition": _definition(stat),
@@ -306,7 +264,7 @@ def onset_rows(part: Part) -> list[dict]:
                 if kind == "dense":
                     continue
                 diff = np.log10(d["p"]) - base  # paired: same seed = same init and data
-                lmean, lci = _mean_ci(diff)
+                lmean, lci = plots.mean_ci_floats(diff)
                 rows.append({
                     "part": part.name, "statistic": stat, "kind": f"{kind} - dense",
                     "definition": "paired per-seed difference of log10 onset 1-S "
@@ -341,7 +299,7 @@ def _grid_rows(parts: dict[str, Part]) -> list[tuple[Part, str, str]]:
     rows = []
     for name in ("relu", "linear"):
         if name in parts:
-            for kind in _kinds(parts[name]):
+            for kind in parts[name].kinds():
                 rows.append((parts[name], kind, f"{kind}\n{ROW_LABELS[name]}"))
     return rows
 
@@ -353,7 +311,7 @@ def _draw_grid(parts: dict[str, Part], out: Path) -> list[Path]:
     from bitjax import io
 
     rows = _grid_rows(parts)
-    probs = _probs(rows[0][0])
+    probs = rows[0][0].probabilities()
     cfg = rows[0][0].sweep.config
     n_rows, n_cols = len(rows), len(probs)
     fig = plt.figure(figsize=(2.3 * n_cols + 1.2, 1.55 * n_rows + 0.7))
@@ -363,7 +321,7 @@ def _draw_grid(parts: dict[str, Part], out: Path) -> list[Path]:
         for c, p in enumerate(probs):
             inner = outer[r, c].subgridspec(1, 3, width_ratios=[1.0, 0.09, 0.75], wspace=0.06)
             ax_g, ax_b, ax_n = (fig.add_subplot(inner[0, k]) for k in range(3))
-            best = best_instance(part, kind=kind, feature_probability=float(p))
+            best = part.best(kind=kind, feature_probability=float(p))
             if r == 0:
                 ax_g.set_title(f"1-S = {p:g}", fontsize=9, loc="left")
             if c == 0:
@@ -410,10 +368,10 @@ def _draw_zoom(part: Part, out: Path) -> list[Path]:
     from bitjax import io
 
     cfg = part.sweep.config
-    probs = _probs(part)
+    probs = part.probabilities()
     q = instance_quantities(part)
     onsets = onset_table(part)
-    n_seeds = len(_seeds(part))
+    n_seeds = len(part.seeds())
     panels = (
         ("n_beyond_top_m", f"features represented beyond the top m={cfg.n_hidden}",
          "superposition_onset_sustained"),
@@ -422,9 +380,9 @@ def _draw_zoom(part: Part, out: Path) -> list[Path]:
     )
     fig, axes = plots.new_figure(1, 3, size=(4.3, 3.6))
     for ax, (key, ylabel, onset) in zip(axes[0], panels, strict=True):
-        for kind in _kinds(part):
+        for kind in part.kinds():
             color = plots.kind_color(kind)
-            plots.curve_with_band(ax, probs, seed_table(part, kind, q[key]), label=kind,
+            plots.curve_with_band(ax, probs, part.seed_table(kind, q[key]), label=kind,
                                   color=color)
             if onset is not None:
                 p = onsets[onset][kind]["p"]
