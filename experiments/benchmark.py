@@ -311,8 +311,8 @@ def write_tables(rows: list[dict], out: Path) -> None:
     lines = [
         "| workload | steps/s | instance-steps/s | reference | ratio | compile (s) | "
         "rng floor (steps/s) | flop floor | byte floor | torch here (inst-steps/s) | "
-        "ratio here |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "ratio here | state bytes / instance |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         here = (f"{r['torch_instance_steps_per_s']:,.0f} | {r['ratio_vs_torch_here']:.1f}x"
@@ -321,7 +321,8 @@ def write_tables(rows: list[dict], out: Path) -> None:
             f"| {r['workload']} | {r['steps_per_s']:,.0f} | {r['instance_steps_per_s']:,.0f} | "
             f"{r['reference_instance_steps_per_s']:,} | {r['ratio_vs_reference']:.1f}x | "
             f"{r['compile_s']:.2f} | {r['rng_floor_steps_s']:,.0f} | "
-            f"{r['flop_floor_steps_s']:,.0f} | {r['bytes_floor_steps_s']:,.0f} | {here} |")
+            f"{r['flop_floor_steps_s']:,.0f} | {r['bytes_floor_steps_s']:,.0f} | {here} | "
+            f"{r['state_bytes_per_instance']:,.0f} |")
     io.write_text(out / "benchmark.md", "\n".join(lines) + "\n")
 
 
