@@ -192,15 +192,10 @@ def claim_less_superposition(results: Path) -> Finding:
 
 
 def _plateau_lengths(part, kind: str, lo=0.45, hi=0.55) -> np.ndarray:
-    c = part.sweep.coords
-    probs = np.unique(c["feature_probability"])[::-1]
+    """Per seed, the longest run of consecutive sparsities with D* in ``[lo, hi]``."""
+    table = part.seed_table(kind, part.metrics["dims_per_feature"])  # [seeds, probs]
     out = []
-    for s in np.unique(c["seed"]):
-        on = []
-        for p in probs:
-            idx = part.sweep.select(kind=kind, seed=int(s), feature_probability=float(p))
-            v = part.metrics["dims_per_feature"][idx]
-            on.append(bool(idx.size) and lo <= float(v[0]) <= hi)
+    for on in (table >= lo) & (table <= hi):
         best = run = 0
         for x in on:
             run = run + 1 if x else 0

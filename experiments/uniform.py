@@ -51,44 +51,17 @@ PRESETS = {
 
 
 def dims_table(part: Part) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """``(1/p sorted, {kind: D* [seeds, probs]})`` for the D* curve."""
-    c = part.sweep.coords
-    probs = np.unique(c["feature_probability"])[::-1]  # dense first
-    seeds = np.unique(c["seed"])
-    out = {}
-    for kind in dict.fromkeys(c["kind"]):
-        table = np.full((len(seeds), len(probs)), np.nan)
-        for si, s in enumerate(seeds):
-            for pi, p in enumerate(probs):
-                idx = part.sweep.select(kind=kind, seed=int(s), feature_probability=float(p))
-                ok = idx[~part.diverged[idx]]
-                if ok.size:
-                    table[si, pi] = part.metrics["dims_per_feature"][ok].mean()
-        out[kind] = table
-    return 1.0 / probs, out
-
-
-def _per_seed(part: Part, metric: np.ndarray, kind: str, probs: np.ndarray,
-              seeds: np.ndarray) -> np.ndarray:
-    """``metric`` as a ``[seeds, probs]`` table for one kind (NaN where diverged)."""
-    c = part.sweep.coords
-    out = np.full((len(seeds), len(probs)), np.nan)
-    for i in np.flatnonzero((c["kind"] == kind) & ~part.diverged):
-        si = np.searchsorted(seeds, c["seed"][i])
-        pi = np.flatnonzero(np.isclose(probs, c["feature_probability"][i]))[0]
-        out[si, pi] = metric[i]
-    return out
+    """``(1/p, dense first; {kind: D* [seeds, probs]})`` for the D* curve."""
+    d_star = part.metrics["dims_per_feature"]
+    return 1.0 / part.probabilities(), {k: part.seed_table(k, d_star) for k in part.kinds()}
 
 
 def summary_rows(part: Part) -> list[dict]:
     """Per kind and sparsity: D*, loss and features represented (mean, 95% CI over seeds) and
     the paired difference of D* against dense (same seed: same init and same data)."""
-    c = part.sweep.coords
-    probs = np.unique(c["feature_probability"])[::-1]
-    seeds = np.unique(c["seed"])
-    kinds = list(dict.fromkeys(c["kind"]))
+    probs, kinds = part.probabilities(), part.kinds()
     tables = {
-        name: {k: _per_seed(part, values, k, probs, seeds) for k in kinds}
+        name: {k: part.seed_table(k, values) for k in kinds}
         for name, values in (("dims", part.metrics["dims_per_feature"]), ("loss", part.loss),
                              ("n_rep", part.metrics["n_represented"]))
     }
