@@ -246,24 +246,8 @@ def instance_measures(part: Part) -> dict[str, np.ndarray]:
 
 
 def seed_table(part: Part, values: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(densities [P] ascending, values [seeds, P])`` of one kind."""
-    c = part.sweep.coords
-    ps = np.sort(np.unique(c["feature_probability"]))
-    seeds = np.unique(c["seed"])
-    t = np.full((len(seeds), len(ps)), np.nan)
-    for si, s in enumerate(seeds):
-        for pi, p in enumerate(ps):
-            idx = part.sweep.select(kind=kind, seed=int(s), feature_probability=float(p))
-            if idx.size:
-                t[si, pi] = np.nanmean(values[idx]) if np.isfinite(values[idx]).any() else np.nan
-    return ps, t
-
-
-def best_instance(part: Part, kind: str, p: float) -> int | None:
-    """Lowest-loss non-diverged instance of a (kind, density) cell."""
-    idx = part.sweep.select(kind=kind, feature_probability=float(p))
-    idx = idx[~part.diverged[idx]]
-    return int(idx[np.argmin(part.loss[idx])]) if idx.size else None
+    """``(densities [P] ascending, values [seeds, P])`` of one kind (Part.seed_table, reversed)."""
+    return part.probabilities()[::-1], part.seed_table(kind, values)[:, ::-1]
 
 
 # ------------------------------------------------------------------------------------------
@@ -315,7 +299,7 @@ def draw_weights(part: Part, meas: dict[str, np.ndarray], out: Path) -> list[Pat
     for r, kind in enumerate(kinds):
         for c, p in enumerate(ps):
             ax = axes[r, c]
-            i = best_instance(part, kind, p)
+            i = part.best(kind=kind, feature_probability=float(p))
             if i is None:
                 ax.set_axis_off()
                 continue
@@ -348,7 +332,7 @@ def draw_grams(part: Part, out: Path) -> list[Path]:
     for r, kind in enumerate(kinds):
         for c, p in enumerate(ps):
             ax = axes[r, c]
-            i = best_instance(part, kind, p)
+            i = part.best(kind=kind, feature_probability=float(p))
             if i is None:
                 ax.set_axis_off()
                 continue
@@ -462,7 +446,7 @@ def summary_rows(part: Part, meas: dict[str, np.ndarray]) -> list[dict]:
                 np.full(len(ps), np.nan), np.full(len(ps), np.nan))
             n = np.sum(np.isfinite(t), axis=0)
             for j, p in enumerate(ps):
-                best = best_instance(part, kind, p)
+                best = part.best(kind=kind, feature_probability=float(p))
                 rows.append({"part": part.name, "kind": kind, "density": p,
                              "measure": measure, "mean": mean[j], "ci95": half[j],
                              "n_seeds": int(n[j]),
