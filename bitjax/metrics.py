@@ -102,8 +102,10 @@ def instance_metrics(w: Array, threshold: float = DEFAULT_THRESHOLD) -> dict[str
     }
 
 
+# Built once, so repeated calls reuse the compiled program for a given shape and threshold.
+_all_metrics = jax.jit(jax.vmap(instance_metrics, in_axes=(0, None)), static_argnums=1)
+
+
 def all_metrics(w: Array, threshold: float = DEFAULT_THRESHOLD) -> dict[str, Array]:
     """:func:`instance_metrics` vmapped over a leading instance axis ``w: [I, m, n]``."""
-    return jax.jit(jax.vmap(instance_metrics, in_axes=(0, None)), static_argnums=1)(
-        w, threshold
-    )
+    return _all_metrics(w, float(threshold))
