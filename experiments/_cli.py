@@ -226,7 +226,8 @@ def run_experiment(exp: Experiment, args: argparse.Namespace) -> dict[str, Part]
     configs = resolve_configs(exp, preset, args.steps, args.seeds)
     print(f"{exp.name}: preset {preset!r} ({why}); output {out}", file=sys.stderr)
     dirs = _part_dirs(out, configs)
-    existing = [d for d in dirs.values() if _has_run(d)] + ([out] if _has_run(out) else [])
+    run_dirs = {*dirs.values(), out}
+    existing = [d for d in run_dirs if _has_run(d)]
     if existing and not (args.resume or args.overwrite):
         raise UsageError(
             f"{out} already holds a run. Use --resume to continue it, --overwrite to delete "
@@ -235,7 +236,7 @@ def run_experiment(exp: Experiment, args: argparse.Namespace) -> dict[str, Part]
         raise UsageError(f"--resume: {out} holds no run to resume")
     if args.overwrite and existing:
         _check_writable(out)
-        for d in {*dirs.values(), out}:
+        for d in run_dirs:
             _remove_run(d)
         print(f"--overwrite: removed the previous run in {out}", file=sys.stderr)
     _check_writable(out)
