@@ -29,13 +29,42 @@ def initialize(force: bool = False) -> bool:
     environment names a cluster (Slurm, Open MPI, a multi-host TPU slice, or an explicit
     ``JAX_COORDINATOR_ADDRESS``). Returns whether it initialised. Must run before any other
     JAX call.
+
+    Where no cluster manager tells JAX the process count and rank (plain VMs, a test on one
+    machine), set ``JAX_COORDINATOR_ADDRESS=host:port``, ``JAX_NUM_PROCESSES`` and
+    ``JAX_PROCESS_ID`` on every process. CPU processes exchange data through Gloo.
     """
     detected = any(os.environ.get(k) for k in _CLUSTER_ENV)
     tpu_multi = "," in os.environ.get("TPU_WORKER_HOSTNAMES", "")
     if not (force or tpu_multi or (detected and "TPU_WORKER_HOSTNAMES" not in os.environ)):
         return False
-    jax.distributed.initialize()
+    kwargs = {}
+    for name, env in (("num_processes", "JAX_NUM_PROCESSES"), ("process_id", "JAX_PROCESS_ID")):
+        value = os.environ.get(env)
+        if value is not None:
+            try:
+                kwargs[name] = int(value)
+            except ValueError:
+                raise ValueError(f"{env} must be an integer, got {value!r}") from None
+    try:  # cross-process collectives on CPU (gathering results to every host)
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    except (AttributeError, ValueError):
+        pass
+    jax.distributed.initialize(**kwargs)
     return True
+
+
+def is_main_process() -> bool:
+    """Whether this process writes the files every process would write alike."""
+    return jax.process_index() == 0
+
+
+def barrier(name: str) -> None:
+    """Wait until every process of a multi-host run reaches ``name`` (no-op on one)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
 
 
 def make_mesh(n_devices: int | None = None) -> jax.sharding.Mesh:
@@ -80,13 +109,13 @@ def put(tree, mesh: jax.sharding.Mesh, *, split: bool = True):
     multi-host run: each host passes the full array and keeps the shards its devices own.
     """
     inst, rep = instance_sharding(mesh), replicated(mesh)
+    return jax.tree.map(lambda x: put_array(x, inst if (split and np.ndim(x)) else rep), tree)
 
-    def place(x):
-        x = np.asarray(x)
-        s = inst if (split and x.ndim) else rep
-        return jax.make_array_from_callback(x.shape, s, lambda idx: x[idx])
 
-    return jax.tree.map(place, tree)
+def put_array(x, sharding: jax.sharding.Sharding) -> jax.Array:
+    """One host array (the same full value on every process) placed with ``sharding``."""
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
 
 
 def to_host(tree):
@@ -101,3 +130,52 @@ def to_host(tree):
 def unpad(tree, n: int):
     """Drop padding: keep the first ``n`` rows of every leaf with a leading instance axis."""
     return jax.tree.map(lambda x: x[:n] if np.ndim(x) else x, tree)
+
+
+def per_device(fn, mesh: jax.sharding.Mesh, split: tuple[bool, ...]):
+    """``fn`` run on each device's own block of instances (``jax.shard_map``).
+
+    ``split[i]``: argument ``i`` is a pytree of instance-split arrays (else replicated).
+    Every output leaf is instance-split. Nothing moves between devices.
+    """
+    def specs(is_split):
+        return P(AXIS) if is_split else P()
+
+    return jax.shard_map(fn, mesh=mesh, in_specs=tuple(specs(s) for s in split),
+                         out_specs=P(AXIS), check_vma=False)
+
+
+def _host_available_bytes() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def free_memory_per_device(mesh: jax.sharding.Mesh) -> int | None:
+    """Bytes a new allocation may still take on each of this process's mesh devices.
+
+    Accelerators report their allocator's limit and use (the smallest free amount over the
+    local devices is returned); CPU devices share the host's available memory, split evenly
+    between them. ``None`` when neither is known.
+    """
+    local = [d for d in mesh.devices.flat if d.process_index == jax.process_index()]
+    free = []
+    for d in local:
+        try:
+            stats = d.memory_stats()
+        except Exception:  # noqa: BLE001 - some backends raise instead of returning None
+            stats = None
+        if stats and "bytes_limit" in stats:
+            free.append(int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0)))
+    if free:
+        return min(free)
+    host = _host_available_bytes()
+    return None if host is None else host // max(1, len(local))

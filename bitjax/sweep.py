@@ -41,7 +41,7 @@ import numpy as np
 import optax
 
 from bitjax import data as data_lib
-from bitjax import layers, metrics
+from bitjax import distributed, layers, metrics
 
 Array = jax.Array
 AXES = ("kind", "seed", "feature_probability", "importance", "lr", "weight_decay")
@@ -481,22 +481,14 @@ def train_step(cfg: SweepConfig, state: TrainState, arrays: dict[str, Array],
     return {**state, "params": params, "opt": opt, "step": step + 1}, loss
 
 
-def make_train_chunk(cfg: SweepConfig, n_steps: int, state_sharding=None) -> Callable:
-    """``chunk(state, arrays, streams) -> state``: ``n_steps`` steps, jitted, state donated.
+def _steps(cfg: SweepConfig, n_steps: int) -> Callable:
+    """``run(state, arrays, stream_keys) -> state``: ``n_steps`` steps of every instance given.
 
-    ``state_sharding`` (a pytree of shardings like the state) pins the state's layout on
-    the mesh, so the output can feed the next call unchanged.
-
-    ``n_steps`` must be a multiple of ``cfg.history_every``; the mean loss of every
-    ``history_every`` steps is written into ``state["history"]``.
+    The mean loss of every ``history_every`` steps is written into ``state["history"]``.
     """
-    if n_steps % cfg.history_every:
-        raise ValueError(f"n_steps={n_steps} is not a multiple of history_every")
     inner = cfg.history_every
 
-    def chunk(state, arrays, streams):
-        stream_keys = _stream_keys(cfg, streams)
-
+    def run(state, arrays, stream_keys):
         def block(state, _):
             def body(state, _):
                 return train_step(cfg, state, arrays, stream_keys)
@@ -510,6 +502,69 @@ def make_train_chunk(cfg: SweepConfig, n_steps: int, state_sharding=None) -> Cal
         state, _ = jax.lax.scan(block, state, None, length=n_steps // inner)
         return state
 
+    return run
+
+
+def map_groups(fn: Callable, group: int, *trees):
+    """``fn(*trees)`` computed ``group`` instances at a time (a ``lax.map`` over groups).
+
+    Every leaf of ``trees`` has a leading instance axis and ``fn`` maps such trees to such
+    trees. The last group is padded by repeating the last instance and the padding dropped,
+    so the result has the input's instance count. Peak memory is that of one group.
+    """
+    n = jax.tree.leaves(trees)[0].shape[0]
+    if group >= n:
+        return fn(*trees)
+    n_groups = -(-n // group)
+    total = n_groups * group
+
+    def split(x):
+        if total > n:
+            x = jnp.concatenate([x, jnp.repeat(x[-1:], total - n, axis=0)])
+        return x.reshape(n_groups, group, *x.shape[1:])
+
+    out = jax.lax.map(lambda t: fn(*t), jax.tree.map(split, trees))
+    return jax.tree.map(lambda y: y.reshape(total, *y.shape[2:])[:n], out)
+
+
+def make_train_chunk(cfg: SweepConfig, n_steps: int, state_sharding=None, *, mesh=None,
+                     group: int | None = None) -> Callable:
+    """``chunk(state, arrays, streams) -> state``: ``n_steps`` steps, jitted, state donated.
+
+    ``state_sharding`` (a pytree of shardings like the state) pins the state's layout on
+    the mesh, so the output can feed the next call unchanged.
+
+    ``group``: train at most this many instances per device at a time (``None``: all at
+    once). Each group runs the whole chunk before the next starts, inside the same compiled
+    program, so a sweep whose batch arrays do not fit in device memory still trains as one
+    program; each instance computes exactly what it would ungrouped. With ``mesh`` the
+    groups are formed from each device's own instances (no data moves between devices).
+
+    ``n_steps`` must be a multiple of ``cfg.history_every``; the mean loss of every
+    ``history_every`` steps is written into ``state["history"]``.
+    """
+    if n_steps % cfg.history_every:
+        raise ValueError(f"n_steps={n_steps} is not a multiple of history_every")
+    run = _steps(cfg, n_steps)
+
+    def chunk(state, arrays, streams):
+        stream_keys = _stream_keys(cfg, streams)
+        if group is None:
+            return run(state, arrays, stream_keys)
+        step = state["step"]
+        inst = {k: v for k, v in state.items() if k != "step"}
+
+        def local(inst, arrays, stream_keys, step):
+            def one_group(inst, arrays):
+                out = run({**inst, "step": step}, arrays, stream_keys)
+                return {k: out[k] for k in inst}
+
+            return map_groups(one_group, group, inst, arrays)
+
+        if mesh is not None:
+            local = distributed.per_device(local, mesh, (True, True, False, False))
+        return {**local(inst, arrays, stream_keys, step), "step": step + n_steps}
+
     if state_sharding is None:
         return jax.jit(chunk, donate_argnums=0)
     return jax.jit(chunk, donate_argnums=0, out_shardings=state_sharding)
@@ -521,11 +576,12 @@ def effective_weights(cfg: SweepConfig, params: dict, quantizer: Array) -> Array
         params["W"], quantizer)
 
 
-def make_evaluate(cfg: SweepConfig) -> Callable:
-    """``evaluate(params, arrays, streams) -> [I]`` loss on ``eval_batches`` fresh batches."""
-    def evaluate(params, arrays, streams):
-        stream_keys = _fold(cfg, _stream_keys(cfg, streams), _EVAL_SALT)
+def make_evaluate(cfg: SweepConfig, *, mesh=None, group: int | None = None) -> Callable:
+    """``evaluate(params, arrays, streams) -> [I]`` loss on ``eval_batches`` fresh batches.
 
+    ``mesh`` and ``group`` as in :func:`make_train_chunk`.
+    """
+    def losses(params, arrays, stream_keys):
         def body(total, j):
             batches = _instance_batches(cfg, stream_keys, j, arrays)
 
@@ -540,6 +596,18 @@ def make_evaluate(cfg: SweepConfig) -> Callable:
         zero = jnp.zeros(arrays["p"].shape[0], jnp.float32)
         total, _ = jax.lax.scan(body, zero, jnp.arange(cfg.eval_batches))
         return total / cfg.eval_batches
+
+    def evaluate(params, arrays, streams):
+        stream_keys = _fold(cfg, _stream_keys(cfg, streams), _EVAL_SALT)
+        if group is None:
+            return losses(params, arrays, stream_keys)
+
+        def local(params, arrays, stream_keys):
+            return map_groups(lambda p, a: losses(p, a, stream_keys), group, params, arrays)
+
+        if mesh is not None:
+            local = distributed.per_device(local, mesh, (True, True, False))
+        return local(params, arrays, stream_keys)
 
     return jax.jit(evaluate)
 
@@ -562,17 +630,25 @@ class Trainer:
 
     The instance axis is split over ``mesh`` (all local/global devices by default), padded to
     a multiple of the device count; :meth:`to_host` drops the padding again.
+
+    Memory: a chunk's working arrays grow with the instance count (``[instances, batch,
+    features]`` per step). When the compiled chunk needs more than ``memory_budget`` bytes
+    per device (default: 90% of what the device, or for CPU devices the host, has free), the
+    trainer compiles it again to train ``group`` instances per device at a time
+    (:func:`make_train_chunk`): the same results, one program, a message on stderr.
+    ``group_size`` fixes the group instead. A training state that alone exceeds the budget
+    raises :class:`MemoryError` naming the sizes.
     """
 
     cfg: SweepConfig
     mesh: jax.sharding.Mesh | None = None
     progress: bool = True
+    group_size: int | None = None
+    memory_budget: int | None = None
     instances: Instances = field(init=False)
     compile_seconds: float = field(init=False, default=0.0)
 
     def __post_init__(self):
-        from bitjax import distributed
-
         self._dist = distributed
         if self.mesh is None:
             self.mesh = distributed.make_mesh()
@@ -586,8 +662,42 @@ class Trainer:
                   for k, v in instance_arrays(self.instances).items()}
         self.arrays = distributed.put(arrays, self.mesh, split=True)
         self.streams = distributed.put(stream_arrays(self.instances), self.mesh, split=False)
-        self._compiled: dict[int, Any] = {}
-        self._evaluate = make_evaluate(self.cfg)
+        self.instances_per_device = self.n_padded // self.mesh.size
+        if self.group_size is not None and (
+                not isinstance(self.group_size, (int, np.integer)) or self.group_size < 1):
+            raise ValueError(f"group_size must be a positive integer, got {self.group_size!r}")
+        #: Instances per device trained at a time; None: all of them.
+        self.group = self._as_group(self.group_size)
+        self._compiled: dict[tuple[int, int | None], Any] = {}
+        self._evaluators: dict[int | None, Any] = {}
+        self._check_state_fits()
+
+    # memory -----------------------------------------------------------------------------
+    def _as_group(self, group: int | None) -> int | None:
+        return None if group is None or group >= self.instances_per_device else int(group)
+
+    def budget(self) -> int | None:
+        """Bytes per device a compiled chunk may allocate (``None``: unknown, no limit)."""
+        if self.memory_budget is not None:
+            return int(self.memory_budget)
+        free = self._dist.free_memory_per_device(self.mesh)
+        return None if free is None else int(0.9 * free)
+
+    def _check_state_fits(self):
+        budget = self.budget()
+        if budget is None:
+            return
+        template = jax.eval_shape(lambda a: init_state(self.cfg, a), self.arrays)
+        per_instance = sum(math.prod(x.shape[1:]) * x.dtype.itemsize
+                           for x in jax.tree.leaves(template) if x.shape)
+        need = per_instance * self.instances_per_device
+        if need > budget:
+            raise MemoryError(
+                f"the training state of {self.n_instances} instances needs {_gib(need)} per "
+                f"device ({per_instance:,} bytes per instance, {self.instances_per_device} "
+                f"instances on each of {self.mesh.size} devices) but the budget is "
+                f"{_gib(budget)}: use more devices (the instance axis is split over all of "
+                "them) or split the sweep into several runs (one per kind or seed, say)")
 
     # state placement ------------------------------------------------------------------
     def _state_sharding(self, state_like):
@@ -621,22 +731,51 @@ class Trainer:
                                  f"config needs {want_shape}")
         placed = jax.tree.map(
             lambda x: d.pad(x, self.n_padded) if np.ndim(x) else np.asarray(x), host_state)
-        return jax.tree.map(
-            lambda x, s: jax.device_put(x, s), placed, self._state_sharding(template))
+        return jax.tree.map(self._dist.put_array, placed, self._state_sharding(template))
 
     def to_host(self, state: TrainState) -> TrainState:
         """Fetch a state to numpy on every process, padding dropped."""
         return self._dist.unpad(self._dist.to_host(state), self.n_instances)
 
     # training ---------------------------------------------------------------------------
+    def _compile_chunk(self, n_steps: int, state: TrainState, group: int | None):
+        fn = make_train_chunk(self.cfg, n_steps, self._state_sharding(state), mesh=self.mesh,
+                              group=group)
+        return fn.lower(state, self.arrays, self.streams).compile()
+
     def _chunk_fn(self, n_steps: int, state: TrainState):
-        if n_steps not in self._compiled:
+        if (n_steps, self.group) not in self._compiled:
             t0 = time.perf_counter()
-            sharding = self._state_sharding(state)
-            fn = make_train_chunk(self.cfg, n_steps, sharding)
-            self._compiled[n_steps] = fn.lower(state, self.arrays, self.streams).compile()
+            compiled = self._compile_chunk(n_steps, state, self.group)
+            if self.group_size is None:
+                compiled = self._fit_memory(compiled, n_steps, state)
+            self._compiled[(n_steps, self.group)] = compiled
             self.compile_seconds += time.perf_counter() - t0
-        return self._compiled[n_steps]
+        return self._compiled[(n_steps, self.group)]
+
+    def _fit_memory(self, compiled, n_steps: int, state: TrainState):
+        """Shrink the group until the compiled chunk fits the memory budget."""
+        budget, need = self.budget(), chunk_bytes(compiled)
+        if budget is None or need is None or need <= budget:
+            return compiled
+        first_need, group = need, self.group or self.instances_per_device
+        while need > budget:
+            if group == 1:
+                raise MemoryError(
+                    f"one instance of this sweep needs {_gib(need)} per device for a chunk "
+                    f"of {n_steps} steps but the budget is {_gib(budget)}: lower batch_size "
+                    "(or n_features), or give Trainer a larger memory_budget")
+            group = max(1, min(group - 1, int(group * budget / need)))
+            compiled = self._compile_chunk(n_steps, state, group)
+            need = chunk_bytes(compiled)
+        self.group = group
+        n_groups = -(-self.instances_per_device // group)
+        print(f"bitjax: training all {self.instances_per_device} instances per device at once "
+              f"needs {_gib(first_need)} per device, over the budget of {_gib(budget)}; "
+              f"training them in {n_groups} groups of {group} instead ({_gib(need)}; one "
+              "compiled program, the same training up to float round-off)", file=sys.stderr,
+              flush=True)
+        return compiled
 
     def run(
         self,
@@ -677,7 +816,7 @@ class Trainer:
         rate = (step - start_step) / max(elapsed, 1e-9)
         eta = (self.cfg.steps - step) / rate if rate > 0 else float("nan")
         col = step // self.cfg.history_every - 1
-        last = np.asarray(jax.device_get(state["history"][:, col]))[: self.n_instances]
+        last = self._dist.to_host(state["history"][:, col])[: self.n_instances]
         finite = last[np.isfinite(last)]
         loss = f"{finite.mean():.5f}" if finite.size else "nan"
         width = 24
@@ -691,8 +830,29 @@ class Trainer:
     # results ----------------------------------------------------------------------------
     def evaluate(self, state: TrainState) -> np.ndarray:
         """Final loss of every instance on ``eval_batches`` fresh batches, ``[I]``."""
-        loss = self._evaluate(state["params"], self.arrays, self.streams)
+        if self.group not in self._evaluators:
+            self._evaluators[self.group] = make_evaluate(self.cfg, mesh=self.mesh,
+                                                         group=self.group)
+        loss = self._evaluators[self.group](state["params"], self.arrays, self.streams)
         return self._dist.unpad(self._dist.to_host(loss), self.n_instances)
+
+
+def chunk_bytes(compiled) -> int | None:
+    """Bytes per device a compiled program allocates beyond its (donated) arguments."""
+    try:
+        ma = compiled.memory_analysis()
+    except Exception:  # noqa: BLE001 - not every backend implements it
+        return None
+    if ma is None:
+        return None
+    return int(ma.temp_size_in_bytes + max(0, ma.output_size_in_bytes - ma.alias_size_in_bytes))
+
+
+def _gib(n: int) -> str:
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size / 4:
+            return f"{n / size:.2f} {unit}"
+    return f"{n} bytes"
 
 
 def _restructure(template, restored):

@@ -18,6 +18,7 @@ interrupted by SIGINT/SIGTERM after writing a checkpoint (resume with ``--resume
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import shutil
 import signal
@@ -146,6 +147,9 @@ def build_parser(exp: Experiment) -> argparse.ArgumentParser:
     ap.add_argument("--keep", type=int, default=3, help="checkpoints kept per run")
     ap.add_argument("--devices", type=int, default=None,
                     help="use only the first N devices (default: all)")
+    ap.add_argument("--group-size", type=int, default=None,
+                    help="train at most N instances per device at a time (default: all of "
+                         "them, or fewer when device memory would not hold them)")
     ap.add_argument("--distributed", action="store_true",
                     help="call jax.distributed.initialize() for a multi-host run (detected "
                          "automatically on Slurm, Open MPI and multi-host TPU slices)")
@@ -160,6 +164,9 @@ def main(exp: Experiment, argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except MemoryError as e:  # raised before training starts: nothing to lose
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except Interrupted as e:
         return 128 + e.signum
     return 0
@@ -214,6 +221,8 @@ def run_experiment(exp: Experiment, args: argparse.Namespace) -> dict[str, Part]
     """The whole flow behind ``python -m experiments.<name>``; returns the analysed parts."""
     if sum([args.resume, args.overwrite, args.replot]) > 1:
         raise UsageError("choose at most one of --resume, --overwrite, --replot")
+    if args.group_size is not None and args.group_size < 1:
+        raise UsageError(f"--group-size must be >= 1, got {args.group_size}")
     from bitjax import distributed, io
 
     if distributed.initialize(force=args.distributed):
@@ -228,18 +237,21 @@ def run_experiment(exp: Experiment, args: argparse.Namespace) -> dict[str, Part]
     dirs = _part_dirs(out, configs)
     run_dirs = {*dirs.values(), out}
     existing = [d for d in run_dirs if _has_run(d)]
+    # Multi-host: every process decides from the folder as it was before anyone writes.
+    distributed.barrier("bitjax-run-folder-checked")
     if existing and not (args.resume or args.overwrite):
         raise UsageError(
             f"{out} already holds a run. Use --resume to continue it, --overwrite to delete "
             "it and start again, or --out to write somewhere else.")
     if args.resume and not existing:
         raise UsageError(f"--resume: {out} holds no run to resume")
-    if args.overwrite and existing:
+    if args.overwrite and existing and distributed.is_main_process():
         _check_writable(out)
         for d in run_dirs:
             _remove_run(d)
         print(f"--overwrite: removed the previous run in {out}", file=sys.stderr)
     _check_writable(out)
+    distributed.barrier("bitjax-run-folder-ready")
 
     t0 = time.perf_counter()
     git = io.git_commit()  # the code that trains, even if HEAD moves during a long run
@@ -254,6 +266,7 @@ def run_experiment(exp: Experiment, args: argparse.Namespace) -> dict[str, Part]
         every = args.checkpoint_every or max(cfg.chunk_size, cfg.steps // 10)
         stats[name] = train_part(cfg, dirs[name], resume=args.resume, every=every,
                                  keep=args.keep, mesh=mesh, progress=not args.no_progress,
+                                 group_size=args.group_size,
                                  command=exp.name, out=out)
     parts = {name: load_part(name, d) for name, d in dirs.items()}
     if jax.process_index() != 0:  # multi-host: one process writes tables and figures
@@ -291,7 +304,7 @@ def replot(exp: Experiment, out: Path) -> dict[str, Part]:
 def _check_writable(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".bitjax-write-test"
+        probe = path / f".bitjax-write-test.{os.getpid()}"
         probe.write_text("ok")
         probe.unlink()
     except OSError as e:
@@ -310,14 +323,14 @@ def _remove_run(d: Path) -> None:
 
 
 def train_part(cfg, run_dir: Path, *, resume: bool, every: int, keep: int, mesh, progress: bool,
-               command: str, out: Path) -> dict[str, Any]:
+               command: str, out: Path, group_size: int | None = None) -> dict[str, Any]:
     """Train one sweep into ``run_dir`` (resuming if asked); returns timing statistics."""
     from bitjax import io
     from bitjax.checkpoint import Checkpointer, config_diff
     from bitjax.sweep import Trainer
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    trainer = Trainer(cfg, mesh=mesh, progress=progress)
+    trainer = Trainer(cfg, mesh=mesh, progress=progress, group_size=group_size)
     ckpt = Checkpointer(run_dir, every=every, keep=keep)
     meta = {"config": cfg.to_dict(), "n_instances": trainer.n_instances,
             "coords": {k: v.tolist() for k, v in trainer.instances.coords.items()}}
@@ -373,7 +386,8 @@ def train_part(cfg, run_dir: Path, *, resume: bool, every: int, keep: int, mesh,
     ckpt.close()
     return {"compile_seconds": trainer.compile_seconds, "train_seconds": train_seconds,
             "steps_this_run": step - start_step, "n_instances": trainer.n_instances,
-            "n_padded": trainer.n_padded, "devices": trainer.mesh.size}
+            "n_padded": trainer.n_padded, "devices": trainer.mesh.size,
+            "instances_per_group": trainer.group or trainer.instances_per_device}
 
 
 def _resize_history(history: np.ndarray, cfg) -> np.ndarray:

@@ -16,11 +16,16 @@ Paper figure: none; this is the engineering claim "one compiled step trains the 
 Floors printed per workload (measured on this machine by microbenchmarks, not assumed):
   rng: uniforms the step draws / this machine's uniform-draw rate -> the most steps/s that
        drawing the data alone allows;
-  flop: the step's matmul FLOPs (forward + backward, ~6 B n m per instance) / this machine's
-       batched-matmul rate -> the most steps/s the matmuls allow;
+  flop: the step's matmul FLOPs (two forward and three backward matmuls, 10 B n m per
+       instance) / this machine's batched-matmul rate -> the most steps/s the matmuls allow;
   bytes: the step's minimal elementwise traffic (the [instances, batch, features] arrays it
        must write and read at least once: x, the reconstruction and its gradient) / this
        machine's streaming bandwidth.
+
+Memory per instance: "state bytes" is the training state kept between chunks (weights, Adam
+moments, loss history); "step bytes" is the working memory XLA's memory analysis gives for
+one compiled chunk, per instance on a device. A sweep whose working memory exceeds what a
+device has free trains in groups of instances inside the same program (bitjax.sweep.Trainer).
 """
 
 from __future__ import annotations
@@ -78,10 +83,14 @@ def workload_config(w: Workload, *, batch_size: int = 1024, chunk: int = 100,
 
 
 def time_workload(cfg, *, min_seconds: float = 3.0, max_chunks: int = 50) -> dict:
-    """Compile once, warm up one chunk, then time whole chunks for ``min_seconds``."""
+    """Compile once, warm up one chunk, then time chunks one by one for ``min_seconds``.
+
+    The rate is that of the median chunk, so a burst of work from another process during one
+    chunk does not move it; the fastest and slowest chunk rates are kept as a range.
+    """
     import jax
 
-    from bitjax.sweep import Trainer
+    from bitjax.sweep import Trainer, chunk_bytes
 
     trainer = Trainer(cfg, progress=False)
     state = trainer.init_state()
@@ -90,17 +99,24 @@ def time_workload(cfg, *, min_seconds: float = 3.0, max_chunks: int = 50) -> dic
     compile_s = time.perf_counter() - t0
     state = fn(state, trainer.arrays, trainer.streams)
     jax.block_until_ready(state)
-    chunks, t0 = 0, time.perf_counter()
-    while chunks < max_chunks and (chunks < 2 or time.perf_counter() - t0 < min_seconds):
+    times, t_start = [], time.perf_counter()
+    while len(times) < max_chunks and (len(times) < 3
+                                       or time.perf_counter() - t_start < min_seconds):
+        t0 = time.perf_counter()
         state = fn(state, trainer.arrays, trainer.streams)
         jax.block_until_ready(state)
-        chunks += 1
-    elapsed = time.perf_counter() - t0
-    steps_s = chunks * cfg.chunk_size / elapsed
+        times.append(time.perf_counter() - t0)
+    rates = cfg.chunk_size / np.asarray(times)
+    steps_s = float(np.median(rates))
     state_bytes = sum(x.nbytes for x in jax.tree.leaves(state))
+    step_bytes = chunk_bytes(fn)
     return {"steps_per_s": steps_s, "instance_steps_per_s": steps_s * trainer.n_instances,
-            "compile_s": compile_s, "n_instances": trainer.n_instances,
-            "state_bytes_per_instance": state_bytes / trainer.n_padded}
+            "steps_per_s_range": [float(rates.min()), float(rates.max())],
+            "chunks_timed": len(times), "compile_s": compile_s,
+            "n_instances": trainer.n_instances,
+            "state_bytes_per_instance": state_bytes / trainer.n_padded,
+            "step_bytes_per_instance": (None if step_bytes is None
+                                        else step_bytes / trainer.instances_per_device)}
 
 
 # ---- floors ------------------------------------------------------------------------------
@@ -152,7 +168,9 @@ def floors(cfg, rates: dict) -> dict:
     i, b, n, m = inst.n, cfg.batch_size, cfg.n_features, cfg.n_hidden
     streams = len(inst.stream_seed) if cfg.data_sharing == "seed" else i
     uniforms = streams * b * n
-    flops = 6 * i * b * n * m
+    # Five [b, n] x [n, m]-sized matmuls: two forward (h = x W^T, W^T h), three backward
+    # (dh = g W, dW += h^T g, dW += dh^T x); 2 b n m FLOPs each.
+    flops = 10 * i * b * n * m
     # x written once and read by the loss, the reconstruction error read by the backward.
     traffic = 3 * 4 * i * b * n
     return {
@@ -302,6 +320,10 @@ def main(argv=None) -> int:
     return 0
 
 
+def _bytes(n) -> str:
+    return "not measured" if n is None else f"{n:,.0f}"
+
+
 def write_tables(rows: list[dict], out: Path) -> None:
     """``benchmark.json`` (every field) and ``benchmark.md`` (the table) into ``out``."""
     from bitjax import io
@@ -311,8 +333,8 @@ def write_tables(rows: list[dict], out: Path) -> None:
     lines = [
         "| workload | steps/s | instance-steps/s | reference | ratio | compile (s) | "
         "rng floor (steps/s) | flop floor | byte floor | torch here (inst-steps/s) | "
-        "ratio here | state bytes / instance |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "ratio here | state bytes / instance | step bytes / instance |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         here = (f"{r['torch_instance_steps_per_s']:,.0f} | {r['ratio_vs_torch_here']:.1f}x"
@@ -322,7 +344,7 @@ def write_tables(rows: list[dict], out: Path) -> None:
             f"{r['reference_instance_steps_per_s']:,} | {r['ratio_vs_reference']:.1f}x | "
             f"{r['compile_s']:.2f} | {r['rng_floor_steps_s']:,.0f} | "
             f"{r['flop_floor_steps_s']:,.0f} | {r['bytes_floor_steps_s']:,.0f} | {here} | "
-            f"{r['state_bytes_per_instance']:,.0f} |")
+            f"{r['state_bytes_per_instance']:,.0f} | {_bytes(r.get('step_bytes_per_instance'))} |")
     io.write_text(out / "benchmark.md", "\n".join(lines) + "\n")
 
 

@@ -19,7 +19,13 @@ def test_benchmark_rows_and_tables(tmp_path, capsys):
         assert row[k] > 0, k
     # Independent data: one uniform per feature, example and instance.
     assert row["uniforms_per_step"] == 10 * 1024 * 5
-    assert row["flops_per_step"] == 6 * 10 * 1024 * 5 * 2
+    # Five matmuls of 2 * batch * n * m FLOPs per instance (2 forward, 3 backward).
+    assert row["flops_per_step"] == 5 * 2 * 10 * 1024 * 5 * 2
+    lo, hi = row["steps_per_s_range"]
+    assert row["chunks_timed"] >= 3 and lo <= row["steps_per_s"] <= hi
+    # Memory per instance: the state (W, b, two Adam moments, history) and the step's arrays.
+    assert row["state_bytes_per_instance"] > 3 * 4 * (5 * 2 + 5)
+    assert row["step_bytes_per_instance"] > 4 * 1024 * 5
     table = (tmp_path / "benchmark.md").read_text()
     assert "intro_5x2_i10" in table and "ratio" in table
     assert json.loads((tmp_path / "benchmark.json").read_text())["rows"][0]["workload"]

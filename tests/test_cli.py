@@ -158,11 +158,14 @@ def test_resume_with_different_seeds_is_refused(run_copy, capsys):
 
 
 def test_resume_with_more_steps_continues(run_copy, capsys):
-    assert cli(run_copy, "--resume", "--steps", "300") == 0
+    # --group-size is not part of the run: a resume may train in groups of one instance.
+    assert cli(run_copy, "--resume", "--steps", "300", "--group-size", "1") == 0
     assert "at step 200" in capsys.readouterr().err
     assert checkpoint_steps(run_copy)[-1] == 300
     config = json.loads((run_copy / "config.json").read_text())
     assert config["parts"]["uniform"]["steps"] == 300
+    manifest = json.loads((run_copy / "manifest.json").read_text())
+    assert manifest["parts"]["uniform"]["instances_per_group"] == 1
     from bitjax import load_sweep
 
     sweep = load_sweep(run_copy)
@@ -173,7 +176,8 @@ def test_resume_with_more_steps_continues(run_copy, capsys):
 
 @pytest.mark.parametrize("flags,word", [(["--steps", "0"], "--steps"),
                                        (["--seeds", "0"], "--seeds"),
-                                       (["--steps", "-5"], "--steps")])
+                                       (["--steps", "-5"], "--steps"),
+                                       (["--group-size", "0"], "--group-size")])
 def test_bad_numbers_exit_2(tmp_path, capsys, flags, word):
     out = tmp_path / "never"
     assert cli(out, *flags) == 2
@@ -203,7 +207,7 @@ def test_help_lists_every_option():
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     for opt in ("--preset", "--out", "--steps", "--seeds", "--resume", "--overwrite",
-                "--replot", "--checkpoint-every", "--keep", "--devices", "--distributed",
-                "--no-progress"):
+                "--replot", "--checkpoint-every", "--keep", "--devices", "--group-size",
+                "--distributed", "--no-progress"):
         assert opt in proc.stdout, opt
     assert "tiny" in proc.stdout and "Exit codes" in proc.stdout

@@ -26,12 +26,13 @@ TRAIN = textwrap.dedent("""
     from bitjax.checkpoint import Checkpointer
     from bitjax.sweep import SweepConfig, Trainer
     out, n_dev, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    group = int(sys.argv[4]) if len(sys.argv) > 4 else None  # instances per device at a time
     # 14 instances: padded to 16 on 8 devices, to 15 on 3.
     cfg = SweepConfig(n_features=6, n_hidden=2, kind=("dense", "ternary"), seed=(0,),
                       feature_probability=(1.0, 0.5, 0.3, 0.1, 0.05, 0.02, 0.01),
                       importance=(0.9,), steps=300, batch_size=128, chunk_size=100,
                       history_every=50)
-    tr = Trainer(cfg, mesh=distributed.make_mesh(n_dev), progress=False)
+    tr = Trainer(cfg, mesh=distributed.make_mesh(n_dev), progress=False, group_size=group)
     state = tr.init_state()
     ck = Checkpointer(out, every=100)
     meta = {"config": cfg.to_dict(), "n_instances": tr.n_instances}
@@ -44,7 +45,7 @@ TRAIN = textwrap.dedent("""
     loss = tr.evaluate(state)
     np.savez(out + f"/result_{mode}_{n_dev}.npz", W=host["params"]["W"], b=host["params"]["b"],
              history=host["history"], loss=loss)
-    print(json.dumps({"devices": jax.device_count(), "mesh": tr.mesh.size,
+    print(json.dumps({"devices": jax.device_count(), "mesh": tr.mesh.size, "group": tr.group,
                       "n": tr.n_instances, "padded": tr.n_padded,
                       "shard_shapes": sorted({tuple(s.data.shape) for s in
                                               state["params"]["W"].addressable_shards})}))
@@ -82,7 +83,11 @@ def test_checkpoint_written_on_8_devices_restores_on_3_and_loads_on_1(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     _run(TRAIN, run, 8, "half")  # stops at step 200, checkpoint on 8 devices
-    _run(TRAIN, run, 3, "resume")  # 3 devices: 14 instances padded to 15
+    # 3 devices: 14 instances padded to 15, 5 per device trained in groups of 2 (the last
+    # group padded inside the program): neither the device count nor grouping is part of
+    # the checkpoint, and neither changes the result.
+    info = _run(TRAIN, run, 3, "resume", 2)
+    assert info["group"] == 2 and info["padded"] == 15
     ref = tmp_path / "ref"
     ref.mkdir()
     _run(TRAIN, ref, 8, "full")
