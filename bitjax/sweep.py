@@ -537,8 +537,9 @@ def make_train_chunk(cfg: SweepConfig, n_steps: int, state_sharding=None, *, mes
     ``group``: train at most this many instances per device at a time (``None``: all at
     once). Each group runs the whole chunk before the next starts, inside the same compiled
     program, so a sweep whose batch arrays do not fit in device memory still trains as one
-    program; each instance computes exactly what it would ungrouped. With ``mesh`` the
-    groups are formed from each device's own instances (no data moves between devices).
+    program. Each instance does the same arithmetic as ungrouped; results agree to float
+    round-off (XLA may pick other kernels for another number of instances). With ``mesh``
+    the groups are formed from each device's own instances (no data moves between devices).
 
     ``n_steps`` must be a multiple of ``cfg.history_every``; the mean loss of every
     ``history_every`` steps is written into ``state["history"]``.
