@@ -634,7 +634,8 @@ class Trainer:
 
     Memory: a chunk's working arrays grow with the instance count (``[instances, batch,
     features]`` per step). When the compiled chunk needs more than ``memory_budget`` bytes
-    per device (default: 90% of what the device, or for CPU devices the host, has free), the
+    per device (default: 90% of what an accelerator has free; for CPU devices 75% of the
+    host's available memory, split between them), the
     trainer compiles it again to train ``group`` instances per device at a time
     (:func:`make_train_chunk`): the same results, one program, a message on stderr.
     ``group_size`` fixes the group instead. A training state that alone exceeds the budget
@@ -682,7 +683,11 @@ class Trainer:
         if self.memory_budget is not None:
             return int(self.memory_budget)
         free = self._dist.free_memory_per_device(self.mesh)
-        return None if free is None else int(0.9 * free)
+        if free is None:
+            return None
+        # CPU devices share the host's memory with everything else the process holds.
+        cpu = self.mesh.devices.flat[0].platform == "cpu"
+        return int((0.75 if cpu else 0.9) * free)
 
     def _check_state_fits(self):
         budget = self.budget()
