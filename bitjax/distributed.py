@@ -179,3 +179,18 @@ def free_memory_per_device(mesh: jax.sharding.Mesh) -> int | None:
         return min(free)
     host = _host_available_bytes()
     return None if host is None else host // max(1, len(local))
+
+
+def min_over_processes(value: int | None) -> int | None:
+    """The smallest ``value`` any process of the run holds (``None`` where none knows one).
+
+    A collective in a multi-host run: every process must call it at the same point.
+    """
+    if jax.process_count() == 1:
+        return value
+    from jax.experimental import multihost_utils
+
+    unknown = np.iinfo(np.int64).max
+    got = multihost_utils.process_allgather(np.int64(unknown if value is None else value))
+    low = int(np.min(got))
+    return None if low == unknown else low

@@ -683,11 +683,11 @@ class Trainer:
         if self.memory_budget is not None:
             return int(self.memory_budget)
         free = self._dist.free_memory_per_device(self.mesh)
-        if free is None:
-            return None
         # CPU devices share the host's memory with everything else the process holds.
         cpu = self.mesh.devices.flat[0].platform == "cpu"
-        return int((0.75 if cpu else 0.9) * free)
+        budget = None if free is None else int((0.75 if cpu else 0.9) * free)
+        # Every process must compile the same program: all take the smallest budget.
+        return self._dist.min_over_processes(budget)
 
     def _check_state_fits(self):
         budget = self.budget()
