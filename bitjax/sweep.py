@@ -635,11 +635,11 @@ class Trainer:
     Memory: a chunk's working arrays grow with the instance count (``[instances, batch,
     features]`` per step). When the compiled chunk needs more than ``memory_budget`` bytes
     per device (default: 90% of what an accelerator has free; for CPU devices 75% of the
-    host's available memory, split between them), the
-    trainer compiles it again to train ``group`` instances per device at a time
-    (:func:`make_train_chunk`): the same results, one program, a message on stderr.
-    ``group_size`` fixes the group instead. A training state that alone exceeds the budget
-    raises :class:`MemoryError` naming the sizes.
+    host's available memory, split between them; in a multi-host run the smallest over the
+    processes), the trainer compiles it again to train ``group`` instances per device at a
+    time (:func:`make_train_chunk`): one program, the same training up to float round-off,
+    a message on stderr. ``group_size`` fixes the group instead. A training state that
+    alone exceeds the budget raises :class:`MemoryError` naming the sizes.
     """
 
     cfg: SweepConfig
