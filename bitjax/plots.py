@@ -174,3 +174,13 @@ def new_figure(nrows: int = 1, ncols: int = 1, *, size=(4.0, 3.0), **kw):
 
 def close(fig) -> None:
     plt.close(fig)
+
+
+def save(fig, stem) -> list:
+    """Write ``fig`` as ``stem.png`` and ``stem.pdf`` (atomically) and close it; the paths."""
+    from bitjax import io
+
+    try:
+        return io.save_figure(fig, stem)
+    finally:
+        close(fig)

@@ -275,8 +275,7 @@ def run_scaling(out: Path, counts=SCALING_COUNTS, *, steps: int = 5,
     fig.suptitle(f"One compiled program for 10 to {max(n):,} instances "
                  f"({jax.device_count()} x {jax.devices()[0].device_kind})", fontsize=9)
     fig.tight_layout()
-    io.save_figure(fig, out / "scaling")
-    plots.close(fig)
+    plots.save(fig, out / "scaling")
     return rows
 
 

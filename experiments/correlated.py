@@ -288,67 +288,60 @@ def _pair_legend(fig, ids: np.ndarray, anti: bool):
                frameon=False, bbox_to_anchor=(0.5, -0.02))
 
 
-def draw_weights(part: Part, meas: dict[str, np.ndarray], out: Path) -> list[Path]:
-    from bitjax import io
-
-    cfg = part.sweep.config
-    ids = set_ids(cfg)
+def _best_grid(part: Part, size: tuple[float, float]):
+    """A kinds x densities figure: ``fig, axes`` and ``(ax, kind, p, i)`` for every cell,
+    ``i`` the best seed's instance; cells with no instance are blanked."""
     kinds = part.kinds()
     ps = np.sort(np.unique(part.sweep.coords["feature_probability"]))[::-1]
-    fig, axes = plots.new_figure(len(kinds), len(ps), size=(2.1, 2.3))
+    fig, axes = plots.new_figure(len(kinds), len(ps), size=size)
+    cells = []
     for r, kind in enumerate(kinds):
         for c, p in enumerate(ps):
-            ax = axes[r, c]
             i = part.best(kind=kind, feature_probability=float(p))
             if i is None:
-                ax.set_axis_off()
-                continue
-            extra = ""
-            if "within_pair_cos" in meas and np.isfinite(meas["within_pair_cos"][i]):
-                extra = f"\npair cos {meas['within_pair_cos'][i]:+.2f}"
-            set_weight_diagram(ax, part.sweep.W_eff[i], ids,
-                               title=f"{kind}, 1-S={p:.3g}{extra}")
-        axes[r, 0].set_ylabel(kind)
+                axes[r, c].set_axis_off()
+            else:
+                cells.append((axes[r, c], kind, p, i))
+    return fig, axes, cells
+
+
+def draw_weights(part: Part, meas: dict[str, np.ndarray], out: Path) -> list[Path]:
+    cfg = part.sweep.config
+    ids = set_ids(cfg)
+    fig, axes, cells = _best_grid(part, size=(2.1, 2.3))
+    for ax, kind, p, i in cells:
+        extra = ""
+        if "within_pair_cos" in meas and np.isfinite(meas["within_pair_cos"][i]):
+            extra = f"\npair cos {meas['within_pair_cos'][i]:+.2f}"
+        set_weight_diagram(ax, part.sweep.W_eff[i], ids, title=f"{kind}, 1-S={p:.3g}{extra}")
+    for row, kind in zip(axes, part.kinds(), strict=True):
+        row[0].set_ylabel(kind)
     _pair_legend(fig, ids, anti=cfg.anticorrelated_sets > 0)
     n_seeds = len(cfg.seed)
     fig.suptitle(f"{part.name}: n={cfg.n_features}, m={cfg.n_hidden}, effective weight columns "
                  f"W_i (best of {n_seeds} seed(s) by loss); 1-S = set density", fontsize=9,
                  y=1.02)
-    files = io.save_figure(fig, out / f"weights_{part.name}")
-    plots.close(fig)
-    return files
+    return plots.save(fig, out / f"weights_{part.name}")
 
 
 def draw_grams(part: Part, out: Path) -> list[Path]:
-    from bitjax import io
-
     cfg = part.sweep.config
-    kinds = part.kinds()
-    ps = np.sort(np.unique(part.sweep.coords["feature_probability"]))[::-1]
     ids = set_ids(cfg)
     cuts = np.flatnonzero(np.diff(ids)) + 0.5
-    fig, axes = plots.new_figure(len(kinds), len(ps), size=(2.2, 2.3))
+    fig, axes, cells = _best_grid(part, size=(2.2, 2.3))
     im = None
-    for r, kind in enumerate(kinds):
-        for c, p in enumerate(ps):
-            ax = axes[r, c]
-            i = part.best(kind=kind, feature_probability=float(p))
-            if i is None:
-                ax.set_axis_off()
-                continue
-            im = plots.gram_heatmap(ax, part.sweep.W_eff[i], title=f"{kind}, 1-S={p:.3g}")
-            for x in cuts:
-                ax.axhline(x, color="k", lw=0.6)
-                ax.axvline(x, color="k", lw=0.6)
+    for ax, kind, p, i in cells:
+        im = plots.gram_heatmap(ax, part.sweep.W_eff[i], title=f"{kind}, 1-S={p:.3g}")
+        for x in cuts:
+            ax.axhline(x, color="k", lw=0.6)
+            ax.axvline(x, color="k", lw=0.6)
     if im is not None:
         fig.colorbar(im, ax=axes, shrink=0.7, label="W^T W (effective weights)")
     word = "anticorrelated" if cfg.anticorrelated_sets else "correlated"
     fig.suptitle(f"{part.name}: n={cfg.n_features}, m={cfg.n_hidden}, two {word} sets of "
                  f"{cfg.anticorrelated_size if cfg.anticorrelated_sets else cfg.correlated_size}"
                  f" (black lines); best of {len(cfg.seed)} seed(s) by loss", fontsize=9)
-    files = io.save_figure(fig, out / f"gram_{part.name}")
-    plots.close(fig)
-    return files
+    return plots.save(fig, out / f"gram_{part.name}")
 
 
 #: Summary panels: (part, [(measure, line style)], y label, reference value, y limits).
@@ -380,8 +373,6 @@ def _density_axis(ax, ps: np.ndarray):
 
 def draw_summary(parts: dict[str, Part], meas: dict[str, dict], out: Path) -> list[Path]:
     from matplotlib.lines import Line2D
-
-    from bitjax import io
 
     panels = [pn for pn in PANELS if pn[0] in parts]
     if not panels:
@@ -420,9 +411,7 @@ def draw_summary(parts: dict[str, Part], meas: dict[str, dict], out: Path) -> li
     fig.suptitle("Correlated / anticorrelated features: geometry of the effective weights "
                  "(mean over seeds, band = 95% CI)", fontsize=10)
     fig.tight_layout()
-    files = io.save_figure(fig, out / "summary")
-    plots.close(fig)
-    return files
+    return plots.save(fig, out / "summary")
 
 
 # ------------------------------------------------------------------------------------------

@@ -117,8 +117,6 @@ def _diagram_columns(probs: np.ndarray) -> np.ndarray:
 def _draw_diagrams(part: Part, out: Path) -> list[Path]:
     import matplotlib as mpl
 
-    from bitjax import io
-
     cfg, c, m = part.sweep.config, part.sweep.coords, part.metrics
     probs = part.probabilities()
     cols = _diagram_columns(probs)
@@ -155,9 +153,7 @@ def _draw_diagrams(part: Part, out: Path) -> list[Path]:
         f"Columns W_i of the effective weights (n={cfg.n_features}, m={cfg.n_hidden}, "
         f"I_i = {IMPORTANCE}^i): best of {n_seeds} seed(s) by final loss; "
         f"'repr.' = features with ||W_i|| > {cfg.threshold:g}", fontsize=9)
-    files = io.save_figure(fig, out / "weights_2d")
-    plots.close(fig)
-    return files
+    return plots.save(fig, out / "weights_2d")
 
 
 def _invert_sparsity_axis(ax) -> None:
@@ -168,8 +164,6 @@ def _invert_sparsity_axis(ax) -> None:
 
 
 def _draw_curves(part: Part, out: Path) -> list[Path]:
-    from bitjax import io
-
     cfg, m = part.sweep.config, part.metrics
     probs = part.probabilities()
     n_seeds = len(np.unique(part.sweep.coords["seed"]))
@@ -200,9 +194,7 @@ def _draw_curves(part: Part, out: Path) -> list[Path]:
     fig.suptitle(f"n={cfg.n_features}, m={cfg.n_hidden}, I_i = {IMPORTANCE}^i: mean of "
                  f"{n_seeds} seed(s), band 95% CI", fontsize=9)
     fig.tight_layout()
-    files = io.save_figure(fig, out / "loss_and_features")
-    plots.close(fig)
-    return files
+    return plots.save(fig, out / "loss_and_features")
 
 
 def analyse(parts: dict[str, Part], out: Path) -> list[Path]:

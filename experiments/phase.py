@@ -325,8 +325,7 @@ def analyse(parts: dict[str, Part], out: Path) -> list[Path]:
         fig.suptitle(f"Phase of the extra (last) feature, n={cfg.n_features}, "
                      f"m={cfg.n_hidden}, importance (1, ..., r), effective weights",
                      fontsize=10, y=1.06)
-        files += io.save_figure(fig, out / f"phase_{name}")
-        plots.close(fig)
+        files += plots.save(fig, out / f"phase_{name}")
 
         fig, axes = plots.new_figure(len(kinds), 3, size=(3.4, 3.0), sharex=True, sharey=True)
         for row, kind in enumerate(kinds):
@@ -346,8 +345,7 @@ def analyse(parts: dict[str, Part], out: Path) -> list[Path]:
         fig.colorbar(im, ax=axes, shrink=0.8, label=f"fraction of {n_restarts} restart(s)")
         fig.suptitle(f"n={cfg.n_features}, m={cfg.n_hidden}: share of restarts per phase",
                      fontsize=10, y=1.0)
-        files += io.save_figure(fig, out / f"phase_fractions_{name}")
-        plots.close(fig)
+        files += plots.save(fig, out / f"phase_fractions_{name}")
 
         rr, pp = np.meshgrid(table["r"], table["p"], indexing="ij")
         pred = closed_form_phase(rr, pp) if is_n2m1 else np.full(rr.shape, -1)

@@ -308,8 +308,6 @@ def _draw_grid(parts: dict[str, Part], out: Path) -> list[Path]:
     import matplotlib as mpl
     import matplotlib.pyplot as plt
 
-    from bitjax import io
-
     rows = _grid_rows(parts)
     probs = rows[0][0].probabilities()
     cfg = rows[0][0].sweep.config
@@ -359,14 +357,10 @@ def _draw_grid(parts: dict[str, Part], out: Path) -> list[Path]:
         f"seed by final loss. Each cell: W^T W, bias b, bars ||W_i|| (dotted line: "
         f"represented threshold {cfg.threshold:g}); feature 0 (most important) at the top",
         fontsize=9)
-    files = io.save_figure(fig, out / "weights_by_sparsity")
-    plots.close(fig)
-    return files
+    return plots.save(fig, out / "weights_by_sparsity")
 
 
 def _draw_zoom(part: Part, out: Path) -> list[Path]:
-    from bitjax import io
-
     cfg = part.sweep.config
     probs = part.probabilities()
     q = instance_quantities(part)
@@ -402,9 +396,7 @@ def _draw_zoom(part: Part, out: Path) -> list[Path]:
     fig.suptitle(f"Onset of superposition, n={cfg.n_features}, m={cfg.n_hidden}, "
                  f"I_i = {IMPORTANCE}^i: mean of {n_seeds} seed(s), band 95% CI", fontsize=10)
     fig.tight_layout()
-    files = io.save_figure(fig, out / "zoom")
-    plots.close(fig)
-    return files
+    return plots.save(fig, out / "zoom")
 
 
 def analyse(parts: dict[str, Part], out: Path) -> list[Path]:

@@ -106,8 +106,7 @@ def analyse(parts: dict[str, Part], out: Path) -> list[Path]:
     ax.set_title(f"Uniform importance, n={cfg.n_features}, m={cfg.n_hidden}: mean of "
                  f"{n_seeds} seed(s), band 95% CI", fontsize=9)
     ax.legend(title="kind", fontsize=8)
-    files += io.save_figure(fig, out / "dims_per_feature")
-    plots.close(fig)
+    files += plots.save(fig, out / "dims_per_feature")
 
     kinds = list(tables)
     fig, axes = plots.new_figure(1, len(kinds), size=(5, 3.6), sharey=True)
@@ -131,8 +130,7 @@ def analyse(parts: dict[str, Part], out: Path) -> list[Path]:
         ax.set_title(f"{kind}: every feature's D_i (all seeds)", fontsize=9)
         ax.legend(fontsize=7, loc="upper right")
     axes[0, 0].set_ylabel("feature dimensionality D_i")
-    files += io.save_figure(fig, out / "feature_dimensionality")
-    plots.close(fig)
+    files += plots.save(fig, out / "feature_dimensionality")
     return files
 
 
