@@ -25,6 +25,7 @@ instance trained alone equals the same instance inside any sweep:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import json
 import math
@@ -693,9 +694,8 @@ class Trainer:
         budget = self.budget()
         if budget is None:
             return
-        template = jax.eval_shape(lambda a: init_state(self.cfg, a), self.arrays)
         per_instance = sum(math.prod(x.shape[1:]) * x.dtype.itemsize
-                           for x in jax.tree.leaves(template) if x.shape)
+                           for x in jax.tree.leaves(self._state_template) if x.shape)
         need = per_instance * self.instances_per_device
         if need > budget:
             raise MemoryError(
@@ -706,6 +706,11 @@ class Trainer:
                 "them) or split the sweep into several runs (one per kind or seed, say)")
 
     # state placement ------------------------------------------------------------------
+    @functools.cached_property
+    def _state_template(self) -> TrainState:
+        """Shapes and dtypes of this sweep's (padded) training state."""
+        return jax.eval_shape(lambda a: init_state(self.cfg, a), self.arrays)
+
     def _state_sharding(self, state_like):
         """Instance-split sharding for every state leaf with an instance axis, else replicated."""
         d = self._dist
@@ -713,9 +718,8 @@ class Trainer:
         return jax.tree.map(lambda x: inst if len(x.shape) else rep, state_like)
 
     def init_state(self) -> TrainState:
-        fn = lambda a: init_state(self.cfg, a)  # noqa: E731
-        shardings = self._state_sharding(jax.eval_shape(fn, self.arrays))
-        return jax.jit(fn, out_shardings=shardings)(self.arrays)
+        shardings = self._state_sharding(self._state_template)
+        return jax.jit(lambda a: init_state(self.cfg, a), out_shardings=shardings)(self.arrays)
 
     def from_host(self, host_state: TrainState) -> TrainState:
         """Place a host (unpadded numpy) state, e.g. a restored checkpoint, on the mesh.
@@ -724,7 +728,7 @@ class Trainer:
         states as plain dicts), and every array is checked against the expected shape.
         """
         d = self._dist
-        template = jax.eval_shape(lambda a: init_state(self.cfg, a), self.arrays)
+        template = self._state_template
         host_state = _restructure(template, host_state)
         for path, want, got in zip(
             jax.tree_util.tree_flatten_with_path(template)[0],
