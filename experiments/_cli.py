@@ -225,7 +225,11 @@ def run_experiment(exp: Experiment, args: argparse.Namespace) -> dict[str, Part]
         raise UsageError(f"--group-size must be >= 1, got {args.group_size}")
     from bitjax import distributed, io
 
-    if distributed.initialize(force=args.distributed):
+    try:
+        joined = distributed.initialize(force=args.distributed)
+    except ValueError as e:  # a malformed JAX_NUM_PROCESSES / JAX_PROCESS_ID
+        raise UsageError(f"--distributed: {e}") from None
+    if joined:
         print("joined a multi-host run (jax.distributed.initialize)", file=sys.stderr)
     preset, why = choose_preset(args.preset)
     out = args.out or (RESULTS / exp.name if preset == "paper"

@@ -202,6 +202,13 @@ def test_flag_misuse_exits_2(tmp_path, capsys, flags, word):
     assert word in capsys.readouterr().err
 
 
+def test_malformed_process_count_exits_2(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("JAX_NUM_PROCESSES", "two")
+    assert cli(tmp_path / "never", "--distributed") == 2
+    assert "JAX_NUM_PROCESSES must be an integer, got 'two'" in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()
+
+
 def test_help_lists_every_option():
     proc = subprocess.run([sys.executable, "-m", "experiments.uniform", "--help"], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
