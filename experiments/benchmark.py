@@ -259,6 +259,11 @@ def run_scaling(out: Path, counts=SCALING_COUNTS, *, steps: int = 5,
         print(f"{count:>6} instances: compile {r['compile_s']:.2f} s, "
               f"{r['instance_steps_per_s']:,.0f} instance-steps/s", file=sys.stderr, flush=True)
     io.write_csv(out / "scaling.csv", rows)
+    io.write_json(out / "scaling.json", {
+        "environment": io.environment(), "git": io.git_commit(),
+        "settings": {"workload": "sweep_20x5", "steps_per_call": steps,
+                     "min_seconds": min_seconds, "counts": list(counts)},
+        "rows": rows})
     fig, axes = plots.new_figure(1, 2, size=(4.2, 3.2))
     n = [r["n_instances"] for r in rows]
     axes[0, 0].plot(n, [r["compile_s"] for r in rows], "-o")
@@ -300,7 +305,8 @@ def main(argv=None) -> int:
                     help="instead: compile time and throughput against the instance count "
                          "(sweep_20x5, 10 to 10,000 instances) into --scaling-out")
     ap.add_argument("--scaling-out", type=Path, default=Path("results/benchmark"),
-                    help="folder for scaling.csv and scaling.png/pdf")
+                    help="folder for scaling.csv, scaling.json (commit, machine, settings) "
+                         "and scaling.png/pdf")
     args = ap.parse_args(argv)
     if args.steps < 1:
         print("error: --steps must be >= 1", file=sys.stderr)

@@ -33,3 +33,14 @@ def test_benchmark_rows_and_tables(tmp_path, capsys):
 
 def test_benchmark_rejects_bad_steps(capsys):
     assert benchmark.main(["--steps", "0"]) == 2
+
+
+def test_scaling_writes_table_figure_and_manifest(tmp_path):
+    rows = benchmark.run_scaling(tmp_path, counts=(10, 30), steps=5, min_seconds=0.05)
+    assert [r["n_instances"] for r in rows] == [10, 30]
+    assert all(r["compile_s"] > 0 and r["instance_steps_per_s"] > 0 for r in rows)
+    for name in ("scaling.csv", "scaling.png", "scaling.pdf", "scaling.json"):
+        assert (tmp_path / name).exists(), name
+    manifest = json.loads((tmp_path / "scaling.json").read_text())
+    assert "commit" in manifest["git"] and manifest["settings"]["counts"] == [10, 30]
+    assert [r["n_instances"] for r in manifest["rows"]] == [10, 30]
