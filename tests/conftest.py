@@ -1,8 +1,7 @@
 """Shared helpers for the fast test suite.
 
-Nothing here touches a JAX backend at import time: tests that need fake devices
-(``XLA_FLAGS=--xla_force_host_platform_device_count=8``) must still be able to set them
-before the first JAX computation. Helpers import JAX lazily.
+The suite pins JAX to two CPU devices before any backend starts (see below); tests that
+need another device count (8 fake devices, multi-host) run in a subprocess.
 
 Trained sweeps are expensive to compile (seconds each on a 2-core CPU), so :func:`_train`
 (fixture ``train``) caches its result per config for the whole session; callers must treat
@@ -12,22 +11,29 @@ the returned host state as read-only.
 from __future__ import annotations
 
 import functools
+import os
 
 import pytest
 from hypothesis import HealthCheck, settings
 
-# Importing the experiments package asks XLA for one CPU device per core before JAX starts
-# (see experiments/__init__.py), as every experiment run does. Importing it here makes the
-# device count, and so the instance padding the trainer does, the same whichever test
-# modules a run collects. It does not import JAX.
-import experiments  # noqa: F401
+# The suite runs on exactly two CPU devices whatever the machine (cores, GPU): the
+# instance padding, the sharded code path and every tolerance are then the same everywhere.
+# Subprocess tests that need other counts set XLA_FLAGS/JAX_PLATFORMS themselves.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# ...and the CLI started in a subprocess (which picks one device per core) uses two as well.
+os.environ.setdefault("BITJAX_CPU_DEVICES", "2")
+import jax  # noqa: E402
 
-# jit compiles on first use make the first example slow; keep examples few and deterministic
-# enough for CI, with no deadline.
+jax.config.update("jax_platforms", "cpu")
+jax.config.update("jax_num_cpu_devices", 2)
+
+# jit compiles on first use make the first example slow: few examples, no deadline.
+# Derandomized, so CI and a laptop draw the same examples and a failure reproduces.
 settings.register_profile(
     "bitjax",
     max_examples=30,
     deadline=None,
+    derandomize=True,
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.load_profile("bitjax")
