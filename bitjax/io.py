@@ -2,6 +2,9 @@
 
 Every results file is written to a temporary name in the same folder and then renamed over
 the target, so a crash never leaves a half-written CSV, JSON or figure that looks complete.
+The file gets the permissions an ordinary ``open(path, "w")`` would give it (``0666`` less
+the process umask, so ``0644`` under the usual umask 022): a shared output folder, which a
+multi-host run needs, stays readable by the other users.
 """
 
 from __future__ import annotations
@@ -23,15 +26,49 @@ from typing import Any
 import numpy as np
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS allows.
+
+    Linux reports it in ``/proc/self/status``; elsewhere it is read by setting and restoring
+    it (``os.umask`` has no read-only form), which is not atomic with respect to other
+    threads creating files at the same instant.
+
+    Returns:
+      The umask bits, for example ``0o022``.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_path(path: str | Path):
-    """Yield a temporary path next to ``path``; rename it over ``path`` on success."""
+    """Yield a temporary path next to ``path``; rename it over ``path`` on success.
+
+    ``tempfile.mkstemp`` creates the temporary file with mode ``0600`` whatever the umask;
+    it is given the mode a plain ``open`` would have used before the rename.
+
+    Args:
+      path: the file to write.
+
+    Yields:
+      The temporary path to write to (in the same folder, so the rename is atomic).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
+        # A writer may have replaced the file (savefig does); chmod what is there now.
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
