@@ -30,7 +30,14 @@ from bitjax.sweep import SweepConfig, build_instances, effective_weights_host
 #: Bumped whenever the layout of ``state`` or ``meta`` changes incompatibly.
 FORMAT_VERSION = 1
 CHECKPOINT_DIR = "checkpoints"
-CONFIG_FILE = "config.json"
+#: One file name per schema. A run folder: its SweepConfig as a dict.
+SWEEP_FILE = "sweep.json"
+#: An experiment folder (``--out``): ``{experiment, preset, parts: {name: SweepConfig dict}}``.
+EXPERIMENT_FILE = "experiment.json"
+#: An experiment folder: how, when and with which code the results were made.
+MANIFEST_FILE = "manifest.json"
+#: What older bitjax versions wrote in both places (two schemas under one name); still read.
+LEGACY_CONFIG_FILE = "config.json"
 
 
 def _manager(path: Path, options: ocp.CheckpointManagerOptions) -> ocp.CheckpointManager:
@@ -71,6 +78,7 @@ class Checkpointer:
                                                                         create=True))
 
     def steps(self) -> list[int]:
+        """The complete checkpoint steps, oldest first."""
         return sorted(self.manager.all_steps())
 
     def save(self, step: int, state, meta: dict[str, Any], *, force: bool = False) -> bool:
@@ -100,6 +108,22 @@ class Checkpointer:
         if step // self.every > last // self.every:
             return self.save(step, state, meta)
         return False
+
+    def delete_all_but(self, step: int) -> list[int]:
+        """Delete every checkpoint step except ``step`` (a finished run keeps its last).
+
+        Every process of a multi-host run calls it, as it calls :meth:`save`.
+
+        Args:
+          step: the step to keep.
+
+        Returns:
+          The steps deleted.
+        """
+        doomed = [s for s in self.steps() if s != step]
+        for s in doomed:
+            self.manager.delete(s)
+        return doomed
 
     def restore_latest(self) -> tuple[dict, dict] | None:
         """``(host_state, meta)`` of the newest readable checkpoint, or None if there is none.

@@ -1,0 +1,245 @@
+"""bitjax.run.run_sweep: the resumable run as a library function (no CLI involved).
+
+In-process tests train a tiny sweep (n=5, m=2, 2 instances, 200-400 steps). The kill -9
+test runs a small script in a subprocess (integration tier) and compares the resumed run
+with an uninterrupted one bitwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bitjax.checkpoint import SWEEP_FILE, load_sweep
+from bitjax.run import Interrupted, RunError, RunResult, default_checkpoint_every, run_sweep
+
+pytestmark = pytest.mark.usefixtures("compile_cache")
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def steps_in(run: Path) -> list[int]:
+    return sorted(int(p.name) for p in (run / "checkpoints").iterdir() if p.name.isdigit())
+
+
+@pytest.fixture(scope="module")
+def cfg(tiny_config):
+    return tiny_config(kind=("dense", "ternary"), seed=(3,), steps=400, chunk_size=50)
+
+
+@pytest.fixture(scope="module")
+def straight(cfg, tmp_path_factory) -> tuple[RunResult, Path, list[str], list]:
+    """The uninterrupted run (checkpoints every 100 steps), its notices and progress."""
+    out = tmp_path_factory.mktemp("straight") / "run"
+    events: list[str] = []
+    infos = []
+    result = run_sweep(cfg, out, checkpoint_every=100, on_event=events.append,
+                       progress=infos.append)
+    return result, out, events, infos
+
+
+def test_finished_run_keeps_only_the_final_step(cfg, straight):
+    result, out, events, infos = straight
+    assert result.finished and result.step == cfg.steps == 400
+    assert result.n_instances == 2 and result.loss.shape == (2,)
+    assert np.all(np.isfinite(result.loss)) and np.all(result.loss > 0)
+    assert result.devices >= 1 and result.instances_per_group >= 1
+    assert result.steps_this_run == 400 and result.train_seconds > 0
+    assert steps_in(out) == [400]
+    assert any("removed the intermediate checkpoints" in e for e in events), events
+    assert json.loads((out / SWEEP_FILE).read_text()) == cfg.to_dict()
+    sweep = load_sweep(out)
+    assert sweep.step == 400
+    np.testing.assert_array_equal(sweep.meta["final_loss"], result.loss)
+    assert sweep.meta["config"] == cfg.to_dict()
+    assert set(sweep.meta["coords"]) >= {"kind", "seed", "feature_probability"}
+    # progress: one ChunkInfo per chunk, increasing steps up to the end
+    steps = [i.step for i in infos]
+    assert steps == sorted(steps) and steps[-1] == 400
+    assert all(i.total_steps == 400 for i in infos)
+
+
+def test_folder_with_a_run_needs_resume(cfg, straight, tmp_path):
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(straight[1], out)
+    with pytest.raises(RunError, match="already holds a run"):
+        run_sweep(cfg, out)
+    # resuming a finished run neither trains nor rewrites it
+    before = sorted(p.stat().st_mtime_ns for p in (out / "checkpoints").rglob("*"))
+    again = run_sweep(cfg, out, resume=True)
+    assert again.finished and again.steps_this_run == 0
+    np.testing.assert_array_equal(again.loss, straight[0].loss)
+    assert sorted(p.stat().st_mtime_ns for p in (out / "checkpoints").rglob("*")) == before
+
+
+def test_resume_refuses_a_different_config(cfg, straight, tmp_path):
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(straight[1], out)
+    with pytest.raises(RunError, match=r"seed: checkpoint has \[3\], requested \[4\]"):
+        run_sweep(cfg.replace(seed=(4,)), out, resume=True)
+    with pytest.raises(RunError, match="beyond steps=200"):
+        run_sweep(cfg.replace(steps=200), out, resume=True)
+
+
+def test_should_stop_then_resume_equals_uninterrupted(cfg, straight, tmp_path):
+    out = tmp_path / "run"
+    stop_at = {"n": 0}
+
+    def after_three_chunks() -> bool:
+        stop_at["n"] += 1
+        return stop_at["n"] >= 3
+
+    part = run_sweep(cfg, out, checkpoint_every=100, should_stop=after_three_chunks,
+                     max_chunk_seconds=None)
+    assert not part.finished and 0 < part.step < cfg.steps
+    assert steps_in(out)[-1] == part.step
+    assert "final_loss" not in load_sweep(out).meta
+    events: list[str] = []
+    rest = run_sweep(cfg, out, resume=True, on_event=events.append)
+    assert rest.finished and rest.steps_this_run == cfg.steps - part.step
+    assert any(f"at step {part.step}" in e for e in events), events
+    a, b = load_sweep(out), load_sweep(straight[1])
+    np.testing.assert_array_equal(a.W, b.W)
+    np.testing.assert_array_equal(a.b, b.b)
+    np.testing.assert_array_equal(a.history, b.history)
+    np.testing.assert_array_equal(rest.loss, straight[0].loss)
+    assert steps_in(out) == [cfg.steps]
+
+
+def test_resume_with_more_steps_extends_history(cfg, straight, tmp_path):
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(straight[1], out)
+    longer = cfg.replace(steps=500)
+    result = run_sweep(longer, out, resume=True)
+    assert result.step == 500 and result.steps_this_run == 100
+    sweep = load_sweep(out)
+    assert sweep.history.shape[1] == 500 // cfg.history_every
+    assert np.all(np.isfinite(sweep.history))
+    assert json.loads((out / SWEEP_FILE).read_text())["steps"] == 500
+
+
+def test_signal_writes_a_checkpoint_and_raises_interrupted(cfg, tmp_path):
+    out = tmp_path / "run"
+    before = signal.getsignal(signal.SIGINT)
+    calls = []
+
+    def progress(info):
+        calls.append(info.step)
+        if len(calls) == 2:  # as if Ctrl-C were pressed during the third chunk
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(Interrupted) as e:
+        run_sweep(cfg, out, checkpoint_every=1000, progress=progress, max_chunk_seconds=None)
+    assert e.value.signum == signal.SIGINT and e.value.out_dir == out
+    assert 0 < e.value.step < cfg.steps
+    assert steps_in(out) == [e.value.step]  # written although checkpoint_every is larger
+    assert len(calls) == 2  # no progress call once the stop was requested
+    assert signal.getsignal(signal.SIGINT) is before  # handlers restored
+
+
+def test_runs_in_a_worker_thread_without_touching_signals(cfg, tmp_path):
+    box = {}
+
+    def work():
+        try:
+            box["result"] = run_sweep(cfg.replace(steps=100), tmp_path / "run")
+        except BaseException as e:  # noqa: BLE001 - reported to the main thread below
+            box["error"] = e
+
+    t = threading.Thread(target=work)
+    t.start()
+    t.join(timeout=300)
+    assert "error" not in box, box.get("error")
+    assert box["result"].finished
+
+
+def test_checkpoint_every_rounding_is_reported(cfg, tmp_path):
+    events: list[str] = []
+    run_sweep(cfg.replace(steps=100), tmp_path / "run", checkpoint_every=7,
+              on_event=events.append)
+    assert any("not a multiple of the chunk size" in e and "7" in e for e in events), events
+    assert default_checkpoint_every(cfg.replace(steps=1000, chunk_size=150)) == 150
+    assert default_checkpoint_every(cfg.replace(steps=10_000, chunk_size=300)) == 1200
+
+
+@pytest.mark.parametrize("kwargs,match", [({"keep": 0}, "keep"),
+                                          ({"checkpoint_every": 0}, "checkpoint_every"),
+                                          ({"max_chunk_seconds": 0}, "max_chunk_seconds")])
+def test_bad_arguments(cfg, tmp_path, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        run_sweep(cfg, tmp_path / "run", **kwargs)
+    assert not (tmp_path / "run").exists()
+
+
+_SCRIPT = textwrap.dedent("""
+    import sys
+    import jax
+    jax.config.update("jax_platforms", "cpu")
+    jax.config.update("jax_num_cpu_devices", 2)
+    from bitjax.sweep import SweepConfig
+    from bitjax.run import run_sweep
+
+    cfg = SweepConfig(n_features=5, n_hidden=2, kind=("dense", "ternary"), seed=(1,),
+                      feature_probability=(0.5,), steps=int(sys.argv[2]), batch_size=64,
+                      chunk_size=50, history_every=50, eval_batches=2)
+    result = run_sweep(cfg, sys.argv[1], resume=len(sys.argv) > 3, checkpoint_every=50,
+                       max_chunk_seconds=None,
+                       progress=lambda info: print("step", info.step, flush=True))
+    print("done", result.step, flush=True)
+""")
+
+
+@pytest.mark.integration
+def test_kill_9_then_resume_is_bitwise_the_uninterrupted_run(tmp_path):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    script = tmp_path / "train.py"
+    script.write_text(_SCRIPT)
+    steps = "20000"
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    r = subprocess.run([sys.executable, str(script), str(straight), steps], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    proc = subprocess.Popen([sys.executable, str(script), str(killed), steps], cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True)
+    try:
+        t0 = time.time()
+        while time.time() - t0 < 300:  # wait for a periodic checkpoint
+            ck = killed / "checkpoints"
+            if ck.is_dir() and any(p.name.isdigit() and int(p.name) >= 500
+                                   for p in ck.iterdir()):
+                break
+            assert proc.poll() is None, "the run ended before it could be killed"
+            time.sleep(0.05)
+        proc.kill()
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    assert max(steps_in(killed)) < int(steps)
+    r = subprocess.run([sys.executable, str(script), str(killed), steps, "resume"], cwd=ROOT,
+                       env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    a, b = load_sweep(killed), load_sweep(straight)
+    np.testing.assert_array_equal(a.W, b.W)
+    np.testing.assert_array_equal(a.b, b.b)
+    np.testing.assert_array_equal(a.history, b.history)
+    np.testing.assert_array_equal(a.meta["final_loss"], b.meta["final_loss"])
+    assert steps_in(killed) == [int(steps)]
