@@ -10,22 +10,19 @@ step that fails to read anyway (truncated file, deleted folder) is skipped with 
 and the previous one is used.
 
 Restoring always goes through host numpy arrays, which is what lets a checkpoint written on
-N devices load on M devices (8 TPU cores -> a laptop).
+N devices load on M devices (8 TPU cores -> a laptop). Loading a run for analysis is
+:func:`bitjax.results.load_sweep` (re-exported here).
 """
 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
-
-from bitjax import metrics as metrics_lib
-from bitjax.sweep import SweepConfig, build_instances, effective_weights_host
 
 #: Bumped whenever the layout of ``state`` or ``meta`` changes incompatibly.
 FORMAT_VERSION = 1
@@ -170,106 +167,12 @@ def restore_step(manager: ocp.CheckpointManager, step: int) -> tuple[dict, dict]
     return state, meta
 
 
-@dataclass
-class LoadedSweep:
-    """A finished (or interrupted) sweep loaded for analysis.
+def __getattr__(name: str):
+    # LoadedSweep and load_sweep live in bitjax.results (which imports this module); they
+    # are re-exported here lazily, so ``from bitjax.checkpoint import load_sweep`` keeps
+    # working without a circular import.
+    if name in ("LoadedSweep", "load_sweep", "SweepCollection"):
+        from bitjax import results
 
-    Attributes:
-      path: the run folder.
-      config: the :class:`~bitjax.sweep.SweepConfig` that made it.
-      coords: per-instance coordinates (``kind``, ``seed``, ``feature_probability``, ...).
-      step: the training step of the loaded checkpoint.
-      W: latent weights ``[I, m, n]``; ``b``: biases ``[I, n]``.
-      W_eff: effective weights ``[I, m, n]`` (what the forward pass uses; ``gamma * T``).
-      history: mean loss per ``history_every`` steps, ``[I, steps / history_every]``.
-    """
-
-    path: Path
-    config: SweepConfig
-    coords: dict[str, np.ndarray]
-    step: int
-    W: np.ndarray
-    b: np.ndarray
-    W_eff: np.ndarray
-    history: np.ndarray
-    meta: dict = field(repr=False, default_factory=dict)
-
-    @property
-    def n_instances(self) -> int:
-        return self.W.shape[0]
-
-    def select(self, **where) -> np.ndarray:
-        """Indices of instances whose coordinates equal the given values.
-
-        ``sweep.select(kind="ternary", seed=0)``; a list value matches any of its entries.
-        """
-        mask = np.ones(self.n_instances, bool)
-        for k, v in where.items():
-            if k not in self.coords:
-                raise KeyError(f"no coordinate {k!r}; have {', '.join(self.coords)}")
-            vals = v if isinstance(v, (list, tuple, set)) else [v]
-            col = self.coords[k]
-            if col.dtype.kind == "f":
-                mask &= np.any([np.isclose(col, x) for x in vals], axis=0)
-            else:
-                mask &= np.isin(col, list(vals))
-        return np.flatnonzero(mask)
-
-    def metrics(self, threshold: float | None = None) -> dict[str, np.ndarray]:
-        """:func:`bitjax.metrics.instance_metrics` of every instance's effective weights."""
-        t = self.config.threshold if threshold is None else threshold
-        return jax.tree.map(np.asarray, metrics_lib.all_metrics(self.W_eff, t))
-
-
-def load_sweep(path: str | Path, step: int | None = None) -> LoadedSweep:
-    """Load a bitjax run folder (latest readable checkpoint, or ``step``) for analysis.
-
-    Raises:
-      CheckpointError: the folder is not a bitjax run, holds no readable checkpoint, or was
-        written by an incompatible bitjax version.
-    """
-    path = Path(path)
-    ckpt_dir = path / CHECKPOINT_DIR
-    if not ckpt_dir.is_dir():
-        raise CheckpointError(
-            f"{path} is not a bitjax run: it has no {CHECKPOINT_DIR}/ folder "
-            "(pass the folder given as --out when the sweep ran)")
-    manager = _manager(ckpt_dir.absolute(), ocp.CheckpointManagerOptions(create=False))
-    try:
-        steps = sorted(manager.all_steps())
-        if not steps:
-            raise CheckpointError(f"{ckpt_dir} holds no complete checkpoint")
-        if step is not None:
-            if step not in steps:
-                raise CheckpointError(f"no checkpoint at step {step}; have {steps}")
-            state, meta = restore_step(manager, step)
-        else:
-            loaded = None
-            for s in reversed(steps):
-                try:
-                    loaded = restore_step(manager, s)
-                    break
-                except CheckpointError:
-                    raise
-                except Exception as e:  # noqa: BLE001
-                    warnings.warn(f"checkpoint step {s} is damaged and was skipped ({e!r:.200})",
-                                  stacklevel=2)
-            if loaded is None:
-                raise CheckpointError(f"no readable checkpoint in {ckpt_dir}")
-            state, meta = loaded
-    finally:
-        manager.close()
-    config = SweepConfig.from_dict(meta["config"])
-    inst = build_instances(config)
-    params = state["params"]
-    return LoadedSweep(
-        path=path,
-        config=config,
-        coords=inst.coords,
-        step=int(meta["step"]),
-        W=params["W"],
-        b=params["b"],
-        W_eff=effective_weights_host(config, params, inst.quantizer),
-        history=state["history"],
-        meta=meta,
-    )
+        return getattr(results, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -25,12 +25,16 @@ import signal
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    # A trained part is the loaded sweep itself (bitjax.results), not a wrapper.
+    from bitjax.results import LoadedSweep as Part
 
 RESULTS = Path("results")
 RESULT_FILES = ("config.json", "manifest.json", "metrics.csv", "features.csv")
@@ -49,51 +53,6 @@ class Interrupted(Exception):
 
 
 @dataclass(frozen=True)
-class Part:
-    """One trained sweep of an experiment, with everything computed from it."""
-
-    name: str
-    path: Path
-    sweep: Any  # bitjax.checkpoint.LoadedSweep
-    metrics: dict[str, np.ndarray]
-    loss: np.ndarray
-    diverged: np.ndarray
-
-    def probabilities(self) -> np.ndarray:
-        """The part's feature probabilities, dense (largest) first."""
-        return np.unique(self.sweep.coords["feature_probability"])[::-1]
-
-    def seeds(self) -> np.ndarray:
-        return np.unique(self.sweep.coords["seed"])
-
-    def kinds(self) -> list[str]:
-        """The part's kinds in sweep order."""
-        return list(dict.fromkeys(self.sweep.coords["kind"]))
-
-    def seed_table(self, kind: str, values: np.ndarray) -> np.ndarray:
-        """``values [I]`` as ``[seeds, probabilities (dense first)]`` for one kind.
-
-        The mean over the matching instances (one, unless other axes vary); NaN where none
-        or all diverged.
-        """
-        seeds, probs = self.seeds(), self.probabilities()
-        table = np.full((len(seeds), len(probs)), np.nan)
-        for si, s in enumerate(seeds):
-            for pi, p in enumerate(probs):
-                idx = self.sweep.select(kind=kind, seed=int(s), feature_probability=float(p))
-                idx = idx[~self.diverged[idx]]
-                if idx.size:
-                    table[si, pi] = np.mean(values[idx])
-        return table
-
-    def best(self, **where) -> int | None:
-        """The non-diverged instance with the lowest final loss among ``select(**where)``."""
-        idx = self.sweep.select(**where)
-        idx = idx[~self.diverged[idx] & np.isfinite(self.loss[idx])]
-        return int(idx[np.argmin(self.loss[idx])]) if idx.size else None
-
-
-@dataclass(frozen=True)
 class Experiment:
     """An experiment: named presets of sweep configs and an analysis that draws figures.
 
@@ -103,13 +62,15 @@ class Experiment:
       presets: preset name -> function of ``seeds`` (or None for the preset's default) that
         returns ``{part_name: SweepConfig}``; a single part trains into ``--out`` itself,
         several into ``--out/<part_name>``.
-      analyse: ``analyse(parts, out_dir) -> list of written files`` draws figures/tables.
+      analyse: ``analyse(parts, out_dir) -> list of written files`` draws figures/tables;
+        ``parts`` maps part name -> :class:`bitjax.results.LoadedSweep` (a
+        :class:`~bitjax.results.SweepCollection` that knows the preset and commit).
     """
 
     name: str
     description: str
     presets: dict[str, Callable[[int | None], dict[str, Any]]]
-    analyse: Callable[[dict[str, Part], Path], list[Path]]
+    analyse: Callable[[Mapping[str, Part], Path], list[Path]]
     notes: str = ""
     extra: dict = field(default_factory=dict)
 
@@ -276,7 +237,10 @@ def run_experiment(exp: Experiment, args: argparse.Namespace) -> dict[str, Part]
     if jax.process_index() != 0:  # multi-host: one process writes tables and figures
         return parts
     files = _write_tables(parts)
-    files += exp.analyse(parts, out)
+    from bitjax.results import Provenance, SweepCollection
+
+    files += exp.analyse(SweepCollection(parts, path=out, provenance=Provenance(
+        exp.name, preset, git.get("commit"), bool(git.get("dirty")))), out)
     _write_manifest(exp, out, preset, configs, stats, files, time.perf_counter() - t0, jax, git)
     print(f"{exp.name}: wrote {len(files)} files to {out}", file=sys.stderr)
     _warn_diverged(parts)
@@ -403,55 +367,36 @@ def _resize_history(history: np.ndarray, cfg) -> np.ndarray:
 
 
 def load_part(name: str, run_dir: Path) -> Part:
-    from bitjax.checkpoint import load_sweep
+    """The finished sweep in ``run_dir`` as a :class:`bitjax.results.LoadedSweep` named
+    ``name``; an unfinished run is a usage error (finish it with --resume)."""
+    from bitjax.results import load_sweep
 
     sweep = load_sweep(run_dir)
-    if "final_loss" not in sweep.meta:
+    if not sweep.finished:
         raise UsageError(f"{run_dir} holds an unfinished run (step {sweep.step}); "
                          "finish it with --resume")
-    loss = np.asarray(sweep.meta["final_loss"], dtype=np.float64)
-    m = sweep.metrics()
-    diverged = ~np.isfinite(loss) | ~np.isfinite(sweep.W).all(axis=(1, 2))
-    return Part(name, run_dir, sweep, m, loss, diverged)
-
-
-SCALAR_METRICS = ("loss", "diverged", "dims_per_feature", "frob_sq", "n_represented",
-                  "zero_fraction", "sum_dimensionality", "mean_superposition")
+    sweep.name = name
+    return sweep
 
 
 def metric_rows(part: Part) -> list[dict[str, Any]]:
-    """One dict per instance: coordinates then the scalar metrics."""
-    coords = part.sweep.coords
-    rows = []
-    for i in range(part.sweep.n_instances):
-        row = {k: coords[k][i].item() for k in coords}
-        row["loss"] = part.loss[i]
-        row["diverged"] = int(part.diverged[i])
-        for k in SCALAR_METRICS[2:]:
-            row[k] = part.metrics[k][i].item()
-        rows.append(row)
-    return rows
+    """One dict per instance: coordinates then the scalar metrics (bitjax.results)."""
+    from bitjax import results
+
+    return results.metric_rows(part)
 
 
 def feature_rows(part: Part) -> list[dict[str, Any]]:
-    m, b = part.metrics, part.sweep.b
-    n_inst, n = b.shape
-    return [{"instance": i, "feature": f, "norm": m["norm"][i, f],
-             "superposition": m["superposition"][i, f],
-             "dimensionality": m["dimensionality"][i, f], "bias": b[i, f]}
-            for i in range(n_inst) for f in range(n)]
+    """One dict per instance and feature (bitjax.results)."""
+    from bitjax import results
+
+    return results.feature_rows(part)
 
 
-def _write_tables(parts: dict[str, Part]) -> list[Path]:
-    from bitjax import io
+def _write_tables(parts: Mapping[str, Part]) -> list[Path]:
+    from bitjax import results
 
-    files = []
-    for part in parts.values():
-        files.append(part.path / "metrics.csv")
-        io.write_csv(files[-1], metric_rows(part))
-        files.append(part.path / "features.csv")
-        io.write_csv(files[-1], feature_rows(part))
-    return files
+    return [f for part in parts.values() for f in results.write_tables(part, part.path)]
 
 
 def _write_manifest(exp, out, preset, configs, stats, files, wall, jax, git) -> None:
@@ -474,7 +419,7 @@ def _write_manifest(exp, out, preset, configs, stats, files, wall, jax, git) -> 
     })
 
 
-def _warn_diverged(parts: dict[str, Part]) -> None:
+def _warn_diverged(parts: Mapping[str, Part]) -> None:
     for part in parts.values():
         bad = np.flatnonzero(part.diverged)
         if bad.size:

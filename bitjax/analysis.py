@@ -1,0 +1,349 @@
+"""Analyses shared by several experiments (and by the findings), read through the grid.
+
+Everything here takes a :class:`bitjax.results.LoadedSweep` and returns per-instance arrays
+``[I]`` (turned into grids with :meth:`~bitjax.results.LoadedSweep.grid`) or labelled
+grids. Cells are found by label on the grid, never by searching float coordinates; an
+analysis that needs one instance per (kind, seed, probability) says so
+(:func:`kind_seed_grid`) instead of averaging over another axis that varies.
+
+Quantities (on effective weights, ``gamma * T`` for a quantized model):
+  * sparsity onsets (:func:`onset_table`): the feature probability at which features with
+    index >= m become represented, or biases turn negative;
+  * correlated geometry (:func:`instance_measures`): cosines within correlated or
+    anticorrelated pairs and interference within / across sets.
+
+References:
+  Elhage et al. 2022, "Toy Models of Superposition",
+  https://transformer-circuits.pub/2022/toy_model (sections "Superposition as a Phase
+  Change" and "Superposition with Correlated and Anticorrelated Features").
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+from bitjax.results import LoadedSweep, one_cell_per
+
+#: The cells most analyses compare: one instance per kind, seed and probability.
+KIND_SEED_PROBABILITY = ("kind", "seed", "feature_probability")
+
+
+def kind_seed_grid(sweep: LoadedSweep, values, name: str | None = None, *,
+                   mask_diverged: bool = True, dense_first: bool = True) -> xr.DataArray:
+    """Per-instance ``values [I, ...]`` as ``(kind, seed, feature_probability, ...)``.
+
+    Args:
+      sweep: the loaded sweep.
+      values: one value (or trailing vector) per instance.
+      name: the DataArray's name.
+      mask_diverged: NaN where the instance diverged.
+      dense_first: order ``feature_probability`` from dense (largest) to sparse.
+    Returns:
+      The grid with the other sweep axes dropped.
+
+    Raises:
+      ValueError: another axis (importance, lr, weight decay) varies, so a cell would
+        hold several instances; select one first or reduce explicitly.
+    """
+    da = sweep.grid(values, name=name)
+    if mask_diverged:
+        da = da.where(~sweep.grid(sweep.diverged))
+    da = one_cell_per(da, KIND_SEED_PROBABILITY)
+    return da.sortby("feature_probability", ascending=not dense_first)
+
+
+# ----------------------------------------------------------------------------------------
+# Sparsity: represented features, biases, onsets.
+
+#: A bias counts as negative below this (not 0: tiny negative noise is not a filter).
+NEGATIVE_BIAS = -0.01
+ONSET_RULES = ("first", "sustained")
+ONSET_CONDITIONS = {
+    "superposition_onset": "a feature with index >= m has ||W_i|| > threshold",
+    "negative_bias_onset": f"some b_i < {NEGATIVE_BIAS}",
+}
+ONSET_DEFINITIONS = {
+    "first": "largest 1-S at which {}",
+    "sustained": "largest 1-S from which on (at every sparser grid point) {}",
+}
+
+
+def instance_quantities(sweep: LoadedSweep, threshold: float | None = None
+                        ) -> dict[str, np.ndarray]:
+    """Per-instance scalars ``[I]`` of the sparsity analyses.
+
+    ``n_beyond_top_m``: features with index >= m (the less important ones) represented;
+    ``superposition_represented``: mean superposition over the represented features only
+    (a dropped feature's direction W_i / ||W_i|| is noise, yet counts in the plain mean);
+    ``min_bias``; ``bias_represented`` / ``bias_dropped``: mean b_i over represented /
+    dropped features (NaN when there are none).
+
+    Args:
+      sweep: the loaded sweep.
+      threshold: feature-norm cut for "represented" (default: the sweep's).
+    """
+    cfg, m, b = sweep.config, sweep.metrics(threshold), sweep.b
+    t = sweep.default_threshold if threshold is None else threshold
+    rep = m["norm"] > t
+    beyond = rep[:, cfg.n_hidden:]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sup_rep = np.where(rep, m["superposition"], 0.0).sum(1) / rep.sum(1)
+        b_rep = np.where(rep, b, 0.0).sum(1) / rep.sum(1)
+        b_drop = np.where(~rep, b, 0.0).sum(1) / (~rep).sum(1)
+    return {
+        "loss": sweep.loss,
+        "n_represented": m["n_represented"].astype(float),
+        "n_beyond_top_m": beyond.sum(1).astype(float),
+        "superposition_represented": sup_rep,
+        "mean_superposition": m["mean_superposition"],
+        "min_bias": b.min(1),
+        "bias_represented": b_rep,
+        "bias_dropped": b_drop,
+    }
+
+
+def onsets_along(probs: np.ndarray, hit: np.ndarray, ok: np.ndarray) -> dict[str, tuple]:
+    """Onsets of a condition along a dense -> sparse grid: ``{rule: (1-S, grid index)}``.
+
+    ``first``: the largest 1-S at which ``hit`` holds. ``sustained``: the largest 1-S from
+    which it holds at every sparser grid point (robust to an isolated hit at the dense end).
+    ``(nan, None)`` where there is none; grid points that are not ``ok`` (diverged) are
+    skipped.
+    """
+    idx = np.flatnonzero(ok)
+    h = hit[idx]
+    out = {"first": (np.nan, None), "sustained": (np.nan, None)}
+    if h.any():
+        j = int(idx[np.argmax(h)])
+        out["first"] = (float(probs[j]), j)
+    if h.size and h[-1]:
+        misses = np.flatnonzero(~h)
+        j = int(idx[misses[-1] + 1 if misses.size else 0])
+        out["sustained"] = (float(probs[j]), j)
+    return out
+
+
+def onset_definition(stat: str) -> str:
+    """The words of an onset statistic ``<condition>_<rule>``."""
+    cond, rule = stat.rsplit("_", 1)
+    return ONSET_DEFINITIONS[rule].format(ONSET_CONDITIONS[cond])
+
+
+def onset_table(sweep: LoadedSweep, threshold: float | None = None
+                ) -> dict[str, dict[str, dict]]:
+    """``{statistic: {kind: {"p": [seeds], "features": [seeds]}}}`` for every onset.
+
+    Statistics are ``<condition>_<rule>`` (:data:`ONSET_CONDITIONS` x :data:`ONSET_RULES`);
+    per seed, the grid is scanned from dense to sparse (:func:`onsets_along`) and
+    ``features`` names the features that meet the condition at the onset.
+
+    Raises:
+      ValueError: an axis other than kind, seed and probability varies.
+    """
+    cfg = sweep.config
+    t = sweep.default_threshold if threshold is None else threshold
+    rep = sweep.metrics(t)["norm"] > t
+    b = sweep.b
+    tests = {
+        "superposition_onset": lambda i: [f for f in np.flatnonzero(rep[i])
+                                          if f >= cfg.n_hidden],
+        "negative_bias_onset": lambda i: list(np.flatnonzero(b[i] < NEGATIVE_BIAS)),
+    }
+    inst = kind_seed_grid(sweep, np.arange(sweep.n_instances), mask_diverged=False)
+    bad = kind_seed_grid(sweep, sweep.diverged, mask_diverged=False)
+    probs = inst["feature_probability"].values
+    out: dict[str, dict[str, dict]] = {f"{c}_{r}": {} for c in ONSET_CONDITIONS
+                                       for r in ONSET_RULES}
+    for kind in inst["kind"].values:
+        ids = inst.sel(kind=kind).transpose("seed", "feature_probability").values
+        oks = ~bad.sel(kind=kind).transpose("seed", "feature_probability").values
+        res = {k: {"p": np.full(len(ids), np.nan), "features": [""] * len(ids)} for k in out}
+        for si, (row, ok) in enumerate(zip(ids, oks, strict=True)):
+            for cond, features in tests.items():
+                hit = np.array([bool(o) and len(features(i)) > 0
+                                for o, i in zip(ok, row, strict=True)])
+                for rule, (p_on, j) in onsets_along(probs, hit, ok).items():
+                    res[f"{cond}_{rule}"]["p"][si] = p_on
+                    if j is not None:
+                        res[f"{cond}_{rule}"]["features"][si] = " ".join(
+                            str(f) for f in features(row[j]))
+        for k in out:
+            out[k][str(kind)] = res[k]
+    return out
+
+
+# ----------------------------------------------------------------------------------------
+# Correlated and anticorrelated features.
+
+#: Norm above which a feature counts as represented in the correlated measures.
+NORM_THRESHOLD = 0.5
+#: A correlated pair counts as collapsed onto one direction above this cosine ...
+COLLAPSE_COS = 0.9
+#: ... when both members still carry at least this norm (not dropped).
+COLLAPSE_NORM = 0.25
+#: Pair counted orthogonal below this |cos|, antipodal below minus this.
+ORTHOGONAL_COS = 0.1
+ANTIPODAL_COS = 0.9
+
+
+def set_ids(cfg) -> np.ndarray:
+    """Set index of every feature (correlated sets, then anticorrelated; -1 = independent)."""
+    ids = np.full(cfg.n_features, -1)
+    nc = cfg.correlated_sets * cfg.correlated_size
+    ids[:nc] = np.arange(nc) // cfg.correlated_size
+    na = cfg.anticorrelated_sets * cfg.anticorrelated_size
+    ids[nc:nc + na] = cfg.correlated_sets + np.arange(na) // cfg.anticorrelated_size
+    return ids
+
+
+def _norms_cos(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    w = np.asarray(w, dtype=np.float64)
+    if w.ndim == 2:
+        w = w[None]
+    norms = np.linalg.norm(w, axis=1)  # [I, n]
+    g = np.einsum("kmi,kmj->kij", w, w)  # W^T W per instance
+    cos = g / np.maximum(norms[:, :, None] * norms[:, None, :], 1e-12)
+    return norms, cos
+
+
+def pair_cosines(w: np.ndarray, n_pairs: int,
+                 threshold: float = NORM_THRESHOLD) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine of each pair (features 2k, 2k+1), ``[I, n_pairs]``, and both-represented mask."""
+    norms, cos = _norms_cos(w)
+    a, b = np.arange(n_pairs) * 2, np.arange(n_pairs) * 2 + 1
+    c = cos[:, a, b]
+    both = (norms[:, a] >= threshold) & (norms[:, b] >= threshold)
+    return c, both
+
+
+def within_pair_cos(w: np.ndarray, n_pairs: int,
+                    threshold: float = NORM_THRESHOLD) -> np.ndarray:
+    """Mean cosine over the pairs whose members are both represented, ``[I]`` (NaN if none)."""
+    c, both = pair_cosines(w, n_pairs, threshold)
+    with np.errstate(invalid="ignore"):
+        return np.where(both.any(1), np.sum(np.where(both, c, 0), 1) / both.sum(1), np.nan)
+
+
+def collapse_fraction(w: np.ndarray, n_pairs: int, cos_min: float = COLLAPSE_COS,
+                      norm_min: float = COLLAPSE_NORM) -> np.ndarray:
+    """Share of pairs collapsed onto one direction (cos > cos_min, norms >= norm_min), ``[I]``."""
+    c, both = pair_cosines(w, n_pairs, norm_min)
+    return np.mean((c > cos_min) & both, axis=1)
+
+
+def pair_geometry_fractions(w: np.ndarray, n_pairs: int,
+                            threshold: float = NORM_THRESHOLD) -> dict[str, np.ndarray]:
+    """Share of pairs (both represented) that are orthogonal / antipodal, ``{name: [I]}``."""
+    c, both = pair_cosines(w, n_pairs, threshold)
+    return {"orthogonal_fraction": np.mean(both & (np.abs(c) < ORTHOGONAL_COS), axis=1),
+            "antipodal_fraction": np.mean(both & (c < -ANTIPODAL_COS), axis=1)}
+
+
+def set_interference(w: np.ndarray, ids: np.ndarray,
+                     threshold: float = NORM_THRESHOLD) -> dict[str, np.ndarray]:
+    """Within-set vs cross-set interference per instance (pairs i != j of set features).
+
+    Returns ``within_set_abs_cos``, ``cross_set_abs_cos`` (represented features only; NaN
+    when no such pair) and ``within_set_sq_dot``, ``cross_set_sq_dot`` (all features).
+    """
+    w = np.asarray(w, dtype=np.float64)
+    if w.ndim == 2:
+        w = w[None]
+    norms, cos = _norms_cos(w)
+    dot2 = np.einsum("kmi,kmj->kij", w, w) ** 2
+    ids = np.asarray(ids)
+    in_set = ids >= 0
+    off = ~np.eye(len(ids), dtype=bool) & in_set[:, None] & in_set[None, :]
+    same = off & (ids[:, None] == ids[None, :])
+    cross = off & (ids[:, None] != ids[None, :])
+    rep = norms >= threshold  # [I, n]
+    rep2 = rep[:, :, None] & rep[:, None, :]
+    out = {}
+    for name, mask in (("within_set", same), ("cross_set", cross)):
+        m = rep2 & mask
+        cnt = m.sum((1, 2))
+        with np.errstate(invalid="ignore"):
+            out[f"{name}_abs_cos"] = np.where(
+                cnt > 0, np.sum(np.where(m, np.abs(cos), 0), (1, 2)) / np.maximum(cnt, 1),
+                np.nan)
+        out[f"{name}_sq_dot"] = (np.sum(np.where(mask, dot2, 0), (1, 2))
+                                 / max(int(mask.sum()), 1))
+    return out
+
+
+def instance_measures(sweep: LoadedSweep, threshold: float | None = None
+                      ) -> dict[str, np.ndarray]:
+    """Every correlated-geometry measurement of a sweep's instances, ``{name: [I]}``.
+
+    Pair measures for sweeps of pairs (correlated or anticorrelated, size 2), set measures
+    for sweeps with two or more sets larger than pairs; NaN for diverged instances.
+
+    Args:
+      sweep: the loaded sweep.
+      threshold: feature-norm cut for "represented" (default: the sweep's).
+    """
+    cfg = sweep.config
+    t = sweep.default_threshold if threshold is None else threshold
+    w = sweep.W_eff
+    out = {"n_represented": np.asarray(sweep.metrics(t)["n_represented"], dtype=float),
+           "loss": np.asarray(sweep.loss, dtype=float)}
+    n_pairs = 0
+    if cfg.correlated_size == 2 and cfg.correlated_sets and not cfg.anticorrelated_sets:
+        n_pairs = cfg.correlated_sets
+    elif cfg.anticorrelated_size == 2 and cfg.anticorrelated_sets and not cfg.correlated_sets:
+        n_pairs = cfg.anticorrelated_sets
+    if n_pairs:
+        out["within_pair_cos"] = within_pair_cos(w, n_pairs, t)
+        out.update(pair_geometry_fractions(w, n_pairs, t))
+        if cfg.correlated_sets:
+            out["collapse_fraction"] = collapse_fraction(w, n_pairs)
+    ids = set_ids(cfg)
+    if len(set(ids[ids >= 0].tolist())) >= 2 and np.bincount(ids[ids >= 0]).max() > 2:
+        out.update(set_interference(w, ids, t))
+    bad = sweep.diverged
+    return {k: np.where(bad, np.nan, v) for k, v in out.items()}
+
+
+# ----------------------------------------------------------------------------------------
+# Paired comparisons.
+
+
+def paired(sweep: LoadedSweep, values, a: str = "ternary", b: str = "dense",
+           **where) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(values of a, values of b, a - b)`` over the cells where both kinds trained.
+
+    A cell is every combination of the other axes (seed, probability, importance, lr,
+    weight decay); instances of one cell differ only in kind, so the difference is paired
+    (same initial latent weights, same data). Pairs with a diverged member drop out; NaN
+    values (nothing to measure) stay in and are ignored by the statistics.
+
+    Args:
+      sweep: the loaded sweep.
+      values: ``[I]`` per-instance values.
+      a, b: the kinds compared.
+      **where: restrict the cells by label, e.g. ``feature_probability=0.1`` (floats
+        must be on the grid; see :meth:`~bitjax.results.LoadedSweep.select`).
+    Returns:
+      Three flat float arrays, cells in instance order.
+    """
+    da = sweep.grid(np.asarray(values, dtype=np.float64))
+    bad = sweep.grid(sweep.diverged)
+    kinds = [str(k) for k in da["kind"].values]
+    for k in (a, b):
+        if k not in kinds:
+            raise ValueError(f"no kind {k!r}; this sweep has {', '.join(kinds)}")
+    if where:
+        axes = sweep.axes()
+        labels = {}
+        for k, v in where.items():
+            if k not in axes or k == "kind":
+                raise ValueError(f"paired(): cannot restrict {k!r}; use one of "
+                                 f"{', '.join(a for a in axes if a != 'kind')}")
+            idx = sweep.select(**{k: v})  # validates v against the grid
+            labels[k] = sweep.coords[f"{k}_index" if k in sweep.vector_axes() else k][idx[0]]
+        da, bad = da.sel(labels), bad.sel(labels)
+    ok = ~(bad.sel(kind=a) | bad.sel(kind=b)).values.ravel()
+    va = da.sel(kind=a).values.ravel()[ok]
+    vb = da.sel(kind=b).values.ravel()[ok]
+    return va, vb, va - vb

@@ -1,0 +1,706 @@
+"""A finished sweep loaded for analysis, as a labelled grid.
+
+:func:`load_sweep` reads a run folder's latest checkpoint into a :class:`LoadedSweep`: the
+flat per-instance arrays (weights, effective weights, loss history, final loss) plus the
+config that made them. Because :func:`bitjax.sweep.build_instances` enumerates the config's
+axes as a Cartesian product in a fixed order (``itertools.product`` over
+:data:`bitjax.sweep.AXES`, ``kind`` slowest), the flat instance axis *is* a regular grid;
+:meth:`LoadedSweep.to_xarray` reshapes it into an :class:`xarray.Dataset` with one dimension
+per sweep axis, so analyses select cells by label (``ds.loss.sel(kind="ternary")``) instead
+of searching float coordinates, and a paired difference is one subtraction:
+``ds.loss.sel(kind="ternary") - ds.loss.sel(kind="dense")``.
+
+An experiment with several parts (``results/sparsity`` holds ``relu/``, ``linear/``, ...)
+loads as a :class:`SweepCollection`, a mapping from part name to :class:`LoadedSweep`.
+
+Analysis settings are arguments here, not training settings: ``threshold`` (the feature
+norm above which a feature counts as represented) defaults to 0.5, or to the value an older
+run stored in its training config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import warnings
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import xarray as xr
+
+from bitjax import metrics as metrics_lib
+from bitjax.checkpoint import CHECKPOINT_DIR, CheckpointError, _manager, restore_step
+from bitjax.sweep import AXES, SweepConfig, build_instances, effective_weights_host
+
+#: Per-instance scalars of :func:`bitjax.metrics.instance_metrics`.
+SCALAR_METRICS = ("dims_per_feature", "frob_sq", "n_represented", "zero_fraction",
+                  "sum_dimensionality", "mean_superposition")
+#: Per-feature quantities of :func:`bitjax.metrics.instance_metrics`.
+FEATURE_METRICS = ("norm", "superposition", "dimensionality")
+#: Axes whose values may be length-``n`` vectors (their grid coordinate is then an index).
+VECTOR_AXES = ("feature_probability", "importance")
+#: The experiment folder's description; ``config.json`` is its older name.
+EXPERIMENT_FILES = ("experiment.json", "config.json")
+MANIFEST_FILE = "manifest.json"
+METRICS_CSV = "metrics.csv"
+FEATURES_CSV = "features.csv"
+#: Relative tolerance when a float passed to :meth:`LoadedSweep.select` is matched to the grid.
+MATCH_RTOL = 1e-9
+
+
+def _as_tuple(v) -> tuple:
+    return tuple(v) if isinstance(v, (list, tuple)) else (v,)
+
+
+# ----------------------------------------------------------------------------------------
+# Provenance: which experiment, preset and commit a run folder came from.
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where a sweep came from, for figure footers.
+
+    Attributes:
+      experiment: the experiment's name (``uniform``), if known.
+      preset: the preset it ran (``paper``, ``quick``, ``tiny``), if known.
+      commit: the git commit that trained it, if known.
+      dirty: whether that working tree had uncommitted changes.
+    """
+
+    experiment: str | None = None
+    preset: str | None = None
+    commit: str | None = None
+    dirty: bool = False
+
+    @classmethod
+    def from_folder(cls, folder: str | Path) -> Provenance:
+        """Read ``experiment.json`` (or the older ``config.json``) and ``manifest.json``.
+
+        Missing or unreadable files leave the fields None.
+        """
+        folder = Path(folder)
+        desc = _read_experiment_file(folder) or {}
+        manifest = _read_json(folder / MANIFEST_FILE) or {}
+        git = manifest.get("git") or {}
+        return cls(experiment=desc.get("experiment") or manifest.get("experiment"),
+                   preset=desc.get("preset") or manifest.get("preset"),
+                   commit=git.get("commit"), dirty=bool(git.get("dirty", False)))
+
+    def merged(self, other: Provenance) -> Provenance:
+        """This provenance with its unknown fields taken from ``other``."""
+        return Provenance(self.experiment or other.experiment, self.preset or other.preset,
+                          self.commit or other.commit,
+                          self.dirty if self.commit else other.dirty)
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _read_experiment_file(folder: Path) -> dict | None:
+    """The experiment description ``{"experiment", "preset", "parts"}`` of a folder, if any.
+
+    A part folder's ``config.json`` (``{"bitjax_sweep": ...}``) is not one.
+    """
+    for name in EXPERIMENT_FILES:
+        data = _read_json(folder / name)
+        if data is not None and "parts" in data:
+            return data
+    return None
+
+
+def _find_provenance(run_dir: Path) -> Provenance:
+    """The provenance of a run folder: its own files, else its experiment folder's."""
+    own = Provenance.from_folder(run_dir)
+    parent = run_dir.parent
+    desc = _read_experiment_file(parent)
+    if desc is not None and run_dir.name in desc.get("parts", {}):
+        return own.merged(Provenance.from_folder(parent))
+    return own
+
+
+# ----------------------------------------------------------------------------------------
+# The loaded sweep.
+
+
+@dataclass
+class LoadedSweep:
+    """A finished (or interrupted) sweep loaded for analysis.
+
+    Attributes:
+      path: the run folder.
+      config: the :class:`~bitjax.sweep.SweepConfig` that made it.
+      coords: per-instance coordinates (``instance``, ``kind``, ``seed``,
+        ``feature_probability`` or ``feature_probability_index``, ...), flat ``[I]``.
+      step: the training step of the loaded checkpoint.
+      W: latent weights ``[I, m, n]``; ``b``: biases ``[I, n]``.
+      W_eff: effective weights ``[I, m, n]`` (what the forward pass uses; ``gamma * T``).
+      history: mean loss per ``history_every`` steps, ``[I, steps / history_every]``.
+      meta: the checkpoint's metadata (config, coordinates, final loss, diagnostics).
+      name: the part name within its experiment (the folder name by default).
+      provenance: experiment, preset and commit, for figure footers.
+    """
+
+    path: Path
+    config: SweepConfig
+    coords: dict[str, np.ndarray]
+    step: int
+    W: np.ndarray
+    b: np.ndarray
+    W_eff: np.ndarray
+    history: np.ndarray
+    meta: dict = field(repr=False, default_factory=dict)
+    name: str = ""
+    provenance: Provenance = field(default_factory=Provenance)
+    _metric_cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    # -- per-instance arrays -------------------------------------------------------------
+
+    @property
+    def n_instances(self) -> int:
+        return self.W.shape[0]
+
+    @property
+    def finished(self) -> bool:
+        """Whether the run reached its final evaluation (the final loss is stored)."""
+        return "final_loss" in self.meta
+
+    @property
+    def loss(self) -> np.ndarray:
+        """Final evaluation loss ``[I]`` (float64); NaN everywhere for an unfinished run."""
+        if not self.finished:
+            return np.full(self.n_instances, np.nan)
+        return np.asarray(self.meta["final_loss"], dtype=np.float64)
+
+    @property
+    def diverged(self) -> np.ndarray:
+        """``[I]`` bool: the final loss or any weight or bias is not finite."""
+        bad = ~np.isfinite(self.W).all(axis=(1, 2)) | ~np.isfinite(self.b).all(axis=1)
+        if self.finished:
+            bad |= ~np.isfinite(self.loss)
+        return bad
+
+    @property
+    def diagnostics(self) -> dict[str, np.ndarray]:
+        """Training diagnostics stored by newer runs, ``{name: [I, ...]}`` (empty for older)."""
+        return {k: np.asarray(v) for k, v in self.meta.get("diagnostics", {}).items()}
+
+    @property
+    def default_threshold(self) -> float:
+        """The represented-feature threshold used when none is given: the value an older
+        run stored in its training config, else :data:`bitjax.metrics.DEFAULT_THRESHOLD`."""
+        return float(self.meta.get("config", {}).get("threshold",
+                                                     metrics_lib.DEFAULT_THRESHOLD))
+
+    def metrics(self, threshold: float | None = None) -> dict[str, np.ndarray]:
+        """:func:`bitjax.metrics.instance_metrics` of every instance's effective weights.
+
+        Args:
+          threshold: feature-norm cut for ``n_represented`` (default
+            :attr:`default_threshold`).
+        Returns:
+          ``{name: [I] or [I, n]}`` numpy arrays (computed once per threshold).
+        """
+        t = self.default_threshold if threshold is None else float(threshold)
+        if t not in self._metric_cache:
+            self._metric_cache[t] = jax.tree.map(np.asarray,
+                                                 metrics_lib.all_metrics(self.W_eff, t))
+        return self._metric_cache[t]
+
+    # -- the grid -------------------------------------------------------------------------
+
+    def vector_axes(self) -> tuple[str, ...]:
+        """The axes given as length-``n`` vectors (their grid coordinate is an index)."""
+        return tuple(a for a in VECTOR_AXES
+                     if not all(len(_as_tuple(v)) == 1 for v in getattr(self.config, a)))
+
+    def axes(self) -> dict[str, np.ndarray]:
+        """Grid coordinate values per axis, in config order (an index for vector axes)."""
+        cfg, vec = self.config, self.vector_axes()
+        out: dict[str, np.ndarray] = {"kind": np.array(cfg.kind, dtype=str),
+                                      "seed": np.array(cfg.seed, dtype=np.int64)}
+        for a in AXES[2:]:
+            values = getattr(cfg, a)
+            out[a] = (np.arange(len(values)) if a in vec else
+                      np.array([_as_tuple(v)[0] for v in values], dtype=np.float64))
+        return {a: out[a] for a in AXES}
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Grid shape, one entry per axis of :data:`bitjax.sweep.AXES`."""
+        return tuple(len(getattr(self.config, a)) for a in AXES)
+
+    def _check_layout(self) -> None:
+        """The flat instances must be the C-order product of the axes (kind slowest)."""
+        if math.prod(self.shape) != self.n_instances:
+            raise ValueError(f"{self.path}: {self.n_instances} instances do not form the "
+                             f"config's grid {dict(zip(AXES, self.shape, strict=True))}")
+        vec = self.vector_axes()
+        for k, (a, vals) in enumerate(self.axes().items()):
+            key = f"{a}_index" if a in vec else a
+            if key not in self.coords:
+                continue
+            expect = np.broadcast_to(
+                vals.reshape([-1 if j == k else 1 for j in range(len(AXES))]), self.shape)
+            got = np.asarray(self.coords[key]).reshape(self.shape)
+            if not np.array_equal(got, expect):
+                raise ValueError(f"{self.path}: instance coordinates of axis {a!r} are not "
+                                 "in the order bitjax.sweep.build_instances makes")
+
+    def grid(self, values, name: str | None = None,
+             extra_dims: Sequence[str] | None = None) -> xr.DataArray:
+        """A per-instance array ``[I, ...]`` as a DataArray over the sweep axes.
+
+        Args:
+          values: ``[I]`` or ``[I, *rest]``.
+          name: the DataArray's name.
+          extra_dims: names of the trailing dimensions (default: ``feature`` for a length-n
+            trailing axis, else ``dim_1``, ...).
+        Returns:
+          ``values`` reshaped to ``(kind, seed, feature_probability, importance, lr,
+          weight_decay, *extra_dims)`` with the axes' coordinates.
+        """
+        v = np.asarray(values)
+        if v.shape[:1] != (self.n_instances,):
+            raise ValueError(f"values have shape {v.shape}; the first axis must be the "
+                             f"{self.n_instances} instances")
+        rest = v.shape[1:]
+        if extra_dims is None:
+            extra_dims = ["feature" if (len(rest) == 1 and rest[0] == self.config.n_features)
+                          else f"dim_{j + 1}" for j in range(len(rest))]
+        if len(extra_dims) != len(rest):
+            raise ValueError(f"extra_dims {list(extra_dims)} do not match the trailing shape "
+                             f"{rest}")
+        coords: dict[str, Any] = dict(self.axes())
+        if "feature" in extra_dims:
+            coords["feature"] = np.arange(v.shape[1 + list(extra_dims).index("feature")])
+        return xr.DataArray(v.reshape(self.shape + rest), dims=(*AXES, *extra_dims),
+                            coords=coords, name=name)
+
+    def to_xarray(self, threshold: float | None = None) -> xr.Dataset:
+        """The sweep as a Dataset with one dimension per sweep axis.
+
+        Dimensions: ``kind``, ``seed``, ``feature_probability``, ``importance``, ``lr``,
+        ``weight_decay`` (always all six, length 1 where the sweep does not vary them), plus
+        ``feature`` (per-feature quantities), ``hidden`` (rows of ``W_eff``) and ``step``
+        (the loss history; coordinate = the last step of each ``history_every`` window).
+        A vector-valued ``feature_probability`` or ``importance`` axis has an integer index
+        coordinate; the vectors are the variables ``feature_probability_vector`` and
+        ``importance_vector`` (``[axis, feature]``, present for scalar axes too).
+
+        Variables: ``instance`` (flat index into the per-instance arrays), ``loss``,
+        ``diverged``, every scalar metric of :func:`bitjax.metrics.instance_metrics`,
+        every stored diagnostic, the per-feature ``norm``, ``superposition``,
+        ``dimensionality`` and ``bias``, ``W_eff`` and ``history``.
+
+        Args:
+          threshold: feature-norm cut for ``n_represented`` (default
+            :attr:`default_threshold`).
+        Returns:
+          The Dataset; ``attrs`` hold the step, the threshold, the part name and the config
+          as JSON.
+        """
+        self._check_layout()
+        t = self.default_threshold if threshold is None else float(threshold)
+        m = self.metrics(t)
+        cfg = self.config
+        data: dict[str, xr.DataArray] = {
+            "instance": self.grid(np.arange(self.n_instances)),
+            "loss": self.grid(self.loss),
+            "diverged": self.grid(self.diverged),
+        }
+        for k in SCALAR_METRICS:
+            data[k] = self.grid(m[k])
+        for k, v in self.diagnostics.items():
+            data[k] = self.grid(v)
+        for k in FEATURE_METRICS:
+            data[k] = self.grid(m[k], extra_dims=["feature"])
+        data["bias"] = self.grid(self.b, extra_dims=["feature"])
+        data["W_eff"] = self.grid(self.W_eff, extra_dims=["hidden", "feature"])
+        hist = self.grid(self.history, extra_dims=["step"])
+        data["history"] = hist.assign_coords(
+            step=cfg.history_every * (1 + np.arange(self.history.shape[1])))
+        n = cfg.n_features
+        data["feature_probability_vector"] = xr.DataArray(
+            np.stack([np.broadcast_to(np.asarray(_as_tuple(p), np.float64), (n,))
+                      for p in cfg.feature_probability]),
+            dims=("feature_probability", "feature"))
+        data["importance_vector"] = xr.DataArray(
+            np.stack([_importance_vector(v, n) for v in cfg.importance]),
+            dims=("importance", "feature"))
+        ds = xr.Dataset(data)
+        ds.attrs.update({"name": self.name, "path": str(self.path), "step": int(self.step),
+                         "threshold": t, "n_features": cfg.n_features,
+                         "n_hidden": cfg.n_hidden, "config": json.dumps(cfg.to_dict())})
+        return ds
+
+    def scalar_columns(self, threshold: float | None = None) -> dict[str, np.ndarray]:
+        """Per-instance scalar columns: loss, diverged, the scalar metrics, diagnostics."""
+        m = self.metrics(threshold)
+        cols: dict[str, np.ndarray] = {"loss": self.loss,
+                                       "diverged": self.diverged.astype(np.int64)}
+        cols.update({k: m[k] for k in SCALAR_METRICS})
+        cols.update({k: v for k, v in self.diagnostics.items() if v.ndim == 1})
+        return cols
+
+    def to_dataframe(self, threshold: float | None = None):
+        """One tidy row per instance: the coordinates, then every scalar variable.
+
+        Returns:
+          A :class:`pandas.DataFrame` with ``n_instances`` rows, in instance order.
+        """
+        import pandas as pd
+
+        cols = {k: np.asarray(v) for k, v in self.coords.items()}
+        cols.update(self.scalar_columns(threshold))
+        return pd.DataFrame(cols)
+
+    # -- selection -------------------------------------------------------------------------
+
+    def select(self, **where) -> np.ndarray:
+        """Indices of the instances whose coordinates equal the given values.
+
+        ``sweep.select(kind="ternary", seed=0)``; a list value matches any of its entries.
+        Floats match a grid value within a relative 1e-9. A vector-valued axis is selected
+        by its index (``importance=2`` or ``importance_index=2``).
+
+        Raises:
+          ValueError: an unknown coordinate, or a value the sweep does not have (the
+            message lists the values it has).
+        """
+        axes, vec = self.axes(), self.vector_axes()
+        mask = np.ones(self.n_instances, bool)
+        for k, v in where.items():
+            axis = k[:-len("_index")] if k.endswith("_index") and k[:-6] in vec else k
+            if axis not in axes:
+                raise ValueError(f"no coordinate {k!r}; this sweep has "
+                                 f"{', '.join(a + '_index' if a in vec else a for a in AXES)}")
+            col = np.asarray(self.coords[f"{axis}_index" if axis in vec else axis])
+            grid = axes[axis]
+            hit = np.zeros(self.n_instances, bool)
+            for x in (v if isinstance(v, (list, tuple, set, np.ndarray)) else [v]):
+                hit |= col == _match(axis, x, grid)
+            mask &= hit
+        return np.flatnonzero(mask)
+
+
+def _importance_vector(value, n: int) -> np.ndarray:
+    vals = _as_tuple(value)
+    if len(vals) == 1:
+        return float(vals[0]) ** np.arange(n, dtype=np.float64)
+    return np.asarray(vals, dtype=np.float64)
+
+
+def _describe(values: np.ndarray) -> str:
+    return ", ".join(f"{v:g}" if isinstance(v, (float, np.floating)) else str(v)
+                     for v in values.tolist())
+
+
+def _match(axis: str, x, grid: np.ndarray):
+    """The grid value equal to ``x`` (floats within :data:`MATCH_RTOL`), or ValueError."""
+    if grid.dtype.kind in "US":
+        if isinstance(x, str) and x in grid:
+            return x
+    elif isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool):
+        if grid.dtype.kind == "f":
+            close = np.isclose(grid, float(x), rtol=MATCH_RTOL, atol=0.0)
+            if close.any():
+                return grid[np.argmax(close)]
+        elif float(x) == int(x) and int(x) in grid:
+            return int(x)
+    raise ValueError(f"no {axis} {x!r}; this sweep has {_describe(grid)}")
+
+
+# ----------------------------------------------------------------------------------------
+# Loading.
+
+
+def _config_from_dict(d: dict) -> SweepConfig:
+    """``SweepConfig.from_dict``, also for older runs that stored an analysis ``threshold``."""
+    names = {f.name for f in dataclasses.fields(SweepConfig)}
+    if "threshold" in d and "threshold" not in names:
+        d = {k: v for k, v in d.items() if k != "threshold"}
+    return SweepConfig.from_dict(d)
+
+
+def _load_run(path: Path, step: int | None, name: str | None) -> LoadedSweep:
+    ckpt_dir = path / CHECKPOINT_DIR
+    manager = _manager(ckpt_dir.absolute(), _options())
+    try:
+        steps = sorted(manager.all_steps())
+        if not steps:
+            raise CheckpointError(f"{ckpt_dir} holds no complete checkpoint")
+        if step is not None:
+            if step not in steps:
+                raise CheckpointError(f"no checkpoint at step {step}; have {steps}")
+            state, meta = restore_step(manager, step)
+        else:
+            loaded = None
+            for s in reversed(steps):
+                try:
+                    loaded = restore_step(manager, s)
+                    break
+                except CheckpointError:
+                    raise
+                except Exception as e:  # noqa: BLE001 - any read failure means "damaged"
+                    warnings.warn(f"checkpoint step {s} is damaged and was skipped ({e!r:.200})",
+                                  stacklevel=3)
+            if loaded is None:
+                raise CheckpointError(f"no readable checkpoint in {ckpt_dir}")
+            state, meta = loaded
+    finally:
+        manager.close()
+    config = _config_from_dict(meta["config"])
+    inst = build_instances(config)
+    params = state["params"]
+    return LoadedSweep(
+        path=path, config=config, coords=inst.coords, step=int(meta["step"]),
+        W=params["W"], b=params["b"],
+        W_eff=effective_weights_host(config, params, inst.quantizer),
+        history=state["history"], meta=meta, name=name or path.name,
+        provenance=_find_provenance(path),
+    )
+
+
+def _options():
+    import orbax.checkpoint as ocp
+
+    return ocp.CheckpointManagerOptions(create=False)
+
+
+def _part_folders(path: Path) -> dict[str, Path] | None:
+    """Part name -> run folder of a multi-part experiment folder, or None if it is not one."""
+    desc = _read_experiment_file(path)
+    if desc is not None:
+        names = list(desc["parts"])
+        if len(names) == 1 and (path / CHECKPOINT_DIR).is_dir():
+            return {names[0]: path}
+        return {n: path / n for n in names}
+    found = {p.name: p for p in sorted(path.iterdir())
+             if p.is_dir() and (p / CHECKPOINT_DIR).is_dir()} if path.is_dir() else {}
+    return found or None
+
+
+def load_sweep(path: str | Path, step: int | None = None) -> LoadedSweep | SweepCollection:
+    """Load a bitjax run folder (latest readable checkpoint, or ``step``) for analysis.
+
+    Args:
+      path: a run folder (it holds ``checkpoints/``), or an experiment folder whose parts
+        are run folders in subfolders (``results/sparsity`` with ``relu/``, ``linear/``).
+      step: load this checkpoint step instead of the latest (single runs only).
+    Returns:
+      A :class:`LoadedSweep` for a run folder; a :class:`SweepCollection` (mapping part
+      name -> LoadedSweep, in the experiment's order) for a multi-part folder.
+
+    Raises:
+      CheckpointError: the folder is neither, holds no readable checkpoint, or was written
+        by an incompatible bitjax version.
+    """
+    path = Path(path)
+    if (path / CHECKPOINT_DIR).is_dir():
+        return _load_run(path, step, None)
+    parts = _part_folders(path)
+    if parts is None:
+        raise CheckpointError(
+            f"{path} is not a bitjax run: it has no {CHECKPOINT_DIR}/ folder and no parts "
+            "in subfolders (pass the folder given as --out when the sweep ran)")
+    if step is not None:
+        raise CheckpointError(f"{path} holds the parts {', '.join(parts)}; pass one part's "
+                              "folder to load a given step")
+    return load_experiment(path)
+
+
+def load_experiment(path: str | Path) -> SweepCollection:
+    """Every part of an experiment folder as a :class:`SweepCollection` (also for one part).
+
+    Raises:
+      CheckpointError: a part is missing or unreadable (the message names it and lists the
+        parts), or the folder holds no run at all.
+    """
+    path = Path(path)
+    parts = _part_folders(path)
+    if parts is None:
+        if (path / CHECKPOINT_DIR).is_dir():
+            parts = {path.name: path}
+        else:
+            raise CheckpointError(f"{path} holds no bitjax run (no {CHECKPOINT_DIR}/ and no "
+                                  "part folders)")
+    loaded = {}
+    for name, d in parts.items():
+        if not (d / CHECKPOINT_DIR).is_dir():
+            raise CheckpointError(f"part {name!r} of {path} has no run in {d} (parts: "
+                                  f"{', '.join(parts)})")
+        loaded[name] = _load_run(d, None, name)
+    return SweepCollection(loaded, path=path, provenance=Provenance.from_folder(path))
+
+
+class SweepCollection(Mapping):
+    """The parts of one experiment: a read-only mapping part name -> :class:`LoadedSweep`.
+
+    ``load_sweep("results/sparsity")`` returns one: ``sweeps["relu"].to_xarray()``.
+
+    Args:
+      parts: part name -> loaded sweep, in the experiment's order.
+      path: the experiment folder.
+      provenance: experiment, preset and commit (fills what the parts do not know).
+    """
+
+    def __init__(self, parts: Mapping[str, LoadedSweep], *, path: str | Path | None = None,
+                 provenance: Provenance | None = None):
+        self._parts = dict(parts)
+        self.path = None if path is None else Path(path)
+        self.provenance = provenance or Provenance()
+
+    def __getitem__(self, name: str) -> LoadedSweep:
+        try:
+            return self._parts[name]
+        except KeyError:
+            raise KeyError(f"no part {name!r}; this experiment has "
+                           f"{', '.join(self._parts)}") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._parts)
+
+    def __len__(self) -> int:
+        return len(self._parts)
+
+    def __repr__(self) -> str:
+        return f"SweepCollection({self.path}, parts={list(self._parts)})"
+
+
+# ----------------------------------------------------------------------------------------
+# Grid helpers for analyses.
+
+
+def valid(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` with every measured variable NaN where the instance diverged.
+
+    ``instance``, ``diverged`` and the axis vectors are kept as they are.
+    """
+    keep = {"instance", "diverged", "feature_probability_vector", "importance_vector"}
+    ok = ~ds["diverged"]
+    out = ds.copy()
+    for k in ds.data_vars:
+        if k not in keep:
+            out[k] = ds[k].where(ok)
+    return out
+
+
+def one_cell_per(da: xr.DataArray, keep: Iterable[str]) -> xr.DataArray:
+    """``da`` with every sweep axis not in ``keep`` dropped, where it has one value.
+
+    An analysis that needs one instance per cell of ``keep`` (say kind, seed and
+    probability) calls this instead of averaging silently over an axis that varies.
+
+    Raises:
+      ValueError: an axis outside ``keep`` has several values (the message names it and
+        says how to choose).
+    """
+    keep = list(keep)
+    for a in AXES:
+        if a in keep or a not in da.dims:
+            continue
+        n = da.sizes[a]
+        if n != 1:
+            raise ValueError(
+                f"this analysis needs one instance per ({', '.join(keep)}), but the sweep "
+                f"varies {a} ({n} values: {_describe(da[a].values)}); select one with "
+                f"sweep.to_xarray().sel({a}=...) or reduce over it explicitly")
+    return da.squeeze([a for a in AXES if a not in keep and a in da.dims], drop=True)
+
+
+def best_instance(ds: xr.Dataset, over: str = "seed") -> xr.DataArray:
+    """Per cell, the instance with the lowest final loss among its ``over`` values.
+
+    Diverged instances and non-finite losses are skipped; ties go to the first (lowest
+    seed). Returns an int DataArray without ``over``; -1 where no instance qualifies.
+    """
+    loss = ds["loss"].where(~ds["diverged"] & np.isfinite(ds["loss"]))
+    axis = loss.get_axis_num(over)
+    vals = loss.values
+    ok = np.isfinite(vals).any(axis=axis)
+    pick = np.argmin(np.where(np.isfinite(vals), vals, np.inf), axis=axis)
+    inst = np.take_along_axis(ds["instance"].transpose(*loss.dims).values,
+                              np.expand_dims(pick, axis), axis).squeeze(axis)
+    rest = [d for d in loss.dims if d != over]
+    coords = {k: v for k, v in loss.coords.items() if over not in v.dims}
+    return xr.DataArray(np.where(ok, inst, -1), dims=rest, coords=coords, name="best")
+
+
+def run_label(sweeps: LoadedSweep | Mapping[str, LoadedSweep],
+              provenance: Provenance | None = None) -> str:
+    """A figure footer: ``"uniform: preset quick, 6,000 steps, 3 seeds, commit 91b62c2"``.
+
+    Args:
+      sweeps: one sweep or the parts drawn in the figure.
+      provenance: overrides what the sweeps' own provenance says.
+    """
+    parts = [sweeps] if isinstance(sweeps, LoadedSweep) else list(sweeps.values())
+    prov = provenance or Provenance()
+    if isinstance(sweeps, SweepCollection):
+        prov = prov.merged(sweeps.provenance)
+    for s in parts:
+        prov = prov.merged(s.provenance)
+
+    def span(values: Iterable[int], unit: str) -> str:
+        vals = sorted(set(values))
+        if not vals:
+            return f"? {unit}s"
+        text = f"{vals[0]:,}" if len(vals) == 1 else f"{vals[0]:,}-{vals[-1]:,}"
+        return f"{text} {unit}{'' if vals == [1] else 's'}"
+
+    bits = [f"preset {prov.preset or '?'}", span((s.step for s in parts), "step"),
+            span((len(s.config.seed) for s in parts), "seed")]
+    if prov.commit:
+        bits.append(f"commit {prov.commit[:7]}{' (dirty)' if prov.dirty else ''}")
+    head = f"{prov.experiment}: " if prov.experiment else ""
+    return head + ", ".join(bits)
+
+
+# ----------------------------------------------------------------------------------------
+# Tables.
+
+
+def metric_rows(sweep: LoadedSweep, threshold: float | None = None) -> list[dict[str, Any]]:
+    """One dict per instance: the coordinates, then loss, diverged and the scalar metrics
+    (then any per-instance diagnostics)."""
+    cols = sweep.scalar_columns(threshold)
+    keys = list(sweep.coords)
+    return [{**{k: sweep.coords[k][i].item() for k in keys},
+             **{k: v[i].item() for k, v in cols.items()}}
+            for i in range(sweep.n_instances)]
+
+
+def feature_rows(sweep: LoadedSweep, threshold: float | None = None) -> list[dict[str, Any]]:
+    """One dict per instance and feature: norm, superposition, dimensionality, bias."""
+    m, b = sweep.metrics(threshold), sweep.b
+    n_inst, n = b.shape
+    return [{"instance": i, "feature": f, "norm": m["norm"][i, f],
+             "superposition": m["superposition"][i, f],
+             "dimensionality": m["dimensionality"][i, f], "bias": b[i, f]}
+            for i in range(n_inst) for f in range(n)]
+
+
+def write_tables(sweep: LoadedSweep, out_dir: str | Path,
+                 threshold: float | None = None) -> list[Path]:
+    """Write ``metrics.csv`` (one row per instance) and ``features.csv`` into ``out_dir``.
+
+    Returns:
+      The two paths.
+    """
+    from bitjax import io
+
+    out_dir = Path(out_dir)
+    files = [out_dir / METRICS_CSV, out_dir / FEATURES_CSV]
+    io.write_csv(files[0], metric_rows(sweep, threshold))
+    io.write_csv(files[1], feature_rows(sweep, threshold))
+    return files
