@@ -42,8 +42,13 @@ KINDS: dict[str, Kind] = {
         Kind("binary", "binary", False, "BitNet b1 sign(W - mean) * mean|W|"),
         Kind("twn", "twn", False, "Ternary Weight Networks (0.7 mean|W| threshold)"),
         Kind("bitlinear", "ternary", True, "b1.58 ternary W + 8-bit absmax x and h"),
+        Kind("ternary_absmean_grad", "ternary_absmean_grad", False,
+             "absmean ternary W, per-tensor scale that receives a gradient"),
+        Kind("ternary_lsq", "ternary_lsq", False,
+             "ternary W with a learned per-tensor scale (LSQ, Esser et al. 2020)"),
     )
 }
+#: The scale-free weight quantizers, the default set a model compiles.
 ALL_QUANTIZERS = tuple(quant.WEIGHT_QUANTIZERS)
 
 
@@ -54,17 +59,104 @@ def kind_quantizer(kind: str) -> str:
     return KINDS[kind].weight_quantizer
 
 
-def quantize_weights(w: Array, quantizer: Array | int,
-                     quantizers: tuple[str, ...] = ALL_QUANTIZERS) -> Array:
-    """Effective weights of one instance: ``WEIGHT_QUANTIZERS[quantizers[quantizer]](w)``.
+def needs_learnable_scale(quantizers: tuple[str, ...]) -> bool:
+    """Whether a program compiling ``quantizers`` must carry the learned scale parameter.
 
-    ``quantizer`` is a traced index into ``quantizers``, the static list of quantizers the
-    program compiles (only those a sweep uses: each branch costs ops in every step).
+    Args:
+      quantizers: weight quantizer names (``SweepConfig.quantizers``).
+
+    Returns:
+      True if any of them is in :data:`bitjax.quant.SCALED_WEIGHT_QUANTIZERS`; pass it as
+      ``TiedToyModel(learnable_scale=...)``.
     """
-    branches = [quant.WEIGHT_QUANTIZERS[name] for name in quantizers]
+    return any(name in quant.SCALED_WEIGHT_QUANTIZERS for name in quantizers)
+
+
+def _branches(quantizers: tuple[str, ...], scaled: bool, plain: dict, with_scale: dict) -> list:
+    """One ``lax.switch`` branch per quantizer name; ``fn(w, s)`` when ``scaled``."""
+    out = []
+    for name in quantizers:
+        if name in plain:
+            fn = plain[name]
+            out.append((lambda w, s, fn=fn: fn(w)) if scaled else fn)
+        elif name in with_scale:
+            if not scaled:
+                raise ValueError(
+                    f"quantizer {name!r} needs a learned scale: pass scale= (the model's "
+                    "'scale' parameter; build TiedToyModel(learnable_scale=True))")
+            out.append(with_scale[name])
+        else:
+            allowed = ", ".join([*plain, *with_scale])
+            raise ValueError(f"unknown weight quantizer {name!r}; allowed: {allowed}")
+    return out
+
+
+def quantize_weights(w: Array, quantizer: Array | int,
+                     quantizers: tuple[str, ...] = ALL_QUANTIZERS,
+                     scale: Array | None = None) -> Array:
+    """Effective weights of one instance: quantizer ``quantizers[quantizer]`` applied to ``w``.
+
+    Args:
+      w: latent weights ``[m, n]``.
+      quantizer: a traced index into ``quantizers``, the static list of quantizers the program
+        compiles (only those a sweep uses: each branch costs ops in every step).
+      quantizers: names from :data:`bitjax.quant.WEIGHT_QUANTIZERS` and
+        :data:`bitjax.quant.SCALED_WEIGHT_QUANTIZERS`.
+      scale: the instance's learned scale (a scalar), required when ``quantizers`` holds a
+        learnable-scale quantizer; the other quantizers ignore it. ``None`` compiles exactly
+        the program of a sweep without learnable scales.
+
+    Returns:
+      The effective weights ``[m, n]``.
+    """
+    scaled = scale is not None
+    branches = _branches(quantizers, scaled, quant.WEIGHT_QUANTIZERS,
+                         quant.SCALED_WEIGHT_QUANTIZERS)
+    args = (w, scale) if scaled else (w,)
     if len(branches) == 1:
-        return branches[0](w)
-    return jax.lax.switch(quantizer, branches, w)
+        return branches[0](*args)
+    return jax.lax.switch(quantizer, branches, *args)
+
+
+def codes(w_latent: Array, quantizer: Array | int,
+          quantizers: tuple[str, ...] = ALL_QUANTIZERS, scale: Array | None = None) -> Array:
+    """Integer codes of one instance's quantized weights, ``int8 [m, n]``.
+
+    ``T`` in ``{-1, 0, 1}`` for the ternary quantizers, the signs ``{-1, +1}`` for binary, all
+    zeros for dense (which has nothing to flip), computed by the same expressions as the
+    quantizer's forward pass. Compare two steps' codes to count flips
+    (:func:`bitjax.convergence.update_flips`).
+
+    Args:
+      w_latent: latent weights ``[m, n]``.
+      quantizer: traced index into ``quantizers``, as in :func:`quantize_weights`.
+      quantizers: the compiled quantizer names.
+      scale: the learned scale when ``quantizers`` holds a learnable-scale quantizer.
+
+    Returns:
+      ``int8 [m, n]`` codes.
+    """
+    scaled = scale is not None
+    branches = _branches(quantizers, scaled, quant.WEIGHT_CODES, quant.SCALED_WEIGHT_CODES)
+    args = (w_latent, scale) if scaled else (w_latent,)
+    if len(branches) == 1:
+        return branches[0](*args)
+    return jax.lax.switch(quantizer, branches, *args)
+
+
+def effective_weights_of(params: dict, quantizer: Array | int,
+                         quantizers: tuple[str, ...] = ALL_QUANTIZERS) -> Array:
+    """Effective weights of one instance from its params ``{"W", "b"[, "scale"]}``.
+
+    Uses ``params["scale"]`` when present (models built with ``learnable_scale=True``).
+    """
+    return quantize_weights(params["W"], quantizer, quantizers, params.get("scale"))
+
+
+def codes_of(params: dict, quantizer: Array | int,
+             quantizers: tuple[str, ...] = ALL_QUANTIZERS) -> Array:
+    """:func:`codes` of one instance from its params ``{"W", "b"[, "scale"]}``."""
+    return codes(params["W"], quantizer, quantizers, params.get("scale"))
 
 
 def xavier_normal(key: Array, shape: tuple[int, int], dtype=jnp.float32) -> Array:
@@ -87,6 +179,12 @@ class TiedToyModel(nn.Module):
       feature_major: the batch arrives as ``[n, batch]`` instead of ``[batch, n]``. Same
         maths; with tiny ``n`` and ``m`` XLA's CPU matmuls run several times faster with the
         batch as the minor axis.
+      learnable_scale: add the scalar parameter ``scale`` (initialised by
+        :func:`bitjax.quant.lsq_init_scale` from the initial ``W``) that the learnable-scale
+        quantizers use; set it iff :func:`needs_learnable_scale` of ``quantizers``. False
+        keeps the parameter tree ``{"W", "b"}`` and the compiled program of older versions.
+      scale_init: the rule of :func:`bitjax.quant.lsq_init_scale` (``"absmean"`` or
+        ``"lsq"``).
 
     References:
       Elhage et al. 2022, https://transformer-circuits.pub/2022/toy_model
@@ -98,14 +196,26 @@ class TiedToyModel(nn.Module):
     act_quant: bool = False
     quantizers: tuple[str, ...] = ALL_QUANTIZERS
     feature_major: bool = False
+    learnable_scale: bool = False
+    scale_init: str = "absmean"
 
     def setup(self):
         self.W = self.param("W", xavier_normal, (self.n_hidden, self.n_features))
         self.b = self.param("b", nn.initializers.zeros, (self.n_features,))
+        if self.learnable_scale:
+            # Initialised from the initial W (no random key of its own), so adding it leaves
+            # the W and b every seed draws unchanged.
+            self.scale = self.param(
+                "scale", lambda _key: quant.lsq_init_scale(self.W, self.scale_init))
+        elif needs_learnable_scale(self.quantizers):
+            raise ValueError(
+                f"quantizers {self.quantizers} include a learnable-scale quantizer: build "
+                "TiedToyModel(..., learnable_scale=True)")
 
     def effective_weights(self, quantizer: Array | int) -> Array:
         """The ``[m, n]`` weights the forward pass uses (``gamma * T`` when quantized)."""
-        return quantize_weights(self.W, quantizer, self.quantizers)
+        scale = self.scale if self.learnable_scale else None
+        return quantize_weights(self.W, quantizer, self.quantizers, scale)
 
     def __call__(self, x: Array, quantizer: Array | int, act_int8: Array | bool = False) -> Array:
         """Reconstruct a batch ``x: [batch, n]`` (``[n, batch]`` if ``feature_major``)."""

@@ -87,8 +87,222 @@ def zero_fraction(w: Array) -> Array:
     return jnp.mean(w == 0)
 
 
-def instance_metrics(w: Array, threshold: float = DEFAULT_THRESHOLD) -> dict[str, Array]:
-    """Scalar and per-feature metrics of one instance's effective weights."""
+# ---- measures that survive quantization ---------------------------------------------------
+
+#: Default relative threshold: a feature is represented when its norm exceeds this share of
+#: the instance's largest feature norm.
+DEFAULT_REL_THRESHOLD = 0.5
+
+
+def relative_norms(w: Array) -> Array:
+    """``||W_i|| / max_j ||W_j||`` per feature, ``[n]`` in ``[0, 1]`` (all 0 if ``W = 0``).
+
+    Scale-free: a per-tensor ternary scale ``gamma`` that has not grown shrinks every norm
+    alike, which moves the paper's absolute threshold but not this ratio.
+    """
+    norms = feature_norms(w)
+    top = jnp.max(norms)
+    return jnp.where(top > 0, norms / jnp.where(top > 0, top, 1.0), 0.0)
+
+
+def represented_relative(w: Array, rel_threshold: float = DEFAULT_REL_THRESHOLD) -> Array:
+    """Bool ``[n]``: ``||W_i|| > rel_threshold * max_j ||W_j||`` (and ``||W_i|| > 0``)."""
+    return (relative_norms(w) > rel_threshold) & (feature_norms(w) > 0)
+
+
+def n_represented_relative(w: Array, rel_threshold: float = DEFAULT_REL_THRESHOLD) -> Array:
+    """Number of features represented by the scale-free rule :func:`represented_relative`.
+
+    Unlike :func:`n_represented` (absolute norm > 0.5, which stays available for comparisons
+    with the paper) it does not count every feature of a binary model merely because binary
+    columns are never zero, nor miss all features of a ternary model whose scale is small. It
+    still counts a column with a single ternary entry when the represented features are
+    single entries too: the norms cannot tell those apart; the ablation measure
+    (:func:`ablation_loss_increase`) can.
+    """
+    return jnp.sum(represented_relative(w, rel_threshold))
+
+
+def ablation_loss_increase(w: Array, b: Array, x: Array, importance: Array,
+                           activation: str = "relu") -> Array:
+    """Loss increase when each feature's column ``W_i`` is set to zero, ``[n]``.
+
+    The model is ``act(W^T W x + b)`` on the given batch (its effective weights, bias kept);
+    ablating feature ``i`` removes both its own reconstruction and its interference with the
+    others, so the increase is the feature's net worth to the loss. Divide by the feature's
+    share of the zero model's loss, ``I_i p_i / (3 n)``, for a scale-free "fraction of the
+    feature's loss the model recovers" (:func:`ablation_gain`).
+
+    Args:
+      w: effective weights ``[m, n]``.
+      b: bias ``[n]``.
+      x: a batch ``[batch, n]`` (the same for every call that is to be compared).
+      importance: ``[n]``.
+      activation: ``"relu"`` or ``"linear"``.
+
+    Returns:
+      ``[n]`` loss increase (mean over batch and features, as the training loss).
+    """
+    if activation not in ("relu", "linear"):
+        raise ValueError(f"unknown activation {activation!r}; allowed: relu, linear")
+
+    def loss(wa: Array) -> Array:
+        out = (x @ wa.T) @ wa + b
+        out = jax.nn.relu(out) if activation == "relu" else out
+        return jnp.mean(importance * (x - out) ** 2)
+
+    base = loss(w)
+    masks = 1.0 - jnp.eye(w.shape[1], dtype=w.dtype)  # row i zeroes column i
+    return jax.vmap(lambda keep: loss(w * keep[None, :]))(masks) - base
+
+
+def ablation_gain(increase: Array, p: Array, importance: Array) -> Array:
+    """Ablation loss increase as a fraction of the feature's zero-model loss share, ``[n]``.
+
+    ``increase_i / (I_i p_i / (3 n))``: about 1 for a feature reconstructed perfectly at no
+    cost to the others, about 0 for one the model ignores, negative for one that only
+    interferes. Feature ``i`` can be called represented when this exceeds 0.5. ``p`` must be
+    the marginal activity probability (:func:`bitjax.convergence.marginal_probability`).
+    """
+    n = increase.shape[-1]
+    share = importance * p / (3.0 * n)
+    return jnp.where(share > 0, increase / jnp.where(share > 0, share, 1.0), 0.0)
+
+
+# Geometry of m = 2 models. Codes index this tuple; -1 means "not an m = 2 model".
+#: Labels of :func:`geometry_m2`'s codes (``GEOMETRY_M2_LABELS[code]``; -1: not m = 2).
+GEOMETRY_M2_LABELS = ("other", "empty", "single", "two_orthogonal", "antipodal_pair",
+                      "pair_plus_one", "two_antipodal_pairs", "pentagon", "fan")
+GEOMETRY_NOT_M2 = -1
+#: Angle tolerance (degrees) and relative norm tolerance of the m = 2 classifier.
+DEFAULT_ANGLE_TOL = 10.0
+DEFAULT_NORM_TOL = 0.2
+
+
+def geometry_m2(w: Array, rel_threshold: float = DEFAULT_REL_THRESHOLD,
+                angle_tol: float = DEFAULT_ANGLE_TOL, norm_tol: float = DEFAULT_NORM_TOL
+                ) -> Array:
+    """Classify an ``m = 2`` model's represented features; an int32 code.
+
+    Only represented features count (:func:`represented_relative` with ``rel_threshold``),
+    so the rule is scale-free. With ``k`` of them, angles between features ``A_ij`` in
+    degrees, "equal norms" meaning ``min >= (1 - norm_tol) * max`` over the features
+    concerned and every angle matched within ``angle_tol``, the first rule that holds wins:
+
+    ====  ====================  ===========================================================
+    code  label                 rule
+    ====  ====================  ===========================================================
+    1     empty                 k = 0
+    2     single                k = 1
+    3     two_orthogonal        k = 2, A = 90, equal norms
+    4     antipodal_pair        k = 2, A = 180, equal norms
+    5     pair_plus_one         k = 3: an antipodal pair with equal norms, the third feature
+                                at 90 to both
+    6     two_antipodal_pairs   k = 4: each feature has exactly one antipodal partner of
+                                equal norm (the angle between the pairs is free: 90 in the
+                                dense optimum, 45 is a ternary alternative)
+    7     pentagon              k = 5, each feature has exactly two neighbours at 72, all
+                                norms equal
+    8     fan                   k >= 2, all features inside an open half-plane (the largest
+                                angular gap between neighbours exceeds 180 + angle_tol),
+                                none of the above (for example ternary features at 0, 45
+                                and 90 degrees)
+    0     other                 anything else
+    -1    (not m = 2)           ``w`` does not have two rows
+    ====  ====================  ===========================================================
+
+    Args:
+      w: effective weights ``[m, n]`` of one instance.
+      rel_threshold: relative norm above which a feature is represented.
+      angle_tol: tolerance on every angle, degrees.
+      norm_tol: relative tolerance on equal norms.
+
+    Returns:
+      An int32 scalar code; labels in :data:`GEOMETRY_M2_LABELS`.
+    """
+    if w.shape[0] != 2:
+        return jnp.asarray(GEOMETRY_NOT_M2, jnp.int32)
+    n = w.shape[1]
+    norms = feature_norms(w)
+    rep = represented_relative(w, rel_threshold)
+    k = jnp.sum(rep)
+    w_hat = w / jnp.where(norms > 0, norms, 1.0)
+    ang = jnp.degrees(jnp.arccos(jnp.clip(w_hat.T @ w_hat, -1.0, 1.0)))  # [n, n] in [0, 180]
+    pair = rep[:, None] & rep[None, :] & ~jnp.eye(n, dtype=bool)
+    hi = jnp.maximum(norms[:, None], norms[None, :])
+    lo = jnp.minimum(norms[:, None], norms[None, :])
+    same_norm = lo >= (1.0 - norm_tol) * hi
+    rep_norms = jnp.where(rep, norms, jnp.nan)
+    all_equal = jnp.nanmin(rep_norms) >= (1.0 - norm_tol) * jnp.nanmax(rep_norms)
+
+    anti = pair & (ang > 180.0 - angle_tol) & same_norm
+    orth = pair & (jnp.abs(ang - 90.0) < angle_tol)
+    n_anti = jnp.sum(anti, axis=1)
+
+    two_orth = (k == 2) & (jnp.sum(orth) == 2) & all_equal
+    anti_pair = (k == 2) & (jnp.sum(anti) == 2)
+    third = rep & (n_anti == 0)
+    pair_plus = ((k == 3) & (jnp.sum(rep & (n_anti == 1)) == 2) & (jnp.sum(third) == 1)
+                 & (jnp.sum(orth & third[:, None]) == 2))
+    two_pairs = (k == 4) & jnp.all(jnp.where(rep, n_anti == 1, True))
+    n72 = jnp.sum(pair & (jnp.abs(ang - 72.0) < angle_tol), axis=1)
+    pentagon = (k == 5) & jnp.all(jnp.where(rep, n72 == 2, True)) & all_equal
+
+    # Largest angular gap between consecutive represented directions around the circle.
+    theta = jnp.degrees(jnp.arctan2(w[1], w[0]))
+    a = jnp.sort(jnp.where(rep, theta, jnp.inf))
+    idx = jnp.arange(n - 1)
+    inner = jnp.where(idx < k - 1, a[1:] - a[:-1], -jnp.inf) if n > 1 else jnp.array([-jnp.inf])
+    wrap = a[0] + 360.0 - a[jnp.clip(k - 1, 0, n - 1)]
+    fan = (k >= 2) & (jnp.maximum(jnp.max(inner), wrap) > 180.0 + angle_tol)
+
+    code = jnp.select(
+        [k == 0, k == 1, two_orth, anti_pair, pair_plus, two_pairs, pentagon, fan],
+        [1, 2, 3, 4, 5, 6, 7, 8], 0)
+    return code.astype(jnp.int32)
+
+
+#: Feature dimensionalities the clusters are named after, and the labels of
+#: :func:`dimensionality_labels`' codes (``DIMENSIONALITY_LABELS[code]``; 0 is "other").
+DIMENSIONALITY_CLUSTERS = (0.0, 3 / 8, 2 / 5, 1 / 2, 2 / 3, 3 / 4, 1.0)
+DIMENSIONALITY_LABELS = ("other", "0", "3/8", "2/5", "1/2", "2/3", "3/4", "1")
+DEFAULT_DIM_TOL = 0.02
+
+
+def dimensionality_labels(w: Array, tol: float = DEFAULT_DIM_TOL) -> Array:
+    """Cluster label of each feature's dimensionality ``D_i``, int32 ``[n]``.
+
+    The nearest of 0, 3/8, 2/5, 1/2, 2/3, 3/4 and 1 (the paper's geometries: not learned,
+    square antiprism, pentagon, antipodal pair, triangle, tetrahedron, dedicated dimension)
+    if ``|D_i - value| <= tol``, else "other". 2/5 and 3/8 are 0.025 apart, so with the
+    default ``tol = 0.02`` the nearest value decides between them.
+
+    Args:
+      w: effective weights ``[m, n]``.
+      tol: absolute tolerance on ``D_i``.
+
+    Returns:
+      Codes ``[n]``: ``DIMENSIONALITY_LABELS[code]``, 0 for "other".
+    """
+    d = feature_dimensionality(w)
+    ref = jnp.asarray(DIMENSIONALITY_CLUSTERS, d.dtype)
+    dist = jnp.abs(d[:, None] - ref[None, :])
+    nearest = jnp.argmin(dist, axis=1)
+    ok = jnp.min(dist, axis=1) <= tol
+    return jnp.where(ok, nearest + 1, 0).astype(jnp.int32)
+
+
+def instance_metrics(w: Array, threshold: float = DEFAULT_THRESHOLD,
+                     rel_threshold: float = DEFAULT_REL_THRESHOLD) -> dict[str, Array]:
+    """Scalar and per-feature metrics of one instance's effective weights.
+
+    Scalars: ``dims_per_feature``, ``frob_sq``, ``n_represented`` (absolute ``threshold``),
+    ``zero_fraction``, ``sum_dimensionality``, ``mean_superposition``,
+    ``n_represented_relative`` (scale-free, ``rel_threshold``), ``geometry_m2`` (a code of
+    :data:`GEOMETRY_M2_LABELS`, -1 unless ``m = 2``). Per feature ``[n]``: ``norm``,
+    ``superposition``, ``dimensionality``, ``relative_norm``, ``dimensionality_label`` (a
+    code of :data:`DIMENSIONALITY_LABELS`).
+    """
     return {
         "dims_per_feature": dims_per_feature(w),
         "frob_sq": frobenius_sq(w),
@@ -99,13 +313,19 @@ def instance_metrics(w: Array, threshold: float = DEFAULT_THRESHOLD) -> dict[str
         "norm": feature_norms(w),
         "superposition": superposition(w),
         "dimensionality": feature_dimensionality(w),
+        "n_represented_relative": n_represented_relative(w, rel_threshold),
+        "geometry_m2": geometry_m2(w, rel_threshold),
+        "relative_norm": relative_norms(w),
+        "dimensionality_label": dimensionality_labels(w),
     }
 
 
-# Built once, so repeated calls reuse the compiled program for a given shape and threshold.
-_all_metrics = jax.jit(jax.vmap(instance_metrics, in_axes=(0, None)), static_argnums=1)
+# Built once, so repeated calls reuse the compiled program for a given shape and thresholds.
+_all_metrics = jax.jit(jax.vmap(instance_metrics, in_axes=(0, None, None)),
+                       static_argnums=(1, 2))
 
 
-def all_metrics(w: Array, threshold: float = DEFAULT_THRESHOLD) -> dict[str, Array]:
+def all_metrics(w: Array, threshold: float = DEFAULT_THRESHOLD,
+                rel_threshold: float = DEFAULT_REL_THRESHOLD) -> dict[str, Array]:
     """:func:`instance_metrics` vmapped over a leading instance axis ``w: [I, m, n]``."""
-    return _all_metrics(w, float(threshold))
+    return _all_metrics(w, float(threshold), float(rel_threshold))

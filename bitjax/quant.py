@@ -45,9 +45,15 @@ def identity(w: Array) -> Array:
     return w
 
 
-def _ternary_absmean(w: Array, axis: int | None) -> Array:
+def _absmean_scale_and_codes(w: Array, axis: int | None) -> tuple[Array, Array]:
+    """``(gamma, T)`` of the absmean ternary rule, ``T`` as floats in ``{-1, 0, 1}``."""
     gamma = jnp.maximum(jnp.mean(jnp.abs(w), axis=axis, keepdims=True), EPS)
     t = jnp.clip(jnp.round(w / gamma), -1.0, 1.0)
+    return gamma, t
+
+
+def _ternary_absmean(w: Array, axis: int | None) -> Array:
+    gamma, t = _absmean_scale_and_codes(w, axis)
     return gamma * t
 
 
@@ -113,11 +119,164 @@ def absmax_int8(x: Array, axis: int = -1) -> Array:
     return ste(x, jnp.clip(jnp.round(x * s), -128.0, 127.0) / s)
 
 
-#: Weight quantizers by name, in the fixed order the compiled ``lax.switch`` uses.
+def _exact(value: Array, surrogate: Array) -> Array:
+    """The value of ``value`` exactly, the gradient of ``surrogate``.
+
+    ``surrogate - stop_gradient(surrogate)`` is exactly ``0.0`` for finite values, so unlike
+    :func:`ste` the result is bit for bit ``value`` (here ``scale * T``, which keeps
+    ``codes * scale == effective weights`` exact for the learnable-scale kinds).
+    """
+    return jax.lax.stop_gradient(value) + (surrogate - jax.lax.stop_gradient(surrogate))
+
+
+def ternary_absmean_grad(w: Array) -> Array:
+    """Absmean ternary (per tensor) whose scale receives a gradient.
+
+    The value is that of :func:`ternary`, ``gamma * T`` with ``gamma = max(mean|W|, 1e-5)``
+    and ``T = RoundClip(W / gamma, -1, 1)``. The gradient differs: :func:`ternary` stops it at
+    ``gamma``; here ``RoundClip`` alone is straight-through (identity, as in :func:`ternary`)
+    and ``gamma`` is differentiated, so the surrogate is
+    ``gamma(W) * (W / gamma(W) + stop_gradient(T - W / gamma(W)))``. For an upstream gradient
+    ``G = dL/dQ`` this gives
+
+        dL/dW_k = G_k + sign(W_k) / N * sum_j G_j (T_j - W_j / gamma)
+
+    (``N`` entries; no second term while the ``1e-5`` clamp is active). The second term is the
+    LSQ step-size gradient (Esser et al. 2020, eq. 3, with ``Qn = Qp = 1`` and the clip treated
+    as straight-through like the rounding) routed through ``gamma = mean|W|``: every latent
+    weight moves together when the model wants a larger or smaller scale, which the
+    stop-gradient version can only achieve by growing the few entries that matter.
+
+    References:
+      Ma et al. 2024, https://arxiv.org/abs/2402.17764 (the absmean rule);
+      Esser et al. 2020, "Learned Step Size Quantization", https://arxiv.org/abs/1902.08153
+    """
+    gamma, t = _absmean_scale_and_codes(w, axis=None)
+    u = w / gamma
+    return _exact(gamma * t, gamma * ste(u, t))
+
+
+#: LSQ's positive (and negative) code bound for ternary weights: codes in ``{-1, 0, 1}``.
+LSQ_QP = 1
+
+
+def lsq_init_scale(w: Array, rule: str = "absmean") -> Array:
+    """Initial learnable scale for ``w``, a scalar.
+
+    Args:
+      w: the initial latent weights of one instance.
+      rule: ``"absmean"``: ``max(mean|W|, 1e-5)``, the b1.58 gamma, so that at step 0
+        ``ternary_lsq`` has exactly the effective weights of ``ternary`` and the two kinds
+        differ only in how the scale evolves (the default, for a clean comparison).
+        ``"lsq"``: Esser et al.'s ``2 mean|W| / sqrt(Qp)`` (``Qp = 1``), which zeroes every
+        ``|w| < mean|W|``: about 58% of a Gaussian matrix, against 31% for ``"absmean"``.
+
+    Returns:
+      The scale, a float32 scalar.
+    """
+    a = jnp.mean(jnp.abs(w))
+    if rule == "absmean":
+        return jnp.maximum(a, EPS)
+    if rule == "lsq":
+        return jnp.maximum(2.0 * a / jnp.sqrt(float(LSQ_QP)), EPS)
+    raise ValueError(f"unknown scale init rule {rule!r}; allowed: absmean, lsq")
+
+
+def ternary_lsq(w: Array, s: Array) -> Array:
+    """Ternary weights with a learned per-tensor step size ``s`` (LSQ, ``Qn = Qp = 1``).
+
+    Value: ``s' * T`` with ``s' = max(s, 1e-5)`` and ``T = RoundClip(W / s', -1, 1)``.
+    Gradients are LSQ's: the rounding is straight-through, the clip is differentiated, so for
+    ``G = dL/dQ``
+
+        dL/dW_k = G_k             if |W_k / s'| <= 1, else 0
+        dL/ds   = g * sum_k G_k * (T_k - W_k / s')  if |W_k / s'| <= 1
+                                  (T_k = sign(W_k)   otherwise)
+
+    with LSQ's gradient scale ``g = 1 / sqrt(N * Qp)``, ``N = W.size``. The scale ``g`` is
+    kept because it is part of the method. Under Adam(W) it changes nothing but the relative
+    size of ``eps`` (Adam is invariant to a constant gradient factor), under SGD it sets the
+    step size's learning rate relative to the weights'. Unlike :func:`ternary`, latent
+    weights beyond the clip (``|W| > s``) get no gradient until ``s`` grows past them: that is
+    LSQ's rule, and it keeps large latents from drifting ever further from ``s``.
+
+    Args:
+      w: latent weights ``[m, n]`` of one instance.
+      s: its learned scale (a scalar parameter).
+
+    Returns:
+      The effective weights ``s' * T``, exactly.
+
+    References:
+      Esser et al. 2020, "Learned Step Size Quantization", ICLR,
+      https://arxiv.org/abs/1902.08153 (eqs. 1-5)
+    """
+    s = jnp.maximum(s, EPS)
+    t = jnp.clip(jnp.round(w / s), -1.0, 1.0)
+    g = 1.0 / jnp.sqrt(float(w.size * LSQ_QP))
+    # Value s, gradient g: LSQ's gradient scaling of the step size.
+    s_g = s * g + jax.lax.stop_gradient(s - s * g)
+    v = jnp.clip(w / s_g, -1.0, 1.0)
+    return _exact(s * t, s_g * ste(v, jnp.round(v)))
+
+
+# ---- integer codes -------------------------------------------------------------------
+
+
+def _codes_zero(w: Array) -> Array:
+    return jnp.zeros(w.shape, jnp.int8)
+
+
+def _codes_ternary(w: Array) -> Array:
+    return _absmean_scale_and_codes(w, axis=None)[1].astype(jnp.int8)
+
+
+def _codes_ternary_per_feature(w: Array) -> Array:
+    return _absmean_scale_and_codes(w, axis=0)[1].astype(jnp.int8)
+
+
+def _codes_binary(w: Array) -> Array:
+    return jnp.where(w - jnp.mean(w) >= 0, 1, -1).astype(jnp.int8)
+
+
+def _codes_twn(w: Array) -> Array:
+    a = jnp.abs(w)
+    return jnp.where(a > 0.7 * jnp.mean(a), jnp.sign(w), 0.0).astype(jnp.int8)
+
+
+def _codes_lsq(w: Array, s: Array) -> Array:
+    s = jnp.maximum(s, EPS)
+    return jnp.clip(jnp.round(w / s), -1.0, 1.0).astype(jnp.int8)
+
+
+#: Weight quantizers by name, in the fixed order the compiled ``lax.switch`` uses. New
+#: entries go at the end so existing indices (and checkpoints' quantizer codes) stay valid.
 WEIGHT_QUANTIZERS: dict[str, Callable[[Array], Array]] = {
     "dense": identity,
     "ternary": ternary,
     "ternary_per_feature": ternary_per_feature,
     "binary": binary,
     "twn": twn,
+    "ternary_absmean_grad": ternary_absmean_grad,
+}
+
+#: Quantizers that take a learned scale as a second argument, ``fn(w, s)``; a model that
+#: compiles one of them carries the scale parameter (``TiedToyModel(learnable_scale=True)``).
+SCALED_WEIGHT_QUANTIZERS: dict[str, Callable[[Array, Array], Array]] = {
+    "ternary_lsq": ternary_lsq,
+}
+
+#: Integer codes (int8) of each quantizer: ``T`` in ``{-1, 0, 1}`` for the ternary kinds,
+#: the signs ``{-1, +1}`` for binary, all zeros for dense (nothing to flip). Each uses the
+#: same expressions as its quantizer, so ``scale * codes`` is its effective weight.
+WEIGHT_CODES: dict[str, Callable[[Array], Array]] = {
+    "dense": _codes_zero,
+    "ternary": _codes_ternary,
+    "ternary_per_feature": _codes_ternary_per_feature,
+    "binary": _codes_binary,
+    "twn": _codes_twn,
+    "ternary_absmean_grad": _codes_ternary,
+}
+SCALED_WEIGHT_CODES: dict[str, Callable[[Array, Array], Array]] = {
+    "ternary_lsq": _codes_lsq,
 }
