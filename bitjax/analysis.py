@@ -347,3 +347,20 @@ def paired(sweep: LoadedSweep, values, a: str = "ternary", b: str = "dense",
     va = da.sel(kind=a).values.ravel()[ok]
     vb = da.sel(kind=b).values.ravel()[ok]
     return va, vb, va - vb
+
+
+def best_seed_grid(sweep: LoadedSweep, dense_first: bool = True) -> xr.DataArray:
+    """Per (kind, probability) cell, the instance of the seed with the lowest final loss.
+
+    Diverged instances are skipped; -1 where every seed diverged (the paper keeps the
+    best restart of each setting).
+
+    Raises:
+      ValueError: an axis other than kind, seed and probability varies.
+    """
+    from bitjax.results import best_instance
+
+    ds = xr.Dataset({"loss": sweep.grid(sweep.loss), "diverged": sweep.grid(sweep.diverged),
+                     "instance": sweep.grid(np.arange(sweep.n_instances))})
+    best = one_cell_per(best_instance(ds, "seed"), ("kind", "feature_probability"))
+    return best.sortby("feature_probability", ascending=not dense_first)

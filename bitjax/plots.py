@@ -1,22 +1,19 @@
 """Reusable matplotlib figures for toy-model sweeps (the core modules never import this).
 
 Functions draw onto an ``Axes`` the caller owns, so experiments compose them into figure
-grids; colours per kind are fixed so every figure in results/ reads the same way.
+grids; colours per kind are fixed so every figure in results/ reads the same way. Figures
+only: statistics live in :mod:`bitjax.stats`, and the matplotlib backend is the caller's
+choice (the command line picks a file backend; a notebook keeps its inline one).
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
-from contextlib import contextmanager
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
 
-matplotlib.use("Agg")  # results are files; never needs a display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from bitjax.metrics import REFERENCE_DIMENSIONALITIES  # noqa: E402
+from bitjax.metrics import REFERENCE_DIMENSIONALITIES
 
 KIND_COLORS = {
     "dense": "tab:blue",
@@ -32,69 +29,46 @@ def kind_color(kind: str) -> str:
     return KIND_COLORS.get(kind, "tab:gray")
 
 
-@contextmanager
-def quiet_nan_warnings():
-    """Silence numpy's warnings for all-NaN or single-seed columns (their CI is NaN)."""
-    with warnings.catch_warnings():
-        for msg in ("Mean of empty slice", "Degrees of freedom <= 0",
-                    "invalid value encountered", "All-NaN slice"):
-            warnings.filterwarnings("ignore", message=msg, category=RuntimeWarning)
-        yield
+def curve_with_band(ax, x: np.ndarray, mean: np.ndarray, lo: np.ndarray | None = None,
+                    hi: np.ndarray | None = None, *, label: str | None, color: str,
+                    ls: str = "-"):
+    """A line ``mean`` against ``x`` with markers and, where given, a band ``lo..hi``.
 
-
-def mean_ci(values: np.ndarray, axis: int = 0, level: float = 0.95):
-    """Mean and half-width of the t confidence interval along ``axis`` (NaNs ignored).
-
-    With fewer than two finite values the half-width is NaN.
+    The statistics (mean and 95% CI over seeds) come from :mod:`bitjax.stats`; this only
+    draws them. Band segments with a NaN bound are left open.
     """
-    v = np.asarray(values, dtype=np.float64)
-    n = np.sum(np.isfinite(v), axis=axis)
-    mean = np.nanmean(v, axis=axis)
-    sd = np.nanstd(v, axis=axis, ddof=1) if v.shape[axis] > 1 else np.full_like(mean, np.nan)
-    half = np.where(n > 1, _t_quantile(np.maximum(n - 1, 1), level) * sd
-                    / np.sqrt(np.maximum(n, 1)), np.nan)
-    return mean, half
-
-
-def mean_ci_floats(values) -> tuple[float, float]:
-    """:func:`mean_ci` of a 1-D array as two floats (both NaN if no value is finite)."""
-    v = np.asarray(values, dtype=np.float64)
-    if not np.isfinite(v).any():
-        return np.nan, np.nan
-    mean, half = mean_ci(v)
-    return float(mean), float(half)
-
-
-def _t_quantile(dof, level: float):
-    """Two-sided Student-t quantile (exact table for small dof, normal beyond)."""
-    table = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
-             9: 2.262, 10: 2.228, 12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042, 60: 2.000}
-    if level != 0.95:
-        raise ValueError("only 95% intervals are tabulated")
-    dof = np.asarray(dof)
-    keys = np.array(sorted(table))
-    vals = np.array([table[k] for k in keys])
-    # Largest tabulated dof <= dof (conservative), 1.96 beyond 60.
-    idx = np.searchsorted(keys, dof, side="right") - 1
-    out = vals[np.clip(idx, 0, len(keys) - 1)]
-    return np.where(dof > 60, 1.96, out)
-
-
-def curve_with_band(ax, x: np.ndarray, y_by_seed: np.ndarray, *, label: str, color: str,
-                    band: str = "ci"):
-    """Mean over seeds (rows of ``y_by_seed [seeds, len(x)]``) with a band.
-
-    ``band="ci"``: 95% t interval of the mean; ``"range"``: min to max over seeds.
-    """
-    y = np.asarray(y_by_seed, dtype=np.float64)
-    mean, half = mean_ci(y, axis=0)
-    ax.plot(x, mean, "-o", ms=3, color=color, label=label)
-    if y.shape[0] > 1:
-        if band == "ci":
-            lo, hi = mean - half, mean + half
-        else:
-            lo, hi = np.nanmin(y, axis=0), np.nanmax(y, axis=0)
+    ax.plot(x, mean, ls=ls, marker="o", ms=3, color=color, label=label)
+    if lo is not None and hi is not None:
         ax.fill_between(x, lo, hi, color=color, alpha=0.2, lw=0)
+
+
+def footer(fig, text: str) -> None:
+    """A small grey line under everything else in ``fig`` saying where its data came from
+    (preset, steps, seeds, commit: see :func:`bitjax.results.run_label`).
+
+    Call it last, after legends and titles: it is placed below the figure's tight bounding
+    box, which ``save`` (``bbox_inches="tight"``) then grows to include it.
+    """
+    box = fig.get_tightbbox(fig.canvas.get_renderer())  # inches, all artists drawn so far
+    width, height = fig.get_size_inches()
+    fig.text(box.x0 / width, (box.y0 - 0.04) / height, text, fontsize=6, color="0.45",
+             ha="left", va="top")
+
+
+def data_ylim(ax, values, *, floor: float | None = None, ceiling: float | None = None,
+              pad: float = 0.05) -> None:
+    """Y limits that show every finite value of ``values`` (plus a ``pad`` fraction),
+    never inside ``floor..ceiling`` (the range the figure always shows)."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    lo = [x for x in (floor, v.min() if v.size else None) if x is not None]
+    hi = [x for x in (ceiling, v.max() if v.size else None) if x is not None]
+    if not lo or not hi:
+        return
+    lo_v, hi_v = min(lo), max(hi)
+    span = (hi_v - lo_v) or 1.0
+    ax.set_ylim(lo_v - pad * span if floor is None or lo_v < floor else lo_v,
+                hi_v + pad * span if ceiling is None or hi_v > ceiling else hi_v)
 
 
 def reference_lines(ax, values: dict[str, float] | None = None, *, axis: str = "y"):

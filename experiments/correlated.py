@@ -65,22 +65,21 @@ two correlated sets forming local orthogonal bases).
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
-from bitjax import plots
+from bitjax import analysis, plots, stats
+from bitjax.results import LoadedSweep, run_label
 from bitjax.sweep import SweepConfig
-from experiments._cli import Experiment, Part, main
+from experiments._cli import Experiment, main
 
-NORM_THRESHOLD = 0.5
-#: A correlated pair counts as collapsed onto one direction above this cosine ...
-COLLAPSE_COS = 0.9
-#: ... when both members still carry at least this norm (not dropped).
-COLLAPSE_NORM = 0.25
-#: Pair counted orthogonal below this |cos|, antipodal below minus this.
-ORTHOGONAL_COS = 0.1
-ANTIPODAL_COS = 0.9
+NORM_THRESHOLD = analysis.NORM_THRESHOLD
+COLLAPSE_COS = analysis.COLLAPSE_COS
+COLLAPSE_NORM = analysis.COLLAPSE_NORM
+ORTHOGONAL_COS = analysis.ORTHOGONAL_COS
+ANTIPODAL_COS = analysis.ANTIPODAL_COS
 KINDS = ("dense", "ternary")
 PAIR_PARTS = ("corr_pairs", "anti_pairs", "three_corr")
 SET_PARTS = ("sets20", "anti20")
@@ -133,121 +132,24 @@ PRESETS = {
 
 
 # ------------------------------------------------------------------------------------------
-# Measurements on effective weights [I, m, n].
+# Measurements on effective weights [I, m, n]: shared with the findings, in bitjax.analysis.
 # ------------------------------------------------------------------------------------------
 
-
-def set_ids(cfg: SweepConfig) -> np.ndarray:
-    """Set index of every feature (correlated sets, then anticorrelated; -1 = independent)."""
-    ids = np.full(cfg.n_features, -1)
-    nc = cfg.correlated_sets * cfg.correlated_size
-    ids[:nc] = np.arange(nc) // cfg.correlated_size
-    na = cfg.anticorrelated_sets * cfg.anticorrelated_size
-    ids[nc:nc + na] = cfg.correlated_sets + np.arange(na) // cfg.anticorrelated_size
-    return ids
+set_ids = analysis.set_ids
+pair_cosines = analysis.pair_cosines
+within_pair_cos = analysis.within_pair_cos
+collapse_fraction = analysis.collapse_fraction
+pair_geometry_fractions = analysis.pair_geometry_fractions
+set_interference = analysis.set_interference
+instance_measures = analysis.instance_measures
 
 
-def _norms_cos(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    w = np.asarray(w, dtype=np.float64)
-    if w.ndim == 2:
-        w = w[None]
-    norms = np.linalg.norm(w, axis=1)  # [I, n]
-    g = np.einsum("kmi,kmj->kij", w, w)  # W^T W per instance
-    cos = g / np.maximum(norms[:, :, None] * norms[:, None, :], 1e-12)
-    return norms, cos
-
-
-def pair_cosines(w: np.ndarray, n_pairs: int,
-                 threshold: float = NORM_THRESHOLD) -> tuple[np.ndarray, np.ndarray]:
-    """Cosine of each pair (features 2k, 2k+1), ``[I, n_pairs]``, and both-represented mask."""
-    norms, cos = _norms_cos(w)
-    a, b = np.arange(n_pairs) * 2, np.arange(n_pairs) * 2 + 1
-    c = cos[:, a, b]
-    both = (norms[:, a] >= threshold) & (norms[:, b] >= threshold)
-    return c, both
-
-
-def within_pair_cos(w: np.ndarray, n_pairs: int,
-                    threshold: float = NORM_THRESHOLD) -> np.ndarray:
-    """Mean cosine over the pairs whose members are both represented, ``[I]`` (NaN if none)."""
-    c, both = pair_cosines(w, n_pairs, threshold)
-    with np.errstate(invalid="ignore"):
-        return np.where(both.any(1), np.sum(np.where(both, c, 0), 1) / both.sum(1), np.nan)
-
-
-def collapse_fraction(w: np.ndarray, n_pairs: int, cos_min: float = COLLAPSE_COS,
-                      norm_min: float = COLLAPSE_NORM) -> np.ndarray:
-    """Share of pairs collapsed onto one direction (cos > cos_min, norms >= norm_min), ``[I]``."""
-    c, both = pair_cosines(w, n_pairs, norm_min)
-    return np.mean((c > cos_min) & both, axis=1)
-
-
-def pair_geometry_fractions(w: np.ndarray, n_pairs: int,
-                            threshold: float = NORM_THRESHOLD) -> dict[str, np.ndarray]:
-    """Share of pairs (both represented) that are orthogonal / antipodal, ``{name: [I]}``."""
-    c, both = pair_cosines(w, n_pairs, threshold)
-    return {"orthogonal_fraction": np.mean(both & (np.abs(c) < ORTHOGONAL_COS), axis=1),
-            "antipodal_fraction": np.mean(both & (c < -ANTIPODAL_COS), axis=1)}
-
-
-def set_interference(w: np.ndarray, ids: np.ndarray,
-                     threshold: float = NORM_THRESHOLD) -> dict[str, np.ndarray]:
-    """Within-set vs cross-set interference per instance (pairs i != j of set features).
-
-    Returns ``within_set_abs_cos``, ``cross_set_abs_cos`` (represented features only; NaN
-    when no such pair) and ``within_set_sq_dot``, ``cross_set_sq_dot`` (all features).
-    """
-    w = np.asarray(w, dtype=np.float64)
-    if w.ndim == 2:
-        w = w[None]
-    norms, cos = _norms_cos(w)
-    dot2 = np.einsum("kmi,kmj->kij", w, w) ** 2
-    ids = np.asarray(ids)
-    in_set = ids >= 0
-    off = ~np.eye(len(ids), dtype=bool) & in_set[:, None] & in_set[None, :]
-    same = off & (ids[:, None] == ids[None, :])
-    cross = off & (ids[:, None] != ids[None, :])
-    rep = norms >= threshold  # [I, n]
-    rep2 = rep[:, :, None] & rep[:, None, :]
-    out = {}
-    for name, mask in (("within_set", same), ("cross_set", cross)):
-        m = rep2 & mask
-        cnt = m.sum((1, 2))
-        with np.errstate(invalid="ignore"):
-            out[f"{name}_abs_cos"] = np.where(
-                cnt > 0, np.sum(np.where(m, np.abs(cos), 0), (1, 2)) / np.maximum(cnt, 1),
-                np.nan)
-        out[f"{name}_sq_dot"] = (np.sum(np.where(mask, dot2, 0), (1, 2))
-                                 / max(int(mask.sum()), 1))
-    return out
-
-
-def instance_measures(part: Part) -> dict[str, np.ndarray]:
-    """Every measurement of this part's instances, ``{name: [I]}``."""
-    cfg = part.sweep.config
-    w = part.sweep.W_eff
-    out = {"n_represented": np.asarray(part.metrics["n_represented"], dtype=float),
-           "loss": np.asarray(part.loss, dtype=float)}
-    n_pairs = 0
-    if cfg.correlated_size == 2 and cfg.correlated_sets and not cfg.anticorrelated_sets:
-        n_pairs = cfg.correlated_sets
-    elif cfg.anticorrelated_size == 2 and cfg.anticorrelated_sets and not cfg.correlated_sets:
-        n_pairs = cfg.anticorrelated_sets
-    if n_pairs:
-        out["within_pair_cos"] = within_pair_cos(w, n_pairs, cfg.threshold)
-        out.update(pair_geometry_fractions(w, n_pairs, cfg.threshold))
-        if cfg.correlated_sets:
-            out["collapse_fraction"] = collapse_fraction(w, n_pairs)
-    ids = set_ids(cfg)
-    if len(set(ids[ids >= 0].tolist())) >= 2 and np.bincount(ids[ids >= 0]).max() > 2:
-        out.update(set_interference(w, ids, cfg.threshold))
-    bad = part.diverged
-    return {k: np.where(bad, np.nan, v) for k, v in out.items()}
-
-
-def seed_table(part: Part, values: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(densities [P] ascending, values [seeds, P])`` of one kind (Part.seed_table, reversed)."""
-    return part.probabilities()[::-1], part.seed_table(kind, values)[:, ::-1]
+def seed_table(sweep: LoadedSweep, values: np.ndarray,
+               kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(densities [P] ascending, values [seeds, P])`` of one kind (NaN: diverged)."""
+    grid = analysis.kind_seed_grid(sweep, values, dense_first=False)
+    return (grid["feature_probability"].values,
+            grid.sel(kind=kind).transpose("seed", "feature_probability").values)
 
 
 # ------------------------------------------------------------------------------------------
@@ -288,50 +190,54 @@ def _pair_legend(fig, ids: np.ndarray, anti: bool):
                frameon=False, bbox_to_anchor=(0.5, -0.02))
 
 
-def _best_grid(part: Part, size: tuple[float, float]):
+def _best_grid(sweep: LoadedSweep, size: tuple[float, float]):
     """A kinds x densities figure: ``fig, axes`` and ``(ax, kind, p, i)`` for every cell,
     ``i`` the best seed's instance; cells with no instance are blanked."""
-    kinds = part.kinds()
-    ps = np.sort(np.unique(part.sweep.coords["feature_probability"]))[::-1]
+    best = analysis.best_seed_grid(sweep)
+    kinds = [str(k) for k in best["kind"].values]
+    ps = best["feature_probability"].values
     fig, axes = plots.new_figure(len(kinds), len(ps), size=size)
     cells = []
     for r, kind in enumerate(kinds):
         for c, p in enumerate(ps):
-            i = part.best(kind=kind, feature_probability=float(p))
-            if i is None:
+            i = int(best.sel(kind=kind)[c])
+            if i < 0:
                 axes[r, c].set_axis_off()
             else:
                 cells.append((axes[r, c], kind, p, i))
     return fig, axes, cells
 
 
-def draw_weights(part: Part, meas: dict[str, np.ndarray], out: Path) -> list[Path]:
-    cfg = part.sweep.config
+def draw_weights(part: LoadedSweep, meas: dict[str, np.ndarray], out: Path,
+                 label: str = "") -> list[Path]:
+    cfg = part.config
     ids = set_ids(cfg)
     fig, axes, cells = _best_grid(part, size=(2.1, 2.3))
     for ax, kind, p, i in cells:
         extra = ""
         if "within_pair_cos" in meas and np.isfinite(meas["within_pair_cos"][i]):
             extra = f"\npair cos {meas['within_pair_cos'][i]:+.2f}"
-        set_weight_diagram(ax, part.sweep.W_eff[i], ids, title=f"{kind}, 1-S={p:.3g}{extra}")
-    for row, kind in zip(axes, part.kinds(), strict=True):
+        set_weight_diagram(ax, part.W_eff[i], ids, title=f"{kind}, 1-S={p:.3g}{extra}")
+    for row, kind in zip(axes, part.config.kind, strict=True):
         row[0].set_ylabel(kind)
     _pair_legend(fig, ids, anti=cfg.anticorrelated_sets > 0)
     n_seeds = len(cfg.seed)
     fig.suptitle(f"{part.name}: n={cfg.n_features}, m={cfg.n_hidden}, effective weight columns "
                  f"W_i (best of {n_seeds} seed(s) by loss); 1-S = set density", fontsize=9,
                  y=1.02)
+    if label:
+        plots.footer(fig, label)
     return plots.save(fig, out / f"weights_{part.name}")
 
 
-def draw_grams(part: Part, out: Path) -> list[Path]:
-    cfg = part.sweep.config
+def draw_grams(part: LoadedSweep, out: Path, label: str = "") -> list[Path]:
+    cfg = part.config
     ids = set_ids(cfg)
     cuts = np.flatnonzero(np.diff(ids)) + 0.5
     fig, axes, cells = _best_grid(part, size=(2.2, 2.3))
     im = None
     for ax, kind, p, i in cells:
-        im = plots.gram_heatmap(ax, part.sweep.W_eff[i], title=f"{kind}, 1-S={p:.3g}")
+        im = plots.gram_heatmap(ax, part.W_eff[i], title=f"{kind}, 1-S={p:.3g}")
         for x in cuts:
             ax.axhline(x, color="k", lw=0.6)
             ax.axvline(x, color="k", lw=0.6)
@@ -341,6 +247,8 @@ def draw_grams(part: Part, out: Path) -> list[Path]:
     fig.suptitle(f"{part.name}: n={cfg.n_features}, m={cfg.n_hidden}, two {word} sets of "
                  f"{cfg.anticorrelated_size if cfg.anticorrelated_sets else cfg.correlated_size}"
                  f" (black lines); best of {len(cfg.seed)} seed(s) by loss", fontsize=9)
+    if label:
+        plots.footer(fig, label)
     return plots.save(fig, out / f"gram_{part.name}")
 
 
@@ -371,7 +279,8 @@ def _density_axis(ax, ps: np.ndarray):
                        fontsize=7)
 
 
-def draw_summary(parts: dict[str, Part], meas: dict[str, dict], out: Path) -> list[Path]:
+def draw_summary(parts: Mapping[str, LoadedSweep], meas: dict[str, dict], out: Path,
+                 label: str = "") -> list[Path]:
     from matplotlib.lines import Line2D
 
     panels = [pn for pn in PANELS if pn[0] in parts]
@@ -384,26 +293,25 @@ def draw_summary(parts: dict[str, Part], meas: dict[str, dict], out: Path) -> li
         ax.set_axis_off()
     for ax, (name, lines, ylabel, ref, ylim) in zip(axes.flat, panels, strict=False):
         part = parts[name]
-        n_seeds = len(part.sweep.config.seed)
-        for kind in part.kinds():
+        n_seeds = len(part.config.seed)
+        for kind in part.config.kind:
             for measure, ls in lines:
                 if measure not in meas[name]:
                     continue
                 ps, t = seed_table(part, meas[name][measure], kind)
-                mean, half = plots.mean_ci(t, axis=0)
-                col = plots.kind_color(kind)
-                ax.plot(ps, mean, ls=ls, marker="o", ms=3, color=col)
-                if t.shape[0] > 1:
-                    ax.fill_between(ps, mean - half, mean + half, color=col, alpha=0.2, lw=0)
+                mean, half = stats.mean_ci(t, axis=0)
+                band = (mean - half, mean + half) if t.shape[0] > 1 else (None, None)
+                plots.curve_with_band(ax, ps, mean, *band, label=None,
+                                      color=plots.kind_color(kind), ls=ls)
         if ref is not None:
             ax.axhline(ref, color="0.6", lw=0.7, ls=":", zorder=0)
-        _density_axis(ax, np.sort(np.unique(part.sweep.coords["feature_probability"])))
+        _density_axis(ax, np.sort(part.axes()["feature_probability"]))
         ax.set_ylim(*ylim)
         ax.set_xlabel("set density 1 - S")
         ax.set_ylabel(ylabel)
         ax.set_title(f"{name} ({n_seeds} seeds, 95% CI)", fontsize=9)
         handles = [Line2D([], [], color=plots.kind_color(k), lw=2, label=k)
-                   for k in part.kinds()]
+                   for k in part.config.kind]
         if len(lines) > 1:
             handles += [Line2D([], [], color="k", ls=ls,
                                label=m.split("_")[0] + " set") for m, ls in lines]
@@ -411,6 +319,8 @@ def draw_summary(parts: dict[str, Part], meas: dict[str, dict], out: Path) -> li
     fig.suptitle("Correlated / anticorrelated features: geometry of the effective weights "
                  "(mean over seeds, band = 95% CI)", fontsize=10)
     fig.tight_layout()
+    if label:
+        plots.footer(fig, label)
     return plots.save(fig, out / "summary")
 
 
@@ -424,49 +334,52 @@ SUMMARY_MEASURES = ("within_pair_cos", "orthogonal_fraction", "antipodal_fractio
                     "n_represented", "loss")
 
 
-def summary_rows(part: Part, meas: dict[str, np.ndarray]) -> list[dict]:
+def summary_rows(part: LoadedSweep, meas: dict[str, np.ndarray]) -> list[dict]:
+    """Per kind, measure and density (ascending): mean, 95% CI and count over seeds, and
+    the value of the lowest-loss seed."""
+    best = analysis.best_seed_grid(part, dense_first=False)
     rows = []
-    for kind in part.kinds():
+    for kind in part.config.kind:
         for measure in SUMMARY_MEASURES:
             if measure not in meas:
                 continue
             ps, t = seed_table(part, meas[measure], kind)
-            mean, half = plots.mean_ci(t, axis=0) if np.isfinite(t).any() else (
-                np.full(len(ps), np.nan), np.full(len(ps), np.nan))
+            mean, half = stats.mean_ci(t, axis=0)
             n = np.sum(np.isfinite(t), axis=0)
             for j, p in enumerate(ps):
-                best = part.best(kind=kind, feature_probability=float(p))
+                b = int(best.sel(kind=kind)[j])
                 rows.append({"part": part.name, "kind": kind, "density": p,
                              "measure": measure, "mean": mean[j], "ci95": half[j],
                              "n_seeds": int(n[j]),
-                             "best_seed": meas[measure][best] if best is not None else np.nan})
+                             "best_seed": meas[measure][b] if b >= 0 else np.nan})
     return rows
 
 
-def analyse(parts: dict[str, Part], out: Path) -> list[Path]:
+def analyse(parts: Mapping[str, LoadedSweep], out: Path) -> list[Path]:
     import warnings
 
     from bitjax import io
 
     files: list[Path] = []
+    label = run_label(parts)
     meas = {name: instance_measures(part) for name, part in parts.items()}
     rows, inst_rows = [], []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN cells (nothing represented)
         for name, part in parts.items():
-            cfg = part.sweep.config
+            cfg = part.config
             if cfg.n_hidden == 2:
-                files += draw_weights(part, meas[name], out)
+                files += draw_weights(part, meas[name], out, label)
             else:
-                files += draw_grams(part, out)
+                files += draw_grams(part, out, label)
             rows += summary_rows(part, meas[name])
-            c = part.sweep.coords
-            for i in range(part.sweep.n_instances):
+            c = part.coords
+            for i in range(part.n_instances):
                 r = {"part": name, "instance": i, "kind": c["kind"][i],
                      "seed": int(c["seed"][i]), "density": float(c["feature_probability"][i])}
                 r.update({k: v[i] for k, v in meas[name].items()})
                 inst_rows.append(r)
-        files += draw_summary(parts, meas, out)
+        files += draw_summary(parts, meas, out, label)
     files.append(out / "correlated_summary.csv")
     io.write_csv(files[-1], rows,
                  ["part", "kind", "density", "measure", "mean", "ci95", "n_seeds",

@@ -26,11 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bitjax import io, plots
-from experiments import _cli
-
-PAIR_KEYS = ("seed", "feature_probability", "feature_probability_index", "importance",
-             "importance_index", "lr", "weight_decay")
+from bitjax import analysis, io, stats
+from bitjax.checkpoint import CheckpointError
+from bitjax.results import LoadedSweep, SweepCollection, load_experiment
 
 
 @dataclass(frozen=True)
@@ -46,33 +44,20 @@ class Finding:
     rule: str
 
 
-def paired(part: _cli.Part, values: np.ndarray, a: str = "ternary", b: str = "dense",
-           where=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(values of a, values of b, a - b)`` over instance pairs that differ only in kind.
+def paired(sweep: LoadedSweep, values: np.ndarray, a: str = "ternary", b: str = "dense",
+           **where) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(values of a, values of b, a - b)`` over cells that differ only in kind.
 
-    ``where(i) -> bool`` keeps only some instances of kind ``a``; diverged instances drop out.
+    See :func:`bitjax.analysis.paired`; ``where`` restricts the cells by grid label.
     """
-    c = part.sweep.coords
-    keys = [k for k in PAIR_KEYS if k in c]
-    index = {tuple(c[k][i] for k in keys): i for i in np.flatnonzero(c["kind"] == b)}
-    va, vb = [], []
-    for i in np.flatnonzero(c["kind"] == a):
-        j = index.get(tuple(c[k][i] for k in keys))
-        if j is None or part.diverged[i] or part.diverged[j] or (where and not where(i)):
-            continue
-        va.append(values[i])
-        vb.append(values[j])
-    va, vb = np.asarray(va, float), np.asarray(vb, float)
-    return va, vb, va - vb
+    return analysis.paired(sweep, values, a, b, **where)
 
 
 def _ci(x: np.ndarray) -> tuple[float, float]:
     x = x[np.isfinite(x)]
     if x.size == 0:
         return np.nan, np.nan
-    with plots.quiet_nan_warnings():
-        m, h = plots.mean_ci(x)
-    return float(m), float(h)
+    return stats.mean_ci_floats(x)
 
 
 def _fmt(x: np.ndarray, digits: int = 3) -> str:
@@ -95,17 +80,13 @@ def _direction(d: np.ndarray, smaller_supports: bool) -> str:
     return "inconclusive (CI includes 0)"
 
 
-def _n_seeds(part) -> int:
-    return len(np.unique(part.sweep.coords["seed"]))
-
-
-def _load(results: Path, name: str) -> dict[str, _cli.Part]:
-    import json
-
-    out = results / name
-    cfg = json.loads((out / "config.json").read_text())
-    dirs = _cli._part_dirs(out, list(cfg["parts"]))
-    return {k: _cli.load_part(k, d) for k, d in dirs.items()}
+def _load(results: Path, name: str) -> SweepCollection:
+    """Every part of ``results/<name>``; an unfinished part is an error."""
+    parts = load_experiment(results / name)
+    for sweep in parts.values():
+        if not sweep.finished:
+            raise CheckpointError(f"{sweep.path} holds an unfinished run (step {sweep.step})")
+    return parts
 
 
 # ---- the claims -------------------------------------------------------------------------
@@ -113,10 +94,10 @@ def _load(results: Path, name: str) -> dict[str, _cli.Part]:
 
 def claim_superposition_emerges(results: Path) -> Finding:
     part = _load(results, "sparsity")["relu"]
-    m = part.sweep.config.n_hidden
-    p_min = float(np.min(part.sweep.coords["feature_probability"]))
-    sel = lambda i: np.isclose(part.sweep.coords["feature_probability"][i], p_min)  # noqa: E731
-    t, d, diff = paired(part, part.metrics["n_represented"].astype(float), where=sel)
+    m = part.config.n_hidden
+    p_min = float(np.min(part.axes()["feature_probability"]))
+    t, d, diff = paired(part, part.metrics()["n_represented"].astype(float),
+                        feature_probability=p_min)
     lo = _ci(t)[0] - _ci(t)[1]
     verdict = "supported" if lo > m else "not supported"
     return Finding(
@@ -127,10 +108,8 @@ def claim_superposition_emerges(results: Path) -> Finding:
 
 
 def _onset(results: Path, stat: str, claim: str, part_name: str) -> Finding:
-    from experiments import sparsity
-
     part = _load(results, "sparsity")[part_name]
-    table = sparsity.onset_table(part)[stat]
+    table = analysis.onset_table(part)[stat]
     d, t = np.log10(table["dense"]["p"]), np.log10(table["ternary"]["p"])
     diff = t - d  # seeds are aligned (same seed list for both kinds)
     return Finding(
@@ -143,15 +122,13 @@ def _onset(results: Path, stat: str, claim: str, part_name: str) -> Finding:
 
 def claim_antipodal_range(results: Path) -> Finding:
     part = _load(results, "intro")["intro"]
-    c = part.sweep.coords
-    seeds = np.unique(c["seed"])
-    n_rep = part.metrics["n_represented"]
-    counts = {}
-    for kind in ("dense", "ternary"):
-        counts[kind] = np.array([
-            np.sum((n_rep == 4) & (c["kind"] == kind) & (c["seed"] == s) & ~part.diverged)
-            for s in seeds], dtype=float)
-    n_p = len(np.unique(c["feature_probability"]))
+    four = analysis.kind_seed_grid(part, part.metrics()["n_represented"] == 4,
+                                   mask_diverged=False)
+    ok = ~analysis.kind_seed_grid(part, part.diverged, mask_diverged=False)
+    counts = {kind: (four & ok).sel(kind=kind).sum("feature_probability").values.astype(float)
+              for kind in ("dense", "ternary")}  # [seeds]
+    seeds = four["seed"].values
+    n_p = four.sizes["feature_probability"]
     diff = counts["ternary"] - counts["dense"]
     return Finding(
         "A wider sparsity range with only antipodal structure",
@@ -163,16 +140,13 @@ def claim_antipodal_range(results: Path) -> Finding:
 
 
 def claim_less_superposition(results: Path) -> Finding:
-    from experiments import sparsity
-
     part = _load(results, "sparsity")["relu"]
-    q = sparsity.instance_quantities(part)
-    c = part.sweep.coords
+    q = analysis.instance_quantities(part)
+    probs = np.sort(part.axes()["feature_probability"])
     best = None
-    for p in np.unique(c["feature_probability"]):
-        sel = lambda i, p=p: np.isclose(c["feature_probability"][i], p)  # noqa: E731
-        _, _, dn = paired(part, q["n_represented"], where=sel)
-        t, d, ds = paired(part, q["superposition_represented"], where=sel)
+    for p in probs:
+        _, _, dn = paired(part, q["n_represented"], feature_probability=p)
+        t, d, ds = paired(part, q["superposition_represented"], feature_probability=p)
         if abs(_ci(dn)[0]) <= 1 and np.isfinite(_ci(ds)[0]) and (
                 best is None or _ci(ds)[0] < _ci(best[3])[0]):
             best = (p, d, t, ds, dn)
@@ -188,12 +162,13 @@ def claim_less_superposition(results: Path) -> Finding:
         "mean superposition of the represented features",
         _fmt(d), _fmt(t), _fmt(ds), len(ds), _direction(ds, smaller_supports=True),
         "supported if ternary - dense < 0 with the CI below 0 (one sparsity picked from "
-        f"{len(np.unique(c['feature_probability']))}: no multiple-comparison correction)")
+        f"{len(probs)}: no multiple-comparison correction)")
 
 
 def _plateau_lengths(part, kind: str, lo=0.45, hi=0.55) -> np.ndarray:
     """Per seed, the longest run of consecutive sparsities with D* in ``[lo, hi]``."""
-    table = part.seed_table(kind, part.metrics["dims_per_feature"])  # [seeds, probs]
+    table = analysis.kind_seed_grid(part, part.metrics()["dims_per_feature"]).sel(
+        kind=kind).transpose("seed", "feature_probability").values  # [seeds, dense first]
     out = []
     for on in (table >= lo) & (table <= hi):
         best = run = 0
@@ -207,18 +182,17 @@ def _plateau_lengths(part, kind: str, lo=0.45, hi=0.55) -> np.ndarray:
 def claim_sticky_curve(results: Path) -> list[Finding]:
     part = _load(results, "uniform")["uniform"]
     d, t = _plateau_lengths(part, "dense"), _plateau_lengths(part, "ternary")
-    n_p = len(np.unique(part.sweep.coords["feature_probability"]))
+    probs = np.sort(part.axes()["feature_probability"])
+    n_p = len(probs)
     first = Finding(
         "The same sticky D* curve (the 1/2 plateau)", "uniform",
         f"consecutive sparsities (of {n_p}) with D* in [0.45, 0.55] (longest run per seed)",
         _fmt(d), _fmt(t), _fmt(t - d), len(d),
         "supported" if _ci(t)[0] - _ci(t)[1] >= 2 else "not supported",
         "supported if ternary's plateau spans >= 2 consecutive sparsities (CI lower bound)")
-    c = part.sweep.coords
     worst = None
-    for p in np.unique(c["feature_probability"]):
-        sel = lambda i, p=p: np.isclose(c["feature_probability"][i], p)  # noqa: E731
-        tv, dv, diff = paired(part, part.metrics["dims_per_feature"], where=sel)
+    for p in probs:
+        tv, dv, diff = paired(part, part.metrics()["dims_per_feature"], feature_probability=p)
         if worst is None or _ci(diff)[0] < _ci(worst[3])[0]:
             worst = (p, dv, tv, diff)
     p, dv, tv, diff = worst
@@ -232,12 +206,10 @@ def claim_sticky_curve(results: Path) -> list[Finding]:
 
 
 def claim_correlated(results: Path) -> list[Finding]:
-    from experiments import correlated
-
     parts = _load(results, "correlated")
     out = []
     part = parts["corr_pairs"]
-    meas = correlated.instance_measures(part)
+    meas = analysis.instance_measures(part)
     t, d, diff = paired(part, np.abs(meas["within_pair_cos"]))
     out.append(Finding(
         "The same correlated geometry (correlated pairs orthogonal)",
@@ -249,7 +221,7 @@ def claim_correlated(results: Path) -> list[Finding]:
         "supported if the CI of the difference lies within ±0.1; not supported if it lies "
         "above +0.1"))
     part = parts["sets20"]
-    meas = correlated.instance_measures(part)
+    meas = analysis.instance_measures(part)
     t, d, diff = paired(part, meas["within_set_abs_cos"])
     out.append(Finding(
         "Ternary weights look more orthogonal",
@@ -278,12 +250,11 @@ def all_findings(results: Path) -> list[Finding]:
 def context(results: Path) -> list[str]:
     """Measured facts that qualify the verdicts (computed, not typed in)."""
     part = _load(results, "intro")["intro"]
-    c, n_rep = part.sweep.coords, part.metrics["n_represented"]
-    p_min = float(np.min(c["feature_probability"]))
-    sparse = np.isclose(c["feature_probability"], p_min)
-    t, d, diff = paired(part, n_rep.astype(float), where=lambda i: bool(sparse[i]))
-    most = {k: int(n_rep[(c["kind"] == k) & ~part.diverged].max())
-            for k in dict.fromkeys(c["kind"])}
+    n_rep = part.metrics()["n_represented"]
+    p_min = float(np.min(part.axes()["feature_probability"]))
+    t, d, diff = paired(part, n_rep.astype(float), feature_probability=p_min)
+    rep = part.grid(np.where(part.diverged, -1, n_rep))
+    most = {str(k): int(rep.sel(kind=k).max()) for k in rep["kind"].values}
     lines = [
         f"- intro, 1-S={p_min:g}: features represented dense {_fmt(d)}, ternary {_fmt(t)}, "
         f"paired difference {_fmt(diff)} (n={len(diff)}). The most features any instance "
@@ -294,8 +265,7 @@ def context(results: Path) -> list[str]:
         "in intro/weights_2d show two antipodal pairs instead.",
     ]
     uni = _load(results, "uniform")["uniform"]
-    dense_end = np.isclose(uni.sweep.coords["feature_probability"], 1.0)
-    t, d, _ = paired(uni, uni.metrics["dims_per_feature"], where=lambda i: bool(dense_end[i]))
+    t, d, _ = paired(uni, uni.metrics()["dims_per_feature"], feature_probability=1.0)
     lines.append(
         f"- uniform, 1-S=1: D* dense {_fmt(d)}, ternary {_fmt(t)}: ternary's effective "
         "||W||_F^2 stays below m at the dense end. A likely cause, seen in the sparsity runs "
@@ -315,7 +285,6 @@ def context(results: Path) -> list[str]:
                 f"{d['n_cells']} cells; the extra feature is superposed in "
                 f"{float(d['share_superposed']):.0%} of cells dense and "
                 f"{float(t['share_superposed']):.0%} ternary.")
-    return lines
     return lines
 
 
@@ -357,7 +326,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     try:
         rows = all_findings(args.results)
-    except (FileNotFoundError, _cli.UsageError) as e:
+    except (FileNotFoundError, CheckpointError) as e:
         print(f"error: a result run is missing or unfinished: {e}", file=sys.stderr)
         return 2
     out = args.out or args.results / "FINDINGS.md"

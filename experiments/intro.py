@@ -37,13 +37,15 @@ Paper figure: the introduction's five-features-in-two-dimensions figure (and sec
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
-from bitjax import plots
+from bitjax import analysis, plots, stats
+from bitjax.results import LoadedSweep, run_label
 from bitjax.sweep import SweepConfig, importance_vector
-from experiments._cli import Experiment, Part, main
+from experiments._cli import Experiment, main
 
 N_FEATURES, N_HIDDEN, IMPORTANCE = 5, 2, 0.9
 #: At most this many sparsity columns in the weight-diagram figure (evenly spaced picks).
@@ -75,31 +77,33 @@ PRESETS = {
 # Tables
 
 
-def summary_rows(part: Part) -> list[dict]:
+def summary_rows(sweep: LoadedSweep) -> list[dict]:
     """Per kind x probability: mean and 95% CI over seeds, and the best seed's values."""
-    c, m = part.sweep.coords, part.metrics
+    c, m = sweep.coords, sweep.metrics()
+    grids = {name: analysis.kind_seed_grid(sweep, v) for name, v in (
+        ("n_represented", m["n_represented"].astype(float)), ("loss", sweep.loss),
+        ("sum_dimensionality", m["sum_dimensionality"]))}
+    summary = {name: stats.mean_ci_over(g, "seed") for name, g in grids.items()}
+    diverged = analysis.kind_seed_grid(sweep, sweep.diverged, mask_diverged=False)
+    best = analysis.best_seed_grid(sweep)
+    probs = best["feature_probability"].values
     rows = []
-    for kind in part.kinds():
-        n_rep = part.seed_table(kind, m["n_represented"].astype(float))
-        loss = part.seed_table(kind, part.loss)
-        sum_d = part.seed_table(kind, m["sum_dimensionality"])
-        for pi, p in enumerate(part.probabilities()):
-            idx = part.sweep.select(kind=kind, feature_probability=float(p))
-            best = part.best(kind=kind, feature_probability=float(p))
-            nr_mean, nr_ci = plots.mean_ci_floats(n_rep[:, pi])
-            l_mean, l_ci = plots.mean_ci_floats(loss[:, pi])
-            sd_mean, sd_ci = plots.mean_ci_floats(sum_d[:, pi])
-            rows.append({
-                "kind": kind, "feature_probability": float(p),
-                "n_seeds": int(idx.size), "n_diverged": int(part.diverged[idx].sum()),
-                "n_represented_mean": nr_mean, "n_represented_ci95": nr_ci,
-                "loss_mean": l_mean, "loss_ci95": l_ci,
-                "sum_dimensionality_mean": sd_mean, "sum_dimensionality_ci95": sd_ci,
-                "best_seed": None if best is None else int(c["seed"][best]),
-                "best_seed_loss": np.nan if best is None else float(part.loss[best]),
-                "best_seed_n_represented":
-                    None if best is None else int(m["n_represented"][best]),
+    for kind in best["kind"].values:
+        for pi, p in enumerate(probs):
+            b = int(best.sel(kind=kind)[pi])
+            row = {"kind": str(kind), "feature_probability": float(p),
+                   "n_seeds": int(diverged.sizes["seed"]),
+                   "n_diverged": int(diverged.sel(kind=kind)[:, pi].sum())}
+            for name, sm in summary.items():
+                cell = sm.sel(kind=kind).isel(feature_probability=pi)
+                row[f"{name}_mean"] = float(cell["mean"])
+                row[f"{name}_ci95"] = float(cell["ci95"])
+            row.update({
+                "best_seed": None if b < 0 else int(c["seed"][b]),
+                "best_seed_loss": np.nan if b < 0 else float(sweep.loss[b]),
+                "best_seed_n_represented": None if b < 0 else int(m["n_represented"][b]),
             })
+            rows.append(row)
     return rows
 
 
@@ -114,13 +118,14 @@ def _diagram_columns(probs: np.ndarray) -> np.ndarray:
     return np.unique(np.round(np.linspace(0, len(probs) - 1, MAX_DIAGRAM_COLUMNS)).astype(int))
 
 
-def _draw_diagrams(part: Part, out: Path) -> list[Path]:
+def _draw_diagrams(sweep: LoadedSweep, out: Path, label: str) -> list[Path]:
     import matplotlib as mpl
 
-    cfg, c, m = part.sweep.config, part.sweep.coords, part.metrics
-    probs = part.probabilities()
+    cfg, c, m = sweep.config, sweep.coords, sweep.metrics()
+    best_grid = analysis.best_seed_grid(sweep)
+    probs = best_grid["feature_probability"].values
     cols = _diagram_columns(probs)
-    kinds = part.kinds()
+    kinds = [str(k) for k in best_grid["kind"].values]
     # weight_diagram_2d colours by importance / max; I = 0.9^i only spans 0.66-1, so stretch
     # it to the full colour map (least important feature = dark) and label the bar in I_i.
     imp = (importance_vector(float(c["importance"][0]), cfg.n_features)
@@ -132,13 +137,13 @@ def _draw_diagrams(part: Part, out: Path) -> list[Path]:
         for ci, pi in enumerate(cols):
             ax = axes[r, ci]
             p = float(probs[pi])
-            best = part.best(kind=kind, feature_probability=p)
+            best = int(best_grid.sel(kind=kind)[pi])
             title = f"1-S = {p:.3g}" if r == 0 else None
-            if best is None:
+            if best < 0:
                 ax.set_axis_off()
                 ax.set_title((title or "") + "\n(all diverged)", fontsize=7)
                 continue
-            plots.weight_diagram_2d(ax, part.sweep.W_eff[best], importance=colour_scale,
+            plots.weight_diagram_2d(ax, sweep.W_eff[best], importance=colour_scale,
                                     title=title)
             ax.set_xlabel(f"{int(m['n_represented'][best])} repr., seed "
                           f"{int(c['seed'][best])}", fontsize=6, labelpad=2)
@@ -152,7 +157,8 @@ def _draw_diagrams(part: Part, out: Path) -> list[Path]:
     fig.suptitle(
         f"Columns W_i of the effective weights (n={cfg.n_features}, m={cfg.n_hidden}, "
         f"I_i = {IMPORTANCE}^i): best of {n_seeds} seed(s) by final loss; "
-        f"'repr.' = features with ||W_i|| > {cfg.threshold:g}", fontsize=9)
+        f"'repr.' = features with ||W_i|| > {sweep.default_threshold:g}", fontsize=9)
+    plots.footer(fig, label)
     return plots.save(fig, out / "weights_2d")
 
 
@@ -163,19 +169,21 @@ def _invert_sparsity_axis(ax) -> None:
     ax.set_xlabel("feature probability 1 - S  (log; sparser ->)")
 
 
-def _draw_curves(part: Part, out: Path) -> list[Path]:
-    cfg, m = part.sweep.config, part.metrics
-    probs = part.probabilities()
-    n_seeds = len(np.unique(part.sweep.coords["seed"]))
+def _draw_curves(sweep: LoadedSweep, out: Path, label: str) -> list[Path]:
+    cfg, m = sweep.config, sweep.metrics()
+    loss = analysis.kind_seed_grid(sweep, sweep.loss)
+    n_rep = analysis.kind_seed_grid(sweep, m["n_represented"].astype(float))
+    probs = loss["feature_probability"].values
+    n_seeds = loss.sizes["seed"]
     fig, axes = plots.new_figure(1, 2, size=(5, 3.8))
     ax_loss, ax_rep = axes[0]
-    for kind in part.kinds():
-        color = plots.kind_color(kind)
-        plots.curve_with_band(ax_loss, probs, part.seed_table(kind, part.loss),
-                              label=kind, color=color)
-        plots.curve_with_band(ax_rep, probs, part.seed_table(kind,
-                                                        m["n_represented"].astype(float)),
-                              label=kind, color=color)
+    for kind in loss["kind"].values:
+        color = plots.kind_color(str(kind))
+        for ax, grid in ((ax_loss, loss), (ax_rep, n_rep)):
+            s = stats.mean_ci_over(grid.sel(kind=kind), "seed")
+            mean, half = s["mean"].values, s["ci95"].values
+            band = (mean - half, mean + half) if n_seeds > 1 else (None, None)
+            plots.curve_with_band(ax, probs, mean, *band, label=str(kind), color=color)
     ax_loss.set_yscale("log")
     ax_loss.set_ylabel("final loss (importance-weighted MSE)")
     ax_loss.set_title("loss", fontsize=9)
@@ -186,7 +194,7 @@ def _draw_curves(part: Part, out: Path) -> list[Path]:
                         xycoords=("axes fraction", "data"), xytext=(2, 0),
                         textcoords="offset points")
     ax_rep.set_ylim(-0.2, cfg.n_features + 0.8)
-    ax_rep.set_ylabel(f"features represented (||W_i|| > {cfg.threshold:g})")
+    ax_rep.set_ylabel(f"features represented (||W_i|| > {sweep.default_threshold:g})")
     ax_rep.set_title("represented features", fontsize=9)
     for ax in (ax_loss, ax_rep):
         _invert_sparsity_axis(ax)
@@ -194,18 +202,20 @@ def _draw_curves(part: Part, out: Path) -> list[Path]:
     fig.suptitle(f"n={cfg.n_features}, m={cfg.n_hidden}, I_i = {IMPORTANCE}^i: mean of "
                  f"{n_seeds} seed(s), band 95% CI", fontsize=9)
     fig.tight_layout()
+    plots.footer(fig, label)
     return plots.save(fig, out / "loss_and_features")
 
 
-def analyse(parts: dict[str, Part], out: Path) -> list[Path]:
+def analyse(parts: Mapping[str, LoadedSweep], out: Path) -> list[Path]:
     from bitjax import io
 
-    part = parts["intro"]
+    sweep = parts["intro"]
+    label = run_label(parts)
     files = [out / "summary.csv"]
-    with plots.quiet_nan_warnings():
-        io.write_csv(files[0], summary_rows(part))
-        files += _draw_diagrams(part, out)
-        files += _draw_curves(part, out)
+    with stats.quiet_nan_warnings():
+        io.write_csv(files[0], summary_rows(sweep))
+        files += _draw_diagrams(sweep, out, label)
+        files += _draw_curves(sweep, out, label)
     return files
 
 

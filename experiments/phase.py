@@ -55,13 +55,16 @@ Paper figure: "Superposition as a Phase Change" (the n=2, m=1 and n=3, m=2 phase
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+import xarray as xr
 
 from bitjax import plots
-from bitjax.sweep import SweepConfig
-from experiments._cli import Experiment, Part, main
+from bitjax.results import LoadedSweep, run_label
+from bitjax.sweep import SweepConfig, importance_vector
+from experiments._cli import Experiment, main
 
 #: Phase names in code order (0, 1, 2) and their colours in every figure.
 PHASES = ("dropped", "dedicated", "superposed")
@@ -193,46 +196,56 @@ PRESETS = {
 # ------------------------------------------------------------------------------------------
 
 
-def phase_table(part: Part) -> dict:
+def phase_table(sweep: LoadedSweep) -> dict:
     """Per kind and cell: best-restart phase and the restart phase fractions.
 
     Returns ``{"r": [R], "p": [P], "kinds": [...], kind: {"best": [R, P] int (-1 = no
     finite restart), "frac": [3, R, P], "best_loss", "best_norm", "best_cos": [R, P],
-    "n": [R, P]}}``.
+    "n": [R, P]}}``; ``r`` is the extra feature's importance (the last entry of each
+    importance vector), both axes in config order.
+
+    Raises:
+      ValueError: lr or weight decay varies (a cell would hold several instances).
     """
-    sw = part.sweep
-    cfg = sw.config
-    c = sw.coords
-    rs = np.array([float(v[-1]) for v in cfg.importance])
-    ps = np.array([float(v[0]) if isinstance(v, tuple) else float(v)
-                   for v in cfg.feature_probability])
-    codes = classify_extra(sw.W_eff, cfg.threshold)
-    norm, max_cos = extra_feature_stats(sw.W_eff, cfg.threshold)
-    out: dict = {"r": rs, "p": ps, "kinds": list(dict.fromkeys(c["kind"]))}
-    r_idx = c["importance_index"]
-    p_col = c["feature_probability"]
-    for kind in out["kinds"]:
-        shape = (len(rs), len(ps))
-        t = {"best": np.full(shape, -1), "frac": np.full((3, *shape), np.nan),
-             "best_loss": np.full(shape, np.nan), "best_norm": np.full(shape, np.nan),
-             "best_cos": np.full(shape, np.nan), "n": np.zeros(shape, int)}
-        for ri in range(len(rs)):
-            for pi, p in enumerate(ps):
-                idx = np.flatnonzero((c["kind"] == kind) & (r_idx == ri)
-                                     & np.isclose(p_col, p))
-                idx = idx[~part.diverged[idx]]
-                t["n"][ri, pi] = idx.size
-                if not idx.size:
-                    continue
-                best = idx[np.argmin(part.loss[idx])]
-                t["best"][ri, pi] = codes[best]
-                t["best_loss"][ri, pi] = part.loss[best]
-                t["best_norm"][ri, pi] = norm[best]
-                t["best_cos"][ri, pi] = max_cos[best]
-                for k in range(3):
-                    t["frac"][k, ri, pi] = np.mean(codes[idx] == k)
-        out[kind] = t
+    from bitjax.results import best_instance, one_cell_per
+
+    cfg = sweep.config
+    t = sweep.default_threshold
+    cell = ("kind", "seed", "importance", "feature_probability")
+    codes_i = classify_extra(sweep.W_eff, t)
+    norm_i, cos_i = extra_feature_stats(sweep.W_eff, t)
+    grid = {name: one_cell_per(sweep.grid(v), cell).transpose(*cell)
+            for name, v in (("code", codes_i), ("diverged", sweep.diverged),
+                            ("loss", sweep.loss), ("instance", np.arange(sweep.n_instances)))}
+    best = best_instance(xr.Dataset(grid), "seed").transpose("kind", "importance",
+                                                            "feature_probability")
+    ok = ~grid["diverged"].values  # [K, S, R, P]
+    code = grid["code"].values
+    out: dict = {"r": np.array([_importance_last(v, cfg.n_features) for v in cfg.importance]),
+                 "p": sweep.axes()["feature_probability"],
+                 "kinds": [str(k) for k in grid["code"]["kind"].values]}
+    for ki, kind in enumerate(out["kinds"]):
+        b = best.values[ki]  # [R, P]
+        has = b >= 0
+        safe = np.where(has, b, 0)
+        n = ok[ki].sum(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            frac = np.stack([np.where(n > 0, ((code[ki] == k) & ok[ki]).sum(axis=0) / n,
+                                      np.nan) for k in range(3)])
+        out[kind] = {
+            "best": np.where(has, codes_i[safe], -1),
+            "frac": frac,
+            "best_loss": np.where(has, sweep.loss[safe], np.nan),
+            "best_norm": np.where(has, norm_i[safe], np.nan),
+            "best_cos": np.where(has, cos_i[safe], np.nan),
+            "n": n.astype(int),
+        }
     return out
+
+
+def _importance_last(value, n: int) -> float:
+    """The extra (last) feature's importance of one importance axis value."""
+    return float(importance_vector(value, n)[-1])
 
 
 def _edges(v: np.ndarray) -> np.ndarray:
@@ -282,7 +295,7 @@ def agreement(table: dict, kind: str) -> dict[str, float]:
     }
 
 
-def analyse(parts: dict[str, Part], out: Path) -> list[Path]:
+def analyse(parts: Mapping[str, LoadedSweep], out: Path) -> list[Path]:
     from matplotlib.colors import BoundaryNorm, ListedColormap
     from matplotlib.patches import Patch
 
@@ -292,8 +305,9 @@ def analyse(parts: dict[str, Part], out: Path) -> list[Path]:
     cnorm = BoundaryNorm([-0.5, 0.5, 1.5, 2.5], 3)
     files: list[Path] = []
     cell_rows, summary_rows = [], []
+    label = run_label(parts)
     for name, part in parts.items():
-        cfg = part.sweep.config
+        cfg = part.config
         table = phase_table(part)
         kinds = table["kinds"]
         rx, py = _edges(table["r"]), _edges(table["p"])
@@ -325,6 +339,7 @@ def analyse(parts: dict[str, Part], out: Path) -> list[Path]:
         fig.suptitle(f"Phase of the extra (last) feature, n={cfg.n_features}, "
                      f"m={cfg.n_hidden}, importance (1, ..., r), effective weights",
                      fontsize=10, y=1.06)
+        plots.footer(fig, label)
         files += plots.save(fig, out / f"phase_{name}")
 
         fig, axes = plots.new_figure(len(kinds), 3, size=(3.4, 3.0), sharex=True, sharey=True)
@@ -345,6 +360,7 @@ def analyse(parts: dict[str, Part], out: Path) -> list[Path]:
         fig.colorbar(im, ax=axes, shrink=0.8, label=f"fraction of {n_restarts} restart(s)")
         fig.suptitle(f"n={cfg.n_features}, m={cfg.n_hidden}: share of restarts per phase",
                      fontsize=10, y=1.0)
+        plots.footer(fig, label)
         files += plots.save(fig, out / f"phase_fractions_{name}")
 
         rr, pp = np.meshgrid(table["r"], table["p"], indexing="ij")

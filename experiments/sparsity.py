@@ -53,18 +53,20 @@ W^T W + b + ||W_i|| grid against sparsity for n=20, m=5 (and its linear-model ro
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
-from bitjax import plots
+from bitjax import analysis, plots, stats
+from bitjax.results import LoadedSweep, run_label
 from bitjax.sweep import SweepConfig
-from experiments._cli import Experiment, Part, main
+from experiments._cli import Experiment, main
 
 N_FEATURES, N_HIDDEN, IMPORTANCE = 20, 5, 0.7
 PAPER_PROBABILITIES = (1.0, 0.3, 0.1, 0.03, 0.01, 0.003, 0.001)
-#: A bias counts as negative below this (not 0: tiny negative noise is not a filter).
-NEGATIVE_BIAS = -0.01
+#: A bias counts as negative below this (see :data:`bitjax.analysis.NEGATIVE_BIAS`).
+NEGATIVE_BIAS = analysis.NEGATIVE_BIAS
 ROW_LABELS = {"relu": "ReLU", "linear": "linear"}
 
 
@@ -105,152 +107,58 @@ PRESETS = {
 # Per-instance quantities and tables
 
 
-def instance_quantities(part: Part) -> dict[str, np.ndarray]:
-    """Per-instance scalars ``[I]`` used by the tables and the zoom figure.
-
-    ``n_beyond_top_m``: features with index >= m (the less important ones) represented;
-    ``superposition_represented``: mean superposition over the represented features only
-    (a dropped feature's direction W_i / ||W_i|| is noise, yet counts in the plain mean);
-    ``min_bias``; ``bias_represented`` / ``bias_dropped``: mean b_i over represented /
-    dropped features (NaN when there are none).
-    """
-    cfg, m, b = part.sweep.config, part.metrics, part.sweep.b
-    rep = m["norm"] > cfg.threshold
-    beyond = rep[:, cfg.n_hidden:]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        sup_rep = np.where(rep, m["superposition"], 0.0).sum(1) / rep.sum(1)
-        b_rep = np.where(rep, b, 0.0).sum(1) / rep.sum(1)
-        b_drop = np.where(~rep, b, 0.0).sum(1) / (~rep).sum(1)
-    return {
-        "loss": part.loss,
-        "n_represented": m["n_represented"].astype(float),
-        "n_beyond_top_m": beyond.sum(1).astype(float),
-        "superposition_represented": sup_rep,
-        "mean_superposition": m["mean_superposition"],
-        "min_bias": b.min(1),
-        "bias_represented": b_rep,
-        "bias_dropped": b_drop,
-    }
-
+#: Per-instance quantities of the tables (see :func:`bitjax.analysis.instance_quantities`).
+instance_quantities = analysis.instance_quantities
 
 SUMMARY_QUANTITIES = ("loss", "n_represented", "n_beyond_top_m", "superposition_represented",
                       "mean_superposition", "min_bias", "bias_represented", "bias_dropped")
 
 
-def summary_rows(part: Part) -> list[dict]:
+def summary_rows(sweep: LoadedSweep) -> list[dict]:
     """Per kind x probability: mean and 95% CI over seeds of every summary quantity."""
-    q = instance_quantities(part)
+    q = instance_quantities(sweep)
+    summary = {k: stats.mean_ci_over(analysis.kind_seed_grid(sweep, q[k]), "seed")
+               for k in SUMMARY_QUANTITIES}
+    diverged = analysis.kind_seed_grid(sweep, sweep.diverged, mask_diverged=False)
+    best = analysis.best_seed_grid(sweep)
     rows = []
-    for kind in part.kinds():
-        tables = {k: part.seed_table(kind, q[k]) for k in SUMMARY_QUANTITIES}
-        for pi, p in enumerate(part.probabilities()):
-            idx = part.sweep.select(kind=kind, feature_probability=float(p))
-            best = part.best(kind=kind, feature_probability=float(p))
-            row = {"part": part.name, "activation": part.sweep.config.activation,
-                   "kind": kind, "feature_probability": float(p), "n_seeds": int(idx.size),
-                   "n_diverged": int(part.diverged[idx].sum())}
-            for k, t in tables.items():
-                row[f"{k}_mean"], row[f"{k}_ci95"] = plots.mean_ci_floats(t[:, pi])
-            row["best_seed"] = None if best is None else int(part.sweep.coords["seed"][best])
+    for kind in best["kind"].values:
+        for pi, p in enumerate(best["feature_probability"].values):
+            b = int(best.sel(kind=kind)[pi])
+            row = {"part": sweep.name, "activation": sweep.config.activation,
+                   "kind": str(kind), "feature_probability": float(p),
+                   "n_seeds": int(diverged.sizes["seed"]),
+                   "n_diverged": int(diverged.sel(kind=kind)[:, pi].sum())}
+            for k, sm in summary.items():
+                cell = sm.sel(kind=kind).isel(feature_probability=pi)
+                row[f"{k}_mean"], row[f"{k}_ci95"] = float(cell["mean"]), float(cell["ci95"])
+            row["best_seed"] = None if b < 0 else int(sweep.coords["seed"][b])
             row["best_seed_n_represented"] = (
-                None if best is None else int(part.metrics["n_represented"][best]))
+                None if b < 0 else int(sweep.metrics()["n_represented"][b]))
             rows.append(row)
     return rows
 
 
-def _onsets(probs: np.ndarray, hit: np.ndarray, valid: np.ndarray) -> dict[str, tuple]:
-    """Onsets of a condition along a dense -> sparse grid: ``{rule: (1-S, grid index)}``.
-
-    ``first``: the largest 1-S at which ``hit`` holds. ``sustained``: the largest 1-S from
-    which it holds at every sparser grid point (robust to an isolated hit at the dense end).
-    ``(nan, None)`` where there is none; grid points that are not ``valid`` (diverged) are
-    skipped.
-    """
-    idx = np.flatnonzero(valid)
-    h = hit[idx]
-    out = {"first": (np.nan, None), "sustained": (np.nan, None)}
-    if h.any():
-        j = int(idx[np.argmax(h)])
-        out["first"] = (float(probs[j]), j)
-    if h.size and h[-1]:
-        misses = np.flatnonzero(~h)
-        j = int(idx[misses[-1] + 1 if misses.size else 0])
-        out["sustained"] = (float(probs[j]), j)
-    return out
+def _probabilities(sweep: LoadedSweep) -> np.ndarray:
+    """The sweep's feature probabilities, dense (largest) first."""
+    return np.sort(sweep.axes()["feature_probability"])[::-1]
 
 
-ONSET_RULES = ("first", "sustained")
-ONSET_CONDITIONS = {
-    "superposition_onset": "a feature with index >= m has ||W_i|| > threshold",
-    "negative_bias_onset": f"some b_i < {NEGATIVE_BIAS}",
-}
-ONSET_DEFINITIONS = {
-    "first": "largest 1-S at which {}",
-    "sustained": "largest 1-S from which on (at every sparser grid point) {}",
-}
-
-
-def onset_table(part: Part) -> dict[str, dict[str, dict]]:
-    """``{statistic: {kind: {"p": [seeds], "features": [seeds]}}}`` for every onset.
-
-    Statistics are ``<condition>_<rule>`` (see :data:`ONSET_CONDITIONS`, :func:`_onsets`);
-    ``features`` names, per seed, the features that meet the condition at the onset.
-    """
-    cfg = part.sweep.config
-    probs, seeds = part.probabilities(), part.seeds()
-    rep = part.metrics["norm"] > cfg.threshold
-    b = part.sweep.b
-    tests = {
-        "superposition_onset": lambda i: [f for f in np.flatnonzero(rep[i])
-                                          if f >= cfg.n_hidden],
-        "negative_bias_onset": lambda i: list(np.flatnonzero(b[i] < NEGATIVE_BIAS)),
-    }
-    out: dict[str, dict[str, dict]] = {f"{c}_{r}": {} for c in ONSET_CONDITIONS
-                                       for r in ONSET_RULES}
-    for kind in part.kinds():
-        res = {k: {"p": np.full(len(seeds), np.nan), "features": [""] * len(seeds)}
-               for k in out}
-        for si, s in enumerate(seeds):
-            inst = np.full(len(probs), -1)
-            for j, p in enumerate(probs):
-                idx = part.sweep.select(kind=kind, seed=int(s), feature_probability=float(p))
-                idx = idx[~part.diverged[idx]]
-                if idx.size:
-                    inst[j] = idx[0]
-            valid = inst >= 0
-            for cond, features in tests.items():
-                hit = np.array([bool(v) and len(features(i)) > 0
-                                for v, i in zip(valid, inst, strict=True)])
-                for rule, (p_on, j) in _onsets(probs, hit, valid).items():
-                    res[f"{cond}_{rule}"]["p"][si] = p_on
-                    if j is not None:
-                        res[f"{cond}_{rule}"]["features"][si] = " ".join(
-                            str(f) for f in features(inst[j]))
-        for k in out:
-            out[k][kind] = res[k]
-    return out
-
-
-def _definition(stat: str) -> str:
-    cond, rule = stat.rsplit("_", 1)
-    return ONSET_DEFINITIONS[rule].format(ONSET_CONDITIONS[cond])
-
-
-def onset_rows(part: Part) -> list[dict]:
+def onset_rows(sweep: LoadedSweep) -> list[dict]:
     """Onsets per kind (mean and 95% CI over seeds), then paired differences vs dense."""
-    table = onset_table(part)
-    probs = part.probabilities()
+    table = analysis.onset_table(sweep)
+    probs = _probabilities(sweep)
+    grid = f"{probs.max():.3g}..{probs.min():.3g} ({len(probs)} points)"
     rows = []
     for stat, by_kind in table.items():
         for kind, d in by_kind.items():
             p = d["p"]
             logp = np.log10(p)
-            mean, ci = plots.mean_ci_floats(p)
-            lmean, lci = plots.mean_ci_floats(logp)
+            mean, ci = stats.mean_ci_floats(p)
+            lmean, lci = stats.mean_ci_floats(logp)
             rows.append({
-                "part": part.name, "statistic": stat, "kind": kind,
-                "definition": _definition(stat),
-                "grid": f"{probs.max():.3g}..{probs.min():.3g} ({len(probs)} points)",
+                "part": sweep.name, "statistic": stat, "kind": kind,
+                "definition": analysis.onset_definition(stat), "grid": grid,
                 "n_seeds": len(p), "n_found": int(np.isfinite(p).sum()),
                 "n_at_densest": int(np.sum(p == probs.max())),
                 "p_mean": mean, "p_ci95": ci, "log10_p_mean": lmean, "log10_p_ci95": lci,
@@ -264,13 +172,13 @@ def onset_rows(part: Part) -> list[dict]:
                 if kind == "dense":
                     continue
                 diff = np.log10(d["p"]) - base  # paired: same seed = same init and data
-                lmean, lci = plots.mean_ci_floats(diff)
+                lmean, lci = stats.mean_ci_floats(diff)
                 rows.append({
-                    "part": part.name, "statistic": stat, "kind": f"{kind} - dense",
+                    "part": sweep.name, "statistic": stat, "kind": f"{kind} - dense",
                     "definition": "paired per-seed difference of log10 onset 1-S "
                                   "(negative = later onset, i.e. sparser; 10**mean = "
                                   "geometric-mean ratio to dense)",
-                    "grid": f"{probs.max():.3g}..{probs.min():.3g} ({len(probs)} points)",
+                    "grid": grid,
                     "n_seeds": len(diff), "n_found": int(np.isfinite(diff).sum()),
                     "log10_p_mean": lmean, "log10_p_ci95": lci,
                     "per_seed_values": " ".join(f"{v:.3g}" for v in diff),
@@ -294,51 +202,57 @@ def _sparsity_axis(ax) -> None:
     ax.set_xlabel("feature probability 1 - S  (log; sparser ->)")
 
 
-def _grid_rows(parts: dict[str, Part]) -> list[tuple[Part, str, str]]:
-    """``(part, kind, row label)`` for the weights figure: ReLU kinds, then linear kinds."""
+def _grid_rows(parts: Mapping[str, LoadedSweep]) -> list[tuple[LoadedSweep, str, str]]:
+    """``(sweep, kind, row label)`` for the weights figure: ReLU kinds, then linear kinds."""
     rows = []
     for name in ("relu", "linear"):
         if name in parts:
-            for kind in parts[name].kinds():
+            for kind in parts[name].config.kind:
                 rows.append((parts[name], kind, f"{kind}\n{ROW_LABELS[name]}"))
     return rows
 
 
-def _draw_grid(parts: dict[str, Part], out: Path) -> list[Path]:
+def _draw_grid(parts: Mapping[str, LoadedSweep], out: Path) -> list[Path]:
     import matplotlib as mpl
     import matplotlib.pyplot as plt
 
     rows = _grid_rows(parts)
-    probs = rows[0][0].probabilities()
-    cfg = rows[0][0].sweep.config
+    probs = _probabilities(rows[0][0])
+    cfg = rows[0][0].config
+    threshold = rows[0][0].default_threshold
+    bests = {id(sweep): analysis.best_seed_grid(sweep) for sweep, _, _ in rows}
     n_rows, n_cols = len(rows), len(probs)
     fig = plt.figure(figsize=(2.3 * n_cols + 1.2, 1.55 * n_rows + 0.7))
     outer = fig.add_gridspec(n_rows, n_cols, left=0.05, right=0.9, top=0.9, bottom=0.06,
                              wspace=0.18, hspace=0.3)
     for r, (part, kind, label) in enumerate(rows):
+        best_grid = bests[id(part)]
         for c, p in enumerate(probs):
             inner = outer[r, c].subgridspec(1, 3, width_ratios=[1.0, 0.09, 0.75], wspace=0.06)
             ax_g, ax_b, ax_n = (fig.add_subplot(inner[0, k]) for k in range(3))
-            best = part.best(kind=kind, feature_probability=float(p))
+            # The columns are the first row's probabilities; every row must have them.
+            part.select(feature_probability=float(p))
+            best = int(best_grid.sel(kind=kind).sel(feature_probability=p,
+                                                    method="nearest"))
             if r == 0:
                 ax_g.set_title(f"1-S = {p:g}", fontsize=9, loc="left")
             if c == 0:
                 ax_g.set_ylabel(label, fontsize=9)
-            if best is None:
+            if best < 0:
                 for ax in (ax_g, ax_b, ax_n):
                     ax.set_xticks([])
                     ax.set_yticks([])
                 ax_n.text(0.5, 0.5, "diverged", ha="center", transform=ax_n.transAxes)
                 continue
-            m = part.metrics
-            plots.gram_heatmap(ax_g, part.sweep.W_eff[best])
+            m = part.metrics()
+            plots.gram_heatmap(ax_g, part.W_eff[best])
             ax_g.set_aspect("auto")  # fill the cell so rows line up with the bars
-            plots.bias_column(ax_b, part.sweep.b[best])
+            plots.bias_column(ax_b, part.b[best])
             plots.norm_bars(ax_n, m["norm"][best], m["superposition"][best])
             ax_n.set_xticks([0, 1])
             ax_n.tick_params(labelsize=6, length=2, pad=1)
-            ax_n.axvline(cfg.threshold, color="0.6", lw=0.5, ls=":")
-            ax_n.set_xlabel(f"seed {int(part.sweep.coords['seed'][best])}: "
+            ax_n.axvline(threshold, color="0.6", lw=0.5, ls=":")
+            ax_n.set_xlabel(f"seed {int(part.coords['seed'][best])}: "
                             f"{int(m['n_represented'][best])} repr.", fontsize=6, labelpad=1)
             if r == 0 and c == 0:
                 ax_b.set_title("b", fontsize=7)
@@ -355,17 +269,16 @@ def _draw_grid(parts: dict[str, Part], out: Path) -> list[Path]:
     fig.suptitle(
         f"n={cfg.n_features}, m={cfg.n_hidden}, I_i = {IMPORTANCE}^i, effective weights, best "
         f"seed by final loss. Each cell: W^T W, bias b, bars ||W_i|| (dotted line: "
-        f"represented threshold {cfg.threshold:g}); feature 0 (most important) at the top",
+        f"represented threshold {threshold:g}); feature 0 (most important) at the top",
         fontsize=9)
+    plots.footer(fig, run_label(parts))
     return plots.save(fig, out / "weights_by_sparsity")
 
 
-def _draw_zoom(part: Part, out: Path) -> list[Path]:
-    cfg = part.sweep.config
-    probs = part.probabilities()
-    q = instance_quantities(part)
-    onsets = onset_table(part)
-    n_seeds = len(part.seeds())
+def _draw_zoom(sweep: LoadedSweep, out: Path, label: str) -> list[Path]:
+    cfg = sweep.config
+    q = instance_quantities(sweep)
+    onsets = analysis.onset_table(sweep)
     panels = (
         ("n_beyond_top_m", f"features represented beyond the top m={cfg.n_hidden}",
          "superposition_onset_sustained"),
@@ -373,44 +286,51 @@ def _draw_zoom(part: Part, out: Path) -> list[Path]:
         ("min_bias", "minimum bias  min_i b_i", "negative_bias_onset_sustained"),
     )
     fig, axes = plots.new_figure(1, 3, size=(4.3, 3.6))
+    n_seeds = len(cfg.seed)
     for ax, (key, ylabel, onset) in zip(axes[0], panels, strict=True):
-        for kind in part.kinds():
+        grid = analysis.kind_seed_grid(sweep, q[key])
+        probs = grid["feature_probability"].values
+        for kind in grid["kind"].values:
+            kind = str(kind)
             color = plots.kind_color(kind)
-            plots.curve_with_band(ax, probs, part.seed_table(kind, q[key]), label=kind,
-                                  color=color)
+            sm = stats.mean_ci_over(grid.sel(kind=kind), "seed")
+            mean, half = sm["mean"].values, sm["ci95"].values
+            band = (mean - half, mean + half) if n_seeds > 1 else (None, None)
+            plots.curve_with_band(ax, probs, mean, *band, label=kind, color=color)
             if onset is not None:
                 p = onsets[onset][kind]["p"]
                 if np.isfinite(p).any():
                     ax.axvline(10 ** np.nanmean(np.log10(p)), color=color, ls=":", lw=1)
         if key == "min_bias":
-            ax.axhline(NEGATIVE_BIAS, color="0.6", ls="--", lw=0.7, zorder=0)
+            ax.axhline(analysis.NEGATIVE_BIAS, color="0.6", ls="--", lw=0.7, zorder=0)
         _sparsity_axis(ax)
         ax.set_ylabel(ylabel, fontsize=9)
         ax.legend(title="kind", fontsize=8, title_fontsize=8)
     axes[0, 0].set_title("onset of superposition\n(dotted: geometric mean of the "
                          "sustained onset)", fontsize=9)
     axes[0, 1].set_title("superposition sum_{j!=i} (W_i_hat . W_j)^2\n"
-                         f"(features with ||W_i|| > {cfg.threshold:g})", fontsize=9)
-    axes[0, 2].set_title(f"negative biases (dashed: b = {NEGATIVE_BIAS};\n"
+                         f"(features with ||W_i|| > {sweep.default_threshold:g})", fontsize=9)
+    axes[0, 2].set_title(f"negative biases (dashed: b = {analysis.NEGATIVE_BIAS};\n"
                          "dotted: geometric mean of the sustained onset)", fontsize=9)
     fig.suptitle(f"Onset of superposition, n={cfg.n_features}, m={cfg.n_hidden}, "
                  f"I_i = {IMPORTANCE}^i: mean of {n_seeds} seed(s), band 95% CI", fontsize=10)
     fig.tight_layout()
+    plots.footer(fig, label)
     return plots.save(fig, out / "zoom")
 
 
-def analyse(parts: dict[str, Part], out: Path) -> list[Path]:
+def analyse(parts: Mapping[str, LoadedSweep], out: Path) -> list[Path]:
     from bitjax import io
 
     files = [out / "summary.csv", out / "onsets.csv"]
     onset_parts = [p for name, p in parts.items() if name in ("relu", "zoom")]
-    with plots.quiet_nan_warnings():
+    with stats.quiet_nan_warnings():
         io.write_csv(files[0], [r for part in parts.values() for r in summary_rows(part)])
         io.write_csv(files[1], [r for part in onset_parts for r in onset_rows(part)],
                      columns=ONSET_COLUMNS)
         files += _draw_grid(parts, out)
         if "zoom" in parts:
-            files += _draw_zoom(parts["zoom"], out)
+            files += _draw_zoom(parts["zoom"], out, run_label(parts))
     return files
 
 

@@ -27,13 +27,15 @@ Paper figure: "Feature Dimensionality" (D* against 1/(1-S), and the D_i scatter)
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
-from bitjax import plots
+from bitjax import analysis, plots, stats
+from bitjax.results import LoadedSweep, run_label
 from bitjax.sweep import SweepConfig
-from experiments._cli import Experiment, Part, main
+from experiments._cli import Experiment, main
 
 
 def _config(n, m, n_p, p_min, seeds, steps, kinds=("dense", "ternary"), **kw) -> SweepConfig:
@@ -50,86 +52,98 @@ PRESETS = {
 }
 
 
-def dims_table(part: Part) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """``(1/p, dense first; {kind: D* [seeds, probs]})`` for the D* curve."""
-    d_star = part.metrics["dims_per_feature"]
-    return 1.0 / part.probabilities(), {k: part.seed_table(k, d_star) for k in part.kinds()}
+def dims_table(sweep: LoadedSweep) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """``(1/p, dense first; {kind: D* [seeds, probs]})`` for the D* curve (NaN: diverged)."""
+    da = analysis.kind_seed_grid(sweep, sweep.metrics()["dims_per_feature"])
+    x = 1.0 / da["feature_probability"].values
+    return x, {str(k): da.sel(kind=k).transpose("seed", "feature_probability").values
+               for k in da["kind"].values}
 
 
-def summary_rows(part: Part) -> list[dict]:
+def summary_rows(sweep: LoadedSweep) -> list[dict]:
     """Per kind and sparsity: D*, loss and features represented (mean, 95% CI over seeds) and
     the paired difference of D* against dense (same seed: same init and same data)."""
-    probs, kinds = part.probabilities(), part.kinds()
-    tables = {
-        name: {k: part.seed_table(k, values) for k in kinds}
-        for name, values in (("dims", part.metrics["dims_per_feature"]), ("loss", part.loss),
-                             ("n_rep", part.metrics["n_represented"]))
-    }
+    m = sweep.metrics()
+    grids = {name: analysis.kind_seed_grid(sweep, values) for name, values in
+             (("dims", m["dims_per_feature"]), ("loss", sweep.loss),
+              ("n_rep", m["n_represented"].astype(float)))}
+    dims = grids["dims"]
+    kinds = [str(k) for k in dims["kind"].values]
+    probs = dims["feature_probability"].values
+    summaries = {name: stats.mean_ci_over(g, "seed") for name, g in grids.items()}
+    if "dense" in kinds:
+        diff = stats.mean_ci_over(dims - dims.sel(kind="dense", drop=True), "seed")
     rows = []
     for kind in kinds:
-        d_mean, d_ci = plots.mean_ci(tables["dims"][kind])
-        l_mean, _ = plots.mean_ci(tables["loss"][kind])
-        r_mean, _ = plots.mean_ci(tables["n_rep"][kind])
-        diff = tables["dims"][kind] - tables["dims"].get("dense", np.nan)
-        f_mean, f_ci = plots.mean_ci(diff)
+        d, lo, nr = (summaries[k].sel(kind=kind) for k in ("dims", "loss", "n_rep"))
+        f = diff.sel(kind=kind) if "dense" in kinds else None
         for j, p in enumerate(probs):
             rows.append({
                 "kind": kind, "feature_probability": float(p), "inv_probability": 1 / p,
-                "n_seeds": int(np.isfinite(tables["dims"][kind][:, j]).sum()),
-                "dims_per_feature": float(d_mean[j]), "dims_ci95": float(d_ci[j]),
-                "dims_minus_dense": float(f_mean[j]), "dims_minus_dense_ci95": float(f_ci[j]),
-                "loss": float(l_mean[j]), "n_represented": float(r_mean[j]),
+                "n_seeds": int(d["n"][j]),
+                "dims_per_feature": float(d["mean"][j]), "dims_ci95": float(d["ci95"][j]),
+                "dims_minus_dense": float(f["mean"][j]) if f is not None else np.nan,
+                "dims_minus_dense_ci95": float(f["ci95"][j]) if f is not None else np.nan,
+                "loss": float(lo["mean"][j]), "n_represented": float(nr["mean"][j]),
             })
     return rows
 
 
-def analyse(parts: dict[str, Part], out: Path) -> list[Path]:
+def analyse(parts: Mapping[str, LoadedSweep], out: Path) -> list[Path]:
     from bitjax import io
 
-    part = parts["uniform"]
-    cfg = part.sweep.config
-    x, tables = dims_table(part)
+    sweep = parts["uniform"]
+    cfg = sweep.config
+    label = run_label(parts)
+    x, tables = dims_table(sweep)
     n_seeds = next(iter(tables.values())).shape[0]
     files = [out / "dims_summary.csv"]
-    with plots.quiet_nan_warnings():  # one seed: the CI is NaN, and the CSV says so
-        io.write_csv(files[0], summary_rows(part))
+    io.write_csv(files[0], summary_rows(sweep))
 
     fig, axes = plots.new_figure(1, 1, size=(6, 4))
     ax = axes[0, 0]
+    shown = []
     for kind, table in tables.items():
-        plots.curve_with_band(ax, x, table, label=kind, color=plots.kind_color(kind))
+        mean, half = stats.mean_ci(table, axis=0)
+        band = (mean - half, mean + half) if table.shape[0] > 1 else (None, None)
+        plots.curve_with_band(ax, x, mean, *band, label=kind, color=plots.kind_color(kind))
+        shown += [mean, *(v for v in band if v is not None)]
     plots.reference_lines(ax, {"1": 1.0, "1/2": 0.5, "2/5": 0.4})
     ax.set_xscale("log")
     ax.set_xlabel("1 / (1 - S)  (inverse feature probability)")
     ax.set_ylabel("dimensions per feature  m / ||W||_F^2")
-    ax.set_ylim(0, 1.15)
+    # Ternary's D* exceeds 1 at the dense end (||W_eff||_F^2 < m): show all of every curve.
+    plots.data_ylim(ax, np.concatenate(shown), floor=0.0, ceiling=1.15)
     ax.set_title(f"Uniform importance, n={cfg.n_features}, m={cfg.n_hidden}: mean of "
                  f"{n_seeds} seed(s), band 95% CI", fontsize=9)
     ax.legend(title="kind", fontsize=8)
+    plots.footer(fig, label)
     files += plots.save(fig, out / "dims_per_feature")
 
     kinds = list(tables)
+    dim = analysis.kind_seed_grid(sweep, sweep.metrics()["dimensionality"])
     fig, axes = plots.new_figure(1, len(kinds), size=(5, 3.6), sharey=True)
-    c = part.sweep.coords
     rng = np.random.default_rng(0)
+    top = []
     for ax, kind in zip(axes[0], kinds, strict=True):
-        idx = part.sweep.select(kind=kind)
-        idx = idx[~part.diverged[idx]]
-        inv_p = 1.0 / c["feature_probability"][idx]
-        d = part.metrics["dimensionality"][idx]  # [k, n]
-        xs = np.repeat(inv_p[:, None], d.shape[1], axis=1)
-        jitter = np.exp(rng.normal(0, 0.02, xs.shape))
-        ax.scatter((xs * jitter).ravel(), d.ravel(), s=2, alpha=0.25,
+        d = dim.sel(kind=kind).transpose("seed", "feature_probability", "feature").values
+        xs = np.broadcast_to((1.0 / dim["feature_probability"].values)[None, :, None],
+                             d.shape)
+        keep = np.isfinite(d)  # diverged instances are NaN
+        jitter = np.exp(rng.normal(0, 0.02, int(keep.sum())))
+        ax.scatter(xs[keep] * jitter, d[keep], s=2, alpha=0.25,
                    color=plots.kind_color(kind), lw=0)
-        xk, tk = x, tables[kind]
-        ax.plot(xk, np.nanmean(tk, axis=0), color="k", lw=1, label="D* (mean over seeds)")
+        d_star = stats.mean_ci(tables[kind], axis=0)[0]
+        top.append(d_star)
+        ax.plot(x, d_star, color="k", lw=1, label="D* (mean over seeds)")
         plots.reference_lines(ax)
         ax.set_xscale("log")
-        ax.set_ylim(-0.02, 1.1)
         ax.set_xlabel("1 / (1 - S)")
         ax.set_title(f"{kind}: every feature's D_i (all seeds)", fontsize=9)
         ax.legend(fontsize=7, loc="upper right")
+    plots.data_ylim(axes[0, 0], np.concatenate(top), floor=-0.02, ceiling=1.1)
     axes[0, 0].set_ylabel("feature dimensionality D_i")
+    plots.footer(fig, label)
     files += plots.save(fig, out / "feature_dimensionality")
     return files
 
