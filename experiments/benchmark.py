@@ -25,7 +25,7 @@ Floors printed per workload (measured on this machine by microbenchmarks, not as
 Memory per instance: "state bytes" is the training state kept between chunks (weights, Adam
 moments, loss history); "step bytes" is the working memory XLA's memory analysis gives for
 one compiled chunk, per instance on a device. A sweep whose working memory exceeds what a
-device has free trains in groups of instances inside the same program (bitjax.sweep.Trainer).
+device has free trains in groups of instances inside the same program (bitjax.trainer.Trainer).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,7 +71,7 @@ WORKLOADS = {
 def workload_config(w: Workload, *, batch_size: int = 1024, chunk: int = 100,
                     data_sharing: str = "instance", rng_impl: str | None = None,
                     kinds=("dense",)):
-    from bitjax.sweep import SweepConfig
+    from bitjax.config import SweepConfig
 
     per_kind = max(1, w.n_instances // len(kinds))
     probs = tuple(float(p) for p in np.geomspace(1.0, 0.01, per_kind))
@@ -82,36 +83,53 @@ def workload_config(w: Workload, *, batch_size: int = 1024, chunk: int = 100,
         data_sharing=data_sharing, **kw)
 
 
-def time_workload(cfg, *, min_seconds: float = 3.0, max_chunks: int = 50) -> dict:
-    """Compile once, warm up one chunk, then time chunks one by one for ``min_seconds``.
+def time_chunks(run_chunk: Callable[[], None], *, min_seconds: float, max_chunks: int,
+                clock: Callable[[], float] = time.perf_counter) -> list[float]:
+    """Durations of successive ``run_chunk()`` calls: at least 3, then until ``min_seconds``
+    have passed in all or ``max_chunks`` were timed."""
+    times: list[float] = []
+    t_start = clock()
+    while len(times) < max_chunks and (len(times) < 3 or clock() - t_start < min_seconds):
+        t0 = clock()
+        run_chunk()
+        times.append(clock() - t0)
+    return times
 
-    The rate is that of the median chunk, so a burst of work from another process during one
-    chunk does not move it; the fastest and slowest chunk rates are kept as a range.
+
+def chunk_rates(times: list[float], steps: int) -> tuple[float, float, float]:
+    """``(median, slowest, fastest)`` steps/s of chunks of ``steps`` steps that took ``times``.
+
+    The median chunk's rate is the one reported, so a burst of work from another process
+    during one chunk does not move it.
     """
+    rates = steps / np.asarray(times, dtype=np.float64)
+    return float(np.median(rates)), float(rates.min()), float(rates.max())
+
+
+def time_workload(cfg, *, min_seconds: float = 3.0, max_chunks: int = 50) -> dict:
+    """Compile once, warm up one chunk, then time chunks one by one for ``min_seconds``."""
     import jax
 
-    from bitjax.sweep import Trainer, chunk_bytes
+    from bitjax.memory import chunk_bytes
+    from bitjax.trainer import Trainer
 
-    trainer = Trainer(cfg, progress=False)
-    state = trainer.init_state()
+    trainer = Trainer(cfg)
+    holder = {"state": trainer.init_state()}
     t0 = time.perf_counter()
-    fn = trainer._chunk_fn(cfg.chunk_size, state)
+    fn = trainer.compiled_chunk(cfg.chunk_size)
     compile_s = time.perf_counter() - t0
-    state = fn(state, trainer.arrays, trainer.streams)
-    jax.block_until_ready(state)
-    times, t_start = [], time.perf_counter()
-    while len(times) < max_chunks and (len(times) < 3
-                                       or time.perf_counter() - t_start < min_seconds):
-        t0 = time.perf_counter()
-        state = fn(state, trainer.arrays, trainer.streams)
-        jax.block_until_ready(state)
-        times.append(time.perf_counter() - t0)
-    rates = cfg.chunk_size / np.asarray(times)
-    steps_s = float(np.median(rates))
-    state_bytes = sum(x.nbytes for x in jax.tree.leaves(state))
+
+    def run_chunk():
+        holder["state"] = fn(holder["state"], trainer.arrays, trainer.streams)
+        jax.block_until_ready(holder["state"])
+
+    run_chunk()  # warm-up
+    times = time_chunks(run_chunk, min_seconds=min_seconds, max_chunks=max_chunks)
+    steps_s, lo, hi = chunk_rates(times, cfg.chunk_size)
+    state_bytes = sum(x.nbytes for x in jax.tree.leaves(holder["state"]))
     step_bytes = chunk_bytes(fn)
     return {"steps_per_s": steps_s, "instance_steps_per_s": steps_s * trainer.n_instances,
-            "steps_per_s_range": [float(rates.min()), float(rates.max())],
+            "steps_per_s_range": [lo, hi],
             "chunks_timed": len(times), "compile_s": compile_s,
             "n_instances": trainer.n_instances,
             "state_bytes_per_instance": state_bytes / trainer.n_padded,
@@ -162,7 +180,7 @@ def machine_rates(rng_impl: str = "hash") -> dict:
 
 def floors(cfg, rates: dict) -> dict:
     """Upper bounds on steps/s from drawing, matmuls and minimal elementwise traffic."""
-    from bitjax.sweep import build_instances
+    from bitjax.config import build_instances
 
     inst = build_instances(cfg)
     i, b, n, m = inst.n, cfg.batch_size, cfg.n_features, cfg.n_hidden
@@ -232,11 +250,10 @@ SCALING_COUNTS = (10, 30, 100, 300, 1000, 3000, 10000)
 
 
 def _compile_seconds(cfg) -> float:
-    from bitjax.sweep import Trainer
+    from bitjax.trainer import Trainer
 
-    trainer = Trainer(cfg, progress=False)
-    state = trainer.init_state()
-    trainer._chunk_fn(cfg.chunk_size, state)
+    trainer = Trainer(cfg)
+    trainer.compiled_chunk(cfg.chunk_size)
     return trainer.compile_seconds
 
 

@@ -1,9 +1,9 @@
-"""Sweeps (bitjax.sweep): config validation, instance arrays, and the compiled trainer.
+"""Sweeps: config validation (bitjax.config), the instance grid, and training invariants.
 
 Training tests use tiny sweeps (n=5, m=2, 200 steps of batch 64; see ``tiny_config`` in
-conftest.py). The invariants under test come from the module docstring of bitjax.sweep:
-instance keys depend only on the seed and the instance's coordinates, so an instance trained
-inside a sweep equals the same instance trained alone.
+conftest.py). The invariants under test come from the module docstrings of bitjax.config
+and bitjax.program: instance keys depend only on the seed and the instance's coordinates,
+so an instance trained inside a sweep equals the same instance trained alone.
 """
 
 from __future__ import annotations
@@ -17,13 +17,9 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from bitjax import layers, quant
-from bitjax.sweep import (
-    AXES,
-    SweepConfig,
-    Trainer,
-    build_instances,
-    effective_weights_host,
-)
+from bitjax.config import AXES, REMOVED_FIELDS, SweepConfig, build_instances
+from bitjax.program import effective_weights_host
+from bitjax.trainer import Trainer
 
 pytestmark = pytest.mark.usefixtures("compile_cache")
 
@@ -66,6 +62,9 @@ BASE = dict(n_features=5, n_hidden=2)
         (dict(rng_impl="mt19937"), "rng_impl"),
         (dict(chunk_size=150, history_every=100), "chunk_size"),
         (dict(beta2=1.0), "beta2"),
+        (dict(warmup_steps=-1), "warmup_steps"),
+        (dict(steps=100, warmup_steps=100), "warmup_steps"),
+        (dict(warmup_steps=2.5), "warmup_steps"),
         (dict(correlated_sets=3, correlated_size=2), "n_features"),
         (dict(anticorrelated_sets=1, anticorrelated_mode="arena",
               feature_probability=(0.8,)), "feature_probability"),
@@ -83,18 +82,35 @@ def test_from_dict_rejects_unknown_fields():
         SweepConfig.from_dict(d)
 
 
+def test_from_dict_reads_an_old_config_with_threshold_and_no_warmup():
+    # What bitjax wrote into checkpoints before threshold left the config and warmup came.
+    old = {"n_features": 5, "n_hidden": 2, "activation": "relu", "correlated_sets": 0,
+           "correlated_size": 2, "anticorrelated_sets": 0, "anticorrelated_size": 2,
+           "anticorrelated_mode": "paper", "kind": ["dense", "ternary"], "seed": [0],
+           "feature_probability": [1.0, 0.1], "importance": [0.9], "lr": [0.001],
+           "weight_decay": [0.01], "steps": 1000, "batch_size": 256, "beta1": 0.9,
+           "beta2": 0.999, "eps": 1e-08, "schedule": "constant", "chunk_size": 500,
+           "history_every": 100, "eval_batches": 8, "threshold": 0.5, "data_sharing": "seed",
+           "rng_impl": "hash"}
+    cfg = SweepConfig.from_dict(old)
+    assert "threshold" in REMOVED_FIELDS and not hasattr(cfg, "threshold")
+    assert cfg.warmup_steps == 0 and cfg.kind == ("dense", "ternary") and cfg.steps == 1000
+    assert "threshold" not in cfg.to_dict()
+
+
 def test_scalars_become_axes_and_defaults_are_the_paper_recipe():
     cfg = SweepConfig(**BASE, kind="ternary", seed=3, feature_probability=0.1)
     assert cfg.kind == ("ternary",) and cfg.seed == (3,) and cfg.feature_probability == (0.1,)
     assert (cfg.lr, cfg.weight_decay, cfg.steps, cfg.batch_size) == ((1e-3,), (0.01,),
                                                                      10_000, 1024)
-    assert (cfg.beta1, cfg.beta2, cfg.schedule) == (0.9, 0.999, "constant")
+    assert (cfg.beta1, cfg.beta2, cfg.schedule, cfg.warmup_steps) == (0.9, 0.999, "constant",
+                                                                        0)
 
 
 def test_trainer_rejects_steps_not_multiple_of_history():
     cfg = SweepConfig(**BASE, steps=250, chunk_size=100, history_every=100)
     with pytest.raises(ValueError, match="history_every"):
-        Trainer(cfg, progress=False)
+        Trainer(cfg)
 
 
 # --------------------------------------------------------------------------------------
@@ -113,6 +129,7 @@ def valid_configs(draw):
     imp_value = st.one_of(_imp, st.tuples(*[_imp] * n))
     history = draw(st.integers(1, 50))
     chunk = history * draw(st.integers(1, 5))
+    steps = history * draw(st.integers(1, 20))
     return SweepConfig(
         n_features=n,
         n_hidden=m,
@@ -124,9 +141,10 @@ def valid_configs(draw):
         importance=tuple(draw(st.lists(imp_value, min_size=1, max_size=2))),
         lr=tuple(draw(st.lists(st.floats(1e-6, 10.0), min_size=1, max_size=2))),
         weight_decay=tuple(draw(st.lists(st.floats(0.0, 1.0), min_size=1, max_size=2))),
-        steps=history * draw(st.integers(1, 20)),
+        steps=steps,
         batch_size=draw(st.integers(1, 4096)),
         schedule=draw(st.sampled_from(["constant", "linear", "cosine"])),
+        warmup_steps=draw(st.integers(0, steps - 1)),
         chunk_size=chunk,
         history_every=history,
         data_sharing=draw(st.sampled_from(["seed", "instance"])),
@@ -259,7 +277,7 @@ def _alone(cfg, row):
 
 
 def _instance(host_state, i):
-    """Instance ``i``'s weights, bias, optimizer moments and loss history."""
+    """Instance ``i``'s weights, bias, optimiser state and loss history."""
     import jax
 
     return jax.tree.map(lambda x: np.asarray(x)[i],
@@ -292,17 +310,17 @@ def test_data_sharing_modes_differ(sweep_cfg, train):
 
 def test_same_seed_is_bitwise_reproducible(sweep_cfg, train, assert_trees_equal):
     _, first = train(sweep_cfg)
-    fresh = Trainer(sweep_cfg, progress=False)  # a new compile of the same program
+    fresh = Trainer(sweep_cfg)  # a new compile of the same program
     again = fresh.to_host(fresh.run(fresh.init_state()))
     assert_trees_equal(first, again)
-    other = Trainer(sweep_cfg.replace(seed=(4,)), progress=False)
+    other = Trainer(sweep_cfg.replace(seed=(4,)))
     different = other.to_host(other.run(other.init_state()))
     assert not np.allclose(first["params"]["W"], different["params"]["W"])
     assert not np.allclose(first["history"], different["history"])
 
 
 def test_kinds_of_one_seed_share_initial_weights(sweep_cfg):
-    trainer = Trainer(sweep_cfg, progress=False)
+    trainer = Trainer(sweep_cfg)
     init = trainer.to_host(trainer.init_state())
     w = init["params"]["W"]
     for i in range(1, w.shape[0]):
@@ -341,7 +359,7 @@ def test_model_learns_dense_features():
     cfg = SweepConfig(n_features=5, n_hidden=2, importance=(0.9,), feature_probability=(1.0,),
                       steps=1000, batch_size=256, chunk_size=500, history_every=100,
                       eval_batches=4)
-    trainer = Trainer(cfg, progress=False)
+    trainer = Trainer(cfg)
     state = trainer.init_state()
     initial = float(trainer.evaluate(state)[0])
     state = trainer.run(state)

@@ -1,0 +1,346 @@
+"""What a sweep is: a validated :class:`SweepConfig` and the instance grid it spans.
+
+A :class:`SweepConfig` names the static model (sizes, activation, feature structure), the
+training recipe (steps, batch, AdamW, learning-rate schedule, chunking) and the axes a sweep
+varies (:data:`AXES`). :func:`build_instances` turns the Cartesian product of the axes into
+flat per-instance arrays with a leading instance axis plus a coordinates table
+(:class:`Instances`); those arrays are what the compiled program (:mod:`bitjax.program`)
+receives as traced arguments, so one compile serves every value of every axis.
+
+Randomness keyed by coordinates: with ``data_sharing="seed"`` (default) every instance of
+one seed reads the same data stream (common random numbers, paired comparisons); with
+``data_sharing="instance"`` each instance has its own stream, salted by its coordinates
+rather than its position, so an instance trained alone equals the same instance in any sweep.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import math
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from bitjax import data as data_lib
+from bitjax import layers
+
+__all__ = [
+    "ACTIVATIONS", "AXES", "DATA_SHARING", "REMOVED_FIELDS", "RNG_IMPLS", "SCHEDULES",
+    "Instances", "SweepConfig", "build_instances", "importance_vector",
+]
+
+#: The axes a sweep varies; the sweep is their Cartesian product (``kind`` varies slowest).
+AXES = ("kind", "seed", "feature_probability", "importance", "lr", "weight_decay")
+#: Learning-rate schedules after the warmup; ``linear`` and ``cosine`` reach 0 at ``steps``.
+SCHEDULES = ("constant", "linear", "cosine")
+RNG_IMPLS = ("hash", "threefry2x32", "rbg", "unsafe_rbg")
+DATA_SHARING = ("seed", "instance")
+ACTIVATIONS = ("relu", "linear")
+#: Fields older bitjax versions wrote into configs that no longer exist, and why. An old
+#: config dict (a checkpoint's ``meta``, a ``config.json``) still loads: they are dropped.
+REMOVED_FIELDS = {
+    "threshold": "the 'represented' norm cut is an analysis argument "
+                 "(bitjax.metrics), not part of training",
+}
+#: Stream salt of ``data_sharing="seed"`` streams (``"instance"`` salts from coordinates).
+DATA_SALT = 1
+
+
+def _as_tuple(v) -> tuple:
+    if isinstance(v, (list, tuple)):
+        return tuple(_as_tuple(x) if isinstance(x, (list, tuple)) else x for x in v)
+    return (v,)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _check_choice(name: str, value, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise ValueError(f"unknown {name} {value!r}; allowed: {', '.join(allowed)}")
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """Everything that defines a sweep; validated on construction, JSON round-trippable.
+
+    Model: ``n_features``, ``n_hidden``, ``activation`` (``relu`` | ``linear``) and the
+    feature structure (``correlated_*``, ``anticorrelated_*``; see
+    :class:`bitjax.data.FeatureStructure`).
+
+    Axes (each a tuple; the sweep is their Cartesian product):
+      kind: model variants, names from :data:`bitjax.layers.KINDS`.
+      seed: restarts; non-negative ints.
+      feature_probability: ``1 - S``, each a float in (0, 1] or a length-``n`` tuple.
+      importance: each a float ``r`` (``I_i = r**i``; 1 = uniform) or a length-``n`` tuple.
+      lr, weight_decay: AdamW peak learning rate and decoupled weight decay.
+
+    Training (the paper notebook's recipe by default): ``steps``, ``batch_size``, AdamW
+    ``beta1``/``beta2``/``eps``; the learning rate rises linearly from 0 over
+    ``warmup_steps`` (0: no warmup), then follows ``schedule``: ``constant``, or ``linear`` /
+    ``cosine`` decay reaching exactly 0 at ``steps``. ``chunk_size`` steps run per compiled
+    call; the loss history keeps the mean loss of each ``history_every`` steps.
+    ``eval_batches`` batches of ``batch_size`` give the final loss.
+
+    Data: ``data_sharing`` (``seed``: instances of one seed share each step's uniforms;
+    ``instance``: one stream per instance) and ``rng_impl`` (``hash``: a counter-based hash
+    fused into the step, else a :func:`jax.random.key` implementation). The batch layout
+    follows from these (see :class:`bitjax.data.DataPlan`, :attr:`data_plan`).
+    """
+
+    n_features: int
+    n_hidden: int
+    activation: str = "relu"
+    correlated_sets: int = 0
+    correlated_size: int = 2
+    anticorrelated_sets: int = 0
+    anticorrelated_size: int = 2
+    anticorrelated_mode: str = "paper"
+    kind: tuple = ("dense",)
+    seed: tuple = (0,)
+    feature_probability: tuple = (1.0,)
+    importance: tuple = (1.0,)
+    lr: tuple = (1e-3,)
+    weight_decay: tuple = (0.01,)
+    steps: int = 10_000
+    batch_size: int = 1024
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    schedule: str = "constant"
+    warmup_steps: int = 0
+    chunk_size: int = 500
+    history_every: int = 100
+    eval_batches: int = 8
+    data_sharing: str = "seed"
+    rng_impl: str = "hash"
+
+    def __post_init__(self):
+        for name in AXES:
+            object.__setattr__(self, name, _as_tuple(getattr(self, name)))
+        for name in ("n_features", "n_hidden", "steps", "batch_size", "chunk_size",
+                     "history_every", "eval_batches"):
+            v = getattr(self, name)
+            if not _is_int(v) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        _check_choice("activation", self.activation, ACTIVATIONS)
+        _check_choice("schedule", self.schedule, SCHEDULES)
+        _check_choice("data_sharing", self.data_sharing, DATA_SHARING)
+        _check_choice("rng_impl", self.rng_impl, RNG_IMPLS)
+        if not _is_int(self.warmup_steps) or not 0 <= self.warmup_steps < self.steps:
+            raise ValueError(f"warmup_steps must be an integer in [0, steps={self.steps}), "
+                             f"got {self.warmup_steps!r}")
+        _ = self.structure  # validates the feature structure
+        for name in AXES:
+            if len(getattr(self, name)) == 0:
+                raise ValueError(f"axis {name} is empty; give at least one value")
+        for k in self.kind:
+            _check_choice("kind", k, tuple(layers.KINDS))
+        for s in self.seed:
+            if not _is_int(s) or s < 0:
+                raise ValueError(f"seed values must be non-negative integers, got {s!r}")
+        for p in self.feature_probability:
+            self._check_vector("feature_probability", p, lambda v: 0.0 < v <= 1.0, "in (0, 1]")
+        for imp in self.importance:
+            self._check_vector("importance", imp, lambda v: v >= 0.0, ">= 0")
+        for name in ("lr", "weight_decay"):
+            for v in getattr(self, name):
+                ok = (isinstance(v, (int, float, np.floating, np.integer))
+                      and math.isfinite(v) and (v > 0 if name == "lr" else v >= 0))
+                if not ok:
+                    bound = "> 0" if name == "lr" else ">= 0"
+                    raise ValueError(f"{name} values must be finite and {bound}, got {v!r}")
+        for name in ("beta1", "beta2"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
+        if not self.eps > 0:
+            raise ValueError(f"eps must be > 0, got {self.eps!r}")
+        if self.chunk_size % self.history_every:
+            raise ValueError(
+                f"chunk_size ({self.chunk_size}) must be a multiple of history_every "
+                f"({self.history_every})"
+            )
+        if self.anticorrelated_mode == "arena" and self.anticorrelated_sets:
+            for p in self.feature_probability:
+                if max(_as_tuple(p)) > 0.5:
+                    raise ValueError("anticorrelated_mode='arena' needs feature_probability "
+                                     f"<= 0.5, got {p!r}")
+
+    def _check_vector(self, name: str, value, ok: Callable[[float], bool], allowed: str):
+        vals = _as_tuple(value)
+        if len(vals) not in (1, self.n_features):
+            raise ValueError(
+                f"{name} value {value!r} has length {len(vals)}; give a scalar or a vector "
+                f"of length n_features={self.n_features}"
+            )
+        for v in vals:
+            if not isinstance(v, (int, float, np.floating, np.integer)) or not (
+                math.isfinite(v) and ok(float(v))
+            ):
+                raise ValueError(f"{name} values must be {allowed}, got {v!r}")
+
+    @property
+    def structure(self) -> data_lib.FeatureStructure:
+        """The static feature structure (which features move together)."""
+        return data_lib.FeatureStructure(
+            self.n_features, self.correlated_sets, self.correlated_size,
+            self.anticorrelated_sets, self.anticorrelated_size, self.anticorrelated_mode,
+        )
+
+    @property
+    def data_plan(self) -> data_lib.DataPlan:
+        """How the compiled program draws and lays out its batches (decided once, here)."""
+        return data_lib.DataPlan.create(self.structure, self.batch_size, self.rng_impl,
+                                        shared=self.data_sharing == "seed")
+
+    @property
+    def n_instances(self) -> int:
+        return math.prod(len(getattr(self, a)) for a in AXES)
+
+    @property
+    def quantizers(self) -> tuple[str, ...]:
+        """The weight quantizers this sweep's kinds use, in first-use order."""
+        return tuple(dict.fromkeys(layers.kind_quantizer(k) for k in self.kind))
+
+    @property
+    def uses_act_quant(self) -> bool:
+        """Whether any kind quantizes activations to 8 bits (compiles that path in)."""
+        return any(layers.KINDS[k].act_int8 for k in self.kind)
+
+    def replace(self, **changes) -> SweepConfig:
+        """A copy with ``changes`` applied (and validated)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types (tuples become lists); :meth:`from_dict` inverts it."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SweepConfig:
+        """A config from :meth:`to_dict` output, including dicts older bitjax versions wrote.
+
+        Fields listed in :data:`REMOVED_FIELDS` are dropped; fields added since (such as
+        ``warmup_steps``) take their defaults, which reproduce the old behaviour.
+
+        Raises:
+          ValueError: ``d`` names a field SweepConfig never had, or a value is invalid.
+        """
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names - set(REMOVED_FIELDS))
+        if unknown:
+            raise ValueError(f"unknown SweepConfig fields: {', '.join(unknown)}")
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass(frozen=True)
+class Instances:
+    """Flat per-instance arrays (leading axis = instance) and their coordinates.
+
+    ``coords`` has one entry per axis (``kind`` as names, the rest as given in the config),
+    plus ``instance`` ids. Vector-valued ``feature_probability``/``importance`` appear in
+    ``coords`` as the index into the config's axis (``*_index``) and as the full vector in
+    ``p``/``importance``.
+    """
+
+    coords: dict[str, np.ndarray]
+    quantizer: np.ndarray  # [I] int32: index into SweepConfig.quantizers
+    act_int8: np.ndarray  # [I] bool
+    p: np.ndarray  # [I, n] float32
+    importance: np.ndarray  # [I, n] float32
+    lr: np.ndarray  # [I] float32
+    weight_decay: np.ndarray  # [I] float32
+    seed: np.ndarray  # [I] int32
+    stream: np.ndarray  # [I] int32: index into stream_seed / stream_salt
+    stream_seed: np.ndarray  # [S] uint32
+    stream_salt: np.ndarray  # [S] uint32
+
+    @property
+    def n(self) -> int:
+        return len(self.quantizer)
+
+    def table(self) -> list[dict[str, Any]]:
+        """Coordinates as one dict per instance (for CSV rows)."""
+        keys = list(self.coords)
+        return [{k: self.coords[k][i].item() for k in keys} for i in range(self.n)]
+
+
+def _vector(value, n: int) -> np.ndarray:
+    vals = np.asarray(_as_tuple(value), dtype=np.float64)
+    return np.broadcast_to(vals, (n,)) if vals.size == 1 else vals
+
+
+def importance_vector(value, n: int) -> np.ndarray:
+    """An importance axis value as a length-``n`` vector: ``r -> r**i``, a vector as is."""
+    vals = _as_tuple(value)
+    if len(vals) == 1:
+        return float(vals[0]) ** np.arange(n, dtype=np.float64)
+    return np.asarray(vals, dtype=np.float64)
+
+
+def _instance_salt(cfg: SweepConfig, row: tuple[int, ...]) -> int:
+    """Stream salt of one instance from its non-seed coordinates (not its position)."""
+    values = [cfg.kind[row[0]], *[_as_tuple(getattr(cfg, a)[row[i]])
+                                  for i, a in enumerate(AXES) if i >= 2]]
+    # | 0x10 keeps instance salts apart from the small constant salts (DATA_SALT, ...).
+    return zlib.crc32(json.dumps(values).encode()) | 0x10
+
+
+def build_instances(cfg: SweepConfig) -> Instances:
+    """The Cartesian product of the config's axes as flat arrays (kind varies slowest).
+
+    Args:
+      cfg: the sweep.
+
+    Returns:
+      The per-instance arrays and coordinates, ``cfg.n_instances`` rows.
+    """
+    n = cfg.n_features
+    rows = list(itertools.product(*(range(len(getattr(cfg, a))) for a in AXES)))
+    idx = {a: np.array([r[i] for r in rows], dtype=np.int32) for i, a in enumerate(AXES)}
+    kinds = np.array(cfg.kind, dtype=object)[idx["kind"]]
+    codes = [(cfg.quantizers.index(layers.kind_quantizer(k)), layers.KINDS[k].act_int8)
+             for k in cfg.kind]
+    seeds = np.array(cfg.seed, dtype=np.int64)[idx["seed"]]
+    p = np.stack([_vector(cfg.feature_probability[i], n) for i in idx["feature_probability"]])
+    imp = np.stack([importance_vector(cfg.importance[i], n) for i in idx["importance"]])
+
+    coords: dict[str, np.ndarray] = {
+        "instance": np.arange(len(rows)),
+        "kind": kinds.astype(str),
+        "seed": seeds,
+    }
+    for a in ("feature_probability", "importance"):
+        values = getattr(cfg, a)
+        if all(len(_as_tuple(v)) == 1 for v in values):
+            coords[a] = np.array([_as_tuple(v)[0] for v in values], dtype=np.float64)[idx[a]]
+        else:
+            coords[f"{a}_index"] = idx[a]
+    coords["lr"] = np.array(cfg.lr, dtype=np.float64)[idx["lr"]]
+    coords["weight_decay"] = np.array(cfg.weight_decay, dtype=np.float64)[idx["weight_decay"]]
+
+    if cfg.data_sharing == "seed":
+        uniq, stream = np.unique(seeds, return_inverse=True)
+        stream_seed, stream_salt = uniq, np.full(len(uniq), DATA_SALT)
+    else:
+        stream = np.arange(len(rows))
+        stream_seed = seeds
+        stream_salt = np.array([_instance_salt(cfg, r) for r in rows])
+    return Instances(
+        coords=coords,
+        quantizer=np.array([codes[i][0] for i in idx["kind"]], dtype=np.int32),
+        act_int8=np.array([codes[i][1] for i in idx["kind"]], dtype=bool),
+        p=p.astype(np.float32),
+        importance=imp.astype(np.float32),
+        lr=coords["lr"].astype(np.float32),
+        weight_decay=coords["weight_decay"].astype(np.float32),
+        seed=seeds.astype(np.int32),
+        stream=np.asarray(stream, dtype=np.int32),
+        stream_seed=np.asarray(stream_seed, dtype=np.uint32),
+        stream_salt=np.asarray(stream_salt, dtype=np.uint32),
+    )

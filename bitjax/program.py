@@ -1,0 +1,401 @@
+"""The pure compiled program: one instance's model, loss and AdamW step, vmapped over a sweep.
+
+Everything here is a pure function of its arguments. The model, loss and optimiser step are
+written for ONE instance (:func:`instance_step`); everything a sweep varies (quantizer,
+8-bit activations, feature probability, importance, learning rate, weight decay, seed) is a
+traced per-instance array (:class:`InstanceArrays`), so one compile serves every value and
+dense and quantized instances share one program. :func:`train_step` vmaps the instance step
+over the sweep, :func:`train_steps` scans it, and :func:`make_train_chunk` jits a chunk of
+steps with the state donated (optionally per device and in groups, for sweeps larger than
+device memory). How batches are drawn and laid out is decided once by the config's
+:class:`bitjax.data.DataPlan`.
+
+Randomness. Instance keys never depend on the instance's position in the sweep:
+  * initial weights come from ``fold_in(key(seed), 0)``: every kind of one seed starts from
+    the same latent weights (paired comparisons);
+  * the batch of step ``t`` is a function of its stream's key and ``t`` only, so a resumed
+    run draws exactly what an uninterrupted one would, whatever the chunk length.
+
+Optimiser: :func:`optax.adamw` with the per-instance (traced) learning rate times a
+unit-peak optax schedule (:func:`lr_schedule`) and the per-instance weight decay, built
+inside the per-instance step; its state's structure does not depend on those values.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from bitjax import data as data_lib
+from bitjax import distributed, layers
+from bitjax.config import Instances, SweepConfig
+
+__all__ = [
+    "InstanceArrays", "StreamArrays", "TrainState", "effective_weights",
+    "effective_weights_host", "init_instance", "init_state", "instance_arrays", "instance_loss",
+    "instance_step", "lr_schedule", "make_evaluate", "make_model", "make_optimizer",
+    "make_train_chunk", "map_groups", "model_fields", "stream_arrays", "train_step",
+    "train_steps",
+]
+
+Array = jax.Array
+#: ``{"params": {"W", "b"}, "opt": optax state, "step": int32[], "history": float32[I, H]}``
+TrainState = dict[str, Any]
+
+
+class InstanceArrays(NamedTuple):
+    """The per-instance inputs of the program (leading axis: instance; one row per instance
+    inside :func:`instance_step`)."""
+
+    quantizer: Any  # int32: index into SweepConfig.quantizers
+    act_int8: Any  # bool: 8-bit activations
+    p: Any  # float32[n]: feature probabilities
+    importance: Any  # float32[n]
+    lr: Any  # float32: peak learning rate
+    weight_decay: Any  # float32
+    seed: Any  # int32: initial-weight seed
+    stream: Any  # int32: index of this instance's data stream
+
+
+class StreamArrays(NamedTuple):
+    """The data streams (replicated on every device): seed and salt of each, ``[S]``."""
+
+    stream_seed: Any  # uint32
+    stream_salt: Any  # uint32
+
+
+def instance_arrays(inst: Instances) -> InstanceArrays:
+    """The per-instance program inputs of an instance grid (host numpy arrays)."""
+    return InstanceArrays(inst.quantizer, inst.act_int8, inst.p, inst.importance, inst.lr,
+                          inst.weight_decay, inst.seed, inst.stream)
+
+
+def stream_arrays(inst: Instances) -> StreamArrays:
+    """The data-stream program inputs of an instance grid (host numpy arrays)."""
+    return StreamArrays(inst.stream_seed, inst.stream_salt)
+
+
+# ---- model, loss, optimiser (one instance) --------------------------------------------
+
+
+def model_fields(cfg: SweepConfig) -> dict[str, Any]:
+    """Keyword arguments of :class:`bitjax.layers.TiedToyModel` for ``cfg``.
+
+    A new model option is one config field and one line here.
+    """
+    return dict(
+        n_features=cfg.n_features,
+        n_hidden=cfg.n_hidden,
+        activation=cfg.activation,
+        act_quant=cfg.uses_act_quant,
+        quantizers=cfg.quantizers,
+        feature_major=cfg.data_plan.feature_major,
+    )
+
+
+def make_model(cfg: SweepConfig) -> layers.TiedToyModel:
+    """The Flax model of one instance of ``cfg``."""
+    return layers.TiedToyModel(**model_fields(cfg))
+
+
+def lr_schedule(cfg: SweepConfig) -> optax.Schedule:
+    """The learning-rate factor (peak 1) against the step: warmup, then ``cfg.schedule``.
+
+    Linear warmup from 0 over ``cfg.warmup_steps`` steps, then constant, or a linear or
+    cosine decay that reaches exactly 0 at ``cfg.steps``. The per-instance learning rate
+    multiplies it (:func:`make_optimizer`), which keeps traced values out of optax's
+    schedule constructors.
+
+    Args:
+      cfg: the sweep.
+
+    Returns:
+      An optax schedule, ``count -> factor``.
+
+    References:
+      Loshchilov & Hutter 2017, SGDR (cosine decay), https://arxiv.org/abs/1608.03983
+    """
+    decay = cfg.steps - cfg.warmup_steps
+    main = {
+        "constant": lambda: optax.constant_schedule(1.0),
+        "linear": lambda: optax.linear_schedule(1.0, 0.0, decay),
+        "cosine": lambda: optax.cosine_decay_schedule(1.0, decay),
+    }[cfg.schedule]()
+    if not cfg.warmup_steps:
+        return main
+    warmup = optax.linear_schedule(0.0, 1.0, cfg.warmup_steps)
+    return optax.join_schedules([warmup, main], [cfg.warmup_steps])
+
+
+def make_optimizer(cfg: SweepConfig, lr: Array | float,
+                   weight_decay: Array | float) -> optax.GradientTransformation:
+    """AdamW of one instance: its (traced) peak ``lr`` times :func:`lr_schedule`.
+
+    Decoupled weight decay applies to every parameter (``W`` and ``b``), as in the paper's
+    notebook (``torch.optim.AdamW``). The state's structure is the same for any ``lr`` and
+    ``weight_decay``, so one state template serves every instance.
+
+    Args:
+      cfg: the sweep (betas, eps, schedule).
+      lr: peak learning rate (a traced scalar inside the program).
+      weight_decay: decoupled weight decay (a traced scalar inside the program).
+
+    Returns:
+      The optax transformation.
+
+    References:
+      Loshchilov & Hutter 2019, Decoupled Weight Decay Regularization,
+      https://arxiv.org/abs/1711.05101
+    """
+    factor = lr_schedule(cfg)
+    return optax.adamw(learning_rate=lambda count: lr * factor(count), b1=cfg.beta1,
+                       b2=cfg.beta2, eps=cfg.eps, weight_decay=weight_decay)
+
+
+def init_instance(cfg: SweepConfig, seed: Array) -> tuple[dict, Any]:
+    """Latent params and optimiser state of one instance, from its seed alone.
+
+    Args:
+      cfg: the sweep.
+      seed: the instance's seed (int32 scalar).
+
+    Returns:
+      ``(params, opt_state)``.
+    """
+    plan = cfg.data_plan
+    key = jax.random.fold_in(plan.root_key(seed), 0)
+    dummy = jnp.zeros((cfg.n_features, 1) if plan.feature_major else (1, cfg.n_features))
+    params = make_model(cfg).init(key, dummy, 0, False)["params"]
+    # lr and weight decay do not enter the state: placeholders build the same structure.
+    return params, make_optimizer(cfg, 1.0, 0.0).init(params)
+
+
+def instance_loss(cfg: SweepConfig, params: dict, x: Array, importance: Array,
+                  quantizer: Array, act_int8: Array) -> Array:
+    """Importance-weighted reconstruction loss of one instance: mean_{b,i} I_i (x - x')^2.
+
+    Args:
+      cfg: the sweep.
+      params: one instance's ``{"W": [m, n], "b": [n]}``.
+      x: one batch in the plan's layout (:attr:`bitjax.data.DataPlan.batch_shape`).
+      importance: ``[n]`` feature importances.
+      quantizer: index into ``cfg.quantizers``.
+      act_int8: whether activations are 8-bit.
+
+    Returns:
+      The scalar loss.
+    """
+    out = make_model(cfg).apply({"params": params}, x, quantizer, act_int8)
+    return jnp.mean(cfg.data_plan.per_feature(importance) * (x - out) ** 2)
+
+
+def _batch_loss(cfg: SweepConfig, params: dict, x_input: Any, inst: InstanceArrays) -> Array:
+    x = cfg.data_plan.features(x_input, inst.p)
+    return instance_loss(cfg, params, x, inst.importance, inst.quantizer, inst.act_int8)
+
+
+def instance_step(cfg: SweepConfig, params: dict, opt_state: Any, x_input: Any,
+                  inst: InstanceArrays) -> tuple[dict, Any, Array]:
+    """One AdamW step of ONE instance (``jax.vmap`` adds the sweep axis).
+
+    Args:
+      cfg: the sweep (static).
+      params: the instance's latent params.
+      opt_state: its optimiser state.
+      x_input: its entry of :meth:`bitjax.data.DataPlan.step_inputs` (a key, or uniforms).
+      inst: its row of :class:`InstanceArrays`.
+
+    Returns:
+      ``(params, opt_state, loss)``, the loss being that of the batch before the update.
+    """
+    loss, grads = jax.value_and_grad(_batch_loss, argnums=1)(cfg, params, x_input, inst)
+    tx = make_optimizer(cfg, inst.lr, inst.weight_decay)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+
+# ---- the sweep: vmap, scan, chunk ------------------------------------------------------
+
+
+def init_state(cfg: SweepConfig, arrays: InstanceArrays) -> TrainState:
+    """Fresh training state for every instance (vmapped :func:`init_instance`)."""
+    params, opt = jax.vmap(functools.partial(init_instance, cfg))(arrays.seed)
+    n_hist = -(-cfg.steps // cfg.history_every)
+    return {
+        "params": params,
+        "opt": opt,
+        "step": jnp.zeros((), jnp.int32),
+        "history": jnp.full((arrays.seed.shape[0], n_hist), jnp.nan, jnp.float32),
+    }
+
+
+def train_step(cfg: SweepConfig, state: TrainState, arrays: InstanceArrays,
+               stream_keys: Array) -> tuple[TrainState, Array]:
+    """One step of every instance; returns the new state and the per-instance loss ``[I]``."""
+    step = state["step"]
+    x_inputs = cfg.data_plan.step_inputs(stream_keys, step, arrays.stream)
+    params, opt, loss = jax.vmap(functools.partial(instance_step, cfg))(
+        state["params"], state["opt"], x_inputs, arrays)
+    return {**state, "params": params, "opt": opt, "step": step + 1}, loss
+
+
+def _scan_step(cfg, arrays, stream_keys, state, _):
+    return train_step(cfg, state, arrays, stream_keys)
+
+
+def _history_block(cfg, arrays, stream_keys, state, _):
+    # history_every steps, then their mean loss into the history column they fill.
+    start = state["step"]
+    body = functools.partial(_scan_step, cfg, arrays, stream_keys)
+    state, losses = jax.lax.scan(body, state, None, length=cfg.history_every)
+    col = start // cfg.history_every
+    hist = jax.lax.dynamic_update_slice(state["history"], losses.mean(0)[:, None], (0, col))
+    return {**state, "history": hist}, None
+
+
+def train_steps(cfg: SweepConfig, n_steps: int, state: TrainState, arrays: InstanceArrays,
+                stream_keys: Array) -> TrainState:
+    """``n_steps`` (a multiple of ``history_every``) steps of every instance in ``state``.
+
+    The mean loss of every ``history_every`` steps is written into ``state["history"]``.
+    """
+    block = functools.partial(_history_block, cfg, arrays, stream_keys)
+    state, _ = jax.lax.scan(block, state, None, length=n_steps // cfg.history_every)
+    return state
+
+
+def map_groups(fn: Callable, group: int, *trees):
+    """``fn(*trees)`` computed ``group`` instances at a time (a ``lax.map`` over groups).
+
+    Every leaf of ``trees`` has a leading instance axis and ``fn`` maps such trees to such
+    trees. The last group is padded by repeating the last instance and the padding dropped,
+    so the result has the input's instance count. Peak memory is that of one group.
+    """
+    n = jax.tree.leaves(trees)[0].shape[0]
+    if group >= n:
+        return fn(*trees)
+    n_groups = -(-n // group)
+    total = n_groups * group
+
+    def split(x):
+        if total > n:
+            x = jnp.concatenate([x, jnp.repeat(x[-1:], total - n, axis=0)])
+        return x.reshape(n_groups, group, *x.shape[1:])
+
+    out = jax.lax.map(lambda t: fn(*t), jax.tree.map(split, trees))
+    return jax.tree.map(lambda y: y.reshape(total, *y.shape[2:])[:n], out)
+
+
+def _train_group(cfg, n_steps, stream_keys, step, inst_state, arrays):
+    out = train_steps(cfg, n_steps, {**inst_state, "step": step}, arrays, stream_keys)
+    return {k: out[k] for k in inst_state}
+
+
+def _train_local(cfg, n_steps, group, inst_state, arrays, stream_keys, step):
+    # The instances this device holds, ``group`` at a time, each group the whole chunk.
+    fn = functools.partial(_train_group, cfg, n_steps, stream_keys, step)
+    return map_groups(fn, group, inst_state, arrays)
+
+
+def _train_chunk(cfg, n_steps, group, mesh, state, arrays, streams):
+    stream_keys = cfg.data_plan.stream_keys(streams.stream_seed, streams.stream_salt)
+    if group is None:
+        return train_steps(cfg, n_steps, state, arrays, stream_keys)
+    step = state["step"]
+    inst_state = {k: v for k, v in state.items() if k != "step"}
+    local = functools.partial(_train_local, cfg, n_steps, group)
+    if mesh is not None:
+        local = distributed.per_device(local, mesh, (True, True, False, False))
+    return {**local(inst_state, arrays, stream_keys, step), "step": step + n_steps}
+
+
+def make_train_chunk(cfg: SweepConfig, n_steps: int, state_sharding=None, *,
+                     mesh: jax.sharding.Mesh | None = None,
+                     group: int | None = None) -> Callable:
+    """``chunk(state, arrays, streams) -> state``: ``n_steps`` steps, jitted, state donated.
+
+    Args:
+      cfg: the sweep.
+      n_steps: steps per call, a multiple of ``cfg.history_every`` (the mean loss of every
+        ``history_every`` steps is written into ``state["history"]``).
+      state_sharding: a pytree of shardings like the state; pins the state's layout on the
+        mesh, so the output can feed the next call unchanged.
+      mesh: the instance mesh (needed with ``group``: groups are formed from each device's
+        own instances, no data moves between devices).
+      group: train at most this many instances per device at a time (``None``: all at
+        once). Each group runs the whole chunk before the next starts, inside the same
+        compiled program, so a sweep whose batch arrays do not fit in device memory still
+        trains as one program. Each instance does the same arithmetic as ungrouped; results
+        agree to float round-off (XLA may pick other kernels for another instance count).
+
+    Returns:
+      The jitted chunk function (``arrays``: :class:`InstanceArrays`, ``streams``:
+      :class:`StreamArrays`).
+    """
+    if n_steps < 1 or n_steps % cfg.history_every:
+        raise ValueError(f"n_steps={n_steps} is not a positive multiple of history_every "
+                         f"({cfg.history_every})")
+    chunk = functools.partial(_train_chunk, cfg, n_steps, group, mesh)
+    if state_sharding is None:
+        return jax.jit(chunk, donate_argnums=0)
+    return jax.jit(chunk, donate_argnums=0, out_shardings=state_sharding)
+
+
+# ---- evaluation and effective weights -------------------------------------------------
+
+
+def _eval_batch(cfg, params, arrays, eval_keys, total, j):
+    x_inputs = cfg.data_plan.step_inputs(eval_keys, j, arrays.stream)
+    loss = jax.vmap(functools.partial(_batch_loss, cfg))(params, x_inputs, arrays)
+    return total + loss, None
+
+
+def _eval_losses(cfg, eval_keys, params, arrays):
+    body = functools.partial(_eval_batch, cfg, params, arrays, eval_keys)
+    zero = jnp.zeros(arrays.p.shape[0], jnp.float32)
+    total, _ = jax.lax.scan(body, zero, jnp.arange(cfg.eval_batches))
+    return total / cfg.eval_batches
+
+
+def _evaluate(cfg, group, mesh, params, arrays, streams):
+    plan = cfg.data_plan
+    keys = plan.stream_keys(streams.stream_seed, streams.stream_salt)
+    eval_keys = plan.fold(keys, data_lib.EVAL_SALT)
+    if group is None:
+        return _eval_losses(cfg, eval_keys, params, arrays)
+    local = functools.partial(_eval_local, cfg, group)
+    if mesh is not None:
+        local = distributed.per_device(local, mesh, (True, True, False))
+    return local(params, arrays, eval_keys)
+
+
+def _eval_local(cfg, group, params, arrays, eval_keys):
+    return map_groups(functools.partial(_eval_losses, cfg, eval_keys), group, params, arrays)
+
+
+def make_evaluate(cfg: SweepConfig, *, mesh: jax.sharding.Mesh | None = None,
+                  group: int | None = None) -> Callable:
+    """``evaluate(params, arrays, streams) -> [I]``: loss on ``eval_batches`` fresh batches.
+
+    The evaluation batches come from their own streams (salted apart from training), the
+    same for every call. ``mesh`` and ``group`` as in :func:`make_train_chunk`.
+    """
+    return jax.jit(functools.partial(_evaluate, cfg, group, mesh))
+
+
+def effective_weights(cfg: SweepConfig, params: dict, quantizer: Array) -> Array:
+    """The ``[I, m, n]`` weights every instance's forward pass uses (``gamma * T`` if
+    quantized)."""
+    return jax.vmap(lambda w, q: layers.quantize_weights(w, q, cfg.quantizers))(
+        params["W"], quantizer)
+
+
+def effective_weights_host(cfg: SweepConfig, params: dict, quantizer: np.ndarray) -> np.ndarray:
+    """Effective weights ``[I, m, n]`` of host params (numpy in, numpy out)."""
+    return np.asarray(jax.jit(effective_weights, static_argnums=0)(cfg, params, quantizer))

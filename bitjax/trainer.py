@@ -1,0 +1,375 @@
+"""Placement on the mesh, compilation and the chunk loop of a sweep; never prints.
+
+:class:`Trainer` splits the instance axis over a 1-D device mesh (padding the instance count
+to a multiple of the device count), compiles the chunk program of :mod:`bitjax.program`
+once per chunk length (in groups of instances when the whole sweep would not fit a
+device's memory, see :mod:`bitjax.memory`) and runs chunks until a target step. The host
+only acts between chunks, through callbacks: ``on_chunk(state, ChunkInfo)`` for progress
+and checkpoints, ``should_stop()`` for signals, ``on_event(message)`` for notices.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import numpy as np
+
+from bitjax import distributed, memory, program
+from bitjax.config import Instances, SweepConfig, build_instances
+from bitjax.program import TrainState
+
+
+class IncompatibleStateError(ValueError):
+    """A host state (a restored checkpoint, say) that this trainer cannot resume from."""
+
+
+@dataclass(frozen=True)
+class ChunkInfo:
+    """Progress after one compiled chunk, handed to ``Trainer.run``'s ``on_chunk``.
+
+    Attributes:
+      step: the training step reached.
+      total_steps: the step this ``run`` trains to (its ``until``).
+      start_step: the step this ``run`` started from.
+      elapsed_seconds: wall-clock seconds since ``run`` started, compilation included.
+      steps_per_second: steps per second of the chunks run so far (compilation excluded).
+      instance_steps_per_second: ``steps_per_second`` times the (unpadded) instance count.
+      eta_seconds: seconds to ``total_steps`` at ``steps_per_second``.
+      mean_loss: mean over the instances with a finite value of the last history column
+        (the mean loss of the last ``history_every`` steps); ``nan`` if none is finite.
+    """
+
+    step: int
+    total_steps: int
+    start_step: int
+    elapsed_seconds: float
+    steps_per_second: float
+    instance_steps_per_second: float
+    eta_seconds: float
+    mean_loss: float
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, UserWarning, stacklevel=3)
+
+
+def _restructure(template: Any, restored: Any) -> Any:
+    """``restored`` (nested dicts and lists, as a checkpoint stores them) in ``template``'s
+    structure (optax NamedTuples, tuples)."""
+    flat, treedef = jax.tree_util.tree_flatten_with_path(template)
+    leaves = []
+    for path, _ in flat:
+        node = restored
+        for k in path:
+            key = getattr(k, "key", getattr(k, "name", getattr(k, "idx", None)))
+            if isinstance(node, dict) and key not in node and str(key) in node:
+                key = str(key)  # a sequence index stored as a dict key
+            try:
+                node = node[key] if isinstance(node, (dict, list, tuple)) else getattr(node, key)
+            except (KeyError, IndexError, TypeError, AttributeError):
+                raise IncompatibleStateError(
+                    f"the state has no array {jax.tree_util.keystr(path)}; it was not written "
+                    "for this config") from None
+        leaves.append(node)
+    return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+def _is_legacy_optimizer_state(opt: Any) -> bool:
+    # bitjax before the optax optimiser kept one Adam state: {"count", "mu", "nu"}.
+    return isinstance(opt, dict) and {"count", "mu", "nu"} <= set(opt)
+
+
+class Trainer:
+    """Trains every instance of a sweep with one compiled program per chunk length.
+
+    The instance axis is split over ``mesh`` (all devices of every process by default),
+    padded to a multiple of the device count; :meth:`to_host` drops the padding again.
+
+    Memory: a chunk's working arrays grow with the instance count (``[instances, batch,
+    features]`` per step). When the compiled chunk needs more than ``memory_budget`` bytes
+    per device (default: :func:`bitjax.memory.device_budget`), the trainer compiles it again
+    to train :attr:`group` instances per device at a time: one program, the same training
+    up to float round-off, and a notice through ``on_event``. ``group_size`` fixes the group
+    instead. A training state that alone exceeds the budget raises :class:`MemoryError`.
+
+    Args:
+      cfg: the sweep.
+      mesh: a 1-D ``"instance"`` mesh (:func:`bitjax.distributed.make_mesh`); default: all
+        devices.
+      group_size: train at most this many instances per device at a time (default: all,
+        or what the memory budget allows).
+      memory_budget: bytes per device a compiled chunk may allocate (default: measured).
+      on_event: receives human-readable notices (the grouping message); default
+        :func:`warnings.warn`.
+
+    Attributes:
+      instances: the instance grid (:func:`bitjax.config.build_instances`).
+      n_instances, n_padded: instances in the sweep, and after padding.
+      instances_per_device: padded instances each device holds.
+      group: instances per device trained at a time (``None``: all of them).
+      compile_seconds: seconds spent compiling so far.
+      arrays, streams: the program's per-instance and per-stream inputs, on the mesh.
+    """
+
+    def __init__(self, cfg: SweepConfig, *, mesh: jax.sharding.Mesh | None = None,
+                 group_size: int | None = None, memory_budget: int | None = None,
+                 on_event: Callable[[str], None] | None = None):
+        if cfg.steps % cfg.history_every:
+            raise ValueError(f"steps ({cfg.steps}) must be a multiple of history_every "
+                             f"({cfg.history_every})")
+        if group_size is not None and (
+                not isinstance(group_size, (int, np.integer)) or isinstance(group_size, bool)
+                or group_size < 1):
+            raise ValueError(f"group_size must be a positive integer, got {group_size!r}")
+        if memory_budget is not None and (
+                not isinstance(memory_budget, (int, np.integer)) or memory_budget < 1):
+            raise ValueError(f"memory_budget must be a positive integer (bytes), got "
+                             f"{memory_budget!r}")
+        self.cfg = cfg
+        self.mesh = distributed.make_mesh() if mesh is None else mesh
+        self.group_size = group_size
+        self.memory_budget = memory_budget
+        self.on_event = _warn if on_event is None else on_event
+        self.instances: Instances = build_instances(cfg)
+        self.n_instances = self.instances.n
+        self.n_padded = distributed.padded_count(self.n_instances, self.mesh)
+        self.instances_per_device = self.n_padded // self.mesh.size
+        host_arrays = program.instance_arrays(self.instances)
+        self.arrays = distributed.put(
+            jax.tree.map(lambda x: distributed.pad(x, self.n_padded), host_arrays),
+            self.mesh, split=True)
+        self.streams = distributed.put(program.stream_arrays(self.instances), self.mesh,
+                                       split=False)
+        #: Instances per device trained at a time; None: all of them.
+        self.group = self._as_group(group_size)
+        self.compile_seconds = 0.0
+        self._compiled: dict[tuple[int, int | None], Any] = {}
+        self._evaluators: dict[int | None, Any] = {}
+        self._seconds_per_step: float | None = None
+        self._chunk_lengths: dict[float, int] = {}
+        memory.check_state_fits(memory.state_bytes_per_instance(self._state_template),
+                                self.n_instances, self.instances_per_device, self.mesh.size,
+                                self.budget())
+
+    # memory -----------------------------------------------------------------------------
+    def _as_group(self, group: int | None) -> int | None:
+        return None if group is None or group >= self.instances_per_device else int(group)
+
+    def budget(self) -> int | None:
+        """Bytes per device a compiled chunk may allocate (``None``: unknown, no limit)."""
+        if self.memory_budget is not None:
+            return int(self.memory_budget)
+        return memory.device_budget(self.mesh)
+
+    # state placement ------------------------------------------------------------------
+    @functools.cached_property
+    def _state_template(self) -> TrainState:
+        """Shapes and dtypes of this sweep's (padded) training state."""
+        return jax.eval_shape(functools.partial(program.init_state, self.cfg), self.arrays)
+
+    def _state_sharding(self) -> Any:
+        """Instance-split sharding for every state leaf with an instance axis, else replicated."""
+        inst = distributed.instance_sharding(self.mesh)
+        rep = distributed.replicated(self.mesh)
+        return jax.tree.map(lambda x: inst if x.shape else rep, self._state_template)
+
+    def init_state(self) -> TrainState:
+        """A fresh training state of every instance, placed on the mesh."""
+        init = jax.jit(functools.partial(program.init_state, self.cfg),
+                       out_shardings=self._state_sharding())
+        return init(self.arrays)
+
+    def from_host(self, host_state: TrainState) -> TrainState:
+        """Place a host (unpadded numpy) state, e.g. a restored checkpoint, on the mesh.
+
+        The state is rebuilt on this trainer's own structure (a checkpoint stores optimiser
+        states as plain dicts) and every array is checked against the expected shape.
+
+        Raises:
+          IncompatibleStateError: the state does not belong to this config, or it holds
+            the optimiser state of bitjax's hand-written AdamW (checkpoints written before
+            the move to optax), which cannot resume training: load such runs for analysis
+            (params and history) with :func:`bitjax.load_sweep`.
+        """
+        if _is_legacy_optimizer_state(host_state.get("opt")):
+            raise IncompatibleStateError(
+                "this state holds the optimiser state of an older bitjax (a hand-written "
+                "AdamW: {count, mu, nu}); training cannot resume from it with the optax "
+                "optimiser. Its params and loss history still load for analysis with "
+                "bitjax.load_sweep; to train further, start the run again")
+        template = self._state_template
+        host_state = _restructure(template, host_state)
+        for path, want, got in zip(
+            jax.tree_util.tree_flatten_with_path(template)[0],
+            jax.tree.leaves(template), jax.tree.leaves(host_state), strict=True,
+        ):
+            want_shape = (self.n_instances, *want.shape[1:]) if want.shape else ()
+            if np.shape(got) != want_shape:
+                raise IncompatibleStateError(
+                    f"state array {jax.tree_util.keystr(path[0])} has shape {np.shape(got)}, "
+                    f"this config needs {want_shape}")
+        placed = jax.tree.map(
+            lambda x: distributed.pad(x, self.n_padded) if np.ndim(x) else np.asarray(x),
+            host_state)
+        return jax.tree.map(distributed.put_array, placed, self._state_sharding())
+
+    def to_host(self, state: TrainState) -> TrainState:
+        """Fetch a state to numpy on every process, padding dropped."""
+        return distributed.unpad(distributed.to_host(state), self.n_instances)
+
+    # compilation ------------------------------------------------------------------------
+    def _compile(self, n_steps: int, group: int | None) -> Any:
+        sharding = self._state_sharding()
+        fn = program.make_train_chunk(self.cfg, n_steps, sharding, mesh=self.mesh,
+                                      group=group)
+        state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                             self._state_template, sharding)
+        return fn.lower(state, self.arrays, self.streams).compile()
+
+    def compiled_chunk(self, n_steps: int) -> Any:
+        """The compiled ``chunk(state, arrays, streams) -> state`` of ``n_steps`` steps.
+
+        Compiled on first use and cached. Without a fixed ``group_size``, a program over the
+        memory budget is recompiled with smaller groups (:func:`bitjax.memory.fit_group`)
+        and the notice goes to ``on_event``; :attr:`group` then holds the new group.
+        """
+        key = (n_steps, self.group)
+        if key not in self._compiled:
+            t0 = time.perf_counter()
+            if self.group_size is None:
+                fit = memory.fit_group(functools.partial(self._compile, n_steps), self.group,
+                                       self.instances_per_device, self.budget(),
+                                       n_steps=n_steps)
+                if fit.regrouped:
+                    self.group = fit.group
+                    self.on_event(memory.grouping_notice(fit, self.instances_per_device))
+                compiled = fit.compiled
+            else:
+                compiled = self._compile(n_steps, self.group)
+            self._compiled[(n_steps, self.group)] = compiled
+            self.compile_seconds += time.perf_counter() - t0
+        return self._compiled[(n_steps, self.group)]
+
+    # training ---------------------------------------------------------------------------
+    def estimate_seconds(self, n_steps: int | None = None) -> float | None:
+        """Seconds ``n_steps`` steps (default ``cfg.steps``) take at the measured rate.
+
+        ``None`` before a chunk has run. Compilation is not included.
+        """
+        if self._seconds_per_step is None:
+            return None
+        return (self.cfg.steps if n_steps is None else n_steps) * self._seconds_per_step
+
+    def _chunk_length(self, max_chunk_seconds: float) -> int:
+        """The largest multiple of ``history_every`` up to ``cfg.chunk_size`` expected to
+        run within ``max_chunk_seconds`` at the measured rate (at least ``history_every``).
+
+        Chosen once per ``max_chunk_seconds`` and kept, so later runs (a resume, a second
+        ``until``) reuse the compiled program instead of compiling another length.
+        """
+        if max_chunk_seconds not in self._chunk_lengths:
+            cfg = self.cfg
+            per_block = self._seconds_per_step * cfg.history_every
+            most = cfg.chunk_size // cfg.history_every
+            blocks = most if per_block <= 0 else int(max_chunk_seconds // per_block)
+            self._chunk_lengths[max_chunk_seconds] = max(1, min(blocks, most)) * cfg.history_every
+        return self._chunk_lengths[max_chunk_seconds]
+
+    def _next_steps(self, step: int, until: int, max_chunk_seconds: float | None) -> int:
+        """Steps of the next chunk (see ``max_chunk_seconds`` in :meth:`run`)."""
+        remaining = until - step
+        if max_chunk_seconds is None:
+            return min(self.cfg.chunk_size, remaining)
+        if self._seconds_per_step is None:
+            return self.cfg.history_every  # not measured yet: a short probe chunk first
+        length = self._chunk_length(max_chunk_seconds)
+        # A tail shorter than the chosen length runs as probe-length chunks: at most two
+        # compiled lengths in all.
+        return length if remaining >= length else self.cfg.history_every
+
+    def _mean_loss(self, state: TrainState, step: int) -> float:
+        col = step // self.cfg.history_every - 1
+        last = distributed.to_host(state["history"][:, col])[: self.n_instances]
+        finite = last[np.isfinite(last)]
+        return float(finite.mean()) if finite.size else float("nan")
+
+    def run(
+        self,
+        state: TrainState,
+        *,
+        until: int | None = None,
+        on_chunk: Callable[[TrainState, ChunkInfo], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        max_chunk_seconds: float | None = None,
+    ) -> TrainState:
+        """Train from ``state["step"]`` to ``until`` (default ``cfg.steps``) in chunks.
+
+        The result does not depend on how the steps are cut into chunks (bitwise: the batch
+        of a step depends only on the step number).
+
+        Args:
+          state: a state from :meth:`init_state`, :meth:`from_host` or an earlier ``run``
+            (donated: do not use it afterwards).
+          until: the step to stop at, a multiple of ``cfg.history_every`` up to
+            ``cfg.steps``.
+          on_chunk: called after each chunk with the state and a :class:`ChunkInfo`
+            (progress, checkpoints). In a multi-host run every process must pass one: it
+            gathers the last loss column.
+          should_stop: a true return ends the loop at the next chunk boundary.
+          max_chunk_seconds: keep each compiled call under about this many seconds (so
+            progress arrives and a stop request acts that often): the first chunk is
+            ``history_every`` steps, timed, and later chunks the largest multiple of
+            ``history_every`` up to ``cfg.chunk_size`` expected to fit. The remaining tail
+            runs in ``history_every`` chunks, so at most two chunk lengths are compiled.
+            ``None``: chunks of ``cfg.chunk_size``.
+
+        Returns:
+          The state after the last chunk run.
+        """
+        cfg = self.cfg
+        until = cfg.steps if until is None else until
+        if (not isinstance(until, (int, np.integer)) or not 0 <= until <= cfg.steps
+                or until % cfg.history_every):
+            raise ValueError(f"until must be a multiple of history_every "
+                             f"({cfg.history_every}) in [0, steps={cfg.steps}], got {until!r}")
+        if max_chunk_seconds is not None and not (
+                isinstance(max_chunk_seconds, (int, float)) and max_chunk_seconds > 0):
+            raise ValueError(f"max_chunk_seconds must be > 0 or None, got {max_chunk_seconds!r}")
+        step = start_step = int(state["step"])
+        t_run, train_seconds = time.perf_counter(), 0.0
+        while step < until:
+            n = self._next_steps(step, until, max_chunk_seconds)
+            fn = self.compiled_chunk(n)
+            t0 = time.perf_counter()
+            state = fn(state, self.arrays, self.streams)
+            step = int(state["step"])  # waits for the chunk
+            dt = time.perf_counter() - t0
+            train_seconds += dt
+            self._seconds_per_step = dt / n
+            if on_chunk is not None:
+                rate = (step - start_step) / max(train_seconds, 1e-9)
+                on_chunk(state, ChunkInfo(
+                    step=step, total_steps=until, start_step=start_step,
+                    elapsed_seconds=time.perf_counter() - t_run, steps_per_second=rate,
+                    instance_steps_per_second=rate * self.n_instances,
+                    eta_seconds=(until - step) / rate if rate > 0 else math.inf,
+                    mean_loss=self._mean_loss(state, step)))
+            if should_stop is not None and should_stop():
+                break
+        return state
+
+    # results ----------------------------------------------------------------------------
+    def evaluate(self, state: TrainState) -> np.ndarray:
+        """Final loss of every instance on ``cfg.eval_batches`` fresh batches, ``[I]``."""
+        if self.group not in self._evaluators:
+            self._evaluators[self.group] = program.make_evaluate(self.cfg, mesh=self.mesh,
+                                                                 group=self.group)
+        loss = self._evaluators[self.group](state["params"], self.arrays, self.streams)
+        return distributed.unpad(distributed.to_host(loss), self.n_instances)
