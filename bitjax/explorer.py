@@ -1,0 +1,1011 @@
+"""A self-contained interactive explorer (one HTML file) for a bitjax run.
+
+:func:`write_explorer` turns a run folder (or a loaded sweep, or a multi-part experiment
+folder such as ``results/sparsity`` with its parts in sub-folders) into ``explorer.html``:
+one page, with a part selector when there are several parts, that needs no server and no
+network. It shows, for the instance picked with a slider per sweep axis (seed, feature
+probability, importance, lr, weight decay) and for every kind side by side (check boxes pick
+the kinds), the paper's row: the ``W^T W`` heat map on [-1, 1], the bias, the feature-norm
+bars coloured by superposition and, where ``m <= 2``, the weight diagram (each feature's
+column of W as a line from the origin). Below are the run's summary curves (``D*`` and the
+final loss against ``1/(1-S)`` per kind, mean with a band over seeds) with the selected
+instances marked, their loss histories, and their divergence and convergence flags.
+
+How the file is built, and why:
+
+* Plotting is plotly: ``plotly.offline.get_plotlyjs()`` (the library the plotly Python
+  package ships) is inlined once. The figures' layouts and trace styles are made here in
+  Python; the page's JavaScript is only glue that builds the controls, fills the selected
+  instance's arrays into those traces and calls ``Plotly.react``.
+* Size. plotly.js alone is 4.8 MB, so a run has about 0.18 MB left under the 5 MB budget,
+  and the largest committed run has 1,520 instances. The per-instance arrays are therefore
+  quantized and packed: weights and biases as int8 with one scale per instance (exact for
+  ternary and binary weights, 1/254 of the instance's largest weight for dense ones), feature
+  norms and the superposition colour as uint8 on a fixed range, loss histories as uint8 on a
+  log scale (about 2% of a value), final loss and ``D*`` as float32; each array is
+  gzip-compressed and base64-encoded, and the browser unpacks it with its built-in
+  ``DecompressionStream``. Everything that is not per instance (axes, summary curves,
+  styles) is plain JSON with floats rounded to 4 significant digits.
+* The one computation left to the page is ``W^T W`` of the selected instance (a few
+  multiply-adds): shipping the ``n x n`` matrices would cost 100 times the weights for the
+  n=100 run. Feature norms, superposition, ``D*`` and the summary statistics come from
+  :mod:`bitjax.metrics` and :mod:`bitjax.plots` here.
+
+References:
+  Elhage et al. 2022, "Toy Models of Superposition",
+  https://transformer-circuits.pub/2022/toy_model (the figure row: W^T W, b, feature norms
+  coloured by superposition; dimensions per feature against 1/(1-S)).
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import math
+from collections.abc import Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bitjax import metrics as metrics_lib
+from bitjax import plots
+
+try:
+    from bitjax.stats import mean_ci_floats
+except ImportError:  # trees from before bitjax.stats kept the statistics in bitjax.plots
+    from bitjax.plots import mean_ci_floats
+
+#: Sweep axes shown as sliders, in this order (``*_index`` when the axis holds vectors).
+AXES = ("seed", "feature_probability", "importance", "lr", "weight_decay")
+AXIS_LABELS = {"seed": "seed", "feature_probability": "feature probability 1-S",
+               "importance": "importance", "lr": "learning rate",
+               "weight_decay": "weight decay"}
+#: The paper's diverging colour scale for W^T W and b (red negative, blue positive), as in
+#: :func:`bitjax.plots.gram_heatmap`.
+RDBU = ["rgb(103,0,31)", "rgb(178,24,43)", "rgb(214,96,77)", "rgb(244,165,130)",
+        "rgb(253,219,199)", "rgb(247,247,247)", "rgb(209,229,240)", "rgb(146,197,222)",
+        "rgb(67,147,195)", "rgb(33,102,172)", "rgb(5,48,97)"]
+#: The size the issue allows per committed run.
+SIZE_LIMIT_BYTES = 5_000_000
+
+
+class ExplorerError(ValueError):
+    """The source is not something an explorer can be built from (message names why)."""
+
+
+# --------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Part:
+    name: str
+    sweep: Any  # bitjax.checkpoint.LoadedSweep
+    loss: np.ndarray  # [I] final loss, NaN where the run has none
+    diverged: np.ndarray  # [I] bool
+    flags: dict[str, np.ndarray]  # name -> [I] bool (convergence diagnostics)
+    values: dict[str, np.ndarray]  # name -> [I] float (other per-instance diagnostics)
+    finished: bool
+
+
+def _is_run(path: Path) -> bool:
+    from bitjax.checkpoint import CHECKPOINT_DIR
+
+    return (path / CHECKPOINT_DIR).is_dir()
+
+
+def _part_dirs(path: Path) -> list[Path]:
+    """Sub-folders of a multi-part experiment, in the order its description lists them."""
+    subs = [p for p in sorted(path.iterdir()) if p.is_dir() and _is_run(p)]
+    order: list[str] = []
+    # experiment.json in newer folders, config.json in older ones: {"parts": {name: ...}}.
+    for name in ("experiment.json", "config.json"):
+        try:
+            order = list(json.loads((path / name).read_text())["parts"])
+            break
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    rank = {name: i for i, name in enumerate(order)}
+    return sorted(subs, key=lambda p: (rank.get(p.name, len(rank)), p.name))
+
+
+def _load_dir(path: Path):
+    from bitjax.checkpoint import CheckpointError, load_sweep
+
+    try:
+        return load_sweep(path)
+    except CheckpointError as e:
+        raise ExplorerError(str(e)) from e
+
+
+def _resolve(source) -> tuple[list[tuple[str, Any]], Path | None]:
+    """``([(part name, LoadedSweep)], folder or None)`` for any accepted source."""
+    if isinstance(source, Mapping):
+        out = []
+        for name, s in source.items():
+            out.extend((str(name), sw) for _, sw in _resolve(s)[0])
+        if not out:
+            raise ExplorerError("the mapping of parts is empty")
+        path = getattr(source, "path", None)  # a bitjax.results.SweepCollection has one
+        return out, Path(path) if path else None
+    if hasattr(source, "W_eff") and hasattr(source, "config"):
+        path = getattr(source, "path", None)
+        name = getattr(source, "name", "") or (Path(path).name if path else "run")
+        return [(name, source)], Path(path) if path else None
+    path = Path(source)
+    if not path.exists():
+        raise ExplorerError(f"{path} does not exist")
+    if not path.is_dir():
+        raise ExplorerError(f"{path} is not a folder (give a run folder, e.g. results/intro)")
+    if _is_run(path):
+        return [(path.name, _load_dir(path))], path
+    parts = _part_dirs(path)
+    if not parts:
+        raise ExplorerError(
+            f"{path} is not a bitjax run: it has no checkpoints/ folder and no sub-folder "
+            "with one (give a run folder such as results/intro or an experiment folder "
+            "such as results/sparsity)")
+    return [(p.name, _load_dir(p)) for p in parts], path
+
+
+def _per_instance(sweep, name: str) -> np.ndarray | None:
+    value = getattr(sweep, name, None)
+    if value is None or callable(value):
+        return None
+    arr = np.asarray(value)
+    return arr if arr.shape[:1] == (sweep.W_eff.shape[0],) else None
+
+
+def _make_part(name: str, sweep) -> _Part:
+    n_inst = sweep.W_eff.shape[0]
+    loss = _per_instance(sweep, "loss")
+    finished = True
+    if loss is None:
+        final = sweep.meta.get("final_loss") if isinstance(sweep.meta, dict) else None
+        finished = final is not None
+        loss = np.asarray(final if final is not None else np.full(n_inst, np.nan))
+    loss = loss.astype(np.float64)
+    diverged = _per_instance(sweep, "diverged")
+    if diverged is None:
+        # The rule experiments/_cli.py writes to metrics.csv: a non-finite loss or weight.
+        diverged = ~np.isfinite(sweep.W_eff).all(axis=(1, 2))
+        if finished:
+            diverged |= ~np.isfinite(loss)
+    flags, values = {}, {}
+    diagnostics = getattr(sweep, "diagnostics", None)
+    if isinstance(diagnostics, Mapping):
+        for key, value in diagnostics.items():
+            arr = np.asarray(value)
+            if arr.shape != (n_inst,):
+                continue  # only per-instance scalars fit in the flag line
+            if arr.dtype == bool:
+                flags[str(key)] = arr
+            elif arr.dtype.kind in "iuf":
+                values[str(key)] = arr.astype(np.float64)
+    return _Part(name, sweep, loss, diverged.astype(bool), flags, values, finished)
+
+
+# --------------------------------------------------------------------------------------
+# Packing
+# --------------------------------------------------------------------------------------
+
+
+def _round(x: float, digits: int = 4) -> float | None:
+    """``x`` to ``digits`` significant digits; None (JSON null) for NaN and infinities."""
+    if x is None or not math.isfinite(x):
+        return None
+    return float(f"{x:.{digits}g}")
+
+
+def _pack(arr: np.ndarray) -> dict:
+    """A numpy array as ``{dtype, shape, b64}``: gzip (mtime 0, so files are reproducible)
+    of its little-endian bytes, base64-encoded."""
+    arr = np.ascontiguousarray(arr)
+    raw = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+    return {"dtype": arr.dtype.name, "shape": list(arr.shape),
+            "b64": base64.b64encode(gzip.compress(raw, 9, mtime=0)).decode("ascii")}
+
+
+def _pack_json(obj) -> dict:
+    """A JSON-able object gzip-compressed like :func:`_pack` (for the figure templates,
+    whose repeated keys compress about tenfold)."""
+    text = json.dumps(obj, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    return {"dtype": "json", "b64": base64.b64encode(gzip.compress(text, 9, mtime=0))
+            .decode("ascii")}
+
+
+def _q_rows(x: np.ndarray) -> dict:
+    """int8 with one scale per instance (row): ``value = q * scale[row]``; -128 is NaN."""
+    flat = np.asarray(x, np.float64).reshape(len(x), -1)
+    finite = np.isfinite(flat)
+    amax = np.max(np.where(finite, np.abs(flat), 0.0), axis=1)
+    scale = np.where(amax > 0, amax / 127.0, 1.0)
+    q = np.where(finite, np.rint(np.where(finite, flat, 0) / scale[:, None]), -128)
+    return {"q": _pack(q.astype(np.int8).reshape(x.shape)),
+            "scale": _pack(scale.astype(np.float32)), "nan": -128}
+
+
+def _q_range(x: np.ndarray, lo: float, hi: float, *, log: bool = False,
+             delta: bool = False) -> dict:
+    """uint8 on ``[lo, hi]`` (log10 of it when ``log``): ``value = offset + q * step``,
+    then ``10**value`` when log; 255 is NaN.
+
+    ``delta`` stores the differences along the last axis modulo 256 instead of ``q`` itself:
+    exact, and a smooth curve (a loss history) then compresses to about half the size.
+    """
+    v = np.asarray(x, np.float64)
+    finite = np.isfinite(v) & ((v > 0) if log else True)
+    if log:
+        v = np.log10(np.where(finite, v, 1.0))
+        lo, hi = math.log10(lo), math.log10(hi)
+    step = (hi - lo) / 254 if hi > lo else 1.0
+    q = np.where(finite, np.clip(np.rint((np.where(finite, v, lo) - lo) / step), 0, 254), 255)
+    q = q.astype(np.uint8)
+    if delta:
+        q = np.diff(q, axis=-1, prepend=np.zeros_like(q[..., :1]))  # uint8: wraps mod 256
+    return {"q": _pack(q), "offset": lo, "step": step, "log": log, "nan": 255,
+            "delta": delta}
+
+
+def _f32(x: np.ndarray, digits: int = 4) -> np.ndarray:
+    """float32 rounded to about ``digits`` significant digits (12 mantissa bits for 4), by
+    zeroing the low mantissa bits: the same values to the eye, and half the packed size."""
+    keep = math.ceil(digits * math.log2(10))
+    drop = np.uint32(max(0, 23 - keep))
+    bits = np.ascontiguousarray(x, np.float32).view(np.uint32)
+    half = np.uint32(1 << (int(drop) - 1)) if drop else np.uint32(0)
+    finite = np.isfinite(x)
+    # Round half up on the magnitude bits; non-finite values are kept as they are.
+    rounded = ((bits + half) >> drop) << drop
+    return np.where(finite, rounded, bits).view(np.float32)
+
+
+def _finite_range(x: np.ndarray, positive: bool = False) -> tuple[float, float]:
+    v = np.asarray(x, np.float64)
+    v = v[np.isfinite(v) & ((v > 0) if positive else True)]
+    if not v.size:
+        return (1.0, 10.0) if positive else (0.0, 1.0)
+    return float(v.min()), float(v.max())
+
+
+# --------------------------------------------------------------------------------------
+# Axes and summaries
+# --------------------------------------------------------------------------------------
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.3g}"
+
+
+def _vector_label(v) -> str:
+    vals = list(np.atleast_1d(np.asarray(v, np.float64)))
+    text = ", ".join(_fmt(x) for x in vals[:4]) + (", ..." if len(vals) > 4 else "")
+    return f"[{text}]"
+
+
+def _axes(sweep) -> list[dict]:
+    """Every sweep axis present: name, coordinate key, values, labels and the instance's
+    position on the axis (``pos [I]``)."""
+    axes = []
+    cfg = sweep.config
+    for name in AXES:
+        key = name if name in sweep.coords else f"{name}_index"
+        if key not in sweep.coords:
+            continue
+        col = np.asarray(sweep.coords[key])
+        if key.endswith("_index"):
+            values = np.arange(len(getattr(cfg, name)))
+            labels = [f"#{i} {_vector_label(v)}" for i, v in enumerate(getattr(cfg, name))]
+            numeric = None
+        else:
+            values = np.unique(col)
+            # Sparsity grows left to right, as in the paper's figure rows.
+            if name == "feature_probability":
+                values = values[::-1]
+            labels = [str(int(v)) if name == "seed" else _fmt(float(v)) for v in values]
+            numeric = [_round(float(v)) for v in values]
+        pos = np.array([int(np.flatnonzero(values == c)[0]) for c in col])
+        axes.append({"name": name, "key": key, "label": AXIS_LABELS[name], "labels": labels,
+                     "values": numeric, "pos": pos})
+    return axes
+
+
+def _summary(part: _Part, axes: list[dict], kinds: list[str], dstar: np.ndarray):
+    """Per combination of the axes other than kind, seed and feature probability, per kind
+    and probability: ``D*`` mean and 95% CI over seeds, and the final loss mean, min and
+    max over seeds (the loss is shown on a log axis, where a CI reaching 0 cannot be drawn).
+
+    Returns ``(x, table [combos, kinds, 6, probabilities], other axis names)``; diverged
+    instances are left out (NaN where all are).
+    """
+    coords = part.sweep.coords
+    by = {a["name"]: a for a in axes}
+    fp = by["feature_probability"]
+    if fp["values"] is not None:
+        x = [_round(1.0 / v) for v in fp["values"]]
+    else:
+        x = list(range(1, len(fp["labels"]) + 1))
+    others = [a for a in axes if a["name"] not in ("seed", "feature_probability")]
+    shape = [len(a["labels"]) for a in others]
+    n_combo = int(np.prod(shape)) if shape else 1
+    kind_pos = np.array([kinds.index(k) for k in coords["kind"]])
+    combo = (np.ravel_multi_index([a["pos"] for a in others], shape) if others
+             else np.zeros(len(kind_pos), int))
+    table = np.full((n_combo, len(kinds), 6, len(x)), np.nan)
+    ok = ~part.diverged
+    for c in range(n_combo):
+        for k in range(len(kinds)):
+            for p in range(len(x)):
+                sel = (combo == c) & (kind_pos == k) & (fp["pos"] == p) & ok
+                d = dstar[sel]
+                d = d[np.isfinite(d)]
+                if d.size:
+                    mean, half = mean_ci_floats(d)
+                    half = half if np.isfinite(half) else 0.0  # one seed: no band
+                    table[c, k, :3, p] = mean, mean - half, mean + half
+                ls = part.loss[sel]
+                ls = ls[np.isfinite(ls)]
+                if ls.size:
+                    table[c, k, 3:, p] = ls.mean(), ls.min(), ls.max()
+    return x, table, [a["name"] for a in others]
+
+
+# --------------------------------------------------------------------------------------
+# Figure templates (styles and layouts; the page fills in the selected instance's data)
+# --------------------------------------------------------------------------------------
+
+
+def _layout(fig) -> dict:
+    layout = fig.to_plotly_json()["layout"]
+    layout.pop("template", None)  # plotly.js's own defaults; the theme would add 10 kB
+    return json.loads(json.dumps(layout, default=lambda o: np.asarray(o).tolist()))
+
+
+def _row_template(n: int, m: int) -> dict:
+    """Layout and traces of one kind's row: W^T W, b, norm bars, weight diagram (m <= 2).
+
+    The page sets the norm axis and the diagram's range per kind (``ranges`` of the part):
+    a binary model's norms reach 20 where the others stay near 1.
+    """
+    from plotly.subplots import make_subplots
+
+    titles = ["W<sup>T</sup>W", "b", "‖W<sub>i</sub>‖ (colour: √superposition)"]
+    widths = [0.3, 0.05, 0.3]
+    if m <= 2:
+        titles.append("columns of W" if m == 2 else "columns of W (m = 1)")
+        widths.append(0.3)
+    fig = make_subplots(1, len(titles), column_widths=widths, subplot_titles=titles,
+                        horizontal_spacing=0.04)
+    fig.update_layout(height=270, margin=dict(l=30, r=60, t=55, b=25), showlegend=False,
+                      title=dict(text="", x=0.01, font=dict(size=13)))
+    # Square cells, as in the paper's heat maps; ticks on feature numbers.
+    ticks = dict(tick0=0, dtick=1 if n <= 10 else 5, showticklabels=n <= 50)
+    fig.update_yaxes(autorange="reversed", scaleanchor="x", constrain="domain", col=1,
+                     **ticks)
+    fig.update_xaxes(constrain="domain", col=1, **ticks)
+    fig.update_xaxes(showticklabels=False, col=2)
+    fig.update_yaxes(autorange="reversed", showticklabels=False, col=2)
+    fig.update_yaxes(autorange="reversed", showticklabels=False, col=3)
+    layout = _layout(fig)
+    hover_gram = "W<sub>%{y}</sub>·W<sub>%{x}</sub> = %{z:.3f}<extra></extra>"
+    traces = [
+        {"type": "heatmap", "z": [], "zmin": -1, "zmax": 1, "colorscale": _scale(RDBU),
+         "colorbar": {"len": 0.9, "thickness": 8, "x": 1.01, "xanchor": "left",
+                      "xpad": 2},
+         "hovertemplate": hover_gram, "xaxis": "x", "yaxis": "y"},
+        {"type": "heatmap", "z": [], "zmin": -1, "zmax": 1, "colorscale": _scale(RDBU),
+         "showscale": False, "hovertemplate": "b<sub>%{y}</sub> = %{z:.3f}<extra></extra>",
+         "xaxis": "x2", "yaxis": "y2"},
+        {"type": "bar", "orientation": "h", "x": [], "y": list(range(n)),
+         "marker": {"color": [], "cmin": 0, "cmax": 1, "colorscale": "Viridis",
+                    "reversescale": True},
+         "customdata": [],
+         "hovertemplate": "feature %{y}: ‖W‖ = %{x:.3f}, √superposition = "
+                          "%{customdata:.2f}<extra></extra>",
+         "xaxis": "x3", "yaxis": "y3"},
+    ]
+    if m <= 2:
+        layout["xaxis4"].update(zeroline=True, showticklabels=False)
+        layout["yaxis4"].update(scaleanchor="x4", zeroline=True, showticklabels=False)
+        colours = _viridis(n)
+        for i in range(n):
+            traces.append({"type": "scatter", "mode": "lines+markers", "x": [], "y": [],
+                           "name": f"feature {i}", "line": {"color": colours[i], "width": 3},
+                           "marker": {"size": [0, 8], "color": colours[i]},
+                           "hovertemplate": f"feature {i}: (%{{x:.3f}}, %{{y:.3f}})"
+                                            "<extra></extra>",
+                           "xaxis": "x4", "yaxis": "y4"})
+    return {"layout": layout, "traces": traces}
+
+
+def _scale(colours: list[str]) -> list:
+    return [[i / (len(colours) - 1), c] for i, c in enumerate(colours)]
+
+
+def _viridis(n: int) -> list[str]:
+    """Feature colours by index, as :func:`bitjax.plots.weight_diagram_2d` colours them by
+    (typically decreasing) importance."""
+    from plotly.colors import sample_colorscale
+
+    return sample_colorscale("Viridis", [i / max(n - 1, 1) for i in range(n)])
+
+
+def _kind_hex(kind: str) -> str:
+    from matplotlib.colors import to_hex
+
+    return to_hex(plots.kind_color(kind))
+
+
+def _summary_template(kinds: list[str], log_x: bool, x_title: str, x_max: float) -> dict:
+    """Two panels (D*, final loss) with per kind: band low, band high (filled to the low
+    line), mean, and a marker for the selected instance. 8 traces per kind, in that order."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(1, 2, horizontal_spacing=0.08, subplot_titles=[
+        "dimensions per feature D* = m / ‖W‖²<sub>F</sub> (mean, 95% CI over seeds)",
+        "final loss (mean, min–max over seeds)"])
+    fig.update_layout(height=330, margin=dict(l=50, r=10, t=40, b=45),
+                      legend=dict(orientation="h", y=-0.22))
+    fig.update_xaxes(type="log" if log_x else "linear", title_text=x_title)
+    if log_x:  # 1-2-5 ticks: plotly's own log ticks label 20 as "2"
+        ticks = [t * 10**e for e in range(6) for t in (1, 2, 5) if t * 10**e <= 1.5 * x_max]
+        fig.update_xaxes(tickvals=ticks, ticktext=[f"{t:g}" for t in ticks])
+    fig.update_yaxes(type="log", col=2)
+    layout = _layout(fig)
+    traces = []
+    for kind in kinds:
+        c = _kind_hex(kind)
+        for ax, label in (("", "D*"), ("2", "loss")):
+            xa, ya = f"x{ax}", f"y{ax}"
+            traces += [
+                {"type": "scatter", "mode": "lines", "x": [], "y": [], "line": {"width": 0},
+                 "showlegend": False, "hoverinfo": "skip", "xaxis": xa, "yaxis": ya,
+                 "legendgroup": kind},
+                {"type": "scatter", "mode": "lines", "x": [], "y": [], "line": {"width": 0},
+                 "fill": "tonexty", "fillcolor": _alpha(c, 0.2), "showlegend": False,
+                 "hoverinfo": "skip", "xaxis": xa, "yaxis": ya, "legendgroup": kind},
+                {"type": "scatter", "mode": "lines+markers", "x": [], "y": [], "name": kind,
+                 "line": {"color": c}, "marker": {"size": 4}, "legendgroup": kind,
+                 "showlegend": ax == "", "xaxis": xa, "yaxis": ya,
+                 "hovertemplate": f"{kind}: {label} %{{y:.4g}} at %{{x:.3g}}<extra></extra>"},
+                {"type": "scatter", "mode": "markers", "x": [], "y": [],
+                 "name": f"{kind} (selected)", "legendgroup": kind, "showlegend": False,
+                 "marker": {"size": 13, "symbol": "circle-open", "color": c,
+                            "line": {"width": 3}},
+                 "xaxis": xa, "yaxis": ya,
+                 "hovertemplate": f"selected {kind}: {label} %{{y:.4g}}<extra></extra>"},
+            ]
+    return {"layout": layout, "traces": traces}
+
+
+def _alpha(hex_colour: str, a: float) -> str:
+    r, g, b = (int(hex_colour[i:i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r},{g},{b},{a})"
+
+
+def _history_template(kinds: list[str]) -> dict:
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    fig.update_layout(height=300, margin=dict(l=50, r=10, t=40, b=45),
+                      title=dict(text="loss history of the selected instances", x=0.01,
+                                 font=dict(size=13)),
+                      xaxis=dict(title_text="step"), yaxis=dict(type="log", title_text="loss"),
+                      legend=dict(orientation="h", y=-0.25))
+    traces = [{"type": "scatter", "mode": "lines", "x": [], "y": [], "name": k,
+               "line": {"color": _kind_hex(k)},
+               "hovertemplate": f"{k}: %{{y:.4g}} at step %{{x}}<extra></extra>"}
+              for k in kinds]
+    return {"layout": _layout(fig), "traces": traces}
+
+
+# --------------------------------------------------------------------------------------
+# One part's payload
+# --------------------------------------------------------------------------------------
+
+
+def _part_payload(part: _Part) -> dict:
+    sweep = part.sweep
+    cfg = sweep.config
+    w = np.asarray(sweep.W_eff, np.float64)
+    b = np.asarray(sweep.b, np.float64)
+    n_inst, m, n = w.shape
+    kinds = list(dict.fromkeys(str(k) for k in sweep.coords["kind"]))
+    axes = _axes(sweep)
+
+    met = sweep_metrics(sweep)
+    norms, sup, dstar = met["norm"], met["superposition"], met["dims_per_feature"]
+    colour = np.clip(np.sqrt(np.maximum(sup, 0)), 0, 1)  # the paper's bar colour
+
+    hist = np.asarray(sweep.history, np.float64)
+    h_lo, h_hi = _finite_range(np.concatenate([hist.ravel(), part.loss]), positive=True)
+
+    # Flat lookup [kind, axis 1, axis 2, ...] -> instance (-1 where the grid has a hole).
+    kind_pos = np.array([kinds.index(str(k)) for k in sweep.coords["kind"]])
+    shape = [len(kinds)] + [len(a["labels"]) for a in axes]
+    grid = np.full(int(np.prod(shape)), -1, np.int32)
+    grid[np.ravel_multi_index([kind_pos] + [a["pos"] for a in axes], shape)] = np.arange(n_inst)
+
+    x, table, other_names = _summary(part, axes, kinds, dstar)
+    fp_axis = next(a for a in axes if a["name"] == "feature_probability")
+    log_x = fp_axis["values"] is not None
+    x_title = "1/(1-S)" if log_x else "feature-probability set"
+    ranges = {"norm": [], "diagram": []}
+    for k in range(len(kinds)):
+        mine = kind_pos == k
+        ranges["norm"].append(_round(max(1.2, 1.05 * _finite_range(norms[mine])[1])))
+        ranges["diagram"].append(_round(max(1.1, 1.08 * _finite_range(np.abs(w[mine]))[1])))
+
+    return {
+        "name": part.name,
+        "n": n, "m": m, "n_instances": n_inst,
+        "activation": cfg.activation, "steps": cfg.steps, "step": int(sweep.step),
+        "history_every": cfg.history_every, "finished": part.finished,
+        "kinds": kinds,
+        "axes": [{k: a[k] for k in ("name", "label", "labels", "values")} for a in axes],
+        "grid": _pack(grid),
+        "ranges": ranges,
+        "summary": {"x": x, "others": other_names, "table": _pack(_f32(table))},
+        "fields": {
+            "W": _q_rows(w), "b": _q_rows(b),
+            "norm": _q_rows(norms),
+            "colour": _q_range(colour, 0.0, 1.0),
+            "history": _q_range(hist, h_lo, h_hi, log=True, delta=True),
+            "loss": {"q": _pack(_f32(part.loss))},
+            "dstar": {"q": _pack(_f32(dstar))},
+        },
+        "diverged": _pack(part.diverged.astype(np.uint8)),
+        "flags": {k: _pack(v.astype(np.uint8)) for k, v in part.flags.items()},
+        "values": {k: _pack(_f32(v)) for k, v in part.values.items()},
+        "templates": _pack_json({
+            "row": _row_template(n, m),
+            "summary": _summary_template(kinds, log_x, x_title,
+                                         max([v for v in x if v is not None], default=1.0)),
+            "history": _history_template(kinds),
+        }),
+    }
+
+
+def sweep_metrics(sweep) -> dict[str, np.ndarray]:
+    """Feature norms, superposition and ``D*`` of every instance's effective weights.
+
+    Diverged instances (non-finite weights) give NaN rows instead of breaking the batch.
+    """
+    w = np.asarray(sweep.W_eff, np.float32)
+    ok = np.isfinite(w).all(axis=(1, 2))
+    n_inst, _, n = w.shape
+    out = {"norm": np.full((n_inst, n), np.nan), "superposition": np.full((n_inst, n), np.nan),
+           "dims_per_feature": np.full(n_inst, np.nan)}
+    if ok.any():
+        import jax
+
+        for key, fn in (("norm", metrics_lib.feature_norms),
+                        ("superposition", metrics_lib.superposition),
+                        ("dims_per_feature", metrics_lib.dims_per_feature)):
+            out[key][ok] = np.asarray(jax.jit(jax.vmap(fn))(w[ok]), np.float64)
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# The page
+# --------------------------------------------------------------------------------------
+
+
+def write_explorer(source, out_html: Path, *, title: str | None = None) -> Path:
+    """Write the interactive explorer of a run as one self-contained HTML file.
+
+    Args:
+      source: a run folder (with ``checkpoints/``), a multi-part experiment folder (its parts
+        in sub-folders, each a run folder; ordered as its ``config.json`` lists them), a
+        loaded sweep (:class:`bitjax.checkpoint.LoadedSweep`), or a mapping of part name to
+        any of these.
+      out_html: the file to write (its folder is created).
+      title: the page title; default: ``bitjax explorer: <folder name>``.
+
+    Returns:
+      ``out_html``.
+
+    Raises:
+      ExplorerError: the source does not exist or is not a bitjax run (message says why).
+    """
+    import plotly
+    from plotly.offline import get_plotlyjs
+
+    named, folder = _resolve(source)
+    parts = [_make_part(name, sweep) for name, sweep in named]
+    if title is None:
+        label = folder.resolve().name if folder is not None else parts[0].name
+        title = f"bitjax explorer: {label}"
+    payload = {"title": title, "plotly": plotly.__version__,
+               "parts": [_part_payload(p) for p in parts]}
+    data = json.dumps(payload, separators=(",", ":"), allow_nan=False)
+    # "</" inside a <script> block would end it early.
+    data = data.replace("</", "<\\/")
+    html = _PAGE.format(title=_escape(title), plotlyjs=get_plotlyjs(), data=data, glue=_GLUE)
+    out_html = Path(out_html)
+    out_html.parent.mkdir(parents=True, exist_ok=True)
+    out_html.write_text(html, encoding="utf-8")
+    return out_html
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def read_payload(html: Path) -> dict:
+    """The data block of a written explorer, with every packed array decoded to numpy.
+
+    For tests and for checking a committed file; the page itself decodes in JavaScript.
+    """
+    text = Path(html).read_text(encoding="utf-8")
+    start = text.index('<script type="application/json" id="explorer-data">')
+    start = text.index(">", start) + 1
+    end = text.index("</script>", start)
+    payload = json.loads(text[start:end].replace("<\\/", "</"))
+
+    def decode(obj):
+        if isinstance(obj, dict):
+            if set(obj) in ({"dtype", "shape", "b64"}, {"dtype", "b64"}):
+                raw = gzip.decompress(base64.b64decode(obj["b64"]))
+                if obj["dtype"] == "json":
+                    return json.loads(raw)
+                return np.frombuffer(raw, np.dtype(obj["dtype"]).newbyteorder("<")).reshape(
+                    obj["shape"])
+            return {k: decode(v) for k, v in obj.items()}
+        if isinstance(obj, list):
+            return [decode(v) for v in obj]
+        return obj
+
+    return decode(payload)
+
+
+def dequantize(field: dict) -> np.ndarray:
+    """A decoded field of :func:`read_payload` back to float values (NaN where missing)."""
+    q = np.asarray(field["q"])
+    if field.get("delta"):
+        q = np.cumsum(q, axis=-1, dtype=np.uint64) % 256
+    if "scale" in field:
+        v = q.astype(np.float64) * np.asarray(field["scale"], np.float64).reshape(
+            (-1,) + (1,) * (q.ndim - 1))
+    elif "step" in field:
+        v = field["offset"] + q.astype(np.float64) * field["step"]
+        if field["log"]:
+            v = 10.0 ** v
+    else:
+        return q.astype(np.float64)
+    return np.where(q == field["nan"], np.nan, v)
+
+
+# --------------------------------------------------------------------------------------
+# A headless browser (for the test and for screenshots)
+# --------------------------------------------------------------------------------------
+
+#: Debian's chromium and chromedriver, where .ci/run installs them.
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+
+
+def browser_missing() -> str | None:
+    """Why a headless browser cannot run here (one line), or None when it can."""
+    import shutil
+
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium is not installed (pip install selenium)"
+    for exe, fallback in ((CHROMIUM, "chromium"), (CHROMEDRIVER, "chromedriver")):
+        if not (Path(exe).exists() or shutil.which(fallback)):
+            return f"{fallback} is not installed (apt-get install chromium chromium-driver)"
+    return None
+
+
+@contextmanager
+def headless_chromium(width: int = 1400, height: int = 1800):
+    """A selenium driver for a fresh headless chromium (no network use, temporary profile).
+
+    Yields:
+      ``selenium.webdriver.Chrome`` with the browser log captured
+      (``driver.get_log("browser")``).
+    """
+    import shutil
+    import tempfile
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="bitjax-chromium-")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium")
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu",
+                "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--no-first-run", "--disable-quic",
+                "--disable-dev-shm-usage", f"--user-data-dir={profile}",
+                f"--window-size={width},{height}"):
+        opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver_path = CHROMEDRIVER if Path(CHROMEDRIVER).exists() else shutil.which("chromedriver")
+    driver = webdriver.Chrome(service=Service(driver_path), options=opts)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def open_page(driver, html: Path, timeout: float = 30.0) -> dict:
+    """Load an explorer and wait until its first render; returns its timing in ms.
+
+    ``{"ready_ms": first render done, "load_ms": the load event, "dom_ms":
+    DOMContentLoaded}``, each measured from the start of navigation by the browser's
+    performance timing.
+    """
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(Path(html).absolute().as_uri())
+    WebDriverWait(driver, timeout).until(
+        lambda d: d.execute_script("return !!(window.explorer && "
+                                   "(window.explorer.readyMs || window.explorer.error))"))
+    error = driver.execute_script("return window.explorer.error || null")
+    if error:
+        raise RuntimeError(f"the explorer failed in the browser: {error}")
+    return driver.execute_script(
+        "const n = performance.getEntriesByType('navigation')[0];"
+        "return {ready_ms: window.explorer.readyMs, load_ms: n.loadEventEnd,"
+        " dom_ms: n.domContentLoadedEventEnd};")
+
+
+def screenshot(html: Path, png: Path, *, width: int = 1400) -> dict:
+    """Open ``html`` in headless chromium and save a full-page screenshot to ``png``.
+
+    Returns:
+      The page's timing (:func:`open_page`) and ``console``: the browser's error messages.
+    """
+    png = Path(png)
+    png.parent.mkdir(parents=True, exist_ok=True)
+    with headless_chromium(width=width) as driver:
+        timing = open_page(driver, html)
+        size = driver.execute_script("return [document.documentElement.scrollWidth,"
+                                     " document.documentElement.scrollHeight]")
+        # The whole page in one image (a window as tall as the page is capped by the
+        # virtual screen, and its screenshot then misses rows).
+        shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
+            "format": "png", "captureBeyondViewport": True,
+            "clip": {"x": 0, "y": 0, "width": size[0], "height": size[1], "scale": 1}})
+        png.write_bytes(base64.b64decode(shot["data"]))
+        errors = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    return {**timing, "console": errors}
+
+
+# --------------------------------------------------------------------------------------
+# HTML and the glue script
+# --------------------------------------------------------------------------------------
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 12px 18px; color: #222; }}
+h1 {{ font-size: 18px; margin: 0 0 6px; }}
+#info {{ font-size: 13px; color: #555; margin-bottom: 8px; }}
+#controls {{ display: flex; flex-wrap: wrap; gap: 6px 22px; align-items: center;
+  padding: 8px 10px; background: #f4f4f4; border-radius: 6px; font-size: 13px; }}
+#controls label {{ white-space: nowrap; }}
+#controls input[type=range] {{ width: 180px; vertical-align: middle; }}
+.value {{ display: inline-block; min-width: 4em; font-weight: 600; }}
+.flag-bad {{ color: #b00020; font-weight: 700; }}
+#error {{ color: #b00020; font-weight: 700; }}
+</style>
+<script>{plotlyjs}</script>
+</head>
+<body>
+<h1 id="title">{title}</h1>
+<div id="error"></div>
+<div id="info"></div>
+<div id="controls"></div>
+<div id="rows"></div>
+<div id="summary"></div>
+<div id="history"></div>
+<script type="application/json" id="explorer-data">{data}</script>
+<script>{glue}</script>
+</body>
+</html>
+"""
+
+# Glue only: unpack the arrays, build the controls from the axes, and copy the selected
+# instance's numbers into the traces Python styled. No plotting code of its own.
+_GLUE = r"""
+"use strict";
+const DATA = JSON.parse(document.getElementById("explorer-data").textContent);
+const TYPES = {int8: Int8Array, uint8: Uint8Array, int32: Int32Array, float32: Float32Array};
+const state = {part: 0, kinds: null, pos: null};
+const cache = {};
+window.explorer = {state: state, readyMs: null, error: null};
+
+async function unpack(p) {
+  const bytes = Uint8Array.from(atob(p.b64), c => c.charCodeAt(0));
+  const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"));
+  const buf = await new Response(stream).arrayBuffer();
+  return p.dtype === "json" ? JSON.parse(new TextDecoder().decode(buf))
+    : new TYPES[p.dtype](buf);
+}
+async function field(f) {  // dequantized Float64Array, NaN where missing
+  const q = await unpack(f.q);
+  if (f.delta) {  // stored as differences along the last axis, modulo 256
+    const len = f.q.shape[f.q.shape.length - 1];
+    for (let i = 0; i < q.length; i++) if (i % len) q[i] = (q[i] + q[i - 1]) & 255;
+  }
+  const scale = f.scale ? await unpack(f.scale) : null;
+  const per = scale ? q.length / scale.length : 1;
+  const out = new Float64Array(q.length);
+  for (let i = 0; i < q.length; i++) {
+    let v = q[i];
+    if (f.nan !== undefined && v === f.nan) { out[i] = NaN; continue; }
+    if (scale) v = v * scale[Math.floor(i / per)];
+    else if (f.step !== undefined) v = f.offset + v * f.step;
+    out[i] = f.log ? Math.pow(10, v) : v;
+  }
+  return out;
+}
+async function load(pi) {
+  if (cache[pi]) return cache[pi];
+  const P = DATA.parts[pi], d = {grid: await unpack(P.grid), t: await unpack(P.templates),
+    table: await unpack(P.summary.table), diverged: await unpack(P.diverged), f: {}, flags: {},
+    values: {}};
+  for (const k in P.fields) d.f[k] = await field(P.fields[k]);
+  for (const k in P.flags) d.flags[k] = await unpack(P.flags[k]);
+  for (const k in P.values) d.values[k] = await unpack(P.values[k]);
+  return (cache[pi] = d);
+}
+const fmt = v => Number.isFinite(v) ? Number(v.toPrecision(4)).toString() : "n/a";
+const row = (arr, i, len) => Array.from(arr.subarray(i * len, (i + 1) * len));
+const clone = o => JSON.parse(JSON.stringify(o));
+
+function controls() {
+  const P = DATA.parts[state.part], box = document.getElementById("controls");
+  box.innerHTML = "";
+  if (DATA.parts.length > 1) {
+    const lab = document.createElement("label"), sel = document.createElement("select");
+    sel.id = "part";
+    DATA.parts.forEach((p, i) => sel.add(new Option(p.name, i, false, i === state.part)));
+    sel.addEventListener("change", () => choosePart(+sel.value));
+    lab.append("part ", sel); box.append(lab);
+  }
+  const kinds = document.createElement("span");
+  kinds.append("kinds: ");
+  P.kinds.forEach((k, i) => {
+    const lab = document.createElement("label"), cb = document.createElement("input");
+    cb.type = "checkbox"; cb.id = "kind-" + k; cb.checked = state.kinds[i];
+    cb.addEventListener("change", () => { state.kinds[i] = cb.checked; render(); });
+    lab.append(cb, " " + k + " "); kinds.append(lab);
+  });
+  box.append(kinds);
+  P.axes.forEach((a, j) => {
+    const lab = document.createElement("label"), out = document.createElement("span");
+    out.className = "value"; out.id = "value-" + a.name;
+    out.textContent = a.labels[state.pos[j]];
+    if (a.labels.length > 1) {
+      const s = document.createElement("input");
+      s.type = "range"; s.min = 0; s.max = a.labels.length - 1; s.step = 1;
+      s.value = state.pos[j]; s.id = "axis-" + a.name;
+      s.addEventListener("input", () => {
+        state.pos[j] = +s.value; out.textContent = a.labels[state.pos[j]]; render(); });
+      lab.append(a.label + " ", s, " ", out);
+    } else lab.append(a.label + " ", out, " (fixed)");
+    box.append(lab);
+  });
+}
+
+function instance(d, P, k) {
+  let flat = k;
+  P.axes.forEach((a, j) => { flat = flat * a.labels.length + state.pos[j]; });
+  return d.grid[flat];
+}
+
+function rowFigure(P, d, k, i) {
+  const t = clone(d.t.row), n = P.n, m = P.m, f = d.f, kind = P.kinds[k];
+  t.layout.xaxis3.range = [0, P.ranges.norm[k]];
+  if (m <= 2) {
+    const r = P.ranges.diagram[k];
+    t.layout.xaxis4.range = [-r, r]; t.layout.yaxis4.range = [-r, r];
+  }
+  const W = row(f.W, i, m * n), gram = [];
+  for (let a = 0; a < n; a++) {
+    const r = [];
+    for (let c = 0; c < n; c++) {
+      let s = 0;
+      for (let h = 0; h < m; h++) s += W[h * n + a] * W[h * n + c];
+      r.push(s);
+    }
+    gram.push(r);
+  }
+  t.traces[0].z = gram;
+  t.traces[1].z = row(f.b, i, n).map(v => [v]);
+  const colour = row(f.colour, i, n);
+  t.traces[2].x = row(f.norm, i, n);
+  t.traces[2].marker.color = colour;
+  t.traces[2].customdata = colour;
+  if (m <= 2) for (let c = 0; c < n; c++) {
+    t.traces[3 + c].x = [0, W[c]];
+    t.traces[3 + c].y = [0, m === 2 ? W[n + c] : 0];
+  }
+  const flags = [];
+  if (d.diverged[i]) flags.push('<span class="flag-bad">DIVERGED</span>');
+  for (const k in d.flags) flags.push(d.flags[k][i] ? k : '<span class="flag-bad">not ' + k
+    + "</span>");
+  for (const k in d.values) flags.push(k + " " + fmt(d.values[k][i]));
+  t.layout.title.text = "<b>" + kind + "</b>  instance " + i + " · final loss " +
+    fmt(f.loss[i]) + " · D* " + fmt(f.dstar[i]) + (flags.length ? " · " + flags.join(" · ") : "");
+  return t;
+}
+
+function render() {
+  const P = DATA.parts[state.part], d = cache[state.part];
+  const summary = clone(d.t.summary), history = clone(d.t.history);
+  const fpj = P.axes.findIndex(a => a.name === "feature_probability");
+  let combo = 0;
+  P.axes.forEach((a, j) => {
+    if (P.summary.others.includes(a.name)) combo = combo * a.labels.length + state.pos[j]; });
+  const nx = P.summary.x.length, K = P.kinds.length, drawn = [];
+  P.kinds.forEach((kind, k) => {
+    const div = document.getElementById("row-" + kind), i = instance(d, P, k);
+    const show = state.kinds[k];
+    div.style.display = show ? "" : "none";
+    for (let s = 0; s < 8; s++) summary.traces[8 * k + s].visible = show;
+    history.traces[k].visible = show;
+    if (i < 0) { div.textContent = kind + ": no instance at these coordinates"; return; }
+    if (show) drawn.push(draw(div, rowFigure(P, d, k, i)));
+    for (let s = 0; s < 2; s++) {  // s = 0: D*, s = 1: loss
+      const base = ((combo * K + k) * 6 + 3 * s) * nx, tr = summary.traces.slice(8 * k + 4 * s);
+      const col = o => Array.from(d.table.subarray(base + o * nx, base + (o + 1) * nx));
+      tr[0].x = tr[1].x = tr[2].x = P.summary.x;
+      tr[0].y = col(1); tr[1].y = col(2); tr[2].y = col(0);
+      tr[3].x = [P.summary.x[state.pos[fpj]]];
+      tr[3].y = [s === 0 ? d.f.dstar[i] : d.f.loss[i]];
+    }
+    const T = P.fields.history.q.shape[1];
+    history.traces[k].x = Array.from({length: T}, (_, t) => (t + 1) * P.history_every);
+    history.traces[k].y = row(d.f.history, i, T);
+    history.traces[k].name = kind + " (instance " + i + ")";
+  });
+  drawn.push(draw("summary", summary), draw("history", history));
+  return Promise.all(drawn);
+}
+const draw = (div, t) => Plotly.react(div, t.traces, t.layout,
+  {responsive: true, displaylogo: false});
+
+async function choosePart(pi) {
+  const P = DATA.parts[pi];
+  const d = await load(pi);
+  state.part = pi;
+  state.kinds = P.kinds.map(() => true);
+  state.pos = P.axes.map(() => 0);
+  const rows = document.getElementById("rows");
+  for (const div of rows.children) Plotly.purge(div);
+  rows.innerHTML = "";
+  P.kinds.forEach(k => {
+    const div = document.createElement("div"); div.id = "row-" + k; rows.append(div); });
+  const nd = d.diverged.reduce((a, b) => a + b, 0);
+  document.getElementById("info").innerHTML = (DATA.parts.length > 1 ? "part <b>" + P.name +
+    "</b> · " : "") + "n = " + P.n + " features, m = " + P.m + " hidden, " + P.activation +
+    " · " + P.n_instances + " instances · step " + P.step + " of " + P.steps +
+    (P.finished ? "" : ' <span class="flag-bad">(unfinished: no final loss)</span>') +
+    " · diverged: " + (nd ? '<span class="flag-bad">' + nd + "</span>" : "0") +
+    " · plotly.js via plotly " + DATA.plotly;
+  controls();
+  await render();
+}
+window.explorer.render = render;
+
+choosePart(0).then(() => { window.explorer.readyMs = performance.now(); }).catch(e => {
+  window.explorer.error = String(e);
+  document.getElementById("error").textContent = "The explorer could not start: " + e;
+  console.error(e);
+});
+"""
