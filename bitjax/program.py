@@ -96,6 +96,7 @@ def model_fields(cfg: SweepConfig) -> dict[str, Any]:
         act_quant=cfg.uses_act_quant,
         quantizers=cfg.quantizers,
         feature_major=cfg.data_plan.feature_major,
+        learnable_scale=layers.needs_learnable_scale(cfg.quantizers),
     )
 
 
@@ -124,8 +125,8 @@ def lr_schedule(cfg: SweepConfig) -> optax.Schedule:
     decay = cfg.steps - cfg.warmup_steps
     main = {
         "constant": lambda: optax.constant_schedule(1.0),
-        "linear": lambda: optax.linear_schedule(1.0, 0.0, decay),
-        "cosine": lambda: optax.cosine_decay_schedule(1.0, decay),
+        "linear": lambda: _zero_from(optax.linear_schedule(1.0, 0.0, decay), decay),
+        "cosine": lambda: _zero_from(optax.cosine_decay_schedule(1.0, decay), decay),
     }[cfg.schedule]()
     if not cfg.warmup_steps:
         return main
@@ -133,13 +134,20 @@ def lr_schedule(cfg: SweepConfig) -> optax.Schedule:
     return optax.join_schedules([warmup, main], [cfg.warmup_steps])
 
 
+def _zero_from(schedule: optax.Schedule, end: int) -> optax.Schedule:
+    # XLA turns ``t / T`` into ``t * (1 / T)``, so optax's ``1 - t / T`` ends at +-5e-8
+    # rather than 0 (negative: a step uphill); the decay is pinned to exactly 0 from ``end``.
+    return lambda count: jnp.where(count >= end, 0.0, schedule(count))
+
+
 def make_optimizer(cfg: SweepConfig, lr: Array | float,
                    weight_decay: Array | float) -> optax.GradientTransformation:
     """AdamW of one instance: its (traced) peak ``lr`` times :func:`lr_schedule`.
 
-    Decoupled weight decay applies to every parameter (``W`` and ``b``), as in the paper's
-    notebook (``torch.optim.AdamW``). The state's structure is the same for any ``lr`` and
-    ``weight_decay``, so one state template serves every instance.
+    Decoupled weight decay applies to every parameter (``W``, ``b`` and a learned quantizer
+    scale), as in the paper's notebook (``torch.optim.AdamW`` over all parameters). The
+    state's structure is the same for any ``lr`` and ``weight_decay``, so one state
+    template serves every instance.
 
     Args:
       cfg: the sweep (betas, eps, schedule).
@@ -391,9 +399,9 @@ def make_evaluate(cfg: SweepConfig, *, mesh: jax.sharding.Mesh | None = None,
 
 def effective_weights(cfg: SweepConfig, params: dict, quantizer: Array) -> Array:
     """The ``[I, m, n]`` weights every instance's forward pass uses (``gamma * T`` if
-    quantized)."""
-    return jax.vmap(lambda w, q: layers.quantize_weights(w, q, cfg.quantizers))(
-        params["W"], quantizer)
+    quantized; with the learned ``params["scale"]`` where the sweep has one)."""
+    return jax.vmap(lambda p, q: layers.effective_weights_of(p, q, cfg.quantizers))(
+        params, quantizer)
 
 
 def effective_weights_host(cfg: SweepConfig, params: dict, quantizer: np.ndarray) -> np.ndarray:

@@ -60,19 +60,25 @@ def _warn(message: str) -> None:
     warnings.warn(message, UserWarning, stacklevel=3)
 
 
+def _child(node: Any, key: Any) -> Any:
+    if isinstance(node, dict):
+        return node[key] if key in node else node[str(key)]  # an index stored as "0"
+    if isinstance(key, int) and isinstance(node, (list, tuple)):
+        return node[key]
+    return getattr(node, key)  # a NamedTuple field, or an attribute
+
+
 def _restructure(template: Any, restored: Any) -> Any:
-    """``restored`` (nested dicts and lists, as a checkpoint stores them) in ``template``'s
-    structure (optax NamedTuples, tuples)."""
+    """``restored`` (nested dicts and lists, as a checkpoint stores them, or the trainer's
+    own containers) in ``template``'s structure (optax NamedTuples, tuples)."""
     flat, treedef = jax.tree_util.tree_flatten_with_path(template)
     leaves = []
     for path, _ in flat:
         node = restored
         for k in path:
             key = getattr(k, "key", getattr(k, "name", getattr(k, "idx", None)))
-            if isinstance(node, dict) and key not in node and str(key) in node:
-                key = str(key)  # a sequence index stored as a dict key
             try:
-                node = node[key] if isinstance(node, (dict, list, tuple)) else getattr(node, key)
+                node = _child(node, key)
             except (KeyError, IndexError, TypeError, AttributeError):
                 raise IncompatibleStateError(
                     f"the state has no array {jax.tree_util.keystr(path)}; it was not written "
