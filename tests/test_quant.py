@@ -7,6 +7,8 @@ step) while zeros are checked exactly.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,10 +17,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from bitjax import quant
+from bitjax import layers, quant
 
 RTOL = 1e-6  # a few float32 ulps
-WEIGHT_QUANTIZERS = sorted(quant.WEIGHT_QUANTIZERS.items())
+#: Quantizers whose gradient is the plain straight-through identity (the scale receives none).
+#: ``ternary_absmean_grad`` differentiates its scale on purpose and is tested separately.
+WEIGHT_QUANTIZERS = sorted((k, v) for k, v in quant.WEIGHT_QUANTIZERS.items()
+                           if k != "ternary_absmean_grad")
 ALL_QUANTIZERS = [*WEIGHT_QUANTIZERS, ("absmax_int8", quant.absmax_int8)]
 
 
@@ -275,3 +280,311 @@ def test_property_ste_gradient_identity(w, name):
     g = _JIT_GRAD[name](jnp.asarray(w), jnp.asarray(c))
     np.testing.assert_array_equal(np.asarray(g), c)
     assert np.all(np.isfinite(qj(name, w)))
+
+
+# --------------------------------------------------------------------------------------
+# Existing quantizers unchanged, bit for bit
+# --------------------------------------------------------------------------------------
+# Frozen copies of the quantizers as they were before the learnable-scale kinds were added
+# (commit ba46d43). The library must keep producing exactly these values and gradients, so
+# that existing checkpoints and the trajectories of every existing kind stay the same.
+
+
+def _ref_ste(w, q_):
+    return w + jax.lax.stop_gradient(q_ - w)
+
+
+def _ref_absmean(w, axis):
+    gamma = jnp.maximum(jnp.mean(jnp.abs(w), axis=axis, keepdims=True), 1e-5)
+    t = jnp.clip(jnp.round(w / gamma), -1.0, 1.0)
+    return gamma * t
+
+
+def _ref_binary(w):
+    beta = jnp.mean(jnp.abs(w))
+    sign = jnp.where(w - jnp.mean(w) >= 0, 1.0, -1.0).astype(w.dtype)
+    return _ref_ste(w, beta * sign)
+
+
+def _ref_twn(w):
+    a = jnp.abs(w)
+    delta = 0.7 * jnp.mean(a)
+    keep = a > delta
+    alpha = jnp.sum(jnp.where(keep, a, 0.0)) / jnp.maximum(jnp.sum(keep), 1)
+    return _ref_ste(w, jnp.where(keep, jnp.sign(w) * alpha, 0.0))
+
+
+REFERENCE = {
+    "dense": lambda w: w,
+    "ternary": lambda w: _ref_ste(w, _ref_absmean(w, None)),
+    "ternary_per_feature": lambda w: _ref_ste(w, _ref_absmean(w, 0)),
+    "binary": _ref_binary,
+    "twn": _ref_twn,
+}
+OLD_ORDER = ("dense", "ternary", "ternary_per_feature", "binary", "twn")
+
+
+def _fixed_inputs():
+    r = np.random.default_rng(20240601)
+    ws = [r.normal(size=(5, 20)), r.uniform(-3, 3, (10, 100)) * (r.uniform(size=100) < 0.5),
+          np.array([[0.5, -0.5, 0.25, 1.0], [0, 0, 0, 0]])]
+    return [np.asarray(w, np.float32) for w in ws]
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _value_and_vjp(fn, w, c):
+    out, vjp = jax.vjp(fn, w)
+    return out, vjp(c)[0]
+
+
+@pytest.mark.parametrize("name", OLD_ORDER)
+def test_existing_quantizers_bitwise_unchanged(name):
+    fn, ref = quant.WEIGHT_QUANTIZERS[name], REFERENCE[name]
+    for w in _fixed_inputs():
+        c = jnp.asarray(np.random.default_rng(3).normal(size=w.shape), jnp.float32)
+        got, want = _value_and_vjp(fn, w, c), _value_and_vjp(ref, w, c)
+        np.testing.assert_array_equal(np.asarray(got[0]), np.asarray(want[0]))  # values
+        np.testing.assert_array_equal(np.asarray(got[1]), np.asarray(want[1]))  # gradients
+
+
+def test_existing_order_and_switch_unchanged():
+    # quantizer codes in checkpoints index this order; new quantizers are appended
+    assert tuple(quant.WEIGHT_QUANTIZERS)[:5] == OLD_ORDER
+    assert set(OLD_ORDER) | {"bitlinear"} <= set(layers.KINDS)
+    w = jnp.asarray(_fixed_inputs()[0])
+    ref_switch = jax.jit(lambda w, q_: jax.lax.switch(q_, [REFERENCE[k] for k in OLD_ORDER], w))
+    new_switch = jax.jit(lambda w, q_: layers.quantize_weights(w, q_, OLD_ORDER))
+    for i in range(len(OLD_ORDER)):
+        np.testing.assert_array_equal(np.asarray(new_switch(w, i)), np.asarray(ref_switch(w, i)))
+
+
+def test_model_without_learnable_scale_unchanged():
+    model = layers.TiedToyModel(5, 2, quantizers=OLD_ORDER)
+    x = jnp.asarray(np.random.default_rng(0).uniform(size=(7, 5)), jnp.float32)
+    params = model.init(jax.random.key(3), x, 0, False)["params"]
+    assert set(params) == {"W", "b"}  # no scale: existing checkpoints keep their tree
+    w = params["W"]
+    apply = jax.jit(model.apply)
+    for i, name in enumerate(OLD_ORDER):
+        weff = REFERENCE[name](w)
+        ref = jax.nn.relu(x @ weff.T @ weff + params["b"])
+        np.testing.assert_array_equal(np.asarray(apply({"params": params}, x, i)),
+                                      np.asarray(ref), err_msg=name)
+
+
+# --------------------------------------------------------------------------------------
+# Absmean ternary whose scale receives a gradient
+# --------------------------------------------------------------------------------------
+
+
+def test_absmean_grad_value_is_ternary():
+    for w in _fixed_inputs():
+        # gamma as jax computes it (numpy's float32 mean can differ in the last bit)
+        gamma = np.asarray(jnp.maximum(jnp.mean(jnp.abs(jnp.asarray(w))), quant.EPS))
+        out = q(quant.ternary_absmean_grad, w)
+        np.testing.assert_allclose(out, q(quant.ternary, w), rtol=RTOL)
+        codes = np.asarray(quant.WEIGHT_CODES["ternary_absmean_grad"](jnp.asarray(w)))
+        np.testing.assert_array_equal(out, gamma * codes.astype(np.float32))
+
+
+def test_absmean_grad_gradient_matches_formula_and_finite_differences(rng):
+    w = rng.normal(size=(4, 6)).astype(np.float32)
+    w[0, 0] = 3.0  # an entry beyond the clip: its (T - W / gamma) is -2.x, still counted
+    c = rng.normal(size=w.shape).astype(np.float32)
+    g = np.asarray(jax.grad(lambda v: jnp.sum(quant.ternary_absmean_grad(v) * c))(
+        jnp.asarray(w)))
+    w64, c64 = w.astype(np.float64), c.astype(np.float64)
+    gamma = np.abs(w64).mean()
+    t = np.clip(np.round(w64 / gamma), -1, 1)
+    formula = c64 + np.sign(w64) / w.size * np.sum(c64 * (t - w64 / gamma))
+    np.testing.assert_allclose(g, formula, rtol=1e-5, atol=1e-6)
+    # the same by central finite differences of the non-STE part: the surrogate
+    # F(W) = sum c * gamma(W) * (W / gamma(W) + k) with k = T - W / gamma frozen at W0
+    k = t - w64 / gamma
+
+    def surrogate(v):
+        gm = np.abs(v).mean()
+        return np.sum(c64 * gm * (v / gm + k))
+
+    h, fd = 1e-6, np.zeros_like(w64)
+    for idx in np.ndindex(*w.shape):
+        e = np.zeros_like(w64)
+        e[idx] = h
+        fd[idx] = (surrogate(w64 + e) - surrogate(w64 - e)) / (2 * h)
+    np.testing.assert_allclose(g, fd, rtol=1e-4, atol=1e-5)
+    # and it differs from the stop-gradient ternary, whose gradient is exactly c
+    assert np.abs(g - c).max() > 1e-3
+
+
+# --------------------------------------------------------------------------------------
+# Learnable-scale ternary (LSQ)
+# --------------------------------------------------------------------------------------
+
+
+def test_lsq_known_answer():
+    w = jnp.array([[0.2, -1.0, 0.6], [-0.1, 0.0, 1.5]], jnp.float32)
+    s = jnp.float32(0.8)
+    # W / s = [[0.25, -1.25, 0.75], [-0.125, 0, 1.875]] -> round, clip
+    expected = 0.8 * np.array([[0, -1, 1], [0, 0, 1]], np.float32)
+    np.testing.assert_array_equal(np.asarray(quant.ternary_lsq(w, s)), expected)
+    np.testing.assert_array_equal(
+        np.asarray(quant.SCALED_WEIGHT_CODES["ternary_lsq"](w, s)), [[0, -1, 1], [0, 0, 1]])
+    # a scale at or below zero is clamped at EPS instead of dividing by zero
+    out = np.asarray(quant.ternary_lsq(w, jnp.float32(-1.0)))
+    np.testing.assert_array_equal(out, np.float32(quant.EPS) * np.sign(np.asarray(w)))
+
+
+def test_lsq_at_absmean_scale_equals_ternary():
+    for w in _fixed_inputs():
+        s = quant.lsq_init_scale(jnp.asarray(w))
+        np.testing.assert_allclose(np.asarray(quant.ternary_lsq(jnp.asarray(w), s)),
+                                   q(quant.ternary, w), rtol=RTOL)
+
+
+def test_lsq_init_rules():
+    w = jnp.array([[1.0, -3.0], [0.0, 2.0]])
+    assert float(quant.lsq_init_scale(w)) == 1.5
+    assert float(quant.lsq_init_scale(w, "lsq")) == 3.0  # 2 mean|W| / sqrt(Qp), Qp = 1
+    assert float(quant.lsq_init_scale(jnp.zeros((2, 2)))) == np.float32(quant.EPS)
+    with pytest.raises(ValueError, match="unknown scale init rule 'max'"):
+        quant.lsq_init_scale(w, "max")
+
+
+def _lsq_formula(w, s, c):
+    """LSQ's gradients (Esser et al. 2020, eqs. 3-5, Qn = Qp = 1) in float64."""
+    v = w / s
+    inside = np.abs(v) <= 1
+    t = np.clip(np.round(v), -1, 1)
+    g = 1 / np.sqrt(w.size * 1)
+    dw = np.where(inside, c, 0.0)
+    ds = g * np.sum(c * np.where(inside, t - v, t))
+    return dw, ds
+
+
+@pytest.mark.parametrize("s", [0.3, 0.9, 2.5])
+def test_lsq_gradients_match_paper(s, rng):
+    w = rng.normal(size=(5, 8)).astype(np.float32)
+    c = rng.normal(size=w.shape).astype(np.float32)
+    gw, gs = jax.grad(lambda v, sc: jnp.sum(quant.ternary_lsq(v, sc) * c), argnums=(0, 1))(
+        jnp.asarray(w), jnp.float32(s))
+    dw, ds = _lsq_formula(w.astype(np.float64), s, c.astype(np.float64))
+    assert 0 < np.mean(dw == 0) < 1 or s == 2.5  # both sides of the clip are exercised
+    np.testing.assert_allclose(np.asarray(gw), dw, rtol=1e-6, atol=0)
+    np.testing.assert_allclose(float(gs), ds, rtol=1e-4, atol=1e-6)
+
+
+def test_lsq_scale_gradient_by_finite_differences(rng):
+    # the non-STE part: F(s) = sum c * s * (clip(W / s) + k), k = round(W/s0) - W/s0 frozen,
+    # differentiated numerically, times LSQ's gradient scale 1 / sqrt(N Qp)
+    w = rng.normal(size=(3, 7))
+    c = rng.normal(size=w.shape)
+    s0 = 0.7
+    k = np.round(np.clip(w / s0, -1, 1)) - np.clip(w / s0, -1, 1)
+
+    def surrogate(s):
+        return np.sum(c * s * (np.clip(w / s, -1, 1) + k))
+
+    h = 1e-6
+    fd = (surrogate(s0 + h) - surrogate(s0 - h)) / (2 * h) / np.sqrt(w.size)
+    gs = jax.grad(lambda sc: jnp.sum(quant.ternary_lsq(jnp.asarray(w, jnp.float32), sc)
+                                     * jnp.asarray(c, jnp.float32)))(jnp.float32(s0))
+    np.testing.assert_allclose(float(gs), fd, rtol=1e-4)
+
+
+def test_lsq_training_moves_the_scale_toward_the_optimum():
+    # Fit s * T to a target 1.5 * T0 with latents W = T0 (inside the clip, codes T0 for any
+    # s < 2): gradient descent on s alone must find s = 1.5. Near it the LSQ gradient is
+    # g * 8 (s - 1.5) (1 - 1/s), so plain steps of 0.5 contract the error by about half.
+    t0 = jnp.array([[1.0, 0.0, -1.0], [0.0, 1.0, 1.0]])
+
+    def loss(s):
+        return jnp.sum((quant.ternary_lsq(t0, s) - 1.5 * t0) ** 2)
+
+    grad = jax.jit(jax.grad(loss))
+    s = jnp.float32(1.2)
+    for _ in range(60):
+        s = s - 0.5 * grad(s)
+    assert abs(float(s) - 1.5) < 1e-4, float(s)
+    assert float(loss(s)) < 1e-7
+
+
+# --------------------------------------------------------------------------------------
+# Model with a learnable scale; codes
+# --------------------------------------------------------------------------------------
+
+QS = ("dense", "ternary", "ternary_lsq", "binary", "twn", "ternary_per_feature",
+      "ternary_absmean_grad")
+
+
+def test_model_learnable_scale_param_and_forward():
+    x = jnp.asarray(np.random.default_rng(1).uniform(size=(9, 5)), jnp.float32)
+    model = layers.TiedToyModel(5, 2, quantizers=QS, learnable_scale=True)
+    params = model.init(jax.random.key(7), x, 0, False)["params"]
+    plain = layers.TiedToyModel(5, 2, quantizers=OLD_ORDER).init(
+        jax.random.key(7), x, 0, False)["params"]
+    assert set(params) == {"W", "b", "scale"}
+    # the scale is derived from W, so W and b are those of the same seed without it
+    np.testing.assert_array_equal(np.asarray(params["W"]), np.asarray(plain["W"]))
+    assert float(params["scale"]) == float(jnp.mean(jnp.abs(params["W"])))
+    assert layers.needs_learnable_scale(QS) and not layers.needs_learnable_scale(OLD_ORDER)
+    apply = jax.jit(model.apply)
+    eff = jax.jit(lambda p, i: layers.effective_weights_of(p, i, QS))
+    for i, name in enumerate(QS):
+        out = apply({"params": params}, x, i)
+        w_eff = eff(params, i)
+        np.testing.assert_allclose(np.asarray(out),
+                                   np.asarray(jax.nn.relu(x @ w_eff.T @ w_eff + params["b"])),
+                                   rtol=1e-6, atol=1e-7, err_msg=name)
+        if name in OLD_ORDER:  # the other kinds ignore the scale, bit for bit
+            np.testing.assert_array_equal(np.asarray(w_eff), np.asarray(REFERENCE[name](
+                params["W"])), err_msg=name)
+    # the scale gets a gradient only where the LSQ quantizer is selected
+    def loss(p, i):
+        return jnp.mean((model.apply({"params": p}, x, i) - x) ** 2)
+
+    g = jax.jit(jax.grad(loss))
+    assert float(g(params, QS.index("ternary_lsq"))["scale"]) != 0.0
+    assert float(g(params, QS.index("ternary"))["scale"]) == 0.0
+
+
+def test_lsq_needs_the_scale():
+    with pytest.raises(ValueError, match="learnable_scale=True"):
+        layers.TiedToyModel(5, 2, quantizers=("dense", "ternary_lsq")).init(
+            jax.random.key(0), jnp.zeros((1, 5)), 0, False)
+    with pytest.raises(ValueError, match="needs a learned scale"):
+        layers.quantize_weights(jnp.ones((2, 3)), 0, ("ternary_lsq",))
+    with pytest.raises(ValueError, match="unknown weight quantizer 'tern'"):
+        layers.quantize_weights(jnp.ones((2, 3)), 0, ("tern",))
+    assert layers.kind_quantizer("ternary_lsq") == "ternary_lsq"
+    assert layers.kind_quantizer("ternary_absmean_grad") == "ternary_absmean_grad"
+
+
+def test_codes_match_effective_weights(rng):
+    w = jnp.asarray(rng.normal(size=(4, 9)), jnp.float32)
+    scale = jnp.float32(0.6)
+    n_q = len(QS)
+    # all quantizers at once under vmap (the traced index becomes a select, as in training)
+    idx = jnp.arange(n_q)
+    ws = jnp.broadcast_to(w, (n_q, *w.shape))
+    scales = jnp.full((n_q,), scale)
+    codes = np.asarray(jax.jit(jax.vmap(lambda w, q_, s: layers.codes(w, q_, QS, s)))(
+        ws, idx, scales))
+    eff = np.asarray(jax.jit(jax.vmap(lambda w, q_, s: layers.quantize_weights(w, q_, QS, s)))(
+        ws, idx, scales))
+    assert codes.dtype == np.int8
+    for i, name in enumerate(QS):
+        c, e = codes[i], eff[i]
+        if name == "dense":
+            np.testing.assert_array_equal(c, 0)
+            continue
+        assert set(np.unique(c)) <= {-1, 0, 1}
+        np.testing.assert_array_equal(np.sign(e), c, err_msg=name)  # zero exactly where 0
+        if name == "binary":
+            assert np.all(c != 0)
+        if name == "ternary_lsq":
+            np.testing.assert_array_equal(e, np.float32(0.6) * c.astype(np.float32))
+        if name in ("ternary", "ternary_absmean_grad"):
+            gamma = np.abs(e[c != 0])
+            np.testing.assert_allclose(gamma, gamma[0], rtol=RTOL)  # one scale per tensor
+    # without a learnable quantizer the scale is not needed
+    np.testing.assert_array_equal(np.asarray(layers.codes(w, 1, OLD_ORDER)), codes[1])
