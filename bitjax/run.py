@@ -34,7 +34,8 @@ import numpy as np
 
 from bitjax import io
 from bitjax.checkpoint import SWEEP_FILE, Checkpointer, config_diff
-from bitjax.sweep import SweepConfig
+from bitjax.config import SweepConfig
+from bitjax.trainer import ChunkInfo, IncompatibleStateError, Trainer
 
 #: Config fields a resumed run may change: they do not alter what was already trained.
 SAFE_TO_CHANGE = frozenset({"steps", "chunk_size", "eval_batches"})
@@ -119,52 +120,58 @@ def default_checkpoint_every(cfg: SweepConfig) -> int:
     return max(1, math.ceil(tenth / cfg.chunk_size)) * cfg.chunk_size
 
 
-def _trainer_class():
-    try:
-        from bitjax.trainer import Trainer
-    except ImportError:  # TEMPORARY until bitjax/trainer.py lands: the old Trainer adapted
-        return _LegacyTrainer
-    return Trainer
-
-
 @dataclass(frozen=True)
-class _ChunkInfo:  # TEMPORARY: the shape of bitjax.trainer.ChunkInfo
-    step: int
-    total_steps: int
-    start_step: int
-    elapsed_seconds: float
+class Estimate:
+    """How long a sweep will take, from a short timing (:func:`estimate_seconds`).
+
+    Attributes:
+      compile_seconds: compiling the training program (measured).
+      steps_per_second: training rate of the whole sweep (measured).
+      total_seconds: ``compile_seconds + steps / steps_per_second`` (checkpoint writes and
+        the final evaluation are not included).
+      probe_steps: the steps timed.
+      devices: devices the instance axis is split over.
+      instances_per_group: instances trained at a time on each device.
+    """
+
+    compile_seconds: float
     steps_per_second: float
-    instance_steps_per_second: float
-    eta_seconds: float
-    mean_loss: float
+    total_seconds: float
+    probe_steps: int
+    devices: int
+    instances_per_group: int
 
 
-class _LegacyTrainer:  # TEMPORARY until bitjax/trainer.py lands
-    def __init__(self, cfg, *, mesh=None, group_size=None, memory_budget=None, on_event=None):
-        from bitjax.sweep import Trainer
+def estimate_seconds(cfg: SweepConfig, *, mesh=None, group_size: int | None = None,
+                     probe_steps: int = 5,
+                     on_event: Callable[[str], None] | None = None) -> Estimate:
+    """Time ``probe_steps`` steps of ``cfg`` (after one compile) and extrapolate to the run.
 
-        self._t = Trainer(cfg, mesh=mesh, progress=False, group_size=group_size,
-                          memory_budget=memory_budget)
+    The probe trains the same instances with the same batch on the same devices, with
+    ``steps``, ``chunk_size`` and ``history_every`` shrunk to the probe, so it costs one
+    compile and ``2 * probe_steps`` steps, and writes nothing.
 
-    def __getattr__(self, name):
-        return getattr(self._t, name)
+    Args:
+      cfg: the sweep.
+      mesh, group_size, on_event: as for :func:`run_sweep`.
+      probe_steps: steps timed (the first ``probe_steps`` warm the compiled program up).
 
-    def run(self, state, *, until=None, on_chunk=None, should_stop=None,
-            max_chunk_seconds=None):
-        t = self._t
-        start, t0 = int(state["step"]), time.perf_counter()
-
-        def cb(st, step):
-            el = time.perf_counter() - t0
-            rate = (step - start) / max(el, 1e-9)
-            col = step // t.cfg.history_every - 1
-            last = t._dist.to_host(st["history"][:, col])[: t.n_instances]
-            on_chunk(st, _ChunkInfo(step, t.cfg.steps, start, el, rate, rate * t.n_instances,
-                                    (t.cfg.steps - step) / rate if rate else math.inf,
-                                    float(np.nanmean(last))))
-
-        return t.run(state, until=until, on_chunk=cb if on_chunk else None,
-                     should_stop=should_stop)
+    Returns:
+      An :class:`Estimate`.
+    """
+    _check_positive("probe_steps", probe_steps)
+    probe = cfg.replace(steps=2 * probe_steps, chunk_size=probe_steps,
+                        history_every=probe_steps)
+    trainer = Trainer(probe, mesh=mesh, group_size=group_size, on_event=on_event)
+    state = trainer.run(trainer.init_state(), until=probe_steps, max_chunk_seconds=None)
+    t0 = time.perf_counter()
+    state = trainer.run(state, until=2 * probe_steps, max_chunk_seconds=None)
+    int(state["step"])  # waits for the chunk
+    rate = probe_steps / max(time.perf_counter() - t0, 1e-9)
+    return Estimate(compile_seconds=float(trainer.compile_seconds), steps_per_second=rate,
+                    total_seconds=float(trainer.compile_seconds) + cfg.steps / rate,
+                    probe_steps=probe_steps, devices=int(trainer.mesh.size),
+                    instances_per_group=int(trainer.group or trainer.instances_per_device))
 
 
 def run_sweep(
@@ -176,7 +183,7 @@ def run_sweep(
     keep: int = 2,
     mesh=None,
     group_size: int | None = None,
-    progress: Callable[[Any], None] | None = None,
+    progress: Callable[[ChunkInfo], None] | None = None,
     on_event: Callable[[str], None] | None = None,
     handle_signals: bool = True,
     max_chunk_seconds: float | None = 10.0,
@@ -203,8 +210,10 @@ def run_sweep(
         :func:`bitjax.distributed.make_mesh`).
       group_size: train at most this many instances per device at a time (default: all, or
         fewer when device memory would not hold them).
-      progress: called after each chunk with the trainer's ``ChunkInfo`` (step, rate, ETA,
-        mean loss). Not called once a stop was requested, so the checkpoint comes first.
+      progress: called after each chunk with a :class:`bitjax.trainer.ChunkInfo` (step,
+        rate, ETA, mean loss); the first chunk is a short timed one when
+        ``max_chunk_seconds`` is set, so it can give an early estimate. Not called once a
+        stop was requested, so the checkpoint comes first.
       on_event: called with one-line notices (resumed, rounding, grouping, checkpoints).
       handle_signals: turn SIGINT/SIGTERM into checkpoint + :class:`Interrupted`. Handlers
         are installed only in the main thread (elsewhere Python does not allow them) and
@@ -241,7 +250,7 @@ def run_sweep(
                f"after each multiple of {every} steps")
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    trainer = _trainer_class()(cfg, mesh=mesh, group_size=group_size, on_event=on_event)
+    trainer = Trainer(cfg, mesh=mesh, group_size=group_size, on_event=on_event)
     ckpt = Checkpointer(out_dir, every=every, keep=keep)
     try:
         return _train(cfg, out_dir, trainer, ckpt, resume=resume, progress=progress,
@@ -341,7 +350,10 @@ def _restore(cfg: SweepConfig, out_dir: Path, trainer, ckpt: Checkpointer):
                        f"steps={cfg.steps}")
     if "history" in host:  # steps may have changed: the history has one column per window
         host["history"] = _resize_history(np.asarray(host["history"]), cfg)
-    return trainer.from_host(host), saved
+    try:
+        return trainer.from_host(host), saved
+    except IncompatibleStateError as e:
+        raise RunError(f"cannot resume {out_dir}: {e}") from None
 
 
 def _resize_history(history: np.ndarray, cfg: SweepConfig) -> np.ndarray:

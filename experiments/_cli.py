@@ -1,34 +1,42 @@
-"""The command line and run flow every experiment shares.
+"""The command line and run folders every experiment shares; a thin shell over the library.
 
 An experiment module defines an :class:`Experiment` (its presets and its analysis) and calls
-:func:`main`. The flow is one function a reader can follow, :func:`run_experiment`:
-config -> trainer -> chunked training with periodic Orbax checkpoints -> final checkpoint
--> metrics.csv / features.csv -> figures -> manifest.json.
+:func:`main`. The flow, :func:`run_experiment`: flags -> preset -> run folder -> for each part
+:func:`bitjax.run.run_sweep` (checkpoints, resume, signals, final evaluation) -> tables ->
+figures -> ``experiment.json`` and ``manifest.json``. This module chooses the JAX CPU device
+count and the matplotlib backend when it starts (:func:`configure_runtime`); importing it or
+any experiment changes nothing.
 
-Run folders. ``--out`` names the folder (default ``results/<name>`` for the paper preset,
-``results/<name>-<preset>`` otherwise, the latter ignored by git). A folder that already
-holds a run is never written over silently: the command refuses (exit 2) unless given
-``--resume`` (continue its latest checkpoint), ``--overwrite`` (delete it and start again) or
-``--replot`` (redraw its figures and tables from its checkpoint without training).
+Run folders. ``--out`` names the folder; the default is ``runs/<name>-<preset>`` (ignored by
+git) for every preset. The committed results in ``results/<name>`` are written only when asked
+for with ``--out results/<name>``. A folder that already holds a run is never written over
+silently: the command refuses (exit 2) unless given ``--resume`` (continue its latest
+checkpoint with the configs it was started with), ``--overwrite`` (delete it and start again)
+or ``--replot`` (redraw its figures and tables from its checkpoints without training).
 
-Exit codes: 0 done; 2 bad input (config, folder, mismatch with the checkpoint); 130/143
-interrupted by SIGINT/SIGTERM after writing a checkpoint (resume with ``--resume``).
+Output. Progress and notices go to stderr and never stop the run: when stderr goes away (a
+closed terminal, a pipe whose reader died) further output is discarded and training, the
+checkpoint on a signal and the exit code are unaffected.
+
+Exit codes: 0 done; 2 bad input (flags, config, folder, mismatch with the checkpoint); 1 the
+sweep does not fit in memory; 130/143 interrupted by SIGINT/SIGTERM after writing a
+checkpoint (resume with the command printed).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shlex
 import shutil
-import signal
 import sys
 import time
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
@@ -36,20 +44,101 @@ if TYPE_CHECKING:
     # A trained part is the loaded sweep itself (bitjax.results), not a wrapper.
     from bitjax.results import LoadedSweep as Part
 
+RUNS = Path("runs")
 RESULTS = Path("results")
-RESULT_FILES = ("config.json", "manifest.json", "metrics.csv", "features.csv")
-#: Config fields a resumed run may change: they do not alter what was already trained.
-SAFE_TO_CHANGE = {"steps", "chunk_size", "eval_batches", "threshold"}
-PRESETS = ("paper", "quick", "tiny")
+_REPO_RESULTS = Path(__file__).resolve().parent.parent / "results"
+#: Files of a run that --overwrite deletes (with checkpoints/ and the figures).
+RESULT_FILES = ("experiment.json", "sweep.json", "config.json", "manifest.json", "metrics.csv",
+                "features.csv")
+#: Steps timed by --dry-run (after one compile); enough for a rate, short on any preset.
+DRY_RUN_PROBE_STEPS = 5
+_FORCE_DEVICES_FLAG = "--xla_force_host_platform_device_count"
 
 
 class UsageError(Exception):
     """Bad input from the user: printed as one message, exit code 2."""
 
 
-class Interrupted(Exception):
-    def __init__(self, signum: int):
-        self.signum = signum
+class Console:
+    """Messages to a stream (stderr by default) that never raise.
+
+    A write that fails (``BrokenPipeError`` when the reader of a pipe died, ``EIO`` when the
+    terminal closed) points the stream's file descriptor at ``os.devnull``, so this and any
+    later output (warnings, Python's flush at exit) go nowhere instead of raising; the run
+    goes on and still checkpoints on a signal.
+
+    Args:
+      stream: the stream to write to; ``None`` follows ``sys.stderr`` as it is at each write.
+    """
+
+    def __init__(self, stream: TextIO | None = None):
+        self._stream = stream
+        self.lost = False
+
+    @property
+    def stream(self) -> TextIO:
+        return self._stream or sys.stderr
+
+    def isatty(self) -> bool:
+        try:
+            return not self.lost and self.stream.isatty()
+        except (OSError, ValueError):
+            return False
+
+    def print(self, *parts: Any, end: str = "\n") -> None:
+        """``print(*parts, end=end)`` to the stream, flushed; silently nothing once lost."""
+        if self.lost:
+            return
+        stream = self.stream
+        try:
+            print(*parts, end=end, file=stream, flush=True)
+        except (OSError, ValueError):
+            self.lost = True
+            _to_devnull(stream)
+
+
+def _to_devnull(stream: TextIO) -> None:
+    """Point ``stream``'s file descriptor at os.devnull (its buffer then flushes harmlessly)."""
+    try:
+        fd = stream.fileno()
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, fd)
+        os.close(null)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def configure_runtime() -> None:
+    """Choose the JAX CPU device count and the matplotlib backend for a command-line run.
+
+    On a CPU, XLA runs most of a step on one core; one CPU device per core lets the sweep's
+    instance axis be split over the cores exactly as over GPUs. The count is
+    ``os.cpu_count()``, or ``BITJAX_CPU_DEVICES`` when set; an ``XLA_FLAGS`` that sets
+    ``--xla_force_host_platform_device_count`` wins. It only affects the CPU platform, and
+    nothing changes when JAX has already started (a program that configured JAX itself and
+    calls :func:`main` keeps its devices). Figures are only written to files: Agg.
+
+    Raises:
+      UsageError: ``BITJAX_CPU_DEVICES`` is not a positive integer.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    if _FORCE_DEVICES_FLAG in os.environ.get("XLA_FLAGS", ""):
+        return
+    raw = os.environ.get("BITJAX_CPU_DEVICES", "").strip()
+    try:
+        n = int(raw) if raw else (os.cpu_count() or 1)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise UsageError(f"BITJAX_CPU_DEVICES must be a positive integer, got {raw!r}")
+    import jax
+
+    try:
+        jax.config.update("jax_num_cpu_devices", n)
+    except RuntimeError:  # JAX already started in this process: its device count stays
+        pass
 
 
 @dataclass(frozen=True)
@@ -78,55 +167,109 @@ class Experiment:
 # ----------------------------------------------------------------------------------------
 
 
+def preset_summary(exp: Experiment) -> list[str]:
+    """One line per preset and part: sizes, instance count and steps (for --help)."""
+    lines = []
+    for name, make in exp.presets.items():
+        try:
+            parts = make(None)
+        except Exception as e:  # noqa: BLE001 - help must print even if a preset is broken
+            lines.append(f"  {name:<6} (cannot be built: {e})")
+            continue
+        for i, (part, cfg) in enumerate(parts.items()):
+            label = name if i == 0 else ""
+            where = f"part {part}: " if len(parts) > 1 else ""
+            lines.append(f"  {label:<6} {where}{_describe(cfg)}")
+    return lines
+
+
+def _describe(cfg) -> str:
+    """``n=.., m=.., I instances (axis sizes), S steps of batch B``."""
+    try:
+        from bitjax.config import AXES
+    except ImportError:  # the engine before its split into modules
+        from bitjax.sweep import AXES
+
+    sizes = ", ".join(f"{len(getattr(cfg, a))} {a}" for a in AXES if len(getattr(cfg, a)) > 1)
+    return (f"n={cfg.n_features}, m={cfg.n_hidden}, {cfg.n_instances:,} instances"
+            f"{f' ({sizes})' if sizes else ''}, {cfg.steps:,} steps of batch {cfg.batch_size}")
+
+
 def build_parser(exp: Experiment) -> argparse.ArgumentParser:
+    epilog = "\n".join([
+        "presets (the default number of seeds; --n-seeds changes it):",
+        *preset_summary(exp),
+        "",
+        "Run folders: the default --out is runs/<name>-<preset>; the committed results are",
+        f"written only with an explicit --out results/{exp.name}.",
+        "Exit codes: 0 done, 2 bad input, 1 out of memory, 130/143 interrupted (a checkpoint",
+        "was written; rerun with the --resume command printed).",
+    ])
     ap = argparse.ArgumentParser(
         prog=f"python -m experiments.{exp.name}",
         description=exp.description,
-        epilog="Exit codes: 0 done, 2 bad input, 130/143 interrupted (a checkpoint was "
-               "written; rerun with --resume).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    ap.add_argument("--preset", choices=PRESETS, default=None,
-                    help="paper: the paper-scale sweep (default on GPU/TPU); quick: a CPU run "
-                         "of a few minutes (default on CPU); tiny: seconds, for smoke tests")
+    ap.add_argument("--preset", choices=list(exp.presets), default=None,
+                    help="the sweep to run, listed below (default: paper on a GPU/TPU, quick "
+                         "on a CPU)")
     ap.add_argument("--out", type=Path, default=None,
-                    help=f"run folder (default results/{exp.name} for --preset paper, "
-                         f"results/{exp.name}-<preset> otherwise)")
+                    help=f"run folder (default runs/{exp.name}-<preset>)")
     ap.add_argument("--steps", type=int, default=None,
-                    help="training steps per instance (default: the preset's)")
-    ap.add_argument("--seeds", type=int, default=None,
-                    help="number of seeds (restarts) per setting, seeds 0..N-1")
+                    help="training steps per instance (default: the preset's; with --resume: "
+                         "the run's)")
+    ap.add_argument("--n-seeds", type=int, default=None, metavar="N",
+                    help="number of seeds (restarts) per setting: seeds 0..N-1 (default: the "
+                         "preset's). The library's SweepConfig(seed=...) lists seed ids "
+                         "instead: --n-seeds 3 is seed=(0, 1, 2)")
+    ap.add_argument("--seeds", type=int, default=None, dest="seeds_alias", metavar="N",
+                    help="deprecated alias of --n-seeds")
     ap.add_argument("--resume", action="store_true",
-                    help="continue the latest checkpoint in --out (config must match, except "
-                         f"{', '.join(sorted(SAFE_TO_CHANGE))})")
+                    help="continue the run in --out as it was started (its preset, seeds and "
+                         "steps); --steps may extend it")
     ap.add_argument("--overwrite", action="store_true",
                     help="delete the run already in --out and start a new one")
     ap.add_argument("--replot", action="store_true",
                     help="redraw tables and figures from the run in --out without training")
-    ap.add_argument("--checkpoint-every", type=int, default=None,
-                    help="save a checkpoint every N steps (default: steps/10)")
-    ap.add_argument("--keep", type=int, default=3, help="checkpoints kept per run")
-    ap.add_argument("--devices", type=int, default=None,
-                    help="use only the first N devices (default: all)")
-    ap.add_argument("--group-size", type=int, default=None,
+    ap.add_argument("--dry-run", action="store_true",
+                    help="print each part's sizes, instance count, steps and an estimated time "
+                         f"(from timing {DRY_RUN_PROBE_STEPS} steps), then exit without "
+                         "training or writing")
+    ap.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
+                    help="save a checkpoint every N steps, at the first chunk end at or after "
+                         "each multiple of N (default: a tenth of the run)")
+    ap.add_argument("--keep", type=int, default=2, metavar="N",
+                    help="checkpoints kept while training (default 2); a finished run keeps "
+                         "only its final step")
+    ap.add_argument("--devices", type=int, default=None, metavar="N",
+                    help="use only the first N devices (default: all; on a CPU one device per "
+                         "core, or BITJAX_CPU_DEVICES)")
+    ap.add_argument("--group-size", type=int, default=None, metavar="N",
                     help="train at most N instances per device at a time (default: all of "
                          "them, or fewer when device memory would not hold them)")
     ap.add_argument("--distributed", action="store_true",
                     help="call jax.distributed.initialize() for a multi-host run (detected "
                          "automatically on Slurm, Open MPI and multi-host TPU slices)")
-    ap.add_argument("--no-progress", action="store_true", help="no progress line per chunk")
+    ap.add_argument("--no-progress", action="store_true",
+                    help="no progress line per chunk (the time estimate is still printed)")
     return ap
 
 
 def main(exp: Experiment, argv: list[str] | None = None) -> int:
+    """Run ``exp`` with command-line arguments ``argv``; returns the exit code."""
+    from bitjax.run import Interrupted
+
+    console = Console()
     args = build_parser(exp).parse_args(argv)
     try:
-        run_experiment(exp, args)
+        configure_runtime()
+        run_experiment(exp, args, console=console)
     except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
+        console.print(f"error: {e}")
         return 2
     except MemoryError as e:  # raised before training starts: nothing to lose
-        print(f"error: {e}", file=sys.stderr)
+        console.print(f"error: {e}")
         return 1
     except Interrupted as e:
         return 128 + e.signum
@@ -147,13 +290,10 @@ def choose_preset(requested: str | None) -> tuple[str, str]:
 
 
 def resolve_configs(exp: Experiment, preset: str, steps: int | None,
-                    seeds: int | None) -> dict[str, Any]:
-    if seeds is not None and seeds < 1:
-        raise UsageError(f"--seeds must be >= 1, got {seeds}")
-    if steps is not None and steps < 1:
-        raise UsageError(f"--steps must be >= 1, got {steps}")
+                    n_seeds: int | None) -> dict[str, Any]:
+    """The preset's ``{part: SweepConfig}`` with ``--n-seeds`` and ``--steps`` applied."""
     try:
-        parts = exp.presets[preset](seeds)
+        parts = exp.presets[preset](n_seeds)
         if steps is not None:
             parts = {k: _with_steps(c, steps) for k, c in parts.items()}
     except ValueError as e:
@@ -170,7 +310,9 @@ def _with_steps(cfg, steps: int):
 
 
 def _has_run(path: Path) -> bool:
-    return path.is_dir() and any((path / f).exists() for f in ("checkpoints", "config.json"))
+    return path.is_dir() and any((path / f).exists()
+                                 for f in ("checkpoints", "experiment.json", "sweep.json",
+                                           "config.json"))
 
 
 def _part_dirs(out: Path, names) -> dict[str, Path]:
@@ -178,12 +320,63 @@ def _part_dirs(out: Path, names) -> dict[str, Path]:
     return {n: (out if len(names) == 1 else out / n) for n in names}
 
 
-def run_experiment(exp: Experiment, args: argparse.Namespace) -> dict[str, Part]:
-    """The whole flow behind ``python -m experiments.<name>``; returns the analysed parts."""
-    if sum([args.resume, args.overwrite, args.replot]) > 1:
-        raise UsageError("choose at most one of --resume, --overwrite, --replot")
-    if args.group_size is not None and args.group_size < 1:
-        raise UsageError(f"--group-size must be >= 1, got {args.group_size}")
+def read_experiment(out: Path) -> dict | None:
+    """``{experiment, preset, parts: {name: SweepConfig dict}}`` of the run in ``out``.
+
+    Reads ``experiment.json``, or the ``config.json`` older versions wrote there; ``None``
+    when the folder has neither.
+    """
+    from bitjax import io
+    from bitjax.checkpoint import EXPERIMENT_FILE, LEGACY_CONFIG_FILE
+
+    for name in (EXPERIMENT_FILE, LEGACY_CONFIG_FILE):
+        f = out / name
+        if f.is_file():
+            try:
+                saved = io.json.loads(f.read_text())
+            except (OSError, ValueError) as e:
+                raise UsageError(f"{f} cannot be read: {e}") from None
+            if isinstance(saved, dict) and "parts" in saved:
+                return saved
+    return None
+
+
+def _under_results(path: Path) -> bool:
+    """Whether ``path`` lies in a results/ folder (committed results, by convention)."""
+    p = path.resolve()
+    roots = {RESULTS.resolve(), _REPO_RESULTS}
+    return any(r == p or r in p.parents for r in roots)
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    if args.seeds_alias is not None and args.n_seeds is not None \
+            and args.seeds_alias != args.n_seeds:
+        raise UsageError(f"--seeds {args.seeds_alias} and --n-seeds {args.n_seeds} disagree; "
+                         "give --n-seeds only")
+    for flag, value in (("--steps", args.steps), ("--n-seeds", args.n_seeds),
+                        ("--seeds", args.seeds_alias), ("--group-size", args.group_size),
+                        ("--checkpoint-every", args.checkpoint_every), ("--keep", args.keep),
+                        ("--devices", args.devices)):
+        if value is not None and value < 1:
+            raise UsageError(f"{flag} must be >= 1, got {value}")
+
+
+def run_experiment(exp: Experiment, args: argparse.Namespace,
+                   console: Console | None = None) -> dict[str, Part]:
+    """The whole flow behind ``python -m experiments.<name>``; returns the analysed parts.
+
+    Raises:
+      UsageError: bad flags, a folder that cannot be used as asked, a config mismatch.
+      bitjax.run.Interrupted: a signal stopped training after a checkpoint (the resume
+        command has been printed).
+    """
+    console = console or Console()
+    if sum([args.resume, args.overwrite, args.replot, args.dry_run]) > 1:
+        raise UsageError("choose at most one of --resume, --overwrite, --replot, --dry-run")
+    _check_numbers(args)
+    if args.seeds_alias is not None:
+        console.print("note: --seeds is deprecated; it means --n-seeds (seeds 0..N-1)")
+    n_seeds = args.n_seeds if args.n_seeds is not None else args.seeds_alias
     from bitjax import distributed, io
 
     try:
@@ -191,48 +384,67 @@ def run_experiment(exp: Experiment, args: argparse.Namespace) -> dict[str, Part]
     except ValueError as e:  # a malformed JAX_NUM_PROCESSES / JAX_PROCESS_ID
         raise UsageError(f"--distributed: {e}") from None
     if joined:
-        print("joined a multi-host run (jax.distributed.initialize)", file=sys.stderr)
-    preset, why = choose_preset(args.preset)
-    out = args.out or (RESULTS / exp.name if preset == "paper"
-                       else RESULTS / f"{exp.name}-{preset}")
+        console.print("joined a multi-host run (jax.distributed.initialize)")
+    import jax
+
+    if args.devices is not None and args.devices > jax.device_count():
+        raise UsageError(
+            f"--devices {args.devices}: this run has only {jax.device_count()} "
+            f"{jax.default_backend()} device(s)"
+            + (" (CPU devices: set BITJAX_CPU_DEVICES)" if jax.default_backend() == "cpu"
+               else ""))
+    saved = read_experiment(args.out) if args.out is not None and args.resume else None
+    if saved is not None and args.preset is None:
+        preset, why = saved.get("preset", "?"), "the run's own, from --resume"
+    else:
+        preset, why = choose_preset(args.preset)
+    out = args.out or RUNS / f"{exp.name}-{preset}"
+    if args.resume and args.out is None:
+        saved = read_experiment(out)
     if args.replot:
-        return replot(exp, out)
-    configs = resolve_configs(exp, preset, args.steps, args.seeds)
-    print(f"{exp.name}: preset {preset!r} ({why}); output {out}", file=sys.stderr)
+        return replot(exp, out, console)
+    if saved is not None and args.preset is not None and saved.get("preset") != preset:
+        raise UsageError(f"--resume: {out} was started with --preset {saved.get('preset')}, "
+                         f"not {preset}")
+    configs = _configs_for(exp, preset, args.steps, n_seeds, saved)
+    if args.dry_run:
+        return dry_run(exp, out, preset, configs, args, console)
+    console.print(f"{exp.name}: preset {preset!r} ({why}); output {out}")
     dirs = _part_dirs(out, configs)
     run_dirs = {*dirs.values(), out}
     existing = [d for d in run_dirs if _has_run(d)]
     # Multi-host: every process decides from the folder as it was before anyone writes.
     distributed.barrier("bitjax-run-folder-checked")
     if existing and not (args.resume or args.overwrite):
-        raise UsageError(
-            f"{out} already holds a run. Use --resume to continue it, --overwrite to delete "
-            "it and start again, or --out to write somewhere else.")
+        if _under_results(out):
+            hint = ("It holds committed results: use --out to write somewhere else (the "
+                    "default is runs/), --resume to continue it, or --overwrite only to "
+                    "regenerate them (it deletes the committed results in it).")
+        else:
+            hint = ("Use --resume to continue it, --overwrite to delete it and start again, "
+                    "or --out to write somewhere else.")
+        raise UsageError(f"{out} already holds a run. {hint}")
     if args.resume and not existing:
         raise UsageError(f"--resume: {out} holds no run to resume")
     if args.overwrite and existing and distributed.is_main_process():
         _check_writable(out)
         for d in run_dirs:
             _remove_run(d)
-        print(f"--overwrite: removed the previous run in {out}", file=sys.stderr)
+        console.print(f"--overwrite: removed the previous run in {out}")
     _check_writable(out)
+    if distributed.is_main_process():  # before training: an interrupted run says what it is
+        _write_experiment(exp, out, preset, configs)
     distributed.barrier("bitjax-run-folder-ready")
 
     t0 = time.perf_counter()
     git = io.git_commit()  # the code that trains, even if HEAD moves during a long run
-    import jax
-
     mesh = distributed.make_mesh(args.devices) if args.devices else None
     stats = {}
     for name, cfg in configs.items():
+        label = f"[{name}] " if len(configs) > 1 else ""
         if len(configs) > 1:
-            print(f"--- part {name}: {cfg.n_instances} instances, n={cfg.n_features}, "
-                  f"m={cfg.n_hidden}, {cfg.steps} steps", file=sys.stderr)
-        every = args.checkpoint_every or max(cfg.chunk_size, cfg.steps // 10)
-        stats[name] = train_part(cfg, dirs[name], resume=args.resume, every=every,
-                                 keep=args.keep, mesh=mesh, progress=not args.no_progress,
-                                 group_size=args.group_size,
-                                 command=exp.name, out=out)
+            console.print(f"--- part {name}: {_describe(cfg)}")
+        stats[name] = _train_part(exp, cfg, dirs[name], out, args, mesh, console, label)
     parts = {name: load_part(name, d) for name, d in dirs.items()}
     if jax.process_index() != 0:  # multi-host: one process writes tables and figures
         return parts
@@ -242,36 +454,192 @@ def run_experiment(exp: Experiment, args: argparse.Namespace) -> dict[str, Part]
     files += exp.analyse(SweepCollection(parts, path=out, provenance=Provenance(
         exp.name, preset, git.get("commit"), bool(git.get("dirty")))), out)
     _write_manifest(exp, out, preset, configs, stats, files, time.perf_counter() - t0, jax, git)
-    print(f"{exp.name}: wrote {len(files)} files to {out}", file=sys.stderr)
+    console.print(f"{exp.name}: wrote {len(files)} files to {out}")
     _warn_diverged(parts)
     return parts
 
 
-def replot(exp: Experiment, out: Path) -> dict[str, Part]:
-    from bitjax import io
+def _configs_for(exp: Experiment, preset: str, steps: int | None, n_seeds: int | None,
+                 saved: dict | None) -> dict[str, Any]:
+    """The configs to train: a resumed run's own, unless a flag says otherwise.
 
-    if not (out / "config.json").exists():
-        raise UsageError(f"--replot: {out} holds no finished run (no config.json)")
-    cfg = io.json.loads((out / "config.json").read_text())
-    names = list(cfg["parts"])
-    dirs = _part_dirs(out, names)
+    A resumed run continues with the configs it was started with. ``--steps`` changes their
+    steps; ``--n-seeds`` (or ``--preset``) rebuilds them from the preset, keeping the run's
+    steps unless ``--steps`` is given, so the checkpoint check refuses a real change.
+    """
+    from bitjax.run import SAFE_TO_CHANGE
+    from bitjax.sweep import SweepConfig
+
+    if saved is None:
+        return resolve_configs(exp, preset, steps, n_seeds)
+    try:
+        own = {k: SweepConfig.from_dict(d) for k, d in saved["parts"].items()}
+    except (TypeError, ValueError) as e:
+        raise UsageError(f"--resume: the run's saved config cannot be read: {e}") from None
+    if n_seeds is not None:
+        built = resolve_configs(exp, preset, None, n_seeds)
+        if set(built) == set(own):
+            own = {k: built[k].replace(**{f: getattr(own[k], f) for f in SAFE_TO_CHANGE})
+                   for k in own}
+    if steps is not None:
+        own = {k: _with_steps(c, steps) for k, c in own.items()}
+    return own
+
+
+def _train_part(exp: Experiment, cfg, run_dir: Path, out: Path, args: argparse.Namespace,
+                mesh, console: Console, label: str) -> dict[str, Any]:
+    """Train one part with :func:`bitjax.run.run_sweep`; returns its manifest statistics."""
+    from bitjax.run import Interrupted, RunError, default_checkpoint_every, run_sweep
+
+    every = args.checkpoint_every or default_checkpoint_every(cfg)
+    progress = ProgressPrinter(console, label=label, bar=not args.no_progress)
+    try:
+        result = run_sweep(cfg, run_dir, resume=args.resume, checkpoint_every=every,
+                           keep=args.keep, mesh=mesh, group_size=args.group_size,
+                           progress=progress, on_event=lambda m: console.print(f"{label}{m}"))
+    except RunError as e:
+        raise UsageError(f"--resume: {e}" if args.resume else str(e)) from None
+    except Interrupted as e:
+        progress.end_line()
+        cmd = ["python", "-m", f"experiments.{exp.name}", "--out", str(out), "--resume"]
+        for flag, value in (("--devices", args.devices), ("--group-size", args.group_size)):
+            if value is not None:
+                cmd += [flag, str(value)]
+        if args.distributed:
+            cmd.append("--distributed")
+        console.print(f"\ninterrupted by signal {e.signum} at step {e.step}/{cfg.steps}; "
+                      f"checkpoint written to {e.out_dir / 'checkpoints'}. Resume with:\n  "
+                      + shlex.join(cmd))
+        raise
+    progress.end_line()
+    return result.stats()
+
+
+class ProgressPrinter:
+    """The ``progress`` callback of the command line: a time estimate, then a bar per chunk.
+
+    The first chunk gives the estimate (printed even with ``bar=False``), so a long run says
+    how long it will take before its first checkpoint.
+
+    Args:
+      console: where to print (never raises).
+      label: prefix of every line (the part's name in a multi-part experiment).
+      bar: print a progress line per chunk (``\\r``-updated on a terminal).
+    """
+
+    def __init__(self, console: Console, label: str = "", bar: bool = True):
+        self.console, self.label, self.bar = console, label, bar
+        self._estimated = False
+        self._open_line = False
+
+    def __call__(self, info) -> None:
+        if not self._estimated:
+            self._estimated = True
+            done = info.step - info.start_step
+            self.console.print(
+                f"{self.label}first {done:,} steps in {_fmt_seconds(info.elapsed_seconds)} "
+                f"({info.steps_per_second:,.1f} steps/s): about "
+                f"{_fmt_seconds(info.eta_seconds)} to go for {info.total_steps:,} steps")
+        if not self.bar:
+            return
+        width = 24
+        filled = int(width * info.step / max(1, info.total_steps))
+        loss = f"{info.mean_loss:.5f}" if math.isfinite(info.mean_loss) else "nan"
+        tty = self.console.isatty()
+        self.console.print(
+            f"{self.label}[{'#' * filled}{'.' * (width - filled)}] step {info.step}/"
+            f"{info.total_steps}  {info.steps_per_second:,.0f} steps/s  "
+            f"{info.instance_steps_per_second:,.0f} inst-steps/s  ETA "
+            f"{_fmt_seconds(info.eta_seconds)}  mean loss {loss}", end="\r" if tty else "\n")
+        self._open_line = tty
+
+    def end_line(self) -> None:
+        """Finish a ``\\r``-updated line."""
+        if self._open_line:
+            self.console.print()
+            self._open_line = False
+
+
+def _fmt_seconds(s: float) -> str:
+    if not math.isfinite(s):
+        return "?"
+    if s < 60:
+        return f"{s:.1f} s"
+    s = int(round(s))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def dry_run(exp: Experiment, out: Path, preset: str, configs: dict[str, Any],
+            args: argparse.Namespace, console: Console) -> dict:
+    """Print each part's sizes, instance count, steps and an estimated time; train nothing.
+
+    The estimate compiles each part's program and times :data:`DRY_RUN_PROBE_STEPS` steps
+    on the devices the run would use; it leaves out checkpoint writes and the analysis.
+    """
+    from bitjax import distributed
+    from bitjax.run import estimate_seconds
+
+    mesh = distributed.make_mesh(args.devices) if args.devices else None
+    state = "holds a run: needs --resume or --overwrite" if _has_run(out) else "new"
+    lines = [f"{exp.name}: preset {preset!r}, output {out} ({state})"]
+    total = 0.0
+    for name, cfg in configs.items():
+        est = estimate_seconds(cfg, mesh=mesh, group_size=args.group_size,
+                               probe_steps=DRY_RUN_PROBE_STEPS)
+        total += est.total_seconds
+        lines.append(
+            f"  {name}: {_describe(cfg)}; about {_fmt_seconds(est.total_seconds)} "
+            f"(compile {_fmt_seconds(est.compile_seconds)}, "
+            f"{est.steps_per_second:,.1f} steps/s timed over {est.probe_steps} steps on "
+            f"{est.devices} device(s), {est.instances_per_group} instance(s) per device at a "
+            "time)")
+    if len(configs) > 1:
+        lines.append(f"  total: about {_fmt_seconds(total)}")
+    Console(sys.stdout).print("\n".join(lines))
+    return {}
+
+
+def replot(exp: Experiment, out: Path, console: Console | None = None) -> dict[str, Part]:
+    """Redraw the tables and figures of the finished run in ``out`` from its checkpoints."""
+    from bitjax import io
+    from bitjax.checkpoint import MANIFEST_FILE
+
+    console = console or Console()
+    saved = read_experiment(out)
+    if saved is None:
+        raise UsageError(f"--replot: {out} holds no finished run (no experiment.json)")
+    _check_writable(out, probe_only=True)
+    dirs = _part_dirs(out, list(saved["parts"]))
     parts = {name: load_part(name, d) for name, d in dirs.items()}
-    files = _write_tables(parts) + exp.analyse(parts, out)
-    manifest_path = out / "manifest.json"
-    if manifest_path.exists():
-        # The weights still come from the training commit; say which code drew the files.
-        manifest = io.json.loads(manifest_path.read_text())
-        manifest["replotted"] = {"git": io.git_commit(),
-                                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                 "files": sorted(str(Path(f).relative_to(out)) for f in files)}
-        io.write_json(manifest_path, manifest)
-    print(f"{exp.name}: redrew {len(files)} files in {out}", file=sys.stderr)
+    try:
+        from bitjax.results import Provenance, SweepCollection
+
+        files = _write_tables(parts) + exp.analyse(
+            SweepCollection(parts, path=out, provenance=Provenance.from_folder(out)), out)
+        manifest_path = out / MANIFEST_FILE
+        if manifest_path.exists():
+            # The weights still come from the training commit; say which code drew the files.
+            manifest = io.json.loads(manifest_path.read_text())
+            manifest["replotted"] = {"git": io.git_commit(),
+                                     "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                     "files": sorted(str(Path(f).relative_to(out))
+                                                     for f in files)}
+            io.write_json(manifest_path, manifest)
+    except PermissionError as e:
+        raise UsageError(f"--replot: cannot write in {out}: {e.strerror or e} "
+                         f"({e.filename})") from None
+    console.print(f"{exp.name}: redrew {len(files)} files in {out}")
     return parts
 
 
-def _check_writable(path: Path) -> None:
+def _check_writable(path: Path, probe_only: bool = False) -> None:
+    """Raise :class:`UsageError` unless files can be created in ``path``.
+
+    ``probe_only``: the folder must exist already (do not create it).
+    """
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        if not probe_only:
+            path.mkdir(parents=True, exist_ok=True)
         probe = path / f".bitjax-write-test.{os.getpid()}"
         probe.write_text("ok")
         probe.unlink()
@@ -288,82 +656,6 @@ def _remove_run(d: Path) -> None:
         f.unlink()
     for f in d.glob("*.pdf"):
         f.unlink()
-
-
-def train_part(cfg, run_dir: Path, *, resume: bool, every: int, keep: int, mesh, progress: bool,
-               command: str, out: Path, group_size: int | None = None) -> dict[str, Any]:
-    """Train one sweep into ``run_dir`` (resuming if asked); returns timing statistics."""
-    from bitjax import io
-    from bitjax.checkpoint import Checkpointer, config_diff
-    from bitjax.sweep import Trainer
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    trainer = Trainer(cfg, mesh=mesh, progress=progress, group_size=group_size)
-    ckpt = Checkpointer(run_dir, every=every, keep=keep)
-    meta = {"config": cfg.to_dict(), "n_instances": trainer.n_instances,
-            "coords": {k: v.tolist() for k, v in trainer.instances.coords.items()}}
-    state = None
-    if resume and ckpt.steps():
-        restored = ckpt.restore_latest()
-        if restored is None:
-            raise UsageError(f"--resume: no readable checkpoint in {ckpt.dir}")
-        host, saved = restored
-        diff = config_diff(
-            {k: v for k, v in saved["config"].items() if k not in SAFE_TO_CHANGE},
-            {k: v for k, v in cfg.to_dict().items() if k not in SAFE_TO_CHANGE})
-        if diff:
-            raise UsageError("--resume: the config differs from the checkpoint's in "
-                             + "; ".join(diff))
-        if int(host["step"]) > cfg.steps:
-            raise UsageError(f"--resume: the checkpoint is at step {int(host['step'])}, "
-                             f"beyond --steps {cfg.steps}")
-        host["history"] = _resize_history(host["history"], cfg)
-        state = trainer.from_host(host)
-        print(f"resumed {run_dir} at step {int(host['step'])}", file=sys.stderr)
-    if state is None:
-        state = trainer.init_state()
-    io.write_json(run_dir / "config.json", {"bitjax_sweep": cfg.to_dict()})
-
-    stop: list[int] = []
-
-    def handler(signum, _frame):
-        stop.append(signum)
-
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    t0 = time.perf_counter()
-    start_step = int(state["step"])
-    try:
-        # The last step is saved below, together with the final evaluation.
-        state = trainer.run(
-            state, should_stop=lambda: bool(stop),
-            on_chunk=lambda st, step: step < cfg.steps and ckpt.maybe_save(step, st, meta))
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-    step = int(state["step"])
-    if stop:
-        ckpt.save(step, state, meta)
-        ckpt.close()
-        cmd = f"python -m experiments.{command} --out {shlex.quote(str(out))} --resume"
-        print(f"\ninterrupted by signal {stop[0]} at step {step}/{cfg.steps}; checkpoint "
-              f"written to {ckpt.dir}. Resume with:\n  {cmd}", file=sys.stderr)
-        raise Interrupted(stop[0])
-    train_seconds = time.perf_counter() - t0
-    loss = trainer.evaluate(state)
-    ckpt.save(step, state, {**meta, "final_loss": loss.tolist()}, force=True)
-    ckpt.close()
-    return {"compile_seconds": trainer.compile_seconds, "train_seconds": train_seconds,
-            "steps_this_run": step - start_step, "n_instances": trainer.n_instances,
-            "n_padded": trainer.n_padded, "devices": trainer.mesh.size,
-            "instances_per_group": trainer.group or trainer.instances_per_device}
-
-
-def _resize_history(history: np.ndarray, cfg) -> np.ndarray:
-    n_hist = -(-cfg.steps // cfg.history_every)
-    if history.shape[1] >= n_hist:
-        return history[:, :n_hist]
-    pad = np.full((history.shape[0], n_hist - history.shape[1]), np.nan, history.dtype)
-    return np.concatenate([history, pad], axis=1)
 
 
 def load_part(name: str, run_dir: Path) -> Part:
@@ -399,14 +691,26 @@ def _write_tables(parts: Mapping[str, Part]) -> list[Path]:
     return [f for part in parts.values() for f in results.write_tables(part, part.path)]
 
 
-def _write_manifest(exp, out, preset, configs, stats, files, wall, jax, git) -> None:
+def _write_experiment(exp: Experiment, out: Path, preset: str, configs: dict[str, Any]) -> None:
     from bitjax import io
+    from bitjax.checkpoint import EXPERIMENT_FILE
 
-    io.write_json(out / "config.json", {
+    io.write_json(out / EXPERIMENT_FILE, {
         "experiment": exp.name, "preset": preset,
         "parts": {k: c.to_dict() for k, c in configs.items()},
     })
-    io.write_json(out / "manifest.json", {
+
+
+def _write_manifest(exp, out, preset, configs, stats, files, wall, jax, git) -> None:
+    from bitjax import io
+    from bitjax.checkpoint import LEGACY_CONFIG_FILE, MANIFEST_FILE
+
+    _write_experiment(exp, out, preset, configs)
+    # A run resumed in an older run folder: its config.json files (experiment and part
+    # schemas under one name) would contradict experiment.json and sweep.json.
+    for d in {out, *_part_dirs(out, configs).values()}:
+        (d / LEGACY_CONFIG_FILE).unlink(missing_ok=True)
+    io.write_json(out / MANIFEST_FILE, {
         "experiment": exp.name,
         "preset": preset,
         "command": " ".join(["python", "-m", f"experiments.{exp.name}", *sys.argv[1:]]),

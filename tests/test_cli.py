@@ -10,8 +10,6 @@ import csv
 import json
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -59,18 +57,21 @@ def run_copy(finished_run, tmp_path) -> Path:
 def test_tiny_run_writes_every_output(finished_run):
     out = finished_run
     cfg = uniform.PRESETS["tiny"](None)["uniform"]
-    for name in ("config.json", "manifest.json", "metrics.csv", "features.csv"):
+    for name in ("experiment.json", "sweep.json", "manifest.json", "metrics.csv",
+                 "features.csv"):
         assert (out / name).is_file(), name
+    assert not (out / "config.json").exists()  # one file name per schema
     for stem in FIGURES:
         for ext in ("png", "pdf"):
             f = out / f"{stem}.{ext}"
             assert f.is_file() and f.stat().st_size > 1000, f
     assert (out / "checkpoints").is_dir()
-    assert checkpoint_steps(out)[-1] == cfg.steps
+    assert checkpoint_steps(out) == [cfg.steps]  # a finished run keeps its final step only
 
-    config = json.loads((out / "config.json").read_text())
+    config = json.loads((out / "experiment.json").read_text())
     assert config["experiment"] == "uniform" and config["preset"] == "tiny"
     assert config["parts"]["uniform"] == cfg.to_dict()
+    assert json.loads((out / "sweep.json").read_text()) == cfg.to_dict()
 
     manifest = json.loads((out / "manifest.json").read_text())
     assert "git" in manifest and "commit" in manifest["git"]
@@ -150,10 +151,10 @@ def test_resume_finished_run(run_copy, capsys):
 
 
 def test_resume_with_different_seeds_is_refused(run_copy, capsys):
-    assert cli(run_copy, "--resume", "--seeds", "2") == 2
+    assert cli(run_copy, "--resume", "--n-seeds", "2") == 2
     err = capsys.readouterr().err
     assert "--resume" in err and "differ" in err, err
-    assert re.search(r"(?<!-)\bseed\b(?!s)", err), err  # the field, not the --seeds flag
+    assert re.search(r"(?<!-)\bseed\b(?!s)", err), err  # the field, not the --n-seeds flag
     assert checkpoint_steps(run_copy)[-1] == 200
 
 
@@ -162,7 +163,7 @@ def test_resume_with_more_steps_continues(run_copy, capsys):
     assert cli(run_copy, "--resume", "--steps", "300", "--group-size", "1") == 0
     assert "at step 200" in capsys.readouterr().err
     assert checkpoint_steps(run_copy)[-1] == 300
-    config = json.loads((run_copy / "config.json").read_text())
+    config = json.loads((run_copy / "experiment.json").read_text())
     assert config["parts"]["uniform"]["steps"] == 300
     manifest = json.loads((run_copy / "manifest.json").read_text())
     assert manifest["parts"]["uniform"]["instances_per_group"] == 1
@@ -175,9 +176,13 @@ def test_resume_with_more_steps_continues(run_copy, capsys):
 
 
 @pytest.mark.parametrize("flags,word", [(["--steps", "0"], "--steps"),
+                                       (["--n-seeds", "0"], "--n-seeds"),
                                        (["--seeds", "0"], "--seeds"),
                                        (["--steps", "-5"], "--steps"),
-                                       (["--group-size", "0"], "--group-size")])
+                                       (["--group-size", "0"], "--group-size"),
+                                       (["--keep", "0"], "--keep"),
+                                       (["--devices", "0"], "--devices"),
+                                       (["--checkpoint-every", "0"], "--checkpoint-every")])
 def test_bad_numbers_exit_2(tmp_path, capsys, flags, word):
     out = tmp_path / "never"
     assert cli(out, *flags) == 2
@@ -196,6 +201,7 @@ def test_unwritable_out_exits_2(tmp_path, capsys):
     (["--resume", "--overwrite"], "at most one"),
     (["--resume"], "no run to resume"),
     (["--replot"], "no finished run"),
+    (["--dry-run", "--resume"], "at most one"),
 ])
 def test_flag_misuse_exits_2(tmp_path, capsys, flags, word):
     assert cli(tmp_path / "empty", *flags) == 2
@@ -210,11 +216,9 @@ def test_malformed_process_count_exits_2(tmp_path, capsys, monkeypatch):
 
 
 def test_help_lists_every_option():
-    proc = subprocess.run([sys.executable, "-m", "experiments.uniform", "--help"], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    for opt in ("--preset", "--out", "--steps", "--seeds", "--resume", "--overwrite",
-                "--replot", "--checkpoint-every", "--keep", "--devices", "--group-size",
-                "--distributed", "--no-progress"):
-        assert opt in proc.stdout, opt
-    assert "tiny" in proc.stdout and "Exit codes" in proc.stdout
+    text = _cli.build_parser(uniform.EXPERIMENT).format_help()
+    for opt in ("--preset", "--out", "--steps", "--n-seeds", "--seeds", "--resume",
+                "--overwrite", "--replot", "--dry-run", "--checkpoint-every", "--keep",
+                "--devices", "--group-size", "--distributed", "--no-progress"):
+        assert opt in text, opt
+    assert "tiny" in text and "Exit codes" in text

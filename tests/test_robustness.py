@@ -18,17 +18,18 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-STEPS = "30000"
+STEPS = "4000"
 
 
 def _cmd(out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "experiments.uniform", "--preset", "tiny", "--steps", STEPS,
-            "--checkpoint-every", "100", "--out", str(out), "--no-progress", *extra]
+            "--checkpoint-every", "500", "--out", str(out), "--no-progress", *extra]
 
 
 def _env() -> dict:
     env = dict(os.environ)
     env["BITJAX_CPU_DEVICES"] = "1"
+    env["JAX_PLATFORMS"] = "cpu"
     env.pop("XLA_FLAGS", None)
     return env
 
@@ -56,6 +57,7 @@ def uninterrupted(tmp_path_factory):
     return load_sweep(out)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
 def test_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, sig, uninterrupted):
     out = tmp_path / "run"
@@ -85,6 +87,9 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, sig, unin
     np.testing.assert_array_equal(s.W, uninterrupted.W)
     np.testing.assert_array_equal(s.b, uninterrupted.b)
     np.testing.assert_array_equal(s.meta["final_loss"], uninterrupted.meta["final_loss"])
+    # a finished run folder keeps only its final checkpoint step
+    assert sorted(p.name for p in (out / "checkpoints").iterdir() if p.name.isdigit()) \
+        == [STEPS]
 
 
 def test_diverged_instance_is_flagged_and_others_train_on(tmp_path):
