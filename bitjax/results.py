@@ -34,7 +34,15 @@ import numpy as np
 import xarray as xr
 
 from bitjax import metrics as metrics_lib
-from bitjax.checkpoint import CHECKPOINT_DIR, CheckpointError, _manager, restore_step
+from bitjax.checkpoint import (
+    CHECKPOINT_DIR,
+    EXPERIMENT_FILE,
+    LEGACY_CONFIG_FILE,
+    MANIFEST_FILE,
+    CheckpointError,
+    _manager,
+    restore_step,
+)
 from bitjax.sweep import AXES, SweepConfig, build_instances, effective_weights_host
 
 #: Per-instance scalars of :func:`bitjax.metrics.instance_metrics`.
@@ -44,9 +52,8 @@ SCALAR_METRICS = ("dims_per_feature", "frob_sq", "n_represented", "zero_fraction
 FEATURE_METRICS = ("norm", "superposition", "dimensionality")
 #: Axes whose values may be length-``n`` vectors (their grid coordinate is then an index).
 VECTOR_AXES = ("feature_probability", "importance")
-#: The experiment folder's description; ``config.json`` is its older name.
-EXPERIMENT_FILES = ("experiment.json", "config.json")
-MANIFEST_FILE = "manifest.json"
+#: The experiment folder's description, under its name and the older ``config.json``.
+EXPERIMENT_FILES = (EXPERIMENT_FILE, LEGACY_CONFIG_FILE)
 METRICS_CSV = "metrics.csv"
 FEATURES_CSV = "features.csv"
 #: Relative tolerance when a float passed to :meth:`LoadedSweep.select` is matched to the grid.

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 from bitjax import io
-from bitjax import metrics as metrics_lib
-from bitjax.checkpoint import LoadedSweep
+from bitjax.results import LoadedSweep
 from bitjax.sweep import build_instances
 from experiments import _cli, correlated, phase
 
@@ -196,15 +195,25 @@ def test_set_ids():
 
 
 def _fake_part(name, cfg, rng):
+    """A LoadedSweep of random weights and losses (no training) named ``name``."""
     inst = build_instances(cfg)
     n_inst = inst.n
     w = rng.normal(size=(n_inst, cfg.n_hidden, cfg.n_features)).astype(np.float32)
-    sweep = LoadedSweep(path=None, config=cfg, coords=inst.coords, step=cfg.steps, W=w,
-                        b=np.zeros((n_inst, cfg.n_features), np.float32), W_eff=w,
-                        history=np.zeros((n_inst, 1), np.float32))
-    m = {k: np.asarray(v) for k, v in metrics_lib.all_metrics(w, cfg.threshold).items()}
-    loss = rng.random(n_inst)
-    return _cli.Part(name, None, sweep, m, loss, np.zeros(n_inst, bool))
+    return LoadedSweep(path=Path(name), config=cfg, coords=inst.coords, step=cfg.steps, W=w,
+                       b=np.zeros((n_inst, cfg.n_features), np.float32), W_eff=w,
+                       history=np.zeros((n_inst, 1), np.float32),
+                       meta={"final_loss": rng.random(n_inst).tolist()}, name=name)
+
+
+def test_phase_table_refuses_to_average_over_a_varying_axis(tmp_path):
+    rng = np.random.default_rng(2)
+    cfg = phase._config(2, 1, 2, 2, 2, 10, batch_size=8, chunk_size=10, history_every=10)
+    table = phase.phase_table(_fake_part("n2m1", cfg, rng))
+    assert table["dense"]["best"].shape == (2, 2)
+    np.testing.assert_allclose(table["r"], [0.1, 10.0])
+    assert (table["dense"]["n"] == 2).all()
+    with pytest.raises(ValueError, match="varies lr"):
+        phase.phase_table(_fake_part("n2m1", cfg.replace(lr=(1e-3, 1e-2)), rng))
 
 
 def test_correlated_analysis_covers_every_part(tmp_path, monkeypatch):

@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bitjax import io
+from bitjax import analysis, io
+from bitjax.checkpoint import EXPERIMENT_FILE, SWEEP_FILE
 from experiments import intro, sparsity
 from experiments._cli import main
 
@@ -48,7 +49,7 @@ def sparsity_run(tmp_path_factory):
 def test_intro_tiny_end_to_end(intro_run):
     out = intro_run
     cfg = intro.PRESETS["tiny"](None)["intro"]
-    _assert_files([out / f for f in ("config.json", "manifest.json", "metrics.csv",
+    _assert_files([out / f for f in (EXPERIMENT_FILE, "manifest.json", "metrics.csv",
                                      "features.csv", "summary.csv")]
                   + _figures(out, INTRO_FIGURES))
     assert (out / "checkpoints").is_dir()
@@ -83,9 +84,9 @@ def test_sparsity_tiny_end_to_end(sparsity_run):
     assert set(cfgs) == {"relu", "linear", "zoom"}
     assert cfgs["linear"].activation == "linear"
     for name, cfg in cfgs.items():
-        _assert_files([out / name / f for f in ("config.json", "metrics.csv", "features.csv")])
+        _assert_files([out / name / f for f in (SWEEP_FILE, "metrics.csv", "features.csv")])
         assert len(io.read_csv(out / name / "metrics.csv")) == cfg.n_instances
-    _assert_files([out / f for f in ("config.json", "manifest.json", "summary.csv",
+    _assert_files([out / f for f in (EXPERIMENT_FILE, "manifest.json", "summary.csv",
                                      "onsets.csv")] + _figures(out, SPARSITY_FIGURES))
 
     summary = io.read_csv(out / "summary.csv")
@@ -126,7 +127,8 @@ def test_onsets_first_and_sustained():
     valid = np.ones(5, bool)
 
     def onsets(hit, ok=valid):
-        return {k: v[0] for k, v in sparsity._onsets(probs, np.array(hit, bool), ok).items()}
+        return {k: v[0] for k, v in analysis.onsets_along(probs, np.array(hit, bool),
+                                                         ok).items()}
 
     assert onsets([1, 0, 0, 1, 1]) == {"first": 1.0, "sustained": 0.1}
     assert onsets([1, 1, 1, 1, 1]) == {"first": 1.0, "sustained": 1.0}

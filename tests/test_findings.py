@@ -1,41 +1,56 @@
-"""The statistics behind results/FINDINGS.md: pairing by seed and the verdict rule."""
+"""The statistics behind results/FINDINGS.md: pairing by grid cell and the verdict rule."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
+from pathlib import Path
 
 import numpy as np
+import pytest
 
+from bitjax.results import LoadedSweep
+from bitjax.sweep import SweepConfig, build_instances
 from experiments import findings
 
 
-def _part(kinds, seeds, probs, diverged=None):
-    coords = {"kind": np.array(kinds), "seed": np.array(seeds),
-              "feature_probability": np.array(probs, dtype=float)}
-    n = len(kinds)
-    return SimpleNamespace(sweep=SimpleNamespace(coords=coords),
-                           diverged=np.zeros(n, bool) if diverged is None else diverged)
+def _sweep(seeds=(0, 1), probs=(0.1,), nan_instances=()):
+    """A LoadedSweep with zero weights (NaN for ``nan_instances``: diverged) and no training."""
+    cfg = SweepConfig(n_features=3, n_hidden=2, kind=("dense", "ternary"), seed=seeds,
+                      feature_probability=probs, steps=10, chunk_size=10, history_every=10)
+    inst = build_instances(cfg)
+    w = np.zeros((inst.n, 2, 3), np.float32)
+    w[list(nan_instances)] = np.nan
+    return LoadedSweep(path=Path("fake"), config=cfg, coords=inst.coords, step=10, W=w,
+                       b=np.zeros((inst.n, 3), np.float32), W_eff=w,
+                       history=np.zeros((inst.n, 1), np.float32),
+                       meta={"final_loss": [0.1] * inst.n})
 
 
 def test_paired_matches_instances_that_differ_only_in_kind():
-    #            0        1        2          3          4
-    part = _part(["dense", "dense", "ternary", "ternary", "ternary"],
-                 [0, 1, 1, 0, 2], [0.1, 0.1, 0.1, 0.1, 0.1])
-    values = np.array([1.0, 2.0, 5.0, 7.0, 9.0])
-    t, d, diff = findings.paired(part, values)
-    # ternary seed 1 pairs with dense seed 1, seed 0 with seed 0; seed 2 has no partner.
-    np.testing.assert_array_equal(t, [5.0, 7.0])
-    np.testing.assert_array_equal(d, [2.0, 1.0])
-    np.testing.assert_array_equal(diff, [3.0, 6.0])
+    sweep = _sweep(seeds=(0, 1, 2))
+    # instance order: dense seeds 0, 1, 2, then ternary seeds 0, 1, 2
+    values = np.array([1.0, 2.0, 4.0, 7.0, 5.0, 9.0])
+    t, d, diff = findings.paired(sweep, values)
+    np.testing.assert_array_equal(t, [7.0, 5.0, 9.0])
+    np.testing.assert_array_equal(d, [1.0, 2.0, 4.0])
+    np.testing.assert_array_equal(diff, [6.0, 3.0, 5.0])
+    t, d, diff = findings.paired(sweep, values, a="dense", b="ternary")
+    np.testing.assert_array_equal(diff, [-6.0, -3.0, -5.0])
 
 
-def test_paired_drops_diverged_and_filtered_instances():
-    part = _part(["dense", "dense", "ternary", "ternary"], [0, 0, 0, 0], [0.1, 0.5, 0.1, 0.5],
-                 diverged=np.array([False, False, True, False]))
-    t, d, diff = findings.paired(part, np.arange(4.0))
+def test_paired_drops_diverged_pairs_and_restricts_by_label():
+    # instances: dense (s0 p.1, s0 p.5), ternary (s0 p.1, s0 p.5); ternary p=0.1 diverged
+    sweep = _sweep(seeds=(0,), probs=(0.1, 0.5), nan_instances=(2,))
+    assert sweep.diverged.tolist() == [False, False, True, False]
+    t, d, diff = findings.paired(sweep, np.arange(4.0))
     np.testing.assert_array_equal(diff, [2.0])  # the p=0.1 pair is gone (diverged)
-    t, d, diff = findings.paired(part, np.arange(4.0), where=lambda i: False)
+    t, d, diff = findings.paired(sweep, np.arange(4.0), feature_probability=0.1)
     assert diff.size == 0
+    t, d, diff = findings.paired(sweep, np.arange(4.0), feature_probability=0.5)
+    np.testing.assert_array_equal(diff, [2.0])
+    with pytest.raises(ValueError, match="no feature_probability 0.3; this sweep has 0.1, 0.5"):
+        findings.paired(sweep, np.arange(4.0), feature_probability=0.3)
+    with pytest.raises(ValueError, match="no kind 'binary'"):
+        findings.paired(sweep, np.arange(4.0), a="binary")
 
 
 def test_verdict_rule_follows_the_confidence_interval():
@@ -48,3 +63,11 @@ def test_verdict_rule_follows_the_confidence_interval():
     assert findings._direction(noisy, smaller_supports=True).startswith("inconclusive")
     assert findings._direction(np.array([1.0]), smaller_supports=True).startswith(
         "inconclusive")
+
+
+def test_findings_does_not_reach_into_other_experiments():
+    source = Path(findings.__file__).read_text()
+    assert "_cli" not in source
+    for sibling in ("intro", "sparsity", "uniform", "correlated", "phase"):
+        assert f"from experiments import {sibling}" not in source
+        assert f"experiments.{sibling}" not in source.replace("python -m experiments.", "")
