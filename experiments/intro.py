@@ -25,8 +25,8 @@ Runtime: quick about 1 min on the 2-core CPU of the development machine (measure
 wall, 35 s of it training, while other jobs kept the load at ~5); tiny ~10-25 s; paper
 preset 7 min 23 s on that CPU (results/intro/manifest.json: 1,520 instances, 10,000 steps,
 2 CPU devices); not measured on a GPU.
-Outputs (in --out): config.json, manifest.json, metrics.csv, features.csv, checkpoints/,
-weights_2d.{png,pdf} (rows of 2-D weight diagrams, one row per kind, one column per
+Outputs (in --out): experiment.json, sweep.json, manifest.json, metrics.csv, features.csv,
+checkpoints/, weights_2d.{png,pdf} (rows of 2-D weight diagrams, one row per kind, one column per
 sparsity, best seed), loss_and_features.{png,pdf} (loss and number of represented features
 against 1-S, mean and 95% CI over seeds), summary.csv (per kind x probability: mean and 95%
 CI over seeds of n_represented and loss, and the best seed's).

@@ -43,12 +43,12 @@ the DENSITY 1-S (0.571 at r=1, 0.16 at r=0.1 and r=10), i.e. superposition below
 on the sparse side. :func:`ideal_losses` holds these formulas; the tests check them against
 a Monte Carlo estimate and check that they cross at :func:`closed_form_boundary`.
 
-Outputs (in --out, per part in --out/<part>/: config.json, metrics.csv, features.csv,
+Outputs (in --out, per part in --out/<part>/: sweep.json, metrics.csv, features.csv,
 checkpoints/): phase_<part>.{png,pdf} (best-restart phase per cell, dense | ternary;
 closed-form boundary drawn over n2m1), phase_fractions_<part>.{png,pdf} (fraction of
 restarts per phase), phase_cells.csv (per part, kind and cell: best phase, fractions, closed
 form prediction), phase_summary.csv (per part and kind: phase shares and the agreement with
-the closed form), manifest.json, config.json.
+the closed form), manifest.json, experiment.json.
 Paper figure: "Superposition as a Phase Change" (the n=2, m=1 and n=3, m=2 phase diagrams).
 """
 

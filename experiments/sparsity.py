@@ -30,7 +30,7 @@ wall, 2 min 4 s CPU, training 32 + 19 + 73 s, while other jobs kept the load at 
 ~20-40 s; quick with --seeds 8 --steps 6000: 6 min 34 s (results/sparsity); paper preset
 not measured (roughly 1 h on that CPU, extrapolated from the quick run's 0.25 ms per
 instance-step), not measured on a GPU.
-Outputs (in --out): config.json, manifest.json; per part <part>/{config.json, metrics.csv,
+Outputs (in --out): experiment.json, manifest.json; per part <part>/{sweep.json, metrics.csv,
 features.csv, checkpoints/}; weights_by_sparsity.{png,pdf} (rows: dense/ternary ReLU and
 linear; columns: sparsity; each cell W^T W, the bias b and bars of ||W_i|| coloured by
 superposition, best seed by final loss); zoom.{png,pdf} (number of features represented

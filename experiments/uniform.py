@@ -17,10 +17,11 @@ Presets:
 Runtime: quick 2 min 52 s on a 2-core CPU (this machine, 2 CPU devices); with --seeds 3
 --steps 6000 7 min 55 s (results/uniform); paper preset not measured on CPU (about 3 hours
 extrapolated from experiments.benchmark) and not measured on a GPU.
-Outputs (in --out): config.json, manifest.json, metrics.csv, features.csv, checkpoints/,
-dims_summary.csv (per kind and sparsity: D* mean and 95% CI over seeds, the paired
-difference ternary - dense with its CI, loss, features represented),
-dims_per_feature.{png,pdf}, feature_dimensionality.{png,pdf}.
+Outputs (in --out): experiment.json, sweep.json, manifest.json, metrics.csv, features.csv,
+checkpoints/, dims_summary.csv (per kind and sparsity: D* mean and 95% CI over seeds, the
+paired difference ternary - dense with its CI, loss, features represented),
+dims_per_feature.{png,pdf}, feature_dimensionality.{png,pdf}; every figure's footer names the
+preset, steps, seeds and training commit.
 Paper figure: "Feature Dimensionality" (D* against 1/(1-S), and the D_i scatter).
 """
 
