@@ -1,4 +1,4 @@
-"""Feature samplers (bitjax.data): marginals, set structure, validation.
+"""Feature samplers (bitjax.data): marginals, set structure, validation, the data plan.
 
 Batches are large (tens of thousands of rows) and keys fixed, so the statistical checks
 use tolerances of about five standard errors and are deterministic.
@@ -283,3 +283,65 @@ def test_fused_draw_gives_the_same_feature_statistics():
     assert np.all(np.abs(frac - expected) < 5 * np.sqrt(expected * (1 - expected) / BATCH))
     np.testing.assert_array_equal(x[:, 0] > 0, x[:, 1] > 0)
     assert not np.any((x[:, 2] > 0) & (x[:, 3] > 0))
+
+
+# ---- DataPlan: the backend, sharing and layout decided once -----------------------------
+
+
+@pytest.mark.parametrize("structure,rng_impl,feature_major", [
+    (FeatureStructure(5), "hash", True),
+    (FeatureStructure(data.FEATURE_MAJOR_BELOW - 1), "hash", True),
+    (FeatureStructure(data.FEATURE_MAJOR_BELOW), "hash", False),
+    (FeatureStructure(5), "threefry2x32", False),
+    (FeatureStructure(6, correlated_sets=1), "hash", False),
+])
+def test_plan_layout_rule(structure, rng_impl, feature_major):
+    plan = data.DataPlan.create(structure, 32, rng_impl)
+    assert plan.feature_major is feature_major and plan.fused is (rng_impl == "hash")
+    n = structure.n_features
+    assert plan.batch_shape == ((n, 32) if feature_major else (32, n))
+    assert plan.feature_axis == (0 if feature_major else -1)
+    assert plan.per_feature(jnp.ones(n)).shape == ((n, 1) if feature_major else (n,))
+
+
+def _plan_batches(plan: data.DataPlan, p, streams=(0, 0, 1), step=7):
+    """The batch of every instance at ``step``; instances 0 and 1 read stream 0."""
+    keys = plan.stream_keys(jnp.array([11, 12], jnp.uint32), jnp.array([1, 1], jnp.uint32))
+    inputs = plan.step_inputs(keys, step, jnp.asarray(streams, jnp.int32))
+    n = len(streams)
+    return np.stack([np.asarray(plan.features(jax.tree.map(lambda a, i=i: a[i], inputs),
+                                              jnp.asarray(p[i], jnp.float32)))
+                     for i in range(n)])
+
+
+@pytest.mark.parametrize("rng_impl,shared", [("hash", True), ("threefry2x32", True),
+                                             ("threefry2x32", False)])
+def test_plan_streams_share_uniforms_and_keep_their_own_p(rng_impl, shared):
+    plan = data.DataPlan.create(FeatureStructure(6), 400, rng_impl, shared=shared)
+    p = np.full((3, 6), 0.5)
+    p[1] = 0.2
+    x = _plan_batches(plan, p)
+    if plan.feature_major:
+        x = np.swapaxes(x, 1, 2)
+    assert x.shape == (3, 400, 6)
+    # same stream, different p: nested active sets (common random numbers)
+    assert np.all((x[1] > 0) <= (x[0] > 0)) and (x[1] > 0).sum() < (x[0] > 0).sum()
+    assert not np.array_equal(x[0] > 0, x[2] > 0)  # another stream, other numbers
+    for i, pi in enumerate((0.5, 0.2, 0.5)):
+        assert abs((x[i] > 0).mean() - pi) < 5 * se(pi, x[i].size)
+    # the batch of a step depends on the stream key and the step only
+    np.testing.assert_array_equal(_plan_batches(plan, p), _plan_batches(plan, p))
+    assert not np.array_equal(_plan_batches(plan, p, step=8), _plan_batches(plan, p))
+
+
+def test_plan_draws_once_per_stream_with_jax_random_and_shared_streams():
+    st = FeatureStructure(4)
+    keys_plan = data.DataPlan.create(st, 8, "threefry2x32", shared=False)
+    draw_plan = data.DataPlan.create(st, 8, "threefry2x32", shared=True)
+    keys = draw_plan.stream_keys(jnp.array([3], jnp.uint32), jnp.array([1], jnp.uint32))
+    streams = jnp.zeros(5, jnp.int32)
+    gathered = draw_plan.step_inputs(keys, 0, streams)
+    assert set(gathered) == {"u"} and gathered["u"].shape == (5, 8, 4)  # uniforms, gathered
+    per_instance = keys_plan.step_inputs(keys, 0, streams)
+    assert jax.dtypes.issubdtype(per_instance.dtype, jax.dtypes.prng_key)
+    assert per_instance.shape == (5,)

@@ -16,6 +16,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,7 +25,8 @@ TRAIN = textwrap.dedent("""
     import jax, numpy as np
     from bitjax import distributed
     from bitjax.checkpoint import Checkpointer
-    from bitjax.sweep import SweepConfig, Trainer
+    from bitjax.config import SweepConfig
+    from bitjax.trainer import Trainer
     out, n_dev, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     group = int(sys.argv[4]) if len(sys.argv) > 4 else None  # instances per device at a time
     # 14 instances: padded to 16 on 8 devices, to 15 on 3.
@@ -32,7 +34,7 @@ TRAIN = textwrap.dedent("""
                       feature_probability=(1.0, 0.5, 0.3, 0.1, 0.05, 0.02, 0.01),
                       importance=(0.9,), steps=300, batch_size=128, chunk_size=100,
                       history_every=50)
-    tr = Trainer(cfg, mesh=distributed.make_mesh(n_dev), progress=False, group_size=group)
+    tr = Trainer(cfg, mesh=distributed.make_mesh(n_dev), group_size=group)
     state = tr.init_state()
     ck = Checkpointer(out, every=100)
     meta = {"config": cfg.to_dict(), "n_instances": tr.n_instances}
@@ -40,7 +42,7 @@ TRAIN = textwrap.dedent("""
         host, _ = ck.restore_latest()
         state = tr.from_host(host)
     state = tr.run(state, until=200 if mode == "half" else 300,
-                   on_chunk=lambda s, step: ck.maybe_save(step, s, meta))
+                   on_chunk=lambda s, info: ck.maybe_save(info.step, s, meta))
     host = tr.to_host(state)
     loss = tr.evaluate(state)
     np.savez(out + f"/result_{mode}_{n_dev}.npz", W=host["params"]["W"], b=host["params"]["b"],
@@ -62,6 +64,7 @@ def _run(code: str, *args, devices: int = 8) -> dict:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.integration
 def test_sharded_equals_unsharded_and_padding_never_leaks(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir()
@@ -79,6 +82,7 @@ def test_sharded_equals_unsharded_and_padding_never_leaks(tmp_path):
         np.testing.assert_allclose(r8[k], r1[k], atol=1e-6, rtol=1e-6, err_msg=k)
 
 
+@pytest.mark.integration
 def test_checkpoint_written_on_8_devices_restores_on_3_and_loads_on_1(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
