@@ -167,7 +167,7 @@ def relative_slope(history, history_every: int, fraction: float = 0.2, per: int 
       fraction: share of the recorded points in the window.
       per: the slope is per this many steps.
       n_points: recorded columns (default :func:`recorded_points`).
-      min_points: fewest points to fit a line to (otherwise NaN).
+      min_points: fewest points the window must hold (otherwise NaN); at least 2.
 
     Returns:
       ``[I]`` float64 relative change per ``per`` steps; NaN where the window is too short or
@@ -175,7 +175,9 @@ def relative_slope(history, history_every: int, fraction: float = 0.2, per: int 
     """
     if history_every < 1:
         raise ValueError(f"history_every must be >= 1, got {history_every}")
-    w = _window(history, fraction, n_points, max(2, min_points))
+    # The window is not widened to min_points: early in training (a short record) the
+    # slope is simply not defined yet, rather than fitted over more than the last fifth.
+    w = _window(history, fraction, n_points, 1)
     k = w.shape[1]
     if k < max(2, min_points):
         return np.full(w.shape[0], np.nan)
