@@ -88,9 +88,22 @@ class _Part:
     sweep: Any  # bitjax.checkpoint.LoadedSweep
     loss: np.ndarray  # [I] final loss, NaN where the run has none
     diverged: np.ndarray  # [I] bool
-    flags: dict[str, np.ndarray]  # name -> [I] bool (convergence diagnostics)
+    flags: list[_Flag]  # convergence and runaway flags
     values: dict[str, np.ndarray]  # name -> [I] float (other per-instance diagnostics)
     finished: bool
+
+
+@dataclass
+class _Flag:
+    """A per-instance yes/no shown in a row's title: ``on``/``off`` text (empty: nothing
+    shown), and which value is the bad one (shown in red)."""
+
+    name: str
+    value: np.ndarray  # [I] bool
+    on: str
+    off: str
+    bad: bool
+    rule: str = ""  # how it was decided, for the page's legend
 
 
 def _is_run(path: Path) -> bool:
@@ -176,18 +189,48 @@ def _make_part(name: str, sweep) -> _Part:
         diverged = ~np.isfinite(sweep.W_eff).all(axis=(1, 2))
         if finished:
             diverged |= ~np.isfinite(loss)
-    flags, values = {}, {}
+    flags, values = [], {}
     diagnostics = getattr(sweep, "diagnostics", None)
     if isinstance(diagnostics, Mapping):
         for key, value in diagnostics.items():
-            arr = np.asarray(value)
+            arr, key = np.asarray(value), str(key)
             if arr.shape != (n_inst,):
                 continue  # only per-instance scalars fit in the flag line
             if arr.dtype == bool:
-                flags[str(key)] = arr
+                bad = any(w in key for w in ("diverg", "runaway", "nan"))
+                flags.append(_Flag(key, arr, key, "" if bad else f"not {key}", bad,
+                                   "stored with the run"))
             elif arr.dtype.kind in "iuf":
-                values[str(key)] = arr.astype(np.float64)
+                values[key] = arr.astype(np.float64)
+    if not any(f.name == "converged" for f in flags):
+        flags.extend(_computed_flags(sweep, loss, diverged))
     return _Part(name, sweep, loss, diverged.astype(bool), flags, values, finished)
+
+
+def _computed_flags(sweep, loss: np.ndarray, diverged: np.ndarray) -> list[_Flag]:
+    """Convergence and runaway flags by :mod:`bitjax.convergence`'s rules, for runs that
+    did not store diagnostics: converged (the loss history's tail is flat and steady) and
+    a finite final loss above that of the model that outputs zeros."""
+    from bitjax import convergence
+    from bitjax.config import build_instances
+
+    cfg = sweep.config
+    rule = convergence.ConvergenceRule()
+    conv = convergence.convergence_summary(np.asarray(sweep.history, np.float64),
+                                           cfg.history_every, rule)["converged"]
+    flags = [_Flag("converged", np.asarray(conv, bool), "converged", "not converged", False,
+                   f"converged: |slope of log loss| < {rule.slope_tol:g} per "
+                   f"{rule.slope_per:,} steps over the last {rule.slope_fraction:.0%} of the "
+                   f"history, spread < {rule.spread_tol:g} over the last "
+                   f"{rule.tail_fraction:.0%} (bitjax.convergence)")]
+    inst = build_instances(cfg)
+    zero = convergence.zero_model_loss(inst.p, inst.importance, cfg.structure)
+    with np.errstate(invalid="ignore"):
+        runaway = np.isfinite(loss) & (loss > zero) & ~diverged
+    flags.append(_Flag("above_zero_model", runaway, "loss above the zero model's", "", True,
+                       "loss above the zero model's: the final loss exceeds that of the model "
+                       "that outputs zeros (bitjax.convergence.zero_model_loss)"))
+    return flags
 
 
 # --------------------------------------------------------------------------------------
@@ -381,7 +424,9 @@ def _row_template(n: int, m: int) -> dict:
         widths.append(0.3)
     fig = make_subplots(1, len(titles), column_widths=widths, subplot_titles=titles,
                         horizontal_spacing=0.04)
-    fig.update_layout(height=270, margin=dict(l=30, r=60, t=55, b=25), showlegend=False,
+    # Taller rows for many features, so the square W^T W keeps readable cells.
+    height = 270 if n <= 10 else 340 if n <= 30 else 480
+    fig.update_layout(height=height, margin=dict(l=30, r=60, t=55, b=25), showlegend=False,
                       title=dict(text="", x=0.01, font=dict(size=13)))
     # Square cells, as in the paper's heat maps; ticks on feature numbers.
     ticks = dict(tick0=0, dtick=1 if n <= 10 else 5, showticklabels=n <= 50)
@@ -455,7 +500,7 @@ def _summary_template(kinds: list[str], log_x: bool, x_title: str, x_max: float)
     if log_x:  # 1-2-5 ticks: plotly's own log ticks label 20 as "2"
         ticks = [t * 10**e for e in range(6) for t in (1, 2, 5) if t * 10**e <= 1.5 * x_max]
         fig.update_xaxes(tickvals=ticks, ticktext=[f"{t:g}" for t in ticks])
-    fig.update_yaxes(type="log", col=2)
+    fig.update_yaxes(type="log", dtick="D2", col=2)  # D2: minor labels at 2 and 5 only
     layout = _layout(fig)
     traces = []
     for kind in kinds:
@@ -560,7 +605,9 @@ def _part_payload(part: _Part) -> dict:
             "dstar": {"q": _pack(_f32(dstar))},
         },
         "diverged": _pack(part.diverged.astype(np.uint8)),
-        "flags": {k: _pack(v.astype(np.uint8)) for k, v in part.flags.items()},
+        "flags": [{"name": f.name, "on": f.on, "off": f.off, "bad": int(f.bad),
+                   "rule": f.rule, "value": _pack(f.value.astype(np.uint8))}
+                  for f in part.flags],
         "values": {k: _pack(_f32(v)) for k, v in part.values.items()},
         "templates": _pack_json({
             "row": _row_template(n, m),
@@ -621,7 +668,8 @@ def write_explorer(source, out_html: Path, *, title: str | None = None) -> Path:
     if title is None:
         label = folder.resolve().name if folder is not None else parts[0].name
         title = f"bitjax explorer: {label}"
-    payload = {"title": title, "plotly": plotly.__version__,
+    payload = {"title": title, "plotly": plotly.__version__, "note": _NOTE.format(
+                   plotly=plotly.__version__),
                "parts": [_part_payload(p) for p in parts]}
     data = json.dumps(payload, separators=(",", ":"), allow_nan=False)
     # "</" inside a <script> block would end it early.
@@ -631,6 +679,15 @@ def write_explorer(source, out_html: Path, *, title: str | None = None) -> Path:
     out_html.parent.mkdir(parents=True, exist_ok=True)
     out_html.write_text(html, encoding="utf-8")
     return out_html
+
+
+_NOTE = ("Numbers on this page are packed to fit the file: weights, biases and feature norms "
+         "to 1/254 of each instance's largest value (ternary and binary weights exactly), "
+         "loss histories to about 2%, final loss and D* to 4 significant digits; W<sup>T"
+         "</sup>W is computed in the page from the packed W. D* = m / ||W||<sub>F</sub><sup>"
+         "2</sup>; bar colour: sqrt(superposition) clipped to [0, 1] (bitjax.metrics). "
+         "Diverged: non-finite loss or weights. Plots: plotly.js from plotly {plotly}, "
+         "inlined; the page needs no network.")
 
 
 def _escape(text: str) -> str:
@@ -738,14 +795,18 @@ def headless_chromium(width: int = 1400, height: int = 1800):
 
 
 def open_page(driver, html: Path, timeout: float = 30.0) -> dict:
-    """Load an explorer and wait until its first render; returns its timing in ms.
+    """Load an explorer and wait until its first render; returns its timing.
 
     ``{"ready_ms": first render done, "load_ms": the load event, "dom_ms":
     DOMContentLoaded}``, each measured from the start of navigation by the browser's
-    performance timing.
+    performance timing, and ``cpu_main_s`` / ``cpu_renderer_s``: CPU seconds the page's main
+    thread / its whole renderer process used by then (Chrome's ``ThreadTime`` and
+    ``ProcessTime`` metrics). On a busy machine the wall times grow with the load; the CPU
+    times are what the page itself costs.
     """
     from selenium.webdriver.support.ui import WebDriverWait
 
+    driver.execute_cdp_cmd("Performance.enable", {"timeDomain": "threadTicks"})
     driver.get(Path(html).absolute().as_uri())
     WebDriverWait(driver, timeout).until(
         lambda d: d.execute_script("return !!(window.explorer && "
@@ -753,10 +814,15 @@ def open_page(driver, html: Path, timeout: float = 30.0) -> dict:
     error = driver.execute_script("return window.explorer.error || null")
     if error:
         raise RuntimeError(f"the explorer failed in the browser: {error}")
-    return driver.execute_script(
+    timing = driver.execute_script(
         "const n = performance.getEntriesByType('navigation')[0];"
         "return {ready_ms: window.explorer.readyMs, load_ms: n.loadEventEnd,"
         " dom_ms: n.domContentLoadedEventEnd};")
+    metrics = {m["name"]: m["value"]
+               for m in driver.execute_cdp_cmd("Performance.getMetrics", {})["metrics"]}
+    driver.execute_cdp_cmd("Performance.disable", {})
+    return {**timing, "cpu_main_s": metrics.get("ThreadTime"),
+            "cpu_renderer_s": metrics.get("ProcessTime")}
 
 
 def screenshot(html: Path, png: Path, *, width: int = 1400) -> dict:
@@ -801,6 +867,7 @@ h1 {{ font-size: 18px; margin: 0 0 6px; }}
 .value {{ display: inline-block; min-width: 4em; font-weight: 600; }}
 .flag-bad {{ color: #b00020; font-weight: 700; }}
 #error {{ color: #b00020; font-weight: 700; }}
+#notes {{ font-size: 12px; color: #666; margin-top: 6px; }}
 </style>
 <script>{plotlyjs}</script>
 </head>
@@ -812,6 +879,7 @@ h1 {{ font-size: 18px; margin: 0 0 6px; }}
 <div id="rows"></div>
 <div id="summary"></div>
 <div id="history"></div>
+<div id="notes"></div>
 <script type="application/json" id="explorer-data">{data}</script>
 <script>{glue}</script>
 </body>
@@ -859,7 +927,7 @@ async function load(pi) {
     table: await unpack(P.summary.table), diverged: await unpack(P.diverged), f: {}, flags: {},
     values: {}};
   for (const k in P.fields) d.f[k] = await field(P.fields[k]);
-  for (const k in P.flags) d.flags[k] = await unpack(P.flags[k]);
+  for (const fl of P.flags) d.flags[fl.name] = await unpack(fl.value);
   for (const k in P.values) d.values[k] = await unpack(P.values[k]);
   return (cache[pi] = d);
 }
@@ -937,8 +1005,10 @@ function rowFigure(P, d, k, i) {
   }
   const flags = [];
   if (d.diverged[i]) flags.push('<span class="flag-bad">DIVERGED</span>');
-  for (const k in d.flags) flags.push(d.flags[k][i] ? k : '<span class="flag-bad">not ' + k
-    + "</span>");
+  for (const fl of P.flags) {
+    const v = d.flags[fl.name][i], text = v ? fl.on : fl.off;
+    if (text) flags.push(v === fl.bad ? '<span class="flag-bad">' + text + "</span>" : text);
+  }
   for (const k in d.values) flags.push(k + " " + fmt(d.values[k][i]));
   t.layout.title.text = "<b>" + kind + "</b>  instance " + i + " · final loss " +
     fmt(f.loss[i]) + " · D* " + fmt(f.dstar[i]) + (flags.length ? " · " + flags.join(" · ") : "");
@@ -997,7 +1067,13 @@ async function choosePart(pi) {
     " · " + P.n_instances + " instances · step " + P.step + " of " + P.steps +
     (P.finished ? "" : ' <span class="flag-bad">(unfinished: no final loss)</span>') +
     " · diverged: " + (nd ? '<span class="flag-bad">' + nd + "</span>" : "0") +
-    " · plotly.js via plotly " + DATA.plotly;
+    P.flags.map(fl => {
+      const count = d.flags[fl.name].reduce((a, v) => a + (v === fl.bad), 0);
+      const text = fl.bad ? fl.on : fl.off;
+      return " · " + text + ": " + (count ? '<span class="flag-bad">' + count + "</span>" : "0");
+    }).join("");
+  document.getElementById("notes").innerHTML = P.flags.map(fl => fl.rule)
+    .filter(r => r).concat([DATA.note]).join("<br>");
   controls();
   await render();
 }
