@@ -190,7 +190,7 @@ def _describe(cfg) -> str:
     except ImportError:  # the engine before its split into modules
         from bitjax.sweep import AXES
 
-    sizes = ", ".join(f"{len(getattr(cfg, a))} {a}" for a in AXES if len(getattr(cfg, a)) > 1)
+    sizes = " x ".join(f"{len(getattr(cfg, a))} {a}" for a in AXES if len(getattr(cfg, a)) > 1)
     return (f"n={cfg.n_features}, m={cfg.n_hidden}, {cfg.n_instances:,} instances"
             f"{f' ({sizes})' if sizes else ''}, {cfg.steps:,} steps of batch {cfg.batch_size}")
 
@@ -261,9 +261,13 @@ def main(exp: Experiment, argv: list[str] | None = None) -> int:
     from bitjax.run import Interrupted
 
     console = Console()
+    try:
+        configure_runtime()  # before anything could start JAX (building the presets)
+    except UsageError as e:
+        console.print(f"error: {e}")
+        return 2
     args = build_parser(exp).parse_args(argv)
     try:
-        configure_runtime()
         run_experiment(exp, args, console=console)
     except UsageError as e:
         console.print(f"error: {e}")
