@@ -17,19 +17,23 @@ How the file is built, and why:
   package ships) is inlined once. The figures' layouts and trace styles are made here in
   Python; the page's JavaScript is only glue that builds the controls, fills the selected
   instance's arrays into those traces and calls ``Plotly.react``.
-* Size. plotly.js alone is 4.8 MB, so a run has about 0.18 MB left under the 5 MB budget,
-  and the largest committed run has 1,520 instances. The per-instance arrays are therefore
-  quantized and packed: weights and biases as int8 with one scale per instance (exact for
-  ternary and binary weights, 1/254 of the instance's largest weight for dense ones), feature
-  norms and the superposition colour as uint8 on a fixed range, loss histories as uint8 on a
-  log scale (about 2% of a value), final loss and ``D*`` as float32; each array is
-  gzip-compressed and base64-encoded, and the browser unpacks it with its built-in
-  ``DecompressionStream``. Everything that is not per instance (axes, summary curves,
-  styles) is plain JSON with floats rounded to 4 significant digits.
-* The one computation left to the page is ``W^T W`` of the selected instance (a few
-  multiply-adds): shipping the ``n x n`` matrices would cost 100 times the weights for the
-  n=100 run. Feature norms, superposition, ``D*`` and the summary statistics come from
-  :mod:`bitjax.metrics` and :mod:`bitjax.plots` here.
+* Size. plotly.js alone is 4.82 MB, so a run has about 0.18 MB left under the 5 MB budget,
+  and the committed runs have up to 3,456 instances (results/phase). The per-instance arrays
+  are therefore quantized and packed: weights, biases and feature norms as int8 with one
+  scale per instance (ternary and binary weights exactly, dense ones to 1/254 of the
+  instance's largest value), the superposition colour as uint8 on [0, 1], loss histories as
+  uint8 on a log scale over each kind's range (within 5% of a value: 0.5-4.7% at worst in
+  the committed runs) stored as differences along the history, final loss, ``D*`` and the
+  summary table as float32 rounded to 4 significant digits, and the figure templates as
+  JSON. Each is gzip-compressed and base64-encoded; the browser unpacks it with its
+  built-in ``DecompressionStream``. Axes and labels are plain JSON. A page that would still
+  be over the budget keeps every 2nd (4th, ...) point of the loss histories, and says so;
+  one that cannot fit even then is written anyway (``python -m experiments.explore`` warns).
+* The one computation left to the page is ``W^T W`` of the selected instance (``m n^2``
+  multiply-adds): shipping ``n (n+1) / 2`` values per instance instead of ``m n`` would take
+  five times the weights' room for the n=100, m=10 run. Feature norms, superposition and
+  ``D*`` come from :mod:`bitjax.metrics`, the seed statistics from :mod:`bitjax.stats`, the
+  convergence and runaway flags from :mod:`bitjax.convergence` (when the run stored none).
 
 References:
   Elhage et al. 2022, "Toy Models of Superposition",
@@ -53,11 +57,7 @@ import numpy as np
 
 from bitjax import metrics as metrics_lib
 from bitjax import plots
-
-try:
-    from bitjax.stats import mean_ci_floats
-except ImportError:  # trees from before bitjax.stats kept the statistics in bitjax.plots
-    from bitjax.plots import mean_ci_floats
+from bitjax.stats import mean_ci_floats
 
 #: Sweep axes shown as sliders, in this order (``*_index`` when the axis holds vectors).
 AXES = ("seed", "feature_probability", "importance", "lr", "weight_decay")
@@ -177,7 +177,7 @@ def _per_instance(sweep, name: str) -> np.ndarray | None:
 def _make_part(name: str, sweep) -> _Part:
     n_inst = sweep.W_eff.shape[0]
     loss = _per_instance(sweep, "loss")
-    finished = True
+    finished = bool(getattr(sweep, "finished", True))
     if loss is None:
         final = sweep.meta.get("final_loss") if isinstance(sweep.meta, dict) else None
         finished = final is not None
@@ -273,26 +273,41 @@ def _q_rows(x: np.ndarray) -> dict:
             "scale": _pack(scale.astype(np.float32)), "nan": -128}
 
 
-def _q_range(x: np.ndarray, lo: float, hi: float, *, log: bool = False,
-             delta: bool = False) -> dict:
+def _q_range(x: np.ndarray, lo, hi, *, log: bool = False, delta: bool = False,
+             groups: np.ndarray | None = None) -> dict:
     """uint8 on ``[lo, hi]`` (log10 of it when ``log``): ``value = offset + q * step``,
     then ``10**value`` when log; 255 is NaN.
 
-    ``delta`` stores the differences along the last axis modulo 256 instead of ``q`` itself:
-    exact, and a smooth curve (a loss history) then compresses to about half the size.
+    Args:
+      x: ``[I, ...]`` values.
+      lo, hi: the range; with ``groups``, one per group (sequences).
+      log: quantize ``log10(x)`` (positive values; the others become NaN).
+      delta: store the differences along the last axis modulo 256 instead of ``q``: exact,
+        and a loss history then packs 15-30% smaller.
+      groups: ``[I]`` group of each row (the kind), so that one kind's range does not
+        coarsen another's (a binary model's loss reaches 1e6 where the others stay below 1).
     """
     v = np.asarray(x, np.float64)
     finite = np.isfinite(v) & ((v > 0) if log else True)
+    lo, hi = np.atleast_1d(np.asarray(lo, np.float64)), np.atleast_1d(np.asarray(hi, np.float64))
     if log:
         v = np.log10(np.where(finite, v, 1.0))
-        lo, hi = math.log10(lo), math.log10(hi)
-    step = (hi - lo) / 254 if hi > lo else 1.0
-    q = np.where(finite, np.clip(np.rint((np.where(finite, v, lo) - lo) / step), 0, 254), 255)
-    q = q.astype(np.uint8)
+        lo, hi = np.log10(lo), np.log10(hi)
+    step = np.where(hi > lo, (hi - lo) / 254, 1.0)
+    g = np.zeros(len(v), int) if groups is None else np.asarray(groups)
+    shape = (-1,) + (1,) * (v.ndim - 1)
+    lo_r, step_r = lo[g].reshape(shape), step[g].reshape(shape)
+    q = np.where(finite, np.clip(np.rint((np.where(finite, v, lo_r) - lo_r) / step_r), 0, 254),
+                 255).astype(np.uint8)
     if delta:
         q = np.diff(q, axis=-1, prepend=np.zeros_like(q[..., :1]))  # uint8: wraps mod 256
-    return {"q": _pack(q), "offset": lo, "step": step, "log": log, "nan": 255,
-            "delta": delta}
+    out = {"q": _pack(q), "log": log, "nan": 255, "delta": delta}
+    if groups is None:
+        out.update(offset=float(lo[0]), step=float(step[0]))
+    else:
+        out.update(offset=[float(a) for a in lo], step=[float(a) for a in step],
+                   group=_pack(g.astype(np.uint8)))
+    return out
 
 
 def _f32(x: np.ndarray, digits: int = 4) -> np.ndarray:
@@ -554,7 +569,9 @@ def _history_template(kinds: list[str]) -> dict:
 # --------------------------------------------------------------------------------------
 
 
-def _part_payload(part: _Part) -> dict:
+def _part_payload(part: _Part, history_stride: int = 1) -> dict:
+    """Everything the page needs for one part; ``history_stride`` keeps every k-th point of
+    the loss histories (the last point of each stride, so the final one is always kept)."""
     sweep = part.sweep
     cfg = sweep.config
     w = np.asarray(sweep.W_eff, np.float64)
@@ -567,11 +584,13 @@ def _part_payload(part: _Part) -> dict:
     norms, sup, dstar = met["norm"], met["superposition"], met["dims_per_feature"]
     colour = np.clip(np.sqrt(np.maximum(sup, 0)), 0, 1)  # the paper's bar colour
 
-    hist = np.asarray(sweep.history, np.float64)
-    h_lo, h_hi = _finite_range(np.concatenate([hist.ravel(), part.loss]), positive=True)
+    kind_pos = np.array([kinds.index(str(k)) for k in sweep.coords["kind"]])
+    hist = np.asarray(sweep.history, np.float64)[:, history_stride - 1::history_stride]
+    h_range = [_finite_range(np.concatenate([hist[kind_pos == k].ravel(),
+                                             part.loss[kind_pos == k]]), positive=True)
+               for k in range(len(kinds))]
 
     # Flat lookup [kind, axis 1, axis 2, ...] -> instance (-1 where the grid has a hole).
-    kind_pos = np.array([kinds.index(str(k)) for k in sweep.coords["kind"]])
     shape = [len(kinds)] + [len(a["labels"]) for a in axes]
     grid = np.full(int(np.prod(shape)), -1, np.int32)
     grid[np.ravel_multi_index([kind_pos] + [a["pos"] for a in axes], shape)] = np.arange(n_inst)
@@ -590,7 +609,8 @@ def _part_payload(part: _Part) -> dict:
         "name": part.name,
         "n": n, "m": m, "n_instances": n_inst,
         "activation": cfg.activation, "steps": cfg.steps, "step": int(sweep.step),
-        "history_every": cfg.history_every, "finished": part.finished,
+        "history_every": cfg.history_every * history_stride,
+        "history_stride": history_stride, "finished": part.finished,
         "kinds": kinds,
         "axes": [{k: a[k] for k in ("name", "label", "labels", "values")} for a in axes],
         "grid": _pack(grid),
@@ -600,7 +620,8 @@ def _part_payload(part: _Part) -> dict:
             "W": _q_rows(w), "b": _q_rows(b),
             "norm": _q_rows(norms),
             "colour": _q_range(colour, 0.0, 1.0),
-            "history": _q_range(hist, h_lo, h_hi, log=True, delta=True),
+            "history": _q_range(hist, [r[0] for r in h_range], [r[1] for r in h_range],
+                                log=True, delta=True, groups=kind_pos),
             "loss": {"q": _pack(_f32(part.loss))},
             "dstar": {"q": _pack(_f32(dstar))},
         },
@@ -668,13 +689,21 @@ def write_explorer(source, out_html: Path, *, title: str | None = None) -> Path:
     if title is None:
         label = folder.resolve().name if folder is not None else parts[0].name
         title = f"bitjax explorer: {label}"
-    payload = {"title": title, "plotly": plotly.__version__, "note": _NOTE.format(
-                   plotly=plotly.__version__),
-               "parts": [_part_payload(p) for p in parts]}
-    data = json.dumps(payload, separators=(",", ":"), allow_nan=False)
-    # "</" inside a <script> block would end it early.
-    data = data.replace("</", "<\\/")
-    html = _PAGE.format(title=_escape(title), plotlyjs=get_plotlyjs(), data=data, glue=_GLUE)
+    plotlyjs = get_plotlyjs()
+    longest = max(np.shape(p.sweep.history)[1] for p in parts)
+    stride = 1
+    while True:
+        payload = {"title": title, "plotly": plotly.__version__,
+                   "note": _NOTE.format(plotly=plotly.__version__),
+                   "parts": [_part_payload(p, stride) for p in parts]}
+        data = json.dumps(payload, separators=(",", ":"), allow_nan=False)
+        # "</" inside a <script> block would end it early.
+        data = data.replace("</", "<\\/")
+        html = _PAGE.format(title=_escape(title), plotlyjs=plotlyjs, data=data, glue=_GLUE)
+        # Thin the histories while over the budget and while 10 points would remain.
+        if len(html.encode("utf-8")) <= SIZE_LIMIT_BYTES or longest // (2 * stride) < 10:
+            break
+        stride *= 2
     out_html = Path(out_html)
     out_html.parent.mkdir(parents=True, exist_ok=True)
     out_html.write_text(html, encoding="utf-8")
@@ -683,7 +712,7 @@ def write_explorer(source, out_html: Path, *, title: str | None = None) -> Path:
 
 _NOTE = ("Numbers on this page are packed to fit the file: weights, biases and feature norms "
          "to 1/254 of each instance's largest value (ternary and binary weights exactly), "
-         "loss histories to about 2%, final loss and D* to 4 significant digits; W<sup>T"
+         "loss histories to within 5%, final loss and D* to 4 significant digits; W<sup>T"
          "</sup>W is computed in the page from the packed W. D* = m / ||W||<sub>F</sub><sup>"
          "2</sup>; bar colour: sqrt(superposition) clipped to [0, 1] (bitjax.metrics). "
          "Diverged: non-finite loss or weights. Plots: plotly.js from plotly {plotly}, "
@@ -730,7 +759,14 @@ def dequantize(field: dict) -> np.ndarray:
         v = q.astype(np.float64) * np.asarray(field["scale"], np.float64).reshape(
             (-1,) + (1,) * (q.ndim - 1))
     elif "step" in field:
-        v = field["offset"] + q.astype(np.float64) * field["step"]
+        shape = (-1,) + (1,) * (q.ndim - 1)
+        if "group" in field:
+            g = np.asarray(field["group"], int)
+            offset = np.asarray(field["offset"])[g].reshape(shape)
+            step = np.asarray(field["step"])[g].reshape(shape)
+        else:
+            offset, step = field["offset"], field["step"]
+        v = offset + q.astype(np.float64) * step
         if field["log"]:
             v = 10.0 ** v
     else:
@@ -910,12 +946,14 @@ async function field(f) {  // dequantized Float64Array, NaN where missing
     for (let i = 0; i < q.length; i++) if (i % len) q[i] = (q[i] + q[i - 1]) & 255;
   }
   const scale = f.scale ? await unpack(f.scale) : null;
-  const per = scale ? q.length / scale.length : 1;
-  const out = new Float64Array(q.length);
+  const group = f.group ? await unpack(f.group) : null;  // per row: index into offset, step
+  const per = q.length / f.q.shape[0], out = new Float64Array(q.length);
   for (let i = 0; i < q.length; i++) {
     let v = q[i];
+    const r = Math.floor(i / per);
     if (f.nan !== undefined && v === f.nan) { out[i] = NaN; continue; }
-    if (scale) v = v * scale[Math.floor(i / per)];
+    if (scale) v = v * scale[r];
+    else if (group) v = f.offset[group[r]] + v * f.step[group[r]];
     else if (f.step !== undefined) v = f.offset + v * f.step;
     out[i] = f.log ? Math.pow(10, v) : v;
   }
@@ -1044,6 +1082,8 @@ function render() {
     history.traces[k].y = row(d.f.history, i, T);
     history.traces[k].name = kind + " (instance " + i + ")";
   });
+  if (P.history_stride > 1) history.layout.title.text += " (every " + P.history_stride +
+    "th point, to fit the file)";
   drawn.push(draw("summary", summary), draw("history", history));
   return Promise.all(drawn);
 }

@@ -41,7 +41,7 @@ def experiment(tmp_path_factory, tiny_config, compile_cache):
         "b": tiny_config(n_features=3, feature_probability=(0.5,), importance=(1.0,),
                          steps=100, chunk_size=50),
         "a": tiny_config(kind=("dense", "ternary"), feature_probability=(1.0, 0.1),
-                         seed=(0, 1)),
+                         seed=(0, 1), history_every=10),
     }
     for name, cfg in configs.items():
         # one compiled chunk length per run (no short timed first chunk): compiling is
@@ -124,11 +124,26 @@ def test_sources_and_bad_input(sweep_a, experiment, tmp_path):
     two = read_payload(write_explorer({"x": experiment / "b", "y": sweep_a}, tmp_path / "2.html"))
     assert [(p["name"], p["n"]) for p in two["parts"]] == [("x", 3), ("y", 5)]
 
+    # the same input gives the same bytes (gzip without time stamps, no random ids)
+    again = write_explorer(sweep_a, tmp_path / "again.html", title="T <1>")
+    assert again.read_bytes() == (tmp_path / "one.html").read_bytes()
+
     with pytest.raises(ExplorerError, match="does not exist"):
         write_explorer(tmp_path / "missing", tmp_path / "x.html")
     (tmp_path / "empty").mkdir()
     with pytest.raises(ExplorerError, match="is not a bitjax run"):
         write_explorer(tmp_path / "empty", tmp_path / "x.html")
+
+
+def test_history_thinned_to_fit_the_budget(sweep_a, tmp_path, monkeypatch):
+    from bitjax import explorer
+
+    monkeypatch.setattr(explorer, "SIZE_LIMIT_BYTES", 0)  # nothing fits: thin what it can
+    part = read_payload(write_explorer(sweep_a, tmp_path / "small.html"))["parts"][0]
+    hist = np.asarray(sweep_a.history, np.float64)
+    assert hist.shape[1] == 20  # 200 steps, a point every 10: halved once (10 points left)
+    assert part["history_stride"] == 2 and part["history_every"] == 20
+    np.testing.assert_allclose(dequantize(part["fields"]["history"]), hist[:, 1::2], rtol=0.05)
 
 
 def test_command_line(experiment, tmp_path, capsys):
