@@ -194,7 +194,8 @@ def geometry_m2(w: Array, rel_threshold: float = DEFAULT_REL_THRESHOLD,
     ====  ====================  ===========================================================
     1     empty                 k = 0
     2     single                k = 1
-    3     two_orthogonal        k = 2, A = 90, equal norms
+    3     two_orthogonal        k = 2, A = 90 (norms within the factor 2 that the
+                                relative threshold allows)
     4     antipodal_pair        k = 2, A = 180, equal norms
     5     pair_plus_one         k = 3: an antipodal pair with equal norms, the third feature
                                 at 90 to both
@@ -239,7 +240,7 @@ def geometry_m2(w: Array, rel_threshold: float = DEFAULT_REL_THRESHOLD,
     orth = pair & (jnp.abs(ang - 90.0) < angle_tol)
     n_anti = jnp.sum(anti, axis=1)
 
-    two_orth = (k == 2) & (jnp.sum(orth) == 2) & all_equal
+    two_orth = (k == 2) & (jnp.sum(orth) == 2)
     anti_pair = (k == 2) & (jnp.sum(anti) == 2)
     third = rep & (n_anti == 0)
     pair_plus = ((k == 3) & (jnp.sum(rep & (n_anti == 1)) == 2) & (jnp.sum(third) == 1)

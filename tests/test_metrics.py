@@ -188,3 +188,177 @@ def test_dimensionality_at_most_one_for_small_isolated_feature():
     w = np.array([[1e-4, 0.0], [0.0, 1.0]], np.float32)
     d = m(metrics.feature_dimensionality, w)
     assert np.all(d <= 1.0 + 1e-3), d
+
+
+# --------------------------------------------------------------------------------------
+# Measures that survive quantization
+# --------------------------------------------------------------------------------------
+
+
+def directions(degrees, norms=None) -> np.ndarray:
+    """A ``[2, k]`` W with columns at the given angles (degrees) and norms (default 1)."""
+    a = np.deg2rad(np.asarray(degrees, np.float64))
+    r = np.ones(len(a)) if norms is None else np.asarray(norms, np.float64)
+    return (np.stack([np.cos(a), np.sin(a)]) * r).astype(np.float32)
+
+
+_geometry = jax.jit(metrics.geometry_m2, static_argnames=("rel_threshold", "angle_tol",
+                                                          "norm_tol"))
+
+
+def label(w, **kw) -> str:
+    code = int(_geometry(jnp.asarray(w, jnp.float32), **kw))
+    return "not_m2" if code == metrics.GEOMETRY_NOT_M2 else metrics.GEOMETRY_M2_LABELS[code]
+
+
+_NOISE = np.random.default_rng(5).normal(scale=0.02, size=(2, 6)).astype(np.float32)
+
+
+@pytest.mark.parametrize("w,want", [
+    (np.zeros((2, 5)), "empty"),
+    (directions([30, 0, 0], [1.0, 0.1, 0.0]), "single"),
+    (directions([30, 120, 0, 0, 0], [1, 1, 0.05, 0.0, 0.2]), "two_orthogonal"),
+    (directions([10, 190, 60], [1, 1, 0.1]), "antipodal_pair"),
+    (directions([0, 180, 90, 45], [1, 1, 0.9, 0.2]), "pair_plus_one"),
+    (polygon(4), "two_antipodal_pairs"),
+    # ternary's alternative: pairs 45 degrees apart with norms gamma and gamma * sqrt(2)
+    (np.array([[1, -1, 1, -1, 0], [0, 0, 1, -1, 0]], np.float32), "two_antipodal_pairs"),
+    (0.37 * directions(np.arange(5) * 72 + 17), "pentagon"),
+    (directions(np.arange(5) * 72 + 3, [1, 1.05, 0.95, 1, 1.02]) + _NOISE[:, :5], "pentagon"),
+    (np.array([[1, 1, 0, 0], [0, 1, 1, 0]], np.float32), "fan"),  # ternary 0, 45, 90
+    (directions([0, 45]), "fan"),
+    (polygon(3), "other"),  # triangle
+    (polygon(6), "other"),
+    (directions([0, 90], [1, 0.6]), "two_orthogonal"),  # unequal norms allowed
+    (directions([0, 180, 45]), "other"),  # a pair and a feature at 45 degrees
+    (directions([0, 180], [1, 0.7]), "other"),  # antipodal partners of unequal norms
+    (np.eye(3, dtype=np.float32), "not_m2"),
+], ids=lambda v: v if isinstance(v, str) else "")
+def test_geometry_m2(w, want):
+    assert label(w) == want
+
+
+def test_geometry_m2_is_rotation_and_scale_invariant():
+    rng = np.random.default_rng(0)
+    for w in (polygon(5), polygon(4), directions([0, 90, 0], [1, 1, 0])):
+        want = label(w)
+        for _ in range(3):
+            a = rng.uniform(0, 2 * np.pi)
+            rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]], np.float32)
+            assert label(rng.uniform(0.05, 20) * rot @ w) == want
+
+
+def test_geometry_m2_tolerances():
+    w = directions([0, 180 - 8, 90, 270 + 8])  # two antipodal pairs, 8 degrees off
+    assert label(w) == "two_antipodal_pairs"
+    assert label(w, angle_tol=5.0) != "two_antipodal_pairs"
+    w = directions(np.arange(5) * 72, [1, 1, 1, 1, 0.7])  # one short pentagon edge
+    assert label(w) == "other"
+    assert label(w, norm_tol=0.35) == "pentagon"
+    # a weak feature is left out by the relative threshold: pentagon minus one -> fan? no:
+    # four directions 72 degrees apart span more than a half-plane
+    w = directions(np.arange(5) * 72, [1, 1, 1, 1, 0.3])
+    assert label(w) == "other"
+    assert label(w, rel_threshold=0.2) == "other"  # back in, but its norm is not equal
+
+
+def tetrahedron() -> np.ndarray:
+    return (np.array([[1, 1, 1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1]], np.float32).T
+            / np.sqrt(3)).astype(np.float32)
+
+
+def cube() -> np.ndarray:
+    corners = np.array(np.meshgrid([-1, 1], [-1, 1], [-1, 1])).reshape(3, -1)
+    return (corners / np.sqrt(3)).astype(np.float32)  # 8 unit vectors, a tight frame in 3-D
+
+
+@pytest.mark.parametrize("w,want", [
+    (np.eye(3, dtype=np.float32), "1"),
+    (tetrahedron(), "3/4"),
+    (polygon(3), "2/3"),
+    (polygon(4), "1/2"),
+    (polygon(5), "2/5"),
+    (cube(), "3/8"),
+    (np.zeros((2, 3), np.float32), "0"),
+    (np.array([[1.0, 0.6]], np.float32), "other"),  # m = 1, n = 2 at unequal norms
+], ids=lambda v: v if isinstance(v, str) else "")
+def test_dimensionality_labels(w, want):
+    codes = m(metrics.dimensionality_labels, w)
+    assert codes.dtype == np.int32
+    got = {metrics.DIMENSIONALITY_LABELS[c] for c in codes.tolist()}
+    if want == "other":  # D = 1 / (1 + 0.36) = 0.735 and 0.36 / 1.36 = 0.26
+        assert got == {"other", "3/4"}, got
+        np.testing.assert_allclose(m(metrics.feature_dimensionality, w), [1 / 1.36, 0.36 / 1.36],
+                                   rtol=1e-5)
+    else:
+        assert got == {want}
+
+
+def test_dimensionality_labels_nearest_within_tolerance():
+    # D = 0.39 is nearer 2/5 (0.4) than 3/8 (0.375); 0.45 is 0.05 from 2/5 and 1/2: other
+    ref = jnp.asarray(metrics.DIMENSIONALITY_CLUSTERS)
+    assert metrics.DIMENSIONALITY_LABELS[0] == "other"
+    assert len(metrics.DIMENSIONALITY_LABELS) == len(metrics.DIMENSIONALITY_CLUSTERS) + 1
+    # construct an m = 1 model whose two features have D = 1/(1+r^2) and r^2/(1+r^2)
+    for d_target, want in ((0.39, "2/5"), (0.38, "3/8"), (0.45, "other"), (0.99, "1")):
+        r2 = 1 / d_target - 1
+        w = np.array([[1.0, np.sqrt(r2)]], np.float32)
+        code = int(m(metrics.dimensionality_labels, w)[0])
+        assert metrics.DIMENSIONALITY_LABELS[code] == want, (d_target, code)
+    assert float(ref[2]) == pytest.approx(0.4)
+
+
+def test_relative_represented_is_scale_free():
+    w = np.array([[0.2, 0.0, 0.11, 0.09, -0.2]], np.float32)  # a tiny per-tensor scale
+    assert int(m(metrics.n_represented, w)) == 0  # the absolute 0.5 sees nothing
+    assert int(m(metrics.n_represented_relative, w)) == 3  # 0.2, 0.11, 0.2 > 0.5 * 0.2
+    np.testing.assert_allclose(m(metrics.relative_norms, w), [1, 0, 0.55, 0.45, 1], rtol=1e-6)
+    assert int(m(metrics.n_represented_relative, 100 * w)) == 3
+    assert int(m(metrics.n_represented_relative, w, 0.4)) == 4
+    assert int(m(metrics.n_represented_relative, np.zeros((2, 3)))) == 0
+    np.testing.assert_array_equal(m(metrics.relative_norms, np.zeros((2, 3))), 0.0)
+
+
+def test_ablation_loss_increase_known_answer():
+    # orthonormal features, zero bias: ablating feature i loses exactly mean_b I_i x_i^2 / n
+    rng = np.random.default_rng(0)
+    shape = (40_000, 3)
+    x = (rng.uniform(size=shape) * (rng.uniform(size=shape) < 0.3)).astype(np.float32)
+    imp = np.array([1.0, 0.5, 0.25], np.float32)
+    w = np.eye(3, dtype=np.float32)
+    ablate = jax.jit(metrics.ablation_loss_increase)
+    inc = m(ablate, w, jnp.zeros(3), jnp.asarray(x), jnp.asarray(imp))
+    np.testing.assert_allclose(inc, (imp * (x**2).mean(axis=0)) / 3, rtol=1e-5)
+    gain = np.asarray(metrics.ablation_gain(jnp.asarray(inc), jnp.full(3, 0.3), jnp.asarray(imp)))
+    np.testing.assert_allclose(gain, 1.0, atol=0.05)  # recovers the whole zero-model share
+    # an unlearned feature (zero column) has no effect when ablated
+    w2 = w.copy()
+    w2[:, 2] = 0.0
+    inc2 = m(ablate, w2, jnp.zeros(3), jnp.asarray(x), jnp.asarray(imp))
+    assert inc2[2] == 0.0
+    with pytest.raises(ValueError, match="unknown activation"):
+        metrics.ablation_loss_increase(jnp.asarray(w), jnp.zeros(3), jnp.asarray(x),
+                                       jnp.asarray(imp), "gelu")
+
+
+def test_all_metrics_new_keys_and_existing_values():
+    ws = np.stack([polygon(5), 0.3 * np.concatenate([polygon(4), np.zeros((2, 1))], 1),
+                   np.zeros((2, 5))]).astype(np.float32)
+    out = {k: np.asarray(v) for k, v in metrics.all_metrics(jnp.asarray(ws)).items()}
+    labels = [metrics.GEOMETRY_M2_LABELS[c] for c in out["geometry_m2"]]
+    assert labels == ["pentagon", "two_antipodal_pairs", "empty"]
+    np.testing.assert_array_equal(out["n_represented_relative"], [5, 4, 0])
+    np.testing.assert_array_equal(out["n_represented"], [5, 0, 0])  # the absolute rule
+    assert out["dimensionality_label"].shape == (3, 5)
+    assert out["relative_norm"].shape == (3, 5)
+    # the existing metrics are exactly their own functions' values
+    for i in range(3):
+        w = jnp.asarray(ws[i])
+        np.testing.assert_allclose(out["dims_per_feature"][i], metrics.dims_per_feature(w),
+                                   rtol=1e-6)
+        np.testing.assert_allclose(out["dimensionality"][i], metrics.feature_dimensionality(w),
+                                   rtol=1e-6, atol=1e-7)
+        assert out["n_represented"][i] == metrics.n_represented(w)
+    # the relative threshold is an argument, like the absolute one
+    out2 = metrics.all_metrics(jnp.asarray(ws), 0.5, 0.99)
+    assert int(out2["n_represented_relative"][0]) <= 5
