@@ -335,7 +335,7 @@ def test_ablation_loss_increase_known_answer():
     w2 = w.copy()
     w2[:, 2] = 0.0
     inc2 = m(ablate, w2, jnp.zeros(3), jnp.asarray(x), jnp.asarray(imp))
-    assert inc2[2] == 0.0
+    assert abs(inc2[2]) < 1e-8  # zero up to the summation order of the vmapped loss
     with pytest.raises(ValueError, match="unknown activation"):
         metrics.ablation_loss_increase(jnp.asarray(w), jnp.zeros(3), jnp.asarray(x),
                                        jnp.asarray(imp), "gelu")
