@@ -834,8 +834,9 @@ def open_page(driver, html: Path, timeout: float = 30.0) -> dict:
     """Load an explorer and wait until its first render; returns its timing.
 
     ``{"ready_ms": first render done, "load_ms": the load event, "dom_ms":
-    DOMContentLoaded}``, each measured from the start of navigation by the browser's
-    performance timing, and ``cpu_main_s`` / ``cpu_renderer_s``: CPU seconds the page's main
+    DOMContentLoaded, "plotly_ms": plotly.js parsed and run (the page's own script
+    starts)}``, each measured from the start of navigation by the browser's performance
+    timing, and ``cpu_main_s`` / ``cpu_renderer_s``: CPU seconds the page's main
     thread / its whole renderer process used by then (Chrome's ``ThreadTime`` and
     ``ProcessTime`` metrics). On a busy machine the wall times grow with the load; the CPU
     times are what the page itself costs.
@@ -853,7 +854,7 @@ def open_page(driver, html: Path, timeout: float = 30.0) -> dict:
     timing = driver.execute_script(
         "const n = performance.getEntriesByType('navigation')[0];"
         "return {ready_ms: window.explorer.readyMs, load_ms: n.loadEventEnd,"
-        " dom_ms: n.domContentLoadedEventEnd};")
+        " dom_ms: n.domContentLoadedEventEnd, plotly_ms: window.explorer.glueStartMs};")
     metrics = {m["name"]: m["value"]
                for m in driver.execute_cdp_cmd("Performance.getMetrics", {})["metrics"]}
     driver.execute_cdp_cmd("Performance.disable", {})
@@ -930,7 +931,8 @@ const DATA = JSON.parse(document.getElementById("explorer-data").textContent);
 const TYPES = {int8: Int8Array, uint8: Uint8Array, int32: Int32Array, float32: Float32Array};
 const state = {part: 0, kinds: null, pos: null};
 const cache = {};
-window.explorer = {state: state, readyMs: null, error: null};
+// plotly.js has been evaluated by the time this runs: the rest of the wait is this page's.
+window.explorer = {state: state, glueStartMs: performance.now(), readyMs: null, error: null};
 
 async function unpack(p) {
   const bytes = Uint8Array.from(atob(p.b64), c => c.charCodeAt(0));
@@ -972,6 +974,7 @@ async function load(pi) {
 const fmt = v => Number.isFinite(v) ? Number(v.toPrecision(4)).toString() : "n/a";
 const row = (arr, i, len) => Array.from(arr.subarray(i * len, (i + 1) * len));
 const clone = o => JSON.parse(JSON.stringify(o));
+const esc = t => String(t).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
 
 function controls() {
   const P = DATA.parts[state.part], box = document.getElementById("controls");
@@ -1067,7 +1070,11 @@ function render() {
     div.style.display = show ? "" : "none";
     for (let s = 0; s < 8; s++) summary.traces[8 * k + s].visible = show;
     history.traces[k].visible = show;
-    if (i < 0) { div.textContent = kind + ": no instance at these coordinates"; return; }
+    if (i < 0) {  // a grid with a hole: say so instead of drawing
+      Plotly.purge(div); div.textContent = kind + ": no instance at these coordinates";
+      return;
+    }
+    if (!div.data) div.textContent = "";
     if (show) drawn.push(draw(div, rowFigure(P, d, k, i)));
     for (let s = 0; s < 2; s++) {  // s = 0: D*, s = 1: loss
       const base = ((combo * K + k) * 6 + 3 * s) * nx, tr = summary.traces.slice(8 * k + 4 * s);
@@ -1102,7 +1109,7 @@ async function choosePart(pi) {
   P.kinds.forEach(k => {
     const div = document.createElement("div"); div.id = "row-" + k; rows.append(div); });
   const nd = d.diverged.reduce((a, b) => a + b, 0);
-  document.getElementById("info").innerHTML = (DATA.parts.length > 1 ? "part <b>" + P.name +
+  document.getElementById("info").innerHTML = (DATA.parts.length > 1 ? "part <b>" + esc(P.name) +
     "</b> · " : "") + "n = " + P.n + " features, m = " + P.m + " hidden, " + P.activation +
     " · " + P.n_instances + " instances · step " + P.step + " of " + P.steps +
     (P.finished ? "" : ' <span class="flag-bad">(unfinished: no final loss)</span>') +

@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         info = screenshot(path, png)
         print(f"wrote {png}: page ready {info['ready_ms'] / 1000:.2f} s after navigation "
-              f"(load event {info['load_ms'] / 1000:.2f} s; main-thread CPU "
+              f"(plotly.js run by {info['plotly_ms'] / 1000:.2f} s; main-thread CPU "
               f"{info['cpu_main_s']:.2f} s) in headless chromium")
         for message in info["console"]:
             print(f"browser console error: {message}", file=sys.stderr)
