@@ -225,8 +225,11 @@ def ternary_realisation(W, *, per_feature: bool = False,
     Unrepresented columns are zeroed first (they are dropped features by the alignability
     rule); then :func:`bitjax.quant.ternary` (``per_feature=False``) or
     :func:`bitjax.quant.ternary_per_feature` rounds the rotated weights. For an exactly
-    aligned solution with equal norms ``c`` this returns ``c * T`` (the absmean scale of
-    ``k`` non-zeros of size ``c`` is ``k c / (m n) <= c``, so every non-zero rounds to 1).
+    aligned solution with equal norms ``c`` the pattern ``T`` is the solution's own: the
+    absmean scale of ``k`` non-zeros of size ``c`` is ``gamma = k c / (m n) <= c``, so every
+    non-zero rounds to +-1 and the result is ``gamma * T``. The scale the dense solution needs
+    (``c``) is what :func:`attainable_loss` refits (a trained latent reaches it when its
+    non-zero entries grow to about ``c m n / k``).
 
     Args:
       W: dense weights ``[I, m, n]``.
@@ -594,9 +597,18 @@ class Attainable(NamedTuple):
     dense_refit: np.ndarray
 
 
-def _instance_samples(structure, p, sample_kw):
-    """Per-instance (x, w): one shared sample, rows picked by each instance's density."""
-    p = np.asarray(p, np.float64)
+def instance_samples(structure: data_lib.FeatureStructure, p, **sample_kw):
+    """Per-instance ``(x, w)`` from one shared sample (common random numbers).
+
+    Args:
+      structure: feature structure.
+      p: ``[I, n]`` feature probabilities; instances with equal rows share their sample.
+      **sample_kw: keyword arguments of :func:`make_sample`.
+
+    Returns:
+      ``x`` (``[N, n]`` shared, or ``[I, N, n]``) and ``w [I, N]``.
+    """
+    p = np.atleast_2d(np.asarray(p, np.float64))
     uniq, inv = np.unique(p, axis=0, return_inverse=True)
     s = make_sample(structure, uniq, **sample_kw)
     inv = inv.reshape(-1)
@@ -640,20 +652,26 @@ def attainable_loss(W, b, p, importance, structure: data_lib.FeatureStructure, *
     T = np.sign(q_pt)
     K = np.einsum("imk,imj->ikj", T, T)
     g_pf = np.einsum("imk,imj->ikj", q_pf, q_pf)
-    x, w = _instance_samples(structure, p, sample_kw or {})
-    # Search the scale around the quantizer's own gamma^2 (+-0.5 decades, then golden).
-    gamma_q = np.abs(q_pt).reshape(n_inst, -1).max(axis=1)
-    centre = np.log10(np.maximum(gamma_q, 1e-3) ** 2)
+    x, w = instance_samples(structure, p, **(sample_kw or {}))
+    # Search the scale around the one that gives the represented columns their dense norms:
+    # s ~ ||W_i||^2 / K_ii (the quantizer's own gamma is k c / (m n), far below that).
+    rep_cols = (np.asarray(al.group) >= 0) & (np.einsum("ikk->ik", K) > 0)
+    ratio = np.where(rep_cols, np.sum(W * W, axis=1) / np.maximum(
+        np.einsum("ikk->ik", K), 1.0), np.nan)
+    with np.errstate(all="ignore"):
+        centre = np.log10(np.where(rep_cols.any(1), np.nanmedian(
+            np.where(rep_cols, ratio, np.nan), axis=1), 1.0))
     fit_pt = fit_scale_and_bias(K, x, w, imp, activation=activation, chunk=chunk,
                                 log10_range=np.stack([centre - 0.5, centre + 0.5], 1),
                                 n_grid=5, n_golden=8)
     # Per-feature rounding keeps each column's dense norm; refit one common factor around 1.
     fit_pf = fit_scale_and_bias(g_pf, x, w, imp, activation=activation, chunk=chunk,
-                                log10_range=(-0.2, 0.2), n_grid=3, n_golden=6)
+                                log10_range=(-0.2, 0.2), n_grid=5, n_golden=8)
     dense = sample_loss(W, b, x, w, imp, activation=activation)
     dense_g = np.einsum("imk,imj->ikj", W, W)
+    # Same search settings as above (one compiled program); the range (0, 0) fixes s = 1.
     dense_refit = fit_scale_and_bias(dense_g, x, w, imp, activation=activation, chunk=chunk,
-                                     log10_range=(0.0, 0.0), n_grid=1, n_golden=0)
+                                     log10_range=(0.0, 0.0), n_grid=5, n_golden=8)
     return Attainable(al, fit_pt.loss, np.sqrt(fit_pt.scale), T.astype(np.int8),
                       np.minimum(fit_pt.loss, fit_pf.loss), dense, dense_refit.loss)
 

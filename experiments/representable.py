@@ -1,0 +1,511 @@
+"""What can a ternary toy model represent? Attainable and exact ternary losses.
+
+Question: where a trained ternary model differs from its dense twin, is the difference about
+the optimum (ternary cannot represent the dense solution) or about training (it could, but
+did not get there)? For every dense instance of the committed experiments this computes
+whether its solution is axis-alignable and the loss its ternary realisation attains, next
+to the trained ternary twin's loss; for the small models it computes the exact ternary optimum
+by enumerating every weight pattern (bitjax.representable).
+
+Command:
+  python -m experiments.representable [--out runs/representable] [--results results] [--quick]
+
+Outputs (in --out): (a) attainable_<experiment>.csv per experiment (one row per dense
+instance: alignable, attainable ternary loss, exact ternary optimum where n <= 6, trained
+ternary twin's loss on the same sample, their ratio) and ratio_vs_sparsity.{png,pdf};
+(b) exact_phase_n2m1.csv, exact_phase_n3m2.csv (30 x 30 grid), phase_trained_vs_exact.csv
+(the trained phase grid's cells) and phase_n2m1.{png,pdf}, phase_n3m2.{png,pdf};
+(c) intro_exact.csv and intro_exact.{png,pdf}; manifest.json (commit, command, settings,
+runtimes, summary numbers computed from the tables).
+
+Runtime: about 20 minutes on the shared 2-core CPU under ``nice`` (see manifest.json for the
+measured sections); on one GPU: not measured.
+
+Paper figures: "Superposition as a Phase Change" (the n=2, m=1 and n=3, m=2 phase diagrams)
+and the introduction's five features in two dimensions (Elhage et al. 2022,
+https://transformer-circuits.pub/2022/toy_model), with the quantized lattice of
+shared/specs/ternary.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+RUNS = ("intro", "sparsity/relu", "sparsity/linear", "uniform", "correlated/corr_pairs",
+        "correlated/anti_pairs", "correlated/three_corr", "correlated/sets20",
+        "correlated/anti20", "phase/n2m1", "phase/n3m2")
+PHASES = ("dropped", "superposed", "dedicated")
+#: Largest n for which the exact enumeration runs on the committed experiments.
+EXACT_MAX_N = 6
+
+
+def _parse(argv):
+    ap = argparse.ArgumentParser(prog="python -m experiments.representable",
+                                 description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default="runs/representable", help="output folder")
+    ap.add_argument("--results", default="results", help="folder of the committed runs")
+    ap.add_argument("--quick", action="store_true",
+                    help="small samples and a 10 x 10 phase grid (a smoke test)")
+    return ap.parse_args(argv)
+
+
+def _settings(quick: bool) -> dict:
+    if quick:
+        return dict(n_per_mask=128, n_samples=8192, n_samples_large=4096, grid=10,
+                    exact_per_mask=128, intro_points=10)
+    return dict(n_per_mask=512, n_samples=65_536, n_samples_large=32_768, grid=30,
+                exact_per_mask=512, intro_points=10)
+
+
+def _vectors(sweep, idx):
+    """Per-instance ``p [I, n]`` and ``importance [I, n]`` from a loaded sweep's coords."""
+    from bitjax.sweep import importance_vector
+
+    cfg, c, n = sweep.config, sweep.coords, sweep.config.n_features
+
+    def vec(axis, conv):
+        if axis in c:
+            return np.stack([conv(v) for v in np.asarray(c[axis])[idx]])
+        vals = getattr(cfg, axis)
+        return np.stack([conv(vals[int(j)]) for j in np.asarray(c[f"{axis}_index"])[idx]])
+
+    p = vec("feature_probability",
+            lambda v: np.broadcast_to(np.asarray(v, np.float64), (n,)).copy())
+    imp = vec("importance", lambda v: importance_vector(v, n))
+    return p, imp
+
+
+def _twins(sweep, dense_idx, kind):
+    """Index of the instance of ``kind`` with the same coordinates as each dense one (-1)."""
+    c = sweep.coords
+    keys = [k for k in c if k not in ("kind", "instance")]
+
+    def key(i):
+        return tuple(np.asarray(c[k])[i].item() for k in keys)
+
+    table = {key(i): i for i in np.flatnonzero(np.asarray(c["kind"]) == kind)}
+    return np.array([table.get(key(i), -1) for i in dense_idx])
+
+
+def _experiment_table(name, run_dir, s, log):
+    """(a) for one committed run: one row per dense instance."""
+    from bitjax import load_sweep
+    from bitjax import representable as rep
+
+    t0 = time.perf_counter()
+    sweep = load_sweep(run_dir)
+    cfg = sweep.config
+    kinds = np.asarray(sweep.coords["kind"])
+    dense = np.flatnonzero(kinds == "dense")
+    if len(dense) == 0:
+        log(f"  {name}: no dense instances, skipped")
+        return [], None
+    p, imp = _vectors(sweep, dense)
+    st = cfg.structure
+    small = cfg.n_features <= rep.STRATIFY_MAX_FEATURES
+    sample_kw = (dict(n_per_mask=s["n_per_mask"]) if small else
+                 dict(n_samples=s["n_samples_large"] if cfg.n_features > 50
+                      else s["n_samples"]))
+    att = rep.attainable_loss(sweep.W_eff[dense], sweep.b[dense], p, imp, st,
+                              activation=cfg.activation, sample_kw=sample_kw)
+    x, w = rep.instance_samples(st, p, **sample_kw)
+    final = np.asarray(sweep.meta.get("final_loss", [np.nan] * sweep.n_instances), float)
+    twins = {k: _twins(sweep, dense, k) for k in ("ternary", "ternary_per_feature")
+             if k in set(kinds)}
+    trained = {}
+    for k, tw in twins.items():
+        ok = tw >= 0
+        loss = np.full(len(dense), np.nan)
+        if ok.any():
+            xs = x if x.ndim == 2 else x[ok]
+            loss[ok] = rep.sample_loss(sweep.W_eff[tw[ok]], sweep.b[tw[ok]], xs, w[ok],
+                                       imp[ok], activation=cfg.activation)
+        trained[k] = (loss, np.where(ok, final[np.maximum(tw, 0)], np.nan))
+    exact = np.full(len(dense), np.nan)
+    if cfg.n_features <= EXACT_MAX_N:
+        up, p_inv = np.unique(p, axis=0, return_inverse=True)
+        ui, i_inv = np.unique(imp, axis=0, return_inverse=True)
+        ex = rep.exact_optimum(st, cfg.n_hidden, up, ui, activation=cfg.activation,
+                               n_per_mask=s["exact_per_mask"])
+        exact = ex.loss[p_inv.reshape(-1), i_inv.reshape(-1)]
+        log(f"  {name}: exact optimum for {len(up)} x {len(ui)} cells in {ex.seconds:.1f} s "
+            f"({ex.n_patterns} patterns, {ex.n_grams} Grams, {ex.n_shapes} shapes)")
+    al = att.alignment
+    rows = []
+    seeds = np.asarray(sweep.coords["seed"])[dense]
+    for j in range(len(dense)):
+        best_bound = np.nanmin([att.ternary[j], exact[j]])
+        t_loss, t_final = trained.get("ternary", (np.full(len(dense), np.nan),) * 2)
+        row = {
+            "experiment": name, "seed": int(seeds[j]),
+            "feature_probability": float(p[j, 0]),
+            "extra_importance": float(imp[j, -1]),
+            "activation": cfg.activation,
+            "alignable": bool(al.alignable[j]), "equal_norms": bool(al.equal_norms[j]),
+            "n_groups": int(al.n_groups[j]), "n_represented": int(al.n_represented[j]),
+            "max_angle_error_deg": float(al.max_angle_error_deg[j]),
+            "dense_final_loss": float(final[dense[j]]),
+            "dense_loss": float(att.dense[j]),
+            "attainable_ternary": float(att.ternary[j]),
+            "attainable_ternary_gamma": float(att.ternary_scale[j]),
+            "attainable_ternary_per_feature": float(att.ternary_per_feature[j]),
+            "exact_ternary": float(exact[j]),
+            "trained_ternary_final_loss": float(t_final[j]),
+            "trained_ternary_loss": float(t_loss[j]),
+            "ratio_trained_to_bound": float(t_loss[j] / best_bound),
+            "ratio_bound_to_dense": float(best_bound / att.dense[j]),
+        }
+        if "ternary_per_feature" in trained:
+            row["trained_ternary_per_feature_loss"] = float(trained["ternary_per_feature"][0][j])
+        rows.append(row)
+    log(f"  {name}: {len(dense)} dense instances in {time.perf_counter() - t0:.1f} s")
+    return rows, sweep
+
+
+def _ratio_figure(tables, out):
+    from bitjax import plots
+
+    names = [n for n, rows in tables.items() if rows]
+    cols = 4
+    nrows = int(np.ceil(len(names) / cols))
+    fig, axes = plots.new_figure(nrows, cols, size=(3.2, 2.7))
+    for ax in axes.ravel()[len(names):]:
+        ax.set_axis_off()
+    for ax, name in zip(axes.ravel(), names, strict=False):
+        rows = tables[name]
+        p = np.array([r["feature_probability"] for r in rows])
+        ratio = np.array([r["ratio_trained_to_bound"] for r in rows])
+        al = np.array([r["alignable"] for r in rows])
+        jitter = np.exp(np.random.default_rng(0).uniform(-0.06, 0.06, len(p)))
+        ax.scatter(p[al] * jitter[al], ratio[al], s=7, color="tab:orange", alpha=0.6,
+                   label="dense alignable")
+        ax.scatter(p[~al] * jitter[~al], ratio[~al], s=7, color="tab:gray", alpha=0.6,
+                   marker="x", label="not alignable")
+        ax.axhline(1.0, color="k", lw=0.7)
+        ax.axhline(1.05, color="k", lw=0.6, ls="--")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(name, fontsize=8)
+        ax.set_xlabel("1 - S", fontsize=7)
+        ax.tick_params(labelsize=6)
+    axes[0, 0].set_ylabel("trained ternary / bound", fontsize=8)
+    axes[0, 0].legend(fontsize=6, loc="upper left")
+    fig.suptitle("Trained ternary loss over the attainable ternary loss (bound = min of the "
+                 "rotation realisation and the exact optimum), same sample; line 1, dashed "
+                 "1.05", fontsize=9)
+    fig.tight_layout()
+    return plots.save(fig, out / "ratio_vs_sparsity")
+
+
+def _phase_grid(n: int, k: int):
+    dens = np.logspace(-2, 0, k)
+    rs = np.logspace(-1, 1, k)
+    p = np.repeat(dens[:, None], n, 1)
+    imp = np.concatenate([np.ones((k, n - 1)), rs[:, None]], 1)
+    return dens, rs, p, imp
+
+
+def _exact_phase(n, m, dens, rs, p, imp, s):
+    from bitjax import data
+    from bitjax import representable as rep
+
+    ex = rep.exact_optimum(data.FeatureStructure(n), m, p, imp, n_per_mask=s["exact_per_mask"])
+    W = ex.pattern * ex.scale[..., None, None]
+    phase = rep.extra_feature_phase(W.reshape(-1, m, n)).reshape(len(dens), len(rs))
+    return ex, phase
+
+
+def _phase_section(results, out, s, log):
+    """(b) exact ternary phase diagrams beside the closed form and the trained diagrams."""
+    from bitjax import io, plots
+    from bitjax import representable as rep
+
+    cells_path = results / "phase" / "phase_cells.csv"
+    trained = io.read_csv(cells_path) if cells_path.exists() else []
+    if not trained:
+        log(f"  {cells_path} not found: trained phase panels left empty")
+    summary, timings = {}, {}
+    cmp_rows = []
+    for part, n, m in (("n2m1", 2, 1), ("n3m2", 3, 2)):
+        dens, rs, p, imp = _phase_grid(n, s["grid"])
+        t0 = time.perf_counter()
+        ex, phase = _exact_phase(n, m, dens, rs, p, imp, s)
+        timings[part] = time.perf_counter() - t0
+        log(f"  {part}: exact {len(dens)} x {len(rs)} grid in {timings[part]:.1f} s")
+        rows = []
+        cf = rep.idealised_n2m1(rs[None, :], dens[:, None]) if part == "n2m1" else None
+        for d in range(len(dens)):
+            for c in range(len(rs)):
+                row = {"density": dens[d], "r": rs[c], "exact_phase": phase[d, c],
+                       "exact_loss": ex.loss[d, c], "gamma": ex.scale[d, c],
+                       "pattern": str(ex.pattern[d, c].tolist()),
+                       "runner_up_loss": ex.runner_up[d, c]}
+                if cf is not None:
+                    row.update(closed_form_phase=cf["phase"][d, c],
+                               closed_form_loss=cf["best"][d, c])
+                rows.append(row)
+        io.write_csv(out / f"exact_phase_{part}.csv", rows)
+        if cf is not None:
+            summary["n2m1_exact_vs_closed_form_phase_agreement"] = float(
+                np.mean(phase == cf["phase"]))
+            summary["n2m1_exact_over_closed_form_loss_median"] = float(
+                np.median(ex.loss / cf["best"]))
+            summary["n2m1_exact_over_closed_form_loss_min"] = float(np.min(ex.loss / cf["best"]))
+        # The trained grid's own cells.
+        tr = [r for r in trained if r["part"] == part]
+        tgrid = {}
+        if tr:
+            td = np.unique([float(r["density"]) for r in tr])
+            trr = np.unique([float(r["r"]) for r in tr])
+            p2 = np.repeat(td[:, None], n, 1)
+            imp2 = np.concatenate([np.ones((len(trr), n - 1)), trr[:, None]], 1)
+            ex2, phase2 = _exact_phase(n, m, td, trr, p2, imp2, s)
+            for r in tr:
+                d = int(np.argmin(np.abs(td - float(r["density"]))))
+                c = int(np.argmin(np.abs(trr - float(r["r"]))))
+                tgrid.setdefault(r["kind"], {})[(d, c)] = r["best_phase"]
+                cmp_rows.append({"part": part, "kind": r["kind"], "r": float(r["r"]),
+                                 "density": float(r["density"]),
+                                 "trained_best_phase": r["best_phase"],
+                                 "trained_best_loss": float(r["best_loss"]),
+                                 "exact_ternary_phase": phase2[d, c],
+                                 "exact_ternary_loss": ex2.loss[d, c],
+                                 "ratio_trained_to_exact": float(r["best_loss"]) / ex2.loss[d, c]})
+            for kind in tgrid:
+                sel = [q for q in cmp_rows if q["part"] == part and q["kind"] == kind]
+                summary[f"{part}_trained_{kind}_agrees_with_exact_ternary_phase"] = float(
+                    np.mean([q["trained_best_phase"] == q["exact_ternary_phase"] for q in sel]))
+        _phase_figure(part, dens, rs, phase, cf, tgrid, tr, out, plots)
+    io.write_csv(out / "phase_trained_vs_exact.csv", cmp_rows)
+    return summary, timings
+
+
+def _phase_figure(part, dens, rs, phase, cf, tgrid, tr, out, plots):
+    import matplotlib as mpl
+
+    cmap = mpl.colors.ListedColormap(["#d9d9d9", "#6baed6", "#fd8d3c"])
+    code = {ph: i for i, ph in enumerate(PHASES)}
+    panels = []
+    if cf is not None:
+        panels.append(("dense closed form (idealised)", dens, rs, cf["phase"]))
+    panels.append(("ternary exact optimum", dens, rs, phase))
+    if tr:
+        td = np.unique([float(r["density"]) for r in tr])
+        trr = np.unique([float(r["r"]) for r in tr])
+        for kind in ("dense", "ternary"):
+            if kind in tgrid:
+                grid = np.full((len(td), len(trr)), "", object)
+                for (d, c), ph in tgrid[kind].items():
+                    grid[d, c] = ph
+                panels.append((f"trained {kind} (best restart)", td, trr, grid))
+    fig, axes = plots.new_figure(1, len(panels), size=(3.0, 2.9))
+    for ax, (title, dd, rr, grid) in zip(axes[0], panels, strict=True):
+        z = np.vectorize(lambda v: code.get(v, np.nan), otypes=[float])(grid)
+        ax.pcolormesh(_edges(rr), _edges(dd), z, cmap=cmap, vmin=-0.5, vmax=2.5,
+                      shading="flat")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(title, fontsize=8)
+        ax.set_xlabel("relative importance r of the extra feature", fontsize=7)
+        ax.tick_params(labelsize=6)
+    axes[0, 0].set_ylabel("density 1 - S", fontsize=8)
+    handles = [mpl.patches.Patch(color=cmap(i), label=ph) for i, ph in enumerate(PHASES)]
+    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=7, frameon=False,
+               bbox_to_anchor=(0.5, -0.06))
+    n, m = (2, 1) if part == "n2m1" else (3, 2)
+    fig.suptitle(f"Phase of the extra feature, n={n}, m={m}", fontsize=9)
+    fig.tight_layout()
+    return plots.save(fig, out / f"phase_{part}")
+
+
+def _edges(v):
+    lv = np.log(v)
+    mid = (lv[1:] + lv[:-1]) / 2
+    step = lv[1] - lv[0] if len(lv) > 1 else 1.0
+    return np.exp(np.concatenate([[lv[0] - step / 2], mid, [lv[-1] + step / 2]]))
+
+
+def _intro_section(results, out, s, intro_sweep, log):
+    """(c) exact ternary (and binary) intro solutions across the intro sparsities."""
+    import matplotlib as mpl
+
+    from bitjax import data, io, plots
+    from bitjax import representable as rep
+
+    n, m = 5, 2
+    probs = 20.0 ** -np.linspace(0.0, 1.0, s["intro_points"])
+    imp = 0.9 ** np.arange(n)
+    p = np.repeat(probs[:, None], n, 1)
+    st = data.FeatureStructure(n)
+    ex = rep.exact_optimum(st, m, p, imp, n_per_mask=s["exact_per_mask"])
+    exb = rep.exact_optimum(st, m, p, imp, n_per_mask=s["exact_per_mask"], alphabet=(-1, 1))
+    log(f"  intro exact: ternary {ex.seconds:.1f} s ({ex.n_patterns} patterns, {ex.n_grams} "
+        f"Grams, {ex.n_shapes} shapes, {ex.n_columns} column terms); binary {exb.seconds:.1f} s")
+    final = kinds = None
+    if intro_sweep is not None:
+        final = np.asarray(intro_sweep.meta.get("final_loss"), float)
+        kinds = np.asarray(intro_sweep.coords["kind"])
+        pc = np.asarray(intro_sweep.coords["feature_probability"], float)
+    rows, dense_best = [], []
+    for d, pr in enumerate(probs):
+        W = ex.pattern[d, 0] * ex.scale[d, 0]
+        row = {"feature_probability": pr, "configuration": rep.configuration_name(W),
+               "exact_ternary_loss": ex.loss[d, 0], "gamma": ex.scale[d, 0],
+               "pattern": str(ex.pattern[d, 0].tolist()), "bias": str(np.round(
+                   ex.bias[d, 0], 4).tolist()), "runner_up_loss": ex.runner_up[d, 0],
+               "exact_binary_loss": exb.loss[d, 0]}
+        best = None
+        if final is not None:
+            for kind in ("dense", "ternary"):
+                sel = np.flatnonzero((kinds == kind) & np.isclose(pc, pr))
+                vals = final[sel]
+                if len(sel):
+                    row[f"{kind}_trained_min_loss"] = float(np.nanmin(vals))
+                    row[f"{kind}_trained_median_loss"] = float(np.nanmedian(vals))
+                    if kind == "dense":
+                        best = int(sel[np.nanargmin(vals)])
+        if best is not None:
+            row["dense_best_configuration"] = rep.configuration_name(intro_sweep.W_eff[best])
+        dense_best.append(best)
+        rows.append(row)
+    io.write_csv(out / "intro_exact.csv", rows)
+    # Figure: exact ternary optimum per sparsity, and the best trained dense seed.
+    nrow = 2 if intro_sweep is not None else 1
+    fig, axes = plots.new_figure(nrow, len(probs), size=(1.6, 1.9))
+    colour = (imp - imp.min()) / (imp.max() - imp.min())
+    for d, pr in enumerate(probs):
+        r = rows[d]
+        plots.weight_diagram_2d(axes[0, d], ex.pattern[d, 0] * ex.scale[d, 0],
+                                importance=colour, title=f"1-S = {pr:.3g}")
+        axes[0, d].set_xlabel(f"{_wrap(r['configuration'])}\nloss {r['exact_ternary_loss']:.4g}",
+                              fontsize=5.5, labelpad=2)
+        if nrow == 2:
+            if dense_best[d] is None:
+                axes[1, d].set_axis_off()
+                continue
+            plots.weight_diagram_2d(axes[1, d], intro_sweep.W_eff[dense_best[d]],
+                                    importance=colour)
+            axes[1, d].set_xlabel(f"{_wrap(r.get('dense_best_configuration', ''))}\n"
+                                  f"loss {r.get('dense_trained_min_loss', np.nan):.4g}",
+                                  fontsize=5.5, labelpad=2)
+    axes[0, 0].set_ylabel("exact ternary", fontsize=8)
+    if nrow == 2:
+        axes[1, 0].set_ylabel("trained dense (best seed)", fontsize=8)
+    sm = mpl.cm.ScalarMappable(norm=mpl.colors.Normalize(imp.min(), imp.max()), cmap="viridis")
+    cb = fig.colorbar(sm, ax=axes, shrink=0.6, pad=0.01, aspect=25)
+    cb.set_label("importance I_i", fontsize=8)
+    fig.suptitle("n=5, m=2, I_i = 0.9^i: the exact per-tensor ternary optimum (gamma*T, "
+                 "enumerated) and the best trained dense seed of results/intro", fontsize=9)
+    plots.save(fig, out / "intro_exact")
+    return rows
+
+
+def _wrap(text: str, width: int = 22) -> str:
+    words, lines, cur = text.split(), [], ""
+    for wd in words:
+        if cur and len(cur) + len(wd) + 1 > width:
+            lines.append(cur)
+            cur = wd
+        else:
+            cur = f"{cur} {wd}".strip()
+    return "\n".join([*lines, cur])
+
+
+def _summary(tables) -> dict:
+    out = {}
+    for name, rows in tables.items():
+        if not rows:
+            continue
+        al = np.array([r["alignable"] for r in rows])
+        ratio = np.array([r["ratio_trained_to_bound"] for r in rows])
+        bd = np.array([r["ratio_bound_to_dense"] for r in rows])
+        fin = np.isfinite(ratio)
+        out[name] = {
+            "dense_instances": len(rows),
+            "alignable": int(al.sum()),
+            "bound_over_dense_median_alignable": float(np.median(bd[al])) if al.any() else None,
+            "trained_ternary_over_bound_median": float(np.median(ratio[fin])) if fin.any()
+            else None,
+            "trained_ternary_within_5pct_of_bound": int(np.sum(ratio[fin] <= 1.05)),
+            "with_trained_twin": int(fin.sum()),
+        }
+    return out
+
+
+def main(argv=None) -> int:
+    args = _parse(sys.argv[1:] if argv is None else argv)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from bitjax import io
+
+    results, out = Path(args.results), Path(args.out)
+    if not results.is_dir():
+        print(f"error: --results {results} is not a folder (expected the committed results/)",
+              file=sys.stderr)
+        return 2
+    runs = [r for r in RUNS if (results / r / "checkpoints").is_dir()]
+    if not runs:
+        print(f"error: no bitjax run folders under {results} (looked for "
+              f"{', '.join(RUNS)} with a checkpoints/ folder)", file=sys.stderr)
+        return 2
+    missing = [r for r in RUNS if r not in runs]
+    out.mkdir(parents=True, exist_ok=True)
+    s = _settings(args.quick)
+    t_all = time.perf_counter()
+
+    def log(msg):
+        print(msg, flush=True)
+
+    log(f"representable: {len(runs)} runs from {results}, writing {out}")
+    if missing:
+        log(f"  not found (skipped): {', '.join(missing)}")
+    tables, timings, intro_sweep = {}, {}, None
+    for r in runs:
+        name = r.replace("/", "_")
+        t0 = time.perf_counter()
+        rows, sweep = _experiment_table(name, results / r, s, log)
+        timings[f"table_{name}"] = time.perf_counter() - t0
+        tables[name] = rows
+        if rows:
+            io.write_csv(out / f"attainable_{name}.csv", rows)
+        if r == "intro":
+            intro_sweep = sweep
+    _ratio_figure(tables, out)
+    t0 = time.perf_counter()
+    phase_summary, phase_t = _phase_section(results, out, s, log)
+    timings["phase_total"] = time.perf_counter() - t0
+    timings.update({f"phase_exact_{k}": v for k, v in phase_t.items()})
+    t0 = time.perf_counter()
+    intro_rows = _intro_section(results, out, s, intro_sweep, log)
+    timings["intro_exact"] = time.perf_counter() - t0
+    timings["total"] = time.perf_counter() - t_all
+    from bitjax import representable as rep
+
+    io.write_json(out / "manifest.json", {
+        "experiment": "representable",
+        "command": "python -m experiments.representable " + " ".join(
+            sys.argv[1:] if argv is None else argv),
+        "git": io.git_commit(),
+        "environment": io.environment(),
+        "settings": {**s, "quick": args.quick, "runs": runs, "missing_runs": missing,
+                     "alignability": {"threshold": rep.DEFAULT_THRESHOLD,
+                                      "angle_tol_deg": rep.DEFAULT_ANGLE_TOL_DEG,
+                                      "norm_rtol": rep.DEFAULT_NORM_RTOL},
+                     "bounds": rep.BOUNDS,
+                     "exact_max_n": EXACT_MAX_N},
+        "runtime_s": timings,
+        "summary": {"tables": _summary(tables), "phase": phase_summary,
+                    "intro_configurations": [r["configuration"] for r in intro_rows]},
+    })
+    log(f"done in {timings['total']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
