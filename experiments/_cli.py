@@ -497,10 +497,15 @@ def _train_part(exp: Experiment, cfg, run_dir: Path, out: Path, args: argparse.N
 
     every = args.checkpoint_every or default_checkpoint_every(cfg)
     progress = ProgressPrinter(console, label=label, bar=not args.no_progress)
+
+    def notice(message: str) -> None:
+        progress.end_line()  # a notice never lands in the middle of a \r-updated bar
+        console.print(f"{label}{message}")
+
     try:
         result = run_sweep(cfg, run_dir, resume=args.resume, checkpoint_every=every,
                            keep=args.keep, mesh=mesh, group_size=args.group_size,
-                           progress=progress, on_event=lambda m: console.print(f"{label}{m}"))
+                           progress=progress, on_event=notice)
     except RunError as e:
         raise UsageError(f"--resume: {e}" if args.resume else str(e)) from None
     except Interrupted as e:

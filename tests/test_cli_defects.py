@@ -38,6 +38,29 @@ def steps_in(run: Path) -> list[int]:
     return sorted(int(p.name) for p in (run / "checkpoints").iterdir() if p.name.isdigit())
 
 
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, compile_cache) -> tuple[Path, str]:
+    """A finished tiny run (2 seeds, --checkpoint-every 7) and what it printed on stderr."""
+    import contextlib
+    import io
+
+    out = tmp_path_factory.mktemp("finished") / "run"
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert _cli.main(tiny_experiment("tiny"), ["--preset", "tiny", "--n-seeds", "2",
+                                                   "--checkpoint-every", "7", "--out", str(out),
+                                                   "--no-progress"]) == 0
+    return out, err.getvalue()
+
+
+def _copy(finished, tmp_path) -> Path:
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(finished[0], run)
+    return run
+
+
 # ---- 1: the default output is never a folder of committed results ---------------------
 
 
@@ -177,14 +200,11 @@ def test_printed_resume_command_continues_the_run_as_started(tmp_path):
     assert json.loads((out / "experiment.json").read_text())["preset"] == "tiny"
 
 
-def test_resume_with_only_steps_keeps_seeds_and_extends(tmp_path, capsys):
-    out = tmp_path / "run"
-    exp = tiny_experiment("tiny")
-    assert _cli.main(exp, ["--preset", "tiny", "--n-seeds", "2", "--out", str(out),
-                           "--no-progress"]) == 0
+def test_resume_with_only_steps_keeps_seeds_and_extends(finished, tmp_path):
+    out = _copy(finished, tmp_path)
     # no --preset, no --n-seeds: the run's own; --steps extends it
-    assert _cli.main(exp, ["--out", str(out), "--resume", "--steps", "300",
-                           "--no-progress"]) == 0
+    assert _cli.main(tiny_experiment("tiny"), ["--out", str(out), "--resume", "--steps",
+                                               "300", "--no-progress"]) == 0
     saved = json.loads((out / "experiment.json").read_text())["parts"]["uniform"]
     assert saved["seed"] == [0, 1] and saved["steps"] == 300
     assert steps_in(out) == [300]
@@ -193,10 +213,8 @@ def test_resume_with_only_steps_keeps_seeds_and_extends(tmp_path, capsys):
 # ---- 4: a time estimate before the long wait, and a signal acted on within seconds -----
 
 
-def test_cli_prints_a_time_estimate_from_the_first_chunk(tmp_path, capsys):
-    assert _cli.main(tiny_experiment("tiny"), ["--preset", "tiny", "--out", str(tmp_path / "r"),
-                                               "--no-progress"]) == 0
-    err = capsys.readouterr().err
+def test_cli_prints_a_time_estimate_from_the_first_chunk(finished):
+    err = finished[1]
     assert "to go for 200 steps" in err and "steps/s" in err, err
 
 
@@ -271,28 +289,14 @@ def test_zero_counts_exit_2(tmp_path, capsys, flag):
     assert flag in _one_error_line(capsys.readouterr().err)
 
 
-def test_checkpoint_every_off_the_chunk_grid_is_stated(tmp_path, capsys):
-    assert _cli.main(tiny_experiment("tiny"), ["--preset", "tiny", "--out", str(tmp_path / "r"),
-                                               "--checkpoint-every", "7",
-                                               "--no-progress"]) == 0
-    err = capsys.readouterr().err
-    assert "checkpoint every 7 steps is not a multiple of the chunk size" in err, err
-
-
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory, compile_cache) -> Path:
-    out = tmp_path_factory.mktemp("finished") / "run"
-    assert _cli.main(tiny_experiment("tiny"), ["--preset", "tiny", "--out", str(out),
-                                               "--no-progress"]) == 0
-    return out
+def test_checkpoint_every_off_the_chunk_grid_is_stated(finished):
+    assert "checkpoint every 7 steps is not a multiple of the chunk size" in finished[1]
 
 
 def test_replot_into_an_unwritable_folder_exits_2(finished, tmp_path, capsys, monkeypatch):
-    import shutil
     import tempfile
 
-    run = tmp_path / "run"
-    shutil.copytree(finished, run)
+    run = _copy(finished, tmp_path)
 
     def refuse(*args, dir=None, **kwargs):
         raise PermissionError(13, "Permission denied", str(dir))
@@ -307,10 +311,7 @@ def test_replot_into_an_unwritable_folder_exits_2(finished, tmp_path, capsys, mo
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
 def test_replot_into_a_read_only_folder_exits_2(finished, tmp_path, capsys):
-    import shutil
-
-    run = tmp_path / "run"
-    shutil.copytree(finished, run)
+    run = _copy(finished, tmp_path)
     run.chmod(0o555)
     try:
         assert _cli.main(tiny_experiment("tiny"), ["--out", str(run), "--replot"]) == 2
