@@ -515,7 +515,7 @@ def _summary_template(kinds: list[str], log_x: bool, x_title: str, x_max: float)
     if log_x:  # 1-2-5 ticks: plotly's own log ticks label 20 as "2"
         ticks = [t * 10**e for e in range(6) for t in (1, 2, 5) if t * 10**e <= 1.5 * x_max]
         fig.update_xaxes(tickvals=ticks, ticktext=[f"{t:g}" for t in ticks])
-    fig.update_yaxes(type="log", dtick="D2", col=2)  # D2: minor labels at 2 and 5 only
+    fig.update_yaxes(type="log", col=2)
     layout = _layout(fig)
     traces = []
     for kind in kinds:
