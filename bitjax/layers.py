@@ -6,6 +6,12 @@ shape ``[n_hidden, n_features]`` and a full-precision output bias added after th
 through ``lax.switch``, so dense and quantized instances share one compiled program: under
 ``vmap`` the switch becomes a select over all branches, and quantizing a tiny ``W`` costs
 nothing next to the batch. Sweeps are made with ``jax.vmap`` outside this module.
+
+A learnable-scale kind (``ternary_lsq``) needs one more parameter per instance, the scalar
+``scale``: the model has it only when built with ``learnable_scale=True``
+(:func:`needs_learnable_scale` of the compiled quantizers), so sweeps without such a kind keep
+the parameter tree ``{"W", "b"}`` and their compiled program. :func:`codes` gives the integer
+codes of the quantized weights (for counting flips during training).
 """
 
 from __future__ import annotations

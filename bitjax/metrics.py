@@ -6,6 +6,15 @@ feature ``i``'s direction) and is vmappable over a leading instance axis; use
 for a quantized model), which are what the forward pass uses; the latent float weights of a
 quantized model say little about what it computes.
 
+Measures that survive quantization (a per-tensor ternary scale that has not grown shrinks
+every norm; binary columns are never zero): :func:`n_represented_relative` (scale-free,
+relative to the instance's largest feature norm; the paper's absolute 0.5 stays in
+:func:`n_represented`), :func:`ablation_loss_increase` / :func:`ablation_gain` (by what the
+feature is worth to the loss), :func:`geometry_m2` (named configurations of ``m = 2``
+models, codes in :data:`GEOMETRY_M2_LABELS`) and :func:`dimensionality_labels` (``D_i``
+clusters, codes in :data:`DIMENSIONALITY_LABELS`). Codes are integers so that they go into
+CSV files and xarray datasets as they are; decode them with the label tuples.
+
 References:
   Elhage et al. 2022, "Toy Models of Superposition",
   https://transformer-circuits.pub/2022/toy_model (feature dimensionality, dimensions per

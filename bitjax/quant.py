@@ -1,11 +1,17 @@
 """Weight and activation quantizers with a straight-through estimator.
 
-Every quantizer here is a pure ``array -> array`` function that returns the *dequantized*
-(effective) value, for example ``gamma * T`` for ternary weights, so the forward pass and
-the analysis see exactly the same numbers. Gradients pass straight through (identity
-Jacobian, no gradient through the scales), which is what makes ``round`` and ``sign``
-trainable at all: in JAX both have a zero gradient, and forgetting the STE is the classic
-bug that leaves a quantized model frozen at its initialisation.
+Every quantizer here is a pure ``array -> array`` function (``(array, scale) -> array`` for
+the learnable-scale ones) that returns the *dequantized* (effective) value, for example
+``gamma * T`` for ternary weights, so the forward pass and the analysis see exactly the same
+numbers. Gradients pass straight through (identity Jacobian, no gradient through the
+scales), which is what makes ``round`` and ``sign`` trainable at all: in JAX both have a zero
+gradient, and forgetting the STE is the classic bug that leaves a quantized model frozen at
+its initialisation. Two quantizers differentiate their scale on purpose:
+:func:`ternary_absmean_grad` (the absmean ``gamma`` is not stop-gradiented) and
+:func:`ternary_lsq` (a learned step size with LSQ's gradient).
+
+:data:`WEIGHT_CODES` gives each quantizer's integer codes (``T``, or the signs for binary),
+from which training counts code flips.
 
 Weight matrices use the toy-model layout ``[n_hidden, n_features]``: column ``i`` is the
 direction of feature ``i``, so a "per-feature" scale is a reduction over axis 0.
