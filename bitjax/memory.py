@@ -70,7 +70,12 @@ def device_budget(mesh: jax.sharding.Mesh) -> int | None:
     """
     platform = mesh.devices.flat[0].platform
     budget = budget_from_free(distributed.free_memory_per_device(mesh), platform)
-    return distributed.min_over_processes(budget)
+    if budget is None:
+        return distributed.min_over_processes(None)
+    # Exchanged in KiB: without jax_enable_x64 the gathered integer is int32, and a budget
+    # in bytes above 2 GiB would wrap around to a negative number.
+    kib = distributed.min_over_processes(budget // 1024)
+    return None if kib is None else kib * 1024
 
 
 def state_bytes_per_instance(state_like: Any) -> int:

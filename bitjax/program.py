@@ -23,6 +23,7 @@ inside the per-instance step; its state's structure does not depend on those val
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -178,7 +179,7 @@ def init_instance(cfg: SweepConfig, seed: Array) -> tuple[dict, Any]:
     """
     plan = cfg.data_plan
     key = jax.random.fold_in(plan.root_key(seed), 0)
-    dummy = jnp.zeros((cfg.n_features, 1) if plan.feature_major else (1, cfg.n_features))
+    dummy = jnp.zeros(dataclasses.replace(plan, batch_size=1).batch_shape)
     params = make_model(cfg).init(key, dummy, 0, False)["params"]
     # lr and weight decay do not enter the state: placeholders build the same structure.
     return params, make_optimizer(cfg, 1.0, 0.0).init(params)

@@ -135,7 +135,8 @@ class Trainer:
                 or group_size < 1):
             raise ValueError(f"group_size must be a positive integer, got {group_size!r}")
         if memory_budget is not None and (
-                not isinstance(memory_budget, (int, np.integer)) or memory_budget < 1):
+                not isinstance(memory_budget, (int, np.integer))
+                or isinstance(memory_budget, bool) or memory_budget < 1):
             raise ValueError(f"memory_budget must be a positive integer (bytes), got "
                              f"{memory_budget!r}")
         self.cfg = cfg
@@ -285,7 +286,10 @@ class Trainer:
             per_block = self._seconds_per_step * cfg.history_every
             most = cfg.chunk_size // cfg.history_every
             blocks = most if per_block <= 0 else int(max_chunk_seconds // per_block)
-            self._chunk_lengths[max_chunk_seconds] = max(1, min(blocks, most)) * cfg.history_every
+            # Every process of a multi-host run must compile the same program: all take the
+            # shortest length any of them measured (a collective, reached by all together).
+            blocks = distributed.min_over_processes(max(1, min(blocks, most)))
+            self._chunk_lengths[max_chunk_seconds] = blocks * cfg.history_every
         return self._chunk_lengths[max_chunk_seconds]
 
     def _next_steps(self, step: int, until: int, max_chunk_seconds: float | None) -> int:
