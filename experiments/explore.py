@@ -17,10 +17,10 @@ to RUN_DIR/explorer.html unless --out names another file; --screenshot also open
 headless chromium (Debian's chromium + chromedriver and selenium) and saves a full-page PNG
 (default RUN_DIR/explorer.png), printing the page's load timing.
 
-Runtime: 1-3 s per committed run on the 2-core development machine after imports (loading
-the checkpoint and packing; 1,520 instances of results/intro in 1.1 s, the five correlated
-parts in 2.6 s), plus about 5 s for a screenshot. Output: 4.90-4.97 MB per page, of which
-plotly.js is 4.82 MB.
+Runtime: 1-6 s per committed run on the 2-core development machine after imports (loading
+the checkpoints and packing: results/uniform 1.4 s, intro 1.1-2.3 s, the five correlated
+parts 2.6-6.2 s, measured while other jobs kept the load at 6-10), plus 3-8 s for a
+screenshot. Output: 4.90-4.98 MB per page, of which plotly.js is 4.82 MB.
 Paper figure: the rows of "Superposition as a Function of Sparsity" (W^T W, b, feature norms
 coloured by superposition), the introduction's 2-D weight diagrams and "Feature
 Dimensionality"'s D* against 1/(1-S), for every instance of a sweep.
