@@ -140,26 +140,34 @@ def ternary_absmean_grad(w: Array) -> Array:
 
     The value is that of :func:`ternary`, ``gamma * T`` with ``gamma = max(mean|W|, 1e-5)``
     and ``T = RoundClip(W / gamma, -1, 1)``. The gradient differs: :func:`ternary` stops it at
-    ``gamma``; here ``RoundClip`` alone is straight-through (identity, as in :func:`ternary`)
-    and ``gamma`` is differentiated, so the surrogate is
-    ``gamma(W) * (W / gamma(W) + stop_gradient(T - W / gamma(W)))``. For an upstream gradient
-    ``G = dL/dQ`` this gives
+    ``gamma`` and passes straight through the whole ``RoundClip``; here ``gamma`` is
+    differentiated and, as in LSQ, only the rounding is straight-through while the clip is
+    differentiated. With ``u = W / gamma``, ``in_k = |u_k| <= 1`` and an upstream gradient
+    ``G = dL/dQ``:
 
-        dL/dW_k = G_k + sign(W_k) / N * sum_j G_j (T_j - W_j / gamma)
+        dL/dW_k = G_k * in_k + sign(W_k) / N * sum_j G_j * (in_j ? T_j - u_j : T_j)
 
-    (``N`` entries; no second term while the ``1e-5`` clamp is active). The second term is the
-    LSQ step-size gradient (Esser et al. 2020, eq. 3, with ``Qn = Qp = 1`` and the clip treated
-    as straight-through like the rounding) routed through ``gamma = mean|W|``: every latent
-    weight moves together when the model wants a larger or smaller scale, which the
-    stop-gradient version can only achieve by growing the few entries that matter.
+    (``N`` entries; no second term while the ``1e-5`` clamp is active). The second term is
+    LSQ's step-size gradient (Esser et al. 2020, eq. 3, ``Qn = Qp = 1``, without its gradient
+    scale) routed through ``gamma = mean|W|``: all latent weights move together when the model
+    wants a larger or smaller scale, which the stop-gradient version can only achieve by
+    growing the few entries that matter. Entries beyond the clip reach the loss only through
+    ``gamma``.
+
+    Why the clip is differentiated: with the clip straight-through as well (the surrogate
+    ``gamma * (u + stop_gradient(T - u))``), a large latent counts as if its effective weight
+    were ``W`` itself, so ``dQ/dgamma = T - u`` is strongly negative there and the scale
+    collapses. Measured (n=20, m=5, 1-S=1, I=0.7^i, Adam lr 1e-3, 2,000 steps, 4 seeds): tail
+    loss 0.0127-0.0131 with the largest feature norm 0.22-0.26 that way, 0.0100-0.0106 and
+    0.54-0.62 this way (``ternary``: 0.0083-0.0101, 0.62-0.67; dense 0.0026-0.0031).
 
     References:
       Ma et al. 2024, https://arxiv.org/abs/2402.17764 (the absmean rule);
       Esser et al. 2020, "Learned Step Size Quantization", https://arxiv.org/abs/1902.08153
     """
     gamma, t = _absmean_scale_and_codes(w, axis=None)
-    u = w / gamma
-    return _exact(gamma * t, gamma * ste(u, t))
+    v = jnp.clip(w / gamma, -1.0, 1.0)
+    return _exact(gamma * t, gamma * ste(v, jnp.round(v)))
 
 
 #: LSQ's positive (and negative) code bound for ternary weights: codes in ``{-1, 0, 1}``.

@@ -389,22 +389,27 @@ def test_absmean_grad_value_is_ternary():
 
 def test_absmean_grad_gradient_matches_formula_and_finite_differences(rng):
     w = rng.normal(size=(4, 6)).astype(np.float32)
-    w[0, 0] = 3.0  # an entry beyond the clip: its (T - W / gamma) is -2.x, still counted
+    w[0, 0] = 3.0  # an entry beyond the clip: no direct gradient, T in the scale's gradient
     c = rng.normal(size=w.shape).astype(np.float32)
     g = np.asarray(jax.grad(lambda v: jnp.sum(quant.ternary_absmean_grad(v) * c))(
         jnp.asarray(w)))
     w64, c64 = w.astype(np.float64), c.astype(np.float64)
     gamma = np.abs(w64).mean()
-    t = np.clip(np.round(w64 / gamma), -1, 1)
-    formula = c64 + np.sign(w64) / w.size * np.sum(c64 * (t - w64 / gamma))
+    u = w64 / gamma
+    inside = np.abs(u) <= 1
+    t = np.clip(np.round(u), -1, 1)
+    assert not inside.all() and inside.any()
+    formula = (c64 * inside
+               + np.sign(w64) / w.size * np.sum(c64 * np.where(inside, t - u, t)))
     np.testing.assert_allclose(g, formula, rtol=1e-5, atol=1e-6)
+    assert g[0, 0] == pytest.approx(formula[0, 0], rel=1e-5) and formula[0, 0] != c64[0, 0]
     # the same by central finite differences of the non-STE part: the surrogate
-    # F(W) = sum c * gamma(W) * (W / gamma(W) + k) with k = T - W / gamma frozen at W0
-    k = t - w64 / gamma
+    # F(W) = sum c * gamma(W) * (clip(W / gamma(W), -1, 1) + k), k = round - clip frozen at W0
+    k = t - np.clip(u, -1, 1)
 
     def surrogate(v):
         gm = np.abs(v).mean()
-        return np.sum(c64 * gm * (v / gm + k))
+        return np.sum(c64 * gm * (np.clip(v / gm, -1, 1) + k))
 
     h, fd = 1e-6, np.zeros_like(w64)
     for idx in np.ndindex(*w.shape):
