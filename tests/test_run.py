@@ -198,7 +198,7 @@ _SCRIPT = textwrap.dedent("""
     cfg = SweepConfig(n_features=5, n_hidden=2, kind=("dense", "ternary"), seed=(1,),
                       feature_probability=(0.5,), steps=int(sys.argv[2]), batch_size=64,
                       chunk_size=50, history_every=50, eval_batches=2)
-    result = run_sweep(cfg, sys.argv[1], resume=len(sys.argv) > 3, checkpoint_every=50,
+    result = run_sweep(cfg, sys.argv[1], resume=len(sys.argv) > 3, checkpoint_every=500,
                        max_chunk_seconds=None,
                        progress=lambda info: print("step", info.step, flush=True))
     print("done", result.step, flush=True)
@@ -210,7 +210,7 @@ def test_kill_9_then_resume_is_bitwise_the_uninterrupted_run(tmp_path):
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     script = tmp_path / "train.py"
     script.write_text(_SCRIPT)
-    steps = "20000"
+    steps = "6000"
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     r = subprocess.run([sys.executable, str(script), str(straight), steps], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=600)
