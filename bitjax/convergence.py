@@ -442,8 +442,10 @@ def update_flips(prev_codes: Array, new_codes: Array, count: Array) -> tuple[Arr
 
     Carry ``(codes, count)`` through the training scan: after each optimiser update compute
     the new codes (:func:`bitjax.layers.codes`) and call this; reset ``count`` to 0 at the
-    start of each history interval and store it next to the loss history, so that
-    :func:`tail_flip_rate` can read the last stretch of training without saving every step.
+    start of each history interval and store it next to the loss history (an int32
+    ``[I, H]`` array initialised to -1, "not written"), so that :func:`tail_flip_rate` can
+    read the last stretch of training without saving every step. Initialise the carried
+    codes from the initial params, so the first step's flips count too.
 
     Args:
       prev_codes: ``int8 [m, n]`` codes before the step.
@@ -502,3 +504,44 @@ def tail_flip_rate(flip_history, n_codes: int, history_every: int, fraction: flo
     if w.shape[1] == 0:
         return np.full(w.shape[0], np.nan)
     return w.sum(axis=1) / (n_codes * history_every * w.shape[1])
+
+
+# ---- everything for metrics.csv ----------------------------------------------------------
+
+
+def diagnostics(history, history_every: int, final_loss, zero_loss,
+                rule: ConvergenceRule = ConvergenceRule(), flip_history=None,
+                n_codes: int | None = None, quantized=None,
+                n_points: int | None = None) -> dict[str, np.ndarray]:
+    """The per-instance convergence columns of a finished (or stopped) sweep.
+
+    Args:
+      history: ``[I, H]`` loss history.
+      history_every: steps per history point.
+      final_loss: ``[I]`` final evaluated loss.
+      zero_loss: ``[I]`` or scalar :func:`zero_model_loss`.
+      rule: the convergence rule.
+      flip_history: ``[I, H]`` code flips per history interval (-1 unwritten), or None.
+      n_codes: codes per instance (``m * n``), needed with ``flip_history``.
+      quantized: bool ``[I]``, instances with codes (flip rate NaN elsewhere); None: all.
+      n_points: recorded columns (default :func:`recorded_points` of ``history``).
+
+    Returns:
+      ``{"final_loss", "tail_mean_loss", "rel_slope", "rel_spread", "rel_noise",
+      "converged", "diverged"}`` and, with ``flip_history``, ``"flip_rate"`` (flips per code
+      per step over the tail window), all ``[I]``. ``converged`` is False where ``diverged``.
+    """
+    h = _as_history(history)
+    n = recorded_points(h) if n_points is None else int(n_points)
+    out = {"final_loss": np.asarray(final_loss, dtype=np.float64)}
+    out.update(convergence_summary(h, history_every, rule, n))
+    out["diverged"] = diverged(out["final_loss"], zero_loss)
+    out["converged"] = out["converged"] & ~out["diverged"]
+    if flip_history is not None:
+        if n_codes is None:
+            raise ValueError("n_codes (m * n) is needed to turn flip counts into a rate")
+        rate = tail_flip_rate(flip_history, n_codes, history_every, rule.tail_fraction, n)
+        if quantized is not None:
+            rate = np.where(np.asarray(quantized, bool), rate, np.nan)
+        out["flip_rate"] = rate
+    return out

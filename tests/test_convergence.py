@@ -252,3 +252,21 @@ def test_tail_flip_rate():
                                [10 / (20 * 100), 0.0])
     with pytest.raises(ValueError, match="n_codes"):
         cv.tail_flip_rate(flips, 0, 100)
+
+
+def test_diagnostics_columns():
+    flat = np.full(60, 0.01)
+    falling = 0.01 * np.exp(-1e-4 * T)
+    h = np.stack([flat, falling, flat])
+    final = np.array([0.01, 0.005, np.nan])
+    flips = np.stack([np.full(60, 20), np.full(60, 5), np.full(60, 0)])
+    out = cv.diagnostics(h, EVERY, final, zero_loss=0.03, flip_history=flips, n_codes=100,
+                         quantized=[True, True, False])
+    np.testing.assert_array_equal(out["converged"], [True, False, False])  # NaN final: no
+    np.testing.assert_array_equal(out["diverged"], [False, False, True])
+    np.testing.assert_allclose(out["flip_rate"][:2], [20 / (100 * 100), 5 / (100 * 100)])
+    assert np.isnan(out["flip_rate"][2])
+    assert set(out) == {"final_loss", "tail_mean_loss", "rel_slope", "rel_spread",
+                        "rel_noise", "converged", "diverged", "flip_rate"}
+    with pytest.raises(ValueError, match="n_codes"):
+        cv.diagnostics(h, EVERY, final, 0.03, flip_history=flips)
