@@ -1,11 +1,12 @@
 """The interactive explorer (bitjax.explorer, python -m experiments.explore).
 
-Two tiny sweeps are trained once per module into a two-part experiment folder: part ``a``
-(n=5, m=2, dense + ternary, two probabilities, two seeds) and part ``b`` (n=3, m=2, dense
-only). The default tier checks what the page is built from (the packed data decodes to the
-sweep's own numbers within the documented rounding, the lookup grid, the summary) and the
-command line; the integration tier opens the page in headless chromium, reads the plotted
-instance back from the page, moves a slider and switches the part.
+Two tiny sweeps are trained once per module into a two-part experiment folder: parts ``a``
+and ``b`` (n=5, m=2, dense + ternary, two probabilities, two seeds) differ in their learning
+rate only, so the second compiles from the persistent cache. The default tier checks what
+the page is built from (the packed data decodes to the sweep's own numbers within the
+documented rounding, the lookup grid, the summary) and the command line; the integration
+tier opens the page in headless chromium, reads the plotted instances back from the page,
+switches the part, moves a slider and unticks a kind.
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ def experiment(tmp_path_factory, tiny_config, compile_cache):
 
     root = tmp_path_factory.mktemp("explorer-experiment")
     configs = {
-        "b": tiny_config(n_features=3, feature_probability=(0.5,), importance=(1.0,),
-                         steps=100, chunk_size=50),
+        "b": tiny_config(kind=("dense", "ternary"), feature_probability=(1.0, 0.1),
+                         seed=(0, 1), history_every=10, lr=(3e-3,)),
         "a": tiny_config(kind=("dense", "ternary"), feature_probability=(1.0, 0.1),
                          seed=(0, 1), history_every=10),
     }
@@ -57,6 +58,13 @@ def sweep_a(experiment):
     from bitjax.checkpoint import load_sweep
 
     return load_sweep(experiment / "a")
+
+
+@pytest.fixture(scope="module")
+def sweep_b(experiment):
+    from bitjax.checkpoint import load_sweep
+
+    return load_sweep(experiment / "b")
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +130,8 @@ def test_sources_and_bad_input(sweep_a, experiment, tmp_path):
     assert [p["name"] for p in one["parts"]] == ["a"] and one["title"] == "T <1>"
     assert "<title>T &lt;1&gt;</title>" in (tmp_path / "one.html").read_text()
     two = read_payload(write_explorer({"x": experiment / "b", "y": sweep_a}, tmp_path / "2.html"))
-    assert [(p["name"], p["n"]) for p in two["parts"]] == [("x", 3), ("y", 5)]
+    assert [(p["name"], p["axes"][3]["labels"]) for p in two["parts"]] == [
+        ("x", ["0.003"]), ("y", ["0.001"])]  # the lr axis
 
     # the same input gives the same bytes (gzip without time stamps, no random ids)
     again = write_explorer(sweep_a, tmp_path / "again.html", title="T <1>")
@@ -169,16 +178,16 @@ def _gram(w: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.integration
-def test_page_in_headless_chromium(page, sweep_a, tmp_path):
+def test_page_in_headless_chromium(page, sweep_a, sweep_b, tmp_path):
     why = browser_missing()
     if why:
         pytest.skip(f"no headless browser for the explorer test: {why}")
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
-    from selenium.webdriver.support.ui import Select
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     payload = read_payload(page)
-    part_a = payload["parts"][1]
+    part_b, part_a = payload["parts"]
     with headless_chromium() as driver:
         timing = open_page(driver, page)
         print(f"explorer load timing (ms since navigation; CPU s): {timing}")
@@ -191,20 +200,19 @@ def test_page_in_headless_chromium(page, sweep_a, tmp_path):
         assert driver.execute_script(
             "return performance.getEntriesByType('resource').length") == 0
 
-        # The first part is "b" (n=3, dense only). Switch to part "a".
-        assert driver.execute_script("return document.getElementById('row-dense').data[0]"
-                                     ".z.length") == 3
-        Select(driver.find_element(By.ID, "part")).select_by_visible_text("a")
-
         def shown(kind):
             return driver.execute_script(
                 f"const d = document.getElementById('row-{kind}');"
                 "return d && d.data ? [d.data[0].z, d.layout.title.text] : null")
 
-        driver.implicitly_wait(0)
-        from selenium.webdriver.support.ui import WebDriverWait
-
-        WebDriverWait(driver, 10).until(lambda d: shown("ternary") is not None)
+        # The first part is "b": its dense row shows b's first instance.
+        z, _ = shown("dense")
+        np.testing.assert_allclose(np.asarray(z), _gram(sweep_b.W_eff[_instance(part_b, "dense")]),
+                                   atol=0.03)
+        # Switch to part "a": the rows show a's instances.
+        Select(driver.find_element(By.ID, "part")).select_by_visible_text("a")
+        WebDriverWait(driver, 10).until(
+            lambda d: "0.001" in d.find_element(By.ID, "value-lr").text)
         for kind in ("dense", "ternary"):
             z, title = shown(kind)
             i = _instance(part_a, kind)
