@@ -669,9 +669,10 @@ def write_explorer(source, out_html: Path, *, title: str | None = None) -> Path:
 
     Args:
       source: a run folder (with ``checkpoints/``), a multi-part experiment folder (its parts
-        in sub-folders, each a run folder; ordered as its ``config.json`` lists them), a
-        loaded sweep (:class:`bitjax.checkpoint.LoadedSweep`), or a mapping of part name to
-        any of these.
+        in sub-folders, each a run folder; in the order its ``experiment.json`` or
+        ``config.json`` lists them, one page with a part selector), a loaded sweep
+        (:class:`bitjax.results.LoadedSweep`), or a mapping of part name to any of these
+        (a :class:`bitjax.results.SweepCollection`).
       out_html: the file to write (its folder is created).
       title: the page title; default: ``bitjax explorer: <folder name>``.
 
