@@ -1,7 +1,7 @@
 """A resumable training run: one sweep trained into a run folder, from Python or the CLI.
 
 :func:`run_sweep` is what ``python -m experiments.<name>`` calls for each part, and what a
-notebook or a script calls directly. It trains a :class:`~bitjax.sweep.SweepConfig` into
+notebook or a script calls directly. It trains a :class:`~bitjax.config.SweepConfig` into
 ``out_dir`` with periodic Orbax checkpoints, continues the latest checkpoint when asked
 (``resume=True``; after ``kill -9`` the result is bitwise the uninterrupted one on the same
 machine and device count), turns SIGINT/SIGTERM into "checkpoint, then raise
@@ -24,17 +24,19 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bitjax import io
+from bitjax import distributed, io
 from bitjax.checkpoint import SWEEP_FILE, Checkpointer, config_diff
 from bitjax.config import SweepConfig
+from bitjax.convergence import ConvergenceRule, check_chunk, zero_model_loss
+from bitjax.diagnose import sweep_diagnostics
 from bitjax.trainer import ChunkInfo, IncompatibleStateError, Trainer
 
 #: Config fields a resumed run may change: they do not alter what was already trained.
@@ -81,8 +83,17 @@ class RunResult:
       n_instances: instances in the sweep; ``n_padded`` after padding to the device count.
       devices: devices the instance axis was split over.
       instances_per_group: instances trained at a time on each device.
-      finished: whether the run reached ``config.steps`` (False when ``should_stop`` ended
-        it early; a checkpoint was written either way).
+      finished: whether the run reached its end: ``config.steps``, or with
+        ``until_converged`` the step where every live instance met the rule (plus the
+        annealed phase). False when ``should_stop`` ended it early; a checkpoint was
+        written either way.
+      stop_reason: ``"budget"`` (trained to ``config.steps``), ``"converged"`` (every live
+        instance met the rule first) or ``"stopped"`` (``should_stop``).
+      converged_step: the step where the rule was met (``None``: not met, or not asked).
+      diagnostics: per-instance diagnostics of a finished run
+        (:func:`bitjax.diagnose.sweep_diagnostics`), as stored in the final checkpoint's
+        ``meta["diagnostics"]``; empty otherwise.
+      rule: the convergence rule used, as a dict.
     """
 
     out_dir: Path
@@ -97,14 +108,20 @@ class RunResult:
     devices: int
     instances_per_group: int
     finished: bool
+    stop_reason: str = "budget"
+    converged_step: int | None = None
+    diagnostics: dict = field(default_factory=dict)
+    rule: dict = field(default_factory=dict)
 
     def stats(self) -> dict[str, Any]:
-        """The timing and placement figures as a JSON-ready dict (for a manifest)."""
+        """Timing, placement and how the run ended as a JSON-ready dict (for a manifest)."""
         return {"compile_seconds": round(self.compile_seconds, 3),
                 "train_seconds": round(self.train_seconds, 3),
                 "steps_this_run": self.steps_this_run, "n_instances": self.n_instances,
                 "n_padded": self.n_padded, "devices": self.devices,
-                "instances_per_group": self.instances_per_group}
+                "instances_per_group": self.instances_per_group,
+                "step": self.step, "stop_reason": self.stop_reason,
+                "converged_step": self.converged_step, "convergence_rule": self.rule}
 
 
 def default_checkpoint_every(cfg: SweepConfig) -> int:
@@ -188,6 +205,11 @@ def run_sweep(
     handle_signals: bool = True,
     max_chunk_seconds: float | None = 10.0,
     should_stop: Callable[[], bool] | None = None,
+    until_converged: ConvergenceRule | None = None,
+    rule: ConvergenceRule | None = None,
+    init_params: Mapping[str, Any] | None = None,
+    init_from: str | Path | None = None,
+    init_match: Mapping[str, Any] | None = None,
 ) -> RunResult:
     """Train ``cfg`` into the run folder ``out_dir``, resumable and safe to interrupt.
 
@@ -223,6 +245,27 @@ def run_sweep(
         steps per call whatever they take).
       should_stop: polled after each chunk; when true the run checkpoints and returns with
         ``finished=False`` (a notebook's stop button, a time limit).
+      until_converged: train until converged: ``cfg.steps`` is the budget and this rule is
+        checked between chunks (:func:`bitjax.convergence.check_chunk`); the run ends when
+        every live (not diverged) instance meets it, or when the budget is spent. With
+        ``cfg.anneal_fraction`` the annealed phase (the learning rate falling linearly to 0
+        over ``cfg.anneal_steps``) then starts at the step the rule was met, and the run
+        ends after it; a rule met within the budget's own annealed phase ends nothing
+        early. ``RunResult.stop_reason`` and the final checkpoint's meta say which end
+        was reached, and at which step. Without annealing nothing settles an oscillating
+        quantized model before it is evaluated: the experiments anneal every kind alike.
+      rule: the convergence rule of the stored ``converged`` flag (default: the
+        ``until_converged`` rule, else :class:`bitjax.convergence.ConvergenceRule()`);
+        stored with its parameters in the meta. With annealing, the flag judges the
+        history before the annealed phase.
+      init_params: a warm start: host arrays ``{"W": [I, m, n], "b": [I, n]}`` (optionally
+        ``"scale": [I]``) replacing every instance's seeded initial weights (ignored when a
+        checkpoint is resumed).
+      init_from: a warm start from another (finished) run folder: each instance starts at
+        the latent weights of the source instance with the same coordinates, after
+        ``init_match`` (see :func:`bitjax.warmstart.match_instances`; e.g.
+        ``{"kind": "dense"}`` starts each instance at its dense twin's solution).
+      init_match: coordinate mapping for ``init_from``.
 
     Returns:
       A :class:`RunResult`.
@@ -232,7 +275,8 @@ def run_sweep(
       RunError: ``out_dir`` holds a run and ``resume`` is false; the checkpoint's config
         differs in a field that is not safe to change; no checkpoint is readable; the
         checkpoint is beyond ``cfg.steps``.
-      ValueError: bad ``checkpoint_every``, ``keep`` or ``max_chunk_seconds``.
+      ValueError: bad ``checkpoint_every``, ``keep``, ``max_chunk_seconds``, rules,
+        ``init_params`` (shape, entries) or an ``init_from`` source that does not match.
       MemoryError: the training state does not fit the devices (before any training).
     """
     out_dir = Path(out_dir)
@@ -242,6 +286,22 @@ def run_sweep(
     if max_chunk_seconds is not None and not (
             isinstance(max_chunk_seconds, (int, float)) and max_chunk_seconds > 0):
         raise ValueError(f"max_chunk_seconds must be > 0 or None, got {max_chunk_seconds!r}")
+    for name, r in (("until_converged", until_converged), ("rule", rule)):
+        if r is not None and not isinstance(r, ConvergenceRule):
+            raise ValueError(f"{name} must be a bitjax.convergence.ConvergenceRule or None, "
+                             f"got {r!r}")
+    if until_converged is not None and rule is not None and rule != until_converged:
+        raise ValueError("rule and until_converged differ; give one rule (until_converged "
+                         "is also the rule of the stored converged flag)")
+    rule = rule or until_converged or ConvergenceRule()
+    if init_from is not None:
+        if init_params is not None:
+            raise ValueError("give init_params or init_from, not both")
+        from bitjax.warmstart import warm_start_params
+
+        init_params = warm_start_params(cfg, init_from, init_match)
+    elif init_match is not None:
+        raise ValueError("init_match needs init_from")
     notify = on_event or (lambda _msg: None)
     every = default_checkpoint_every(cfg) if checkpoint_every is None else int(checkpoint_every)
     if every % cfg.chunk_size:
@@ -255,7 +315,9 @@ def run_sweep(
     try:
         return _train(cfg, out_dir, trainer, ckpt, resume=resume, progress=progress,
                       notify=notify, handle_signals=handle_signals,
-                      max_chunk_seconds=max_chunk_seconds, should_stop=should_stop)
+                      max_chunk_seconds=max_chunk_seconds, should_stop=should_stop,
+                      rule=rule, until_converged=until_converged is not None,
+                      init_params=init_params)
     finally:
         ckpt.close()
 
@@ -267,9 +329,11 @@ def _check_positive(name: str, value) -> None:
 
 def _train(cfg: SweepConfig, out_dir: Path, trainer, ckpt: Checkpointer, *, resume: bool,
            progress, notify, handle_signals: bool, max_chunk_seconds: float | None,
-           should_stop) -> RunResult:
+           should_stop, rule: ConvergenceRule, until_converged: bool,
+           init_params) -> RunResult:
     meta = {"config": cfg.to_dict(), "n_instances": trainer.n_instances,
-            "coords": {k: np.asarray(v).tolist() for k, v in trainer.instances.coords.items()}}
+            "coords": {k: np.asarray(v).tolist() for k, v in trainer.instances.coords.items()},
+            "convergence_rule": rule.to_dict(), "until_converged": until_converged}
     saved_steps = ckpt.steps()
     if saved_steps and not resume:
         raise RunError(f"{out_dir} already holds a run (checkpoints at steps "
@@ -279,30 +343,58 @@ def _train(cfg: SweepConfig, out_dir: Path, trainer, ckpt: Checkpointer, *, resu
     if resume and saved_steps:
         state, saved_meta = _restore(cfg, out_dir, trainer, ckpt)
         notify(f"resumed {out_dir} at step {int(state['step'])} of {cfg.steps}")
+        if init_params is not None:
+            notify("warm start ignored: the resumed checkpoint's weights continue")
     if state is None:
-        state = trainer.init_state()
+        state = trainer.init_state(init_params)
     # Before training, so an interrupted run folder says what it is training.
     io.write_json(out_dir / SWEEP_FILE, cfg.to_dict())
 
     start_step = int(state["step"])
-    if (saved_meta is not None and "final_loss" in saved_meta and start_step == cfg.steps
+    converged_at = None if saved_meta is None else saved_meta.get("converged_at")
+    end = cfg.steps if converged_at is None else _end_after(cfg, int(converged_at))
+    if (saved_meta is not None and "final_loss" in saved_meta and start_step >= end
             and saved_meta["config"].get("eval_batches") == cfg.eval_batches):
         # A finished run asked to resume: nothing to train, nothing to re-evaluate, and the
         # final step is not rewritten (rewriting means deleting it first).
         _prune(ckpt, start_step, notify)
         return _result(cfg, out_dir, trainer, start_step, saved_meta["final_loss"], 0.0,
-                       0, finished=True)
+                       0, finished=True, meta=saved_meta)
+    if converged_at is not None:
+        meta["converged_at"] = int(converged_at)
 
     stop_signals: list[int] = []
     compile_before = trainer.compile_seconds
+    zero = zero_model_loss(trainer.instances.p, trainer.instances.importance, cfg.structure)
+    # The rule is checked before the budget's own annealed phase only: in it the falling
+    # learning rate lowers the loss by design, and the run ends with it anyway.
+    check_until = cfg.steps - cfg.anneal_steps
+    # Met the rule, annealed phase not moved yet: a checkpoint now would resume wrongly.
+    pending = {"anneal": False}
+
+    first_phase = "converged_at" not in meta  # False: resumed in the annealed phase
+
+    def asked_to_stop() -> bool:
+        return bool(stop_signals) or (should_stop is not None and bool(should_stop()))
 
     def stopping() -> bool:
-        return bool(stop_signals) or (should_stop is not None and bool(should_stop()))
+        return asked_to_stop() or (first_phase and "converged_at" in meta)
 
     def on_chunk(state, info) -> None:
         step = int(info.step)
+        if until_converged and "converged_at" not in meta and step < check_until:
+            history = distributed.unpad(distributed.to_host(state["history"]),
+                                        trainer.n_instances)
+            decision = check_chunk(history, cfg.history_every, rule, zero)
+            if decision.done:
+                meta["converged_at"] = step
+                pending["anneal"] = _end_after(cfg, step) > step
+                notify(f"every live instance meets the convergence rule at step {step} "
+                       f"({int(decision.diverged.sum())} diverged)"
+                       + (f"; annealing for {cfg.anneal_steps} steps" if cfg.anneal_steps
+                          else ""))
         # Checkpoint first: a progress printer that fails must not cost the checkpoint.
-        if step < cfg.steps:
+        if step < end and not pending["anneal"]:
             if ckpt.maybe_save(step, state, meta):
                 notify(f"checkpoint at step {step}")
         if progress is not None and not stop_signals:
@@ -310,25 +402,63 @@ def _train(cfg: SweepConfig, out_dir: Path, trainer, ckpt: Checkpointer, *, resu
 
     t0 = time.perf_counter()
     with _signals_to_flag(handle_signals, stop_signals):
-        state = trainer.run(state, on_chunk=on_chunk, should_stop=stopping,
+        state = trainer.run(state, until=end, on_chunk=on_chunk, should_stop=stopping,
                             max_chunk_seconds=max_chunk_seconds)
         step = int(state["step"])
+        if first_phase and "converged_at" in meta and not stop_signals:
+            end = _end_after(cfg, step)
+            if end > step:  # the annealed phase, from here
+                state = _start_anneal(trainer, state, step)
+                pending["anneal"] = False
+                state = trainer.run(state, until=end, on_chunk=on_chunk,
+                                    should_stop=asked_to_stop,
+                                    max_chunk_seconds=max_chunk_seconds)
+                step = int(state["step"])
         train_seconds = time.perf_counter() - t0 - (trainer.compile_seconds - compile_before)
-        if step < cfg.steps:
+        if step < end:
             # Stopped early (signal or should_stop): the handlers stay installed until the
             # checkpoint is on disk, so a second Ctrl-C cannot cut it short.
+            if pending["anneal"]:  # not annealing yet: a resume checks the rule again
+                meta.pop("converged_at")
             ckpt.save(step, state, meta)
             if stop_signals:
                 raise Interrupted(stop_signals[0], step, out_dir)
             loss = trainer.evaluate(state)
-            notify(f"stopped at step {step} of {cfg.steps}; checkpoint written")
+            notify(f"stopped at step {step} of {end}; checkpoint written")
             return _result(cfg, out_dir, trainer, step, loss, train_seconds,
-                           step - start_step, finished=False)
+                           step - start_step, finished=False, meta=meta, stopped=True)
         loss = trainer.evaluate(state)
-        ckpt.save(step, state, {**meta, "final_loss": np.asarray(loss).tolist()}, force=True)
+        host = trainer.to_host(state)
+        rule_points = (int(np.min(host["anneal_start"])) // cfg.history_every
+                       if cfg.anneal_steps else None)
+        diag = sweep_diagnostics(cfg, trainer.instances, host, loss, rule, rule_points)
+        final_meta = {**meta, "final_loss": np.asarray(loss).tolist(),
+                      "diagnostics": {k: np.asarray(v).tolist() for k, v in diag.items()},
+                      "stop_reason": "converged" if "converged_at" in meta else "budget",
+                      "final_step": step}
+        ckpt.save(step, state, final_meta, force=True)
     _prune(ckpt, step, notify)
     return _result(cfg, out_dir, trainer, step, loss, train_seconds, step - start_step,
-                   finished=True)
+                   finished=True, meta=final_meta)
+
+
+def _end_after(cfg: SweepConfig, converged_step: int) -> int:
+    """The last step of a run whose instances met the rule at ``converged_step``: then,
+    with annealing, its annealed phase (unless the budget's own phase is already under way)."""
+    if not cfg.anneal_steps:
+        return converged_step
+    if converged_step + cfg.anneal_steps < cfg.steps:
+        return converged_step + cfg.anneal_steps
+    return cfg.steps
+
+
+def _start_anneal(trainer, state, step: int):
+    """``state`` with its annealed phase (and the code-change stretch) starting at ``step``."""
+    host = trainer.to_host(state)
+    host["anneal_start"] = np.full_like(np.asarray(host["anneal_start"]), step)
+    if "tail_start" in host:
+        host["tail_start"] = np.full_like(np.asarray(host["tail_start"]), step)
+    return trainer.from_host(host)
 
 
 def _restore(cfg: SweepConfig, out_dir: Path, trainer, ckpt: Checkpointer):
@@ -350,18 +480,26 @@ def _restore(cfg: SweepConfig, out_dir: Path, trainer, ckpt: Checkpointer):
                        f"steps={cfg.steps}")
     if "history" in host:  # steps may have changed: the history has one column per window
         host["history"] = _resize_history(np.asarray(host["history"]), cfg)
+    if "flips" in host:
+        host["flips"] = _resize_history(np.asarray(host["flips"]), cfg, fill=-1)
+    if saved["config"].get("steps") != cfg.steps and "converged_at" not in saved:
+        # A new budget moves the budget's annealed phase and last stretch with it.
+        for key, value in (("anneal_start", cfg.steps - cfg.anneal_steps),
+                           ("tail_start", cfg.tail_start)):
+            if key in host:
+                host[key] = np.full_like(np.asarray(host[key]), value)
     try:
         return trainer.from_host(host), saved
     except IncompatibleStateError as e:
         raise RunError(f"cannot resume {out_dir}: {e}") from None
 
 
-def _resize_history(history: np.ndarray, cfg: SweepConfig) -> np.ndarray:
-    """The loss history cut or NaN-padded to ``ceil(steps / history_every)`` columns."""
-    n_hist = -(-cfg.steps // cfg.history_every)
+def _resize_history(history: np.ndarray, cfg: SweepConfig, fill=np.nan) -> np.ndarray:
+    """A per-history-point array cut or padded (with ``fill``) to ``cfg.n_history`` columns."""
+    n_hist = cfg.n_history
     if history.shape[1] >= n_hist:
         return history[:, :n_hist]
-    pad = np.full((history.shape[0], n_hist - history.shape[1]), np.nan, history.dtype)
+    pad = np.full((history.shape[0], n_hist - history.shape[1]), fill, history.dtype)
     return np.concatenate([history, pad], axis=1)
 
 
@@ -372,7 +510,7 @@ def _prune(ckpt: Checkpointer, final_step: int, notify) -> None:
 
 
 def _result(cfg, out_dir, trainer, step, loss, train_seconds, steps_this_run, *,
-            finished: bool) -> RunResult:
+            finished: bool, meta: dict, stopped: bool = False) -> RunResult:
     return RunResult(
         out_dir=out_dir, config=cfg, step=int(step),
         loss=np.asarray(loss, dtype=np.float64), compile_seconds=float(trainer.compile_seconds),
@@ -380,7 +518,11 @@ def _result(cfg, out_dir, trainer, step, loss, train_seconds, steps_this_run, *,
         n_instances=int(trainer.n_instances), n_padded=int(trainer.n_padded),
         devices=int(trainer.mesh.size),
         instances_per_group=int(trainer.group or trainer.instances_per_device),
-        finished=finished)
+        finished=finished,
+        stop_reason="stopped" if stopped else meta.get("stop_reason", "budget"),
+        converged_step=meta.get("converged_at"),
+        diagnostics={k: np.asarray(v) for k, v in meta.get("diagnostics", {}).items()},
+        rule=dict(meta.get("convergence_rule", {})))
 
 
 def _short_list(values: list[int], limit: int = 6) -> str:

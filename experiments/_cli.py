@@ -185,10 +185,7 @@ def preset_summary(exp: Experiment) -> list[str]:
 
 def _describe(cfg) -> str:
     """``n=.., m=.., I instances (axis sizes), S steps of batch B``."""
-    try:
-        from bitjax.config import AXES
-    except ImportError:  # the engine before its split into modules
-        from bitjax.sweep import AXES
+    from bitjax.config import AXES
 
     sizes = " x ".join(f"{len(getattr(cfg, a))} {a}" for a in AXES if len(getattr(cfg, a)) > 1)
     return (f"n={cfg.n_features}, m={cfg.n_hidden}, {cfg.n_instances:,} instances"
@@ -467,12 +464,13 @@ def _configs_for(exp: Experiment, preset: str, steps: int | None, n_seeds: int |
                  saved: dict | None) -> dict[str, Any]:
     """The configs to train: a resumed run's own, unless a flag says otherwise.
 
-    A resumed run continues with the configs it was started with. ``--steps`` changes their
-    steps; ``--n-seeds`` (or ``--preset``) rebuilds them from the preset, keeping the run's
-    steps unless ``--steps`` is given, so the checkpoint check refuses a real change.
+    A resumed run continues with the configs it was started with (``saved``, from its
+    experiment.json). ``--steps`` changes their steps. ``--n-seeds`` rebuilds them from the
+    preset with the run's steps (unless ``--steps`` is given), so that
+    :func:`bitjax.run.run_sweep` refuses a real change and accepts the same value.
     """
+    from bitjax.config import SweepConfig
     from bitjax.run import SAFE_TO_CHANGE
-    from bitjax.sweep import SweepConfig
 
     if saved is None:
         return resolve_configs(exp, preset, steps, n_seeds)
@@ -482,9 +480,11 @@ def _configs_for(exp: Experiment, preset: str, steps: int | None, n_seeds: int |
         raise UsageError(f"--resume: the run's saved config cannot be read: {e}") from None
     if n_seeds is not None:
         built = resolve_configs(exp, preset, None, n_seeds)
-        if set(built) == set(own):
-            own = {k: built[k].replace(**{f: getattr(own[k], f) for f in SAFE_TO_CHANGE})
-                   for k in own}
+        if set(built) != set(own):
+            raise UsageError(f"--resume: the run has the parts {', '.join(own)}, the preset "
+                             f"{preset!r} builds {', '.join(built)}; drop --n-seeds")
+        own = {k: built[k].replace(**{f: getattr(own[k], f) for f in SAFE_TO_CHANGE})
+               for k in own}
     if steps is not None:
         own = {k: _with_steps(c, steps) for k, c in own.items()}
     return own

@@ -210,6 +210,15 @@ def test_resume_with_only_steps_keeps_seeds_and_extends(finished, tmp_path):
     assert steps_in(out) == [300]
 
 
+def test_resume_accepts_the_flags_the_run_was_started_with(finished, tmp_path, capsys):
+    out = _copy(finished, tmp_path)
+    assert _cli.main(tiny_experiment("tiny"), ["--preset", "tiny", "--n-seeds", "2", "--out",
+                                               str(out), "--resume", "--no-progress"]) == 0
+    assert _cli.main(tiny_experiment("tiny"), ["--n-seeds", "3", "--out", str(out),
+                                               "--resume", "--no-progress"]) == 2
+    assert "seed: checkpoint has [0, 1], requested [0, 1, 2]" in capsys.readouterr().err
+
+
 # ---- 4: a time estimate before the long wait, and a signal acted on within seconds -----
 
 

@@ -94,7 +94,7 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, sig, unin
 
 
 def test_diverged_instance_is_flagged_and_others_train_on(tmp_path):
-    from bitjax.sweep import SweepConfig
+    from bitjax.config import SweepConfig
     from experiments import _cli
 
     def preset(lrs):

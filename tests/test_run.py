@@ -192,7 +192,7 @@ _SCRIPT = textwrap.dedent("""
     import jax
     jax.config.update("jax_platforms", "cpu")
     jax.config.update("jax_num_cpu_devices", 2)
-    from bitjax.sweep import SweepConfig
+    from bitjax.config import SweepConfig
     from bitjax.run import run_sweep
 
     cfg = SweepConfig(n_features=5, n_hidden=2, kind=("dense", "ternary"), seed=(1,),
