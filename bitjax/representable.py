@@ -464,10 +464,21 @@ def _golden_fit(pre, tail, ys, imp, lo, hi, extra, n_grid: int, n_golden: int, r
     return losses[best], 10.0 ** cands[best], biases[best]
 
 
-def _kinks(k: Array) -> Array:
-    """``log10(1 / K_ii)`` per feature (+inf where ``K_ii <= 0``)."""
-    d = jnp.diagonal(k)
-    return jnp.where(d > 0, -jnp.log10(jnp.where(d > 0, d, 1.0)), jnp.inf)
+#: At most this many kink candidates ``s = 1 / K_ii`` per fit (the most frequent values).
+MAX_KINKS = 4
+
+
+def _kinks(k: np.ndarray) -> np.ndarray:
+    """``log10(1 / K_ii)`` candidates per Gram ``k [I, n, n]``: the ``MAX_KINKS`` most
+    frequent distinct positive diagonal values, padded with +inf. Returns ``[I, MAX_KINKS]``."""
+    k = np.asarray(k, np.float64)
+    out = np.full((len(k), MAX_KINKS), np.inf, np.float32)
+    for i, d in enumerate(np.einsum("ijj->ij", k)):
+        d = np.round(d, 6)
+        vals, counts = np.unique(d[d > 0], return_counts=True)
+        top = vals[np.argsort(-counts, kind="stable")][:MAX_KINKS]
+        out[i, :len(top)] = -np.log10(top)
+    return out
 
 
 def _fit_scale_one(xs, ys, ws, imp, lo, hi, kinks, n_grid: int, n_golden: int, relu: bool):
@@ -528,7 +539,7 @@ def fit_scale_and_bias(K, x, w, importance, *, activation: str = "relu",
                for i in idx]
         xs, ys, ws = (np.stack([s_[j] for s_ in srt]) for j in range(3))
         res = _fit_scale_batch(xs, ys, ws, imp[idx], rng[idx, 0], rng[idx, 1],
-                               np.asarray(jax.vmap(_kinks)(K[idx])), n_grid, n_golden, relu)
+                               _kinks(K[idx]), n_grid, n_golden, relu)
         keep = min(chunk, n_inst - s0)
         out.append([np.asarray(r)[:keep] for r in res])
     return Fit(*(np.concatenate([o[j] for o in out]) for j in range(3)))
@@ -658,9 +669,9 @@ def attainable_loss(W, b, p, importance, structure: data_lib.FeatureStructure, *
     rep_cols = (np.asarray(al.group) >= 0) & (np.einsum("ikk->ik", K) > 0)
     ratio = np.where(rep_cols, np.sum(W * W, axis=1) / np.maximum(
         np.einsum("ikk->ik", K), 1.0), np.nan)
-    with np.errstate(all="ignore"):
-        centre = np.log10(np.where(rep_cols.any(1), np.nanmedian(
-            np.where(rep_cols, ratio, np.nan), axis=1), 1.0))
+    med = np.array([np.median(r[c]) if c.any() else 1.0 for r, c in zip(ratio, rep_cols,
+                                                                           strict=True)])
+    centre = np.log10(np.maximum(med, 1e-6))
     fit_pt = fit_scale_and_bias(K, x, w, imp, activation=activation, chunk=chunk,
                                 log10_range=np.stack([centre - 0.5, centre + 0.5], 1),
                                 n_grid=5, n_golden=8)
@@ -850,7 +861,7 @@ def _direct_fit(xs_all, ys_all, order_all, w, kinks_all, shape, d, imp, lo, hi, 
     """Golden-section scale fit and exact bias of whole patterns (vmapped over fits).
 
     ``xs_all, ys_all, order_all [S, n, N]``: every candidate shape's columns sorted on the
-    host; ``w [D, N]``; ``kinks_all [S, n]``; per fit: ``shape`` and density ``d`` indices,
+    host; ``w [D, N]``; ``kinks_all [S, MAX_KINKS]``; per fit: ``shape`` and density ``d`` indices,
     ``imp [n]`` and the bracket ``[lo, hi]`` of ``log10 s``.
     """
 
@@ -967,7 +978,7 @@ def exact_optimum(structure: data_lib.FeatureStructure, n_hidden: int, p, import
     f_d = np.broadcast_to(np.arange(D)[:, None, None], cand.shape).reshape(-1).astype(np.int32)
     f_c = np.broadcast_to(np.arange(C)[None, :, None], cand.shape).reshape(-1)
     f_t = np.take_along_axis(t_star, cand, axis=2).reshape(-1).astype(np.float32)
-    kinks_all = np.asarray(jax.vmap(_kinks)(grams[shapes]))
+    kinks_all = _kinks(grams[shapes])
     step = float(log_s[1] - log_s[0]) if n_grid > 1 else 0.5
     n_fit, chunk = len(f_shape), 256
     losses, scales, biases = [], [], []

@@ -58,8 +58,8 @@ def _settings(quick: bool) -> dict:
     if quick:
         return dict(n_per_mask=128, n_samples=8192, n_samples_large=4096, grid=10,
                     exact_per_mask=128, intro_points=10)
-    return dict(n_per_mask=512, n_samples=65_536, n_samples_large=32_768, grid=30,
-                exact_per_mask=512, intro_points=10)
+    return dict(n_per_mask=256, n_samples=32_768, n_samples_large=16_384, grid=30,
+                exact_per_mask=256, intro_points=10)
 
 
 def _vectors(sweep, idx):
@@ -157,8 +157,9 @@ def _experiment_table(name, run_dir, s, log):
             "exact_ternary": float(exact[j]),
             "trained_ternary_final_loss": float(t_final[j]),
             "trained_ternary_loss": float(t_loss[j]),
-            "ratio_trained_to_bound": float(t_loss[j] / best_bound),
-            "ratio_bound_to_dense": float(best_bound / att.dense[j]),
+            # An exact optimum of 0 (anticorrelated pairs) makes the ratio infinite.
+            "ratio_trained_to_bound": _ratio(t_loss[j], best_bound),
+            "ratio_bound_to_dense": _ratio(best_bound, att.dense[j]),
         }
         if "ternary_per_feature" in trained:
             row["trained_ternary_per_feature_loss"] = float(trained["ternary_per_feature"][0][j])
@@ -167,7 +168,15 @@ def _experiment_table(name, run_dir, s, log):
     return rows, sweep
 
 
+def _ratio(a: float, b: float) -> float:
+    if not (np.isfinite(a) and np.isfinite(b)):
+        return float("nan")
+    return float(a / b) if b > 0 else (float("inf") if a > 0 else float("nan"))
+
+
 def _ratio_figure(tables, out):
+    import matplotlib as mpl
+
     from bitjax import plots
 
     names = [n for n, rows in tables.items() if rows]
@@ -181,6 +190,16 @@ def _ratio_figure(tables, out):
         p = np.array([r["feature_probability"] for r in rows])
         ratio = np.array([r["ratio_trained_to_bound"] for r in rows])
         al = np.array([r["alignable"] for r in rows])
+        ok = np.isfinite(ratio) & (ratio > 0)
+        ax.set_title(name, fontsize=8)
+        if not ok.any():
+            ax.text(0.5, 0.5, "bound is 0 (the exact optimum\nreconstructs every sample):\n"
+                    "ratio infinite", ha="center", va="center", fontsize=7,
+                    transform=ax.transAxes)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            continue
+        p, ratio, al = p[ok], ratio[ok], al[ok]
         jitter = np.exp(np.random.default_rng(0).uniform(-0.06, 0.06, len(p)))
         ax.scatter(p[al] * jitter[al], ratio[al], s=7, color="tab:orange", alpha=0.6,
                    label="dense alignable")
@@ -190,9 +209,10 @@ def _ratio_figure(tables, out):
         ax.axhline(1.05, color="k", lw=0.6, ls="--")
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_title(name, fontsize=8)
         ax.set_xlabel("1 - S", fontsize=7)
         ax.tick_params(labelsize=6)
+        ax.xaxis.set_minor_formatter(mpl.ticker.NullFormatter())
+        ax.yaxis.set_minor_formatter(mpl.ticker.NullFormatter())
     axes[0, 0].set_ylabel("trained ternary / bound", fontsize=8)
     axes[0, 0].legend(fontsize=6, loc="upper left")
     fig.suptitle("Trained ternary loss over the attainable ternary loss (bound = min of the "
@@ -424,15 +444,17 @@ def _summary(tables) -> dict:
         al = np.array([r["alignable"] for r in rows])
         ratio = np.array([r["ratio_trained_to_bound"] for r in rows])
         bd = np.array([r["ratio_bound_to_dense"] for r in rows])
+        twin = np.isfinite([r["trained_ternary_loss"] for r in rows])
         fin = np.isfinite(ratio)
+        bda = bd[al & np.isfinite(bd)]
         out[name] = {
             "dense_instances": len(rows),
             "alignable": int(al.sum()),
-            "bound_over_dense_median_alignable": float(np.median(bd[al])) if al.any() else None,
+            "bound_over_dense_median_alignable": float(np.median(bda)) if len(bda) else None,
             "trained_ternary_over_bound_median": float(np.median(ratio[fin])) if fin.any()
             else None,
-            "trained_ternary_within_5pct_of_bound": int(np.sum(ratio[fin] <= 1.05)),
-            "with_trained_twin": int(fin.sum()),
+            "trained_ternary_within_5pct_of_bound": int(np.sum(ratio[twin] <= 1.05)),
+            "with_trained_twin": int(twin.sum()),
         }
     return out
 
@@ -466,6 +488,17 @@ def main(argv=None) -> int:
     if missing:
         log(f"  not found (skipped): {', '.join(missing)}")
     tables, timings, intro_sweep = {}, {}, None
+    t0 = time.perf_counter()
+    phase_summary, phase_t = _phase_section(results, out, s, log)
+    timings["phase_total"] = time.perf_counter() - t0
+    timings.update({f"phase_exact_{k}": v for k, v in phase_t.items()})
+    if "intro" in runs:
+        from bitjax import load_sweep
+
+        intro_sweep = load_sweep(results / "intro")
+    t0 = time.perf_counter()
+    intro_rows = _intro_section(results, out, s, intro_sweep, log)
+    timings["intro_exact"] = time.perf_counter() - t0
     for r in runs:
         name = r.replace("/", "_")
         t0 = time.perf_counter()
@@ -474,16 +507,8 @@ def main(argv=None) -> int:
         tables[name] = rows
         if rows:
             io.write_csv(out / f"attainable_{name}.csv", rows)
-        if r == "intro":
-            intro_sweep = sweep
+        del sweep
     _ratio_figure(tables, out)
-    t0 = time.perf_counter()
-    phase_summary, phase_t = _phase_section(results, out, s, log)
-    timings["phase_total"] = time.perf_counter() - t0
-    timings.update({f"phase_exact_{k}": v for k, v in phase_t.items()})
-    t0 = time.perf_counter()
-    intro_rows = _intro_section(results, out, s, intro_sweep, log)
-    timings["intro_exact"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_all
     from bitjax import representable as rep
 
