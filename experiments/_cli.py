@@ -502,6 +502,10 @@ def _train_part(exp: Experiment, cfg, run_dir: Path, out: Path, args: argparse.N
         progress.end_line()  # a notice never lands in the middle of a \r-updated bar
         console.print(f"{label}{message}")
 
+    # Until the first (short, timed) chunk ends there is nothing to measure: say what runs.
+    console.print(f"{label}training {cfg.n_instances:,} instances for {cfg.steps:,} steps; "
+                  f"a time estimate follows the first {cfg.history_every} steps "
+                  "(after compiling)")
     try:
         result = run_sweep(cfg, run_dir, resume=args.resume, checkpoint_every=every,
                            keep=args.keep, mesh=mesh, group_size=args.group_size,
@@ -546,9 +550,10 @@ class ProgressPrinter:
             self._estimated = True
             done = info.step - info.start_step
             self.console.print(
-                f"{self.label}first {done:,} steps in {_fmt_seconds(info.elapsed_seconds)} "
-                f"({info.steps_per_second:,.1f} steps/s): about "
-                f"{_fmt_seconds(info.eta_seconds)} to go for {info.total_steps:,} steps")
+                f"{self.label}compiled and ran the first {done:,} steps in "
+                f"{_fmt_seconds(info.elapsed_seconds)}; at {info.steps_per_second:,.1f} "
+                f"steps/s about {_fmt_seconds(info.eta_seconds)} to go for "
+                f"{info.total_steps:,} steps")
         if not self.bar:
             return
         width = 24
