@@ -31,7 +31,7 @@ from bitjax import layers
 
 __all__ = [
     "ACTIVATIONS", "AXES", "DATA_SHARING", "REMOVED_FIELDS", "RNG_IMPLS", "SCHEDULES",
-    "Instances", "SweepConfig", "build_instances", "importance_vector",
+    "TAIL_FRACTION", "Instances", "SweepConfig", "build_instances", "importance_vector",
 ]
 
 #: The axes a sweep varies; the sweep is their Cartesian product (``kind`` varies slowest).
@@ -47,6 +47,8 @@ REMOVED_FIELDS = {
     "threshold": "the 'represented' norm cut is an analysis argument "
                  "(bitjax.metrics), not part of training",
 }
+#: Share of the history points in the "last stretch" (as ConvergenceRule.tail_fraction).
+TAIL_FRACTION = 0.1
 #: Stream salt of ``data_sharing="seed"`` streams (``"instance"`` salts from coordinates).
 DATA_SALT = 1
 
@@ -88,6 +90,22 @@ class SweepConfig:
     call; the loss history keeps the mean loss of each ``history_every`` steps.
     ``eval_batches`` batches of ``batch_size`` give the final loss.
 
+    Optimisation controls: ``init_scale`` multiplies the initial latent weights (Xavier
+    normal; a learned quantizer scale is initialised from the scaled weights);
+    ``anneal_fraction`` adds an annealed final phase: over its last ``anneal_fraction`` of
+    the budget (:attr:`anneal_steps`, whole history points) the learning rate is multiplied
+    by a factor falling linearly from 1 to 0, on top of ``schedule``, for every kind alike,
+    so an oscillating quantized model is evaluated once it has settled rather than at a
+    random point of its oscillation (with ``bitjax.run.run_sweep(until_converged=...)`` the
+    phase starts when the rule is met). Warm starts are arguments of
+    :func:`bitjax.run.run_sweep` (``init_params``, ``init_from``), not config fields.
+
+    Diagnostics: ``track_codes`` makes the compiled program count, per instance, how many
+    integer codes (``T``, or signs for binary) change at every step (summed per history
+    point) and keep the codes at :attr:`tail_start`, so the changes over the last stretch
+    are known without saving every step. It never changes the trained weights; a sweep
+    without quantized kinds tracks nothing.
+
     Data: ``data_sharing`` (``seed``: instances of one seed share each step's uniforms;
     ``instance``: one stream per instance) and ``rng_impl`` (``hash``: a counter-based hash
     fused into the step, else a :func:`jax.random.key` implementation). The batch layout
@@ -120,6 +138,9 @@ class SweepConfig:
     eval_batches: int = 8
     data_sharing: str = "seed"
     rng_impl: str = "hash"
+    init_scale: float = 1.0
+    anneal_fraction: float = 0.0
+    track_codes: bool = True
 
     def __post_init__(self):
         for name in AXES:
@@ -161,6 +182,17 @@ class SweepConfig:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
         if not self.eps > 0:
             raise ValueError(f"eps must be > 0, got {self.eps!r}")
+        if not (isinstance(self.init_scale, (int, float, np.floating, np.integer))
+                and not isinstance(self.init_scale, bool)
+                and math.isfinite(self.init_scale) and self.init_scale > 0):
+            raise ValueError(f"init_scale must be a finite number > 0, got {self.init_scale!r}")
+        if not (isinstance(self.anneal_fraction, (int, float, np.floating, np.integer))
+                and not isinstance(self.anneal_fraction, bool)
+                and 0.0 <= self.anneal_fraction < 1.0):
+            raise ValueError(f"anneal_fraction must be a number in [0, 1), got "
+                             f"{self.anneal_fraction!r}")
+        if not isinstance(self.track_codes, (bool, np.bool_)):
+            raise ValueError(f"track_codes must be True or False, got {self.track_codes!r}")
         if self.chunk_size % self.history_every:
             raise ValueError(
                 f"chunk_size ({self.chunk_size}) must be a multiple of history_every "
@@ -198,6 +230,37 @@ class SweepConfig:
         """How the compiled program draws and lays out its batches (decided once, here)."""
         return data_lib.DataPlan.create(self.structure, self.batch_size, self.rng_impl,
                                         shared=self.data_sharing == "seed")
+
+    @property
+    def n_history(self) -> int:
+        """Columns of the loss history: ``ceil(steps / history_every)``."""
+        return -(-self.steps // self.history_every)
+
+    @property
+    def anneal_steps(self) -> int:
+        """Steps of the annealed final phase: ``anneal_fraction * steps`` rounded up to whole
+        history points (0 without annealing), at most ``steps``."""
+        if not self.anneal_fraction:
+            return 0
+        blocks = math.ceil(self.anneal_fraction * self.steps / self.history_every - 1e-9)
+        return min(self.steps, max(1, blocks) * self.history_every)
+
+    @property
+    def tail_start(self) -> int:
+        """First step of the "last stretch" whose code changes a run measures: the last
+        :data:`TAIL_FRACTION` of the history points (at least two, as
+        :func:`bitjax.convergence.tail_mean`), or the annealed phase when there is one."""
+        if self.anneal_steps:
+            return self.steps - self.anneal_steps
+        h = self.n_history
+        k = min(h, max(2, math.ceil(TAIL_FRACTION * h - 1e-9)))
+        return max(0, self.steps - k * self.history_every)
+
+    @property
+    def tracks_codes(self) -> bool:
+        """Whether the compiled program counts code flips (``track_codes`` and a quantized
+        kind in the sweep; a dense-only sweep has nothing to flip)."""
+        return bool(self.track_codes) and any(q != "dense" for q in self.quantizers)
 
     @property
     def n_instances(self) -> int:

@@ -17,8 +17,17 @@ Randomness. Instance keys never depend on the instance's position in the sweep:
     run draws exactly what an uninterrupted one would, whatever the chunk length.
 
 Optimiser: :func:`optax.adamw` with the per-instance (traced) learning rate times a
-unit-peak optax schedule (:func:`lr_schedule`) and the per-instance weight decay, built
-inside the per-instance step; its state's structure does not depend on those values.
+unit-peak optax schedule (:func:`lr_schedule`), times the annealing factor
+(:func:`anneal_factor`) when the config has an annealed final phase, and the per-instance
+weight decay, built inside the per-instance step; its state's structure does not depend on
+those values.
+
+Diagnostics inside the program (``cfg.tracks_codes``): after every step the integer codes
+of each instance's quantized weights (:func:`bitjax.layers.codes_of`) are compared with the
+previous step's and the changes summed per history point into ``state["flips"]``; at the
+start of the history point that begins at ``state["tail_start"]`` the codes are copied into
+``state["tail_codes"]``. Both only read the parameters, so the trained weights are bitwise
+those of a run without them; the cost is one ``[m, n]`` quantization per instance and step.
 """
 
 from __future__ import annotations
@@ -34,20 +43,27 @@ import numpy as np
 import optax
 
 from bitjax import data as data_lib
-from bitjax import distributed, layers
+from bitjax import distributed, layers, quant
 from bitjax.config import Instances, SweepConfig
 
 __all__ = [
-    "InstanceArrays", "StreamArrays", "TrainState", "effective_weights",
+    "CODE_KEYS", "InstanceArrays", "StreamArrays", "TrainState", "anneal_factor",
+    "codes_host", "complete_state", "effective_weights",
     "effective_weights_host", "init_instance", "init_state", "instance_arrays", "instance_loss",
     "instance_step", "lr_schedule", "make_evaluate", "make_model", "make_optimizer",
     "make_train_chunk", "map_groups", "model_fields", "stream_arrays", "train_step",
-    "train_steps",
+    "train_steps", "with_params",
 ]
 
 Array = jax.Array
 #: ``{"params": {"W", "b"}, "opt": optax state, "step": int32[], "history": float32[I, H]}``
+#: plus, with ``cfg.anneal_steps``, ``"anneal_start": int32[I]`` and, with
+#: ``cfg.tracks_codes``, the :data:`CODE_KEYS` arrays.
 TrainState = dict[str, Any]
+#: State arrays of the in-program code-flip count: ``codes`` int8 [I, m, n] (after the last
+#: step), ``tail_codes`` int8 [I, m, n] (at step ``tail_start``), ``tail_start`` int32 [I],
+#: ``flips`` int32 [I, H] (code changes summed over each history point, -1 where unwritten).
+CODE_KEYS = ("codes", "tail_codes", "tail_start", "flips")
 
 
 class InstanceArrays(NamedTuple):
@@ -141,8 +157,29 @@ def _zero_from(schedule: optax.Schedule, end: int) -> optax.Schedule:
     return lambda count: jnp.where(count >= end, 0.0, schedule(count))
 
 
+def anneal_factor(cfg: SweepConfig, count: Array, start: Array) -> Array:
+    """The annealed final phase's factor on the learning rate at optimiser step ``count``.
+
+    1 before ``start``, then falling linearly to 0 at ``start + cfg.anneal_steps`` (the
+    update of step ``start + k`` is scaled by ``1 - k / anneal_steps``), 0 after.
+
+    Args:
+      cfg: the sweep (``anneal_steps`` > 0).
+      count: the optimiser step (int).
+      start: the first step of the phase (traced: ``run_sweep(until_converged=...)`` moves
+        it to the step where the rule was met).
+
+    Returns:
+      float32 factor in [0, 1].
+    """
+    length = cfg.anneal_steps
+    left = (start + length - count).astype(jnp.float32)
+    return jnp.clip(left / float(length), 0.0, 1.0)
+
+
 def make_optimizer(cfg: SweepConfig, lr: Array | float,
-                   weight_decay: Array | float) -> optax.GradientTransformation:
+                   weight_decay: Array | float,
+                   anneal_start: Array | None = None) -> optax.GradientTransformation:
     """AdamW of one instance: its (traced) peak ``lr`` times :func:`lr_schedule`.
 
     Decoupled weight decay applies to every parameter (``W``, ``b`` and a learned quantizer
@@ -154,6 +191,8 @@ def make_optimizer(cfg: SweepConfig, lr: Array | float,
       cfg: the sweep (betas, eps, schedule).
       lr: peak learning rate (a traced scalar inside the program).
       weight_decay: decoupled weight decay (a traced scalar inside the program).
+      anneal_start: first step of the annealed phase (with ``cfg.anneal_steps``; ``None``:
+        no annealing factor).
 
     Returns:
       The optax transformation.
@@ -163,8 +202,14 @@ def make_optimizer(cfg: SweepConfig, lr: Array | float,
       https://arxiv.org/abs/1711.05101
     """
     factor = lr_schedule(cfg)
-    return optax.adamw(learning_rate=lambda count: lr * factor(count), b1=cfg.beta1,
-                       b2=cfg.beta2, eps=cfg.eps, weight_decay=weight_decay)
+    if anneal_start is None or not cfg.anneal_steps:
+        def learning_rate(count):
+            return lr * factor(count)
+    else:
+        def learning_rate(count):
+            return lr * factor(count) * anneal_factor(cfg, count, anneal_start)
+    return optax.adamw(learning_rate=learning_rate, b1=cfg.beta1, b2=cfg.beta2, eps=cfg.eps,
+                       weight_decay=weight_decay)
 
 
 def init_instance(cfg: SweepConfig, seed: Array) -> tuple[dict, Any]:
@@ -180,9 +225,40 @@ def init_instance(cfg: SweepConfig, seed: Array) -> tuple[dict, Any]:
     plan = cfg.data_plan
     key = jax.random.fold_in(plan.root_key(seed), 0)
     dummy = jnp.zeros(dataclasses.replace(plan, batch_size=1).batch_shape)
-    params = make_model(cfg).init(key, dummy, 0, False)["params"]
+    model = make_model(cfg)
+    params = model.init(key, dummy, 0, False)["params"]
+    if cfg.init_scale != 1.0:  # skipped at 1 so the default init is bitwise the old one
+        params = {**params, "W": params["W"] * cfg.init_scale}
+        if "scale" in params:  # the learned scale starts from the weights it quantizes
+            params["scale"] = quant.lsq_init_scale(params["W"], model.scale_init)
     # lr and weight decay do not enter the state: placeholders build the same structure.
     return params, make_optimizer(cfg, 1.0, 0.0).init(params)
+
+
+def with_params(cfg: SweepConfig, params: dict, given: dict) -> dict:
+    """``params`` (one instance or a batch) with ``W`` and ``b`` replaced by ``given``'s.
+
+    A learned quantizer ``scale`` is taken from ``given`` when it has one, else
+    re-initialised from the new ``W`` (as at a fresh start), so a warm start from a kind
+    without a learned scale is still at the given weights' own absmean scale.
+
+    Args:
+      cfg: the sweep.
+      params: ``{"W", "b"[, "scale"]}`` with a leading instance axis.
+      given: ``{"W": [I, m, n], "b": [I, n][, "scale": [I]]}``.
+
+    Returns:
+      The new params.
+    """
+    unknown = set(given) - set(params)
+    if unknown:
+        raise ValueError(f"init params have entries {sorted(unknown)} this model does not "
+                         f"have (it has {sorted(params)})")
+    out = {**params, **{k: jnp.asarray(v, params[k].dtype) for k, v in given.items()}}
+    if "scale" in params and "scale" not in given and "W" in given:
+        rule = make_model(cfg).scale_init
+        out["scale"] = jax.vmap(lambda w: quant.lsq_init_scale(w, rule))(out["W"])
+    return out
 
 
 def instance_loss(cfg: SweepConfig, params: dict, x: Array, importance: Array,
@@ -210,7 +286,8 @@ def _batch_loss(cfg: SweepConfig, params: dict, x_input: Any, inst: InstanceArra
 
 
 def instance_step(cfg: SweepConfig, params: dict, opt_state: Any, x_input: Any,
-                  inst: InstanceArrays) -> tuple[dict, Any, Array]:
+                  inst: InstanceArrays,
+                  anneal_start: Array | None = None) -> tuple[dict, Any, Array]:
     """One AdamW step of ONE instance (``jax.vmap`` adds the sweep axis).
 
     Args:
@@ -219,12 +296,13 @@ def instance_step(cfg: SweepConfig, params: dict, opt_state: Any, x_input: Any,
       opt_state: its optimiser state.
       x_input: its entry of :meth:`bitjax.data.DataPlan.step_inputs` (a key, or uniforms).
       inst: its row of :class:`InstanceArrays`.
+      anneal_start: first step of its annealed phase (``None``: none).
 
     Returns:
       ``(params, opt_state, loss)``, the loss being that of the batch before the update.
     """
     loss, grads = jax.value_and_grad(_batch_loss, argnums=1)(cfg, params, x_input, inst)
-    tx = make_optimizer(cfg, inst.lr, inst.weight_decay)
+    tx = make_optimizer(cfg, inst.lr, inst.weight_decay, anneal_start)
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
 
@@ -232,16 +310,80 @@ def instance_step(cfg: SweepConfig, params: dict, opt_state: Any, x_input: Any,
 # ---- the sweep: vmap, scan, chunk ------------------------------------------------------
 
 
-def init_state(cfg: SweepConfig, arrays: InstanceArrays) -> TrainState:
-    """Fresh training state for every instance (vmapped :func:`init_instance`)."""
+def _codes(cfg: SweepConfig, params: dict, quantizer: Array) -> Array:
+    """Integer codes ``int8 [I, m, n]`` of every instance (zeros for dense instances)."""
+    return jax.vmap(lambda p, q: layers.codes_of(p, q, cfg.quantizers))(params, quantizer)
+
+
+def _extra_state(cfg: SweepConfig, params: dict, quantizer: Array) -> dict[str, Array]:
+    """The annealing and code-tracking entries of a fresh state (see :data:`TrainState`)."""
+    n_inst = quantizer.shape[0]
+    out: dict[str, Array] = {}
+    if cfg.anneal_steps:
+        out["anneal_start"] = jnp.full((n_inst,), cfg.steps - cfg.anneal_steps, jnp.int32)
+    if cfg.tracks_codes:
+        codes = _codes(cfg, params, quantizer)
+        out.update(codes=codes, tail_codes=codes,
+                   tail_start=jnp.full((n_inst,), cfg.tail_start, jnp.int32),
+                   flips=jnp.full((n_inst, cfg.n_history), -1, jnp.int32))
+    return out
+
+
+def init_state(cfg: SweepConfig, arrays: InstanceArrays,
+               init_params: dict | None = None) -> TrainState:
+    """Fresh training state for every instance (vmapped :func:`init_instance`).
+
+    Args:
+      cfg: the sweep.
+      arrays: the per-instance inputs.
+      init_params: a warm start, ``{"W": [I, m, n], "b": [I, n][, "scale": [I]]}`` replacing
+        the seeded initial weights (:func:`with_params`); the optimiser state starts fresh.
+
+    Returns:
+      The state (see :data:`TrainState`).
+    """
     params, opt = jax.vmap(functools.partial(init_instance, cfg))(arrays.seed)
-    n_hist = -(-cfg.steps // cfg.history_every)
+    if init_params is not None:
+        # Adam's moments start at zero whatever the weights: only the params change.
+        params = with_params(cfg, params, init_params)
     return {
         "params": params,
         "opt": opt,
         "step": jnp.zeros((), jnp.int32),
-        "history": jnp.full((arrays.seed.shape[0], n_hist), jnp.nan, jnp.float32),
+        "history": jnp.full((arrays.seed.shape[0], cfg.n_history), jnp.nan, jnp.float32),
+        **_extra_state(cfg, params, arrays.quantizer),
     }
+
+
+def codes_host(cfg: SweepConfig, params: dict, quantizer: np.ndarray) -> np.ndarray:
+    """Integer codes ``int8 [I, m, n]`` of host params (numpy in, numpy out)."""
+    return np.asarray(jax.jit(_codes, static_argnums=0)(cfg, params, quantizer))
+
+
+def complete_state(cfg: SweepConfig, host_state: TrainState,
+                   quantizer: np.ndarray) -> TrainState:
+    """A host state (an older checkpoint) with the entries this config adds filled in.
+
+    Checkpoints written before annealing and code tracking existed lack ``anneal_start`` and
+    the :data:`CODE_KEYS`; they get the values a fresh state would have, with the codes of
+    the restored weights (flips counted from the resume on).
+
+    Args:
+      cfg: the sweep.
+      host_state: the restored state (numpy).
+      quantizer: ``[I]`` quantizer indices.
+
+    Returns:
+      The state with every entry :func:`init_state` makes.
+    """
+    extra_keys = (("anneal_start",) if cfg.anneal_steps else ()) + (
+        CODE_KEYS if cfg.tracks_codes else ())
+    missing = [k for k in extra_keys if k not in host_state]
+    if not missing:
+        return host_state
+    extra = jax.jit(_extra_state, static_argnums=0)(cfg, host_state["params"],
+                                                   np.asarray(quantizer))
+    return {**host_state, **{k: np.asarray(extra[k]) for k in missing}}
 
 
 def train_step(cfg: SweepConfig, state: TrainState, arrays: InstanceArrays,
@@ -249,8 +391,9 @@ def train_step(cfg: SweepConfig, state: TrainState, arrays: InstanceArrays,
     """One step of every instance; returns the new state and the per-instance loss ``[I]``."""
     step = state["step"]
     x_inputs = cfg.data_plan.step_inputs(stream_keys, step, arrays.stream)
+    anneal = (state["anneal_start"],) if cfg.anneal_steps else ()
     params, opt, loss = jax.vmap(functools.partial(instance_step, cfg))(
-        state["params"], state["opt"], x_inputs, arrays)
+        state["params"], state["opt"], x_inputs, arrays, *anneal)
     return {**state, "params": params, "opt": opt, "step": step + 1}, loss
 
 
@@ -258,12 +401,31 @@ def _scan_step(cfg, arrays, stream_keys, state, _):
     return train_step(cfg, state, arrays, stream_keys)
 
 
+def _scan_step_codes(cfg, arrays, stream_keys, carry, _):
+    # A step, then the codes of the updated weights against the previous step's.
+    state, flips = carry
+    state, loss = train_step(cfg, state, arrays, stream_keys)
+    new = _codes(cfg, state["params"], arrays.quantizer)
+    flips = flips + jnp.sum(new != state["codes"], axis=(1, 2), dtype=jnp.int32)
+    return ({**state, "codes": new}, flips), loss
+
+
 def _history_block(cfg, arrays, stream_keys, state, _):
     # history_every steps, then their mean loss into the history column they fill.
     start = state["step"]
-    body = functools.partial(_scan_step, cfg, arrays, stream_keys)
-    state, losses = jax.lax.scan(body, state, None, length=cfg.history_every)
     col = start // cfg.history_every
+    if cfg.tracks_codes:
+        snap = (start == state["tail_start"])[:, None, None]
+        state = {**state, "tail_codes": jnp.where(snap, state["codes"], state["tail_codes"])}
+        body = functools.partial(_scan_step_codes, cfg, arrays, stream_keys)
+        zero = jnp.zeros(state["flips"].shape[:1], jnp.int32)
+        (state, flips), losses = jax.lax.scan(body, (state, zero), None,
+                                              length=cfg.history_every)
+        state = {**state, "flips": jax.lax.dynamic_update_slice(
+            state["flips"], flips[:, None], (0, col))}
+    else:
+        body = functools.partial(_scan_step, cfg, arrays, stream_keys)
+        state, losses = jax.lax.scan(body, state, None, length=cfg.history_every)
     hist = jax.lax.dynamic_update_slice(state["history"], losses.mean(0)[:, None], (0, col))
     return {**state, "history": hist}, None
 

@@ -33,6 +33,7 @@ import jax
 import numpy as np
 import xarray as xr
 
+from bitjax import convergence
 from bitjax import metrics as metrics_lib
 from bitjax.checkpoint import (
     CHECKPOINT_DIR,
@@ -190,11 +191,24 @@ class LoadedSweep:
 
     @property
     def diverged(self) -> np.ndarray:
-        """``[I]`` bool: the final loss or any weight or bias is not finite."""
+        """``[I]`` bool: a weight or bias is not finite, or the final loss is NaN/inf or
+        above that of the model that outputs zeros (a runaway; :attr:`zero_loss`), or the
+        run's stored diagnostics say so (:func:`bitjax.diagnose.sweep_diagnostics`)."""
         bad = ~np.isfinite(self.W).all(axis=(1, 2)) | ~np.isfinite(self.b).all(axis=1)
         if self.finished:
-            bad |= ~np.isfinite(self.loss)
+            # The same rule for runs older than the stored diagnostics (their runaways too).
+            bad |= convergence.diverged(self.loss, self.zero_loss)
+        stored = self.meta.get("diagnostics", {}).get("diverged")
+        if stored is not None:
+            bad |= np.asarray(stored, dtype=bool)
         return bad
+
+    @property
+    def zero_loss(self) -> np.ndarray:
+        """``[I]`` loss of the model that outputs zeros
+        (:func:`bitjax.convergence.zero_model_loss`)."""
+        inst = build_instances(self.config)
+        return convergence.zero_model_loss(inst.p, inst.importance, self.config.structure)
 
     @property
     def diagnostics(self) -> dict[str, np.ndarray]:
@@ -328,7 +342,8 @@ class LoadedSweep:
         for k in SCALAR_METRICS:
             data[k] = self.grid(m[k])
         for k, v in self.diagnostics.items():
-            data[k] = self.grid(v)
+            if k != "diverged":  # already merged into ``diverged`` above
+                data[k] = self.grid(v)
         for k in FEATURE_METRICS:
             data[k] = self.grid(m[k], extra_dims=["feature"])
         data["bias"] = self.grid(self.b, extra_dims=["feature"])
@@ -356,7 +371,9 @@ class LoadedSweep:
         cols: dict[str, np.ndarray] = {"loss": self.loss,
                                        "diverged": self.diverged.astype(np.int64)}
         cols.update({k: m[k] for k in SCALAR_METRICS})
-        cols.update({k: v for k, v in self.diagnostics.items() if v.ndim == 1})
+        # Flags as 0/1 like ``diverged``; the stored ``diverged`` is merged into it already.
+        cols.update({k: v.astype(np.int64) if v.dtype == bool else v
+                     for k, v in self.diagnostics.items() if v.ndim == 1 and k != "diverged"})
         return cols
 
     def to_dataframe(self, threshold: float | None = None):

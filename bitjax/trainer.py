@@ -187,11 +187,37 @@ class Trainer:
         rep = distributed.replicated(self.mesh)
         return jax.tree.map(lambda x: inst if x.shape else rep, self._state_template)
 
-    def init_state(self) -> TrainState:
-        """A fresh training state of every instance, placed on the mesh."""
+    def init_state(self, init_params: dict | None = None) -> TrainState:
+        """A fresh training state of every instance, placed on the mesh.
+
+        Args:
+          init_params: a warm start: host arrays ``{"W": [I, m, n], "b": [I, n]}`` (and
+            optionally ``"scale": [I]``) for the ``I`` instances of the sweep, replacing the
+            seeded initial weights (:func:`bitjax.program.with_params`).
+
+        Raises:
+          ValueError: ``init_params`` has an unknown entry or a wrong shape.
+        """
         init = jax.jit(functools.partial(program.init_state, self.cfg),
                        out_shardings=self._state_sharding())
-        return init(self.arrays)
+        if init_params is None:
+            return init(self.arrays)
+        params = self._state_template["params"]
+        placed = {}
+        for k, v in init_params.items():
+            if k not in params:
+                raise ValueError(f"init_params has {k!r}; this model's params are "
+                                 f"{', '.join(sorted(params))}")
+            v = np.asarray(v, dtype=np.float32)
+            want = (self.n_instances, *params[k].shape[1:])
+            if v.shape != want:
+                raise ValueError(f"init_params[{k!r}] has shape {v.shape}, this sweep needs "
+                                 f"{want} (instances first)")
+            if not np.isfinite(v).all():
+                raise ValueError(f"init_params[{k!r}] holds NaN or inf")
+            placed[k] = distributed.put_array(distributed.pad(v, self.n_padded),
+                                              distributed.instance_sharding(self.mesh))
+        return init(self.arrays, placed)
 
     def from_host(self, host_state: TrainState) -> TrainState:
         """Place a host (unpadded numpy) state, e.g. a restored checkpoint, on the mesh.
@@ -212,11 +238,17 @@ class Trainer:
                 "optimiser. Its params and loss history still load for analysis with "
                 "bitjax.load_sweep; to train further, start the run again")
         template = self._state_template
+        # Checkpoints from before annealing / code tracking: fill what this config adds.
+        host_state = program.complete_state(self.cfg, dict(host_state),
+                                            self.instances.quantizer)
         host_state = _restructure(template, host_state)
-        for path, want, got in zip(
-            jax.tree_util.tree_flatten_with_path(template)[0],
-            jax.tree.leaves(template), jax.tree.leaves(host_state), strict=True,
-        ):
+        leaves = list(zip(jax.tree_util.tree_flatten_with_path(template)[0],
+                          jax.tree.leaves(template), jax.tree.leaves(host_state), strict=True))
+        # The weights, optimiser state and history first: a state of another config is
+        # reported on those, not on the diagnostic arrays derived from them.
+        derived = {"anneal_start", *program.CODE_KEYS}
+        leaves.sort(key=lambda leaf: getattr(leaf[0][0][0], "key", None) in derived)
+        for path, want, got in leaves:
             want_shape = (self.n_instances, *want.shape[1:]) if want.shape else ()
             if np.shape(got) != want_shape:
                 raise IncompatibleStateError(
