@@ -742,5 +742,6 @@ def _warn_diverged(parts: Mapping[str, Part]) -> None:
         bad = np.flatnonzero(part.diverged)
         if bad.size:
             warnings.warn(f"{bad.size} instance(s) of part {part.name!r} diverged (loss or "
-                          f"weights not finite): instances {bad[:20].tolist()}; they are "
-                          "flagged in metrics.csv (diverged=1)", stacklevel=2)
+                          "weights not finite, or a final loss above the zero model's): "
+                          f"instances {bad[:20].tolist()}; they are flagged in metrics.csv "
+                          "(diverged=1) and the analyses leave them out", stacklevel=2)
