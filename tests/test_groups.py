@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -100,9 +101,16 @@ def test_grouping_notice_defaults_to_a_warning(tiny_config):
         tr.compiled_chunk(cfg.chunk_size)
 
 
+def _state_bytes(tr: Trainer) -> int:
+    """Bytes of the training state on the (one) device."""
+    host = tr.to_host(tr.init_state())
+    return sum(x.nbytes for x in jax.tree.leaves(host) if np.ndim(x))
+
+
 def test_budget_below_one_instance_is_a_clear_error(tiny_config):
-    # The state (204 bytes per instance, 14 on the device) fits; no chunk does.
-    tr = _trainer(_sweep(tiny_config), memory_budget=3_000)
+    cfg = _sweep(tiny_config)
+    # The state fits (just); no chunk does, not even one instance at a time.
+    tr = _trainer(cfg, memory_budget=_state_bytes(_trainer(cfg)) + 64)
     with pytest.raises(MemoryError, match="one instance of this sweep needs"):
         tr.run(tr.init_state())
 
