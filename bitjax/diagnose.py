@@ -46,7 +46,8 @@ def sweep_diagnostics(cfg: SweepConfig, instances: Instances, state: dict, final
       - ``zero_loss``: loss of the model that outputs zeros;
       - ``diverged``: the final loss is NaN/inf or above ``zero_loss`` (a runaway), or a
         weight is not finite;
-      - ``flip_rate``: code changes per code per step over the rule's tail window;
+      - ``flip_rate``: code changes per code per step over the rule's tail window (of the
+        first ``rule_points`` points);
       - ``code_flips``: code changes per code from step ``tail_start`` (the start of the
         last stretch: the last tenth of the history, or the annealed phase) to the end,
         counted at every step (a code that flips and flips back counts 2);
