@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bitjax import io
+from bitjax import convergence, io
+from bitjax.config import build_instances
 from bitjax.results import LoadedSweep
-from bitjax.sweep import build_instances
 from experiments import _cli, correlated, phase
 
 # ------------------------------------------------------------------------------------------
@@ -195,14 +195,18 @@ def test_set_ids():
 
 
 def _fake_part(name, cfg, rng):
-    """A LoadedSweep of random weights and losses (no training) named ``name``."""
+    """A LoadedSweep of random weights and losses (no training) named ``name``.
+
+    The losses lie below the zero model's, so no instance counts as a runaway."""
     inst = build_instances(cfg)
     n_inst = inst.n
     w = rng.normal(size=(n_inst, cfg.n_hidden, cfg.n_features)).astype(np.float32)
+    zero = convergence.zero_model_loss(inst.p, inst.importance, cfg.structure)
+    loss = zero * rng.uniform(0.05, 0.95, n_inst)
     return LoadedSweep(path=Path(name), config=cfg, coords=inst.coords, step=cfg.steps, W=w,
                        b=np.zeros((n_inst, cfg.n_features), np.float32), W_eff=w,
                        history=np.zeros((n_inst, 1), np.float32),
-                       meta={"final_loss": rng.random(n_inst).tolist()}, name=name)
+                       meta={"final_loss": loss.tolist()}, name=name)
 
 
 def test_phase_table_refuses_to_average_over_a_varying_axis(tmp_path):
