@@ -71,8 +71,8 @@ from pathlib import Path
 import numpy as np
 
 from bitjax import analysis, plots, stats
+from bitjax.config import SweepConfig
 from bitjax.results import LoadedSweep, run_label
-from bitjax.sweep import SweepConfig
 from experiments._cli import Experiment, main
 
 NORM_THRESHOLD = analysis.NORM_THRESHOLD

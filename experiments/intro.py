@@ -43,8 +43,8 @@ from pathlib import Path
 import numpy as np
 
 from bitjax import analysis, plots, stats
+from bitjax.config import SweepConfig, importance_vector
 from bitjax.results import LoadedSweep, run_label
-from bitjax.sweep import SweepConfig, importance_vector
 from experiments._cli import Experiment, main
 
 N_FEATURES, N_HIDDEN, IMPORTANCE = 5, 2, 0.9

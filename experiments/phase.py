@@ -62,8 +62,8 @@ import numpy as np
 import xarray as xr
 
 from bitjax import plots
+from bitjax.config import SweepConfig, importance_vector
 from bitjax.results import LoadedSweep, run_label
-from bitjax.sweep import SweepConfig, importance_vector
 from experiments._cli import Experiment, main
 
 #: Phase names in code order (0, 1, 2) and their colours in every figure.

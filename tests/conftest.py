@@ -53,7 +53,7 @@ TINY = dict(
 
 def _tiny_config(**changes):
     """A tiny :class:`bitjax.SweepConfig` (n=5, m=2, 200 steps of batch 64) with changes."""
-    from bitjax.sweep import SweepConfig
+    from bitjax.config import SweepConfig
 
     return SweepConfig(**{**TINY, **changes})
 
@@ -61,9 +61,9 @@ def _tiny_config(**changes):
 @functools.cache
 def _train(cfg):
     """Train ``cfg`` from scratch to ``cfg.steps``; ``(trainer, host_state)``, cached."""
-    from bitjax.sweep import Trainer
+    from bitjax.trainer import Trainer
 
-    trainer = Trainer(cfg, progress=False)
+    trainer = Trainer(cfg)
     state = trainer.run(trainer.init_state())
     return trainer, trainer.to_host(state)
 

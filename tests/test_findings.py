@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bitjax.config import SweepConfig, build_instances
 from bitjax.results import LoadedSweep
-from bitjax.sweep import SweepConfig, build_instances
 from experiments import findings
 
 

@@ -12,17 +12,17 @@ import numpy as np
 import pytest
 
 from bitjax import metrics
-from bitjax.sweep import SweepConfig, Trainer
+from bitjax.config import SweepConfig
+from bitjax.program import effective_weights_host
+from bitjax.trainer import Trainer
 
 pytestmark = pytest.mark.slow
 
 
 def _train(cfg: SweepConfig):
-    tr = Trainer(cfg, progress=False)
+    tr = Trainer(cfg)
     state = tr.run(tr.init_state())
     host = tr.to_host(state)
-    from bitjax.sweep import effective_weights_host
-
     w = effective_weights_host(cfg, host["params"], tr.instances.quantizer)
     return tr, w, tr.evaluate(state)
 
