@@ -449,11 +449,10 @@ def run_experiment(exp: Experiment, args: argparse.Namespace,
     parts = {name: load_part(name, d) for name, d in dirs.items()}
     if jax.process_index() != 0:  # multi-host: one process writes tables and figures
         return parts
-    files = _write_tables(parts)
-    from bitjax.results import Provenance, SweepCollection
+    from bitjax.results import Provenance
 
-    files += exp.analyse(SweepCollection(parts, path=out, provenance=Provenance(
-        exp.name, preset, git.get("commit"), bool(git.get("dirty")))), out)
+    files = _analyse(exp, parts, out, Provenance(exp.name, preset, git.get("commit"),
+                                                  bool(git.get("dirty"))))
     _write_manifest(exp, out, preset, configs, stats, files, time.perf_counter() - t0, jax, git)
     console.print(f"{exp.name}: wrote {len(files)} files to {out}")
     _warn_diverged(parts)
@@ -626,10 +625,9 @@ def replot(exp: Experiment, out: Path, console: Console | None = None) -> dict[s
     dirs = _part_dirs(out, list(saved["parts"]))
     parts = {name: load_part(name, d) for name, d in dirs.items()}
     try:
-        from bitjax.results import Provenance, SweepCollection
+        from bitjax.results import Provenance
 
-        files = _write_tables(parts) + exp.analyse(
-            SweepCollection(parts, path=out, provenance=Provenance.from_folder(out)), out)
+        files = _analyse(exp, parts, out, Provenance.from_folder(out))
         manifest_path = out / MANIFEST_FILE
         if manifest_path.exists():
             # The weights still come from the training commit; say which code drew the files.
@@ -644,6 +642,17 @@ def replot(exp: Experiment, out: Path, console: Console | None = None) -> dict[s
                          f"({e.filename})") from None
     console.print(f"{exp.name}: redrew {len(files)} files in {out}")
     return parts
+
+
+def _analyse(exp: Experiment, parts: dict[str, Part], out: Path, provenance) -> list[Path]:
+    """Everything drawn from a finished run: tables, the experiment's figures, the explorer."""
+    from bitjax.explorer import write_explorer
+    from bitjax.results import SweepCollection
+
+    collection = SweepCollection(parts, path=out, provenance=provenance)
+    files = _write_tables(parts) + exp.analyse(collection, out)
+    files.append(write_explorer(collection, out / "explorer.html"))
+    return files
 
 
 def _check_writable(path: Path, probe_only: bool = False) -> None:

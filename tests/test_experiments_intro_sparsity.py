@@ -50,7 +50,7 @@ def test_intro_tiny_end_to_end(intro_run):
     out = intro_run
     cfg = intro.PRESETS["tiny"](None)["intro"]
     _assert_files([out / f for f in (EXPERIMENT_FILE, "manifest.json", "metrics.csv",
-                                     "features.csv", "summary.csv")]
+                                     "features.csv", "summary.csv", "explorer.html")]
                   + _figures(out, INTRO_FIGURES))
     assert (out / "checkpoints").is_dir()
     assert len(io.read_csv(out / "metrics.csv")) == cfg.n_instances
@@ -87,7 +87,12 @@ def test_sparsity_tiny_end_to_end(sparsity_run):
         _assert_files([out / name / f for f in (SWEEP_FILE, "metrics.csv", "features.csv")])
         assert len(io.read_csv(out / name / "metrics.csv")) == cfg.n_instances
     _assert_files([out / f for f in (EXPERIMENT_FILE, "manifest.json", "summary.csv",
-                                     "onsets.csv")] + _figures(out, SPARSITY_FIGURES))
+                                     "onsets.csv", "explorer.html")]
+                  + _figures(out, SPARSITY_FIGURES))
+    # One explorer page for the multi-part run, with every part in it.
+    from bitjax.explorer import read_payload
+
+    assert {p["name"] for p in read_payload(out / "explorer.html")["parts"]} == set(cfgs)
 
     summary = io.read_csv(out / "summary.csv")
     expected = {(name, k, round(p, 6)) for name, cfg in cfgs.items() for k in cfg.kind
