@@ -7,7 +7,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 run() { echo "=== $*"; python -m "$@" --no-progress --overwrite; }
 run experiments.intro --preset paper --out results/intro
-run experiments.sparsity --preset quick --seeds 8 --steps 6000 --out results/sparsity
-run experiments.phase --preset quick --seeds 6 --out results/phase
-run experiments.correlated --preset quick --seeds 10 --out results/correlated
-run experiments.uniform --preset quick --seeds 3 --steps 6000 --out results/uniform
+run experiments.sparsity --preset quick --n-seeds 8 --steps 6000 --out results/sparsity
+run experiments.phase --preset quick --n-seeds 6 --out results/phase
+run experiments.correlated --preset quick --n-seeds 10 --out results/correlated
+run experiments.uniform --preset quick --n-seeds 3 --steps 6000 --out results/uniform
+python -m experiments.representable --out results/representable
+for name in intro sparsity uniform correlated phase; do
+    python -m experiments.explore "results/$name" --screenshot
+done
