@@ -413,7 +413,6 @@ def _scan_step_codes(cfg, arrays, stream_keys, carry, _):
 def _history_block(cfg, arrays, stream_keys, state, _):
     # history_every steps, then their mean loss into the history column they fill.
     start = state["step"]
-    col = start // cfg.history_every
     if cfg.tracks_codes:
         snap = (start == state["tail_start"])[:, None, None]
         state = {**state, "tail_codes": jnp.where(snap, state["codes"], state["tail_codes"])}
@@ -422,10 +421,11 @@ def _history_block(cfg, arrays, stream_keys, state, _):
         (state, flips), losses = jax.lax.scan(body, (state, zero), None,
                                               length=cfg.history_every)
         state = {**state, "flips": jax.lax.dynamic_update_slice(
-            state["flips"], flips[:, None], (0, col))}
+            state["flips"], flips[:, None], (0, start // cfg.history_every))}
     else:
         body = functools.partial(_scan_step, cfg, arrays, stream_keys)
         state, losses = jax.lax.scan(body, state, None, length=cfg.history_every)
+    col = start // cfg.history_every
     hist = jax.lax.dynamic_update_slice(state["history"], losses.mean(0)[:, None], (0, col))
     return {**state, "history": hist}, None
 
