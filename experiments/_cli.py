@@ -250,6 +250,11 @@ def build_parser(exp: Experiment) -> argparse.ArgumentParser:
                          "automatically on Slurm, Open MPI and multi-host TPU slices)")
     ap.add_argument("--no-progress", action="store_true",
                     help="no progress line per chunk (the time estimate is still printed)")
+    ap.add_argument("--until-converged", action="store_true",
+                    help="stop a part early once every live instance meets the default "
+                         "convergence rule (bitjax.convergence.ConvergenceRule, checked "
+                         "between chunks; the steps are then a budget); manifest.json says "
+                         "where each part stopped and why")
     return ap
 
 
@@ -506,9 +511,14 @@ def _train_part(exp: Experiment, cfg, run_dir: Path, out: Path, args: argparse.N
                   f"a time estimate follows the first {cfg.history_every} steps "
                   "(after compiling)")
     try:
+        from bitjax.convergence import ConvergenceRule
+
         result = run_sweep(cfg, run_dir, resume=args.resume, checkpoint_every=every,
                            keep=args.keep, mesh=mesh, group_size=args.group_size,
-                           progress=progress, on_event=notice)
+                           progress=progress, on_event=notice,
+                           until_converged=(ConvergenceRule()
+                                            if getattr(args, "until_converged", False)
+                                            else None))
     except RunError as e:
         raise UsageError(f"--resume: {e}" if args.resume else str(e)) from None
     except Interrupted as e:
@@ -519,6 +529,8 @@ def _train_part(exp: Experiment, cfg, run_dir: Path, out: Path, args: argparse.N
                 cmd += [flag, str(value)]
         if args.distributed:
             cmd.append("--distributed")
+        if getattr(args, "until_converged", False):
+            cmd.append("--until-converged")
         console.print(f"\ninterrupted by signal {e.signum} at step {e.step}/{cfg.steps}; "
                       f"checkpoint written to {e.out_dir / 'checkpoints'}. Resume with:\n  "
                       + shlex.join(cmd))
