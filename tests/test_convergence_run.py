@@ -304,3 +304,26 @@ def test_older_state_without_diagnostic_entries_is_completed():
     back = trainer.to_host(trainer.from_host(old))
     for k in ("anneal_start", *program.CODE_KEYS):
         np.testing.assert_array_equal(back[k], host[k])
+
+
+def test_a_run_stopped_in_its_annealed_phase_resumes_to_the_uninterrupted_result(tmp_path):
+    cfg = SweepConfig(**{**SMALL, "batch_size": 1024}, kind=("dense", "ternary"),
+                      lr=(1e-2,), steps=6000, chunk_size=100, history_every=50,
+                      anneal_fraction=0.05)
+    rule = ConvergenceRule()
+    events: list[str] = []
+    first = run_sweep(cfg, tmp_path / "a", until_converged=rule, on_event=events.append,
+                      should_stop=lambda: any("annealing" in e for e in events),
+                      max_chunk_seconds=None, handle_signals=False, checkpoint_every=100)
+    assert not first.finished and first.stop_reason == "stopped"
+    s = first.converged_step
+    assert s is not None and s < first.step < s + cfg.anneal_steps
+    resumed = run_sweep(cfg, tmp_path / "a", resume=True, until_converged=rule,
+                        max_chunk_seconds=None, handle_signals=False)
+    whole = run_sweep(cfg, tmp_path / "b", until_converged=rule, max_chunk_seconds=None,
+                      handle_signals=False)
+    assert resumed.stop_reason == whole.stop_reason == "converged"
+    assert resumed.step == whole.step == s + cfg.anneal_steps
+    a, b = load_sweep(tmp_path / "a"), load_sweep(tmp_path / "b")
+    np.testing.assert_array_equal(a.W, b.W)
+    np.testing.assert_array_equal(resumed.loss, whole.loss)
