@@ -191,14 +191,14 @@ class LoadedSweep:
 
     @property
     def diverged(self) -> np.ndarray:
-        """``[I]`` bool: a weight, bias or the final loss is not finite, or the run's stored
-        diagnostics say it diverged: NaN/inf or a final loss above that of the model that
-        outputs zeros, a runaway (:func:`bitjax.diagnose.sweep_diagnostics`)."""
+        """``[I]`` bool: a weight or bias is not finite, the final loss is NaN/inf or above
+        that of the model that outputs zeros (a runaway; :attr:`zero_loss`), or the run's
+        stored diagnostics say it diverged (:func:`bitjax.diagnose.sweep_diagnostics`)."""
         bad = ~np.isfinite(self.W).all(axis=(1, 2)) | ~np.isfinite(self.b).all(axis=1)
         if self.finished:
-            bad |= ~np.isfinite(self.loss)
-        # Runaways are flagged by runs that store diagnostics; for older runs compare
-        # ``loss`` with :attr:`zero_loss` (bitjax.convergence.diverged) explicitly.
+            # The same rule for runs older than the stored diagnostics, so their runaways
+            # (a final loss above the zero model's) are flagged too.
+            bad |= convergence.diverged(self.loss, self.zero_loss)
         stored = self.meta.get("diagnostics", {}).get("diverged")
         if stored is not None:
             bad |= np.asarray(stored, dtype=bool)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ def _sweep(seeds=(0, 1), probs=(0.1,), nan_instances=()):
     return LoadedSweep(path=Path("fake"), config=cfg, coords=inst.coords, step=10, W=w,
                        b=np.zeros((inst.n, 3), np.float32), W_eff=w,
                        history=np.zeros((inst.n, 1), np.float32),
-                       meta={"final_loss": [0.1] * inst.n})
+                       meta={"final_loss": [0.01] * inst.n})  # below the zero model's
 
 
 def test_paired_matches_instances_that_differ_only_in_kind():
@@ -71,3 +72,12 @@ def test_findings_does_not_reach_into_other_experiments():
     for sibling in ("intro", "sparsity", "uniform", "correlated", "phase"):
         assert f"from experiments import {sibling}" not in source
         assert f"experiments.{sibling}" not in source.replace("python -m experiments.", "")
+
+
+def test_a_run_without_stored_diagnostics_flags_its_runaways():
+    """Older runs stored no diagnostics; a final loss above the zero model's is a runaway."""
+    sweep = _sweep()
+    assert not sweep.diverged.any()
+    runaway = dataclasses.replace(sweep, meta={"final_loss": [0.01, 1e3, 0.01, 0.01]})
+    np.testing.assert_array_equal(runaway.diverged, [False, True, False, False])
+    assert runaway.zero_loss[1] < 1e3
