@@ -2,9 +2,9 @@
 
 :func:`load_sweep` reads a run folder's latest checkpoint into a :class:`LoadedSweep`: the
 flat per-instance arrays (weights, effective weights, loss history, final loss) plus the
-config that made them. Because :func:`bitjax.sweep.build_instances` enumerates the config's
+config that made them. Because :func:`bitjax.config.build_instances` enumerates the config's
 axes as a Cartesian product in a fixed order (``itertools.product`` over
-:data:`bitjax.sweep.AXES`, ``kind`` slowest), the flat instance axis *is* a regular grid;
+:data:`bitjax.config.AXES`, ``kind`` slowest), the flat instance axis *is* a regular grid;
 :meth:`LoadedSweep.to_xarray` reshapes it into an :class:`xarray.Dataset` with one dimension
 per sweep axis, so analyses select cells by label (``ds.loss.sel(kind="ternary")``) instead
 of searching float coordinates, and a paired difference is one subtraction:
@@ -44,7 +44,8 @@ from bitjax.checkpoint import (
     _manager,
     restore_step,
 )
-from bitjax.sweep import AXES, SweepConfig, build_instances, effective_weights_host
+from bitjax.config import AXES, SweepConfig, build_instances
+from bitjax.program import effective_weights_host
 
 #: Per-instance scalars of :func:`bitjax.metrics.instance_metrics`.
 SCALAR_METRICS = ("dims_per_feature", "frob_sq", "n_represented", "zero_fraction",
@@ -146,7 +147,7 @@ class LoadedSweep:
 
     Attributes:
       path: the run folder.
-      config: the :class:`~bitjax.sweep.SweepConfig` that made it.
+      config: the :class:`~bitjax.config.SweepConfig` that made it.
       coords: per-instance coordinates (``instance``, ``kind``, ``seed``,
         ``feature_probability`` or ``feature_probability_index``, ...), flat ``[I]``.
       step: the training step of the loaded checkpoint.
@@ -258,7 +259,7 @@ class LoadedSweep:
 
     @property
     def shape(self) -> tuple[int, ...]:
-        """Grid shape, one entry per axis of :data:`bitjax.sweep.AXES`."""
+        """Grid shape, one entry per axis of :data:`bitjax.config.AXES`."""
         return tuple(len(getattr(self.config, a)) for a in AXES)
 
     def _check_layout(self) -> None:
@@ -276,7 +277,7 @@ class LoadedSweep:
             got = np.asarray(self.coords[key]).reshape(self.shape)
             if not np.array_equal(got, expect):
                 raise ValueError(f"{self.path}: instance coordinates of axis {a!r} are not "
-                                 "in the order bitjax.sweep.build_instances makes")
+                                 "in the order bitjax.config.build_instances makes")
 
     def grid(self, values, name: str | None = None,
              extra_dims: Sequence[str] | None = None) -> xr.DataArray:

@@ -67,7 +67,7 @@ def _settings(quick: bool) -> dict:
 
 def _vectors(sweep, idx):
     """Per-instance ``p [I, n]`` and ``importance [I, n]`` from a loaded sweep's coords."""
-    from bitjax.sweep import importance_vector
+    from bitjax.config import importance_vector
 
     cfg, c, n = sweep.config, sweep.coords, sweep.config.n_features
 
