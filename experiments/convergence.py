@@ -17,8 +17,11 @@ Recipes (the parts of the experiment; each part is one compiled sweep over kind 
 The annealed phase applies to every kind alike, so an oscillating quantized model is
 evaluated where it settled rather than at a random point of its oscillation.
 
-Command:  python -m experiments.convergence                  (quick: about 5-10 min on CPU)
+Command:  python -m experiments.convergence                  (quick preset on CPU)
           python -m experiments.convergence --preset tiny    (smoke test)
+
+Runtime: quick 17 min wall on the 2-core CPU while other jobs loaded it (load average 7-9;
+not measured on an idle machine); one GPU: not measured.
 
 Presets:
   quick  n=20, m=5, I=0.7^i, 1-S in (1, 0.1), kinds dense + every quantized kind, lr in
