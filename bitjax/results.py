@@ -664,7 +664,8 @@ def best_instance(ds: xr.Dataset, over: str = "seed") -> xr.DataArray:
 
 def run_label(sweeps: LoadedSweep | Mapping[str, LoadedSweep],
               provenance: Provenance | None = None) -> str:
-    """A figure footer: ``"uniform: preset quick, 6,000 steps, 3 seeds, commit 91b62c2"``.
+    """A figure footer: ``"uniform: preset quick, 6,000 steps, 3 seeds, commit 91b62c2,
+    none diverged"`` (or how many instances diverged and were left out).
 
     Args:
       sweeps: one sweep or the parts drawn in the figure.
@@ -688,6 +689,10 @@ def run_label(sweeps: LoadedSweep | Mapping[str, LoadedSweep],
             span((len(s.config.seed) for s in parts), "seed")]
     if prov.commit:
         bits.append(f"commit {prov.commit[:7]}{' (dirty)' if prov.dirty else ''}")
+    # Figures leave diverged instances out; the footer says how many were left out.
+    n_bad = sum(int(np.count_nonzero(s.diverged)) for s in parts)
+    bits.append(f"{n_bad:,} of {sum(s.n_instances for s in parts):,} instances diverged "
+                "(left out)" if n_bad else "none diverged")
     head = f"{prov.experiment}: " if prov.experiment else ""
     return head + ", ".join(bits)
 

@@ -81,3 +81,11 @@ def test_a_run_without_stored_diagnostics_flags_its_runaways():
     runaway = dataclasses.replace(sweep, meta={"final_loss": [0.01, 1e3, 0.01, 0.01]})
     np.testing.assert_array_equal(runaway.diverged, [False, True, False, False])
     assert runaway.zero_loss[1] < 1e3
+
+
+def test_figure_footer_counts_the_diverged_instances_left_out():
+    from bitjax import results
+
+    assert results.run_label(_sweep()).endswith("none diverged")
+    assert results.run_label(_sweep(nan_instances=(1, 2))).endswith(
+        "2 of 4 instances diverged (left out)")

@@ -229,11 +229,14 @@ def test_footer_names_preset_steps_seeds_and_commit(run_dirs, tmp_path):
                                                            "dirty": True}}))
     parts = results.load_experiment(exp)
     label = results.run_label(parts)
-    assert label == "uniform: preset tiny, 100 steps, 2 seeds, commit 0123456 (dirty)"
+    n_bad = int(parts["only"].diverged.sum())
+    tail = (f"{n_bad} of {parts['only'].n_instances} instances diverged (left out)" if n_bad
+            else "none diverged")
+    assert label == f"uniform: preset tiny, 100 steps, 2 seeds, commit 0123456 (dirty), {tail}"
     # a fresh run knows its preset before any file says it
     fresh = results.run_label(results.load_sweep(grid),
                               results.Provenance("uniform", "quick", "feedbeef"))
-    assert fresh == "uniform: preset quick, 100 steps, 2 seeds, commit feedbee"
+    assert fresh == f"uniform: preset quick, 100 steps, 2 seeds, commit feedbee, {tail}"
 
     fig, axes = plots.new_figure(1, 1)
     axes[0, 0].plot([0, 1], [0, 1])
