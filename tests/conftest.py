@@ -22,6 +22,14 @@ from hypothesis import HealthCheck, settings
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # ...and the CLI started in a subprocess (which picks one device per core) uses two as well.
 os.environ.setdefault("BITJAX_CPU_DEVICES", "2")
+# Many tests (and the CLI runs they start as subprocesses) compile the same small programs
+# from fresh closures; JAX's persistent compilation cache, keyed by the program itself,
+# compiles each once per machine. Results are the same executables, so nothing else changes.
+_CACHE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                      ".jax_cache")
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _CACHE)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 import jax  # noqa: E402
 
 jax.config.update("jax_platforms", "cpu")
