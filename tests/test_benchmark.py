@@ -71,6 +71,7 @@ def test_benchmark_rejects_bad_steps(capsys):
     assert benchmark.main(["--steps", "0"]) == 2
 
 
+@pytest.mark.integration  # an end-to-end run: the second tier
 def test_scaling_writes_table_figure_and_manifest(tmp_path):
     rows = benchmark.run_scaling(tmp_path, counts=(10, 30), steps=5, min_seconds=0.05)
     assert [r["n_instances"] for r in rows] == [10, 30]

@@ -19,6 +19,7 @@ from experiments import _cli, correlated, phase
 # ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.integration  # an end-to-end run: the second tier
 def test_phase_tiny_end_to_end(tmp_path):
     rc = _cli.main(phase.EXPERIMENT, ["--preset", "tiny", "--out", str(tmp_path),
                                       "--no-progress"])
@@ -41,6 +42,7 @@ def test_phase_tiny_end_to_end(tmp_path):
         assert fr == pytest.approx(1.0)
 
 
+@pytest.mark.integration  # an end-to-end run: the second tier
 def test_correlated_tiny_end_to_end(tmp_path):
     rc = _cli.main(correlated.EXPERIMENT, ["--preset", "tiny", "--out", str(tmp_path),
                                            "--no-progress"])

@@ -46,6 +46,7 @@ def sparsity_run(tmp_path_factory):
     return out
 
 
+@pytest.mark.integration  # an end-to-end run: the second tier
 def test_intro_tiny_end_to_end(intro_run):
     out = intro_run
     cfg = intro.PRESETS["tiny"](None)["intro"]
@@ -67,6 +68,7 @@ def test_intro_tiny_end_to_end(intro_run):
         assert 0 <= int(r["best_seed_n_represented"]) <= cfg.n_features
 
 
+@pytest.mark.integration  # an end-to-end run: the second tier
 def test_intro_replot_redraws_the_same_tables(intro_run):
     out = intro_run
     before = io.read_csv(out / "summary.csv")
@@ -78,6 +80,7 @@ def test_intro_replot_redraws_the_same_tables(intro_run):
     assert io.read_csv(out / "summary.csv") == before
 
 
+@pytest.mark.integration  # an end-to-end run: the second tier
 def test_sparsity_tiny_end_to_end(sparsity_run):
     out = sparsity_run
     cfgs = sparsity.PRESETS["tiny"](None)
@@ -115,6 +118,7 @@ def test_sparsity_tiny_end_to_end(sparsity_run):
         assert 0 <= int(r["n_found"]) <= int(r["n_seeds"])
 
 
+@pytest.mark.integration  # an end-to-end run: the second tier
 def test_sparsity_replot_redraws_the_same_tables(sparsity_run):
     out = sparsity_run
     before = {f: io.read_csv(out / f) for f in ("summary.csv", "onsets.csv")}
