@@ -71,6 +71,9 @@ RDBU = ["rgb(103,0,31)", "rgb(178,24,43)", "rgb(214,96,77)", "rgb(244,165,130)",
         "rgb(67,147,195)", "rgb(33,102,172)", "rgb(5,48,97)"]
 #: The size the issue allows per committed run.
 SIZE_LIMIT_BYTES = 5_000_000
+#: The stored per-instance diagnostics the flag line shows (each costs page bytes; the rest
+#: stay in metrics.csv): the loss summary, its trend and, for quantized kinds, the code flips.
+_SHOWN_VALUES = ("tail_mean_loss", "rel_slope", "flip_rate", "code_changed_fraction")
 
 
 class ExplorerError(ValueError):
@@ -200,7 +203,7 @@ def _make_part(name: str, sweep) -> _Part:
                 bad = any(w in key for w in ("diverg", "runaway", "nan"))
                 flags.append(_Flag(key, arr, key, "" if bad else f"not {key}", bad,
                                    "stored with the run"))
-            elif arr.dtype.kind in "iuf":
+            elif arr.dtype.kind in "iuf" and key in _SHOWN_VALUES:
                 values[key] = arr.astype(np.float64)
     if not any(f.name == "converged" for f in flags):
         flags.extend(_computed_flags(sweep, loss, diverged))
@@ -701,8 +704,8 @@ def write_explorer(source, out_html: Path, *, title: str | None = None) -> Path:
         # "</" inside a <script> block would end it early.
         data = data.replace("</", "<\\/")
         html = _PAGE.format(title=_escape(title), plotlyjs=plotlyjs, data=data, glue=_GLUE)
-        # Thin the histories while over the budget and while 10 points would remain.
-        if len(html.encode("utf-8")) <= SIZE_LIMIT_BYTES or longest // (2 * stride) < 10:
+        # Thin the histories while over the budget and while 5 points would remain.
+        if len(html.encode("utf-8")) <= SIZE_LIMIT_BYTES or longest // (2 * stride) < 5:
             break
         stride *= 2
     out_html = Path(out_html)

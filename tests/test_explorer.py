@@ -150,9 +150,10 @@ def test_history_thinned_to_fit_the_budget(sweep_a, tmp_path, monkeypatch):
     monkeypatch.setattr(explorer, "SIZE_LIMIT_BYTES", 0)  # nothing fits: thin what it can
     part = read_payload(write_explorer(sweep_a, tmp_path / "small.html"))["parts"][0]
     hist = np.asarray(sweep_a.history, np.float64)
-    assert hist.shape[1] == 20  # 200 steps, a point every 10: halved once (10 points left)
-    assert part["history_stride"] == 2 and part["history_every"] == 20
-    np.testing.assert_allclose(dequantize(part["fields"]["history"]), hist[:, 1::2], rtol=0.05)
+    # 200 steps, a point every 10: halved twice (5 points left; a third halving would leave 2)
+    assert hist.shape[1] == 20
+    assert part["history_stride"] == 4 and part["history_every"] == 40
+    np.testing.assert_allclose(dequantize(part["fields"]["history"]), hist[:, 3::4], rtol=0.05)
 
 
 def test_command_line(experiment, tmp_path, capsys):
