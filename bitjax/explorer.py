@@ -188,7 +188,8 @@ def _make_part(name: str, sweep) -> _Part:
     loss = loss.astype(np.float64)
     diverged = _per_instance(sweep, "diverged")
     if diverged is None:
-        # The rule experiments/_cli.py writes to metrics.csv: a non-finite loss or weight.
+        # Not a LoadedSweep (which applies bitjax.results' full rule, runaways included):
+        # at least the non-finite losses and weights.
         diverged = ~np.isfinite(sweep.W_eff).all(axis=(1, 2))
         if finished:
             diverged |= ~np.isfinite(loss)
@@ -226,8 +227,10 @@ def _computed_flags(sweep, loss: np.ndarray, diverged: np.ndarray) -> list[_Flag
                    f"{rule.slope_per:,} steps over the last {rule.slope_fraction:.0%} of the "
                    f"history, spread < {rule.spread_tol:g} over the last "
                    f"{rule.tail_fraction:.0%} (bitjax.convergence)")]
-    inst = build_instances(cfg)
-    zero = convergence.zero_model_loss(inst.p, inst.importance, cfg.structure)
+    zero = _per_instance(sweep, "zero_loss")  # a LoadedSweep computes it already
+    if zero is None:
+        inst = build_instances(cfg)
+        zero = convergence.zero_model_loss(inst.p, inst.importance, cfg.structure)
     with np.errstate(invalid="ignore"):
         runaway = np.isfinite(loss) & (loss > zero) & ~diverged
     flags.append(_Flag("above_zero_model", runaway, "loss above the zero model's", "", True,
