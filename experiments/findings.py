@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bitjax import analysis, io, stats
+from bitjax import analysis, convergence, io, stats
 from bitjax.checkpoint import CheckpointError
 from bitjax.results import LoadedSweep, SweepCollection, load_experiment
 
@@ -274,6 +274,7 @@ def context(results: Path) -> list[str]:
         "AdamW at lr 1e-3 with weight decay 0.01 does slowly. If so, part of each ternary "
         "difference at dense settings is optimisation, not the optimum; ternary_per_feature, "
         "a higher lr or more steps (all sweepable here) would separate the two.")
+    lines.append(_convergence_line(results))
     phase = results / "phase" / "phase_summary.csv"
     if phase.exists():
         rows = {(r["part"], r["kind"]): r for r in io.read_csv(phase)}
@@ -286,6 +287,30 @@ def context(results: Path) -> list[str]:
                 f"{float(d['share_superposed']):.0%} of cells dense and "
                 f"{float(t['share_superposed']):.0%} ternary.")
     return lines
+
+
+def _convergence_line(results: Path) -> str:
+    """How many compared instances converged (bitjax.convergence's rule): the verdicts above
+    do not check it, nor the attainable ternary loss (results/representable)."""
+    counts = []
+    for name in ("intro", "sparsity", "uniform", "correlated"):
+        for part in _load(results, name).values():
+            stored = part.diagnostics.get("converged")
+            conv = (np.asarray(stored, bool) if stored is not None else np.asarray(
+                convergence.convergence_summary(np.asarray(part.history, np.float64),
+                                                part.config.history_every)["converged"],
+                bool)) & ~part.diverged
+            kind = part.coords["kind"]
+            for k in ("dense", "ternary"):
+                sel = kind == k
+                if sel.any():
+                    counts.append(f"{name}/{part.name} {k} {int(conv[sel].sum())}/"
+                                  f"{int(sel.sum())}")
+    return ("- Converged instances (bitjax.convergence's default rule, stored with the run or "
+            "applied to its loss history), per run and kind: " + ", ".join(counts) + ". "
+            "No verdict above checks that the compared instances converged or that ternary "
+            "is near its attainable loss (results/representable); until it does, a verdict "
+            "may describe training rather than the optimum.")
 
 
 def render(rows: list[Finding], results: Path) -> str:

@@ -89,3 +89,14 @@ def test_figure_footer_counts_the_diverged_instances_left_out():
     assert results.run_label(_sweep()).endswith("none diverged")
     assert results.run_label(_sweep(nan_instances=(1, 2))).endswith(
         "2 of 4 instances diverged (left out)")
+
+
+def test_context_counts_converged_instances_of_the_committed_runs():
+    """FINDINGS.md says how many compared instances converged, per run and kind."""
+    results = Path(__file__).resolve().parent.parent / "results"
+    line = findings._convergence_line(results)
+    intro = findings._load(results, "intro")["intro"]
+    stored = np.asarray(intro.diagnostics["converged"], bool) & ~intro.diverged
+    ternary = intro.coords["kind"] == "ternary"
+    assert f"intro/intro ternary {int(stored[ternary].sum())}/{int(ternary.sum())}" in line
+    assert "sparsity/relu dense" in line and "correlated/anti20 ternary" in line
