@@ -57,12 +57,64 @@ PROBABILITIES = (1.0, 0.1)
 LRS = (1e-3, 1e-2)
 #: Every kind: dense first, then the quantized kinds in bitjax.layers.KINDS order.
 ALL_KINDS = tuple(layers.KINDS)
-#: Recipe (part) name -> the schedule fields it sets.
+#: Recipe (schedule) name -> the schedule fields it sets.
 RECIPES = {
     "constant": dict(schedule="constant", anneal_fraction=0.0),
     "constant_anneal": dict(schedule="constant", anneal_fraction=0.1),
     "cosine_anneal": dict(schedule="cosine", anneal_fraction=0.1),
 }
+#: The two settings of the full study (issue 10 item 4): name -> model and data.
+SETTINGS = {
+    "sparsity": dict(n_features=20, n_hidden=5, importance=(0.7,),
+                     feature_probability=(1.0, 0.3, 0.1, 0.01)),
+    "intro": dict(n_features=5, n_hidden=2, importance=(0.9,),
+                  feature_probability=(1.0, 0.3, 0.1, 0.05)),
+}
+FULL_LRS = (1e-3, 3e-3, 1e-2)
+#: The full study's budgets (steps of batch 1024).
+FULL_BUDGETS = (1000, 3000, 10000)
+#: The full study's parts, in the order they run: (recipe, budget, init_scale, weight_decay).
+#: Every recipe at the middle budget; the schedules at the short budget; the init scale and
+#: the weight decay varied one at a time around cosine_anneal at the middle budget; the long
+#: budget for cosine_anneal only (the constant recipe's loss along the way is its history).
+FULL_PARTS = (
+    ("cosine_anneal", 3000, 1.0, 0.01), ("constant", 3000, 1.0, 0.01),
+    ("constant_anneal", 3000, 1.0, 0.01),
+    ("cosine_anneal", 1000, 1.0, 0.01), ("constant", 1000, 1.0, 0.01),
+    ("cosine_anneal", 3000, 0.5, 0.01), ("cosine_anneal", 3000, 2.0, 0.01),
+    ("cosine_anneal", 3000, 1.0, 0.0),
+    ("cosine_anneal", 10000, 1.0, 0.01),
+)
+
+
+def part_name(setting: str, recipe: str, budget: int, init_scale: float = 1.0,
+              weight_decay: float = 0.01) -> str:
+    """The part (folder) name of one cell of the full study, e.g. ``sparsity-cosine_anneal-4000``
+    (``-init2`` / ``-wd0`` appended where the init scale / weight decay is not the default)."""
+    name = f"{setting}-{recipe}-{budget}"
+    if init_scale != 1.0:
+        name += f"-init{init_scale:g}"
+    if weight_decay != 0.01:
+        name += f"-wd{weight_decay:g}"
+    return name
+
+
+def parse_part(name: str) -> dict:
+    """Inverse of :func:`part_name` (the quick preset's parts are bare recipe names)."""
+    bits = name.split("-")
+    if len(bits) == 1:
+        return dict(setting="sparsity", recipe=name, budget=None, init_scale=1.0,
+                    weight_decay=0.01)
+    out = dict(setting=bits[0], recipe=bits[1], budget=int(bits[2]), init_scale=1.0,
+               weight_decay=0.01)
+    for extra in bits[3:]:
+        if extra.startswith("init"):
+            out["init_scale"] = float(extra[4:])
+        elif extra.startswith("wd"):
+            out["weight_decay"] = float(extra[2:])
+        else:
+            raise ValueError(f"unknown part suffix {extra!r} in {name!r}")
+    return out
 
 
 def _parts(kinds, seeds: int, steps: int, **kw) -> dict[str, SweepConfig]:
@@ -72,11 +124,31 @@ def _parts(kinds, seeds: int, steps: int, **kw) -> dict[str, SweepConfig]:
         **recipe, **kw) for name, recipe in RECIPES.items()}
 
 
+def _full(kinds, seeds: int, budgets=FULL_BUDGETS, parts=FULL_PARTS, **kw
+          ) -> dict[str, SweepConfig]:
+    scale = {b: s for b, s in zip(FULL_BUDGETS, budgets, strict=True)}
+    out = {}
+    for setting in ("intro", "sparsity"):  # the small model first: its results come early
+        model = SETTINGS[setting]
+        for recipe, budget, init_scale, wd in parts:
+            steps = scale[budget]
+            out[part_name(setting, recipe, budget, init_scale, wd)] = SweepConfig(
+                **model, kind=tuple(kinds), seed=tuple(range(seeds)), lr=FULL_LRS,
+                weight_decay=(wd,), steps=steps, init_scale=init_scale,
+                chunk_size=min(500, steps), history_every=min(50, steps // 10),
+                **RECIPES[recipe], **kw)
+    return out
+
+
 PRESETS = {
+    "full": lambda seeds: _full(ALL_KINDS, seeds or 8, batch_size=1024),
     "quick": lambda seeds: _parts(ALL_KINDS, seeds or 4, 4000, batch_size=1024,
                                   chunk_size=500, history_every=50),
     "tiny": lambda seeds: _parts(("dense", "ternary"), seeds or 2, 200, batch_size=128,
                                  chunk_size=100, history_every=50, eval_batches=2),
+    "tiny_full": lambda seeds: _full(("dense", "ternary"), seeds or 2, budgets=(100, 200, 300),
+                                     parts=FULL_PARTS[:2] + FULL_PARTS[3:4],
+                                     batch_size=128, eval_batches=2),
 }
 
 
