@@ -1,16 +1,21 @@
-"""The statistics behind results/FINDINGS.md: pairing by grid cell and the verdict rule."""
+"""The findings protocol: pairing by seed, onsets per seed, the rule table, the decisions,
+the two views and the generated text (results/FINDINGS.md)."""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from bitjax import verdicts as vd
 from bitjax.config import SweepConfig, build_instances
 from bitjax.results import LoadedSweep
 from experiments import findings
+
+RESULTS = Path(__file__).resolve().parent.parent / "results"
 
 
 def _sweep(seeds=(0, 1), probs=(0.1,), nan_instances=()):
@@ -26,6 +31,9 @@ def _sweep(seeds=(0, 1), probs=(0.1,), nan_instances=()):
                        meta={"final_loss": [0.01] * inst.n})  # below the zero model's
 
 
+# ---- pairing -----------------------------------------------------------------------------
+
+
 def test_paired_matches_instances_that_differ_only_in_kind():
     sweep = _sweep(seeds=(0, 1, 2))
     # instance order: dense seeds 0, 1, 2, then ternary seeds 0, 1, 2
@@ -34,44 +42,15 @@ def test_paired_matches_instances_that_differ_only_in_kind():
     np.testing.assert_array_equal(t, [7.0, 5.0, 9.0])
     np.testing.assert_array_equal(d, [1.0, 2.0, 4.0])
     np.testing.assert_array_equal(diff, [6.0, 3.0, 5.0])
-    t, d, diff = findings.paired(sweep, values, a="dense", b="ternary")
-    np.testing.assert_array_equal(diff, [-6.0, -3.0, -5.0])
 
 
 def test_paired_drops_diverged_pairs_and_restricts_by_label():
-    # instances: dense (s0 p.1, s0 p.5), ternary (s0 p.1, s0 p.5); ternary p=0.1 diverged
     sweep = _sweep(seeds=(0,), probs=(0.1, 0.5), nan_instances=(2,))
     assert sweep.diverged.tolist() == [False, False, True, False]
-    t, d, diff = findings.paired(sweep, np.arange(4.0))
+    _, _, diff = findings.paired(sweep, np.arange(4.0))
     np.testing.assert_array_equal(diff, [2.0])  # the p=0.1 pair is gone (diverged)
-    t, d, diff = findings.paired(sweep, np.arange(4.0), feature_probability=0.1)
-    assert diff.size == 0
-    t, d, diff = findings.paired(sweep, np.arange(4.0), feature_probability=0.5)
-    np.testing.assert_array_equal(diff, [2.0])
     with pytest.raises(ValueError, match="no feature_probability 0.3; this sweep has 0.1, 0.5"):
         findings.paired(sweep, np.arange(4.0), feature_probability=0.3)
-    with pytest.raises(ValueError, match="no kind 'binary'"):
-        findings.paired(sweep, np.arange(4.0), a="binary")
-
-
-def test_verdict_rule_follows_the_confidence_interval():
-    below = np.array([-1.0, -1.1, -0.9, -1.05])
-    above = -below
-    noisy = np.array([-1.0, 1.0, -0.5, 0.6])
-    assert findings._direction(below, smaller_supports=True) == "supported"
-    assert findings._direction(above, smaller_supports=True).startswith("not supported")
-    assert findings._direction(above, smaller_supports=False) == "supported"
-    assert findings._direction(noisy, smaller_supports=True).startswith("inconclusive")
-    assert findings._direction(np.array([1.0]), smaller_supports=True).startswith(
-        "inconclusive")
-
-
-def test_findings_does_not_reach_into_other_experiments():
-    source = Path(findings.__file__).read_text()
-    assert "_cli" not in source
-    for sibling in ("intro", "sparsity", "uniform", "correlated", "phase"):
-        assert f"from experiments import {sibling}" not in source
-        assert f"experiments.{sibling}" not in source.replace("python -m experiments.", "")
 
 
 def test_a_run_without_stored_diagnostics_flags_its_runaways():
@@ -80,7 +59,6 @@ def test_a_run_without_stored_diagnostics_flags_its_runaways():
     assert not sweep.diverged.any()
     runaway = dataclasses.replace(sweep, meta={"final_loss": [0.01, 1e3, 0.01, 0.01]})
     np.testing.assert_array_equal(runaway.diverged, [False, True, False, False])
-    assert runaway.zero_loss[1] < 1e3
 
 
 def test_figure_footer_counts_the_diverged_instances_left_out():
@@ -91,12 +69,225 @@ def test_figure_footer_counts_the_diverged_instances_left_out():
         "2 of 4 instances diverged (left out)")
 
 
-def test_context_counts_converged_instances_of_the_committed_runs():
-    """FINDINGS.md says how many compared instances converged, per run and kind."""
-    results = Path(__file__).resolve().parent.parent / "results"
-    line = findings._convergence_line(results)
-    intro = findings._load(results, "intro")["intro"]
+# ---- onsets per seed -----------------------------------------------------------------------
+
+
+def test_onset_per_seed_interpolates_in_log10_of_the_probability():
+    p = np.array([1.0, 0.1, 0.01])  # x = 0, -1, -2
+    values = np.array([[0.0, 0.4, 0.8],    # crosses 0.5 a quarter of the way from -1 to -2
+                       [0.2, 0.6, 0.9],    # crosses between 0 and -1 at 3/4
+                       [0.9, 0.9, 0.9],    # holds everywhere: left-censored at x = 0
+                       [0.0, 0.1, 0.2],    # never: right-censored at x = -2
+                       [0.9, 0.1, 0.7]])   # sustained only from the last crossing on
+    onset, cens = vd.onset_per_seed(p, values, 0.5)
+    np.testing.assert_allclose(onset, [-1.25, -0.75, 0.0, -2.0, -1.0 - 2.0 / 3.0])
+    np.testing.assert_array_equal(cens, [0, 0, -1, 1, 0])
+    # The grid order does not matter; NaN points (diverged) are skipped.
+    onset2, _ = vd.onset_per_seed(p[::-1], values[:, ::-1], 0.5)
+    np.testing.assert_allclose(onset2, onset)
+    gap, _ = vd.onset_per_seed(p, np.array([[0.0, np.nan, 1.0]]), 0.5)
+    np.testing.assert_allclose(gap, [-1.0])  # halfway between x = 0 and x = -2
+    none, c = vd.onset_per_seed(p, np.full((1, 3), np.nan), 0.5)
+    assert math.isnan(none[0]) and c[0] == 0
+    with pytest.raises(ValueError, match=r"values must be \[seeds, 3\]"):
+        vd.onset_per_seed(p, np.zeros((2, 2)), 0.5)
+    with pytest.raises(ValueError, match="must be > 0"):
+        vd.onset_per_seed([1.0, 0.0], np.zeros((1, 2)), 0.5)
+
+
+# ---- rules and decisions -------------------------------------------------------------------
+
+
+EQ = vd.Rule("eq", "the same", "equivalence", "m", "u", 0.1, 0, "same")
+LESS = vd.Rule("less", "smaller", "difference", "m", "u", 0.1, -1, "same")
+
+
+def _decide(rule, diff):
+    raw = vd.raw_tests(rule, np.asarray(diff, float))
+    return vd.decide(rule, raw, raw.p_support, raw.p_refute)
+
+
+def test_equivalence_decisions_go_every_way():
+    rng = np.random.default_rng(0)
+    small = rng.normal(0.0, 0.01, 10)
+    assert _decide(EQ, small) == ("supported", "")
+    assert _decide(EQ, small + 0.5) == ("refuted", "")
+    assert _decide(EQ, rng.normal(0.0, 1.0, 4)) == ("undecided", "power")
+    # Narrow enough, but the interval straddles the margin's edge.
+    assert _decide(EQ, np.array([0.08, 0.1, 0.12, 0.09, 0.11, 0.1])) == ("not supported", "")
+    assert _decide(EQ, [0.0, 0.0, 0.0]) == ("undecided", "power")  # no spread
+    assert _decide(EQ, [0.01, 0.02]) == ("undecided", "power")  # fewer than MIN_SEEDS
+
+
+def test_difference_decisions_go_every_way():
+    rng = np.random.default_rng(1)
+    assert _decide(LESS, -1.0 + rng.normal(0, 0.05, 8)) == ("supported", "")
+    assert _decide(LESS, 1.0 + rng.normal(0, 0.05, 8)) == ("refuted", "")
+    # No effect, and the 95% bound excludes an effect of 0.1 in the claimed direction.
+    assert _decide(LESS, rng.normal(0, 0.01, 8)) == ("not supported", "")
+    assert _decide(LESS, rng.normal(0, 1.0, 4)) == ("undecided", "power")
+    more = dataclasses.replace(LESS, direction=1)
+    assert _decide(more, 1.0 + rng.normal(0, 0.05, 8)) == ("supported", "")
+
+
+def test_holm_adjusted_p_values_decide_not_the_raw_ones():
+    raw = vd.raw_tests(LESS, np.array([-0.3, -0.1, -0.25, -0.05, -0.2]))
+    assert raw.p_support < 0.05
+    assert vd.decide(LESS, raw, raw.p_support, raw.p_refute)[0] == "supported"
+    # In a family where Holm lifts it above alpha it no longer is.
+    assert vd.decide(LESS, raw, min(1.0, raw.p_support * 20), 1.0)[0] != "supported"
+
+
+def test_rule_text_follows_the_rule_fields():
+    text = vd.rule_text(LESS)
+    assert "ternary - dense < 0 is shown" in text and "0.1 u" in text
+    flipped = vd.rule_text(dataclasses.replace(LESS, direction=1, margin=0.3))
+    assert "ternary - dense > 0 is shown" in flipped and "0.3 u" in flipped
+    assert "±0.1" in vd.rule_text(EQ) and "90% CI" in vd.rule_text(EQ)
+    with pytest.raises(ValueError, match="margin must be > 0"):
+        dataclasses.replace(EQ, margin=0.0)
+    with pytest.raises(ValueError, match="direction"):
+        dataclasses.replace(LESS, direction=0)
+    with pytest.raises(ValueError, match="test must be one of"):
+        dataclasses.replace(EQ, test="similar")
+    assert vd.verdict_text("undecided", "not_converged", "1 of 8") == (
+        "undecided (not converged: 1 of 8)")
+    with pytest.raises(ValueError, match="unknown verdict"):
+        vd.verdict_text("maybe")
+
+
+def test_the_rule_table_covers_the_study_and_is_well_formed():
+    keys = [c.rule.key for c in findings.CLAIMS]
+    assert len(set(keys)) == len(keys)
+    for c in findings.CLAIMS:
+        assert c.value in findings.VALUES
+        assert c.summary in ("mean", "onset")
+        assert (c.summary == "onset") == np.isfinite(c.level)
+    tests = {c.rule.test for c in findings.CLAIMS}
+    assert tests == {"equivalence", "difference"}
+
+
+# ---- per-seed summaries and the two views --------------------------------------------------
+
+
+def _grid(value_t, value_d, ok_t=None, ok_d=None, p=(1.0, 0.1, 0.01)):
+    value_t, value_d = np.asarray(value_t, float), np.asarray(value_d, float)
+    s = value_t.shape[0]
+    ones = np.ones_like(value_t, dtype=bool)
+    return findings.Grid(
+        seeds=np.arange(s), p=np.asarray(p), value={"ternary": value_t, "dense": value_d},
+        loss={"ternary": value_t * 0 + 0.2, "dense": value_d * 0 + 0.1},
+        ok={"ternary": ones if ok_t is None else ok_t, "dense": ones if ok_d is None else ok_d},
+        zero=np.ones_like(value_t))
+
+
+MEAN_CLAIM = findings.Claim(LESS, "x", "y", "n_represented")
+
+
+def test_per_seed_averages_the_cells_of_a_seed_first():
+    g = _grid([[1.0, 2.0, 3.0], [0.0, 0.0, 3.0]], [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    diff, by, _ = findings.per_seed(MEAN_CLAIM, g)
+    np.testing.assert_allclose(diff, [2.0, 1.0])  # one value per seed, not six cells
+    np.testing.assert_allclose(by["ternary"], [2.0, 1.0])
+    onset_claim = dataclasses.replace(MEAN_CLAIM, summary="onset", level=0.5)
+    g = _grid([[0.0, 0.0, 1.0]], [[0.0, 1.0, 1.0]])
+    diff, _, notes = findings.per_seed(onset_claim, g)
+    np.testing.assert_allclose(diff, [-1.0])  # ternary crosses at -1.5, dense at -0.5
+    assert notes["censored"]["ternary"].tolist() == [0]
+
+
+def test_loss_gap_is_per_seed_in_units_of_the_zero_model():
+    t = np.array([[0.3, 0.5], [0.2, 0.2]])
+    d = np.array([[0.1, 0.1], [0.1, 0.2]])
+    zero = np.array([[1.0, 2.0], [1.0, 2.0]])
+    np.testing.assert_allclose(findings.loss_gap(t, d, zero), [0.2, 0.05])
+    est, lo, hi = findings.best_gap(t, d, zero)
+    assert est == pytest.approx(np.mean([(0.2 - 0.1) / 1.0, (0.2 - 0.1) / 2.0]))
+    assert lo <= hi
+
+
+def test_as_trained_uses_only_seeds_whose_instances_all_converged():
+    vals = np.array([[1.0, 1.0, 1.0]] * 4)
+    ok = np.ones((4, 3), bool)
+    ok[0, 2] = False  # one non-converged instance drops the whole seed
+    v = findings.trained_view(MEAN_CLAIM, _grid(vals, vals * 0, ok_t=ok))
+    assert v.tested and v.diff.size == 3 and v.basis.startswith("3 of 4 seeds")
+    ok[1:3, 0] = False
+    v = findings.trained_view(MEAN_CLAIM, _grid(vals, vals * 0, ok_t=ok))
+    assert not v.tested and v.reason == "not_converged" and v.diff.size == 4
+    assert v.detail.startswith("1 of 4 seeds") and "9 of 12 pairs" in v.detail
+
+
+def _write_attainable(folder: Path, bound: float, trained: float, seeds=4,
+                      probs=(1.0, 0.1, 0.01)):
+    from bitjax import io
+
+    rows = [{"experiment": "x", "seed": s, "feature_probability": p, "alignable": "True",
+             "dense_loss": 0.1, "attainable_ternary": bound, "exact_ternary": "nan",
+             "trained_ternary_loss": trained, "trained_ternary_final_loss": 0.2}
+            for s in range(seeds) for p in probs]
+    io.write_csv(folder / "representable" / "attainable_x.csv", rows)
+
+
+def test_optimum_view_reasons(tmp_path):
+    vals = np.array([[1.0, 1.0, 1.0]] * 4)
+    g = _grid(vals, vals * 0)
+    v = findings.optimum_view(tmp_path, MEAN_CLAIM, g, None)
+    assert v.reason == "attainable" and "no bound for x/y" in v.detail
+    # Ternary attains the dense loss everywhere: a difference claim cannot hold at the optimum.
+    _write_attainable(tmp_path, bound=0.1, trained=0.1)
+    v = findings.optimum_view(tmp_path, MEAN_CLAIM, g, None)
+    assert v.reason == "theory" and not v.tested
+    np.testing.assert_allclose(v.gap, 0.0)
+    # The same data for an equivalence claim are tested (every seed reached its bound).
+    eq_claim = dataclasses.replace(MEAN_CLAIM, rule=EQ)
+    assert findings.optimum_view(tmp_path, eq_claim, g, None).tested
+    # Trained ternary 50% above the bound: not at the optimum.
+    _write_attainable(tmp_path, bound=0.1, trained=0.15)
+    v = findings.optimum_view(tmp_path, eq_claim, g, None)
+    assert v.reason == "attainable" and v.detail.startswith("0 of 4 seeds")
+
+
+def test_a_representable_table_from_another_run_is_not_used(tmp_path):
+    vals = np.array([[1.0, 1.0, 1.0]] * 4)
+    g = _grid(vals, vals * 0)
+    g.loss["ternary"] = g.loss["ternary"] * 3  # the run's losses differ from the table's
+    _write_attainable(tmp_path, bound=0.1, trained=0.1)
+    b = findings.bounds_for(tmp_path, MEAN_CLAIM, g, None)
+    assert not b.found and "another run" in b.why
+
+
+def test_findings_does_not_reach_into_other_experiments():
+    source = Path(findings.__file__).read_text()
+    assert "_cli" not in source
+    for sibling in ("intro", "sparsity", "uniform", "correlated", "phase"):
+        assert f"from experiments import {sibling}" not in source
+        assert f"experiments.{sibling}" not in source.replace("python -m experiments.", "")
+
+
+# ---- the committed results -----------------------------------------------------------------
+
+
+def test_converged_reads_the_stored_diagnostic():
+    intro = findings._load(RESULTS, "intro")["intro"]
     stored = np.asarray(intro.diagnostics["converged"], bool) & ~intro.diverged
-    ternary = intro.coords["kind"] == "ternary"
-    assert f"intro/intro ternary {int(stored[ternary].sum())}/{int(ternary.sum())}" in line
-    assert "sparsity/relu dense" in line and "correlated/anti20 ternary" in line
+    np.testing.assert_array_equal(findings.converged(intro), stored)
+
+
+@pytest.mark.integration
+def test_generated_findings_on_the_committed_results():
+    """Every claim gets two computed verdicts; the exact intro comparison matches the CSV."""
+    from bitjax import io
+
+    results = findings.evaluate(RESULTS)
+    assert [r.claim.rule.key for r in results] == [c.rule.key for c in findings.CLAIMS]
+    for r in results:
+        for v in (r.optimum, r.trained):
+            assert v.verdict in vd.VERDICTS
+            assert (v.verdict == "undecided") == bool(v.reason)
+    text = findings.render(results, RESULTS)
+    rows = io.read_csv(RESULTS / "representable" / "intro_exact.csv")
+    k = sum(r["configuration"].startswith("two antipodal pairs") for r in rows)
+    assert f"two antipodal pairs at {k} of {len(rows)} sparsities" in text
+    for typed in ("likely cause", "show two antipodal pairs instead", "inconclusive"):
+        assert typed not in text
