@@ -1,40 +1,48 @@
-"""Convergence: does each kind finish training, and with which recipe does it get lowest?
+"""Convergence: can each kind reach the loss it can attain, and with which recipe?
 
-Question (issue 10, a small first version): at the sparsity setting n=20, m=5, I_i = 0.7^i,
-per-tensor b1.58 ``ternary`` ends 1.7-3.6x above a ternary solution that exists and is
-stable. Is that a matter of the optimisation recipe? For every kind (dense and every
-quantized kind) this trains a small grid of recipes, learning rate x schedule, with the
-same budget and seeds, and reports per kind the recipe with the lowest loss, how far it is
-from dense, whether the instances converged (bitjax.convergence's rule, stored per
-instance), how many diverged, and how many ternary codes still change at the end.
+Question (issue 10): per-tensor b1.58 ``ternary`` trained with the paper's recipe ends well
+above ternary solutions that exist. Is that the recipe? For two settings, sparsity (n=20,
+m=5, I_i = 0.7^i, 1-S = 1, 0.3, 0.1, 0.01) and intro (n=5, m=2, I_i = 0.9^i, 1-S = 1, 0.3,
+0.1, 0.05), every kind (dense and every quantized kind) is trained over lr (1e-3, 3e-3,
+1e-2) x schedule x step budget, with the init scale and the weight decay varied one at a
+time, 8 seeds each. Every instance is scored by its loss on one fixed sample per density
+(:func:`bitjax.representable.make_sample`: no evaluation noise) divided by the lowest loss
+known to be attainable by its kind on that sample: the exact optimum by enumeration where
+the model is small (intro: per-tensor ternary and binary), the dense solutions rotated onto
+the axes and rounded (:func:`bitjax.representable.attainable_loss`), and the best trained
+instance of any kind sharing the lattice (see :func:`attainable_references`).
 
-Recipes (the parts of the experiment; each part is one compiled sweep over kind x seed x
-1-S x lr):
-  constant         constant learning rate (the other experiments' default);
-  constant_anneal  constant, then an annealed final phase: the learning rate falls linearly
-                   to 0 over the last tenth of the budget (bitjax SweepConfig.anneal_fraction);
-  cosine_anneal    cosine decay to 0, with the same annealed final tenth on top.
-The annealed phase applies to every kind alike, so an oscillating quantized model is
-evaluated where it settled rather than at a random point of its oscillation.
+Recipes (schedules):
+  constant         constant learning rate (the paper's and the other experiments' default);
+  constant_anneal  constant, then an annealed final tenth (lr linearly to 0;
+                   SweepConfig.anneal_fraction = 0.1);
+  cosine_anneal    cosine decay to 0 with the same annealed final tenth.
+The full preset trains every schedule at 3,000 steps; cosine_anneal and constant at 1,000;
+cosine_anneal at 10,000; and cosine_anneal at 3,000 with init scale 0.5 and 2 and with
+weight decay 0 (default 0.01). Each part is one compiled sweep over kind x seed x 1-S x lr
+(768 instances).
 
-Command:  python -m experiments.convergence                  (quick preset on CPU)
-          python -m experiments.convergence --preset tiny    (smoke test)
+The recipe per kind (rule fixed before the data, :func:`choose_recipes`): among the recipes
+trained at 3,000 steps, the lowest geometric mean over the 8 (setting, 1-S) cells of the
+median (over seeds) ratio to the attainable loss.
 
-Runtime: quick 17 min wall on the 2-core CPU while other jobs loaded it (load average 7-9;
-not measured on an idle machine); one GPU: not measured.
+Command:  python -m experiments.convergence --preset full   (the study; CPU about 1 h)
+          python -m experiments.convergence                 (quick: one setting, 3 parts)
+          python -m experiments.convergence --preset tiny_full   (smoke test of the study)
 
-Presets:
-  quick  n=20, m=5, I=0.7^i, 1-S in (1, 0.1), kinds dense + every quantized kind, lr in
-         (1e-3, 1e-2), 4 seeds, 4,000 steps of batch 1024; three recipe parts (128
-         instances each).
-  tiny   the same grid with 2 kinds, 2 seeds, 200 steps of batch 128.
+Runtime: full 51 min estimated by --dry-run on the idle 2-core CPU (the committed run: see
+results/README.md; it shared the CPU with other jobs); quick 17 min under load; one GPU:
+not measured.
 
-Outputs (in --out, default runs/convergence-<preset>): experiment.json, manifest.json, per
-part sweep.json, metrics.csv (every diagnostic per instance), features.csv, checkpoints/;
-recipes.csv (per kind x recipe x 1-S x lr: median loss over the live seeds, seeds
-converged/diverged, median fraction of codes changed over the last stretch), best.csv and
-best.md (per kind and 1-S: the recipe with the lowest median loss and its ratio to dense's
-best), loss_by_recipe.{png,pdf}.
+Outputs (in --out, default runs/convergence-<preset>): experiment.json, manifest.json, a
+folder per part (sweep.json, metrics.csv with every diagnostic, features.csv,
+checkpoints/); cells.csv (per part x kind x 1-S x lr: same-sample loss median, quartiles
+and min over the live seeds, the attainable loss and its source, ratios, seeds reached /
+converged / diverged, codes changed over the last stretch), best.csv (per setting x kind x
+1-S: the cell with the lowest median loss), chosen.csv and best.md (the recipe per kind and
+the best cells), loss_vs_budget.{png,pdf} (ratio to attainable against the budget per kind,
+seed quartile bands), converged_vs_budget.{png,pdf}, controls.{png,pdf} (every variant at
+3,000 steps).
 Paper figure: none (a bitjax question: Elhage et al. 2022 train dense models only).
 """
 
@@ -153,142 +161,479 @@ PRESETS = {
 
 
 # ----------------------------------------------------------------------------------------
-# Tables
+# Same-sample losses and the attainable loss of each kind
+
+#: Which attainable loss a kind is measured against: the kinds whose effective weights are
+#: ``gamma * T`` with one scale per tensor share the per-tensor ternary lattice (bitlinear's
+#: 8-bit activations are left out of the same-sample loss, which uses float activations).
+FAMILY = {"dense": "dense", "ternary": "ternary", "twn": "ternary", "bitlinear": "ternary",
+          "ternary_absmean_grad": "ternary", "ternary_lsq": "ternary",
+          "ternary_per_feature": "ternary_per_feature", "binary": "binary"}
+#: Within this factor of its attainable loss an instance counts as having reached it.
+REACHED = 1.05
+#: Same-sample settings: the stratified sample for n <= 6 (n_per_mask per activity mask),
+#: else a plain sample (the values experiments.representable uses at full size).
+SAMPLE_PER_MASK, SAMPLE_PLAIN = 256, 32_768
+#: Exact optima by enumeration up to this many features (n=6, m=2: about 30 s here).
+EXACT_MAX_N = 6
 
 
-def _median(values: np.ndarray) -> float:
-    finite = values[np.isfinite(values)]
-    return float(np.median(finite)) if finite.size else float("nan")
+def part_info(name: str, sweep: LoadedSweep) -> dict:
+    """Setting, recipe, budget (the run's steps), init scale and weight decay of a part."""
+    info = parse_part(name)
+    info["budget"] = int(sweep.config.steps)
+    if "-" not in name:  # the quick/tiny presets: one setting, named by its model
+        info["setting"] = "sparsity" if sweep.config.n_features == 20 else \
+            f"n{sweep.config.n_features}m{sweep.config.n_hidden}"
+    return info
 
 
-def recipe_rows(parts: Mapping[str, LoadedSweep]) -> list[dict]:
-    """Per recipe x kind x 1-S x lr: median over the live seeds of the final loss and the
-    code changes, with the counts of seeds converged and diverged."""
-    rows = []
-    for recipe, sweep in parts.items():
-        diag = sweep.diagnostics
-        bad = sweep.diverged
-        for kind in sweep.config.kind:
-            for p in PROBABILITIES:
-                for lr in sweep.config.lr:
-                    idx = sweep.select(kind=kind, feature_probability=p, lr=lr)
-                    live = idx[~bad[idx]]
-                    row = {"recipe": recipe, "kind": kind, "feature_probability": p,
-                           "lr": lr, "n_seeds": len(idx), "n_diverged": int(bad[idx].sum()),
-                           "loss_median": _median(sweep.loss[live]),
-                           "loss_min": (float(np.min(sweep.loss[live])) if live.size
-                                        else float("nan")),
-                           "tail_mean_loss_median": _median(diag["tail_mean_loss"][live])}
-                    row["n_converged"] = int(np.asarray(diag["converged"], bool)[live].sum())
-                    row["code_changed_fraction_median"] = _median(
-                        diag["code_changed_fraction"][live])
-                    row["code_flips_median"] = _median(diag["code_flips"][live])
-                    rows.append(row)
-    return rows
+def _sample_kw(n: int) -> dict:
+    from bitjax import representable as rep
+    return (dict(n_per_mask=SAMPLE_PER_MASK) if n <= rep.STRATIFY_MAX_FEATURES
+            else dict(n_samples=SAMPLE_PLAIN))
 
 
-def best_rows(rows: list[dict]) -> list[dict]:
-    """Per kind and 1-S, the recipe (part and lr) with the lowest median loss, and its ratio
-    to the lowest median loss dense reaches at that 1-S with any recipe."""
-    out = []
-    dense_best = {p: min((r["loss_median"] for r in rows
-                          if r["kind"] == "dense" and r["feature_probability"] == p
-                          and np.isfinite(r["loss_median"])), default=float("nan"))
-                  for p in PROBABILITIES}
-    kinds = list(dict.fromkeys(r["kind"] for r in rows))
-    for kind in kinds:
-        for p in PROBABILITIES:
-            cands = [r for r in rows if r["kind"] == kind and r["feature_probability"] == p
-                     and np.isfinite(r["loss_median"])]
-            if not cands:
-                out.append({"kind": kind, "feature_probability": p, "recipe": "all diverged"})
-                continue
-            b = min(cands, key=lambda r: r["loss_median"])
-            out.append({"kind": kind, "feature_probability": p, "recipe": b["recipe"],
-                        "lr": b["lr"], "loss_median": b["loss_median"],
-                        "ratio_to_dense_best": b["loss_median"] / dense_best[p],
-                        "n_converged": b["n_converged"], "n_diverged": b["n_diverged"],
-                        "n_seeds": b["n_seeds"],
-                        "code_changed_fraction_median": b["code_changed_fraction_median"]})
+def _importance(sweep: LoadedSweep) -> np.ndarray:
+    from bitjax.config import importance_vector
+    (value,) = sweep.config.importance  # every study part has one importance
+    return importance_vector(value, sweep.config.n_features)
+
+
+def same_sample_losses(sweep: LoadedSweep, chunk: int = 64) -> np.ndarray:
+    """Loss ``[I]`` of every instance's effective weights and bias on one fixed sample per
+    feature probability (:func:`bitjax.representable.make_sample`, seed 0): the sample the
+    attainable losses are computed on, so the comparison has no evaluation noise."""
+    from bitjax import representable as rep
+
+    cfg = sweep.config
+    n = cfg.n_features
+    imp = _importance(sweep)
+    probs = np.asarray(sweep.coords["feature_probability"], float)
+    out = np.full(sweep.n_instances, np.nan)
+    ok = np.isfinite(sweep.W_eff).all(axis=(1, 2)) & np.isfinite(sweep.b).all(axis=1)
+    for p in np.unique(probs):
+        smp = rep.make_sample(cfg.structure, np.full((1, n), p), **_sample_kw(n))
+        x = smp.x if smp.x.ndim == 2 else smp.x[0]
+        idx = np.flatnonzero((probs == p) & ok)
+        for lo in range(0, len(idx), chunk):
+            j = idx[lo:lo + chunk]
+            out[j] = rep.sample_loss(sweep.W_eff[j], sweep.b[j], x, smp.w[0],
+                                     np.broadcast_to(imp, (len(j), n)),
+                                     activation=cfg.activation)
     return out
 
 
-def _markdown(best: list[dict]) -> str:
-    lines = ["| kind | 1-S | best recipe | lr | median loss | / dense best | converged | "
-             "diverged | codes changed (last stretch) |",
-             "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+def attainable_references(parts: Mapping[str, LoadedSweep], infos: Mapping[str, dict],
+                          losses: Mapping[str, np.ndarray]) -> dict:
+    """Per (setting, 1-S): the lowest loss known to be attainable by each family, and how it
+    is known.
+
+    Candidates, all on the same sample: the best live trained instance of the family's kinds
+    in any part; for ``ternary`` (per-tensor) the exact optimum by enumeration where the
+    model is small enough (:func:`bitjax.representable.exact_optimum`), else the best
+    rotated-and-rounded dense solution (:func:`bitjax.representable.attainable_loss`, over
+    the dense instances of the longest-budget parts); for ``binary`` its exact optimum where
+    small enough; ``ternary_per_feature`` also takes every per-tensor candidate and the
+    per-feature rounding of the dense solutions; ``dense`` takes every candidate (any
+    quantized weight is a dense weight).
+
+    Returns:
+      ``{(setting, p): {family: (loss, source)}}``.
+    """
+    from bitjax import representable as rep
+
+    cands: dict = {}
+
+    def add(key, family, value, source):
+        if np.isfinite(value):
+            cur = cands.setdefault(key, {}).get(family)
+            if cur is None or value < cur[0]:
+                cands[key][family] = (float(value), source)
+
+    longest = {}
+    for info in infos.values():
+        longest[info["setting"]] = max(longest.get(info["setting"], 0), info["budget"])
+    first_of_setting = {}
+    for name, sweep in parts.items():
+        info, loss = infos[name], losses[name]
+        first_of_setting.setdefault(info["setting"], name)
+        live = ~sweep.diverged & np.isfinite(loss)
+        kinds = np.asarray(sweep.coords["kind"])
+        probs = np.asarray(sweep.coords["feature_probability"], float)
+        for p in np.unique(probs):
+            key = (info["setting"], float(p))
+            for kind in np.unique(kinds):
+                sel = live & (kinds == kind) & (probs == p)
+                if sel.any():
+                    add(key, FAMILY[kind], np.min(loss[sel]), f"trained {kind}")
+        if info["budget"] == longest[info["setting"]]:
+            dense = np.flatnonzero(live & (kinds == "dense"))
+            n = sweep.config.n_features
+            if len(dense):
+                # Rotate and round the dense solutions onto the axes (every model size);
+                # grouped by density so each group shares its sample.
+                imp = _importance(sweep)
+                for p in np.unique(probs[dense]):
+                    d = dense[probs[dense] == p]
+                    att = rep.attainable_loss(
+                        sweep.W_eff[d], sweep.b[d], np.full((len(d), n), p),
+                        np.broadcast_to(imp, (len(d), n)), sweep.config.structure,
+                        activation=sweep.config.activation, sample_kw=_sample_kw(n))
+                    add((info["setting"], float(p)), "ternary", np.nanmin(att.ternary),
+                        "rounded dense solution")
+                    add((info["setting"], float(p)), "ternary_per_feature",
+                        np.nanmin(att.ternary_per_feature), "rounded dense solution")
+    for setting, name in first_of_setting.items():
+        sweep = parts[name]
+        cfg = sweep.config
+        if cfg.n_features > EXACT_MAX_N:
+            continue
+        probs = np.unique([k[1] for k in cands if k[0] == setting])
+        p = np.repeat(probs[:, None], cfg.n_features, 1)
+        imp = _importance(sweep)
+        for family, alphabet in (("ternary", (-1, 0, 1)), ("binary", (-1, 1))):
+            ex = rep.exact_optimum(cfg.structure, cfg.n_hidden, p, imp, alphabet=alphabet,
+                                   activation=cfg.activation, n_per_mask=SAMPLE_PER_MASK)
+            for d, pr in enumerate(probs):
+                add((setting, float(pr)), family, ex.loss[d, 0], "exact optimum")
+    # A per-tensor solution is a per-feature one; every solution is a dense one.
+    for key, fam in cands.items():
+        if "ternary" in fam:
+            add(key, "ternary_per_feature", *fam["ternary"])
+        for value, source in list(fam.values()):
+            add(key, "dense", value, source)
+    return cands
+
+
+# ----------------------------------------------------------------------------------------
+# Tables
+
+
+def _quantile(values: np.ndarray, q: float) -> float:
+    finite = values[np.isfinite(values)]
+    return float(np.quantile(finite, q)) if finite.size else float("nan")
+
+
+def _median(values: np.ndarray) -> float:
+    return _quantile(values, 0.5)
+
+
+def cell_rows(parts: Mapping[str, LoadedSweep], infos: Mapping[str, dict],
+              losses: Mapping[str, np.ndarray], refs: dict) -> list[dict]:
+    """One row per part x kind x 1-S x lr (a cell of seeds): the same-sample loss over the
+    live seeds (median, quartiles, min), its ratio to the kind's attainable loss and to
+    dense's, seeds within :data:`REACHED` of the attainable loss, seeds converged and
+    diverged, the evaluated final loss and the codes changed over the last stretch."""
+    rows = []
+    for name, sweep in parts.items():
+        info, loss = infos[name], losses[name]
+        diag, bad = sweep.diagnostics, sweep.diverged
+        conv = np.asarray(diag.get("converged", np.zeros(sweep.n_instances)), bool)
+        changed = np.asarray(diag.get("code_changed_fraction",
+                                      np.full(sweep.n_instances, np.nan)), float)
+        for kind in sweep.config.kind:
+            for p in sweep.config.feature_probability:
+                ref = refs.get((info["setting"], float(p)), {})
+                att, source = ref.get(FAMILY[kind], (np.nan, ""))
+                dense_ref = ref.get("dense", (np.nan, ""))[0]
+                for lr in sweep.config.lr:
+                    idx = sweep.select(kind=kind, feature_probability=p, lr=lr)
+                    live = idx[~bad[idx] & np.isfinite(loss[idx])]
+                    ratio = loss[live] / att
+                    rows.append({
+                        **{k: info[k] for k in ("setting", "recipe", "budget", "init_scale",
+                                                "weight_decay")},
+                        "part": name, "kind": kind, "feature_probability": float(p),
+                        "lr": float(lr), "n_seeds": len(idx),
+                        "n_diverged": int(bad[idx].sum()),
+                        "n_converged": int(conv[live].sum()),
+                        "loss_median": _median(loss[live]),
+                        "loss_q25": _quantile(loss[live], 0.25),
+                        "loss_q75": _quantile(loss[live], 0.75),
+                        "loss_min": _quantile(loss[live], 0.0),
+                        "attainable": att, "attainable_source": source,
+                        "ratio_median": _median(ratio),
+                        "ratio_q25": _quantile(ratio, 0.25),
+                        "ratio_q75": _quantile(ratio, 0.75),
+                        "ratio_min": _quantile(ratio, 0.0),
+                        "n_reached": int(np.sum(ratio <= REACHED)),
+                        "ratio_to_dense_median": _median(loss[live] / dense_ref),
+                        "final_loss_median": _median(sweep.loss[live]),
+                        "code_changed_fraction_median": _median(changed[live]),
+                    })
+    return rows
+
+
+def _usable(r: dict) -> bool:
+    """A cell counts when at least half its seeds are live (finite, not diverged)."""
+    return np.isfinite(r["ratio_median"]) and 2 * (r["n_seeds"] - r["n_diverged"]) >= \
+        r["n_seeds"]
+
+
+def best_rows(rows: list[dict]) -> list[dict]:
+    """Per setting x kind x 1-S: the cell (recipe, budget, lr, init scale, weight decay)
+    with the lowest median same-sample loss among cells with at least half the seeds live."""
+    out = []
+    keys = list(dict.fromkeys((r["setting"], r["kind"], r["feature_probability"])
+                              for r in rows))
+    for setting, kind, p in keys:
+        cands = [r for r in rows if (r["setting"], r["kind"], r["feature_probability"])
+                 == (setting, kind, p) and _usable(r)]
+        if not cands:
+            out.append({"setting": setting, "kind": kind, "feature_probability": p,
+                        "recipe": "none usable (diverged)"})
+            continue
+        out.append(dict(min(cands, key=lambda r: r["loss_median"])))
+    return out
+
+
+def _recipe_key(r: dict) -> tuple:
+    return (r["recipe"], r["lr"], r["init_scale"], r["weight_decay"])
+
+
+def choose_recipes(rows: list[dict]) -> list[dict]:
+    """The recipe each kind should use: among the recipes (schedule, lr, init scale, weight
+    decay) trained at the budget where every variant was trained (the most common budget),
+    the one with the lowest geometric mean, over every (setting, 1-S) cell, of the median
+    ratio to the kind's attainable loss; a recipe with an unusable cell (fewer than half the
+    seeds live) is not eligible. The rule is fixed before the data (issue 10, item 4)."""
+    budgets = [r["budget"] for r in rows]
+    budget = max(set(budgets), key=budgets.count)
+    out = []
+    for kind in dict.fromkeys(r["kind"] for r in rows):
+        cells = [r for r in rows if r["kind"] == kind and r["budget"] == budget]
+        n_cells = len({(r["setting"], r["feature_probability"]) for r in cells})
+        scores = []
+        for key in dict.fromkeys(_recipe_key(r) for r in cells):
+            mine = [r for r in cells if _recipe_key(r) == key]
+            if len(mine) < n_cells or not all(_usable(r) for r in mine):
+                continue
+            ratios = np.array([r["ratio_median"] for r in mine])
+            scores.append((float(np.exp(np.mean(np.log(ratios)))), key, mine))
+        if not scores:
+            out.append({"kind": kind, "budget": budget, "recipe": "none eligible"})
+            continue
+        scores.sort(key=lambda t: t[0])
+        score, key, mine = scores[0]
+        runner = scores[1][0] if len(scores) > 1 else float("nan")
+        out.append({"kind": kind, "budget": budget, "recipe": key[0], "lr": key[1],
+                    "init_scale": key[2], "weight_decay": key[3], "score": score,
+                    "runner_up_score": runner, "n_recipes": len(scores),
+                    "cells_reached": sum(r["ratio_median"] <= REACHED for r in mine),
+                    "n_cells": len(mine),
+                    "seeds_reached": sum(r["n_reached"] for r in mine),
+                    "seeds_converged": sum(r["n_converged"] for r in mine),
+                    "seeds": sum(r["n_seeds"] for r in mine)})
+    return out
+
+
+def _f(x: float, spec: str = ".3g") -> str:
+    return "-" if not np.isfinite(x) else format(x, spec)
+
+
+def _markdown(best: list[dict], chosen: list[dict]) -> str:
+    lines = ["## The recipe chosen per kind", "",
+             f"Rule (fixed before the data): among the recipes trained at the common budget, the "
+             f"lowest geometric mean over every (setting, 1-S) cell of the median ratio of the "
+             f"same-sample loss to the kind's attainable loss; \"reached\" = within "
+             f"{REACHED:g}x of it.", "",
+             "| kind | budget | schedule | lr | init scale | weight decay | score (geo. mean "
+             "ratio) | runner-up | cells reached (median) | seeds reached | seeds converged |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for c in chosen:
+        if "lr" not in c:
+            lines.append(f"| {c['kind']} | {c['budget']} | none eligible | | | | | | | | |")
+            continue
+        lines.append(
+            f"| {c['kind']} | {c['budget']:,} | {c['recipe']} | {c['lr']:g} | "
+            f"{c['init_scale']:g} | {c['weight_decay']:g} | {c['score']:.3f} | "
+            f"{_f(c['runner_up_score'], '.3f')} | {c['cells_reached']}/{c['n_cells']} | "
+            f"{c['seeds_reached']}/{c['seeds']} | {c['seeds_converged']}/{c['seeds']} |")
+    lines += ["", "## The lowest loss per kind, setting and 1-S (any recipe and budget)", "",
+              "Median over the live seeds of the same-sample loss; attainable = the lowest loss "
+              "known to be attainable by the kind (source column); reached = seeds within "
+              f"{REACHED:g}x of it.", "",
+              "| setting | kind | 1-S | schedule | budget | lr | init | wd | median loss | "
+              "/ attainable | best seed / attainable | / dense attainable | reached | "
+              "converged | diverged | attainable from |",
+              "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in best:
         if "lr" not in r:
-            lines.append(f"| {r['kind']} | {r['feature_probability']:g} | all diverged "
-                         "| | | | | | |")
+            lines.append(f"| {r['setting']} | {r['kind']} | {r['feature_probability']:g} | "
+                         f"{r['recipe']} |" + " |" * 12)
             continue
-        ch = r["code_changed_fraction_median"]
         lines.append(
-            f"| {r['kind']} | {r['feature_probability']:g} | {r['recipe']} | {r['lr']:g} | "
-            f"{r['loss_median']:.5f} | {r['ratio_to_dense_best']:.2f} | "
-            f"{r['n_converged']}/{r['n_seeds']} | {r['n_diverged']}/{r['n_seeds']} | "
-            f"{'-' if not np.isfinite(ch) else f'{ch:.3f}'} |")
+            f"| {r['setting']} | {r['kind']} | {r['feature_probability']:g} | {r['recipe']} | "
+            f"{r['budget']:,} | {r['lr']:g} | {r['init_scale']:g} | {r['weight_decay']:g} | "
+            f"{r['loss_median']:.4g} | {_f(r['ratio_median'], '.3f')} | "
+            f"{_f(r['ratio_min'], '.3f')} | {_f(r['ratio_to_dense_median'], '.3f')} | "
+            f"{r['n_reached']}/{r['n_seeds']} | {r['n_converged']}/{r['n_seeds']} | "
+            f"{r['n_diverged']}/{r['n_seeds']} | {r['attainable_source']} |")
     return "\n".join(lines) + "\n"
 
 
 # ----------------------------------------------------------------------------------------
-# Figure
+# Figures
+
+_KIND_ORDER = tuple(layers.KINDS)
 
 
-def _draw(rows: list[dict], out: Path, label: str) -> list[Path]:
-    recipes = list(dict.fromkeys(r["recipe"] for r in rows))
+def _colour(kind: str) -> str:
+    c = plots.kind_color(kind)
+    return c if c != "tab:gray" else f"C{6 + _KIND_ORDER.index(kind) % 4}"
+
+
+def _lr_of(chosen: list[dict], kind: str) -> float | None:
+    c = next((c for c in chosen if c["kind"] == kind), None)
+    return None if c is None or "lr" not in c else c["lr"]
+
+
+def _curve(rows, setting, kind, p, recipe, lr, field):
+    pts = sorted((r["budget"], r) for r in rows
+                 if (r["setting"], r["kind"], r["feature_probability"], r["recipe"], r["lr"],
+                     r["init_scale"], r["weight_decay"])
+                 == (setting, kind, p, recipe, lr, 1.0, 0.01))
+    return [b for b, _ in pts], [r for _, r in pts]
+
+
+def _draw_budget(rows, chosen, out: Path, label: str, field: str) -> list[Path]:
+    """``field`` = ``ratio`` (median ratio to attainable with the seed quartiles) or
+    ``converged`` (fraction of live seeds converged), against the budget."""
+    settings = list(dict.fromkeys(r["setting"] for r in rows))
+    probs = {s: sorted({r["feature_probability"] for r in rows if r["setting"] == s},
+                       reverse=True) for s in settings}
+    ncol = max(len(v) for v in probs.values())
+    fig, axes = plots.new_figure(len(settings), ncol, size=(3.0, 2.6))
     kinds = list(dict.fromkeys(r["kind"] for r in rows))
-    fig, axes = plots.new_figure(1, len(PROBABILITIES), size=(5.2, 3.6))
-    n_slots = len(recipes) * len(LRS)
-    markers = {LRS[0]: "o", LRS[1]: "s"}
-    for ax, p in zip(axes[0], PROBABILITIES, strict=True):
-        for k, kind in enumerate(kinds):
-            for j, recipe in enumerate(recipes):
-                for li, lr in enumerate(LRS):
-                    r = next((r for r in rows if (r["kind"], r["recipe"], r["lr"],
-                                                  r["feature_probability"])
-                              == (kind, recipe, lr, p)), None)
-                    if r is None or not np.isfinite(r["loss_median"]):
+    for i, setting in enumerate(settings):
+        for j in range(ncol):
+            ax = axes[i, j]
+            if j >= len(probs[setting]):
+                ax.set_axis_off()
+                continue
+            p = probs[setting][j]
+            for kind in kinds:
+                lr = _lr_of(chosen, kind)
+                if lr is None:
+                    continue
+                for recipe, ls in (("cosine_anneal", "-"), ("constant", "--")):
+                    xs, rs = _curve(rows, setting, kind, p, recipe, lr, field)
+                    if not xs:
                         continue
-                    x = k + (j * len(LRS) + li - (n_slots - 1) / 2) * 0.8 / n_slots
-                    ax.plot([x], [r["loss_median"]], markers[lr], ms=4,
-                            color=f"C{j}", mfc="none" if li == 0 else f"C{j}")
-        ax.set_yscale("log")
-        ax.set_xticks(range(len(kinds)))
-        ax.set_xticklabels(kinds, rotation=60, ha="right", fontsize=7)
-        ax.set_title(f"1-S = {p:g}", fontsize=9)
-        ax.set_ylabel("final loss (median over live seeds)")
-    handles = [Line2D([], [], color=f"C{j}", marker="s", ls="", label=rec)
-               for j, rec in enumerate(recipes)]
-    handles += [Line2D([], [], color="0.3", marker=markers[lr], ls="",
-                       mfc="none" if i == 0 else "0.3", label=f"lr {lr:g}")
-                for i, lr in enumerate(LRS)]
-    axes[0, -1].legend(handles=handles, fontsize=6, loc="best")
-    fig.suptitle(f"n={N_FEATURES}, m={N_HIDDEN}, I_i = {IMPORTANCE}^i: final loss per kind "
-                 "and recipe", fontsize=9)
+                    if field == "ratio":
+                        y = [r["ratio_median"] for r in rs]
+                        lo = [r["ratio_q25"] for r in rs] if recipe == "cosine_anneal" else None
+                        hi = [r["ratio_q75"] for r in rs] if recipe == "cosine_anneal" else None
+                    else:
+                        y = [r["n_converged"] / max(r["n_seeds"] - r["n_diverged"], 1)
+                             for r in rs]
+                        lo = hi = None
+                    plots.curve_with_band(ax, np.array(xs, float), np.array(y, float),
+                                          None if lo is None else np.array(lo, float),
+                                          None if hi is None else np.array(hi, float),
+                                          label=kind if recipe == "cosine_anneal" else None,
+                                          color=_colour(kind), ls=ls)
+            ax.set_xscale("log")
+            if field == "ratio":
+                ax.set_yscale("log")
+                ax.axhline(REACHED, color="0.5", lw=0.7, ls=":")
+            else:
+                ax.set_ylim(-0.05, 1.05)
+            ax.set_title(f"{setting}, 1-S = {p:g}", fontsize=8)
+            ax.set_xlabel("budget (steps)", fontsize=7)
+            ax.tick_params(labelsize=6)
+        axes[i, 0].set_ylabel("loss / attainable (median, quartiles)" if field == "ratio"
+                              else "fraction of live seeds converged", fontsize=7)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    handles += [Line2D([], [], color="0.3", ls="-", label="cosine_anneal (band: seed quartiles)"),
+                Line2D([], [], color="0.3", ls="--", label="constant")]
+    fig.legend(handles=handles, fontsize=6, loc="upper center", ncol=5,
+               bbox_to_anchor=(0.5, 1.0))
+    what = ("final loss over the kind's attainable loss" if field == "ratio"
+            else "fraction of seeds converged (bitjax.convergence rule)")
+    fig.suptitle(f"{what} against the step budget, per kind at its chosen lr", fontsize=9,
+                 y=1.04)
     fig.tight_layout()
     plots.footer(fig, label)
-    return plots.save(fig, out / "loss_by_recipe")
+    return plots.save(fig, out / ("loss_vs_budget" if field == "ratio"
+                                  else "converged_vs_budget"))
+
+
+def _draw_controls(rows, chosen, out: Path, label: str) -> list[Path]:
+    """At the common budget: per kind, the geometric-mean ratio to attainable over the
+    (setting, 1-S) cells of each setting for every recipe variant trained there."""
+    budget = chosen[0]["budget"]
+    settings = list(dict.fromkeys(r["setting"] for r in rows))
+    kinds = list(dict.fromkeys(r["kind"] for r in rows))
+    variants = list(dict.fromkeys(_recipe_key(r)[0:1] + _recipe_key(r)[2:] for r in rows
+                                  if r["budget"] == budget))
+    lrs = sorted({r["lr"] for r in rows})
+    markers = "osD^v<>"
+    fig, axes = plots.new_figure(1, len(settings), size=(5.0, 3.4))
+    slots = len(variants) * len(lrs)
+    for ax, setting in zip(axes[0], settings, strict=True):
+        for k, kind in enumerate(kinds):
+            for vi, var in enumerate(variants):
+                for li, lr in enumerate(lrs):
+                    mine = [r for r in rows if r["setting"] == setting and r["kind"] == kind
+                            and r["budget"] == budget and r["lr"] == lr
+                            and (r["recipe"], r["init_scale"], r["weight_decay"]) == var
+                            and np.isfinite(r["ratio_median"])]
+                    if not mine:
+                        continue
+                    g = float(np.exp(np.mean(np.log([r["ratio_median"] for r in mine]))))
+                    x = k + ((vi * len(lrs) + li) - (slots - 1) / 2) * 0.85 / slots
+                    ax.plot([x], [g], markers[li % len(markers)], ms=3, color=f"C{vi}",
+                            mfc="none" if not all(_usable(r) for r in mine) else f"C{vi}")
+        ax.set_yscale("log")
+        ax.axhline(REACHED, color="0.5", lw=0.7, ls=":")
+        ax.set_xticks(range(len(kinds)))
+        ax.set_xticklabels(kinds, rotation=60, ha="right", fontsize=7)
+        ax.set_title(f"{setting}: budget {budget:,}", fontsize=9)
+        ax.set_ylabel("loss / attainable (geo. mean over 1-S of seed medians)", fontsize=7)
+    handles = [Line2D([], [], color=f"C{vi}", marker="s", ls="",
+                      label=f"{v[0]}, init {v[1]:g}, wd {v[2]:g}")
+               for vi, v in enumerate(variants)]
+    handles += [Line2D([], [], color="0.3", marker=markers[li % len(markers)], ls="",
+                       label=f"lr {lr:g}") for li, lr in enumerate(lrs)]
+    handles.append(Line2D([], [], color="0.3", marker="o", mfc="none", ls="",
+                          label="open: a cell with < half the seeds live"))
+    axes[0, -1].legend(handles=handles, fontsize=5.5, loc="upper left",
+                       bbox_to_anchor=(1.01, 1.0))
+    fig.suptitle("Every recipe variant at the common budget", fontsize=9)
+    fig.tight_layout()
+    plots.footer(fig, label)
+    return plots.save(fig, out / "controls")
 
 
 def analyse(parts: Mapping[str, LoadedSweep], out: Path) -> list[Path]:
     from bitjax import io, stats
 
-    rows = recipe_rows(parts)
+    infos = {name: part_info(name, sweep) for name, sweep in parts.items()}
+    losses = {name: same_sample_losses(sweep) for name, sweep in parts.items()}
+    refs = attainable_references(parts, infos, losses)
+    rows = cell_rows(parts, infos, losses, refs)
     best = best_rows(rows)
-    files = [out / "recipes.csv", out / "best.csv", out / "best.md"]
+    chosen = choose_recipes(rows)
+    files = [out / "cells.csv", out / "best.csv", out / "chosen.csv", out / "best.md"]
     io.write_csv(files[0], rows)
     io.write_csv(files[1], best)
-    io.write_text(files[2], _markdown(best))
+    io.write_csv(files[2], chosen)
+    io.write_text(files[3], _markdown(best, chosen))
+    label = run_label(parts)
     with stats.quiet_nan_warnings():
-        files += _draw(rows, out, run_label(parts))
+        files += _draw_budget(rows, chosen, out, label, "ratio")
+        files += _draw_budget(rows, chosen, out, label, "converged")
+        files += _draw_controls(rows, chosen, out, label)
     return files
 
 
 EXPERIMENT = Experiment(
     name="convergence",
-    description="Which recipe (lr x schedule x annealed final phase) gets each kind lowest, "
-                "and does it converge? n=20, m=5, I=0.7^i (issue 10, small version).",
+    description="Can each kind reach the loss it can attain, and with which recipe (lr x "
+                "schedule x budget x init scale x weight decay)? The full preset is the study "
+                "of issue 10 (sparsity n=20, m=5 and intro n=5, m=2 settings).",
     presets=PRESETS,
     analyse=analyse,
 )
