@@ -184,12 +184,17 @@ def preset_summary(exp: Experiment) -> list[str]:
 
 
 def _describe(cfg) -> str:
-    """``n=.., m=.., I instances (axis sizes), S steps of batch B``."""
+    """``n=.., m=.., I instances (axis sizes), S steps of batch B, <schedule> lr ..``."""
     from bitjax.config import AXES
 
     sizes = " x ".join(f"{len(getattr(cfg, a))} {a}" for a in AXES if len(getattr(cfg, a)) > 1)
+    lr = "/".join(f"{v:g}" for v in cfg.lr)
+    sched = cfg.schedule + (f" + annealed last {cfg.anneal_fraction:g}"
+                            if cfg.anneal_fraction else "")
+    init = f", init x{cfg.init_scale:g}" if cfg.init_scale != 1 else ""
     return (f"n={cfg.n_features}, m={cfg.n_hidden}, {cfg.n_instances:,} instances"
-            f"{f' ({sizes})' if sizes else ''}, {cfg.steps:,} steps of batch {cfg.batch_size}")
+            f"{f' ({sizes})' if sizes else ''}, {cfg.steps:,} steps of batch {cfg.batch_size}"
+            f", {sched} lr {lr}{init}")
 
 
 def build_parser(exp: Experiment) -> argparse.ArgumentParser:
@@ -216,6 +221,21 @@ def build_parser(exp: Experiment) -> argparse.ArgumentParser:
     ap.add_argument("--steps", type=int, default=None,
                     help="training steps per instance (default: the preset's; with --resume: "
                          "the run's)")
+    recipe = ap.add_argument_group(
+        "training recipe (override the preset's for every part and kind; the study behind "
+        "results/convergence chose one per kind: results/convergence/chosen.csv)")
+    recipe.add_argument("--schedule", default=None, metavar="NAME",
+                        help="learning-rate schedule after any warmup: constant, or linear / "
+                             "cosine (decay to 0 at the last step)")
+    recipe.add_argument("--anneal-fraction", type=float, default=None, metavar="F",
+                        help="an annealed final phase: the last fraction F of the steps "
+                             "multiplies the lr by a factor falling linearly to 0 (0 <= F < 1)")
+    recipe.add_argument("--lr", type=float, nargs="+", default=None, metavar="LR",
+                        help="peak learning rate(s): the lr axis of the sweep")
+    recipe.add_argument("--weight-decay", type=float, nargs="+", default=None, metavar="WD",
+                        help="AdamW decoupled weight decay(s): the weight_decay axis")
+    recipe.add_argument("--init-scale", type=float, default=None, metavar="S",
+                        help="multiply the initial latent weights by S (> 0)")
     ap.add_argument("--n-seeds", type=int, default=None, metavar="N",
                     help="number of seeds (restarts) per setting: seeds 0..N-1 (default: the "
                          "preset's). The library's SweepConfig(seed=...) lists seed ids "
@@ -296,15 +316,34 @@ def choose_preset(requested: str | None) -> tuple[str, str]:
 
 
 def resolve_configs(exp: Experiment, preset: str, steps: int | None,
-                    n_seeds: int | None) -> dict[str, Any]:
-    """The preset's ``{part: SweepConfig}`` with ``--n-seeds`` and ``--steps`` applied."""
+                    n_seeds: int | None, recipe: dict | None = None) -> dict[str, Any]:
+    """The preset's ``{part: SweepConfig}`` with ``--n-seeds``, ``--steps`` and the recipe
+    flags (``recipe``: SweepConfig field -> value, see :func:`recipe_overrides`) applied."""
     try:
         parts = exp.presets[preset](n_seeds)
         if steps is not None:
             parts = {k: _with_steps(c, steps) for k, c in parts.items()}
+        if recipe:
+            parts = {k: c.replace(**recipe) for k, c in parts.items()}
     except ValueError as e:
         raise UsageError(f"invalid config: {e}") from None
     return parts
+
+
+#: Recipe flag -> the SweepConfig field it sets.
+RECIPE_FLAGS = {"schedule": "schedule", "anneal_fraction": "anneal_fraction", "lr": "lr",
+                "weight_decay": "weight_decay", "init_scale": "init_scale"}
+
+
+def recipe_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The SweepConfig fields the recipe flags set (``--lr 1e-3 3e-3`` -> ``lr=(1e-3,
+    3e-3)``); empty when none is given."""
+    out = {}
+    for flag, name in RECIPE_FLAGS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            out[name] = tuple(value) if isinstance(value, list) else value
+    return out
 
 
 def _with_steps(cfg, steps: int):
@@ -412,7 +451,17 @@ def run_experiment(exp: Experiment, args: argparse.Namespace,
     if saved is not None and args.preset is not None and saved.get("preset") != preset:
         raise UsageError(f"--resume: {out} was started with --preset {saved.get('preset')}, "
                          f"not {preset}")
-    configs = _configs_for(exp, preset, args.steps, n_seeds, saved)
+    recipe = recipe_overrides(args)
+    if recipe and saved is not None:
+        from bitjax.config import SweepConfig
+
+        differ = [f"--{f.replace('_', '-')}" for f, v in recipe.items()
+                  if any(getattr(SweepConfig.from_dict(d), f) != v
+                         for d in saved["parts"].values())]
+        if differ:
+            raise UsageError(f"--resume continues the run as it was started; {', '.join(differ)}"
+                             " would change its recipe (start a new run with --out instead)")
+    configs = _configs_for(exp, preset, args.steps, n_seeds, saved, recipe)
     if args.dry_run:
         return dry_run(exp, out, preset, configs, args, console)
     console.print(f"{exp.name}: preset {preset!r} ({why}); output {out}")
@@ -465,7 +514,7 @@ def run_experiment(exp: Experiment, args: argparse.Namespace,
 
 
 def _configs_for(exp: Experiment, preset: str, steps: int | None, n_seeds: int | None,
-                 saved: dict | None) -> dict[str, Any]:
+                 saved: dict | None, recipe: dict | None = None) -> dict[str, Any]:
     """The configs to train: a resumed run's own, unless a flag says otherwise.
 
     A resumed run continues with the configs it was started with (``saved``, from its
@@ -477,13 +526,13 @@ def _configs_for(exp: Experiment, preset: str, steps: int | None, n_seeds: int |
     from bitjax.run import SAFE_TO_CHANGE
 
     if saved is None:
-        return resolve_configs(exp, preset, steps, n_seeds)
+        return resolve_configs(exp, preset, steps, n_seeds, recipe)
     try:
         own = {k: SweepConfig.from_dict(d) for k, d in saved["parts"].items()}
     except (TypeError, ValueError) as e:
         raise UsageError(f"--resume: the run's saved config cannot be read: {e}") from None
     if n_seeds is not None:
-        built = resolve_configs(exp, preset, None, n_seeds)
+        built = resolve_configs(exp, preset, None, n_seeds, recipe)
         if set(built) != set(own):
             raise UsageError(f"--resume: the run has the parts {', '.join(own)}, the preset "
                              f"{preset!r} builds {', '.join(built)}; drop --n-seeds")

@@ -1,0 +1,63 @@
+"""The recipe flags of every experiment command (--schedule, --anneal-fraction, --lr,
+--weight-decay, --init-scale): what they set, bad values, and resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from experiments import _cli, intro
+
+
+def _args(*argv):
+    return _cli.build_parser(intro.EXPERIMENT).parse_args(list(argv))
+
+
+def test_recipe_flags_set_every_part():
+    args = _args("--preset", "tiny", "--schedule", "cosine", "--anneal-fraction", "0.1",
+                 "--lr", "3e-3", "1e-2", "--weight-decay", "0", "--init-scale", "2")
+    rec = _cli.recipe_overrides(args)
+    assert rec == {"schedule": "cosine", "anneal_fraction": 0.1, "lr": (3e-3, 1e-2),
+                   "weight_decay": (0.0,), "init_scale": 2.0}
+    parts = _cli.resolve_configs(intro.EXPERIMENT, "tiny", None, None, rec)
+    plain = _cli.resolve_configs(intro.EXPERIMENT, "tiny", None, None)
+    for name, cfg in parts.items():
+        assert (cfg.schedule, cfg.anneal_fraction, cfg.lr, cfg.weight_decay, cfg.init_scale) \
+            == ("cosine", 0.1, (3e-3, 1e-2), (0.0,), 2.0)
+        # Everything else is the preset's.
+        assert cfg.replace(**{f: getattr(plain[name], f) for f in rec}) == plain[name]
+    assert "cosine + annealed last 0.1 lr 0.003/0.01, init x2" in _cli._describe(
+        parts["intro"])
+    assert _cli.recipe_overrides(_args("--preset", "tiny")) == {}
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--schedule", "step"], "unknown schedule 'step'"),
+    (["--anneal-fraction", "1.5"], "anneal_fraction must be a number in [0, 1)"),
+    (["--init-scale", "0"], "init_scale must be a finite number > 0"),
+    (["--lr", "-1"], "lr"),
+])
+def test_bad_recipe_values_exit_2(flags, message, capsys, tmp_path):
+    code = _cli.main(intro.EXPERIMENT, ["--preset", "tiny", "--out", str(tmp_path / "r"),
+                                        "--dry-run", *flags])
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_resume_refuses_a_changed_recipe(tmp_path, capsys):
+    from bitjax.checkpoint import EXPERIMENT_FILE
+
+    out = tmp_path / "run"
+    out.mkdir()
+    parts = _cli.resolve_configs(intro.EXPERIMENT, "tiny", None, None)
+    (out / EXPERIMENT_FILE).write_text(json.dumps({
+        "experiment": "intro", "preset": "tiny",
+        "parts": {k: c.to_dict() for k, c in parts.items()}}))
+    before = sorted(p.name for p in out.iterdir())
+    code = _cli.main(intro.EXPERIMENT, ["--out", str(out), "--resume", "--lr", "0.01"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "--lr would change its recipe" in err
+    assert sorted(p.name for p in out.iterdir()) == before
