@@ -36,6 +36,7 @@ REASONS = {
     "attainable": "attainable not reached",
     "power": "too little power",
     "theory": "theory says no difference is possible",
+    "missing": "no run",
 }
 #: Kinds of test a rule can ask for.
 TESTS = ("equivalence", "difference")

@@ -299,8 +299,17 @@ class Bounds:
     tight: np.ndarray | None = None
 
 
-def bounds_for(results: Path, claim: Claim, g: Grid, sweep: LoadedSweep) -> Bounds:
-    """The attainable bounds of ``claim``'s cells from ``results/representable``."""
+def bounds_for(results: Path, claim: Claim, g: Grid) -> Bounds:
+    """The attainable bounds of ``claim``'s cells from ``results/representable``.
+
+    Args:
+      results: the results folder.
+      claim: the claim (its experiment and part name the table).
+      g: the claim's cells in the run.
+    Returns:
+      :class:`Bounds`; ``found`` is False (with ``why``) when the table is missing, lacks a
+      cell, or holds trained losses that are not this run's.
+    """
     folder = results / "representable"
     names = [f"attainable_{claim.experiment}.csv",
              f"attainable_{claim.experiment}_{claim.part}.csv"]
@@ -413,7 +422,15 @@ def _seeds_text(use: np.ndarray, what: str) -> str:
 
 
 def trained_view(claim: Claim, g: Grid) -> View:
-    """The "as trained" view: seeds whose compared instances all converged."""
+    """The "as trained" view: seeds whose compared instances all converged.
+
+    Args:
+      claim: the claim.
+      g: the claim's cells in the run.
+    Returns:
+      The view; ``tested`` with at least MIN_SEEDS such seeds, else undecided (not
+      converged) with the numbers over all seeds.
+    """
     diff, by, notes = per_seed(claim, g)
     use = (g.ok[TERNARY] & g.ok[DENSE]).all(axis=1)
     v = View("as trained")
@@ -445,11 +462,20 @@ def _censored_text(cens: dict, sel: np.ndarray) -> str:
     return "onsets outside the grid: " + "; ".join(parts)
 
 
-def optimum_view(results: Path, claim: Claim, g: Grid, sweep: LoadedSweep) -> View:
+def optimum_view(results: Path, claim: Claim, g: Grid) -> View:
     """The "at the optimum" view: attainable bounds, exact optima and the trained seeds that
-    reached their attainable loss."""
+    reached their attainable loss.
+
+    Args:
+      results: the results folder (its representable/ tables are read).
+      claim: the claim.
+      g: the claim's cells in the run.
+    Returns:
+      The view; ``tested`` when enough seeds reached their attainable loss, else the
+      reason (theory, attainable) is set, or the verdict comes from the exact optima.
+    """
     v = View("at the optimum")
-    b = bounds_for(results, claim, g, sweep)
+    b = bounds_for(results, claim, g)
     decided = None
     if claim.exact:
         v.exact, decided = exact_intro(results, claim)
@@ -519,16 +545,40 @@ def exact_intro(results: Path, claim: Claim) -> tuple[str, tuple[str, str] | Non
     return text, (verdict, "")
 
 
+def _missing(claim: Claim, why: str) -> Result:
+    """Both views undecided: the run the claim needs does not exist."""
+    views = [View(name, basis=why, reason="missing", detail=why)
+             for name in ("at the optimum", "as trained")]
+    return Result(claim, *views)
+
+
 def evaluate(results: Path) -> list[Result]:
-    """Every claim of :data:`CLAIMS` measured, tested and decided (Holm over the family)."""
-    cache: dict[str, SweepCollection] = {}
+    """Every claim of :data:`CLAIMS` measured, tested and decided (Holm over the family).
+
+    Args:
+      results: a results folder (``intro/``, ``sparsity/``, ..., ``representable/``).
+    Returns:
+      One :class:`Result` per claim, in table order. A claim whose run is missing or
+      unfinished is undecided (no run) in both views; the others are evaluated.
+    """
+    cache: dict[str, SweepCollection | str] = {}
     out = []
     for claim in CLAIMS:
         if claim.experiment not in cache:
-            cache[claim.experiment] = _load(results, claim.experiment)
-        sweep = cache[claim.experiment][claim.part]
-        g = claim_grid(sweep, claim)
-        out.append(Result(claim, optimum_view(results, claim, g, sweep), trained_view(claim, g)))
+            try:
+                cache[claim.experiment] = _load(results, claim.experiment)
+            except (CheckpointError, FileNotFoundError) as e:
+                cache[claim.experiment] = f"{results / claim.experiment}: {e}"
+        parts = cache[claim.experiment]
+        if isinstance(parts, str):
+            out.append(_missing(claim, parts))
+            continue
+        if claim.part not in parts:
+            out.append(_missing(claim, f"{results / claim.experiment} has no part "
+                                       f"{claim.part!r}"))
+            continue
+        g = claim_grid(parts[claim.part], claim)
+        out.append(Result(claim, optimum_view(results, claim, g), trained_view(claim, g)))
     views = [v for r in out for v in (r.optimum, r.trained)]
     rules = [r.claim.rule for r in out for _ in (0, 1)]
     for rule, v in zip(rules, views, strict=True):
@@ -708,7 +758,12 @@ def convergence_line(results: Path) -> str:
     """Converged instances per run and kind (bitjax.convergence), as one line."""
     counts = []
     for name in sorted({c.experiment for c in CLAIMS}):
-        for part in _load(results, name).values():
+        try:
+            parts = _load(results, name)
+        except (CheckpointError, FileNotFoundError):
+            counts.append(f"{name}: no run")
+            continue
+        for part in parts.values():
             conv, kind = converged(part), part.coords["kind"]
             for k in (DENSE, TERNARY):
                 sel = kind == k

@@ -232,19 +232,19 @@ def _write_attainable(folder: Path, bound: float, trained: float, seeds=4,
 def test_optimum_view_reasons(tmp_path):
     vals = np.array([[1.0, 1.0, 1.0]] * 4)
     g = _grid(vals, vals * 0)
-    v = findings.optimum_view(tmp_path, MEAN_CLAIM, g, None)
+    v = findings.optimum_view(tmp_path, MEAN_CLAIM, g)
     assert v.reason == "attainable" and "no bound for x/y" in v.detail
     # Ternary attains the dense loss everywhere: a difference claim cannot hold at the optimum.
     _write_attainable(tmp_path, bound=0.1, trained=0.1)
-    v = findings.optimum_view(tmp_path, MEAN_CLAIM, g, None)
+    v = findings.optimum_view(tmp_path, MEAN_CLAIM, g)
     assert v.reason == "theory" and not v.tested
     np.testing.assert_allclose(v.gap, 0.0)
     # The same data for an equivalence claim are tested (every seed reached its bound).
     eq_claim = dataclasses.replace(MEAN_CLAIM, rule=EQ)
-    assert findings.optimum_view(tmp_path, eq_claim, g, None).tested
+    assert findings.optimum_view(tmp_path, eq_claim, g).tested
     # Trained ternary 50% above the bound: not at the optimum.
     _write_attainable(tmp_path, bound=0.1, trained=0.15)
-    v = findings.optimum_view(tmp_path, eq_claim, g, None)
+    v = findings.optimum_view(tmp_path, eq_claim, g)
     assert v.reason == "attainable" and v.detail.startswith("0 of 4 seeds")
 
 
@@ -253,8 +253,20 @@ def test_a_representable_table_from_another_run_is_not_used(tmp_path):
     g = _grid(vals, vals * 0)
     g.loss["ternary"] = g.loss["ternary"] * 3  # the run's losses differ from the table's
     _write_attainable(tmp_path, bound=0.1, trained=0.1)
-    b = findings.bounds_for(tmp_path, MEAN_CLAIM, g, None)
+    b = findings.bounds_for(tmp_path, MEAN_CLAIM, g)
     assert not b.found and "another run" in b.why
+
+
+def test_a_missing_run_makes_its_claims_undecided(tmp_path):
+    """A results folder without the runs: every claim says so, and the text still renders."""
+    results = findings.evaluate(tmp_path)
+    for r in results:
+        for v in (r.optimum, r.trained):
+            assert (v.verdict, v.reason) == ("undecided", "missing")
+            assert str(tmp_path / r.claim.experiment) in v.detail
+    text = findings.render(results, tmp_path)
+    assert "undecided (no run: " in text and "intro: no run" in text
+    assert "family of all 0 p-values" in text
 
 
 def test_findings_does_not_reach_into_other_experiments():
