@@ -649,8 +649,13 @@ def _view_row(rule: Rule, v: View) -> str:
     by = " / ".join(_fmt_ci(v.by_kind[k]) if k in v.by_kind and v.by_kind[k].size else "n/a"
                     for k in (DENSE, TERNARY))
     extra = "; ".join([v.exact] * bool(v.exact) + v.notes)
-    return (f"| {v.name} | {v.basis} | {_fmt_ci(v.gap)} | {_fmt_best(v.gap_best)} | {by} | "
-            f"{diff} | {pv} | **{verdict}** | {extra} |")
+    return _row(v.name, v.basis, _fmt_ci(v.gap), _fmt_best(v.gap_best), by, diff, pv,
+                f"**{verdict}**", extra)
+
+
+def _row(*cells: str) -> str:
+    """A markdown table row; a "|" inside a cell (``||W_i||``, ``|cos|``) is escaped."""
+    return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
 
 
 def render(results: list[Result], folder: Path) -> str:
@@ -705,17 +710,16 @@ def render(results: list[Result], folder: Path) -> str:
         direction = ("none (equivalence)" if ru.direction == 0 else
                      "ternary > dense" if ru.direction > 0 else "ternary < dense")
         level = f" (level {c.level:g})" if c.summary == "onset" else ""
-        lines.append(f"| {ru.claim} | {c.where} | {ru.measure}{level} | {ru.test} | "
-                     f"{ru.margin:g} {ru.unit} | {direction} | {vd.theory_text(ru)} | "
-                     f"{vd.rule_text(ru)}{_exact_rule(c)} |")
+        lines.append(_row(ru.claim, c.where, ru.measure + level, ru.test,
+                          f"{ru.margin:g} {ru.unit}".strip(), direction, vd.theory_text(ru),
+                          vd.rule_text(ru) + _exact_rule(c)))
     lines += ["", "## Verdicts", "",
               "| claim | theory at the optimum | at the optimum | as trained |",
               "|---|---|---|---|"]
     for r in results:
-        lines.append(f"| {r.claim.rule.claim} | {vd.theory_text(r.claim.rule)} | "
-                     f"{vd.verdict_text(r.optimum.verdict, r.optimum.reason, r.optimum.detail)}"
-                     f" | {vd.verdict_text(r.trained.verdict, r.trained.reason, r.trained.detail)}"
-                     " |")
+        lines.append(_row(r.claim.rule.claim, vd.theory_text(r.claim.rule),
+                          *(vd.verdict_text(v.verdict, v.reason, v.detail)
+                            for v in (r.optimum, r.trained))))
     lines += ["", "## Measurements per claim", ""]
     for r in results:
         lines += [f"### {r.claim.rule.claim}", "",

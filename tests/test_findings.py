@@ -269,6 +269,10 @@ def test_a_missing_run_makes_its_claims_undecided(tmp_path):
     assert "family of all 0 p-values" in text
 
 
+def test_table_cells_escape_pipes():
+    assert findings._row("||W_i|| > 0.5", "b") == "| \\|\\|W_i\\|\\| > 0.5 | b |"
+
+
 def test_findings_does_not_reach_into_other_experiments():
     source = Path(findings.__file__).read_text()
     assert "_cli" not in source
