@@ -9,6 +9,10 @@ analysis that needs one instance per (kind, seed, probability) says so
 Quantities (on effective weights, ``gamma * T`` for a quantized model):
   * sparsity onsets (:func:`onset_table`): the feature probability at which features with
     index >= m become represented, or biases turn negative;
+  * onsets per seed between grid points (:func:`onset_per_seed`), by linear interpolation
+    in log10(1-S);
+  * the loss gap of a quantized kind against dense, paired by seed (:func:`loss_gap`,
+    :func:`loss_gap_rows`);
   * correlated geometry (:func:`instance_measures`): cosines within correlated or
     anticorrelated pairs and interference within / across sets.
 
@@ -23,6 +27,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
+from bitjax import stats
 from bitjax.results import LoadedSweep, one_cell_per
 
 #: The cells most analyses compare: one instance per kind, seed and probability.
@@ -171,6 +176,235 @@ def onset_table(sweep: LoadedSweep, threshold: float | None = None
         for k in out:
             out[k][str(kind)] = res[k]
     return out
+
+
+#: Rules of :func:`onset_per_seed`: the first crossing, or the one after which it holds on.
+ONSET_PER_SEED_RULES = ("first", "sustained")
+
+
+def onset_per_seed(log_p, values, level: float, *, above: bool = True,
+                   rule: str = "first") -> np.ndarray:
+    """Per-seed onset of ``values > level`` (or ``< level``) between grid points.
+
+    Estimated per seed by linear interpolation in ``log10(1-S)`` where the per-seed quantity
+    crosses ``level`` going from dense to sparse: between the last grid point where the
+    condition fails and the next one where it holds, the onset is where the straight line
+    joining the two values (against ``log10(1-S)``) reaches ``level``. So an onset can fall
+    between grid points, and seeds that differ by less than a grid step get different
+    estimates instead of a zero-width interval on one grid point.
+
+    Args:
+      log_p: ``[n]`` log10 of the feature probability 1-S of each grid point, all distinct,
+        in any order (it is sorted here from dense, the largest, to sparse).
+      values: ``[..., n]`` the quantity per seed (leading axes: seeds, kinds, ...), last axis
+        on the grid of ``log_p``. NaN marks a missing point (a diverged instance): it is
+        skipped, so the line joins its finite neighbours.
+      level: the level crossed. For an integer count ("more than m features represented")
+        pass a half-integer (``m + 0.5``): with ``level = m`` a step from m to m + 2 would
+        put the onset on the grid point where the count is still m.
+      above: the condition is ``values > level``; ``False``: ``values < level``.
+      rule: ``"first"``: the first crossing from dense to sparse; ``"sustained"``: the
+        crossing after which the condition holds at every sparser finite point (robust to an
+        isolated hit at the dense end).
+
+    Returns:
+      ``[...]`` the onset as log10(1-S). Where the condition already holds at the densest
+      finite point, that point's log_p (the onset is there or denser: left-censored). NaN
+      where the condition never holds (``"first"``), does not hold at the sparsest finite
+      point (``"sustained"``), or no value is finite.
+
+    Raises:
+      ValueError: the shapes do not match, ``log_p`` is not finite and distinct, or ``rule``
+        is unknown.
+    """
+    x = np.asarray(log_p, dtype=np.float64)
+    v = np.asarray(values, dtype=np.float64)
+    if rule not in ONSET_PER_SEED_RULES:
+        raise ValueError(f"rule must be one of {ONSET_PER_SEED_RULES}, got {rule!r}")
+    if x.ndim != 1 or v.ndim < 1 or v.shape[-1] != x.size:
+        raise ValueError(f"values' last axis must match log_p: values {v.shape}, log_p "
+                         f"{x.shape}")
+    if not np.isfinite(x).all() or np.unique(x).size != x.size:
+        raise ValueError(f"log_p must be finite and distinct, got {x.tolist()}")
+    order = np.argsort(-x, kind="stable")  # dense (largest 1-S) first
+    x, v = x[order], v[..., order]
+    flat = v.reshape(-1, x.size)
+    out = np.full(flat.shape[0], np.nan)
+    for r, row in enumerate(flat):
+        ok = np.isfinite(row)
+        xs, vs = x[ok], row[ok]
+        if not vs.size:
+            continue
+        hit = vs > level if above else vs < level
+        if rule == "first":
+            if not hit.any():
+                continue
+            j = int(np.argmax(hit))
+        else:
+            if not hit[-1]:
+                continue
+            misses = np.flatnonzero(~hit)
+            j = int(misses[-1]) + 1 if misses.size else 0
+        if j == 0:
+            out[r] = xs[0]  # holds at the densest point: censored there
+            continue
+        # vs[j-1] fails and vs[j] holds, so level lies in [vs[j-1], vs[j]) (or the mirror)
+        # and the fraction t is in [0, 1).
+        t = (level - vs[j - 1]) / (vs[j] - vs[j - 1])
+        out[r] = xs[j - 1] + t * (xs[j] - xs[j - 1])
+    return out.reshape(v.shape[:-1])
+
+
+# ----------------------------------------------------------------------------------------
+# Loss gap: quantized against dense, paired by seed.
+
+
+def loss_gap(sweep: LoadedSweep, base: str = "dense") -> xr.Dataset:
+    """The final loss of every kind against ``base``, paired by seed, per sparsity.
+
+    Instances of one seed and sparsity differ only in kind (same initial latent weights,
+    same data), so the gap ``loss(kind) - loss(base)`` is taken per seed before any
+    averaging.
+
+    Args:
+      sweep: a sweep whose only varying axes are kind, seed and feature probability.
+      base: the kind compared against (dense by default).
+
+    Returns:
+      A Dataset over ``(kind, seed, feature_probability)`` (kinds other than ``base``,
+      feature probability dense first) with ``gap`` (NaN where either instance diverged),
+      ``ratio`` (``loss / loss_base``, same NaNs), ``loss`` and ``loss_base`` (NaN where
+      diverged), ``diverged`` and ``diverged_base``; when the run stores the convergence
+      diagnostic, also ``converged`` and ``converged_base`` (bool, False where diverged).
+      ``attrs``: ``base``, ``has_converged`` (whether the diagnostic was stored).
+
+    Raises:
+      ValueError: ``base`` is not a kind of the sweep, or it has no other kind; an axis other
+        than kind, seed and probability varies.
+    """
+    kinds = [str(k) for k in sweep.config.kind]
+    if base not in kinds:
+        raise ValueError(f"no kind {base!r} to compare with; this sweep has {', '.join(kinds)}")
+    others = [k for k in kinds if k != base]
+    if not others:
+        raise ValueError(f"the sweep has only the kind {base!r}: no gap to take")
+    loss = kind_seed_grid(sweep, sweep.loss)
+    bad = kind_seed_grid(sweep, sweep.diverged, mask_diverged=False).astype(bool)
+    lb = loss.sel(kind=base, drop=True)
+    lk = loss.sel(kind=others)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = (lk / lb).where(lb > 0)
+    ds = xr.Dataset({"gap": lk - lb, "ratio": ratio, "loss": lk, "loss_base": lb,
+                     "diverged": bad.sel(kind=others),
+                     "diverged_base": bad.sel(kind=base, drop=True)})
+    conv = sweep.diagnostics.get("converged")
+    if conv is not None:
+        c = kind_seed_grid(sweep, np.asarray(conv, dtype=bool), mask_diverged=False)
+        c = c.astype(bool) & ~bad
+        ds["converged"] = c.sel(kind=others)
+        ds["converged_base"] = c.sel(kind=base, drop=True)
+    ds.attrs.update({"base": base, "has_converged": conv is not None})
+    return ds
+
+
+LOSS_GAP_COLUMNS = (
+    "part", "kind", "base", "feature_probability", "n_seeds", "n_pairs", "n_diverged",
+    "n_diverged_base", "loss_mean", "loss_base_mean", "gap_mean", "gap_ci95",
+    "gap_best_of_seeds", "ratio_geomean", "ratio_ci95_low", "ratio_ci95_high",
+    "ratio_best_of_seeds", "n_converged", "n_converged_base", "n_pairs_converged",
+    "gap_converged_mean", "gap_converged_ci95", "per_seed_gap")
+
+
+def loss_gap_rows(gap: xr.Dataset, part: str = "") -> list[dict]:
+    """Per kind and sparsity: the paired loss gap's mean, 95% t CI and best of seeds.
+
+    Args:
+      gap: :func:`loss_gap`'s Dataset.
+      part: the part name written in every row.
+
+    Returns:
+      Rows with :data:`LOSS_GAP_COLUMNS`: ``n_pairs`` seeds where neither instance diverged
+      (the sample); ``gap_mean`` +- ``gap_ci95`` (Student t, :func:`bitjax.stats.mean_ci`)
+      of ``loss - loss_base``; ``gap_best_of_seeds``: the best (lowest) loss of the kind
+      minus the best of the base, over non-diverged seeds (the paper keeps the best
+      restart); ``ratio_geomean`` and its CI: the mean and t CI of ``log10(loss /
+      loss_base)``, raised back to a ratio; ``n_converged`` / ``n_converged_base`` /
+      ``n_pairs_converged`` and the gap over the pairs where both converged (empty when the
+      run stores no convergence diagnostic); ``per_seed_gap``: every seed's gap, in seed
+      order (``nan`` where a member diverged).
+    """
+    base = gap.attrs.get("base", "dense")
+    has_conv = bool(gap.attrs.get("has_converged", "converged" in gap))
+    rows = []
+    for kind in gap["kind"].values:
+        g = gap.sel(kind=kind)
+        for pi, p in enumerate(g["feature_probability"].values):
+            cell = g.isel(feature_probability=pi)
+            d = cell["gap"].values
+            mean, half = stats.mean_ci_floats(d)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                lmean, lhalf = stats.mean_ci_floats(np.log10(cell["ratio"].values))
+            lk, lb = cell["loss"].values, cell["loss_base"].values
+            fk, fb = np.isfinite(lk), np.isfinite(lb)
+            best_k = float(lk[fk].min()) if fk.any() else np.nan
+            best_b = float(lb[fb].min()) if fb.any() else np.nan
+            row = {
+                "part": part, "kind": str(kind), "base": base, "feature_probability": float(p),
+                "n_seeds": int(d.size), "n_pairs": int(np.isfinite(d).sum()),
+                "n_diverged": int(cell["diverged"].values.sum()),
+                "n_diverged_base": int(cell["diverged_base"].values.sum()),
+                "loss_mean": stats.mean_ci_floats(lk)[0],
+                "loss_base_mean": stats.mean_ci_floats(lb)[0],
+                "gap_mean": mean, "gap_ci95": half,
+                "gap_best_of_seeds": best_k - best_b,
+                "ratio_geomean": 10 ** lmean if np.isfinite(lmean) else np.nan,
+                "ratio_ci95_low": 10 ** (lmean - lhalf) if np.isfinite(lhalf) else np.nan,
+                "ratio_ci95_high": 10 ** (lmean + lhalf) if np.isfinite(lhalf) else np.nan,
+                "ratio_best_of_seeds": best_k / best_b if best_b > 0 else np.nan,
+                "n_converged": None, "n_converged_base": None, "n_pairs_converged": None,
+                "gap_converged_mean": np.nan, "gap_converged_ci95": np.nan,
+                "per_seed_gap": " ".join(f"{v:.4g}" for v in d),
+            }
+            if has_conv:
+                ck, cb = cell["converged"].values, cell["converged_base"].values
+                both = ck & cb & np.isfinite(d)
+                cmean, chalf = stats.mean_ci_floats(np.where(both, d, np.nan))
+                row.update({"n_converged": int(ck.sum()), "n_converged_base": int(cb.sum()),
+                            "n_pairs_converged": int(both.sum()),
+                            "gap_converged_mean": cmean, "gap_converged_ci95": chalf})
+            rows.append(row)
+    return rows
+
+
+def loss_gap_parts(parts, base: str = "dense", titles=None
+                   ) -> tuple[list[dict], list[tuple[str, xr.Dataset, list[dict]]]]:
+    """The loss gap of every part and quantized kind: table rows and figure columns.
+
+    Args:
+      parts: ``{part name: LoadedSweep}`` (every part needs the ``base`` kind).
+      base: the kind compared against.
+      titles: ``{part name: words}`` for the column titles (default: the part name; a
+        single part gets no prefix).
+
+    Returns:
+      ``(rows, columns)``: :func:`loss_gap_rows` of every part (the ``part`` column set),
+      and one ``(title, gap of one kind, its rows)`` per part and kind, the input of
+      :func:`bitjax.plots.loss_gap_figure`.
+    """
+    titles = dict(titles or {})
+    rows, columns = [], []
+    for name, sweep in parts.items():
+        gap = loss_gap(sweep, base)
+        part_rows = loss_gap_rows(gap, part=name)
+        rows += part_rows
+        for kind in gap["kind"].values:
+            kind = str(kind)
+            head = titles.get(name, name if len(parts) > 1 else "")
+            words = f"{kind} - {base}" + (f" ({head})" if head else "")
+            sub = gap.sel(kind=kind)
+            sub.attrs.update(gap.attrs)
+            columns.append((words, sub, [r for r in part_rows if r["kind"] == kind]))
+    return rows, columns
 
 
 # ----------------------------------------------------------------------------------------

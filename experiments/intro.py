@@ -27,9 +27,15 @@ preset 7 min 23 s on that CPU (results/intro/manifest.json: 1,520 instances, 10,
 2 CPU devices); not measured on a GPU.
 Outputs (in --out): experiment.json, sweep.json, manifest.json, metrics.csv, features.csv,
 checkpoints/, weights_2d.{png,pdf} (rows of 2-D weight diagrams, one row per kind, one column per
-sparsity, best seed), loss_and_features.{png,pdf} (loss and number of represented features
-against 1-S, mean and 95% CI over seeds), summary.csv (per kind x probability: mean and 95%
-CI over seeds of n_represented and loss, and the best seed's).
+sparsity, best seed, each titled with its configuration from bitjax.metrics.geometry_m2: two
+orthogonal, antipodal pair, two antipodal pairs, pentagon, fan, ...),
+loss_and_features.{png,pdf} (loss and number of represented features against 1-S, mean and
+95% CI over seeds), loss_gap.{png,pdf} and loss_gap.csv (per quantized kind and sparsity: the
+final loss gap kind - dense paired by seed, mean and 95% t CI, best of seeds, the ratio kind /
+dense on a log scale, and how many seeds converged where the run stored convergence),
+summary.csv (per kind x
+probability: mean and 95% CI over seeds of n_represented and loss, the best seed's values and
+configuration, and how many seeds take each configuration).
 Paper figure: the introduction's five-features-in-two-dimensions figure (and section
 "Superposition as a Phase Change"'s first demonstration); notebook toy_models.ipynb, intro.
 """
@@ -42,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bitjax import analysis, plots, stats
+from bitjax import analysis, metrics, plots, stats
 from bitjax.config import SweepConfig, importance_vector
 from bitjax.results import LoadedSweep, run_label
 from experiments._cli import Experiment, main
@@ -77,8 +83,27 @@ PRESETS = {
 # Tables
 
 
+def geometry_name(code: int) -> str:
+    """Words for a :func:`bitjax.metrics.geometry_m2` code (the label of metrics.csv's
+    ``geometry_m2`` column, underscores as spaces)."""
+    if not 0 <= code < len(metrics.GEOMETRY_M2_LABELS):
+        return "not m = 2"
+    return metrics.GEOMETRY_M2_LABELS[code].replace("_", " ")
+
+
+def _geometry_counts(codes: np.ndarray) -> str:
+    """``"two_antipodal_pairs:12 fan:5"``: seeds per configuration, most frequent first
+    (codes below 0, diverged instances, are left out)."""
+    codes = np.asarray(codes, dtype=int)
+    codes = codes[codes >= 0]
+    values, counts = np.unique(codes, return_counts=True)
+    order = np.lexsort((values, -counts))
+    return " ".join(f"{metrics.GEOMETRY_M2_LABELS[values[i]]}:{counts[i]}" for i in order)
+
+
 def summary_rows(sweep: LoadedSweep) -> list[dict]:
-    """Per kind x probability: mean and 95% CI over seeds, and the best seed's values."""
+    """Per kind x probability: mean and 95% CI over seeds, the best seed's values, and how
+    many seeds take each m = 2 configuration (:func:`bitjax.metrics.geometry_m2`)."""
     c, m = sweep.coords, sweep.metrics()
     grids = {name: analysis.kind_seed_grid(sweep, v) for name, v in (
         ("n_represented", m["n_represented"].astype(float)), ("loss", sweep.loss),
@@ -87,6 +112,11 @@ def summary_rows(sweep: LoadedSweep) -> list[dict]:
     diverged = analysis.kind_seed_grid(sweep, sweep.diverged, mask_diverged=False)
     best = analysis.best_seed_grid(sweep)
     probs = best["feature_probability"].values
+    geometry = m["geometry_m2"]
+    # Diverged instances get -1 here: they are left out of the counts.
+    geometry_grid = analysis.kind_seed_grid(
+        sweep, np.where(sweep.diverged, metrics.GEOMETRY_NOT_M2, geometry),
+        mask_diverged=False)
     rows = []
     for kind in best["kind"].values:
         for pi, p in enumerate(probs):
@@ -102,6 +132,9 @@ def summary_rows(sweep: LoadedSweep) -> list[dict]:
                 "best_seed": None if b < 0 else int(c["seed"][b]),
                 "best_seed_loss": np.nan if b < 0 else float(sweep.loss[b]),
                 "best_seed_n_represented": None if b < 0 else int(m["n_represented"][b]),
+                "best_seed_geometry": "" if b < 0 else geometry_name(int(geometry[b])),
+                "geometry_counts": _geometry_counts(
+                    geometry_grid.sel(kind=kind).isel(feature_probability=pi).values),
             })
             rows.append(row)
     return rows
@@ -132,19 +165,20 @@ def _draw_diagrams(sweep: LoadedSweep, out: Path, label: str) -> list[Path]:
            if "importance" in c else np.ones(cfg.n_features))
     span = float(imp.max() - imp.min())
     colour_scale = (imp - imp.min()) / span if span > 0 else np.ones_like(imp)
-    fig, axes = plots.new_figure(len(kinds), len(cols), size=(1.45, 1.6))
+    fig, axes = plots.new_figure(len(kinds), len(cols), size=(1.7, 1.75))
     for r, kind in enumerate(kinds):
         for ci, pi in enumerate(cols):
             ax = axes[r, ci]
             p = float(probs[pi])
             best = int(best_grid.sel(kind=kind)[pi])
-            title = f"1-S = {p:.3g}" if r == 0 else None
+            head = f"1-S = {p:.3g}\n" if r == 0 else ""
             if best < 0:
                 ax.set_axis_off()
-                ax.set_title((title or "") + "\n(all diverged)", fontsize=7)
+                ax.set_title(head + "(all diverged)", fontsize=7)
                 continue
-            plots.weight_diagram_2d(ax, sweep.W_eff[best], importance=colour_scale,
-                                    title=title)
+            plots.weight_diagram_2d(ax, sweep.W_eff[best], importance=colour_scale)
+            # The configuration's name, as in metrics.csv's geometry_m2 column.
+            ax.set_title(head + geometry_name(int(m["geometry_m2"][best])), fontsize=7)
             ax.set_xlabel(f"{int(m['n_represented'][best])} repr., seed "
                           f"{int(c['seed'][best])}", fontsize=6, labelpad=2)
         axes[r, 0].set_ylabel(kind, fontsize=9)
@@ -157,7 +191,10 @@ def _draw_diagrams(sweep: LoadedSweep, out: Path, label: str) -> list[Path]:
     fig.suptitle(
         f"Columns W_i of the effective weights (n={cfg.n_features}, m={cfg.n_hidden}, "
         f"I_i = {IMPORTANCE}^i): best of {n_seeds} seed(s) by final loss; "
-        f"'repr.' = features with ||W_i|| > {sweep.default_threshold:g}", fontsize=9)
+        f"'repr.' = features with ||W_i|| > {sweep.default_threshold:g}.\nAbove each "
+        "diagram its configuration (bitjax.metrics.geometry_m2, metrics.csv's geometry_m2; "
+        f"features with ||W_i|| > {metrics.DEFAULT_REL_THRESHOLD:g} x the largest norm)",
+        fontsize=9)
     plots.footer(fig, label)
     return plots.save(fig, out / "weights_2d")
 
@@ -211,9 +248,16 @@ def analyse(parts: Mapping[str, LoadedSweep], out: Path) -> list[Path]:
 
     sweep = parts["intro"]
     label = run_label(parts)
-    files = [out / "summary.csv"]
+    files = [out / "summary.csv", out / "loss_gap.csv"]
     with stats.quiet_nan_warnings():
         io.write_csv(files[0], summary_rows(sweep))
+        gap_rows, columns = analysis.loss_gap_parts({"intro": sweep})
+        io.write_csv(files[1], gap_rows, columns=analysis.LOSS_GAP_COLUMNS)
+        fig = plots.loss_gap_figure(
+            columns, title=f"Loss gap at the end of training, paired by seed (same init and "
+                           f"data), n={N_FEATURES}, m={N_HIDDEN}, I_i = {IMPORTANCE}^i")
+        plots.footer(fig, label)
+        files += plots.save(fig, out / "loss_gap")
         files += _draw_diagrams(sweep, out, label)
         files += _draw_curves(sweep, out, label)
     return files

@@ -33,19 +33,29 @@ instance-step), not measured on a GPU.
 Outputs (in --out): experiment.json, manifest.json; per part <part>/{sweep.json, metrics.csv,
 features.csv, checkpoints/}; weights_by_sparsity.{png,pdf} (rows: dense/ternary ReLU and
 linear; columns: sparsity; each cell W^T W, the bias b and bars of ||W_i|| coloured by
-superposition, best seed by final loss); zoom.{png,pdf} (number of features represented
-beyond the top m, mean superposition of the represented features and the minimum bias
-against 1-S, mean and 95% CI over seeds); summary.csv (per part x kind x probability: means
-and 95% CIs over seeds); onsets.csv (per part x kind: the 1-S at which superposition and
-negative biases start, with 95% CIs over seeds and paired ternary - dense differences).
+superposition, best seed by final loss); zoom.{png,pdf} (number of features represented, mean
+superposition of the represented features and the minimum bias against 1-S, mean and 95% CI
+over seeds; below, each seed's interpolated onsets as a strip per kind); loss_gap.{png,pdf}
+and loss_gap.csv (per part and sparsity: the final loss gap ternary - dense paired by seed,
+mean and 95% t CI, best of seeds, and the ratio ternary / dense on a log scale);
+summary.csv (per part x kind x probability: means and 95% CIs over seeds); onsets.csv (one
+row per part (relu, zoom), kind and seed: the interpolated onsets below, their paired log10
+differences from dense, and the grid-point onsets); onset_summary.csv (per part x statistic x
+kind: mean and 95% CI over seeds of every onset, grid-point and interpolated, and the paired
+ternary - dense differences).
 Definitions used in the tables: a feature is represented when ||W_i|| > the config's
 threshold (0.5); "beyond the top m" = feature index >= m (I_i decreases with i); a bias is
-negative when b_i < -0.01. Onsets, per seed, scanning the grid from dense to sparse:
-"first" = the largest 1-S at which the condition holds; "sustained" = the largest 1-S from
-which it holds at every sparser grid point (robust to an isolated hit at the dense end, e.g.
-the small negative bias on feature m-1 that a not fully converged dense model keeps at
-1-S = 1). Seeds where it never holds count in n_seeds but not in n_found; onsets are
-averaged in log10 (p_geomean) and plainly (p_mean).
+negative when b_i < -0.01. Interpolated onsets (per seed, linear in log10(1-S) between the
+grid points where the seed's curve crosses the level; bitjax.analysis.onset_per_seed):
+superposition = more than m features represented (the count crosses m + 1/2), negative
+biases = min_i b_i crosses -0.01. Grid-point onsets, per seed, scanning the grid from dense
+to sparse (superposition: a feature beyond the top m represented): "first" = the largest
+1-S at which the condition holds; "sustained" = the largest 1-S from which it holds at every
+sparser grid point (robust to an isolated hit at the dense end, e.g. the small negative bias
+on feature m-1 that a not fully converged dense model keeps at 1-S = 1). Seeds where it
+never holds count in n_seeds but not in n_found; a seed where it holds at 1-S = 1 already is
+counted in n_at_densest (its onset is there or denser); onsets are averaged in log10
+(p_geomean) and plainly (p_mean).
 Paper figure: section "Superposition as a Phase Change"/"Demonstrating Superposition", the
 W^T W + b + ||W_i|| grid against sparsity for n=20, m=5 (and its linear-model row).
 """
@@ -145,10 +155,21 @@ def _probabilities(sweep: LoadedSweep) -> np.ndarray:
 
 
 def onset_rows(sweep: LoadedSweep) -> list[dict]:
-    """Onsets per kind (mean and 95% CI over seeds), then paired differences vs dense."""
+    """Onsets per kind (mean and 95% CI over seeds), then paired differences vs dense.
+
+    Statistics: the grid-point onsets of :func:`bitjax.analysis.onset_table`
+    (``<condition>_first`` / ``_sustained``), then the per-seed interpolated ones of
+    :func:`interpolated_onsets` (``<condition>_interpolated_first`` / ``_sustained``).
+    """
     table = analysis.onset_table(sweep)
     probs = _probabilities(sweep)
     grid = f"{probs.max():.3g}..{probs.min():.3g} ({len(probs)} points)"
+    definitions = {stat: analysis.onset_definition(stat) for stat in table}
+    for stat, by_kind in interpolated_onsets(sweep).items():
+        name = f"{stat.rsplit('_', 1)[0]}_interpolated_{stat.rsplit('_', 1)[1]}"
+        table[name] = {k: {"p": d["p"], "censored": d["censored"],
+                           "features": [""] * len(d["p"])} for k, d in by_kind.items()}
+        definitions[name] = interpolated_definition(stat)
     rows = []
     for stat, by_kind in table.items():
         for kind, d in by_kind.items():
@@ -156,11 +177,12 @@ def onset_rows(sweep: LoadedSweep) -> list[dict]:
             logp = np.log10(p)
             mean, ci = stats.mean_ci_floats(p)
             lmean, lci = stats.mean_ci_floats(logp)
+            at_densest = d["censored"] if "censored" in d else p == probs.max()
             rows.append({
                 "part": sweep.name, "statistic": stat, "kind": kind,
-                "definition": analysis.onset_definition(stat), "grid": grid,
+                "definition": definitions[stat], "grid": grid,
                 "n_seeds": len(p), "n_found": int(np.isfinite(p).sum()),
-                "n_at_densest": int(np.sum(p == probs.max())),
+                "n_at_densest": int(np.sum(at_densest)),
                 "p_mean": mean, "p_ci95": ci, "log10_p_mean": lmean, "log10_p_ci95": lci,
                 "p_geomean": 10 ** lmean if np.isfinite(lmean) else np.nan,
                 "per_seed_values": " ".join(f"{v:.4g}" for v in p),
@@ -189,6 +211,96 @@ def onset_rows(sweep: LoadedSweep) -> list[dict]:
 ONSET_COLUMNS = ("part", "statistic", "kind", "definition", "grid", "n_seeds", "n_found",
                  "n_at_densest", "p_mean", "p_ci95", "log10_p_mean", "log10_p_ci95",
                  "p_geomean", "per_seed_values", "per_seed_features")
+
+#: Onsets estimated per seed between grid points (:func:`bitjax.analysis.onset_per_seed`):
+#: condition -> (per-instance quantity, level as a function of the config, above?, words).
+INTERPOLATED_ONSETS = {
+    "superposition_onset": (
+        "n_represented", lambda cfg: cfg.n_hidden + 0.5, True,
+        "more than m features represented (||W_i|| > threshold): the count crosses m + 1/2"),
+    "negative_bias_onset": (
+        "min_bias", lambda cfg: NEGATIVE_BIAS, False,
+        f"some bias below {NEGATIVE_BIAS}: min_i b_i crosses {NEGATIVE_BIAS}"),
+}
+INTERPOLATED_RULES = {
+    "first": "the first crossing from dense to sparse",
+    "sustained": "the crossing after which it holds at every sparser grid point",
+}
+
+
+def interpolated_onsets(sweep: LoadedSweep) -> dict[str, dict[str, dict[str, np.ndarray]]]:
+    """Per-seed onsets between grid points, linear in log10(1-S).
+
+    Returns:
+      ``{f"{condition}_{rule}": {kind: {"p": [seeds] onset 1-S (NaN: never),
+      "censored": [seeds] bool (the condition already holds at the densest grid point the
+      seed did not diverge on, so the onset is there or denser)}}}`` for the conditions of
+      :data:`INTERPOLATED_ONSETS` and the rules of :data:`INTERPOLATED_RULES`.
+    """
+    q = instance_quantities(sweep)
+    out: dict[str, dict[str, dict[str, np.ndarray]]] = {}
+    for cond, (key, level, above, _) in INTERPOLATED_ONSETS.items():
+        grid = analysis.kind_seed_grid(sweep, q[key])  # dense first; NaN where diverged
+        logp = np.log10(grid["feature_probability"].values)
+        for rule in INTERPOLATED_RULES:
+            res = {}
+            for kind in grid["kind"].values:
+                v = grid.sel(kind=kind).transpose("seed", "feature_probability").values
+                lp = analysis.onset_per_seed(logp, v, level(sweep.config), above=above,
+                                             rule=rule)
+                finite = np.isfinite(v)
+                densest = np.where(finite.any(1), logp[np.argmax(finite, axis=1)], np.nan)
+                res[str(kind)] = {"p": 10.0 ** lp, "censored": np.isfinite(lp) & (lp == densest)}
+            out[f"{cond}_{rule}"] = res
+    return out
+
+
+def interpolated_definition(stat: str) -> str:
+    """The words of an interpolated onset statistic ``<condition>_<rule>``."""
+    cond, rule = stat.rsplit("_", 1)
+    return (f"1-S where {INTERPOLATED_ONSETS[cond][3]}, {INTERPOLATED_RULES[rule]}; "
+            "per seed, linear in log10(1-S) between grid points")
+
+
+def onset_seed_rows(sweep: LoadedSweep) -> list[dict]:
+    """One row per kind and seed: the interpolated onsets and the grid onsets.
+
+    Columns: ``<condition>`` (the first crossing, interpolated; NaN: never),
+    ``<condition>_sustained`` (interpolated), ``<condition>_censored`` (1: the condition
+    holds at the densest grid point already), ``<condition>_log10_minus_dense`` (paired:
+    the same seed's log10 onset minus dense's; negative = later onset, at sparser data),
+    and the grid-point onsets of :func:`bitjax.analysis.onset_table` as
+    ``<condition>_first_grid``, ``<condition>_sustained_grid`` and
+    ``<condition>_first_grid_features`` (the features meeting the condition there).
+    """
+    interp = interpolated_onsets(sweep)
+    grid = analysis.onset_table(sweep)
+    bad = analysis.kind_seed_grid(sweep, sweep.diverged, mask_diverged=False)
+    seeds = bad["seed"].values
+    rows = []
+    for kind in bad["kind"].values:
+        kind = str(kind)
+        n_bad = bad.sel(kind=kind).transpose("seed", "feature_probability").values.sum(1)
+        for si, seed in enumerate(seeds):
+            row = {"part": sweep.name, "kind": kind, "seed": int(seed),
+                   "n_points": int(bad.sizes["feature_probability"]),
+                   "n_diverged": int(n_bad[si])}
+            for cond in INTERPOLATED_ONSETS:
+                first = interp[f"{cond}_first"]
+                sus = interp[f"{cond}_sustained"]
+                row[cond] = float(first[kind]["p"][si])
+                row[f"{cond}_sustained"] = float(sus[kind]["p"][si])
+                row[f"{cond}_censored"] = int(first[kind]["censored"][si])
+                for name, table in ((cond, first), (f"{cond}_sustained", sus)):
+                    row[f"{name}_log10_minus_dense"] = (
+                        float(np.log10(table[kind]["p"][si])
+                              - np.log10(table["dense"]["p"][si]))
+                        if "dense" in table and kind != "dense" else np.nan)
+                for rule in analysis.ONSET_RULES:
+                    row[f"{cond}_{rule}_grid"] = float(grid[f"{cond}_{rule}"][kind]["p"][si])
+                row[f"{cond}_first_grid_features"] = grid[f"{cond}_first"][kind]["features"][si]
+            rows.append(row)
+    return rows
 
 
 # ----------------------------------------------------------------------------------------
@@ -275,62 +387,115 @@ def _draw_grid(parts: Mapping[str, LoadedSweep], out: Path) -> list[Path]:
     return plots.save(fig, out / "weights_by_sparsity")
 
 
+def _onset_strips(onsets: dict, cond: str, kinds: list[str]) -> list[dict]:
+    """Strip rows of :func:`bitjax.plots.onset_strip` for one condition: per kind, the
+    first and the sustained crossing, with the mean and 95% t CI in log10(1-S)."""
+    strips = []
+    for kind in kinds:
+        for rule, words in (("first", "first"), ("sustained", "sust.")):
+            d = onsets[f"{cond}_{rule}"][kind]
+            lmean, lhalf = stats.mean_ci_floats(np.log10(d["p"]))
+            strips.append({
+                "label": f"{kind}, {words}", "color": plots.kind_color(kind),
+                "values": d["p"], "censored": d["censored"],
+                "mean": 10 ** lmean if np.isfinite(lmean) else np.nan,
+                "low": 10 ** (lmean - lhalf) if np.isfinite(lhalf) else np.nan,
+                "high": 10 ** (lmean + lhalf) if np.isfinite(lhalf) else np.nan})
+    return strips
+
+
 def _draw_zoom(sweep: LoadedSweep, out: Path, label: str) -> list[Path]:
+    import matplotlib.pyplot as plt
+
     cfg = sweep.config
     q = instance_quantities(sweep)
-    onsets = analysis.onset_table(sweep)
+    onsets = interpolated_onsets(sweep)
     panels = (
-        ("n_beyond_top_m", f"features represented beyond the top m={cfg.n_hidden}",
-         "superposition_onset_sustained"),
-        ("superposition_represented", "mean superposition of represented features", None),
-        ("min_bias", "minimum bias  min_i b_i", "negative_bias_onset_sustained"),
+        ("n_represented", f"features represented (||W_i|| > {sweep.default_threshold:g})"),
+        ("superposition_represented", "mean superposition of represented features"),
+        ("min_bias", "minimum bias  min_i b_i"),
     )
-    fig, axes = plots.new_figure(1, 3, size=(4.3, 3.6))
     n_seeds = len(cfg.seed)
-    for ax, (key, ylabel, onset) in zip(axes[0], panels, strict=True):
+    kinds = [str(k) for k in cfg.kind]
+    fig = plt.figure(figsize=(14.5, 3.6 + 0.32 * 2 * len(kinds) + 0.6))
+    gs = fig.add_gridspec(2, 3, height_ratios=[3.6, 0.32 * 2 * len(kinds) + 0.4],
+                          hspace=0.08)
+    top = [fig.add_subplot(gs[0, c]) for c in range(3)]
+    for ax, (key, ylabel) in zip(top, panels, strict=True):
         grid = analysis.kind_seed_grid(sweep, q[key])
         probs = grid["feature_probability"].values
-        for kind in grid["kind"].values:
-            kind = str(kind)
+        for kind in kinds:
             color = plots.kind_color(kind)
             sm = stats.mean_ci_over(grid.sel(kind=kind), "seed")
             mean, half = sm["mean"].values, sm["ci95"].values
             band = (mean - half, mean + half) if n_seeds > 1 else (None, None)
             plots.curve_with_band(ax, probs, mean, *band, label=kind, color=color)
-            if onset is not None:
-                p = onsets[onset][kind]["p"]
-                if np.isfinite(p).any():
-                    ax.axvline(10 ** np.nanmean(np.log10(p)), color=color, ls=":", lw=1)
-        if key == "min_bias":
-            ax.axhline(analysis.NEGATIVE_BIAS, color="0.6", ls="--", lw=0.7, zorder=0)
         _sparsity_axis(ax)
         ax.set_ylabel(ylabel, fontsize=9)
         ax.legend(title="kind", fontsize=8, title_fontsize=8)
-    axes[0, 0].set_title("onset of superposition\n(dotted: geometric mean of the "
-                         "sustained onset)", fontsize=9)
-    axes[0, 1].set_title("superposition sum_{j!=i} (W_i_hat . W_j)^2\n"
-                         f"(features with ||W_i|| > {sweep.default_threshold:g})", fontsize=9)
-    axes[0, 2].set_title(f"negative biases (dashed: b = {analysis.NEGATIVE_BIAS};\n"
-                         "dotted: geometric mean of the sustained onset)", fontsize=9)
+    top[0].axhline(cfg.n_hidden + 0.5, color="0.6", ls="--", lw=0.7, zorder=0)
+    top[2].axhline(analysis.NEGATIVE_BIAS, color="0.6", ls="--", lw=0.7, zorder=0)
+    top[0].set_title(f"superposition: more than m={cfg.n_hidden} features represented\n"
+                     f"(dashed: the onset level m + 1/2)", fontsize=9)
+    top[1].set_title("superposition sum_{j!=i} (W_i_hat . W_j)^2\n"
+                     f"(features with ||W_i|| > {sweep.default_threshold:g})", fontsize=9)
+    top[2].set_title(f"negative biases (dashed: the onset level b = "
+                     f"{analysis.NEGATIVE_BIAS})", fontsize=9)
+    for c, cond in ((0, "superposition_onset"), (2, "negative_bias_onset")):
+        ax = fig.add_subplot(gs[1, c], sharex=top[c])
+        plots.onset_strip(ax, _onset_strips(onsets, cond, kinds))
+        top[c].tick_params(labelbottom=False)
+        top[c].set_xlabel("")
+        ax.set_xlabel("feature probability 1 - S  (log; sparser ->)")
+    note = fig.add_subplot(gs[1, 1])
+    note.set_axis_off()
+    note.text(0.5, 0.0,
+              "Strips: each seed's onset (tick), interpolated linearly in log10(1-S)\n"
+              "between the grid points where its curve crosses the dashed level;\n"
+              "first = the first crossing from dense to sparse, sust. = the crossing\n"
+              "after which it holds at every sparser point. Open triangle: it holds\n"
+              "at 1-S = 1 already (onset there or denser). Black: geometric mean and\n"
+              "95% t CI of the seeds found; (found/seeds) in the label.",
+              ha="center", va="bottom", fontsize=7, transform=note.transAxes)
     fig.suptitle(f"Onset of superposition, n={cfg.n_features}, m={cfg.n_hidden}, "
-                 f"I_i = {IMPORTANCE}^i: mean of {n_seeds} seed(s), band 95% CI", fontsize=10)
-    fig.tight_layout()
+                 f"I_i = {IMPORTANCE}^i: mean of {n_seeds} seed(s), band 95% CI; onsets per "
+                 "seed below", fontsize=10)
+    fig.subplots_adjust(left=0.12, right=0.98, top=0.86, bottom=0.1, wspace=0.55)
     plots.footer(fig, label)
     return plots.save(fig, out / "zoom")
+
+
+def _draw_loss_gap(parts: Mapping[str, LoadedSweep], out: Path,
+                   label: str) -> tuple[list[dict], list[Path]]:
+    order = [n for n in ("relu", "linear", "zoom") if n in parts]
+    titles = {"relu": "ReLU, paper grid", "linear": "linear model", "zoom": "ReLU, zoom grid"}
+    rows, columns = analysis.loss_gap_parts({n: parts[n] for n in order}, titles=titles)
+    cfg = parts[order[0]].config
+    fig = plots.loss_gap_figure(
+        columns, title=f"Loss gap at the end of training, paired by seed (same init and data), "
+                       f"n={cfg.n_features}, m={cfg.n_hidden}, I_i = {IMPORTANCE}^i")
+    plots.footer(fig, label)
+    return rows, plots.save(fig, out / "loss_gap")
 
 
 def analyse(parts: Mapping[str, LoadedSweep], out: Path) -> list[Path]:
     from bitjax import io
 
-    files = [out / "summary.csv", out / "onsets.csv"]
+    files = [out / "summary.csv", out / "onsets.csv", out / "onset_summary.csv",
+             out / "loss_gap.csv"]
     onset_parts = [p for name, p in parts.items() if name in ("relu", "zoom")]
+    label = run_label(parts)
     with stats.quiet_nan_warnings():
         io.write_csv(files[0], [r for part in parts.values() for r in summary_rows(part)])
-        io.write_csv(files[1], [r for part in onset_parts for r in onset_rows(part)],
+        io.write_csv(files[1], [r for part in onset_parts for r in onset_seed_rows(part)])
+        io.write_csv(files[2], [r for part in onset_parts for r in onset_rows(part)],
                      columns=ONSET_COLUMNS)
+        gap_rows, gap_files = _draw_loss_gap(parts, out, label)
+        io.write_csv(files[3], gap_rows, columns=analysis.LOSS_GAP_COLUMNS)
+        files += gap_files
         files += _draw_grid(parts, out)
         if "zoom" in parts:
-            files += _draw_zoom(parts["zoom"], out, run_label(parts))
+            files += _draw_zoom(parts["zoom"], out, label)
     return files
 
 

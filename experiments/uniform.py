@@ -20,8 +20,11 @@ extrapolated from experiments.benchmark) and not measured on a GPU.
 Outputs (in --out): experiment.json, sweep.json, manifest.json, metrics.csv, features.csv,
 checkpoints/, dims_summary.csv (per kind and sparsity: D* mean and 95% CI over seeds, the
 paired difference ternary - dense with its CI, loss, features represented),
-dims_per_feature.{png,pdf}, feature_dimensionality.{png,pdf}; every figure's footer names the
-preset, steps, seeds and training commit.
+dims_per_feature.{png,pdf}, feature_dimensionality.{png,pdf}, loss_gap.{png,pdf} and
+loss_gap.csv (per quantized kind and sparsity: the loss gap kind - dense paired by seed, mean
+and 95% t CI, best of seeds, the ratio kind / dense as a geometric mean with its CI, and the
+seeds converged where the run stored convergence); every figure's footer names the preset,
+steps, seeds and training commit.
 Paper figure: "Feature Dimensionality" (D* against 1/(1-S), and the D_i scatter).
 """
 
@@ -98,8 +101,17 @@ def analyse(parts: Mapping[str, LoadedSweep], out: Path) -> list[Path]:
     label = run_label(parts)
     x, tables = dims_table(sweep)
     n_seeds = next(iter(tables.values())).shape[0]
-    files = [out / "dims_summary.csv"]
+    files = [out / "dims_summary.csv", out / "loss_gap.csv"]
     io.write_csv(files[0], summary_rows(sweep))
+    with stats.quiet_nan_warnings():
+        gap_rows, columns = analysis.loss_gap_parts({"uniform": sweep})
+    io.write_csv(files[1], gap_rows, columns=analysis.LOSS_GAP_COLUMNS)
+    fig = plots.loss_gap_figure(
+        columns, inverse_x=True,
+        title=f"Loss gap at the end of training, paired by seed (same init and data),\n"
+              f"uniform importance, n={cfg.n_features}, m={cfg.n_hidden}")
+    plots.footer(fig, label)
+    files += plots.save(fig, out / "loss_gap")
 
     fig, axes = plots.new_figure(1, 1, size=(6, 4))
     ax = axes[0, 0]
