@@ -54,6 +54,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.lines import Line2D
+from matplotlib.ticker import FormatStrFormatter
 
 from bitjax import layers, plots
 from bitjax.config import SweepConfig
@@ -169,6 +170,8 @@ PRESETS = {
 FAMILY = {"dense": "dense", "ternary": "ternary", "twn": "ternary", "bitlinear": "ternary",
           "ternary_absmean_grad": "ternary", "ternary_lsq": "ternary",
           "ternary_per_feature": "ternary_per_feature", "binary": "binary"}
+#: The experiments share one recipe per run: the one chosen for this kind.
+SHARED_BY = "ternary"
 #: Within this factor of its attainable loss an instance counts as having reached it.
 REACHED = 1.05
 #: Same-sample settings: the stratified sample for n <= 6 (n_per_mask per activity mask),
@@ -401,6 +404,7 @@ def choose_recipes(rows: list[dict]) -> list[dict]:
     budgets = [r["budget"] for r in rows]
     budget = max(set(budgets), key=budgets.count)
     out = []
+    all_scores: dict[str, dict] = {}
     for kind in dict.fromkeys(r["kind"] for r in rows):
         cells = [r for r in rows if r["kind"] == kind and r["budget"] == budget]
         n_cells = len({(r["setting"], r["feature_probability"]) for r in cells})
@@ -415,6 +419,7 @@ def choose_recipes(rows: list[dict]) -> list[dict]:
             out.append({"kind": kind, "budget": budget, "recipe": "none eligible"})
             continue
         scores.sort(key=lambda t: t[0])
+        all_scores[kind] = {k: sc for sc, k, _ in scores}
         score, key, mine = scores[0]
         runner = scores[1][0] if len(scores) > 1 else float("nan")
         out.append({"kind": kind, "budget": budget, "recipe": key[0], "lr": key[1],
@@ -425,6 +430,13 @@ def choose_recipes(rows: list[dict]) -> list[dict]:
                     "seeds_reached": sum(r["n_reached"] for r in mine),
                     "seeds_converged": sum(r["n_converged"] for r in mine),
                     "seeds": sum(r["n_seeds"] for r in mine)})
+    # The experiments train every kind of a run in one compiled sweep (paired by seed), so
+    # they share one recipe: the one chosen for SHARED_BY (the kind the study is about).
+    # Each kind's score under it stands beside its own best.
+    shared = next((c for c in out if c["kind"] == SHARED_BY and "lr" in c), None)
+    for c in out:
+        key = None if shared is None else _recipe_key(shared)
+        c["score_with_shared_recipe"] = all_scores.get(c["kind"], {}).get(key, float("nan"))
     return out
 
 
@@ -438,18 +450,23 @@ def _markdown(best: list[dict], chosen: list[dict]) -> str:
              f"lowest geometric mean over every (setting, 1-S) cell of the median ratio of the "
              f"same-sample loss to the kind's attainable loss; \"reached\" = within "
              f"{REACHED:g}x of it.", "",
+             f"The experiments train every kind of a run in one compiled sweep, paired by seed, "
+             f"so they share one recipe: the one chosen for `{SHARED_BY}`; the last column is "
+             f"each kind's score under it.", "",
              "| kind | budget | schedule | lr | init scale | weight decay | score (geo. mean "
-             "ratio) | runner-up | cells reached (median) | seeds reached | seeds converged |",
-             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "ratio) | runner-up | cells reached (median) | seeds reached | seeds converged | "
+             f"score with {SHARED_BY}'s recipe |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for c in chosen:
         if "lr" not in c:
-            lines.append(f"| {c['kind']} | {c['budget']} | none eligible | | | | | | | | |")
+            lines.append(f"| {c['kind']} | {c['budget']} | none eligible |" + " |" * 9)
             continue
         lines.append(
             f"| {c['kind']} | {c['budget']:,} | {c['recipe']} | {c['lr']:g} | "
             f"{c['init_scale']:g} | {c['weight_decay']:g} | {c['score']:.3f} | "
             f"{_f(c['runner_up_score'], '.3f')} | {c['cells_reached']}/{c['n_cells']} | "
-            f"{c['seeds_reached']}/{c['seeds']} | {c['seeds_converged']}/{c['seeds']} |")
+            f"{c['seeds_reached']}/{c['seeds']} | {c['seeds_converged']}/{c['seeds']} | "
+            f"{_f(c['score_with_shared_recipe'], '.3f')} |")
     lines += ["", "## The lowest loss per kind, setting and 1-S (any recipe and budget)", "",
               "Median over the live seeds of the same-sample loss; attainable = the lowest loss "
               "known to be attainable by the kind (source column); reached = seeds within "
@@ -490,6 +507,7 @@ def _lr_of(chosen: list[dict], kind: str) -> float | None:
 
 
 def _curve(rows, setting, kind, p, recipe, lr, field):
+    """``(budgets, rows)`` of one kind's recipe at the default init scale and weight decay."""
     pts = sorted((r["budget"], r) for r in rows
                  if (r["setting"], r["kind"], r["feature_probability"], r["recipe"], r["lr"],
                      r["init_scale"], r["weight_decay"])
@@ -498,63 +516,85 @@ def _curve(rows, setting, kind, p, recipe, lr, field):
 
 
 def _draw_budget(rows, chosen, out: Path, label: str, field: str) -> list[Path]:
-    """``field`` = ``ratio`` (median ratio to attainable with the seed quartiles) or
-    ``converged`` (fraction of live seeds converged), against the budget."""
+    """One panel per setting and kind: ``field`` = ``ratio`` (median ratio to the attainable
+    loss, band: seed quartiles) or ``converged`` (fraction of the live seeds converged)
+    against the budget, one colour per 1-S; cosine_anneal solid, constant dashed; each kind
+    at its chosen lr."""
     settings = list(dict.fromkeys(r["setting"] for r in rows))
-    probs = {s: sorted({r["feature_probability"] for r in rows if r["setting"] == s},
-                       reverse=True) for s in settings}
-    ncol = max(len(v) for v in probs.values())
-    fig, axes = plots.new_figure(len(settings), ncol, size=(3.0, 2.6))
     kinds = list(dict.fromkeys(r["kind"] for r in rows))
+    ncol = min(4, len(kinds))
+    per_setting = -(-len(kinds) // ncol)
+    fig, axes = plots.new_figure(len(settings) * per_setting, ncol, size=(2.8, 2.2))
+    budgets = sorted({r["budget"] for r in rows})
     for i, setting in enumerate(settings):
-        for j in range(ncol):
-            ax = axes[i, j]
-            if j >= len(probs[setting]):
-                ax.set_axis_off()
-                continue
-            p = probs[setting][j]
-            for kind in kinds:
-                lr = _lr_of(chosen, kind)
-                if lr is None:
-                    continue
+        probs = sorted({r["feature_probability"] for r in rows if r["setting"] == setting},
+                       reverse=True)
+        for k, kind in enumerate(kinds):
+            ax = axes[i * per_setting + k // ncol, k % ncol]
+            lr = _lr_of(chosen, kind)
+            for j, p in enumerate(probs):
                 for recipe, ls in (("cosine_anneal", "-"), ("constant", "--")):
                     xs, rs = _curve(rows, setting, kind, p, recipe, lr, field)
-                    if not xs:
+                    if not xs or lr is None:
                         continue
+                    band = field == "ratio" and recipe == "cosine_anneal"
                     if field == "ratio":
                         y = [r["ratio_median"] for r in rs]
-                        lo = [r["ratio_q25"] for r in rs] if recipe == "cosine_anneal" else None
-                        hi = [r["ratio_q75"] for r in rs] if recipe == "cosine_anneal" else None
                     else:
                         y = [r["n_converged"] / max(r["n_seeds"] - r["n_diverged"], 1)
                              for r in rs]
-                        lo = hi = None
-                    plots.curve_with_band(ax, np.array(xs, float), np.array(y, float),
-                                          None if lo is None else np.array(lo, float),
-                                          None if hi is None else np.array(hi, float),
-                                          label=kind if recipe == "cosine_anneal" else None,
-                                          color=_colour(kind), ls=ls)
+                    plots.curve_with_band(
+                        ax, np.array(xs, float), np.array(y, float),
+                        np.array([r["ratio_q25"] for r in rs], float) if band else None,
+                        np.array([r["ratio_q75"] for r in rs], float) if band else None,
+                        label=f"1-S = {p:g}" if recipe == "cosine_anneal" else None,
+                        color=f"C{j}", ls=ls)
             ax.set_xscale("log")
+            ax.set_xticks(budgets)
+            ax.set_xticklabels([f"{b:,}" for b in budgets], fontsize=6)
+            ax.minorticks_off()
             if field == "ratio":
                 ax.set_yscale("log")
                 ax.axhline(REACHED, color="0.5", lw=0.7, ls=":")
+                ax.yaxis.set_major_formatter(FormatStrFormatter("%.3g"))
+                ax.yaxis.set_minor_formatter(FormatStrFormatter("%.3g"))
+                ax.tick_params(which="minor", labelsize=5)
             else:
                 ax.set_ylim(-0.05, 1.05)
-            ax.set_title(f"{setting}, 1-S = {p:g}", fontsize=8)
-            ax.set_xlabel("budget (steps)", fontsize=7)
+            ax.set_title(f"{setting}: {kind}" + ("" if lr is None else f" (lr {lr:g})"),
+                         fontsize=7.5)
             ax.tick_params(labelsize=6)
-        axes[i, 0].set_ylabel("loss / attainable (median, quartiles)" if field == "ratio"
-                              else "fraction of live seeds converged", fontsize=7)
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    handles += [Line2D([], [], color="0.3", ls="-", label="cosine_anneal (band: seed quartiles)"),
+            if k % ncol == 0:
+                ax.set_ylabel("loss / attainable" if field == "ratio"
+                              else "fraction converged", fontsize=7)
+            if i == len(settings) - 1 and k // ncol == per_setting - 1:
+                ax.set_xlabel("budget (steps)", fontsize=7)
+        for k in range(len(kinds), per_setting * ncol):
+            axes[i * per_setting + k // ncol, k % ncol].set_axis_off()
+    # Colour j is the j-th densest 1-S of each setting; name the values of every setting.
+    by_setting = {st: sorted({r["feature_probability"] for r in rows if r["setting"] == st},
+                             reverse=True) for st in settings}
+    handles = []
+    for j in range(max(len(v) for v in by_setting.values())):
+        vals = {st: v[j] for st, v in by_setting.items() if j < len(v)}
+        text = (f"{next(iter(vals.values())):g}" if len(set(vals.values())) == 1 else
+                " / ".join(f"{v:g} ({st})" for st, v in vals.items()))
+        handles.append(Line2D([], [], color=f"C{j}", marker="o", ms=3, label=f"1-S = {text}"))
+    handles += [Line2D([], [], color="0.3", ls="-",
+                       label="cosine_anneal" + (" (band: seed quartiles)"
+                                                if field == "ratio" else "")),
                 Line2D([], [], color="0.3", ls="--", label="constant")]
-    fig.legend(handles=handles, fontsize=6, loc="upper center", ncol=5,
-               bbox_to_anchor=(0.5, 1.0))
-    what = ("final loss over the kind's attainable loss" if field == "ratio"
-            else "fraction of seeds converged (bitjax.convergence rule)")
-    fig.suptitle(f"{what} against the step budget, per kind at its chosen lr", fontsize=9,
-                 y=1.04)
-    fig.tight_layout()
+    if field == "ratio":
+        handles.append(Line2D([], [], color="0.5", ls=":", label=f"{REACHED:g}x attainable"))
+    what = ("same-sample loss over the kind's attainable loss (median over live seeds)"
+            if field == "ratio" else
+            "fraction of the live seeds converged (bitjax.convergence's default rule)")
+    top = 1 - 0.55 / fig.get_size_inches()[1]  # room for the title and the legend
+    fig.tight_layout(rect=(0, 0, 1, top))
+    fig.suptitle(f"{what} against the step budget, each kind at its chosen lr", fontsize=9,
+                 y=1 - 0.05 / fig.get_size_inches()[1], va="top")
+    fig.legend(handles=handles, fontsize=6, loc="upper center", ncol=7,
+               bbox_to_anchor=(0.5, 1 - 0.25 / fig.get_size_inches()[1]))
     plots.footer(fig, label)
     return plots.save(fig, out / ("loss_vs_budget" if field == "ratio"
                                   else "converged_vs_budget"))
