@@ -49,9 +49,21 @@ from bitjax.program import effective_weights_host
 
 #: Per-instance scalars of :func:`bitjax.metrics.instance_metrics`.
 SCALAR_METRICS = ("dims_per_feature", "frob_sq", "n_represented", "zero_fraction",
-                  "sum_dimensionality", "mean_superposition")
+                  "sum_dimensionality", "mean_superposition", "n_represented_relative",
+                  "geometry_m2")
 #: Per-feature quantities of :func:`bitjax.metrics.instance_metrics`.
-FEATURE_METRICS = ("norm", "superposition", "dimensionality")
+FEATURE_METRICS = ("norm", "superposition", "dimensionality", "relative_norm",
+                   "dimensionality_label")
+#: Integer-coded metrics and the labels of their codes (a ``<name>_name`` column/variable
+#: beside each; code -1, "not an m = 2 model", gets an empty name).
+CODED_METRICS = {"geometry_m2": metrics_lib.GEOMETRY_M2_LABELS,
+                 "dimensionality_label": metrics_lib.DIMENSIONALITY_LABELS}
+
+
+def code_names(name: str, codes) -> np.ndarray:
+    """The label of every code of the coded metric ``name`` (``""`` for a negative code)."""
+    labels = np.asarray(("",) + tuple(CODED_METRICS[name]), dtype=object)
+    return labels[np.asarray(codes, np.int64) + 1].astype(str)
 #: Axes whose values may be length-``n`` vectors (their grid coordinate is then an index).
 VECTOR_AXES = ("feature_probability", "importance")
 #: The experiment folder's description, under its name and the older ``config.json``.
@@ -321,9 +333,12 @@ class LoadedSweep:
         ``importance_vector`` (``[axis, feature]``, present for scalar axes too).
 
         Variables: ``instance`` (flat index into the per-instance arrays), ``loss``,
-        ``diverged``, every scalar metric of :func:`bitjax.metrics.instance_metrics`,
+        ``diverged``, every scalar metric of :func:`bitjax.metrics.instance_metrics` (with
+        the scale-free ``n_represented_relative`` and the m = 2 ``geometry_m2`` code),
         every stored diagnostic, the per-feature ``norm``, ``superposition``,
-        ``dimensionality`` and ``bias``, ``W_eff`` and ``history``.
+        ``dimensionality``, ``relative_norm``, ``dimensionality_label`` (code) and ``bias``,
+        ``W_eff`` and ``history``; each coded metric has a ``<name>_name`` label variable
+        and its labels in ``attrs["labels"]``.
 
         Args:
           threshold: feature-norm cut for ``n_represented`` (default
@@ -348,6 +363,10 @@ class LoadedSweep:
                 data[k] = self.grid(v)
         for k in FEATURE_METRICS:
             data[k] = self.grid(m[k], extra_dims=["feature"])
+        for k in CODED_METRICS:
+            data[k].attrs["labels"] = list(CODED_METRICS[k])
+            data[f"{k}_name"] = self.grid(code_names(k, m[k]),
+                                          extra_dims=["feature"] if m[k].ndim == 2 else None)
         data["bias"] = self.grid(self.b, extra_dims=["feature"])
         data["W_eff"] = self.grid(self.W_eff, extra_dims=["hidden", "feature"])
         hist = self.grid(self.history, extra_dims=["step"])
@@ -373,6 +392,7 @@ class LoadedSweep:
         cols: dict[str, np.ndarray] = {"loss": self.loss,
                                        "diverged": self.diverged.astype(np.int64)}
         cols.update({k: m[k] for k in SCALAR_METRICS})
+        cols["geometry_m2_name"] = code_names("geometry_m2", m["geometry_m2"])
         # Flags as 0/1 like ``diverged``; the stored ``diverged`` is merged into it already.
         cols.update({k: v.astype(np.int64) if v.dtype == bool else v
                      for k, v in self.diagnostics.items() if v.ndim == 1 and k != "diverged"})
@@ -715,9 +735,11 @@ def feature_rows(sweep: LoadedSweep, threshold: float | None = None) -> list[dic
     """One dict per instance and feature: norm, superposition, dimensionality, bias."""
     m, b = sweep.metrics(threshold), sweep.b
     n_inst, n = b.shape
+    label = code_names("dimensionality_label", m["dimensionality_label"])
     return [{"instance": i, "feature": f, "norm": m["norm"][i, f],
              "superposition": m["superposition"][i, f],
-             "dimensionality": m["dimensionality"][i, f], "bias": b[i, f]}
+             "dimensionality": m["dimensionality"][i, f], "bias": b[i, f],
+             "relative_norm": m["relative_norm"][i, f], "dimensionality_label": label[i, f]}
             for i in range(n_inst) for f in range(n)]
 
 
