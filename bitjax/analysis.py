@@ -183,7 +183,7 @@ ONSET_PER_SEED_RULES = ("first", "sustained")
 
 
 def onset_per_seed(log_p, values, level: float, *, above: bool = True,
-                   rule: str = "first") -> np.ndarray:
+                   rule: str = "first", inclusive: bool = False) -> np.ndarray:
     """Per-seed onset of ``values > level`` (or ``< level``) between grid points.
 
     Estimated per seed by linear interpolation in ``log10(1-S)`` where the per-seed quantity
@@ -203,6 +203,7 @@ def onset_per_seed(log_p, values, level: float, *, above: bool = True,
         pass a half-integer (``m + 0.5``): with ``level = m`` a step from m to m + 2 would
         put the onset on the grid point where the count is still m.
       above: the condition is ``values > level``; ``False``: ``values < level``.
+      inclusive: the condition includes equality (``>=`` / ``<=``).
       rule: ``"first"``: the first crossing from dense to sparse; ``"sustained"``: the
         crossing after which the condition holds at every sparser finite point (robust to an
         isolated hit at the dense end).
@@ -235,7 +236,10 @@ def onset_per_seed(log_p, values, level: float, *, above: bool = True,
         xs, vs = x[ok], row[ok]
         if not vs.size:
             continue
-        hit = vs > level if above else vs < level
+        if inclusive:
+            hit = vs >= level if above else vs <= level
+        else:
+            hit = vs > level if above else vs < level
         if rule == "first":
             if not hit.any():
                 continue

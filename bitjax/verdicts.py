@@ -219,13 +219,14 @@ def verdict_text(verdict: str, reason: str = "", detail: str = "") -> str:
 
 
 def onset_per_seed(feature_probability, values, level: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per seed, the sustained onset of ``values >= level`` along the sparsity grid.
+    """Per seed, the sustained onset of ``values >= level`` along the sparsity grid, with
+    where it is censored.
 
-    The grid is read from dense (largest 1-S) to sparse. The onset is the point from which
-    on the condition holds at every sparser grid point, placed by linear interpolation in
-    ``x = log10(1 - S)`` between the last grid point where it fails and the next one:
-    ``x = x_j + (level - v_j) / (v_{j+1} - v_j) * (x_{j+1} - x_j)``. Grid points with a NaN
-    value (a diverged instance) are skipped for that seed.
+    The onset is :func:`bitjax.analysis.onset_per_seed` (``rule="sustained"``, inclusive):
+    the point from which on the condition holds at every sparser grid point, linearly
+    interpolated in ``x = log10(1 - S)`` between the last grid point where it fails and the
+    next one; grid points with a NaN value (a diverged instance) are skipped for that seed.
+    Here an onset beyond the sparsest point is not NaN but that point's x (a bound), flagged.
 
     Args:
       feature_probability: ``[P]`` the grid's 1-S values (any order, all > 0).
@@ -236,11 +237,13 @@ def onset_per_seed(feature_probability, values, level: float) -> tuple[np.ndarra
       0 for an interpolated crossing, -1 if the condition already holds at the densest
       point (onset at or above it: the densest x is returned), +1 if it does not hold at
       the sparsest point (no onset on the grid: the sparsest x is returned, a bound), and
-      the onset is NaN with censored 0 for a seed with fewer than one finite value.
+      the onset is NaN with censored 0 for a seed with no finite value.
 
     Raises:
       ValueError: shapes that do not match, or a probability <= 0.
     """
+    from bitjax import analysis
+
     p = np.asarray(feature_probability, dtype=np.float64)
     v = np.asarray(values, dtype=np.float64)
     if p.ndim != 1 or v.ndim != 2 or v.shape[1] != p.size:
@@ -248,24 +251,17 @@ def onset_per_seed(feature_probability, values, level: float) -> tuple[np.ndarra
                          f"{v.shape}")
     if np.any(~(p > 0)):
         raise ValueError("feature probabilities must be > 0 (log10(1-S) is taken)")
+    x = np.log10(p)
+    onset = analysis.onset_per_seed(x, v, level, rule="sustained", inclusive=True)
     order = np.argsort(-p, kind="stable")
-    x_all, v_all = np.log10(p[order]), v[:, order]
-    onset = np.full(v.shape[0], np.nan)
     censored = np.zeros(v.shape[0], dtype=int)
-    for s, row in enumerate(v_all):
+    for s, row in enumerate(v[:, order]):
         ok = np.isfinite(row)
-        x, q = x_all[ok], row[ok]
-        if q.size == 0:
+        if not ok.any():
             continue
-        hit = q >= level
+        hit = row[ok] >= level
         if not hit[-1]:
-            onset[s], censored[s] = x[-1], 1
-            continue
-        misses = np.flatnonzero(~hit)
-        if misses.size == 0:
-            onset[s], censored[s] = x[0], -1
-            continue
-        j = int(misses[-1])
-        frac = (level - q[j]) / (q[j + 1] - q[j])
-        onset[s] = x[j] + frac * (x[j + 1] - x[j])
+            onset[s], censored[s] = x[order][ok][-1], 1
+        elif hit.all():
+            censored[s] = -1
     return onset, censored
