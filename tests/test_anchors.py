@@ -7,12 +7,13 @@ otherwise) and asserts the number or configuration the paper (or its notebook) p
 with a tolerance justified in the test. A test fails when the anchor is not reproduced, not
 merely when training crashes.
 
-Run with ``python -m pytest tests/test_anchors.py -m slow`` (about 1,000 s wall, 210 s of
-CPU in all, as measured). Every docstring states the test's own runtime (pytest's call
-duration, and the CPU time of the whole pytest process) measured under ``nice -n 5`` on the
-2-core development CPU while a long training run and other jobs kept it busy (load average
-about 3), so the niced test got about a fifth of the CPU: wall times are about five times
-the CPU times, and an idle machine needs little more than the CPU time.
+Run with ``python -m pytest tests/test_anchors.py -m slow`` (measured: 1,077 s wall,
+165 s of CPU for the whole file in one process). Every docstring states the test's own
+runtime (pytest's call duration, and the CPU time of the pytest process when it ran alone)
+measured under ``nice -n 5`` on the 2-core development CPU while a long training run and
+other jobs kept it busy (load average 3-4.5), so the niced test got a fifth of the CPU or
+less: wall times are five times the CPU times or more, and an idle machine needs little
+more than the CPU time.
 
 References:
   Elhage et al. 2022, "Toy Models of Superposition",
@@ -81,7 +82,7 @@ def test_intro_dense_two_orthogonal_features_then_pentagon(tmp_path):
     pentagon by a wide loss margin, and would be unless all eight restarts missed it
     (16 of 20 seeds find it in results/intro).
 
-    Runtime: 66 s wall, 17 s CPU (16 instances x 10,000 steps) under load.
+    Runtime: 5-66 s wall (two runs), 17 s CPU (16 instances x 10,000 steps) under load.
     """
     cfg = SweepConfig(n_features=5, n_hidden=2, importance=(0.9,), seed=tuple(range(8)),
                       feature_probability=(1.0, 0.05), steps=10_000, batch_size=1024)
@@ -131,7 +132,7 @@ def test_sparsity_dense_drops_features_with_bias_at_their_mean(tmp_path):
     1-S = 1 must be within 0.015 of 0 (measured within 0.003), the identity block within
     0.05 (measured 0.003) and dropped norms below 0.05 (measured 0.008).
 
-    Runtime: 127 s wall, 26 s CPU (8 instances x 10,000 steps) under load.
+    Runtime: 66-127 s wall (two runs), 26 s CPU (8 instances x 10,000 steps) under load.
     """
     m_hidden = 5
     cfg = SweepConfig(n_features=20, n_hidden=m_hidden, importance=(0.7,),
@@ -185,7 +186,7 @@ def test_uniform_dense_dims_per_feature_sticks_at_one_half(tmp_path):
     point (2.2) is where the plateau starts and the notebook itself had 0.526 there;
     measured here with seed 0: 0.5255, 0.5103, 0.5047, 0.4896.
 
-    Runtime: 425 s wall, 88 s CPU (5 instances x 10,000 steps) under load.
+    Runtime: 425-547 s wall (two runs), 88 s CPU (5 instances x 10,000 steps) under load.
     """
     inv_p = 20.0 ** (np.arange(5, 9) / 19)  # 2.20, 2.58, 3.02, 3.53
     cfg = SweepConfig(n_features=200, n_hidden=20, importance=(1.0,), seed=(0,),
@@ -217,7 +218,7 @@ def test_notebook_count_of_represented_features_grows_from_m_to_about_50(tmp_pat
     at the sparse end; 3 features (6%) allows that spread with a margin but still fails a
     model that stalls in the 40s (not converged) or over-represents.
 
-    Runtime: 189 s wall, 36 s CPU (4 instances x 10,000 steps) under load.
+    Runtime: 189-225 s wall (two runs), 36 s CPU (4 instances x 10,000 steps) under load.
     """
     importance = tuple(float(v) for v in 100.0 ** -np.linspace(0.0, 1.0, 100))
     p_sparse = float(20.0 ** (-18 / 19))
@@ -254,7 +255,8 @@ def test_phase_n2m1_dense_best_restart_matches_closed_form(tmp_path):
     Single restarts agree in only 79% of cells (at r near 1 only 40% of restarts reach the
     superposed optimum), which is why the best of 10 is used, as in the paper.
 
-    Runtime: 223 s wall, 44 s CPU (640 instances x 10,000 steps) under load.
+    Runtime: 223-226 s wall (two runs), 44 s CPU (640 instances x 10,000 steps) under
+    load.
     """
     from bitjax.representable import extra_feature_phase, idealised_n2m1
     from experiments.phase import closed_form_boundary, grid
