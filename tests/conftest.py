@@ -5,7 +5,9 @@ need another device count (8 fake devices, multi-host) run in a subprocess.
 
 Trained sweeps are expensive to compile (seconds each on a 2-core CPU), so :func:`_train`
 (fixture ``train``) caches its result per config for the whole session; callers must treat
-the returned host state as read-only.
+the returned host state as read-only. Every module, and every CLI the tests start in a
+subprocess, shares one persistent compilation cache (``.jax_cache/``, set below): a program
+compiled by one test is read back by any later test, module or subprocess that builds it.
 """
 
 from __future__ import annotations
@@ -109,34 +111,6 @@ def _assert_trees_equal(a, b, *, atol: float | None = None, err_msg: str = "",
             np.testing.assert_array_equal(x, y, err_msg=f"{err_msg} leaf {path}")
         else:
             np.testing.assert_allclose(x, y, rtol=0, atol=atol, err_msg=f"{err_msg} leaf {path}")
-
-
-@pytest.fixture(scope="session")
-def _compile_cache_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("jax-compilation-cache")
-
-
-@pytest.fixture(scope="module")
-def compile_cache(_compile_cache_dir):
-    """JAX's persistent compilation cache in a per-session temporary folder, for one module.
-
-    The training tests build many Trainers whose programs are identical (an instance trained
-    alone compiles the same program for every kind and probability, because those are
-    traced arrays), and compiling dominates their run time on a small CPU. The cache is
-    switched off again after the module so no other test module is affected.
-    """
-    import jax
-    from jax.experimental.compilation_cache import compilation_cache as cc
-
-    old = (jax.config.jax_compilation_cache_dir,
-           jax.config.jax_persistent_cache_min_compile_time_secs)
-    jax.config.update("jax_compilation_cache_dir", str(_compile_cache_dir))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.05)
-    cc.reset_cache()
-    yield
-    jax.config.update("jax_compilation_cache_dir", old[0])
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", old[1])
-    cc.reset_cache()
 
 
 @pytest.fixture(scope="session")

@@ -18,11 +18,9 @@ from bitjax.checkpoint import Checkpointer, CheckpointError, LoadedSweep, load_s
 from bitjax.program import effective_weights_host
 from bitjax.trainer import Trainer
 
-pytestmark = pytest.mark.usefixtures("compile_cache")
-
 
 @pytest.fixture(scope="module")
-def run(tiny_config, compile_cache):
+def run(tiny_config):
     """``(cfg, trainer, meta, device states {200, 400}, host states at 200 and 400)``."""
     cfg = tiny_config(kind=("dense", "ternary"), feature_probability=(1.0, 0.3), seed=(5,),
                       steps=400)

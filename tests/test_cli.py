@@ -17,13 +17,12 @@ import pytest
 
 from experiments import _cli, uniform
 
-pytestmark = pytest.mark.usefixtures("compile_cache")
-
 REPO = Path(__file__).resolve().parent.parent
 FIGURES = ("dims_per_feature", "feature_dimensionality")
 METRIC_COLUMNS = {"kind", "seed", "feature_probability", "loss", "dims_per_feature", "frob_sq",
                   "n_represented", "diverged"}
-FEATURE_COLUMNS = ["instance", "feature", "norm", "superposition", "dimensionality", "bias"]
+FEATURE_COLUMNS = ["instance", "feature", "norm", "superposition", "dimensionality", "bias",
+                   "relative_norm", "dimensionality_label"]
 
 
 def cli(out: Path, *extra: str) -> int:
@@ -41,7 +40,7 @@ def checkpoint_steps(run: Path) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory, compile_cache) -> Path:
+def finished_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("cli") / "run"
     assert cli(out) == 0
     return out

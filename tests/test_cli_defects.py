@@ -23,8 +23,6 @@ import pytest
 
 from experiments import _cli, uniform
 
-pytestmark = pytest.mark.usefixtures("compile_cache")
-
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -39,7 +37,7 @@ def steps_in(run: Path) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory, compile_cache) -> tuple[Path, str]:
+def finished(tmp_path_factory) -> tuple[Path, str]:
     """A finished tiny run (2 seeds, --checkpoint-every 7) and what it printed on stderr."""
     import contextlib
     import io

@@ -23,8 +23,6 @@ import pytest
 from bitjax.checkpoint import SWEEP_FILE, load_sweep
 from bitjax.run import Interrupted, RunError, RunResult, default_checkpoint_every, run_sweep
 
-pytestmark = pytest.mark.usefixtures("compile_cache")
-
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -21,9 +21,6 @@ from bitjax.config import AXES, REMOVED_FIELDS, SweepConfig, build_instances
 from bitjax.program import effective_weights_host
 from bitjax.trainer import Trainer
 
-pytestmark = pytest.mark.usefixtures("compile_cache")
-
-
 # --------------------------------------------------------------------------------------
 # Validation
 # --------------------------------------------------------------------------------------

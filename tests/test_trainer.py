@@ -22,7 +22,6 @@ from bitjax import distributed
 from bitjax.trainer import ChunkInfo, IncompatibleStateError, Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
-pytestmark = pytest.mark.usefixtures("compile_cache")
 
 
 @pytest.fixture(scope="module")
