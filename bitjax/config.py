@@ -19,6 +19,7 @@ import dataclasses
 import itertools
 import json
 import math
+import warnings
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ __all__ = [
 
 #: The axes a sweep varies; the sweep is their Cartesian product (``kind`` varies slowest).
 AXES = ("kind", "seed", "feature_probability", "importance", "lr", "weight_decay")
+#: Axes whose values may be length-``n`` vectors (one value per feature).
+VECTOR_AXES = ("feature_probability", "importance")
 #: Learning-rate schedules after the warmup; ``linear`` and ``cosine`` reach 0 at ``steps``.
 SCHEDULES = ("constant", "linear", "cosine")
 RNG_IMPLS = ("hash", "threefry2x32", "rbg", "unsafe_rbg")
@@ -170,6 +173,17 @@ class SweepConfig:
             self._check_vector("feature_probability", p, lambda v: 0.0 < v <= 1.0, "in (0, 1]")
         for imp in self.importance:
             self._check_vector("importance", imp, lambda v: v >= 0.0, ">= 0")
+        for name in VECTOR_AXES:
+            values = getattr(self, name)
+            # n scalars on a vector-valued axis are n sweep values, not one length-n vector:
+            # easy to write by mistake (a sweep n times too large), so say how to get either.
+            if self.n_features > 1 and len(values) == self.n_features and all(
+                    np.ndim(v) == 0 for v in values):
+                warnings.warn(
+                    f"{name} has {len(values)} scalar values, as many as n_features: that is "
+                    f"{len(values)} settings of the {name} axis (each one value for every "
+                    f"feature). For one per-feature vector write {name}=(vector,)",
+                    UserWarning, stacklevel=3)
         for name in ("lr", "weight_decay"):
             for v in getattr(self, name):
                 ok = (isinstance(v, (int, float, np.floating, np.integer))

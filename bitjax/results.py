@@ -44,7 +44,7 @@ from bitjax.checkpoint import (
     _manager,
     restore_step,
 )
-from bitjax.config import AXES, SweepConfig, build_instances
+from bitjax.config import AXES, VECTOR_AXES, SweepConfig, build_instances
 from bitjax.program import effective_weights_host
 
 #: Per-instance scalars of :func:`bitjax.metrics.instance_metrics`.
@@ -64,8 +64,6 @@ def code_names(name: str, codes) -> np.ndarray:
     """The label of every code of the coded metric ``name`` (``""`` for a negative code)."""
     labels = np.asarray(("",) + tuple(CODED_METRICS[name]), dtype=object)
     return labels[np.asarray(codes, np.int64) + 1].astype(str)
-#: Axes whose values may be length-``n`` vectors (their grid coordinate is then an index).
-VECTOR_AXES = ("feature_probability", "importance")
 #: The experiment folder's description, under its name and the older ``config.json``.
 EXPERIMENT_FILES = (EXPERIMENT_FILE, LEGACY_CONFIG_FILE)
 METRICS_CSV = "metrics.csv"
