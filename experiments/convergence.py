@@ -30,9 +30,9 @@ Command:  python -m experiments.convergence --preset full   (the study; CPU abou
           python -m experiments.convergence                 (quick: one setting, 3 parts)
           python -m experiments.convergence --preset tiny_full   (smoke test of the study)
 
-Runtime: full 51 min estimated by --dry-run on the idle 2-core CPU (the committed run: see
-results/README.md; it shared the CPU with other jobs); quick 17 min under load; one GPU:
-not measured.
+Runtime: full 98 min wall for the committed run on the 2-core CPU shared with other jobs
+(about 51 min idle by --dry-run), plus about 8 min of analysis; quick 17 min under load; one
+GPU: not measured.
 
 Outputs (in --out, default runs/convergence-<preset>): experiment.json, manifest.json, a
 folder per part (sweep.json, metrics.csv with every diagnostic, features.csv,

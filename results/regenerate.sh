@@ -12,6 +12,9 @@ run experiments.phase --preset quick --n-seeds 6 --out results/phase
 run experiments.correlated --preset quick --n-seeds 10 --out results/correlated
 run experiments.uniform --preset quick --n-seeds 3 --steps 6000 --out results/uniform
 python -m experiments.representable --out results/representable
-for name in intro sparsity uniform correlated phase; do
+# The convergence study (issue 10): about 50 min on an idle 2-core CPU.
+run experiments.convergence --preset full --out results/convergence
+python -m experiments.findings
+for name in intro sparsity uniform correlated phase convergence; do
     python -m experiments.explore "results/$name" --screenshot
 done
