@@ -39,6 +39,9 @@ __all__ = [
 AXES = ("kind", "seed", "feature_probability", "importance", "lr", "weight_decay")
 #: Axes whose values may be length-``n`` vectors (one value per feature).
 VECTOR_AXES = ("feature_probability", "importance")
+#: From this many features on, exactly n scalar values on a vector axis draw a warning (for
+#: small models, e.g. two probabilities at n = 2, such a sweep is common and meant).
+VECTOR_WARN_MIN_N = 8
 #: Learning-rate schedules after the warmup; ``linear`` and ``cosine`` reach 0 at ``steps``.
 SCHEDULES = ("constant", "linear", "cosine")
 RNG_IMPLS = ("hash", "threefry2x32", "rbg", "unsafe_rbg")
@@ -177,7 +180,7 @@ class SweepConfig:
             values = getattr(self, name)
             # n scalars on a vector-valued axis are n sweep values, not one length-n vector:
             # easy to write by mistake (a sweep n times too large), so say how to get either.
-            if self.n_features > 1 and len(values) == self.n_features and all(
+            if self.n_features >= VECTOR_WARN_MIN_N and len(values) == self.n_features and all(
                     np.ndim(v) == 0 for v in values):
                 warnings.warn(
                     f"{name} has {len(values)} scalar values, as many as n_features: that is "

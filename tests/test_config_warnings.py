@@ -11,16 +11,18 @@ from bitjax.config import SweepConfig
 
 
 def test_n_scalars_on_a_vector_axis_warn():
+    values = tuple(0.9 ** i for i in range(8))
     with pytest.warns(UserWarning, match=r"importance=\(vector,\)"):
-        cfg = SweepConfig(n_features=3, n_hidden=2, importance=(1.0, 0.5, 0.25))
-    assert len(cfg.importance) == 3  # still three settings: the warning changes nothing
+        cfg = SweepConfig(n_features=8, n_hidden=2, importance=values)
+    assert len(cfg.importance) == 8  # still eight settings: the warning changes nothing
     with pytest.warns(UserWarning, match=r"feature_probability=\(vector,\)"):
-        SweepConfig(n_features=2, n_hidden=1, feature_probability=(1.0, 0.5))
+        SweepConfig(n_features=8, n_hidden=2, feature_probability=values)
 
 
 def test_vectors_and_other_counts_do_not_warn():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        SweepConfig(n_features=3, n_hidden=2, importance=((1.0, 0.5, 0.25),))
-        SweepConfig(n_features=3, n_hidden=2, importance=(1.0, 0.5))
-        SweepConfig(n_features=1, n_hidden=1, importance=(1.0,))
+        SweepConfig(n_features=8, n_hidden=2, importance=(tuple(0.9 ** i for i in range(8)),))
+        SweepConfig(n_features=8, n_hidden=2, importance=(1.0, 0.5))
+        # Small models sweep n values on purpose (two probabilities at n = 2).
+        SweepConfig(n_features=2, n_hidden=1, feature_probability=(1.0, 0.5))
