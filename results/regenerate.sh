@@ -6,8 +6,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 run() { echo "=== $*"; python -m "$@" --no-progress --overwrite; }
-run experiments.intro --preset paper --out results/intro
-run experiments.sparsity --preset quick --n-seeds 8 --steps 6000 --out results/sparsity
+# intro and sparsity use the recipe the convergence study chose (results/convergence/best.md).
+RECIPE="--schedule cosine --anneal-fraction 0.1 --lr 3e-3 --weight-decay 0"
+run experiments.intro --preset paper $RECIPE --out results/intro
+run experiments.sparsity --preset quick --n-seeds 10 --steps 10000 $RECIPE --out results/sparsity
 run experiments.phase --preset quick --n-seeds 6 --out results/phase
 run experiments.correlated --preset quick --n-seeds 10 --out results/correlated
 run experiments.uniform --preset quick --n-seeds 3 --steps 6000 --out results/uniform
