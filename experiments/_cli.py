@@ -330,17 +330,16 @@ def resolve_configs(exp: Experiment, preset: str, steps: int | None,
     return parts
 
 
-#: Recipe flag -> the SweepConfig field it sets.
-RECIPE_FLAGS = {"schedule": "schedule", "anneal_fraction": "anneal_fraction", "lr": "lr",
-                "weight_decay": "weight_decay", "init_scale": "init_scale"}
+#: SweepConfig fields the recipe flags set (flag --anneal-fraction -> field anneal_fraction).
+RECIPE_FIELDS = ("schedule", "anneal_fraction", "lr", "weight_decay", "init_scale")
 
 
 def recipe_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The SweepConfig fields the recipe flags set (``--lr 1e-3 3e-3`` -> ``lr=(1e-3,
     3e-3)``); empty when none is given."""
     out = {}
-    for flag, name in RECIPE_FLAGS.items():
-        value = getattr(args, flag, None)
+    for name in RECIPE_FIELDS:
+        value = getattr(args, name, None)
         if value is not None:
             out[name] = tuple(value) if isinstance(value, list) else value
     return out

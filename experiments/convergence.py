@@ -493,12 +493,9 @@ def _markdown(best: list[dict], chosen: list[dict]) -> str:
 # ----------------------------------------------------------------------------------------
 # Figures
 
-_KIND_ORDER = tuple(layers.KINDS)
-
-
 def _colour(kind: str) -> str:
     c = plots.kind_color(kind)
-    return c if c != "tab:gray" else f"C{6 + _KIND_ORDER.index(kind) % 4}"
+    return c if c != "tab:gray" else f"C{6 + ALL_KINDS.index(kind) % 4}"
 
 
 def _lr_of(chosen: list[dict], kind: str) -> float | None:
@@ -506,7 +503,7 @@ def _lr_of(chosen: list[dict], kind: str) -> float | None:
     return None if c is None or "lr" not in c else c["lr"]
 
 
-def _curve(rows, setting, kind, p, recipe, lr, field):
+def _curve(rows, setting, kind, p, recipe, lr):
     """``(budgets, rows)`` of one kind's recipe at the default init scale and weight decay."""
     pts = sorted((r["budget"], r) for r in rows
                  if (r["setting"], r["kind"], r["feature_probability"], r["recipe"], r["lr"],
@@ -534,7 +531,7 @@ def _draw_budget(rows, chosen, out: Path, label: str, field: str) -> list[Path]:
             lr = _lr_of(chosen, kind)
             for j, p in enumerate(probs):
                 for recipe, ls in (("cosine_anneal", "-"), ("constant", "--")):
-                    xs, rs = _curve(rows, setting, kind, p, recipe, lr, field)
+                    xs, rs = _curve(rows, setting, kind, p, recipe, lr)
                     if not xs or lr is None:
                         continue
                     band = field == "ratio" and recipe == "cosine_anneal"
