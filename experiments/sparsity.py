@@ -74,6 +74,15 @@ from bitjax.results import LoadedSweep, run_label
 from experiments._cli import Experiment, main
 
 N_FEATURES, N_HIDDEN, IMPORTANCE = 20, 5, 0.7
+#: The notebook's variant (spec section 5.2): n=100, m=20, I = 100^-linspace(0, 1, n).
+NOTEBOOK_N, NOTEBOOK_M = 100, 20
+#: What the notebook published for that variant (spec section 5.2), a reference drawn beside
+#: the trained counts, never a result of this code: the number of features with
+#: ||W_i|| > 0.5 at every other point of its grid 20^-linspace(0, 1, 20), dense first
+#: (1-S = 20^(-2k/19), k = 0..9), one model per point.
+NOTEBOOK_PUBLISHED_COUNTS = (20, 21, 24, 30, 33, 37, 40, 43, 47, 50)
+#: The threshold the notebook's counts use.
+NOTEBOOK_THRESHOLD = 0.5
 PAPER_PROBABILITIES = (1.0, 0.3, 0.1, 0.03, 0.01, 0.003, 0.001)
 #: A bias counts as negative below this (see :data:`bitjax.analysis.NEGATIVE_BIAS`).
 NEGATIVE_BIAS = analysis.NEGATIVE_BIAS
@@ -92,24 +101,46 @@ def _zoom_grid(n_points: int, p_min: float = 0.05) -> tuple[float, ...]:
     return tuple(float(p) for p in np.geomspace(1.0, p_min, n_points))
 
 
+def notebook_probabilities(n_points: int = 20) -> tuple[float, ...]:
+    """The notebook's sparsity grid ``20 ** -linspace(0, 1, n_points)``, dense first."""
+    return tuple(float(p) for p in 20.0 ** -np.linspace(0.0, 1.0, n_points))
+
+
+def notebook_config(seeds: int, steps: int, n_points: int = 20, **kw) -> SweepConfig:
+    """The notebook's variant of this sweep: n=100, m=20, I = 100^-linspace(0, 1, 100),
+    dense + ternary, ``n_points`` probabilities of :func:`notebook_probabilities`."""
+    importance = tuple(float(v) for v in 100.0 ** -np.linspace(0.0, 1.0, NOTEBOOK_N))
+    return SweepConfig(n_features=NOTEBOOK_N, n_hidden=NOTEBOOK_M, kind=("dense", "ternary"),
+                       seed=tuple(range(seeds)),
+                       feature_probability=notebook_probabilities(n_points),
+                       importance=(importance,), steps=steps, **kw)
+
+
 def _preset(relu_seeds, linear_seeds, zoom_points, zoom_seeds, steps, linear_steps,
-            zoom_steps, probs=PAPER_PROBABILITIES, **kw) -> dict[str, SweepConfig]:
+            zoom_steps, probs=PAPER_PROBABILITIES, notebook=None,
+            **kw) -> dict[str, SweepConfig]:
+    """The parts; ``notebook=(seeds, steps, points)`` adds the notebook's n=100, m=20 part."""
     kinds = ("dense", "ternary")
-    return {
+    parts = {
         "relu": _config(probs, kinds, relu_seeds, steps, **kw),
         "linear": _config(probs, kinds, linear_seeds, linear_steps, activation="linear", **kw),
         "zoom": _config(_zoom_grid(zoom_points), kinds, zoom_seeds, zoom_steps, **kw),
     }
+    if notebook is not None:
+        n_seeds, n_steps, n_points = notebook
+        parts["notebook"] = notebook_config(n_seeds, n_steps, n_points, **kw)
+    return parts
 
 
 PRESETS = {
     "paper": lambda seeds: _preset(seeds or 10, seeds or 5, 24, seeds or 20,
-                                   10_000, 10_000, 10_000),
+                                   10_000, 10_000, 10_000, notebook=(seeds or 10, 10_000, 20)),
     "quick": lambda seeds: _preset(seeds or 2, seeds or 2, 12, seeds or 4,
                                    4_000, 3_000, 3_000),
     "tiny": lambda seeds: _preset(seeds or 1, seeds or 1, 3, seeds or 2, 100, 100, 100,
-                                  probs=(1.0, 0.03), batch_size=128, chunk_size=100,
-                                  history_every=50, eval_batches=2),
+                                  probs=(1.0, 0.03), notebook=(seeds or 2, 100, 2),
+                                  batch_size=128, chunk_size=100, history_every=50,
+                                  eval_batches=2),
 }
 
 
@@ -467,8 +498,9 @@ def _draw_zoom(sweep: LoadedSweep, out: Path, label: str) -> list[Path]:
 
 def _draw_loss_gap(parts: Mapping[str, LoadedSweep], out: Path,
                    label: str) -> tuple[list[dict], list[Path]]:
-    order = [n for n in ("relu", "linear", "zoom") if n in parts]
-    titles = {"relu": "ReLU, paper grid", "linear": "linear model", "zoom": "ReLU, zoom grid"}
+    order = [n for n in ("relu", "linear", "zoom", "notebook") if n in parts]
+    titles = {"relu": "ReLU, paper grid", "linear": "linear model", "zoom": "ReLU, zoom grid",
+              "notebook": "notebook n=100, m=20"}
     rows, columns = analysis.loss_gap_parts({n: parts[n] for n in order}, titles=titles)
     cfg = parts[order[0]].config
     fig = plots.loss_gap_figure(
@@ -476,6 +508,81 @@ def _draw_loss_gap(parts: Mapping[str, LoadedSweep], out: Path,
                        f"n={cfg.n_features}, m={cfg.n_hidden}, I_i = {IMPORTANCE}^i")
     plots.footer(fig, label)
     return rows, plots.save(fig, out / "loss_gap")
+
+
+def notebook_published(p: float) -> int | None:
+    """The notebook's published count at feature probability ``p``, or None where it
+    published none (its grid point ``20^(-2k/19)``, matched to 1e-9 relative)."""
+    for k, count in enumerate(NOTEBOOK_PUBLISHED_COUNTS):
+        if abs(p - 20.0 ** (-2 * k / 19)) <= 1e-9 * p:
+            return count
+    return None
+
+
+def notebook_rows(sweep: LoadedSweep) -> list[dict]:
+    """The notebook anchor (n=100, m=20): per kind x probability, the features represented
+    at the notebook's threshold 0.5 (mean, 95% t CI, min and max over seeds), the
+    scale-free count (:func:`bitjax.metrics.n_represented_relative`), seeds converged where
+    the run stored convergence, and the notebook's published count where it has one."""
+    counts = analysis.kind_seed_grid(
+        sweep, sweep.metrics(NOTEBOOK_THRESHOLD)["n_represented"].astype(float))
+    relative = analysis.kind_seed_grid(
+        sweep, sweep.metrics()["n_represented_relative"].astype(float))
+    conv = sweep.diagnostics.get("converged")
+    conv_grid = (None if conv is None else
+                 analysis.kind_seed_grid(sweep, np.asarray(conv, float),
+                                          mask_diverged=False))
+    sm, rel = stats.mean_ci_over(counts, "seed"), stats.mean_ci_over(relative, "seed")
+    rows = []
+    for kind in counts["kind"].values:
+        for pi, p in enumerate(counts["feature_probability"].values):
+            per_seed = counts.sel(kind=kind).values[:, pi]
+            finite = per_seed[np.isfinite(per_seed)]
+            cell, rcell = sm.sel(kind=kind).isel(feature_probability=pi), \
+                rel.sel(kind=kind).isel(feature_probability=pi)
+            rows.append({
+                "kind": str(kind), "feature_probability": float(p),
+                "n_seeds": int(per_seed.size), "n_finite": int(finite.size),
+                "n_converged": (None if conv_grid is None else
+                                int(conv_grid.sel(kind=kind).values[:, pi].sum())),
+                "n_represented_mean": float(cell["mean"]),
+                "n_represented_ci95": float(cell["ci95"]),
+                "n_represented_min": float(finite.min()) if finite.size else np.nan,
+                "n_represented_max": float(finite.max()) if finite.size else np.nan,
+                "n_represented_relative_mean": float(rcell["mean"]),
+                "n_represented_relative_ci95": float(rcell["ci95"]),
+                "notebook_published": notebook_published(float(p)),
+            })
+    return rows
+
+
+def _draw_notebook(sweep: LoadedSweep, rows: list[dict], out: Path, label: str) -> list[Path]:
+    import matplotlib.pyplot as plt
+
+    cfg = sweep.config
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for kind in dict.fromkeys(r["kind"] for r in rows):
+        kr = [r for r in rows if r["kind"] == kind]
+        x = np.array([r["feature_probability"] for r in kr])
+        mean = np.array([r["n_represented_mean"] for r in kr])
+        half = np.array([r["n_represented_ci95"] for r in kr])
+        plots.curve_with_band(ax, x, mean, mean - half, mean + half, label=kind,
+                              color=plots.kind_color(kind))
+    ref = [(r["feature_probability"], r["notebook_published"]) for r in rows
+           if r["notebook_published"] is not None and r["kind"] == rows[0]["kind"]]
+    if ref:
+        ax.plot(*zip(*ref, strict=True), ls="none", marker="x", ms=7, color="black",
+                label="notebook (published, one model)")
+    ax.axhline(cfg.n_hidden, color="0.6", ls="--", lw=0.7, zorder=0)
+    _sparsity_axis(ax)
+    ax.set_ylabel(f"features with ||W_i|| > {NOTEBOOK_THRESHOLD:g}")
+    ax.legend(fontsize=8)
+    ax.set_title(f"Notebook variant n={cfg.n_features}, m={cfg.n_hidden}, "
+                 f"I = 100^-linspace(0, 1, n):\nmean of {len(cfg.seed)} seed(s), band 95% CI; "
+                 f"dashed: m", fontsize=9)
+    fig.tight_layout()
+    plots.footer(fig, label)
+    return plots.save(fig, out / "notebook_counts")
 
 
 def analyse(parts: Mapping[str, LoadedSweep], out: Path) -> list[Path]:
@@ -496,6 +603,11 @@ def analyse(parts: Mapping[str, LoadedSweep], out: Path) -> list[Path]:
         files += _draw_grid(parts, out)
         if "zoom" in parts:
             files += _draw_zoom(parts["zoom"], out, label)
+        if "notebook" in parts:
+            rows = notebook_rows(parts["notebook"])
+            io.write_csv(out / "notebook_counts.csv", rows)
+            files += [out / "notebook_counts.csv"]
+            files += _draw_notebook(parts["notebook"], rows, out, label)
     return files
 
 

@@ -11,6 +11,8 @@ Command:  python -m experiments.uniform            (paper preset on GPU/TPU, qui
 Presets:
   paper  n=400, m=30, 40 feature probabilities log-spaced 1 -> 1/100, dense + ternary,
          5 seeds, 10,000 steps, batch 1024 (400 instances).
+  notebook  the notebook's size n=200, m=20 over the paper's range: 40 probabilities
+         1 -> 1/100, dense + ternary, 5 seeds, 10,000 steps, batch 1024 (400 instances).
   quick  n=100, m=10, 16 probabilities 1 -> 1/20, dense + ternary, 2 seeds, 4,000 steps.
   tiny   smoke test (seconds).
 
@@ -50,6 +52,7 @@ def _config(n, m, n_p, p_min, seeds, steps, kinds=("dense", "ternary"), **kw) ->
 
 PRESETS = {
     "paper": lambda seeds: {"uniform": _config(400, 30, 40, 0.01, seeds or 5, 10_000)},
+    "notebook": lambda seeds: {"uniform": _config(200, 20, 40, 0.01, seeds or 5, 10_000)},
     "quick": lambda seeds: {"uniform": _config(100, 10, 16, 0.05, seeds or 2, 4_000)},
     "tiny": lambda seeds: {"uniform": _config(12, 3, 4, 0.1, seeds or 1, 200, batch_size=128,
                                               chunk_size=100, history_every=50)},
