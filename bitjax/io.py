@@ -133,14 +133,15 @@ def save_figure(fig, stem: str | Path) -> list[Path]:
 def git_commit(cwd: str | Path | None = None) -> dict[str, Any]:
     """The current commit and whether the code (anything outside results/) has changes.
 
-    Where the code is a copy without git history (a tree shipped to an accelerator machine),
-    the environment variable ``BITJAX_COMMIT`` names the commit the copy was made from, and
-    ``BITJAX_DIRTY=1`` says it had uncommitted changes; the result then says
-    ``"source": "BITJAX_COMMIT"`` so a manifest shows the commit was declared, not read.
+    Where the code is a copy of a working tree (shipped to an accelerator machine), its
+    ``.git`` may be missing or stale, so the environment variable ``BITJAX_COMMIT``, when
+    set, names the commit the copy was made from and wins over git; ``BITJAX_DIRTY=1`` says
+    the copy had uncommitted changes. The result then says ``"source": "BITJAX_COMMIT"`` so a
+    manifest shows the commit was declared, not read.
     """
     cwd = cwd or Path(__file__).resolve().parent.parent
     declared = os.environ.get("BITJAX_COMMIT")
-    if declared and not (Path(cwd) / ".git").exists():
+    if declared:
         return {"commit": declared.strip(), "dirty": os.environ.get("BITJAX_DIRTY") == "1",
                 "source": "BITJAX_COMMIT"}
     try:

@@ -13,7 +13,7 @@ def test_git_commit_reads_the_repository():
     assert "source" not in info
 
 
-def test_declared_commit_is_used_only_without_git(tmp_path, monkeypatch):
+def test_declared_commit_wins(tmp_path, monkeypatch):
     monkeypatch.setenv("BITJAX_COMMIT", "abc123")
     monkeypatch.setenv("BITJAX_DIRTY", "1")
     # A copy of a tree with no .git: the declared commit, marked as declared.
@@ -21,7 +21,9 @@ def test_declared_commit_is_used_only_without_git(tmp_path, monkeypatch):
                                        "source": "BITJAX_COMMIT"}
     monkeypatch.setenv("BITJAX_DIRTY", "0")
     assert io.git_commit(tmp_path)["dirty"] is False
-    # A real repository wins over the variable.
+    # A copy's .git can be stale, so the declaration wins over the repository too.
+    assert io.git_commit()["commit"] == "abc123"
+    monkeypatch.delenv("BITJAX_COMMIT")
     if shutil.which("git") and (io.Path(io.__file__).resolve().parent.parent / ".git").exists():
         assert io.git_commit()["commit"] != "abc123"
 
