@@ -22,7 +22,9 @@ extrapolated from experiments.benchmark) and not measured on a GPU.
 Outputs (in --out): experiment.json, sweep.json, manifest.json, metrics.csv, features.csv,
 checkpoints/, dims_summary.csv (per kind and sparsity: D* mean and 95% CI over seeds, the
 paired difference ternary - dense with its CI, loss, features represented),
-dims_per_feature.{png,pdf}, feature_dimensionality.{png,pdf}, loss_gap.{png,pdf} and
+dims_per_feature.{png,pdf}, feature_dimensionality.{png,pdf}, dims_clusters.csv and
+dims_clusters.{png,pdf} (per kind and sparsity, the features at each D_i cluster 0, 3/8, 2/5,
+1/2, 2/3, 3/4, 1 or "other": mean and 95% CI over seeds), loss_gap.{png,pdf} and
 loss_gap.csv (per quantized kind and sparsity: the loss gap kind - dense paired by seed, mean
 and 95% t CI, best of seeds, the ratio kind / dense as a geometric mean with its CI, and the
 seeds converged where the run stored convergence); every figure's footer names the preset,
@@ -39,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from bitjax import analysis, plots, stats
+from bitjax import metrics as metrics_lib
 from bitjax.config import SweepConfig
 from bitjax.results import LoadedSweep, run_label
 from experiments._cli import Experiment, main
@@ -94,6 +97,56 @@ def summary_rows(sweep: LoadedSweep) -> list[dict]:
                 "loss": float(lo["mean"][j]), "n_represented": float(nr["mean"][j]),
             })
     return rows
+
+
+def cluster_rows(sweep: LoadedSweep) -> list[dict]:
+    """Per kind and sparsity: how many features sit at each dimensionality cluster (0, 3/8,
+    2/5, 1/2, 2/3, 3/4, 1, or "other"; :func:`bitjax.metrics.dimensionality_labels`), mean
+    and 95% t CI over seeds: where the D* curve has a plateau (1/2, the paper's 2/5), the
+    features should sit in that cluster, not average to it."""
+    codes = sweep.metrics()["dimensionality_label"]  # [I, n]
+    rows = []
+    grids = {}
+    for code, name in enumerate(metrics_lib.DIMENSIONALITY_LABELS):
+        grids[name] = stats.mean_ci_over(
+            analysis.kind_seed_grid(sweep, (codes == code).sum(1).astype(float)), "seed")
+    first = next(iter(grids.values()))
+    for kind in first["kind"].values:
+        for j, p in enumerate(first["feature_probability"].values):
+            row = {"kind": str(kind), "feature_probability": float(p),
+                   "inv_probability": 1 / float(p),
+                   "n_seeds": int(first["n"].sel(kind=kind)[j])}
+            for name, g in grids.items():
+                cell = g.sel(kind=kind).isel(feature_probability=j)
+                row[f"n_{name}"] = float(cell["mean"])
+                row[f"n_{name}_ci95"] = float(cell["ci95"])
+            rows.append(row)
+    return rows
+
+
+def _draw_clusters(rows: list[dict], cfg, out: Path, label: str) -> list[Path]:
+    # Stacked from the dedicated dimension (bottom) to not learned (top).
+    names = ["1", "3/4", "2/3", "1/2", "2/5", "3/8", "other", "0"]
+    assert sorted(names) == sorted(metrics_lib.DIMENSIONALITY_LABELS)
+    kinds = list(dict.fromkeys(r["kind"] for r in rows))
+    fig, axes = plots.new_figure(1, len(kinds), size=(5, 3.6), sharey=True)
+    colors = {"1": "#1b9e77", "3/4": "#66a61e", "2/3": "#e6ab02", "1/2": "#d95f02",
+              "2/5": "#7570b3", "3/8": "#e7298a", "other": "0.75", "0": "0.92"}
+    for ax, kind in zip(axes[0], kinds, strict=True):
+        kr = sorted((r for r in rows if r["kind"] == kind), key=lambda r: r["inv_probability"])
+        x = np.array([r["inv_probability"] for r in kr])
+        ys = [np.array([r[f"n_{n}"] for r in kr]) / cfg.n_features for n in names]
+        ax.stackplot(x, *ys, labels=names, colors=[colors[n] for n in names])
+        ax.set_xscale("log")
+        ax.set_xlim(x.min(), x.max())
+        ax.set_xlabel("1 / (1 - S)")
+        ax.set_title(f"{kind}: features per D_i cluster (mean over seeds)", fontsize=9)
+    axes[0, 0].set_ylabel(f"fraction of the n={cfg.n_features} features")
+    handles, labels = axes[0, -1].get_legend_handles_labels()
+    axes[0, -1].legend(handles[::-1], labels[::-1], title="D_i within 0.02 of", fontsize=7,
+                       title_fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    plots.footer(fig, label)
+    return plots.save(fig, out / "dims_clusters")
 
 
 def analyse(parts: Mapping[str, LoadedSweep], out: Path) -> list[Path]:
@@ -161,6 +214,10 @@ def analyse(parts: Mapping[str, LoadedSweep], out: Path) -> list[Path]:
     axes[0, 0].set_ylabel("feature dimensionality D_i")
     plots.footer(fig, label)
     files += plots.save(fig, out / "feature_dimensionality")
+
+    rows = cluster_rows(sweep)
+    io.write_csv(out / "dims_clusters.csv", rows)
+    files += [out / "dims_clusters.csv", *_draw_clusters(rows, cfg, out, label)]
     return files
 
 
