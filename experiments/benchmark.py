@@ -220,7 +220,8 @@ def run_benchmark(names, *, steps: int, data_sharing: str, rng_impl: str | None,
                                steps=max(5, min(200, int(3 * ref / w.n_instances))))
             measured = {"torch_instance_steps_per_s": t["instance_steps_per_s"],
                         "ratio_vs_torch_here": r["instance_steps_per_s"]
-                        / t["instance_steps_per_s"], "torch": t["torch"]}
+                        / t["instance_steps_per_s"], "torch": t["torch"],
+                        "torch_device": t["device"]}
         rows.append({"workload": name, **r, **floors(cfg, rates),
                      "reference_instance_steps_per_s": ref,
                      "ratio_vs_reference": r["instance_steps_per_s"] / ref, **measured,
@@ -354,12 +355,13 @@ def write_tables(rows: list[dict], out: Path) -> None:
                                            "git": io.git_commit(), "rows": rows})
     lines = [
         "| workload | steps/s | instance-steps/s | reference | ratio | compile (s) | "
-        "rng floor (steps/s) | flop floor | byte floor | torch here (inst-steps/s) | "
+        "rng floor (steps/s) | flop floor | byte floor | torch here (inst-steps/s, device) | "
         "ratio here | state bytes / instance | step bytes / instance |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        here = (f"{r['torch_instance_steps_per_s']:,.0f} | {r['ratio_vs_torch_here']:.1f}x"
+        here = (f"{r['torch_instance_steps_per_s']:,.0f} ({r.get('torch_device', 'cpu')}) | "
+                f"{r['ratio_vs_torch_here']:.1f}x"
                 if "torch_instance_steps_per_s" in r else "not measured | ")
         lines.append(
             f"| {r['workload']} | {r['steps_per_s']:,.0f} | {r['instance_steps_per_s']:,.0f} | "
