@@ -10,7 +10,9 @@ Command:  python -m experiments.benchmark            (table on stdout)
           python -m experiments.benchmark --scaling  (compile time and throughput against the
                                                       instance count, into results/benchmark/)
 
-Runtime: about 2-4 minutes on a 2-core CPU; not measured on a GPU.
+Runtime: about 2-4 minutes on a 2-core CPU; 42 s with --reference on one NVIDIA H200
+(results/benchmark/h200: bitjax 55x-1,829x the notebook's CPU figures and 3.2x-100x the
+PyTorch loop timed on the same GPU).
 Paper figure: none; this is the engineering claim "one compiled step trains the whole sweep".
 
 Floors printed per workload (measured on this machine by microbenchmarks, not assumed):

@@ -18,8 +18,10 @@ the same density 1-S for every feature; kinds dense + ternary; seeds = restarts 
 
 Runtime (2-core CPU of the dev machine, shared with other jobs, load average ~5): quick
 3m42s-3m50s wall in two runs (training 35-64 s for n2m1 and 133-169 s for n3m2, the rest
-compiling, checkpointing and plotting); tiny 33-37 s; idle machine and paper preset (CPU or
-GPU) not measured.
+compiling, checkpointing and plotting); tiny 33-37 s; idle machine and paper preset on CPU
+not measured (about 1 h 50 min by --dry-run). One NVIDIA H200 (jax 0.11.2): the paper preset
+(2 x 18,000 instances, 10,000 steps, batch 1024) 113 s wall, run side by side with four other
+experiments on the same GPU (results/phase/manifest.json).
 
 Classification (of the extra feature's EFFECTIVE column W_x, gamma*T for ternary), threshold
 0.5 on the norm as in :data:`bitjax.metrics.DEFAULT_THRESHOLD`:

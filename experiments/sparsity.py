@@ -17,9 +17,13 @@ Parts (each trains into --out/<part>/):
   linear  the same grid without the ReLU (activation="linear"), dense + ternary.
   zoom    a fine geometric grid around the onset of superposition (1-S from 1 to 0.05),
           dense + ternary, several seeds.
+  notebook  the notebook's variant n=100, m=20, I = 100^-linspace(0, 1, 100), its 20
+          probabilities 20^-linspace(0, 1, 20), dense + ternary (paper and tiny presets);
+          notebook_counts.{csv,png} put its count of features with ||W_i|| > 0.5 beside the
+          ten counts the notebook published (spec section 5.2).
 Presets:
-  paper  relu 10 seeds, linear 5 seeds, zoom 24 probabilities x 20 seeds; 10,000 steps,
-         batch 1024 (140 + 70 + 960 instances).
+  paper  relu 10 seeds, linear 5 seeds, zoom 24 probabilities x 20 seeds, notebook 10 seeds;
+         10,000 steps, batch 1024 (140 + 70 + 960 + 400 instances).
   quick  relu 2 seeds x 4,000 steps, linear 2 seeds x 3,000 steps, zoom 12 probabilities x
          4 seeds x 3,000 steps; batch 1024 (28 + 28 + 96 instances). Not converged at the
          sparsest points (1-S <= 0.003 needs the paper's 10,000 steps or more).
@@ -29,7 +33,9 @@ Runtime: quick 2-3 min on the 2-core CPU of the development machine (measured 2 
 wall, 2 min 4 s CPU, training 32 + 19 + 73 s, while other jobs kept the load at ~5); tiny
 ~20-40 s; quick with --seeds 8 --steps 6000: 6 min 34 s (results/sparsity); paper preset
 not measured (roughly 1 h on that CPU, extrapolated from the quick run's 0.25 ms per
-instance-step), not measured on a GPU.
+instance-step). One NVIDIA H200 (jax 0.11.2): the paper preset with the notebook part (1,570
+instances, 10,000 steps) 107 s wall, run side by side with four other experiments on the same
+GPU (results/sparsity/manifest.json); with --steps 100000 188 s.
 Outputs (in --out): experiment.json, manifest.json; per part <part>/{sweep.json, metrics.csv,
 features.csv, checkpoints/}; weights_by_sparsity.{png,pdf} (rows: dense/ternary ReLU and
 linear; columns: sparsity; each cell W^T W, the bias b and bars of ||W_i|| coloured by

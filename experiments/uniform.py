@@ -17,8 +17,11 @@ Presets:
   tiny   smoke test (seconds).
 
 Runtime: quick 2 min 52 s on a 2-core CPU (this machine, 2 CPU devices); with --seeds 3
---steps 6000 7 min 55 s (results/uniform); paper preset not measured on CPU (about 3 hours
-extrapolated from experiments.benchmark) and not measured on a GPU.
+--steps 6000 7 min 55 s; paper preset not measured on CPU (about 3 hours by --dry-run),
+notebook preset about 2 h 14 min by --dry-run. One NVIDIA H200 (jax 0.11.2): the paper preset
+(`python -m experiments.uniform`, the README's GPU command) 64 s wall alone (compile 3 s,
+training 24 s); the notebook preset with the recipe (results/uniform) 71 s wall, side by side
+with four other experiments on the same GPU.
 Outputs (in --out): experiment.json, sweep.json, manifest.json, metrics.csv, features.csv,
 checkpoints/, dims_summary.csv (per kind and sparsity: D* mean and 95% CI over seeds, the
 paired difference ternary - dense with its CI, loss, features represented),
