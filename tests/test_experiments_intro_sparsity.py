@@ -24,7 +24,7 @@ from experiments import intro, sparsity
 from experiments._cli import main
 
 INTRO_FIGURES = ("weights_2d", "loss_and_features", "loss_gap")
-SPARSITY_FIGURES = ("weights_by_sparsity", "zoom", "loss_gap")
+SPARSITY_FIGURES = ("weights_by_sparsity", "zoom", "loss_gap", "notebook_counts")
 
 
 def _run(exp, out, *extra):
@@ -100,13 +100,15 @@ def test_intro_replot_redraws_the_same_tables(intro_run):
 def test_sparsity_tiny_end_to_end(sparsity_run):
     out = sparsity_run
     cfgs = sparsity.PRESETS["tiny"](None)
-    assert set(cfgs) == {"relu", "linear", "zoom"}
+    assert set(cfgs) == {"relu", "linear", "zoom", "notebook"}
     assert cfgs["linear"].activation == "linear"
+    nb = cfgs["notebook"]
+    assert (nb.n_features, nb.n_hidden) == (sparsity.NOTEBOOK_N, sparsity.NOTEBOOK_M)
     for name, cfg in cfgs.items():
         _assert_files([out / name / f for f in (SWEEP_FILE, "metrics.csv", "features.csv")])
         assert len(io.read_csv(out / name / "metrics.csv")) == cfg.n_instances
     _assert_files([out / f for f in (EXPERIMENT_FILE, "manifest.json", "summary.csv",
-                                     "onsets.csv", "explorer.html")]
+                                     "onsets.csv", "notebook_counts.csv", "explorer.html")]
                   + _figures(out, SPARSITY_FIGURES))
     # One explorer page for the multi-part run, with every part in it.
     from bitjax.explorer import read_payload
@@ -119,8 +121,25 @@ def test_sparsity_tiny_end_to_end(sparsity_run):
     got = [(r["part"], r["kind"], round(float(r["feature_probability"]), 6)) for r in summary]
     assert len(got) == len(expected) and set(got) == expected
     for r in summary:
-        assert 0 <= float(r["n_represented_mean"]) <= sparsity.N_FEATURES
+        assert 0 <= float(r["n_represented_mean"]) <= cfgs[r["part"]].n_features
         assert float(r["n_beyond_top_m_mean"]) <= float(r["n_represented_mean"])
+
+    # notebook_counts.csv: per kind and probability, the count at 0.5 over the seeds, and
+    # the notebook's published count at its grid points only (1-S = 1 is one of them)
+    counts = io.read_csv(out / "notebook_counts.csv")
+    assert sorted((r["kind"], round(float(r["feature_probability"]), 6)) for r in counts) == \
+        sorted((k, round(p, 6)) for k in nb.kind for p in nb.feature_probability)
+    metrics = io.read_csv(out / "notebook" / "metrics.csv")
+    for r in counts:
+        seeds = [float(m["n_represented"]) for m in metrics if m["kind"] == r["kind"]
+                 and np.isclose(float(m["feature_probability"]), float(r["feature_probability"]))]
+        assert int(r["n_seeds"]) == len(seeds) == len(nb.seed)
+        np.testing.assert_allclose(float(r["n_represented_mean"]), np.mean(seeds), rtol=1e-6)
+        assert float(r["n_represented_min"]) == min(seeds)
+        assert float(r["n_represented_max"]) == max(seeds)
+        published = r["notebook_published"]
+        assert (published == "20") if float(r["feature_probability"]) == 1.0 else \
+            (published in ("", None))
 
     summary_stats = ("superposition_onset_first", "superposition_onset_sustained",
                      "negative_bias_onset_first", "negative_bias_onset_sustained",
@@ -190,7 +209,7 @@ def test_presets_match_their_docstrings():
     assert sizes["paper"] == {"intro": 1520} and sizes["quick"] == {"intro": 160}
     sizes = {name: {k: c.n_instances for k, c in sparsity.PRESETS[name](None).items()}
              for name in ("paper", "quick", "tiny")}
-    assert sizes["paper"] == {"relu": 140, "linear": 70, "zoom": 960}
+    assert sizes["paper"] == {"relu": 140, "linear": 70, "zoom": 960, "notebook": 400}
     assert sizes["quick"] == {"relu": 28, "linear": 28, "zoom": 96}
     paper = sparsity.PRESETS["paper"](None)
     assert paper["relu"].feature_probability == sparsity.PAPER_PROBABILITIES
@@ -200,6 +219,21 @@ def test_presets_match_their_docstrings():
                                20.0 ** -np.linspace(0, 1, 10))
     # --seeds overrides every part's restarts
     assert {c.seed for c in sparsity.PRESETS["quick"](7).values()} == {tuple(range(7))}
+
+
+def test_notebook_grid_and_published_counts():
+    """The notebook part uses the notebook's grid and importance; its published counts sit at
+    every other grid point, dense first, and nowhere else."""
+    cfg = sparsity.PRESETS["paper"](None)["notebook"]
+    probs = np.array(cfg.feature_probability)
+    np.testing.assert_allclose(probs, 20.0 ** -np.linspace(0, 1, 20))
+    np.testing.assert_allclose(np.array(cfg.importance[0]), 100.0 ** -np.linspace(0, 1, 100))
+    assert cfg.kind == ("dense", "ternary") and cfg.steps == 10_000
+    published = [sparsity.notebook_published(float(p)) for p in probs]
+    assert published[::2] == list(sparsity.NOTEBOOK_PUBLISHED_COUNTS)
+    assert published[1::2] == [None] * 10
+    assert sparsity.notebook_published(0.059) is None  # the spec's rounded 1-S is not a point
+    assert "notebook" not in sparsity.PRESETS["quick"](None)
 
 
 # ---- onsets per seed, interpolated ---------------------------------------------------------
