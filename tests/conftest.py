@@ -32,6 +32,17 @@ _CACHE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _CACHE)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+# The suite runs in two pytest-xdist workers (pyproject.toml) that, with their subprocesses,
+# read and write that cache at the same time. JAX writes an entry in place; with a size
+# limit it takes a file lock around every read and write (the `filelock` package, a dev
+# extra), so no process reads an entry another is still writing. The limit is far above
+# what the suite writes (tens of MB).
+try:
+    import filelock  # noqa: F401
+
+    os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(4 << 30))
+except ImportError:  # without the lock a torn entry is reported and compiled again
+    pass
 import jax  # noqa: E402
 
 jax.config.update("jax_platforms", "cpu")
@@ -111,6 +122,26 @@ def _assert_trees_equal(a, b, *, atol: float | None = None, err_msg: str = "",
             np.testing.assert_array_equal(x, y, err_msg=f"{err_msg} leaf {path}")
         else:
             np.testing.assert_allclose(x, y, rtol=0, atol=atol, err_msg=f"{err_msg} leaf {path}")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Leave out the ``slow`` tier unless the ``-m`` expression names it; long files first.
+
+    A marker expression in ``addopts`` would be replaced by any ``-m`` given on the command
+    line (``-m 'not integration'`` would then run the hour-long reproductions), so the slow
+    tests are deselected here instead: ``-m slow`` (or any expression that mentions ``slow``,
+    such as ``-m 'slow or integration'``) selects them as usual.
+    """
+    if "slow" not in (config.option.markexpr or ""):
+        keep = [item for item in items if item.get_closest_marker("slow") is None]
+        if len(keep) < len(items):
+            config.hook.pytest_deselected(items=[i for i in items if i not in keep])
+            items[:] = keep
+    # The files with integration tests (subprocess runs of a minute or more) first, each
+    # file's tests in their own order: the xdist workers take whole files in this order, so
+    # a long file does not start last and leave the other worker idle at the end.
+    long_files = {item.path for item in items if item.get_closest_marker("integration")}
+    items.sort(key=lambda item: item.path not in long_files)
 
 
 @pytest.fixture(scope="session")
