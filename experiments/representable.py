@@ -39,7 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
-RUNS = ("intro", "sparsity/relu", "sparsity/linear", "uniform", "correlated/corr_pairs",
+RUNS = ("intro", "sparsity/relu", "sparsity/linear", "sparsity/zoom", "sparsity/notebook",
+        "uniform", "correlated/corr_pairs",
         "correlated/anti_pairs", "correlated/three_corr", "correlated/sets20",
         "correlated/anti20", "phase/n2m1", "phase/n3m2")
 PHASES = ("dropped", "superposed", "dedicated")
