@@ -22,8 +22,8 @@ Parts (each trains into --out/<part>/):
           notebook_counts.{csv,png} put its count of features with ||W_i|| > 0.5 beside the
           ten counts the notebook published (spec section 5.2).
 Presets:
-  paper  relu 10 seeds, linear 5 seeds, zoom 24 probabilities x 20 seeds, notebook 10 seeds;
-         10,000 steps, batch 1024 (140 + 70 + 960 + 400 instances).
+  paper  relu 10 seeds, linear 10 seeds, zoom 24 probabilities x 20 seeds, notebook 10
+         seeds; 10,000 steps, batch 1024 (140 + 140 + 960 + 400 instances).
   quick  relu 2 seeds x 4,000 steps, linear 2 seeds x 3,000 steps, zoom 12 probabilities x
          4 seeds x 3,000 steps; batch 1024 (28 + 28 + 96 instances). Not converged at the
          sparsest points (1-S <= 0.003 needs the paper's 10,000 steps or more).
@@ -139,7 +139,7 @@ def _preset(relu_seeds, linear_seeds, zoom_points, zoom_seeds, steps, linear_ste
 
 
 PRESETS = {
-    "paper": lambda seeds: _preset(seeds or 10, seeds or 5, 24, seeds or 20,
+    "paper": lambda seeds: _preset(seeds or 10, seeds or 10, 24, seeds or 20,
                                    10_000, 10_000, 10_000, notebook=(seeds or 10, 10_000, 20)),
     "quick": lambda seeds: _preset(seeds or 2, seeds or 2, 12, seeds or 4,
                                    4_000, 3_000, 3_000),

@@ -209,7 +209,7 @@ def test_presets_match_their_docstrings():
     assert sizes["paper"] == {"intro": 1520} and sizes["quick"] == {"intro": 160}
     sizes = {name: {k: c.n_instances for k, c in sparsity.PRESETS[name](None).items()}
              for name in ("paper", "quick", "tiny")}
-    assert sizes["paper"] == {"relu": 140, "linear": 70, "zoom": 960, "notebook": 400}
+    assert sizes["paper"] == {"relu": 140, "linear": 140, "zoom": 960, "notebook": 400}
     assert sizes["quick"] == {"relu": 28, "linear": 28, "zoom": 96}
     paper = sparsity.PRESETS["paper"](None)
     assert paper["relu"].feature_probability == sparsity.PAPER_PROBABILITIES
