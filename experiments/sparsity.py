@@ -33,9 +33,9 @@ Runtime: quick 2-3 min on the 2-core CPU of the development machine (measured 2 
 wall, 2 min 4 s CPU, training 32 + 19 + 73 s, while other jobs kept the load at ~5); tiny
 ~20-40 s; quick with --seeds 8 --steps 6000: 6 min 34 s (results/sparsity); paper preset
 not measured (roughly 1 h on that CPU, extrapolated from the quick run's 0.25 ms per
-instance-step). One NVIDIA H200 (jax 0.11.2): the paper preset with the notebook part (1,570
-instances, 10,000 steps) 107 s wall, run side by side with four other experiments on the same
-GPU (results/sparsity/manifest.json); with --steps 100000 188 s.
+instance-step). One NVIDIA H200 (jax 0.11.2): the paper preset with the notebook part (1,640
+instances, 10,000 steps) 55 s wall alone (training 2-8 s per part, results/sparsity/
+manifest.json); with --steps 100000 188 s, beside another run on the same GPU.
 Outputs (in --out): experiment.json, manifest.json; per part <part>/{sweep.json, metrics.csv,
 features.csv, checkpoints/}; weights_by_sparsity.{png,pdf} (rows: dense/ternary ReLU and
 linear; columns: sparsity; each cell W^T W, the bias b and bars of ||W_i|| coloured by
