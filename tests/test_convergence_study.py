@@ -80,9 +80,9 @@ def test_tiny_study_end_to_end(tmp_path, monkeypatch):
 
     monkeypatch.setattr(C, "SAMPLE_PER_MASK", 64)
     monkeypatch.setattr(C, "SAMPLE_PLAIN", 4096)
-    # One seed and two learning rates (the preset's grid is 2 x 3): every code path of the
-    # study still runs (two recipes to choose between, lr as an axis) on a third of the
-    # instances, so training and the rounding of the dense solutions take a third as long.
+    # One seed and two learning rates (the preset has 2 seeds x 3 lrs): every code path of
+    # the study still runs (two recipes to choose between, lr as an axis) on a third of the
+    # instances; training and the rounding of the dense solutions scale with their number.
     monkeypatch.setattr(C, "FULL_LRS", (1e-3, 1e-2))
     out = tmp_path / "study"
     assert main(C.EXPERIMENT, ["--preset", "tiny_full", "--out", str(out), "--n-seeds", "1",
