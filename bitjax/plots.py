@@ -42,6 +42,11 @@ def curve_with_band(ax, x: np.ndarray, mean: np.ndarray, lo: np.ndarray | None =
         ax.fill_between(x, lo, hi, color=color, alpha=0.2, lw=0)
 
 
+#: The colour of each phase of the extra feature in every phase diagram (experiments.phase
+#: and experiments.representable draw the trained and the exact diagrams alike).
+PHASE_COLORS = {"dropped": "0.85", "dedicated": "tab:blue", "superposed": "tab:orange"}
+
+
 def footer(fig, text: str) -> None:
     """A small grey line under everything else in ``fig`` saying where its data came from
     (preset, steps, seeds, commit: see :func:`bitjax.results.run_label`).

@@ -70,7 +70,7 @@ from experiments._cli import Experiment, main
 
 #: Phase names in code order (0, 1, 2) and their colours in every figure.
 PHASES = ("dropped", "dedicated", "superposed")
-PHASE_COLORS = ("0.85", "tab:blue", "tab:orange")
+PHASE_COLORS = tuple(plots.PHASE_COLORS[p] for p in PHASES)
 #: Extra feature counts as represented above this norm (bitjax's default threshold).
 NORM_THRESHOLD = 0.5
 #: Dedicated dimension: |cos| with every other represented feature below this.

@@ -313,7 +313,7 @@ def _phase_section(results, out, s, log):
 def _phase_figure(part, dens, rs, phase, cf, tgrid, tr, out, plots):
     import matplotlib as mpl
 
-    cmap = mpl.colors.ListedColormap(["#d9d9d9", "#6baed6", "#fd8d3c"])
+    cmap = mpl.colors.ListedColormap([plots.PHASE_COLORS[p] for p in PHASES])
     code = {ph: i for i, ph in enumerate(PHASES)}
     panels = []
     if cf is not None:
