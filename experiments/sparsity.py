@@ -511,7 +511,9 @@ def _draw_loss_gap(parts: Mapping[str, LoadedSweep], out: Path,
     cfg = parts[order[0]].config
     fig = plots.loss_gap_figure(
         columns, title=f"Loss gap at the end of training, paired by seed (same init and data), "
-                       f"n={cfg.n_features}, m={cfg.n_hidden}, I_i = {IMPORTANCE}^i")
+                       f"n={cfg.n_features}, m={cfg.n_hidden}, I_i = {IMPORTANCE}^i"
+                       + ("; the notebook part n=100, m=20, I = 100^-linspace(0, 1, n)"
+                          if "notebook" in order else ""))
     plots.footer(fig, label)
     return rows, plots.save(fig, out / "loss_gap")
 
