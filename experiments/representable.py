@@ -18,12 +18,12 @@ ternary twin's loss on the same sample, their ratio) and ratio_vs_sparsity.{png,
 (c) intro_exact.csv and intro_exact.{png,pdf}; manifest.json (commit, command, settings,
 runtimes, summary numbers computed from the tables).
 
-Runtime: 2,070 s (35 minutes) for the committed paper-scale results on the 2-core CPU of the
-development machine, one core busy (manifest.json has every section: the 200 dense n=200,
-m=20 uniform instances 813 s, the sparsity zoom 435 s and notebook 420 s, the 18,000 dense
-phase instances 61 s; the exact 30 x 30 phase grids 8 s for n=2, m=1 and 13 s for n=3,
-m=2; the n=5 intro enumeration 28 s); ``--quick`` about 10 minutes on the same CPU; on one
-GPU: not measured.
+Runtime: 1,457 s (24 minutes) for the committed paper-scale results on the 2-core CPU of
+the development machine, mostly idle (manifest.json has every section: the 200 dense
+n=200, m=20 uniform instances 595 s, the sparsity zoom 264 s and notebook 265 s, the
+18,000 dense phase instances 56 s; the exact 30 x 30 phase grids 5 s for n=2, m=1 and
+9 s for n=3, m=2; the n=5 intro enumeration 18 s); ``--quick`` about 10 minutes on the
+same CPU; on one GPU: not measured.
 
 Paper figures: "Superposition as a Phase Change" (the n=2, m=1 and n=3, m=2 phase diagrams)
 and the introduction's five features in two dimensions (Elhage et al. 2022,
