@@ -127,19 +127,21 @@ def cluster_rows(sweep: LoadedSweep) -> list[dict]:
     return rows
 
 
+#: Colour of each D_i cluster in ``dims_clusters``, in stacking order from the dedicated
+#: dimension (bottom) to not learned (top); one entry per metrics.DIMENSIONALITY_LABELS.
+CLUSTER_COLORS = {"1": "#1b9e77", "3/4": "#66a61e", "2/3": "#e6ab02", "1/2": "#d95f02",
+                  "2/5": "#7570b3", "3/8": "#e7298a", "other": "0.75", "0": "0.92"}
+
+
 def _draw_clusters(rows: list[dict], cfg, out: Path, label: str) -> list[Path]:
-    # Stacked from the dedicated dimension (bottom) to not learned (top).
-    names = ["1", "3/4", "2/3", "1/2", "2/5", "3/8", "other", "0"]
-    assert sorted(names) == sorted(metrics_lib.DIMENSIONALITY_LABELS)
+    names = list(CLUSTER_COLORS)
     kinds = list(dict.fromkeys(r["kind"] for r in rows))
     fig, axes = plots.new_figure(1, len(kinds), size=(5, 3.6), sharey=True)
-    colors = {"1": "#1b9e77", "3/4": "#66a61e", "2/3": "#e6ab02", "1/2": "#d95f02",
-              "2/5": "#7570b3", "3/8": "#e7298a", "other": "0.75", "0": "0.92"}
     for ax, kind in zip(axes[0], kinds, strict=True):
         kr = sorted((r for r in rows if r["kind"] == kind), key=lambda r: r["inv_probability"])
         x = np.array([r["inv_probability"] for r in kr])
         ys = [np.array([r[f"n_{n}"] for r in kr]) / cfg.n_features for n in names]
-        ax.stackplot(x, *ys, labels=names, colors=[colors[n] for n in names])
+        ax.stackplot(x, *ys, labels=names, colors=list(CLUSTER_COLORS.values()))
         ax.set_xscale("log")
         ax.set_xlim(x.min(), x.max())
         ax.set_xlabel("1 / (1 - S)")

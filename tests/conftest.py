@@ -126,10 +126,10 @@ def pytest_collection_modifyitems(config, items):
     such as ``-m 'slow or integration'``) selects them as usual.
     """
     if "slow" not in (config.option.markexpr or ""):
-        keep = [item for item in items if item.get_closest_marker("slow") is None]
-        if len(keep) < len(items):
-            config.hook.pytest_deselected(items=[i for i in items if i not in keep])
-            items[:] = keep
+        slow = [item for item in items if item.get_closest_marker("slow") is not None]
+        if slow:
+            config.hook.pytest_deselected(items=slow)
+            items[:] = [item for item in items if item.get_closest_marker("slow") is None]
     # The files with integration tests (subprocess runs of a minute or more) first, each
     # file's tests in their own order: the xdist workers take whole files in this order, so
     # a long file does not start last and leave the other worker idle at the end.

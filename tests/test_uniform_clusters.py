@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bitjax import metrics as metrics_lib
 from bitjax.config import SweepConfig, build_instances
 from bitjax.results import LoadedSweep
 from experiments import uniform
@@ -22,6 +23,10 @@ def _sweep(columns: list[np.ndarray]) -> LoadedSweep:
                        b=np.zeros((inst.n, 4), np.float32), W_eff=w,
                        history=np.zeros((inst.n, 1), np.float32),
                        meta={"final_loss": [0.1] * inst.n}, name="fake")
+
+
+def test_cluster_colours_cover_every_label():
+    assert sorted(uniform.CLUSTER_COLORS) == sorted(metrics_lib.DIMENSIONALITY_LABELS)
 
 
 def test_cluster_rows_count_the_features_of_each_geometry():
