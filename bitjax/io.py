@@ -120,12 +120,20 @@ def read_csv(path: str | Path) -> list[dict[str, str]]:
 
 
 def save_figure(fig, stem: str | Path) -> list[Path]:
-    """Save a matplotlib figure as ``stem.png`` and ``stem.pdf`` atomically."""
+    """Save a matplotlib figure as ``stem.png`` and ``stem.pdf`` atomically, cropped to
+    what it draws (as ``bbox_inches="tight"``, plus ``savefig.pad_inches``)."""
+    import matplotlib
+
+    # The crop box is found once and shared: savefig's "tight" lays the whole figure out
+    # again for every format just to measure it (most of the time of a small figure).
+    fig.draw_without_rendering()
+    box = fig.get_tightbbox(fig.canvas.get_renderer()).padded(
+        matplotlib.rcParams["savefig.pad_inches"])
     out = []
     for ext in ("png", "pdf"):
         target = Path(f"{stem}.{ext}")
         with atomic_path(target) as tmp:
-            fig.savefig(tmp, format=ext, dpi=150, bbox_inches="tight")
+            fig.savefig(tmp, format=ext, dpi=150, bbox_inches=box)
         out.append(target)
     return out
 

@@ -142,7 +142,8 @@ class Estimate:
     """How long a sweep will take, from a short timing (:func:`estimate_seconds`).
 
     Attributes:
-      compile_seconds: compiling the training program (measured).
+      compile_seconds: compiling the training program (measured where it was first compiled
+        in this process).
       steps_per_second: training rate of the whole sweep (measured).
       total_seconds: ``compile_seconds + steps / steps_per_second`` (checkpoint writes and
         the final evaluation are not included).
@@ -185,8 +186,10 @@ def estimate_seconds(cfg: SweepConfig, *, mesh=None, group_size: int | None = No
     state = trainer.run(state, until=2 * probe_steps, max_chunk_seconds=None)
     int(state["step"])  # waits for the chunk
     rate = probe_steps / max(time.perf_counter() - t0, 1e-9)
-    return Estimate(compile_seconds=float(trainer.compile_seconds), steps_per_second=rate,
-                    total_seconds=float(trainer.compile_seconds) + cfg.steps / rate,
+    # What compiling costs a fresh process (the probe's program may already be built here).
+    compile_seconds = float(trainer.compile_cost_seconds)
+    return Estimate(compile_seconds=compile_seconds, steps_per_second=rate,
+                    total_seconds=compile_seconds + cfg.steps / rate,
                     probe_steps=probe_steps, devices=int(trainer.mesh.size),
                     instances_per_group=int(trainer.group or trainer.instances_per_device))
 

@@ -34,7 +34,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.stats
 import xarray as xr
 
 #: The confidence level of every interval bitjax reports.
@@ -52,6 +51,8 @@ def t_quantile(dof, level: float = LEVEL) -> np.ndarray:
     """
     if not 0.0 < level < 1.0:
         raise ValueError(f"confidence level must be in (0, 1), got {level!r}")
+    import scipy.stats  # here, not at the top: it alone takes a second to import
+
     return scipy.stats.t.ppf(0.5 + level / 2.0, np.asarray(dof, dtype=np.float64))
 
 
@@ -200,6 +201,8 @@ def paired_t(diff, alternative: str = "two-sided", null: float = 0.0,
                          f"{alternative!r}")
     if not 0.0 < level < 1.0:
         raise ValueError(f"confidence level must be in (0, 1), got {level!r}")
+    import scipy.stats
+
     d = _sample(diff)
     n = int(d.size)
     mean = float(d.mean()) if n else np.nan

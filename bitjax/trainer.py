@@ -10,8 +10,10 @@ and checkpoints, ``should_stop()`` for signals, ``on_event(message)`` for notice
 
 from __future__ import annotations
 
+import collections
 import functools
 import math
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -87,6 +89,37 @@ def _restructure(template: Any, restored: Any) -> Any:
     return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
+#: Programs shared by every trainer in this process, keyed by everything they depend on (the
+#: sweep, the mesh, the chunk length, the group): a second trainer for the same sweep (a
+#: resume, ``run_sweep`` called again in a notebook, the fitted memory probe) reuses the
+#: traced and compiled program instead of building it again. Least recently used first out.
+_PROGRAMS: collections.OrderedDict[tuple, tuple[Any, float]] = collections.OrderedDict()
+_PROGRAMS_KEPT = 64
+_PROGRAMS_LOCK = threading.Lock()
+
+
+def _shared_program(key: tuple, build: Callable[[], Any]) -> tuple[Any, float]:
+    """``(build(), seconds build took)``, built once per ``key`` and process."""
+    with _PROGRAMS_LOCK:
+        if key in _PROGRAMS:
+            _PROGRAMS.move_to_end(key)
+            return _PROGRAMS[key]
+    t0 = time.perf_counter()
+    value = (build(), time.perf_counter() - t0)
+    with _PROGRAMS_LOCK:
+        _PROGRAMS[key] = value
+        while len(_PROGRAMS) > _PROGRAMS_KEPT:
+            _PROGRAMS.popitem(last=False)
+    return value
+
+
+def clear_programs() -> None:
+    """Forget the programs trainers share (:data:`_PROGRAMS`): the next trainer traces and
+    compiles afresh (to time a compile, or to free their memory)."""
+    with _PROGRAMS_LOCK:
+        _PROGRAMS.clear()
+
+
 def _is_legacy_optimizer_state(opt: Any) -> bool:
     # bitjax before the optax optimiser kept one Adam state: {"count", "mu", "nu"}.
     return isinstance(opt, dict) and {"count", "mu", "nu"} <= set(opt)
@@ -120,7 +153,10 @@ class Trainer:
       n_instances, n_padded: instances in the sweep, and after padding.
       instances_per_device: padded instances each device holds.
       group: instances per device trained at a time (``None``: all of them).
-      compile_seconds: seconds spent compiling so far.
+      compile_seconds: seconds this trainer spent compiling so far (a program another
+        trainer of this process already compiled for the same sweep and mesh is reused).
+      compile_cost_seconds: seconds its training programs took to compile, whether here or
+        by the trainer that first built them (what a fresh process would spend).
       arrays, streams: the program's per-instance and per-stream inputs, on the mesh.
     """
 
@@ -157,8 +193,8 @@ class Trainer:
         #: Instances per device trained at a time; None: all of them.
         self.group = self._as_group(group_size)
         self.compile_seconds = 0.0
+        self.compile_cost_seconds = 0.0
         self._compiled: dict[tuple[int, int | None], Any] = {}
-        self._evaluators: dict[int | None, Any] = {}
         self._seconds_per_step: float | None = None
         self._chunk_lengths: dict[float, int] = {}
         memory.check_state_fits(memory.state_bytes_per_instance(self._state_template),
@@ -179,7 +215,10 @@ class Trainer:
     @functools.cached_property
     def _state_template(self) -> TrainState:
         """Shapes and dtypes of this sweep's (padded) training state."""
-        return jax.eval_shape(functools.partial(program.init_state, self.cfg), self.arrays)
+        return _shared_program(
+            ("template", self.cfg, self.mesh),
+            lambda: jax.eval_shape(functools.partial(program.init_state, self.cfg),
+                                   self.arrays))[0]
 
     def _state_sharding(self) -> Any:
         """Instance-split sharding for every state leaf with an instance axis, else replicated."""
@@ -198,8 +237,10 @@ class Trainer:
         Raises:
           ValueError: ``init_params`` has an unknown entry or a wrong shape.
         """
-        init = jax.jit(functools.partial(program.init_state, self.cfg),
-                       out_shardings=self._state_sharding())
+        init = _shared_program(
+            ("init", self.cfg, self.mesh),
+            lambda: jax.jit(functools.partial(program.init_state, self.cfg),
+                            out_shardings=self._state_sharding()))[0]
         if init_params is None:
             return init(self.arrays)
         params = self._state_template["params"]
@@ -265,12 +306,19 @@ class Trainer:
 
     # compilation ------------------------------------------------------------------------
     def _compile(self, n_steps: int, group: int | None) -> Any:
-        sharding = self._state_sharding()
-        fn = program.make_train_chunk(self.cfg, n_steps, sharding, mesh=self.mesh,
-                                      group=group)
-        state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                             self._state_template, sharding)
-        return fn.lower(state, self.arrays, self.streams).compile()
+        def build():
+            sharding = self._state_sharding()
+            fn = program.make_train_chunk(self.cfg, n_steps, sharding, mesh=self.mesh,
+                                          group=group)
+            state = jax.tree.map(
+                lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                self._state_template, sharding)
+            return fn.lower(state, self.arrays, self.streams).compile()
+
+        compiled, seconds = _shared_program(("chunk", self.cfg, self.mesh, n_steps, group),
+                                            build)
+        self.compile_cost_seconds += seconds
+        return compiled
 
     def compiled_chunk(self, n_steps: int) -> Any:
         """The compiled ``chunk(state, arrays, streams) -> state`` of ``n_steps`` steps.
@@ -410,8 +458,8 @@ class Trainer:
     # results ----------------------------------------------------------------------------
     def evaluate(self, state: TrainState) -> np.ndarray:
         """Final loss of every instance on ``cfg.eval_batches`` fresh batches, ``[I]``."""
-        if self.group not in self._evaluators:
-            self._evaluators[self.group] = program.make_evaluate(self.cfg, mesh=self.mesh,
-                                                                 group=self.group)
-        loss = self._evaluators[self.group](state["params"], self.arrays, self.streams)
+        evaluate = _shared_program(
+            ("evaluate", self.cfg, self.mesh, self.group),
+            lambda: program.make_evaluate(self.cfg, mesh=self.mesh, group=self.group))[0]
+        loss = evaluate(state["params"], self.arrays, self.streams)
         return distributed.unpad(distributed.to_host(loss), self.n_instances)

@@ -113,8 +113,9 @@ def time_workload(cfg, *, min_seconds: float = 3.0, max_chunks: int = 50) -> dic
     import jax
 
     from bitjax.memory import chunk_bytes
-    from bitjax.trainer import Trainer
+    from bitjax.trainer import Trainer, clear_programs
 
+    clear_programs()  # compile_s is a fresh compile even if this process built it before
     trainer = Trainer(cfg)
     holder = {"state": trainer.init_state()}
     t0 = time.perf_counter()
@@ -253,8 +254,9 @@ SCALING_COUNTS = (10, 30, 100, 300, 1000, 3000, 10000)
 
 
 def _compile_seconds(cfg) -> float:
-    from bitjax.trainer import Trainer
+    from bitjax.trainer import Trainer, clear_programs
 
+    clear_programs()  # a fresh compile, not the program the timed run already built
     trainer = Trainer(cfg)
     trainer.compiled_chunk(cfg.chunk_size)
     return trainer.compile_seconds

@@ -8,6 +8,8 @@ Trained sweeps are expensive to compile (seconds each on a 2-core CPU), so :func
 the returned host state as read-only. Every module, and every CLI the tests start in a
 subprocess, shares one persistent compilation cache (``.jax_cache/``, set below): a program
 compiled by one test is read back by any later test, module or subprocess that builds it.
+The test processes themselves compile with XLA's optimisations off and its faster CPU code
+generators (below): these programs are tiny, so compiling was most of the suite's time.
 """
 
 from __future__ import annotations
@@ -40,6 +42,51 @@ import jax  # noqa: E402
 
 jax.config.update("jax_platforms", "cpu")
 jax.config.update("jax_num_cpu_devices", 2)
+# The programs here are tiny and run for milliseconds; XLA's optimisation passes cost most
+# of their compile time (about half of this tier's CPU time with them on). Off in this
+# process only: the CLI runs of the integration tier (subprocesses) and every real run
+# compile with the full pipeline, so both settings are exercised.
+jax.config.update("jax_disable_most_optimizations", True)
+
+
+def _fast_cpu_codegen() -> None:
+    """Compile this process's programs with XLA's older CPU code generators.
+
+    XLA's default (MLIR "fusion emitter") code generation takes most of what compiling
+    still costs with the optimisations off; the older emitters of the same operations
+    compile these tiny programs about twice as fast (the default tier: 1.5 instead of 2.5
+    minutes on 2 cores). XLA reads ``XLA_FLAGS`` once, when the first program compiles, so
+    the flag is set for that compile and the variable restored at once: subprocesses (the
+    CLI runs of the integration tier) compile as every real run does. An XLA that does not
+    know the flag would abort, so a throwaway interpreter tries it first; the answer goes
+    to the xdist workers through the environment they inherit.
+    """
+    import subprocess
+    import sys
+
+    flag = "--xla_cpu_use_fusion_emitters=false"
+    before = os.environ.get("XLA_FLAGS")
+    flags = f"{before or ''} {flag}".strip()
+    known = os.environ.get("BITJAX_TEST_CPU_CODEGEN_FLAG")
+    if known is None:
+        probe = subprocess.run([sys.executable, "-c", "import jax; jax.jit(abs)(1)"],
+                               env={**os.environ, "XLA_FLAGS": flags},
+                               capture_output=True, timeout=300)
+        known = "1" if probe.returncode == 0 else "0"
+        os.environ["BITJAX_TEST_CPU_CODEGEN_FLAG"] = known
+    if known != "1":
+        return
+    os.environ["XLA_FLAGS"] = flags
+    try:
+        jax.jit(abs)(1)  # starts the backend, which reads the flags
+    finally:
+        if before is None:
+            del os.environ["XLA_FLAGS"]
+        else:
+            os.environ["XLA_FLAGS"] = before
+
+
+_fast_cpu_codegen()
 
 # jit compiles on first use make the first example slow: few examples, no deadline.
 # Derandomized, so CI and a laptop draw the same examples and a failure reproduces.
@@ -130,11 +177,20 @@ def pytest_collection_modifyitems(config, items):
         if slow:
             config.hook.pytest_deselected(items=slow)
             items[:] = [item for item in items if item.get_closest_marker("slow") is None]
-    # The files with integration tests (subprocess runs of a minute or more) first, each
-    # file's tests in their own order: the xdist workers take whole files in this order, so
-    # a long file does not start last and leave the other worker idle at the end.
+    # The files with integration tests (subprocess runs of a minute or more) first, then
+    # the default tier's longest files, each file's tests in their own order: the xdist
+    # workers take whole files in this order, so a long file does not start last and leave
+    # the other worker idle at the end.
     long_files = {item.path for item in items if item.get_closest_marker("integration")}
-    items.sort(key=lambda item: item.path not in long_files)
+    items.sort(key=lambda item: (item.path not in long_files,
+                                 _LONGEST_FIRST.index(item.path.name)
+                                 if item.path.name in _LONGEST_FIRST else len(_LONGEST_FIRST)))
+
+
+#: The default tier's longest files (tens of seconds each on a 2-core machine: many
+#: compiled sweeps, exhaustive searches), scheduled before the short ones.
+_LONGEST_FIRST = ("test_convergence_run.py", "test_representable.py", "test_quant.py",
+                  "test_metrics.py", "test_cli_defects.py", "test_groups.py", "test_sweep.py")
 
 
 @pytest.fixture(scope="session")

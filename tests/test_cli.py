@@ -1,7 +1,8 @@
 """The shared command line (experiments/_cli.py) through experiments.uniform's tiny preset.
 
 ``main`` runs in-process. One tiny run is trained per module; tests that change a run
-folder work on their own copy of it.
+folder work on their own copy of it. Those whole runs (training, analysis, figures) are
+end-to-end tests, the second tier; the argument checks run in the default tier.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ def run_copy(finished_run, tmp_path) -> Path:
     return dst
 
 
+@pytest.mark.integration  # a whole run, analysis and figures included: the second tier
 def test_tiny_run_writes_every_output(finished_run):
     out = finished_run
     cfg = uniform.PRESETS["tiny"](None)["uniform"]
@@ -100,6 +102,7 @@ def test_tiny_run_writes_every_output(finished_run):
     assert np.all(np.isfinite(d)) and np.all(d >= 0)
 
 
+@pytest.mark.integration  # a whole run, analysis and figures included: the second tier
 def test_existing_folder_is_refused(run_copy, capsys):
     before = (run_copy / "metrics.csv").read_text()
     assert cli(run_copy) == 2
@@ -109,6 +112,7 @@ def test_existing_folder_is_refused(run_copy, capsys):
     assert (run_copy / "metrics.csv").read_text() == before
 
 
+@pytest.mark.integration  # a whole run, analysis and figures included: the second tier
 def test_overwrite_starts_again(finished_run, run_copy, capsys):
     # markers that only the old run has: a stale figure and a checkpoint at step 999
     (run_copy / "stale.png").write_text("old figure")
@@ -124,6 +128,7 @@ def test_overwrite_starts_again(finished_run, run_copy, capsys):
         (finished_run / "features.csv").read_text()
 
 
+@pytest.mark.integration  # a whole run, analysis and figures included: the second tier
 def test_replot_redraws_without_training(run_copy, capsys):
     ckpts = sorted(p.relative_to(run_copy) for p in (run_copy / "checkpoints").rglob("*"))
     metrics_before = (run_copy / "metrics.csv").read_text()
@@ -140,6 +145,7 @@ def test_replot_redraws_without_training(run_copy, capsys):
         == ckpts
 
 
+@pytest.mark.integration  # a whole run, analysis and figures included: the second tier
 def test_resume_finished_run(run_copy, capsys):
     metrics_before = read_csv(run_copy / "metrics.csv")
     assert cli(run_copy, "--resume") == 0
@@ -149,6 +155,7 @@ def test_resume_finished_run(run_copy, capsys):
     assert checkpoint_steps(run_copy)[-1] == 200
 
 
+@pytest.mark.integration  # a whole run, analysis and figures included: the second tier
 def test_resume_with_different_seeds_is_refused(run_copy, capsys):
     assert cli(run_copy, "--resume", "--n-seeds", "2") == 2
     err = capsys.readouterr().err
@@ -157,6 +164,7 @@ def test_resume_with_different_seeds_is_refused(run_copy, capsys):
     assert checkpoint_steps(run_copy)[-1] == 200
 
 
+@pytest.mark.integration  # a whole run, analysis and figures included: the second tier
 def test_resume_with_more_steps_continues(run_copy, capsys):
     # --group-size is not part of the run: a resume may train in groups of one instance.
     assert cli(run_copy, "--resume", "--steps", "300", "--group-size", "1") == 0

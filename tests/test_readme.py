@@ -1,4 +1,8 @@
-"""The README's "The library" and "Analysing a finished sweep" blocks run as written."""
+"""The README's "The library" and "Analysing a finished sweep" blocks run as written.
+
+A whole sweep of the README's size (1,000 steps) is trained: an end-to-end test, the second
+tier.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import pytest
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -17,6 +22,7 @@ def _block(heading: str) -> str:
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
+@pytest.mark.integration
 def test_readme_library_and_analysis_blocks_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the blocks write runs/demo relative to the working folder
     # use_cpu_devices() asks for one device per core; the suite runs on two whatever the

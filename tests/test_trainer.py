@@ -55,6 +55,21 @@ def test_default_chunks_are_chunk_size(cfg, reference):
     assert sorted(tr._compiled) == [(300, None)]
 
 
+def test_trainers_of_one_sweep_share_their_compiled_programs(cfg, reference):
+    from bitjax.trainer import clear_programs
+
+    first, _, _ = reference
+    again = _trainer(cfg)
+    assert again.compiled_chunk(300) is first.compiled_chunk(300)
+    assert again.compile_seconds < 0.05 and again.compile_cost_seconds > 0.05
+    other = _trainer(cfg.replace(feature_probability=(1.0, 0.2)))
+    assert other.compiled_chunk(300) is not first.compiled_chunk(300)  # another sweep
+    clear_programs()
+    fresh = _trainer(cfg)
+    assert fresh.compiled_chunk(300) is not first.compiled_chunk(300)
+    assert fresh.compile_seconds > 0.05
+
+
 @pytest.mark.parametrize("max_seconds,steps,lengths", [
     # far below one probe chunk: every chunk is history_every steps
     (1e-9, [100, 200, 300, 400, 500, 600], [100]),
