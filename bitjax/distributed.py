@@ -186,11 +186,15 @@ def min_over_processes(value: int | None) -> int | None:
 
     A collective in a multi-host run: every process must call it at the same point.
     """
+    # Exchanged as int32, the integer JAX gathers without jax_enable_x64 (an int64 sentinel
+    # would wrap around to -1 and read as a known value); values are counts and KiB.
+    unknown = np.iinfo(np.int32).max
+    if value is not None and not 0 <= value < unknown:
+        raise ValueError(f"min_over_processes takes integers in [0, {unknown}), got {value}")
     if jax.process_count() == 1:
         return value
     from jax.experimental import multihost_utils
 
-    unknown = np.iinfo(np.int64).max
-    got = multihost_utils.process_allgather(np.int64(unknown if value is None else value))
+    got = multihost_utils.process_allgather(np.int32(unknown if value is None else value))
     low = int(np.min(got))
     return None if low == unknown else low

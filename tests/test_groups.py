@@ -204,3 +204,22 @@ def test_free_memory_is_known():
         assert free <= distributed._host_available_bytes()
     budget = memory.device_budget(mesh)
     assert 0 < budget < free
+
+
+@pytest.mark.parametrize("mine,other,want", [(None, 7, 7), (None, None, None), (3, 7, 3),
+                                             (2**31 - 2, None, 2**31 - 2)])
+def test_min_over_processes_with_an_unknown_value(monkeypatch, mine, other, want):
+    # Two processes, gathered as JAX gathers them (int32 without jax_enable_x64): a process
+    # that knows no value must not turn the minimum into a number.
+    from jax.experimental import multihost_utils
+
+    def allgather(x):
+        theirs = np.int32(np.iinfo(np.int32).max if other is None else other)
+        return np.stack([np.asarray(jnp.asarray(x)), theirs])
+
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    monkeypatch.setattr(multihost_utils, "process_allgather", allgather)
+    assert distributed.min_over_processes(mine) == want
+    with pytest.raises(ValueError, match="min_over_processes"):
+        distributed.min_over_processes(2**31)
+
