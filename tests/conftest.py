@@ -69,10 +69,13 @@ def _fast_cpu_codegen() -> None:
     flags = f"{before or ''} {flag}".strip()
     known = os.environ.get("BITJAX_TEST_CPU_CODEGEN_FLAG")
     if known is None:
-        probe = subprocess.run([sys.executable, "-c", "import jax; jax.jit(abs)(1)"],
-                               env={**os.environ, "XLA_FLAGS": flags},
-                               capture_output=True, timeout=300)
-        known = "1" if probe.returncode == 0 else "0"
+        try:
+            probe = subprocess.run([sys.executable, "-c", "import jax; jax.jit(abs)(1)"],
+                                   env={**os.environ, "XLA_FLAGS": flags},
+                                   capture_output=True, timeout=300)
+            known = "1" if probe.returncode == 0 else "0"
+        except (OSError, subprocess.TimeoutExpired):
+            known = "0"
         os.environ["BITJAX_TEST_CPU_CODEGEN_FLAG"] = known
     if known != "1":
         return
