@@ -42,8 +42,8 @@ import jax  # noqa: E402
 
 jax.config.update("jax_platforms", "cpu")
 jax.config.update("jax_num_cpu_devices", 2)
-# The programs here are tiny and run for milliseconds; XLA's optimisation passes cost most
-# of their compile time (about half of this tier's CPU time with them on). Off in this
+# The programs here are tiny and run for milliseconds; XLA's optimisation passes cost
+# about a quarter of this tier's CPU time (404 -> 306 s on 2 cores, measured). Off in this
 # process only: the CLI runs of the integration tier (subprocesses) and every real run
 # compile with the full pipeline, so both settings are exercised.
 jax.config.update("jax_disable_most_optimizations", True)
@@ -54,8 +54,8 @@ def _fast_cpu_codegen() -> None:
 
     XLA's default (MLIR "fusion emitter") code generation takes most of what compiling
     still costs with the optimisations off; the older emitters of the same operations
-    compile these tiny programs about twice as fast (the default tier: 1.5 instead of 2.5
-    minutes on 2 cores). XLA reads ``XLA_FLAGS`` once, when the first program compiles, so
+    compile these tiny programs faster (the default tier: about 1:45 instead of 2:25 on 2
+    cores, measured). XLA reads ``XLA_FLAGS`` once, when the first program compiles, so
     the flag is set for that compile and the variable restored at once: subprocesses (the
     CLI runs of the integration tier) compile as every real run does. An XLA that does not
     know the flag would abort, so a throwaway interpreter tries it first; the answer goes
