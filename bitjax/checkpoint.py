@@ -16,6 +16,8 @@ N devices load on M devices (8 TPU cores -> a laptop). Loading a run for analysi
 
 from __future__ import annotations
 
+import os
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,12 @@ EXPERIMENT_FILE = "experiment.json"
 MANIFEST_FILE = "manifest.json"
 #: What older bitjax versions wrote in both places (two schemas under one name); still read.
 LEGACY_CONFIG_FILE = "config.json"
+#: A replacement of an existing step is written here first (next to ``checkpoints/``) ...
+_STAGING_DIR = ".checkpoints-staging"
+#: ... and the step it replaces waits here until the new one is in place.
+_REPLACED_PREFIX = ".checkpoints-replaced-"
+#: What Orbax leaves of a save that never committed (a kill during the write).
+_ORBAX_TMP_GLOB = "*.orbax-checkpoint-tmp*"
 
 
 def _manager(path: Path, options: ocp.CheckpointManagerOptions) -> ocp.CheckpointManager:
@@ -71,8 +79,25 @@ class Checkpointer:
         self.dir = Path(run_dir).absolute() / CHECKPOINT_DIR
         self.every = every
         self._last_saved: int | None = None
+        if jax.process_index() == 0:
+            _recover_replacement(self.dir)
         self.manager = _manager(self.dir, ocp.CheckpointManagerOptions(max_to_keep=keep,
                                                                         create=True))
+
+    def remove_unfinished(self) -> list[Path]:
+        """Delete what saves that never committed left behind (Orbax temporary folders).
+
+        Only safe while this process holds the run folder (:func:`bitjax.folder.lock_folder`):
+        a save under way in another process looks the same.
+
+        Returns:
+          The folders removed.
+        """
+        stale = sorted(self.dir.glob(_ORBAX_TMP_GLOB)) if self.dir.is_dir() else []
+        if jax.process_index() == 0:
+            for p in stale:
+                shutil.rmtree(p, ignore_errors=True)
+        return stale
 
     def steps(self) -> list[int]:
         """The complete checkpoint steps, oldest first."""
@@ -82,13 +107,19 @@ class Checkpointer:
         """Write ``state`` and ``meta`` at ``step`` and wait until it is on disk.
 
         An existing checkpoint at ``step`` is kept, unless ``force`` replaces it (the final
-        save adds the evaluation to a step a periodic save already wrote).
+        save adds the evaluation to a step a periodic save already wrote). A replacement
+        never removes the old step before the new one is complete: the new one is written
+        beside ``checkpoints/``, then the old one is moved aside, the new one moved in and
+        the old one deleted; a kill at any point leaves one complete step at ``step``, or
+        one the next :class:`Checkpointer` of this folder puts back.
         """
+        meta = {**meta, "format": FORMAT_VERSION, "step": int(step)}
         if step in self.manager.all_steps():
             if not force:
                 return False
-            self.manager.delete(step)
-        meta = {**meta, "format": FORMAT_VERSION, "step": int(step)}
+            self._replace(step, state, meta)
+            self._last_saved = step
+            return True
         self.manager.save(
             step,
             args=ocp.args.Composite(state=ocp.args.PyTreeSave(state),
@@ -99,6 +130,31 @@ class Checkpointer:
         self._last_saved = step
         return True
 
+    def _replace(self, step: int, state, meta: dict[str, Any]) -> None:
+        from bitjax import distributed
+
+        staging = self.dir.parent / _STAGING_DIR
+        if jax.process_index() == 0 and staging.exists():
+            shutil.rmtree(staging)
+        distributed.barrier("bitjax-checkpoint-staging-clean")
+        writer = _manager(staging, ocp.CheckpointManagerOptions(create=True))
+        try:
+            writer.save(step, args=ocp.args.Composite(state=ocp.args.PyTreeSave(state),
+                                                      meta=ocp.args.JsonSave(meta)),
+                        force=True)
+            writer.wait_until_finished()
+        finally:
+            writer.close()
+        if jax.process_index() == 0:
+            old = self.dir / str(step)
+            aside = self.dir.parent / f"{_REPLACED_PREFIX}{step}"
+            _move(old, aside)
+            _move(staging / str(step), old)
+            shutil.rmtree(aside)
+            shutil.rmtree(staging)
+        distributed.barrier("bitjax-checkpoint-replaced")
+        self.manager.reload()
+
     def maybe_save(self, step: int, state, meta: dict[str, Any]) -> bool:
         """Save when ``step`` crossed a multiple of ``every`` since the last save."""
         last = self._last_saved or 0
@@ -106,18 +162,23 @@ class Checkpointer:
             return self.save(step, state, meta)
         return False
 
-    def delete_all_but(self, step: int) -> list[int]:
-        """Delete every checkpoint step except ``step`` (a finished run keeps its last).
+    def delete_all_but(self, step: int, *, keep_previous: bool = True) -> list[int]:
+        """Delete every checkpoint step except ``step`` and, by default, the newest one
+        before it (a finished run keeps its last two: if the final one is damaged, the one
+        before it resumes to the same final weights, bitwise).
 
         Every process of a multi-host run calls it, as it calls :meth:`save`.
 
         Args:
           step: the step to keep.
+          keep_previous: also keep the newest step before ``step``.
 
         Returns:
           The steps deleted.
         """
-        doomed = [s for s in self.steps() if s != step]
+        earlier = [s for s in self.steps() if s < step]
+        spared = {step, *(earlier[-1:] if keep_previous else [])}
+        doomed = [s for s in self.steps() if s not in spared]
         for s in doomed:
             self.manager.delete(s)
         return doomed
@@ -140,6 +201,28 @@ class Checkpointer:
 
     def close(self):
         self.manager.close()
+
+
+def _move(src: Path, dst: Path) -> None:
+    """Rename a step folder (one place, so a test can cut a replacement between moves)."""
+    os.rename(src, dst)
+
+
+def _recover_replacement(ckpt_dir: Path) -> None:
+    """Finish or undo a replacement (:meth:`Checkpointer.save` with ``force``) that a kill
+    cut short: a step moved aside whose new version never arrived goes back; what is left
+    of the staging folder goes."""
+    parent = ckpt_dir.parent
+    for aside in parent.glob(f"{_REPLACED_PREFIX}*"):
+        target = ckpt_dir / aside.name[len(_REPLACED_PREFIX):]
+        if target.exists():
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            ckpt_dir.mkdir(parents=True, exist_ok=True)
+            _move(aside, target)
+    staging = parent / _STAGING_DIR
+    if staging.exists():
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def restore_step(manager: ocp.CheckpointManager, step: int) -> tuple[dict, dict]:

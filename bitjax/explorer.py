@@ -55,8 +55,8 @@ from typing import Any
 
 import numpy as np
 
+from bitjax import io, plots
 from bitjax import metrics as metrics_lib
-from bitjax import plots
 from bitjax.stats import mean_ci_floats
 
 #: Sweep axes shown as sliders, in this order (``*_index`` when the axis holds vectors).
@@ -712,8 +712,9 @@ def write_explorer(source, out_html: Path, *, title: str | None = None) -> Path:
             break
         stride *= 2
     out_html = Path(out_html)
-    out_html.parent.mkdir(parents=True, exist_ok=True)
-    out_html.write_text(html, encoding="utf-8")
+    # Through a temporary file and a rename: a full disk never leaves a truncated page
+    # under the real name.
+    io.write_text(out_html, html)
     return out_html
 
 

@@ -77,7 +77,7 @@ def atomic_path(path: str | Path):
 
 def write_text(path: str | Path, text: str) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
 
 
 def _jsonable(x):

@@ -6,7 +6,9 @@ notebook or a script calls directly. It trains a :class:`~bitjax.config.SweepCon
 (``resume=True``; after ``kill -9`` the result is bitwise the uninterrupted one on the same
 machine and device count), turns SIGINT/SIGTERM into "checkpoint, then raise
 :class:`Interrupted`", evaluates the final loss and saves it with the final weights. A
-finished run folder keeps only the final checkpoint step.
+finished run folder keeps the final checkpoint step and the one before it (a damaged final
+step then costs a short ``resume``, not the run). One process at a time writes a run
+folder (:func:`bitjax.folder.lock_folder`), and ``status.json`` records where it stands.
 
 Nothing here prints or exits: progress (:class:`ChunkInfo` per chunk) and notices (one-line
 strings) go to the callbacks the caller passes.
@@ -37,6 +39,7 @@ from bitjax.checkpoint import SWEEP_FILE, Checkpointer, config_diff
 from bitjax.config import SweepConfig
 from bitjax.convergence import ConvergenceRule, check_chunk, zero_model_loss
 from bitjax.diagnose import sweep_diagnostics
+from bitjax.folder import lock_folder, write_status
 from bitjax.trainer import ChunkInfo, IncompatibleStateError, Trainer
 
 #: Config fields a resumed run may change: they do not alter what was already trained.
@@ -54,18 +57,26 @@ class RunError(ValueError):
 class Interrupted(Exception):  # noqa: N818 - the name says what happened, like KeyboardInterrupt
     """Training stopped on a signal after a checkpoint was written.
 
+    A signal that arrives once training is over (the last chunk, the final evaluation or
+    the final save) lets the run finish its final checkpoint first: then ``finished`` is
+    true and nothing is left to resume.
+
     Attributes:
       signum: the signal (``signal.SIGINT`` = 2, ``signal.SIGTERM`` = 15).
       step: the step of the checkpoint just written.
       out_dir: the run folder; ``run_sweep(cfg, out_dir, resume=True)`` continues it.
+      finished: training had ended; the checkpoint at ``step`` is the final one.
     """
 
-    def __init__(self, signum: int, step: int, out_dir: Path):
+    def __init__(self, signum: int, step: int, out_dir: Path, finished: bool = False):
         self.signum = int(signum)
         self.step = int(step)
         self.out_dir = Path(out_dir)
+        self.finished = bool(finished)
+        what = ("training had finished; the final checkpoint" if finished
+                else "checkpoint")
         super().__init__(f"interrupted by signal {self.signum} at step {self.step}; "
-                         f"checkpoint written to {self.out_dir}")
+                         f"{what} written to {self.out_dir}")
 
 
 @dataclass(frozen=True)
@@ -220,7 +231,9 @@ def run_sweep(
     multiple of ``checkpoint_every`` steps (a value that is not a multiple of
     ``cfg.chunk_size`` is reported through ``on_event``), on a signal, and at the end with
     the final loss. Once finished, the intermediate steps are deleted: the folder keeps
-    only the final step.
+    the final step and the one before it. The folder is locked for the call (another
+    process gets :class:`bitjax.folder.FolderBusy`) and ``status.json`` in it says
+    running / interrupted / finished / failed.
 
     Args:
       cfg: the sweep to train.
@@ -274,7 +287,9 @@ def run_sweep(
       A :class:`RunResult`.
 
     Raises:
-      Interrupted: a signal arrived; a checkpoint at ``Interrupted.step`` was written.
+      Interrupted: a signal arrived; a checkpoint at ``Interrupted.step`` was written
+        (``Interrupted.finished``: it was the final one, training had ended).
+      bitjax.folder.FolderBusy: another process is running in ``out_dir``.
       RunError: ``out_dir`` holds a run and ``resume`` is false; the checkpoint's config
         differs in a field that is not safe to change; no checkpoint is readable; the
         checkpoint is beyond ``cfg.steps``.
@@ -313,16 +328,44 @@ def run_sweep(
                f"after each multiple of {every} steps")
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    trainer = Trainer(cfg, mesh=mesh, group_size=group_size, on_event=on_event)
-    ckpt = Checkpointer(out_dir, every=every, keep=keep)
-    try:
-        return _train(cfg, out_dir, trainer, ckpt, resume=resume, progress=progress,
-                      notify=notify, handle_signals=handle_signals,
-                      max_chunk_seconds=max_chunk_seconds, should_stop=should_stop,
-                      rule=rule, until_converged=until_converged is not None,
-                      init_params=init_params)
-    finally:
-        ckpt.close()
+    # One process per run folder (multi-host: the first process holds it for all).
+    with _run_folder_lock(out_dir):
+        trainer = Trainer(cfg, mesh=mesh, group_size=group_size, on_event=on_event)
+        ckpt = Checkpointer(out_dir, every=every, keep=keep)
+        try:
+            return _train(cfg, out_dir, trainer, ckpt, resume=resume, progress=progress,
+                          notify=notify, handle_signals=handle_signals,
+                          max_chunk_seconds=max_chunk_seconds, should_stop=should_stop,
+                          rule=rule, until_converged=until_converged is not None,
+                          init_params=init_params)
+        except Interrupted as e:
+            _status(out_dir, "finished" if e.finished else "interrupted", step=e.step,
+                    steps=cfg.steps, message=str(e))
+            raise
+        except Exception as e:
+            _status(out_dir, "failed", steps=cfg.steps,
+                    message=f"{type(e).__name__}: {str(e)[:500]}")
+            raise
+        finally:
+            ckpt.close()
+
+
+@contextmanager
+def _run_folder_lock(out_dir: Path) -> Iterator[None]:
+    import jax
+
+    if jax.process_index() != 0:
+        yield
+        return
+    with lock_folder(out_dir):
+        yield
+
+
+def _status(out_dir: Path, state: str, **fields) -> None:
+    import jax
+
+    if jax.process_index() == 0:
+        write_status(out_dir, state, **fields)
 
 
 def _check_positive(name: str, value) -> None:
@@ -343,24 +386,33 @@ def _train(cfg: SweepConfig, out_dir: Path, trainer, ckpt: Checkpointer, *, resu
                        f"{_short_list(saved_steps)}): pass resume=True to continue it, or "
                        "write to another folder")
     state, saved_meta = None, None
+    if resume:
+        stale = ckpt.remove_unfinished()
+        if stale:
+            notify(f"removed {len(stale)} unfinished checkpoint folder(s) an interrupted save "
+                   f"left ({', '.join(p.name for p in stale[:3])})")
     if resume and saved_steps:
         state, saved_meta = _restore(cfg, out_dir, trainer, ckpt)
         notify(f"resumed {out_dir} at step {int(state['step'])} of {cfg.steps}")
         if init_params is not None:
             notify("warm start ignored: the resumed checkpoint's weights continue")
+    elif resume:
+        notify(f"resume: {out_dir} holds no checkpoint yet; training from step 0")
     if state is None:
         state = trainer.init_state(init_params)
     # Before training, so an interrupted run folder says what it is training.
     io.write_json(out_dir / SWEEP_FILE, cfg.to_dict())
 
     start_step = int(state["step"])
+    _status(out_dir, "running", step=start_step, steps=cfg.steps, message=None)
     converged_at = None if saved_meta is None else saved_meta.get("converged_at")
     end = cfg.steps if converged_at is None else _end_after(cfg, int(converged_at))
     if (saved_meta is not None and "final_loss" in saved_meta and start_step >= end
             and saved_meta["config"].get("eval_batches") == cfg.eval_batches):
         # A finished run asked to resume: nothing to train, nothing to re-evaluate, and the
-        # final step is not rewritten (rewriting means deleting it first).
+        # final step is not rewritten.
         _prune(ckpt, start_step, notify)
+        _status(out_dir, "finished", step=start_step, steps=cfg.steps, message=None)
         return _result(cfg, out_dir, trainer, start_step, saved_meta["final_loss"], 0.0,
                        0, finished=True, meta=saved_meta)
     if converged_at is not None:
@@ -400,6 +452,7 @@ def _train(cfg: SweepConfig, out_dir: Path, trainer, ckpt: Checkpointer, *, resu
         if step < end and not pending["anneal"]:
             if ckpt.maybe_save(step, state, meta):
                 notify(f"checkpoint at step {step}")
+                _status(out_dir, "running", step=step, steps=cfg.steps)
         if progress is not None and not stop_signals:
             progress(info)
 
@@ -440,7 +493,12 @@ def _train(cfg: SweepConfig, out_dir: Path, trainer, ckpt: Checkpointer, *, resu
                       "stop_reason": "converged" if "converged_at" in meta else "budget",
                       "final_step": step}
         ckpt.save(step, state, final_meta, force=True)
-    _prune(ckpt, step, notify)
+        _prune(ckpt, step, notify)
+        _status(out_dir, "finished", step=step, steps=cfg.steps, message=None)
+        if stop_signals:
+            # It came during the last chunk, the evaluation or the final save: the run is
+            # complete on disk, but the caller asked to stop and must hear it.
+            raise Interrupted(stop_signals[0], step, out_dir, finished=True)
     return _result(cfg, out_dir, trainer, step, loss, train_seconds, step - start_step,
                    finished=True, meta=final_meta)
 
@@ -507,9 +565,10 @@ def _resize_history(history: np.ndarray, cfg: SweepConfig, fill=np.nan) -> np.nd
 
 
 def _prune(ckpt: Checkpointer, final_step: int, notify) -> None:
-    removed = ckpt.delete_all_but(final_step)
+    removed = ckpt.delete_all_but(final_step, keep_previous=True)
     if removed:
-        notify(f"finished: removed the intermediate checkpoints (steps {_short_list(removed)})")
+        notify(f"finished: removed the intermediate checkpoints (steps {_short_list(removed)};"
+               " the final step and the one before it are kept)")
 
 
 def _result(cfg, out_dir, trainer, step, loss, train_seconds, steps_this_run, *,

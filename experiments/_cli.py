@@ -18,22 +18,36 @@ Output. Progress and notices go to stderr and never stop the run: when stderr go
 closed terminal, a pipe whose reader died) further output is discarded and training, the
 checkpoint on a signal and the exit code are unaffected.
 
-Exit codes: 0 done; 2 bad input (flags, config, folder, mismatch with the checkpoint); 1 the
-sweep does not fit in memory; 130/143 interrupted by SIGINT/SIGTERM after writing a
-checkpoint (resume with the command printed).
+One process per run folder: the command holds an OS lock on ``--out`` while it trains or
+redraws (a second command on the same folder is refused with the holder's pid and host).
+``status.json`` in the folder says whether the run is running, interrupted (at which step),
+finished or failed, and the command that continues it; ``--status`` prints it.
+
+Signals. SIGINT/SIGTERM are honoured at every moment, each with a message and exit code
+128 + the signal: during training a checkpoint is written first (resume with the command
+printed); once training has ended the final checkpoint is completed first; during start-up
+nothing was trained; while figures are drawn the trained run is complete and ``--replot``
+draws them (the manifest says so).
+
+Exit codes: 0 done; 2 bad input (flags, config, folder, mismatch with the checkpoint, a
+folder in use, a full disk, every instance diverged); 1 the sweep does not fit in memory;
+130/143 interrupted by SIGINT/SIGTERM (see above).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import math
 import os
 import shlex
 import shutil
+import signal
 import sys
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -49,7 +63,7 @@ RESULTS = Path("results")
 _REPO_RESULTS = Path(__file__).resolve().parent.parent / "results"
 #: Files of a run that --overwrite deletes (with checkpoints/ and the figures).
 RESULT_FILES = ("experiment.json", "sweep.json", "config.json", "manifest.json", "metrics.csv",
-                "features.csv")
+                "features.csv", "status.json")
 #: Steps timed by --dry-run (after one compile); enough for a rate, short on any preset.
 DRY_RUN_PROBE_STEPS = 5
 _FORCE_DEVICES_FLAG = "--xla_force_host_platform_device_count"
@@ -57,6 +71,96 @@ _FORCE_DEVICES_FLAG = "--xla_force_host_platform_device_count"
 
 class UsageError(Exception):
     """Bad input from the user: printed as one message, exit code 2."""
+
+
+class Signalled(BaseException):  # noqa: N818 - like KeyboardInterrupt, not an error
+    """SIGINT/SIGTERM outside training (start-up, between parts, figures).
+
+    A BaseException, so that no ``except Exception`` on the way swallows it; the command
+    says what was (not) done and exits with 128 + ``signum``.
+    """
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = int(signum)
+
+
+@contextmanager
+def _signals_raise() -> Iterator[None]:
+    """SIGINT/SIGTERM raise :class:`Signalled` (outside training, where run_sweep installs
+    its own "checkpoint, then stop" handlers). Main thread only; restored on exit."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, _frame):
+        raise Signalled(signum)
+
+    previous = {}
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, handler)
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, signal.SIG_DFL if old is None else old)
+
+
+#: Largest --steps: the step counter is a 32-bit integer.
+MAX_STEPS = 2**31 - 1
+
+
+def _count(text: str) -> int:
+    """An argparse type: a positive whole number, also written as 1e4 or 10_000."""
+    try:
+        value = float(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not math.isfinite(value) or value != int(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
+    if value > MAX_STEPS:
+        raise argparse.ArgumentTypeError(f"{text} is too large (at most {MAX_STEPS:,})")
+    return int(value)
+
+
+def _out_path(text: str) -> Path:
+    """An argparse type for --out: a non-empty path (``--out ""`` would mean the current
+    folder, and a run would spread its files there)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty folder name (give e.g. --out runs/mine)")
+    return Path(text)
+
+
+def _check_out_path(out: Path) -> None:
+    """Refuse a folder name the file system cannot hold, before anything is written."""
+    probe = out.absolute()
+    try:
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        name_max = os.pathconf(probe, "PC_NAME_MAX")
+        path_max = os.pathconf(probe, "PC_PATH_MAX")
+    except (OSError, ValueError, AttributeError):  # ENAMETOOLONG from exists() included
+        name_max, path_max = 255, 4096
+    longest = max((len(os.fsencode(p)) for p in out.parts), default=0)
+    # Room for the longest name a run writes inside (checkpoints/<step>/... by Orbax).
+    if longest > name_max or len(os.fsencode(str(out.absolute()))) + 120 > path_max:
+        raise UsageError(f"--out {str(out)[:60]}...: the path is too long for this file system"
+                         f" (names at most {name_max} bytes, paths at most {path_max})")
+
+
+def _disk_full(e: BaseException) -> bool:
+    """Whether ``e`` (or what caused it) is a full disk or an exceeded quota."""
+    seen = 0
+    while e is not None and seen < 20:
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(e):
+            return True
+        e = e.__cause__ or e.__context__
+        seen += 1
+    return False
 
 
 class Console:
@@ -212,13 +316,15 @@ def build_parser(exp: Experiment) -> argparse.ArgumentParser:
         description=exp.description,
         epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        # --seed 3 must not silently mean --n-seeds 3, nor --step mean --steps.
+        allow_abbrev=False,
     )
     ap.add_argument("--preset", choices=list(exp.presets), default=None,
                     help="the sweep to run, listed below (default: paper on a GPU/TPU, quick "
                          "on a CPU)")
-    ap.add_argument("--out", type=Path, default=None,
+    ap.add_argument("--out", type=_out_path, default=None,
                     help=f"run folder (default runs/{exp.name}-<preset>)")
-    ap.add_argument("--steps", type=int, default=None,
+    ap.add_argument("--steps", type=_count, default=None,
                     help="training steps per instance (default: the preset's; with --resume: "
                          "the run's)")
     recipe = ap.add_argument_group(
@@ -249,6 +355,9 @@ def build_parser(exp: Experiment) -> argparse.ArgumentParser:
                     help="delete the run already in --out and start a new one")
     ap.add_argument("--replot", action="store_true",
                     help="redraw tables and figures from the run in --out without training")
+    ap.add_argument("--status", action="store_true",
+                    help="say whether the run in --out is running, interrupted (at which "
+                         "step), finished or failed, and how to continue it; then exit")
     ap.add_argument("--dry-run", action="store_true",
                     help="print each part's sizes, instance count, steps and an estimated time "
                          f"(from timing {DRY_RUN_PROBE_STEPS} steps), then exit without "
@@ -284,20 +393,27 @@ def main(exp: Experiment, argv: list[str] | None = None) -> int:
 
     console = Console()
     try:
-        configure_runtime()  # before anything could start JAX (building the presets)
-    except UsageError as e:
-        console.print(f"error: {e}")
-        return 2
-    args = build_parser(exp).parse_args(argv)
-    try:
-        run_experiment(exp, args, console=console)
-    except UsageError as e:
-        console.print(f"error: {e}")
-        return 2
-    except MemoryError as e:  # raised before training starts: nothing to lose
-        console.print(f"error: {e}")
-        return 1
-    except Interrupted as e:
+        with _signals_raise():
+            try:
+                configure_runtime()  # before anything could start JAX (building the presets)
+            except UsageError as e:
+                console.print(f"error: {e}")
+                return 2
+            args = build_parser(exp).parse_args(argv)
+            try:
+                run_experiment(exp, args, console=console)
+            except UsageError as e:
+                console.print(f"error: {e}")
+                return 2
+            except MemoryError as e:  # raised before training starts: nothing to lose
+                console.print(f"error: {e}")
+                return 1
+            except Interrupted as e:
+                return 128 + e.signum
+    except Signalled as e:
+        if not getattr(e, "reported", False):
+            console.print(f"\ninterrupted by signal {e.signum} during start-up: nothing was "
+                          "trained or written")
         return 128 + e.signum
     return 0
 
@@ -415,13 +531,17 @@ def run_experiment(exp: Experiment, args: argparse.Namespace,
         command has been printed).
     """
     console = console or Console()
-    if sum([args.resume, args.overwrite, args.replot, args.dry_run]) > 1:
-        raise UsageError("choose at most one of --resume, --overwrite, --replot, --dry-run")
+    if sum([args.resume, args.overwrite, args.replot, args.dry_run,
+            getattr(args, "status", False)]) > 1:
+        raise UsageError("choose at most one of --resume, --overwrite, --replot, --dry-run, "
+                         "--status")
     _check_numbers(args)
+    if getattr(args, "status", False):
+        return show_status(exp, args.out or _default_out(exp, args))
     if args.seeds_alias is not None:
         console.print("note: --seeds is deprecated; it means --n-seeds (seeds 0..N-1)")
     n_seeds = args.n_seeds if args.n_seeds is not None else args.seeds_alias
-    from bitjax import distributed, io
+    from bitjax import distributed
 
     try:
         joined = distributed.initialize(force=args.distributed)
@@ -443,10 +563,20 @@ def run_experiment(exp: Experiment, args: argparse.Namespace,
     else:
         preset, why = choose_preset(args.preset)
     out = args.out or RUNS / f"{exp.name}-{preset}"
+    _check_out_path(out)
     if args.resume and args.out is None:
         saved = read_experiment(out)
+    if saved is not None:
+        _check_same_experiment(exp, saved, out, "--resume")
+    if (args.replot or args.resume) and not out.is_dir():
+        raise UsageError(f"--resume: {out} holds no run to resume" if args.resume else
+                         f"--replot: {out} holds no finished run (no such folder)")
     if args.replot:
-        return replot(exp, out, console)
+        replotted = read_experiment(out)
+        if replotted is not None:  # before anything is written, the lock file included
+            _check_same_experiment(exp, replotted, out, "--replot")
+        with _holding(out, console):
+            return replot(exp, out, console)
     if saved is not None and args.preset is not None and saved.get("preset") != preset:
         raise UsageError(f"--resume: {out} was started with --preset {saved.get('preset')}, "
                          f"not {preset}")
@@ -464,6 +594,19 @@ def run_experiment(exp: Experiment, args: argparse.Namespace,
     if args.dry_run:
         return dry_run(exp, out, preset, configs, args, console)
     console.print(f"{exp.name}: preset {preset!r} ({why}); output {out}")
+    with _holding(out, console):
+        return _run_locked(exp, args, out, preset, configs, console)
+
+
+def _run_locked(exp: Experiment, args: argparse.Namespace, out: Path, preset: str,
+                configs: dict[str, Any], console: Console) -> dict[str, Part]:
+    """:func:`run_experiment` once ``out`` is held by this process."""
+    import jax
+
+    from bitjax import distributed, io
+    from bitjax.folder import write_status
+    from bitjax.run import Interrupted
+
     dirs = _part_dirs(out, configs)
     run_dirs = {*dirs.values(), out}
     existing = [d for d in run_dirs if _has_run(d)]
@@ -486,30 +629,167 @@ def run_experiment(exp: Experiment, args: argparse.Namespace,
             _remove_run(d)
         console.print(f"--overwrite: removed the previous run in {out}")
     _check_writable(out)
-    if distributed.is_main_process():  # before training: an interrupted run says what it is
+    resume_cmd = shlex.join(_resume_command(exp, out, args))
+    main = distributed.is_main_process()
+    if main:  # before training: an interrupted run says what it is and how to continue
         _write_experiment(exp, out, preset, configs)
+        write_status(out, "running", experiment=exp.name, command=resume_cmd, message=None)
     distributed.barrier("bitjax-run-folder-ready")
 
     t0 = time.perf_counter()
     git = io.git_commit()  # the code that trains, even if HEAD moves during a long run
     mesh = distributed.make_mesh(args.devices) if args.devices else None
     stats = {}
-    for name, cfg in configs.items():
+    names = list(configs)
+    for i, (name, cfg) in enumerate(configs.items()):
         label = f"[{name}] " if len(configs) > 1 else ""
         if len(configs) > 1:
             console.print(f"--- part {name}: {_describe(cfg)}")
-        stats[name] = _train_part(exp, cfg, dirs[name], out, args, mesh, console, label)
+        try:
+            stats[name] = _train_part(exp, cfg, dirs[name], out, args, mesh, console, label,
+                                      last=i == len(names) - 1)
+        except Signalled as e:  # between parts, or in a part's start-up (before training)
+            done = names[:i]
+            what = (f"parts {', '.join(done)} are trained; " if done else "") + (
+                f"part {name} had not started training")
+            console.print(f"\ninterrupted by signal {e.signum}: {what}. Continue with:\n  "
+                          + resume_cmd)
+            if main:
+                write_status(out, "interrupted", message=f"signal {e.signum}: {what}")
+            e.reported = True
+            raise
+        except Interrupted as e:
+            if main:
+                write_status(out, "interrupted", message=str(e))
+            raise
+        except Exception as e:
+            if _disk_full(e):
+                msg = (f"the disk is full (while training part {name} in {dirs[name]}): free "
+                       f"space, then continue with: {resume_cmd}")
+                if main:
+                    write_status(out, "failed", message=msg)
+                raise UsageError(msg) from None
+            if main and not isinstance(e, UsageError):
+                write_status(out, "failed", message=f"{type(e).__name__}: {str(e)[:500]}")
+            raise
     parts = {name: load_part(name, d) for name, d in dirs.items()}
     if jax.process_index() != 0:  # multi-host: one process writes tables and figures
         return parts
+    _refuse_all_diverged(parts, out)
     from bitjax.results import Provenance
 
-    files = _analyse(exp, parts, out, Provenance(exp.name, preset, git.get("commit"),
-                                                  bool(git.get("dirty"))))
+    provenance = Provenance(exp.name, preset, git.get("commit"), bool(git.get("dirty")))
+    files: list[Path] = []
+    replot_cmd = shlex.join(["python", "-m", f"experiments.{exp.name}", "--out", str(out),
+                             "--replot"])
+    write_status(out, "running", message="trained; drawing tables and figures")
+    try:
+        _analyse(exp, parts, out, provenance, files)
+    except Signalled as e:
+        note = (f"interrupted by signal {e.signum} while drawing figures: training is "
+                f"complete; draw them with: {replot_cmd}")
+        _write_manifest(exp, out, preset, configs, stats, files, time.perf_counter() - t0,
+                        jax, git, interrupted=note)
+        write_status(out, "interrupted", message=note, command=replot_cmd)
+        console.print(f"\n{note}")
+        e.reported = True
+        raise
+    except Exception as e:
+        if _disk_full(e):
+            msg = (f"the disk is full (while writing tables and figures in {out}; training "
+                   f"is complete): free space, then: {replot_cmd}")
+            write_status(out, "failed", message=msg, command=replot_cmd)
+            raise UsageError(msg) from None
+        write_status(out, "failed", message=f"{type(e).__name__}: {str(e)[:500]}",
+                     command=replot_cmd)
+        raise
     _write_manifest(exp, out, preset, configs, stats, files, time.perf_counter() - t0, jax, git)
+    write_status(out, "finished", message=f"trained; wrote {len(files)} files")
     console.print(f"{exp.name}: wrote {len(files)} files to {out}")
     _warn_diverged(parts)
     return parts
+
+
+def _default_out(exp: Experiment, args: argparse.Namespace) -> Path:
+    return RUNS / f"{exp.name}-{choose_preset(args.preset)[0]}"
+
+
+@contextmanager
+def _holding(out: Path, console: Console) -> Iterator[None]:
+    """Hold ``out`` for this process (the main process of a multi-host run holds it for
+    all); another process in it is a usage error naming that process."""
+    from bitjax import distributed
+    from bitjax.folder import FolderBusy, lock_folder
+
+    if not distributed.is_main_process():
+        yield
+        return
+    try:
+        lock = lock_folder(out)
+        lock.__enter__()
+    except FolderBusy as e:
+        raise UsageError(str(e)) from None
+    except OSError as e:
+        raise UsageError(f"output folder {out} is not writable: {e.strerror or e}") from None
+    try:
+        yield
+    finally:
+        lock.__exit__(None, None, None)
+
+
+def _check_same_experiment(exp: Experiment, saved: dict, out: Path, flag: str) -> None:
+    """Refuse, before anything is written, a folder that holds another experiment's run."""
+    other = saved.get("experiment")
+    if other is not None and other != exp.name:
+        raise UsageError(f"{flag}: {out} holds a run of experiment {other!r}, not "
+                         f"{exp.name!r} (use python -m experiments.{other} for it, or another "
+                         "--out)")
+
+
+def _refuse_all_diverged(parts: Mapping[str, Part], out: Path) -> None:
+    for part in parts.values():
+        if part.n_instances and bool(np.all(part.diverged)):
+            lrs = sorted({float(v) for v in np.ravel(part.config.lr)})
+            raise UsageError(
+                f"every instance of part {part.name!r} diverged (loss or weights not finite, "
+                f"or above the zero model's; lr {', '.join(f'{v:g}' for v in lrs)}): there is "
+                f"nothing to analyse. The checkpoints are kept in {part.path}; try a smaller "
+                "--lr in a new --out")
+
+
+def _resume_command(exp: Experiment, out: Path, args: argparse.Namespace) -> list[str]:
+    """The command that continues this run as it was started."""
+    cmd = ["python", "-m", f"experiments.{exp.name}", "--out", str(out), "--resume"]
+    for flag, value in (("--devices", args.devices), ("--group-size", args.group_size)):
+        if value is not None:
+            cmd += [flag, str(value)]
+    if args.distributed:
+        cmd.append("--distributed")
+    if getattr(args, "until_converged", False):
+        cmd.append("--until-converged")
+    return cmd
+
+
+def show_status(exp: Experiment, out: Path) -> dict:
+    """Print where the run in ``out`` (and each of its parts) stands; usage error if none."""
+    from bitjax.checkpoint import CHECKPOINT_DIR
+    from bitjax.folder import describe_status, read_status
+
+    if not _has_run(out) and read_status(out) is None:
+        raise UsageError(f"--status: {out} holds no run")
+
+    def steps(d: Path) -> list[int]:
+        ck = d / CHECKPOINT_DIR
+        return sorted(int(p.name) for p in ck.iterdir() if p.name.isdigit()) \
+            if ck.is_dir() else []
+
+    saved = read_experiment(out)
+    lines = [describe_status(out, steps(out))]
+    if saved is not None and len(saved["parts"]) > 1:
+        for name, d in _part_dirs(out, saved["parts"]).items():
+            lines.append(f"  part {name}: " + describe_status(d, steps(d)).replace("\n", "\n  "))
+    Console(sys.stdout).print("\n".join(lines))
+    return {}
 
 
 def _configs_for(exp: Experiment, preset: str, steps: int | None, n_seeds: int | None,
@@ -543,8 +823,9 @@ def _configs_for(exp: Experiment, preset: str, steps: int | None, n_seeds: int |
 
 
 def _train_part(exp: Experiment, cfg, run_dir: Path, out: Path, args: argparse.Namespace,
-                mesh, console: Console, label: str) -> dict[str, Any]:
+                mesh, console: Console, label: str, last: bool = True) -> dict[str, Any]:
     """Train one part with :func:`bitjax.run.run_sweep`; returns its manifest statistics."""
+    from bitjax.folder import FolderBusy
     from bitjax.run import Interrupted, RunError, default_checkpoint_every, run_sweep
 
     every = args.checkpoint_every or default_checkpoint_every(cfg)
@@ -569,19 +850,25 @@ def _train_part(exp: Experiment, cfg, run_dir: Path, out: Path, args: argparse.N
                                             else None))
     except RunError as e:
         raise UsageError(f"--resume: {e}" if args.resume else str(e)) from None
+    except FolderBusy as e:
+        raise UsageError(str(e)) from None
     except Interrupted as e:
         progress.end_line()
-        cmd = ["python", "-m", f"experiments.{exp.name}", "--out", str(out), "--resume"]
-        for flag, value in (("--devices", args.devices), ("--group-size", args.group_size)):
-            if value is not None:
-                cmd += [flag, str(value)]
-        if args.distributed:
-            cmd.append("--distributed")
-        if getattr(args, "until_converged", False):
-            cmd.append("--until-converged")
-        console.print(f"\ninterrupted by signal {e.signum} at step {e.step}/{cfg.steps}; "
-                      f"checkpoint written to {e.out_dir / 'checkpoints'}. Resume with:\n  "
-                      + shlex.join(cmd))
+        resume = shlex.join(_resume_command(exp, out, args))
+        if e.finished and last:
+            replot_cmd = shlex.join(["python", "-m", f"experiments.{exp.name}", "--out",
+                                     str(out), "--replot"])
+            console.print(f"\ninterrupted by signal {e.signum} as training ended: the final "
+                          f"checkpoint (step {e.step}) is written and the run is trained; "
+                          f"tables and figures were not drawn. Draw them with:\n  {replot_cmd}")
+        elif e.finished:
+            console.print(f"\ninterrupted by signal {e.signum} as {label.strip() or 'the part'}"
+                          f" finished (final checkpoint at step {e.step}); the other parts "
+                          f"are not trained. Continue with:\n  {resume}")
+        else:
+            console.print(f"\ninterrupted by signal {e.signum} at step {e.step}/{cfg.steps}; "
+                          f"checkpoint written to {e.out_dir / 'checkpoints'}. Resume with:\n"
+                          f"  {resume}")
         raise
     progress.end_line()
     return result.stats()
@@ -681,13 +968,16 @@ def replot(exp: Experiment, out: Path, console: Console | None = None) -> dict[s
     saved = read_experiment(out)
     if saved is None:
         raise UsageError(f"--replot: {out} holds no finished run (no experiment.json)")
+    _check_same_experiment(exp, saved, out, "--replot")
     _check_writable(out, probe_only=True)
     dirs = _part_dirs(out, list(saved["parts"]))
     parts = {name: load_part(name, d) for name, d in dirs.items()}
+    _refuse_all_diverged(parts, out)
     try:
         from bitjax.results import Provenance
 
-        files = _analyse(exp, parts, out, Provenance.from_folder(out))
+        files: list[Path] = []
+        _analyse(exp, parts, out, Provenance.from_folder(out), files)
         manifest_path = out / MANIFEST_FILE
         if manifest_path.exists():
             # The weights still come from the training commit; say which code drew the files.
@@ -700,17 +990,27 @@ def replot(exp: Experiment, out: Path, console: Console | None = None) -> dict[s
     except PermissionError as e:
         raise UsageError(f"--replot: cannot write in {out}: {e.strerror or e} "
                          f"({e.filename})") from None
+    except OSError as e:
+        if _disk_full(e):
+            raise UsageError(f"--replot: the disk is full (writing in {out}): free space, "
+                             "then --replot again") from None
+        raise
     console.print(f"{exp.name}: redrew {len(files)} files in {out}")
     return parts
 
 
-def _analyse(exp: Experiment, parts: dict[str, Part], out: Path, provenance) -> list[Path]:
-    """Everything drawn from a finished run: tables, the experiment's figures, the explorer."""
+def _analyse(exp: Experiment, parts: dict[str, Part], out: Path, provenance,
+             files: list[Path]) -> list[Path]:
+    """Everything drawn from a finished run: tables, the experiment's figures, the explorer.
+
+    ``files`` collects what was written as it goes (so an interrupted analysis can say
+    what it left); it is also returned."""
     from bitjax.explorer import write_explorer
     from bitjax.results import SweepCollection
 
     collection = SweepCollection(parts, path=out, provenance=provenance)
-    files = _write_tables(parts) + exp.analyse(collection, out)
+    files.extend(_write_tables(parts))
+    files.extend(exp.analyse(collection, out))
     files.append(write_explorer(collection, out / "explorer.html"))
     return files
 
@@ -744,12 +1044,28 @@ def _remove_run(d: Path) -> None:
 def load_part(name: str, run_dir: Path) -> Part:
     """The finished sweep in ``run_dir`` as a :class:`bitjax.results.LoadedSweep` named
     ``name``; an unfinished run is a usage error (finish it with --resume)."""
+    from bitjax.checkpoint import CheckpointError
     from bitjax.results import load_sweep
 
-    sweep = load_sweep(run_dir)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            sweep = load_sweep(run_dir)
+        except CheckpointError as e:
+            raise UsageError(f"{run_dir}: {e}") from None
+    damaged = [str(w.message) for w in caught if "damaged" in str(w.message)]
+    for w in caught:
+        if str(w.message) not in damaged:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     if not sweep.finished:
+        if damaged:
+            raise UsageError(f"{run_dir}: the final checkpoint is damaged ({damaged[0]}); "
+                             f"step {sweep.step} is intact: --resume retrains from it to the "
+                             "same final weights")
         raise UsageError(f"{run_dir} holds an unfinished run (step {sweep.step}); "
                          "finish it with --resume")
+    for message in damaged:  # a later step was damaged but a finished one loaded
+        warnings.warn(message, stacklevel=2)
     sweep.name = name
     return sweep
 
@@ -784,7 +1100,8 @@ def _write_experiment(exp: Experiment, out: Path, preset: str, configs: dict[str
     })
 
 
-def _write_manifest(exp, out, preset, configs, stats, files, wall, jax, git) -> None:
+def _write_manifest(exp, out, preset, configs, stats, files, wall, jax, git,
+                    interrupted: str | None = None) -> None:
     from bitjax import io
     from bitjax.checkpoint import LEGACY_CONFIG_FILE, MANIFEST_FILE
 
@@ -803,6 +1120,7 @@ def _write_manifest(exp, out, preset, configs, stats, files, wall, jax, git) -> 
         "parts": stats,
         "environment": io.environment(),
         "files": sorted(str(Path(f).relative_to(out)) for f in files),
+        **({"interrupted": interrupted} if interrupted else {}),
     })
 
 

@@ -117,12 +117,20 @@ def test_maybe_save_and_keep(run, tmp_path):
         Checkpointer(tmp_path, every=0)
 
 
+def test_delete_all_but_keeps_the_step_and_by_default_the_one_before(run, tmp_path):
+    _, trainer, meta, states, _, host400 = run
+    ckpt = _save(tmp_path, states, [200, 400], meta=meta)
+    assert ckpt.delete_all_but(400) == []  # 200 is the one before 400
+    assert ckpt.steps() == [200, 400]
+    ckpt.close()
+
+
 def test_delete_all_but_keeps_one_step(run, tmp_path, assert_trees_equal):
     _, trainer, meta, states, _, host400 = run
     ckpt = _save(tmp_path, states, [200, 400], meta=meta)
-    assert ckpt.delete_all_but(400) == [200]
+    assert ckpt.delete_all_but(400, keep_previous=False) == [200]
     assert ckpt.steps() == [400]
-    assert ckpt.delete_all_but(400) == []
+    assert ckpt.delete_all_but(400, keep_previous=False) == []
     ckpt.close()
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()
                   if p.name.isdigit()) == ["400"]

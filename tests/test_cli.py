@@ -67,7 +67,8 @@ def test_tiny_run_writes_every_output(finished_run):
             f = out / f"{stem}.{ext}"
             assert f.is_file() and f.stat().st_size > 1000, f
     assert (out / "checkpoints").is_dir()
-    assert checkpoint_steps(out) == [cfg.steps]  # a finished run keeps its final step only
+    # a finished run keeps its final step and the one before it
+    assert checkpoint_steps(out)[-1] == cfg.steps and len(checkpoint_steps(out)) == 2
 
     config = json.loads((out / "experiment.json").read_text())
     assert config["experiment"] == "uniform" and config["preset"] == "tiny"
@@ -229,3 +230,175 @@ def test_help_lists_every_option():
                 "--devices", "--group-size", "--distributed", "--no-progress"):
         assert opt in text, opt
     assert "tiny" in text and "Exit codes" in text
+
+
+# ---- nothing lost: wrong folders, locks, signals at every phase, full disks -------------
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+def _tiny(analyse=None, preset=None) -> _cli.Experiment:
+    """uniform's tiny preset under the name uniform, with another analysis or preset."""
+    return _cli.Experiment("uniform", "uniform, tiny", {
+        "tiny": preset or uniform.PRESETS["tiny"]},
+        analyse=analyse or (lambda parts, out: []))
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("flag", ["--resume", "--replot"])
+def test_another_experiments_folder_is_refused_before_anything_is_written(run_copy, capsys,
+                                                                          flag):
+    from experiments import intro
+
+    before = _files(run_copy)
+    assert _cli.main(intro.EXPERIMENT, ["--out", str(run_copy), flag, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "holds a run of experiment 'uniform', not 'intro'" in err, err
+    assert _files(run_copy) == before
+
+
+@pytest.mark.integration
+def test_a_signal_while_drawing_figures_leaves_a_manifest_and_a_replot_command(tmp_path,
+                                                                                capsys):
+    import os
+    import signal
+
+    out = tmp_path / "run"
+
+    def analyse(parts, out_dir):
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while the figures are drawn
+        raise AssertionError("the signal did not stop the analysis")
+
+    assert _cli.main(_tiny(analyse), ["--preset", "tiny", "--out", str(out),
+                                      "--no-progress"]) == 130
+    err = capsys.readouterr().err
+    assert "while drawing figures: training is complete" in err and "--replot" in err, err
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert "interrupted by signal 2" in manifest["interrupted"]
+    assert "metrics.csv" in manifest["files"]  # the tables were written before the figures
+    status = json.loads((out / "status.json").read_text())
+    assert status["state"] == "interrupted" and status["command"].endswith("--replot")
+    # the command it names draws them
+    assert cli(out, "--replot") == 0
+    for stem in FIGURES:
+        assert (out / f"{stem}.png").is_file()
+
+
+def test_a_signal_during_start_up_says_nothing_was_trained(tmp_path, capsys):
+    import os
+    import signal
+
+    def preset(n_seeds):
+        os.kill(os.getpid(), signal.SIGTERM)  # while the presets are built
+        return uniform.PRESETS["tiny"](n_seeds)
+
+    assert _cli.main(_tiny(preset=preset), ["--preset", "tiny", "--out", str(tmp_path / "r"),
+                                            "--no-progress"]) == 128 + signal.SIGTERM
+    assert "nothing was trained" in capsys.readouterr().err
+    assert not (tmp_path / "r" / "checkpoints").exists()
+
+
+@pytest.mark.integration
+def test_a_full_disk_while_checkpointing_is_one_line_and_exit_2(tmp_path, capsys,
+                                                                monkeypatch):
+    import errno
+
+    from bitjax.checkpoint import Checkpointer
+
+    def full(self, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Checkpointer, "save", full)
+    out = tmp_path / "run"
+    assert cli(out) == 2
+    err = capsys.readouterr().err
+    assert "the disk is full" in err and "free space, then continue with" in err, err
+    assert "--resume" in err and "Traceback" not in err
+    assert json.loads((out / "status.json").read_text())["state"] == "failed"
+
+
+@pytest.mark.integration
+def test_a_full_disk_while_drawing_is_one_line_and_exit_2(tmp_path, capsys):
+    import errno
+
+    def analyse(parts, out_dir):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    assert _cli.main(_tiny(analyse), ["--preset", "tiny", "--out", str(tmp_path / "run"),
+                                      "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "the disk is full" in err and "--replot" in err and "training is complete" in err
+
+
+@pytest.mark.integration
+def test_replot_of_a_damaged_final_checkpoint_is_one_line_then_resume_recovers(run_copy,
+                                                                               capsys):
+    final = run_copy / "checkpoints" / str(checkpoint_steps(run_copy)[-1])
+    shutil.rmtree(final / "state")  # the final weights are gone
+    metrics = (run_copy / "metrics.csv").read_text()
+    assert cli(run_copy, "--replot") == 2
+    err = capsys.readouterr().err
+    assert "final checkpoint is damaged" in err and "--resume" in err, err
+    assert "Traceback" not in err
+    # the step kept before it retrains to the same final weights, bitwise
+    with pytest.warns(UserWarning, match="damaged and was skipped"):
+        assert cli(run_copy, "--resume") == 0
+    assert (run_copy / "metrics.csv").read_text() == metrics
+
+
+@pytest.mark.integration
+def test_every_instance_diverged_is_one_line_and_exit_2(tmp_path, capsys):
+    assert cli(tmp_path / "run", "--lr", "1e6") == 2
+    err = capsys.readouterr().err
+    assert "every instance of part 'uniform' diverged" in err and "--lr" in err, err
+    assert checkpoint_steps(tmp_path / "run")  # the checkpoints are kept
+
+
+@pytest.mark.integration
+def test_status_says_where_a_run_stands(finished_run, capsys):
+    assert cli(finished_run, "--status") == 0
+    out = capsys.readouterr().out
+    assert f"{finished_run}: finished at step 200 of 200" in out, out
+
+
+def test_status_of_no_run_exits_2(tmp_path, capsys):
+    assert cli(tmp_path / "never", "--status") == 2
+    assert "holds no run" in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()
+
+
+@pytest.mark.parametrize("steps,word", [("1e23", "too large"), ("2.5", "not a whole number")])
+def test_impossible_steps_exit_2(tmp_path, capsys, steps, word):
+    with pytest.raises(SystemExit) as e:
+        cli(tmp_path / "never", "--steps", steps)
+    assert e.value.code == 2
+    assert word in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()
+
+
+def test_an_empty_out_exits_2_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        _cli.main(uniform.EXPERIMENT, ["--preset", "tiny", "--out", ""])
+    assert e.value.code == 2
+    assert "empty folder name" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_over_long_out_exits_2(tmp_path, capsys):
+    assert cli(tmp_path / ("x" * 300) / "run") == 2
+    assert "too long" in capsys.readouterr().err
+
+
+def test_steps_accept_scientific_notation():
+    args = _cli.build_parser(uniform.EXPERIMENT).parse_args(["--steps", "1e4"])
+    assert args.steps == 10_000
+
+
+def test_options_are_never_abbreviated(capsys):
+    with pytest.raises(SystemExit):  # --seed is not --n-seeds, --step is not --steps
+        _cli.build_parser(uniform.EXPERIMENT).parse_args(["--step", "10"])
+    assert "unrecognized arguments: --step" in capsys.readouterr().err

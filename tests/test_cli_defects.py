@@ -97,12 +97,15 @@ def _uniform_cmd(out: Path, *flags: str) -> list[str]:
             *flags]
 
 
-def _wait_for_checkpoint(proc: subprocess.Popen, out: Path, timeout: float = 180) -> None:
+def _wait_for_checkpoint(proc: subprocess.Popen, out: Path, timeout: float = 300,
+                         after: int = -1) -> None:
+    """Poll (an event, not a fixed wait) until a checkpoint step later than ``after`` is
+    complete in ``out``."""
     t0 = time.time()
     while time.time() - t0 < timeout:
         assert proc.poll() is None, f"the run ended early with {proc.returncode}"
         ck = out / "checkpoints"
-        if ck.is_dir() and any(p.name.isdigit() for p in ck.iterdir()):
+        if ck.is_dir() and any(p.name.isdigit() and int(p.name) > after for p in ck.iterdir()):
             return
         time.sleep(0.05)
     raise AssertionError("no checkpoint appeared")
@@ -111,8 +114,10 @@ def _wait_for_checkpoint(proc: subprocess.Popen, out: Path, timeout: float = 180
 @pytest.mark.integration
 def test_sigint_through_a_dead_pipe_still_checkpoints_and_resumes(tmp_path):
     out = tmp_path / "run"
-    # python -m experiments.uniform ... 2>&1 | cat, both in one process group
-    proc = subprocess.Popen(_uniform_cmd(out, "--steps", "4000", "--checkpoint-every", "1000"),
+    # python -m experiments.uniform ... 2>&1 | cat, both in one process group. The run is
+    # far longer than the test waits (a fast machine must not finish it before the SIGINT).
+    proc = subprocess.Popen(_uniform_cmd(out, "--steps", "2000000", "--checkpoint-every",
+                                         "2000"),
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             process_group=0)
     reader = subprocess.Popen(["cat"], stdin=proc.stdout, stdout=subprocess.DEVNULL,
@@ -122,7 +127,9 @@ def test_sigint_through_a_dead_pipe_still_checkpoints_and_resumes(tmp_path):
         _wait_for_checkpoint(proc, out)
         reader.kill()  # the reader dies first (as tee does on Ctrl-C) ...
         reader.wait(timeout=30)
-        time.sleep(0.3)  # ... progress lines now hit a pipe nobody reads
+        # ... progress lines now hit a pipe nobody reads: wait for the next checkpoint, so
+        # at least one chunk (and its progress line) ended after the reader died ...
+        _wait_for_checkpoint(proc, out, after=steps_in(out)[-1])
         os.killpg(proc.pid, signal.SIGINT)  # ... then the group gets the SIGINT
         proc.wait(timeout=120)
     finally:
@@ -131,14 +138,16 @@ def test_sigint_through_a_dead_pipe_still_checkpoints_and_resumes(tmp_path):
                 p.kill()
     assert proc.returncode == 128 + signal.SIGINT
     interrupted_at = steps_in(out)[-1]
-    assert 0 < interrupted_at < 4000
-    # the resume command the run prints (the terminal was gone, so it is implied)
+    assert 0 < interrupted_at < 2_000_000
+    # the resume command the run prints (the terminal was gone, so it is implied), asked
+    # to end where it stopped: the final evaluation replaces that step's checkpoint
     r = subprocess.run([sys.executable, "-m", "experiments.uniform", "--out", str(out),
-                        "--resume", "--no-progress"], cwd=ROOT, capture_output=True,
-                       text=True, timeout=300)
+                        "--resume", "--no-progress", "--steps", str(interrupted_at)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert f"at step {interrupted_at}" in r.stderr
-    assert steps_in(out) == [4000]
+    assert steps_in(out)[-1] == interrupted_at
+    assert json.loads((out / "status.json").read_text())["state"] == "finished"
 
 
 def test_console_never_raises_on_a_broken_stream():
@@ -205,7 +214,7 @@ def test_resume_with_only_steps_keeps_seeds_and_extends(finished, tmp_path):
                                                "300", "--no-progress"]) == 0
     saved = json.loads((out / "experiment.json").read_text())["parts"]["uniform"]
     assert saved["seed"] == [0, 1] and saved["steps"] == 300
-    assert steps_in(out) == [300]
+    assert steps_in(out)[-1] == 300
 
 
 def test_resume_accepts_the_flags_the_run_was_started_with(finished, tmp_path, capsys):
