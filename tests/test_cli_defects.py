@@ -424,3 +424,46 @@ def test_bad_cpu_device_count_is_a_usage_error(tmp_path, capsys, monkeypatch):
     assert _cli.main(tiny_experiment("tiny"), ["--preset", "tiny", "--out",
                                                str(tmp_path / "r")]) == 2
     assert "BITJAX_CPU_DEVICES" in _one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.integration
+def test_one_process_per_run_folder(tmp_path):
+    from bitjax.folder import is_locked
+
+    out = tmp_path / "run"
+    # A: a long run (it is stopped below); the test waits for its first checkpoint
+    a = subprocess.Popen(_uniform_cmd(out, "--steps", "2000000", "--checkpoint-every", "4000",
+                                      "--no-progress"),
+                         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         text=True)
+    try:
+        _wait_for_checkpoint(a, out)
+        assert is_locked(out)
+        # B (the same command, as a requeued job) and C (a --resume) are refused at once
+        for cmd in (_uniform_cmd(out), [sys.executable, "-m", "experiments.uniform", "--out",
+                                        str(out), "--resume"]):
+            r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+            assert r.returncode == 2, r.stderr[-2000:]
+            assert f"in use by another bitjax run (pid {a.pid} on " in r.stderr, r.stderr
+            assert "Traceback" not in r.stderr
+        a.send_signal(signal.SIGTERM)
+        a.wait(timeout=120)
+    finally:
+        if a.poll() is None:
+            a.kill()
+    assert a.returncode == 128 + signal.SIGTERM
+    stopped_at = steps_in(out)[-1]
+    # two resumes started together: one finishes the run, the other is refused (or, if it
+    # started after the first ended, finds the run finished); neither crashes
+    cmd = [sys.executable, "-m", "experiments.uniform", "--out", str(out), "--resume",
+           "--no-progress", "--steps", str(stopped_at)]
+    procs = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    errs = [p.communicate(timeout=300)[1] for p in procs]
+    codes = [p.returncode for p in procs]
+    assert 0 in codes and set(codes) <= {0, 2}, (codes, [e[-1500:] for e in errs])
+    for code, err in zip(codes, errs, strict=True):
+        if code == 2:
+            assert "in use by another bitjax run" in err, err
+    assert json.loads((out / "status.json").read_text())["state"] == "finished"
+    assert steps_in(out)[-1] == stopped_at
