@@ -579,7 +579,8 @@ def paired(sweep: LoadedSweep, values, a: str = "ternary", b: str = "dense",
                 raise ValueError(f"paired(): cannot restrict {k!r}; use one of "
                                  f"{', '.join(a for a in axes if a != 'kind')}")
             idx = sweep.select(**{k: v})  # validates v against the grid
-            labels[k] = sweep.coords[f"{k}_index" if k in sweep.vector_axes() else k][idx[0]]
+            labels[k] = axes[k][sweep.coords[f"{k}_index"][idx[0]]] \
+                if k in sweep.vector_axes() else sweep.coords[k][idx[0]]
         da, bad = da.sel(labels), bad.sel(labels)
     ok = ~(bad.sel(kind=a) | bad.sel(kind=b)).values.ravel()
     va = da.sel(kind=a).values.ravel()[ok]

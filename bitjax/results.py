@@ -257,15 +257,48 @@ class LoadedSweep:
                      if not all(len(_as_tuple(v)) == 1 for v in getattr(self.config, a)))
 
     def axes(self) -> dict[str, np.ndarray]:
-        """Grid coordinate values per axis, in config order (an index for vector axes)."""
+        """Grid coordinate values per axis, in config order.
+
+        An axis that holds vectors (some setting of ``feature_probability`` or
+        ``importance`` given per feature) is labelled by :func:`setting_labels`: strings
+        such as ``"0.9^i"`` (importance ``0.9**i``) or ``"vector 1"``, never by numbers, so a
+        numeric lookup on it cannot land on the wrong setting.
+        """
         cfg, vec = self.config, self.vector_axes()
         out: dict[str, np.ndarray] = {"kind": np.array(cfg.kind, dtype=str),
                                       "seed": np.array(cfg.seed, dtype=np.int64)}
         for a in AXES[2:]:
             values = getattr(cfg, a)
-            out[a] = (np.arange(len(values)) if a in vec else
+            out[a] = (setting_labels(a, values) if a in vec else
                       np.array([_as_tuple(v)[0] for v in values], dtype=np.float64))
         return {a: out[a] for a in AXES}
+
+    def axis_position(self, axis: str, value) -> int:
+        """Position of ``value`` on ``axis`` (a grid value, or on an axis of vectors a
+        label or the number a scalar setting was given as).
+
+        Raises:
+          ValueError: the axis has no such value (the message lists what it has).
+        """
+        grid = self.axes()[axis]
+        if axis in self.vector_axes():
+            settings = getattr(self.config, axis)
+            if isinstance(value, str):
+                hits = np.flatnonzero(grid == value)
+            elif isinstance(value, (int, float, np.integer, np.floating)) and \
+                    not isinstance(value, bool):
+                hits = [j for j, v in enumerate(settings) if len(_as_tuple(v)) == 1
+                        and math.isclose(float(_as_tuple(v)[0]), float(value),
+                                         rel_tol=MATCH_RTOL)]
+            else:
+                hits = []
+            if len(hits):
+                return int(hits[0])
+            raise ValueError(f"no {axis} {value!r}; this sweep's {axis} settings are "
+                             f"{', '.join(repr(str(x)) for x in grid)} (select a setting by "
+                             f"label, by the number a scalar setting was given as, or by "
+                             f"position with {axis}_index=)")
+        return int(np.flatnonzero(grid == _match(axis, value, grid))[0])
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -282,6 +315,8 @@ class LoadedSweep:
             key = f"{a}_index" if a in vec else a
             if key not in self.coords:
                 continue
+            if a in vec:
+                vals = np.arange(len(vals))
             expect = np.broadcast_to(
                 vals.reshape([-1 if j == k else 1 for j in range(len(AXES))]), self.shape)
             got = np.asarray(self.coords[key]).reshape(self.shape)
@@ -326,9 +361,11 @@ class LoadedSweep:
         ``weight_decay`` (always all six, length 1 where the sweep does not vary them), plus
         ``feature`` (per-feature quantities), ``hidden`` (rows of ``W_eff``) and ``step``
         (the loss history; coordinate = the last step of each ``history_every`` window).
-        A vector-valued ``feature_probability`` or ``importance`` axis has an integer index
-        coordinate; the vectors are the variables ``feature_probability_vector`` and
-        ``importance_vector`` (``[axis, feature]``, present for scalar axes too).
+        A ``feature_probability`` or ``importance`` axis with a per-feature setting is
+        labelled by strings (:func:`setting_labels`: ``"0.9^i"``, ``"vector 1"``), so
+        ``ds.sel(importance=1.0)`` on it is an error, not another setting; the vectors are
+        the variables ``feature_probability_vector`` and ``importance_vector``
+        (``[axis, feature]``, present for scalar axes too).
 
         Variables: ``instance`` (flat index into the per-instance arrays), ``loss``,
         ``diverged``, every scalar metric of :func:`bitjax.metrics.instance_metrics` (with
@@ -405,6 +442,8 @@ class LoadedSweep:
         import pandas as pd
 
         cols = {k: np.asarray(v) for k, v in self.coords.items()}
+        for a in self.vector_axes():  # the setting's label beside its position
+            cols[a] = self.axes()[a][np.asarray(self.coords[f"{a}_index"])]
         cols.update(self.scalar_columns(threshold))
         return pd.DataFrame(cols)
 
@@ -414,8 +453,9 @@ class LoadedSweep:
         """Indices of the instances whose coordinates equal the given values.
 
         ``sweep.select(kind="ternary", seed=0)``; a list value matches any of its entries.
-        Floats match a grid value within a relative 1e-9. A vector-valued axis is selected
-        by its index (``importance=2`` or ``importance_index=2``).
+        Floats match a grid value within a relative 1e-9. An axis with per-feature settings
+        is selected by label (``importance="vector 1"``), by the number a scalar setting
+        was given as (``importance=0.9``), or by position (``importance_index=2``).
 
         Raises:
           ValueError: an unknown coordinate, or a value the sweep does not have (the
@@ -432,9 +472,38 @@ class LoadedSweep:
             grid = axes[axis]
             hit = np.zeros(self.n_instances, bool)
             for x in (v if isinstance(v, (list, tuple, set, np.ndarray)) else [v]):
-                hit |= col == _match(axis, x, grid)
+                if axis in vec and k.endswith("_index"):
+                    hit |= col == _match(k, x, np.arange(len(grid)))
+                elif axis in vec:
+                    hit |= col == self.axis_position(axis, x)
+                else:
+                    hit |= col == _match(axis, x, grid)
             mask &= hit
         return np.flatnonzero(mask)
+
+
+def setting_labels(axis: str, values) -> np.ndarray:
+    """String labels of the settings of an axis that holds vectors.
+
+    A scalar importance ``r`` means ``I_i = r**i`` and is labelled ``"r^i"``; a scalar
+    feature probability ``p`` is ``"p"``; a per-feature vector is ``"vector j"`` (``j`` its
+    position on the axis).
+
+    Args:
+      axis: ``"importance"`` or ``"feature_probability"``.
+      values: the config's settings of that axis.
+
+    Returns:
+      One string per setting.
+    """
+    out = []
+    for j, v in enumerate(values):
+        vals = _as_tuple(v)
+        if len(vals) > 1:
+            out.append(f"vector {j}")
+        else:
+            out.append(f"{float(vals[0]):g}^i" if axis == "importance" else f"{float(vals[0]):g}")
+    return np.array(out, dtype=str)
 
 
 def _importance_vector(value, n: int) -> np.ndarray:

@@ -58,7 +58,8 @@ def test_grid_dimensions_and_values(sweep, ds):
     for i in range(sweep.n_instances):
         c = {k: sweep.coords[k][i].item() for k in ("kind", "seed", "feature_probability",
                                                     "lr", "weight_decay")}
-        cell = ds.sel({**c, "importance": sweep.coords["importance_index"][i].item()})
+        cell = ds.sel({**c, "importance": ds.importance.values[
+            sweep.coords["importance_index"][i]]})
         assert int(cell.instance) == i
         assert float(cell.loss) == sweep.loss[i]
         assert float(cell.dims_per_feature) == m["dims_per_feature"][i]
@@ -77,7 +78,8 @@ def test_paired_difference_is_the_per_instance_difference(sweep, ds):
     assert "kind" not in diff.dims and diff.size == 16
     for cell in np.ndindex(2, 2, 2, 2):
         where = dict(zip(("seed", "feature_probability", "importance", "lr"),
-                         ((0, 1)[cell[0]], (1.0, 0.2)[cell[1]], cell[2], (1e-3, 3e-3)[cell[3]]),
+                         ((0, 1)[cell[0]], (1.0, 0.2)[cell[1]], f"vector {cell[2]}",
+                          (1e-3, 3e-3)[cell[3]]),
                          strict=True))
         t = sweep.select(kind="ternary", **where)
         d = sweep.select(kind="dense", **where)
@@ -110,32 +112,68 @@ def test_select_names_the_values_that_exist(sweep):
 
 
 def test_an_axis_that_varies_is_never_averaged_silently(sweep):
-    with pytest.raises(ValueError, match=r"varies importance \(2 values: 0, 1\)"):
+    with pytest.raises(ValueError, match=r"varies importance \(2 values: vector 0, vector 1\)"):
         analysis.kind_seed_grid(sweep, sweep.loss)
     with pytest.raises(ValueError, match=r"varies lr \(2 values: 0\.001, 0\.003\)"):
-        results.one_cell_per(sweep.to_xarray().loss.sel(importance=0),
+        results.one_cell_per(sweep.to_xarray().loss.sel(importance="vector 0"),
                              analysis.KIND_SEED_PROBABILITY)
     with pytest.raises(ValueError, match="varies importance"):
         analysis.best_seed_grid(sweep)
     # choosing the other axes explicitly leaves one instance per cell
-    da = results.one_cell_per(sweep.to_xarray().loss.sel(lr=1e-3, importance=1),
+    da = results.one_cell_per(sweep.to_xarray().loss.sel(lr=1e-3, importance="vector 1"),
                               analysis.KIND_SEED_PROBABILITY)
     assert da.dims == ("kind", "seed", "feature_probability")
 
 
-def test_vector_valued_axis_gets_an_index(sweep, ds):
+def test_vector_valued_axis_gets_labels(sweep, ds):
     assert sweep.vector_axes() == ("importance",)
-    np.testing.assert_array_equal(ds.importance.values, [0, 1])
-    np.testing.assert_allclose(ds.importance_vector.sel(importance=1).values,
+    np.testing.assert_array_equal(ds.importance.values, ["vector 0", "vector 1"])
+    np.testing.assert_allclose(ds.importance_vector.sel(importance="vector 1").values,
                                [1, 1, 1, 1, 0.25])
     assert ds.importance_vector.dims == ("importance", "feature")
-    i = sweep.select(kind="ternary", importance=1)
+    i = sweep.select(kind="ternary", importance="vector 1")
     assert i.tolist() == sweep.select(kind="ternary", importance_index=1).tolist()
     assert i.size == 8
     np.testing.assert_array_equal(
-        np.sort(ds.instance.sel(kind="ternary", importance=1).values.ravel()), i)
-    with pytest.raises(ValueError, match="no importance 2; this sweep has 0, 1"):
-        sweep.select(importance=2)
+        np.sort(ds.instance.sel(kind="ternary", importance="vector 1").values.ravel()), i)
+    with pytest.raises(ValueError, match="settings are 'vector 0', 'vector 1'"):
+        sweep.select(importance=1)  # a number is a value, never a position
+    with pytest.raises(ValueError, match="no importance_index 2"):
+        sweep.select(importance_index=2)
+
+
+def _unfitted_sweep(cfg) -> results.LoadedSweep:
+    """A LoadedSweep of ``cfg`` with random weights (labels and lookups need no training)."""
+    from bitjax.config import build_instances
+
+    inst = build_instances(cfg)
+    rng = np.random.default_rng(0)
+    W = rng.normal(size=(inst.n, cfg.n_hidden, cfg.n_features)).astype(np.float32)
+    b = np.zeros((inst.n, cfg.n_features), np.float32)
+    return results.LoadedSweep(
+        path=None, config=cfg, coords=inst.coords, step=cfg.steps, W=W, b=b, W_eff=W,
+        history=np.ones((inst.n, cfg.n_history), np.float32),
+        meta={"final_loss": [0.1] * inst.n, "config": cfg.to_dict()}, name="mixed")
+
+
+def test_a_mixed_scalar_and_vector_axis_is_labelled_unambiguously(tiny_config):
+    vec = (1.0, 1.0, 1.0, 1.0, 0.25)
+    sweep = _unfitted_sweep(tiny_config(kind=("dense",), seed=(0,), importance=(1.0, vec),
+                                        steps=100, chunk_size=100, history_every=50))
+    ds = sweep.to_xarray()
+    np.testing.assert_array_equal(ds.importance.values, ["1^i", "vector 1"])
+    # the scalar setting 1.0 is found by its value, right, and never by position
+    i = sweep.select(importance=1.0)
+    assert i.tolist() == sweep.select(importance_index=0).tolist() == \
+        sweep.select(importance="1^i").tolist()
+    np.testing.assert_allclose(ds.importance_vector.sel(importance="1^i").values, 1.0)
+    with pytest.raises(KeyError):  # a number on the labelled coordinate is an error
+        ds.sel(importance=1.0)
+    df = sweep.to_dataframe()
+    assert list(df["importance"]) == ["1^i", "vector 1"]
+    assert list(df["importance_index"]) == [0, 1]
+    with pytest.raises(ValueError, match="no importance 0.5"):
+        sweep.select(importance=0.5)
 
 
 def test_threshold_is_an_analysis_argument(sweep, ds):
