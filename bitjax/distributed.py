@@ -145,6 +145,11 @@ def per_device(fn, mesh: jax.sharding.Mesh, split: tuple[bool, ...]):
                          out_specs=P(AXIS), check_vma=False)
 
 
+def host_available_bytes() -> int | None:
+    """The host's available memory in bytes (Linux MemAvailable), or None when unknown."""
+    return _host_available_bytes()
+
+
 def _host_available_bytes() -> int | None:
     try:
         with open("/proc/meminfo") as f:

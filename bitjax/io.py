@@ -10,14 +10,13 @@ multi-host run needs, stays readable by the other users.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 import platform
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
@@ -94,16 +93,24 @@ def write_json(path: str | Path, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, default=_jsonable) + "\n")
 
 
-def write_csv(path: str | Path, rows: Sequence[dict[str, Any]],
+def write_csv(path: str | Path, rows: Iterable[dict[str, Any]],
               columns: Iterable[str] | None = None) -> None:
-    """Rows of dicts as CSV; floats with 7 significant digits."""
-    columns = list(columns or (rows[0].keys() if rows else []))
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(columns)
-    for r in rows:
-        w.writerow([_fmt(r.get(c)) for c in columns])
-    write_text(path, buf.getvalue())
+    """Rows of dicts as CSV; floats with 7 significant digits.
+
+    ``rows`` may be any iterable (a generator keeps a table of millions of rows out of
+    memory): each row goes to the temporary file as it comes, and the file is renamed into
+    place once complete.
+    """
+    rows = iter(rows)
+    first = next(rows, None)
+    columns = list(columns or (first.keys() if first is not None else []))
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(columns)
+        if first is not None:
+            w.writerow([_fmt(first.get(c)) for c in columns])
+        for r in rows:
+            w.writerow([_fmt(r.get(c)) for c in columns])
 
 
 def _fmt(v):

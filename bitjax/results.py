@@ -791,23 +791,33 @@ def run_label(sweeps: LoadedSweep | Mapping[str, LoadedSweep],
 def metric_rows(sweep: LoadedSweep, threshold: float | None = None) -> list[dict[str, Any]]:
     """One dict per instance: the coordinates, then loss, diverged and the scalar metrics
     (then any per-instance diagnostics)."""
+    return list(_metric_rows(sweep, threshold))
+
+
+def _metric_rows(sweep: LoadedSweep, threshold: float | None) -> Iterator[dict[str, Any]]:
     cols = sweep.scalar_columns(threshold)
     keys = list(sweep.coords)
-    return [{**{k: sweep.coords[k][i].item() for k in keys},
-             **{k: v[i].item() for k, v in cols.items()}}
-            for i in range(sweep.n_instances)]
+    for i in range(sweep.n_instances):
+        yield {**{k: sweep.coords[k][i].item() for k in keys},
+               **{k: v[i].item() for k, v in cols.items()}}
 
 
 def feature_rows(sweep: LoadedSweep, threshold: float | None = None) -> list[dict[str, Any]]:
     """One dict per instance and feature: norm, superposition, dimensionality, bias."""
+    return list(_feature_rows(sweep, threshold))
+
+
+def _feature_rows(sweep: LoadedSweep, threshold: float | None) -> Iterator[dict[str, Any]]:
     m, b = sweep.metrics(threshold), sweep.b
     n_inst, n = b.shape
     label = code_names("dimensionality_label", m["dimensionality_label"])
-    return [{"instance": i, "feature": f, "norm": m["norm"][i, f],
-             "superposition": m["superposition"][i, f],
-             "dimensionality": m["dimensionality"][i, f], "bias": b[i, f],
-             "relative_norm": m["relative_norm"][i, f], "dimensionality_label": label[i, f]}
-            for i in range(n_inst) for f in range(n)]
+    for i in range(n_inst):
+        for f in range(n):
+            yield {"instance": i, "feature": f, "norm": m["norm"][i, f],
+                   "superposition": m["superposition"][i, f],
+                   "dimensionality": m["dimensionality"][i, f], "bias": b[i, f],
+                   "relative_norm": m["relative_norm"][i, f],
+                   "dimensionality_label": label[i, f]}
 
 
 def write_tables(sweep: LoadedSweep, out_dir: str | Path,
@@ -821,6 +831,7 @@ def write_tables(sweep: LoadedSweep, out_dir: str | Path,
 
     out_dir = Path(out_dir)
     files = [out_dir / METRICS_CSV, out_dir / FEATURES_CSV]
-    io.write_csv(files[0], metric_rows(sweep, threshold))
-    io.write_csv(files[1], feature_rows(sweep, threshold))
+    # Rows stream to the files: a sweep of millions of instances never holds its tables.
+    io.write_csv(files[0], _metric_rows(sweep, threshold))
+    io.write_csv(files[1], _feature_rows(sweep, threshold))
     return files

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from bitjax import distributed, io
+from bitjax import distributed, io, memory
 from bitjax.checkpoint import SWEEP_FILE, Checkpointer, config_diff
 from bitjax.config import SweepConfig
 from bitjax.convergence import ConvergenceRule, check_chunk, zero_model_loss
@@ -189,6 +189,8 @@ def estimate_seconds(cfg: SweepConfig, *, mesh=None, group_size: int | None = No
       An :class:`Estimate`.
     """
     _check_positive("probe_steps", probe_steps)
+    memory.check_host_fits(cfg.n_instances, memory.host_bytes_per_instance(
+        cfg.n_features, cfg.n_hidden, cfg.n_history), distributed.host_available_bytes())
     probe = cfg.replace(steps=2 * probe_steps, chunk_size=probe_steps,
                         history_every=probe_steps)
     trainer = Trainer(probe, mesh=mesh, group_size=group_size, on_event=on_event)
@@ -295,7 +297,8 @@ def run_sweep(
         checkpoint is beyond ``cfg.steps``.
       ValueError: bad ``checkpoint_every``, ``keep``, ``max_chunk_seconds``, rules,
         ``init_params`` (shape, entries) or an ``init_from`` source that does not match.
-      MemoryError: the training state does not fit the devices (before any training).
+      MemoryError: the training state does not fit the devices, or the sweep does not fit
+        the host's memory (:func:`bitjax.memory.check_host_fits`); both before any training.
     """
     out_dir = Path(out_dir)
     _check_positive("keep", keep)
@@ -327,6 +330,9 @@ def run_sweep(
                f"({cfg.chunk_size}): checkpoints are written at the first chunk end at or "
                f"after each multiple of {every} steps")
 
+    # Before anything is allocated: a sweep the host cannot hold is refused, not swapped.
+    memory.check_host_fits(cfg.n_instances, memory.host_bytes_per_instance(
+        cfg.n_features, cfg.n_hidden, cfg.n_history), distributed.host_available_bytes())
     out_dir.mkdir(parents=True, exist_ok=True)
     # One process per run folder (multi-host: the first process holds it for all).
     with _run_folder_lock(out_dir):

@@ -308,8 +308,9 @@ def build_parser(exp: Experiment) -> argparse.ArgumentParser:
         "",
         "Run folders: the default --out is runs/<name>-<preset>; the committed results are",
         f"written only with an explicit --out results/{exp.name}.",
-        "Exit codes: 0 done, 2 bad input, 1 out of memory, 130/143 interrupted (a checkpoint",
-        "was written; rerun with the --resume command printed).",
+        "Exit codes: 0 done, 2 bad input (also: a folder in use, a full disk, every instance",
+        "diverged), 1 out of memory, 130/143 interrupted (the message says what was kept and",
+        "the command that continues; --status shows it again).",
     ])
     ap = argparse.ArgumentParser(
         prog=f"python -m experiments.{exp.name}",
@@ -367,7 +368,7 @@ def build_parser(exp: Experiment) -> argparse.ArgumentParser:
                          "each multiple of N (default: a tenth of the run)")
     ap.add_argument("--keep", type=int, default=2, metavar="N",
                     help="checkpoints kept while training (default 2); a finished run keeps "
-                         "only its final step")
+                         "its final step and the one before it")
     ap.add_argument("--devices", type=int, default=None, metavar="N",
                     help="use only the first N devices (default: all; on a CPU one device per "
                          "core, or BITJAX_CPU_DEVICES)")
@@ -594,6 +595,11 @@ def run_experiment(exp: Experiment, args: argparse.Namespace,
     if args.dry_run:
         return dry_run(exp, out, preset, configs, args, console)
     console.print(f"{exp.name}: preset {preset!r} ({why}); output {out}")
+    from bitjax import memory
+
+    for cfg in configs.values():  # before the folder is touched: a refusal leaves nothing
+        memory.check_host_fits(cfg.n_instances, memory.host_bytes_per_instance(
+            cfg.n_features, cfg.n_hidden, cfg.n_history), distributed.host_available_bytes())
     with _holding(out, console):
         return _run_locked(exp, args, out, preset, configs, console)
 
