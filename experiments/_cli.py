@@ -245,6 +245,22 @@ def configure_runtime() -> None:
         pass
 
 
+def start_tool() -> int | None:
+    """The runtime set-up of every command-line tool (experiments, benchmark, findings,
+    explore, representable): :func:`configure_runtime`, its error as one line.
+
+    Returns:
+      None when the tool may go on; 2 (the exit code) after printing a bad
+      ``BITJAX_CPU_DEVICES``.
+    """
+    try:
+        configure_runtime()
+    except UsageError as e:
+        Console().print(f"error: {e}")
+        return 2
+    return None
+
+
 @dataclass(frozen=True)
 class Experiment:
     """An experiment: named presets of sweep configs and an analysis that draws figures.

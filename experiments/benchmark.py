@@ -307,6 +307,10 @@ def run_scaling(out: Path, counts=SCALING_COUNTS, *, steps: int = 5,
 
 
 def main(argv=None) -> int:
+    from experiments._cli import start_tool
+
+    if (code := start_tool()) is not None:  # one CPU device per core, as the experiments
+        return code
     ap = argparse.ArgumentParser(prog="python -m experiments.benchmark", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workload", choices=list(WORKLOADS), action="append",
@@ -336,6 +340,10 @@ def main(argv=None) -> int:
     if args.scaling:
         run_scaling(args.scaling_out)
         return 0
+    import jax
+
+    print(f"{jax.device_count()} {jax.default_backend()} device(s): "
+          f"{jax.devices()[0].device_kind}", file=sys.stderr)
     print(HEADER, file=sys.stderr)
     rows = run_benchmark(args.workload or list(WORKLOADS), steps=args.steps,
                          data_sharing=args.data_sharing, rng_impl=args.rng_impl,
@@ -357,7 +365,14 @@ def write_tables(rows: list[dict], out: Path) -> None:
 
     io.write_json(out / "benchmark.json", {"environment": io.environment(),
                                            "git": io.git_commit(), "rows": rows})
+    import jax
+
+    devices = f"{jax.device_count()} x {jax.devices()[0].device_kind}"
+    for r in rows:
+        r.setdefault("devices", devices)
     lines = [
+        f"Devices: {devices} (JAX {jax.__version__}, backend {jax.default_backend()}).",
+        "",
         "| workload | steps/s | instance-steps/s | reference | ratio | compile (s) | "
         "rng floor (steps/s) | flop floor | byte floor | torch here (inst-steps/s, device) | "
         "ratio here | state bytes / instance | step bytes / instance |",

@@ -60,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from experiments._cli import start_tool
+
+    if (code := start_tool()) is not None:  # one CPU device per core, as the experiments
+        return code
     args = build_parser().parse_args(argv)
     run_dir: Path = args.run_dir
     out = args.out if args.out is not None else run_dir / "explorer.html"

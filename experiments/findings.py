@@ -794,6 +794,10 @@ def _phase_line(results: Path) -> str:
 
 
 def main(argv=None) -> int:
+    from experiments._cli import start_tool
+
+    if (code := start_tool()) is not None:  # one CPU device per core, as the experiments
+        return code
     ap = argparse.ArgumentParser(prog="python -m experiments.findings", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--results", type=Path, default=Path("results"))

@@ -4,11 +4,14 @@ chunks the way it says (median chunk rate, at least three chunks, stops on time)
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from experiments import benchmark
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class _FakeClock:
@@ -81,3 +84,31 @@ def test_scaling_writes_table_figure_and_manifest(tmp_path):
     manifest = json.loads((tmp_path / "scaling.json").read_text())
     assert "commit" in manifest["git"] and manifest["settings"]["counts"] == [10, 30]
     assert [r["n_instances"] for r in manifest["rows"]] == [10, 30]
+
+
+@pytest.mark.parametrize("module", ["benchmark", "findings", "explore"])
+def test_every_tool_sets_the_runtime_up_first(module, monkeypatch):
+    import importlib
+
+    from experiments import _cli
+
+    tool = importlib.import_module(f"experiments.{module}")
+    monkeypatch.setattr(_cli, "start_tool", lambda: 7)  # stands for "set up, then stop"
+    assert tool.main(["--help"]) == 7  # before its own arguments are even parsed
+
+
+@pytest.mark.integration
+def test_the_benchmark_uses_the_cpu_devices_the_experiments_use(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "BITJAX_CPU_DEVICES": "3"}
+    env.pop("XLA_FLAGS", None)
+    r = subprocess.run([sys.executable, "-m", "experiments.benchmark", "--workload",
+                        "intro_5x2_i10", "--steps", "5", "--min-seconds", "0.05", "--out",
+                        str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "3 cpu device(s)" in r.stderr
+    assert (tmp_path / "benchmark.md").read_text().startswith("Devices: 3 x cpu")
