@@ -188,16 +188,7 @@ class Checkpointer:
 
         Damaged checkpoints are skipped with a warning naming the step and the error.
         """
-        for step in reversed(self.steps()):
-            try:
-                return restore_step(self.manager, step)
-            except Exception as e:  # noqa: BLE001 - any read failure means "damaged"
-                warnings.warn(
-                    f"checkpoint step {step} in {self.dir} is damaged and was skipped "
-                    f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})",
-                    stacklevel=2,
-                )
-        return None
+        return restore_newest(self.manager, self.dir, stacklevel=3)
 
     def close(self):
         self.manager.close()
@@ -223,6 +214,27 @@ def _recover_replacement(ckpt_dir: Path) -> None:
     staging = parent / _STAGING_DIR
     if staging.exists():
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def restore_newest(manager: ocp.CheckpointManager, where: Path, *,
+                   stacklevel: int = 2) -> tuple[dict, dict] | None:
+    """The newest readable step of ``manager`` as ``(host_state, meta)``, or None.
+
+    The one place a damaged step is skipped (training resumes and analysis loads both come
+    here): a step that fails to read is reported by a warning naming it and the error, and
+    the step before it is tried. A step of another checkpoint format is not "damaged": its
+    :class:`CheckpointError` propagates.
+    """
+    for step in sorted(manager.all_steps(), reverse=True):
+        try:
+            return restore_step(manager, step)
+        except CheckpointError:
+            raise
+        except Exception as e:  # noqa: BLE001 - any read failure means "damaged"
+            first = str(e).splitlines()[0][:200] if str(e) else ""
+            warnings.warn(f"checkpoint step {step} in {where} is damaged and was skipped "
+                          f"({type(e).__name__}: {first})", stacklevel=stacklevel + 1)
+    return None
 
 
 def restore_step(manager: ocp.CheckpointManager, step: int) -> tuple[dict, dict]:

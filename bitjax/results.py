@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +41,7 @@ from bitjax.checkpoint import (
     MANIFEST_FILE,
     CheckpointError,
     _manager,
+    restore_newest,
     restore_step,
 )
 from bitjax.config import AXES, VECTOR_AXES, SweepConfig, build_instances
@@ -557,16 +557,7 @@ def _load_run(path: Path, step: int | None, name: str | None) -> LoadedSweep:
                 raise CheckpointError(f"no checkpoint at step {step}; have {steps}")
             state, meta = restore_step(manager, step)
         else:
-            loaded = None
-            for s in reversed(steps):
-                try:
-                    loaded = restore_step(manager, s)
-                    break
-                except CheckpointError:
-                    raise
-                except Exception as e:  # noqa: BLE001 - any read failure means "damaged"
-                    warnings.warn(f"checkpoint step {s} is damaged and was skipped ({e!r:.200})",
-                                  stacklevel=3)
+            loaded = restore_newest(manager, ckpt_dir, stacklevel=3)
             if loaded is None:
                 raise CheckpointError(f"no readable checkpoint in {ckpt_dir}")
             state, meta = loaded
