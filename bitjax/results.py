@@ -740,6 +740,17 @@ def best_instance(ds: xr.Dataset, over: str = "seed") -> xr.DataArray:
     return xr.DataArray(np.where(ok, inst, -1), dims=rest, coords=coords, name="best")
 
 
+def recipe_text(cfg: SweepConfig) -> str:
+    """The training recipe in a few words: ``"cosine + annealed last 0.1 lr 0.003, weight
+    decay 0"`` (with ``init xS`` when the initial weights are scaled)."""
+    lr = "/".join(f"{v:g}" for v in cfg.lr)
+    wd = "/".join(f"{v:g}" for v in cfg.weight_decay)
+    sched = cfg.schedule + (f" + annealed last {cfg.anneal_fraction:g}"
+                            if cfg.anneal_fraction else "")
+    init = f", init x{cfg.init_scale:g}" if cfg.init_scale != 1 else ""
+    return f"{sched} lr {lr}{init}, weight decay {wd}"
+
+
 def run_label(sweeps: LoadedSweep | Mapping[str, LoadedSweep],
               provenance: Provenance | None = None) -> str:
     """A figure footer: ``"uniform: preset quick, 6,000 steps, 3 seeds, commit 91b62c2,
@@ -764,7 +775,8 @@ def run_label(sweeps: LoadedSweep | Mapping[str, LoadedSweep],
         return f"{text} {unit}{'' if vals == [1] else 's'}"
 
     bits = [f"preset {prov.preset or '?'}", span((s.step for s in parts), "step"),
-            span((len(s.config.seed) for s in parts), "seed")]
+            span((len(s.config.seed) for s in parts), "seed"),
+            "recipe " + "; ".join(dict.fromkeys(recipe_text(s.config) for s in parts))]
     if prov.commit:
         bits.append(f"commit {prov.commit[:7]}{' (dirty)' if prov.dirty else ''}")
     # Figures leave diverged instances out; the footer says how many were left out.

@@ -48,7 +48,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -280,8 +280,8 @@ class Experiment:
     description: str
     presets: dict[str, Callable[[int | None], dict[str, Any]]]
     analyse: Callable[[Mapping[str, Part], Path], list[Path]]
-    notes: str = ""
-    extra: dict = field(default_factory=dict)
+    #: The stem of the figure a run names last as its main one (default: the first drawn).
+    main_figure: str | None = None
 
 
 # ----------------------------------------------------------------------------------------
@@ -306,15 +306,31 @@ def preset_summary(exp: Experiment) -> list[str]:
 def _describe(cfg) -> str:
     """``n=.., m=.., I instances (axis sizes), S steps of batch B, <schedule> lr ..``."""
     from bitjax.config import AXES
+    from bitjax.results import recipe_text
 
     sizes = " x ".join(f"{len(getattr(cfg, a))} {a}" for a in AXES if len(getattr(cfg, a)) > 1)
-    lr = "/".join(f"{v:g}" for v in cfg.lr)
-    sched = cfg.schedule + (f" + annealed last {cfg.anneal_fraction:g}"
-                            if cfg.anneal_fraction else "")
-    init = f", init x{cfg.init_scale:g}" if cfg.init_scale != 1 else ""
     return (f"n={cfg.n_features}, m={cfg.n_hidden}, {cfg.n_instances:,} instances"
             f"{f' ({sizes})' if sizes else ''}, {cfg.steps:,} steps of batch {cfg.batch_size}"
-            f", {sched} lr {lr}{init}")
+            f", {recipe_text(cfg)}")
+
+
+#: Named recipes for ``--recipe``: the paper's (its notebook: AdamW, lr 1e-3, weight decay
+#: 0.01, constant) and the one every committed result in results/ was trained with (the
+#: convergence study's choice: results/convergence/best.md). Single recipe flags override.
+RECIPES: dict[str, dict[str, Any]] = {
+    "paper": {"schedule": "constant", "anneal_fraction": 0.0, "lr": (1e-3,),
+              "weight_decay": (0.01,), "init_scale": 1.0},
+    "committed": {"schedule": "cosine", "anneal_fraction": 0.1, "lr": (3e-3,),
+                  "weight_decay": (0.0,), "init_scale": 1.0},
+}
+
+
+def recipe_name(cfg) -> str:
+    """The name of ``cfg``'s recipe in :data:`RECIPES`, or ``"custom"``."""
+    for name, fields in RECIPES.items():
+        if all(getattr(cfg, f) == v for f, v in fields.items()):
+            return name
+    return "custom"
 
 
 def build_parser(exp: Experiment) -> argparse.ArgumentParser:
@@ -347,6 +363,11 @@ def build_parser(exp: Experiment) -> argparse.ArgumentParser:
     recipe = ap.add_argument_group(
         "training recipe (override the preset's for every part and kind; the study behind "
         "results/convergence chose one per kind: results/convergence/chosen.csv)")
+    recipe.add_argument("--recipe", choices=list(RECIPES), default=None,
+                        help="a named recipe: paper (AdamW lr 1e-3, weight decay 0.01, "
+                             "constant: the paper's notebook) or committed (cosine, annealed "
+                             "last 0.1, lr 3e-3, weight decay 0: what every run in results/ "
+                             "used); the flags below override its fields")
     recipe.add_argument("--schedule", default=None, metavar="NAME",
                         help="learning-rate schedule after any warmup: constant, or linear / "
                              "cosine (decay to 0 at the last step)")
@@ -470,7 +491,7 @@ RECIPE_FIELDS = ("schedule", "anneal_fraction", "lr", "weight_decay", "init_scal
 def recipe_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The SweepConfig fields the recipe flags set (``--lr 1e-3 3e-3`` -> ``lr=(1e-3,
     3e-3)``); empty when none is given."""
-    out = {}
+    out = dict(RECIPES[args.recipe]) if getattr(args, "recipe", None) else {}
     for name in RECIPE_FIELDS:
         value = getattr(args, name, None)
         if value is not None:
@@ -610,7 +631,12 @@ def run_experiment(exp: Experiment, args: argparse.Namespace,
     configs = _configs_for(exp, preset, args.steps, n_seeds, saved, recipe)
     if args.dry_run:
         return dry_run(exp, out, preset, configs, args, console)
+    from bitjax.results import recipe_text
+
     console.print(f"{exp.name}: preset {preset!r} ({why}); output {out}")
+    for name, cfg in configs.items():  # the recipe is part of what a run is: say it
+        console.print(f"{f'[{name}] ' if len(configs) > 1 else ''}recipe "
+                      f"{recipe_name(cfg)}: {recipe_text(cfg)}")
     from bitjax import memory
 
     for cfg in configs.values():  # before the folder is touched: a refusal leaves nothing
@@ -727,9 +753,28 @@ def _run_locked(exp: Experiment, args: argparse.Namespace, out: Path, preset: st
         raise
     _write_manifest(exp, out, preset, configs, stats, files, time.perf_counter() - t0, jax, git)
     write_status(out, "finished", message=f"trained; wrote {len(files)} files")
-    console.print(f"{exp.name}: wrote {len(files)} files to {out}")
+    # The result goes to stdout (`| tee log` keeps it); progress and notices went to stderr.
+    Console(sys.stdout).print(summary(exp, out, files))
     _warn_diverged(parts)
     return parts
+
+
+def summary(exp: Experiment, out: Path, files: list[Path]) -> str:
+    """The last words of a run: where it wrote, and its key outputs by name."""
+    files = [Path(f) for f in files]
+    pngs = [f for f in files if f.suffix == ".png"]
+    main = next((f for f in pngs if exp.main_figure and f.stem == exp.main_figure),
+                pngs[0] if pngs else None)
+    tables = [f.name for f in files if f.suffix == ".csv"]
+    lines = [f"{exp.name}: wrote {len(files)} files to {out}"]
+    explorer = [f for f in files if f.name == "explorer.html"]
+    if explorer:
+        lines.append(f"  explorer:    {explorer[0]}")
+    if main is not None:
+        lines.append(f"  main figure: {main}")
+    if tables:
+        lines.append(f"  tables:      {', '.join(dict.fromkeys(tables))}")
+    return "\n".join(lines)
 
 
 def _default_out(exp: Experiment, args: argparse.Namespace) -> Path:

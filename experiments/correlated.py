@@ -399,6 +399,7 @@ EXPERIMENT = Experiment(
                 "2022, Superposition with Correlated and Anticorrelated Features).",
     presets=PRESETS,
     analyse=analyse,
+    main_figure="summary",
 )
 
 if __name__ == "__main__":

@@ -269,6 +269,7 @@ EXPERIMENT = Experiment(
                 "ternary (Elhage et al. 2022, introduction figure).",
     presets=PRESETS,
     analyse=analyse,
+    main_figure="weights_2d",
 )
 
 if __name__ == "__main__":

@@ -415,6 +415,7 @@ EXPERIMENT = Experiment(
                 "(Elhage et al. 2022, Superposition as a Phase Change).",
     presets=PRESETS,
     analyse=analyse,
+    main_figure="phase_n2m1",
 )
 
 if __name__ == "__main__":

@@ -625,6 +625,7 @@ EXPERIMENT = Experiment(
                 "dense vs ternary, with a fine grid at the onset (Elhage et al. 2022).",
     presets=PRESETS,
     analyse=analyse,
+    main_figure="weights_by_sparsity",
 )
 
 if __name__ == "__main__":

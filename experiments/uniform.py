@@ -232,6 +232,7 @@ EXPERIMENT = Experiment(
                 "ternary (Elhage et al. 2022, Feature Dimensionality).",
     presets=PRESETS,
     analyse=analyse,
+    main_figure="dims_per_feature",
 )
 
 if __name__ == "__main__":

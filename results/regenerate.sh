@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 run() { echo "=== $*"; python -m "$@" --no-progress --overwrite; }
 # Every training run uses the recipe the convergence study chose (results/convergence/best.md).
-RECIPE="--schedule cosine --anneal-fraction 0.1 --lr 3e-3 --weight-decay 0"
+# --recipe committed is --schedule cosine --anneal-fraction 0.1 --lr 3e-3 --weight-decay 0.
+RECIPE="--recipe committed"
 run experiments.intro --preset paper $RECIPE --out results/intro
 run experiments.sparsity --preset paper $RECIPE --out results/sparsity
 run experiments.phase --preset paper $RECIPE --out results/phase

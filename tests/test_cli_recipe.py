@@ -61,3 +61,48 @@ def test_resume_refuses_a_changed_recipe(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--lr would change its recipe" in err
     assert sorted(p.name for p in out.iterdir()) == before
+
+
+def test_a_named_recipe_sets_its_fields_and_single_flags_override_them():
+    rec = _cli.recipe_overrides(_args("--preset", "tiny", "--recipe", "committed"))
+    assert rec == _cli.RECIPES["committed"]
+    rec = _cli.recipe_overrides(_args("--preset", "tiny", "--recipe", "paper", "--lr", "3e-3"))
+    assert rec == {**_cli.RECIPES["paper"], "lr": (3e-3,)}
+    parts = _cli.resolve_configs(intro.EXPERIMENT, "tiny", None, None,
+                                 _cli.recipe_overrides(_args("--recipe", "committed")))
+    assert all(_cli.recipe_name(c) == "committed" for c in parts.values())
+    assert _cli.recipe_name(parts["intro"].replace(lr=(1e-2,))) == "custom"
+
+
+def test_the_committed_recipe_is_the_one_results_used():
+    from bitjax.config import SweepConfig
+
+    saved = json.loads((_cli._REPO_RESULTS / "intro" / "experiment.json").read_text())
+    for d in saved["parts"].values():
+        assert _cli.recipe_name(SweepConfig.from_dict(d)) == "committed"
+
+
+@pytest.mark.integration  # a whole (tiny) run
+def test_a_run_states_its_recipe_first_and_its_outputs_last(tmp_path, capsys):
+    from experiments import uniform
+
+    exp = _cli.Experiment("uniform", "tiny", {"tiny": uniform.PRESETS["tiny"]},
+                          analyse=lambda parts, out: [], main_figure="none")
+    assert _cli.main(exp, ["--preset", "tiny", "--recipe", "committed", "--out",
+                           str(tmp_path / "r"), "--no-progress"]) == 0
+    cap = capsys.readouterr()
+    assert "recipe committed: cosine + annealed last 0.1 lr 0.003, weight decay 0" in cap.err
+    # the summary and what was written go to stdout, progress and notices to stderr
+    assert "uniform: wrote" in cap.out and "explorer:" in cap.out and "tables:" in cap.out
+    assert "wrote" not in cap.err and "training 8 instances" in cap.err
+
+
+def test_summary_names_the_main_figure():
+    from pathlib import Path
+
+    exp = _cli.Experiment("x", "x", {}, analyse=lambda parts, out: [], main_figure="b")
+    files = [Path("o/metrics.csv"), Path("o/a.png"), Path("o/b.png"), Path("o/explorer.html")]
+    text = _cli.summary(exp, Path("o"), files)
+    assert "main figure: o/b.png" in text and "explorer:    o/explorer.html" in text
+    first = _cli.Experiment("x", "x", {}, analyse=lambda parts, out: [])  # no main named
+    assert "main figure: o/a.png" in _cli.summary(first, Path("o"), files)
