@@ -249,6 +249,32 @@ class LoadedSweep:
                                                  metrics_lib.all_metrics(self.W_eff, t))
         return self._metric_cache[t]
 
+    def __repr__(self) -> str:
+        cfg = self.config
+        state = "finished" if self.finished else "unfinished"
+        sizes = " x ".join(f"{a} {len(v)}" + (f" ({', '.join(map(str, v))})" if a == "kind"
+                                              else "")
+                           for a, v in self.axes().items() if len(v) > 1 or a == "kind")
+        lines = [f"LoadedSweep {self.name!r} ({self.path}): n={cfg.n_features}, "
+                 f"m={cfg.n_hidden}, {self.n_instances:,} instances at step {self.step:,} "
+                 f"({state})", f"  axes: {sizes}"]
+        if self.finished:
+            kinds = np.asarray(self.coords["kind"])
+            conv = self.diagnostics.get("converged")
+            per = []
+            for k in dict.fromkeys(kinds.tolist()):
+                sel = kinds == k
+                ok = f"{int(np.sum(conv[sel]))}/{int(sel.sum())} converged" \
+                    if conv is not None else "convergence not judged"
+                per.append(f"{k} {ok}, {int(np.sum(self.diverged[sel]))} diverged")
+            lines.append("  " + "; ".join(per))
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        import html
+
+        return f"<pre>{html.escape(repr(self))}</pre>"
+
     # -- the grid -------------------------------------------------------------------------
 
     def vector_axes(self) -> tuple[str, ...]:
@@ -678,7 +704,46 @@ class SweepCollection(Mapping):
         return len(self._parts)
 
     def __repr__(self) -> str:
-        return f"SweepCollection({self.path}, parts={list(self._parts)})"
+        head = f"SweepCollection {self.path or ''} ({len(self)} parts)"
+        return "\n".join([head, *(f"  part {name}: " + repr(p).replace("\n", "\n  ")
+                                   for name, p in self._parts.items())])
+
+    def _repr_html_(self) -> str:
+        import html
+
+        return f"<pre>{html.escape(repr(self))}</pre>"
+
+    def to_dataframe(self, threshold: float | None = None):
+        """Every part's :meth:`LoadedSweep.to_dataframe` in one table, with a ``part``
+        column first (columns a part lacks are empty there)."""
+        import pandas as pd
+
+        frames = [p.to_dataframe(threshold).assign(part=name) for name, p in self.items()]
+        df = pd.concat(frames, ignore_index=True)
+        return df[["part", *[c for c in df.columns if c != "part"]]]
+
+    def to_xarray(self, threshold: float | None = None) -> xr.Dataset:
+        """Every part's :meth:`LoadedSweep.to_xarray` along a new ``part`` dimension.
+
+        Parts of different shapes (other features, sparsities or step counts) are aligned
+        on the union of their coordinates: a value a part does not have is NaN (``kind``
+        names, for example, become the union of the parts' kinds). Each part's own
+        attributes are under ``attrs["parts"]``.
+        """
+        import pandas as pd
+
+        names = list(self)
+        sets = [self[n].to_xarray(threshold) for n in names]
+        attrs = {n: dict(d.attrs) for n, d in zip(names, sets, strict=True)}
+        # Dimensions without a coordinate (hidden) get positions, so parts can align.
+        sets = [d.assign_coords({dim: np.arange(d.sizes[dim]) for dim in d.dims
+                                 if dim not in d.indexes}) for d in sets]
+        for d in sets:
+            d.attrs = {}
+        ds = xr.concat(sets, dim=pd.Index(names, name="part"), join="outer",
+                       combine_attrs="drop")
+        ds.attrs["parts"] = json.dumps(attrs, default=str)
+        return ds
 
 
 # ----------------------------------------------------------------------------------------

@@ -217,6 +217,8 @@ def run_sweep(
     mesh=None,
     group_size: int | None = None,
     progress: Callable[[ChunkInfo], None] | None = None,
+    progress_bar: bool = True,
+    tables: bool = True,
     on_event: Callable[[str], None] | None = None,
     handle_signals: bool = True,
     max_chunk_seconds: float | None = 10.0,
@@ -254,6 +256,11 @@ def run_sweep(
         rate, ETA, mean loss); the first chunk is a short timed one when
         ``max_chunk_seconds`` is set, so it can give an early estimate. Not called once a
         stop was requested, so the checkpoint comes first.
+      progress_bar: without a ``progress`` callback, show a bar (``tqdm.auto``: a widget
+        in a notebook, a line on stderr in a terminal); False shows nothing.
+      tables: once finished, write ``metrics.csv`` and ``features.csv`` into ``out_dir``
+        as the command line does, so a library run folder is a complete run folder (the
+        command line writes them itself and passes False).
       on_event: called with one-line notices (resumed, rounding, grouping, checkpoints).
       handle_signals: turn SIGINT/SIGTERM into checkpoint + :class:`Interrupted`. Handlers
         are installed only in the main thread (elsewhere Python does not allow them) and
@@ -335,15 +342,20 @@ def run_sweep(
         cfg.n_features, cfg.n_hidden, cfg.n_history), distributed.host_available_bytes())
     out_dir.mkdir(parents=True, exist_ok=True)
     # One process per run folder (multi-host: the first process holds it for all).
+    bar = _Bar(cfg.steps) if progress is None and progress_bar else None
     with _run_folder_lock(out_dir):
         trainer = Trainer(cfg, mesh=mesh, group_size=group_size, on_event=on_event)
         ckpt = Checkpointer(out_dir, every=every, keep=keep)
         try:
-            return _train(cfg, out_dir, trainer, ckpt, resume=resume, progress=progress,
+            result = _train(cfg, out_dir, trainer, ckpt, resume=resume,
+                            progress=progress or bar,
                           notify=notify, handle_signals=handle_signals,
                           max_chunk_seconds=max_chunk_seconds, should_stop=should_stop,
                           rule=rule, until_converged=until_converged is not None,
                           init_params=init_params)
+            if tables and result.finished:
+                _write_tables(out_dir)
+            return result
         except Interrupted as e:
             _status(out_dir, "finished" if e.finished else "interrupted", step=e.step,
                     steps=cfg.steps, message=str(e))
@@ -353,7 +365,39 @@ def run_sweep(
                     message=f"{type(e).__name__}: {str(e)[:500]}")
             raise
         finally:
+            if bar is not None:
+                bar.close()
             ckpt.close()
+
+
+class _Bar:
+    """The default progress display of a library run: a ``tqdm.auto`` bar over the steps."""
+
+    def __init__(self, total: int):
+        from tqdm.auto import tqdm
+
+        self._bar = tqdm(total=total, unit="step", dynamic_ncols=True, leave=True)
+
+    def __call__(self, info: ChunkInfo) -> None:
+        if self._bar.n == 0 and info.start_step:
+            self._bar.update(info.start_step)  # a resumed run starts where it was
+        self._bar.update(max(0, info.step - self._bar.n))
+        self._bar.set_postfix(loss=f"{info.mean_loss:.4g}", refresh=False)
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+def _write_tables(out_dir: Path) -> None:
+    """metrics.csv and features.csv of the finished run in ``out_dir`` (main process)."""
+    import jax
+
+    if jax.process_index() != 0:
+        return
+    # Imported here: the tables are the analysis stage's, run only once training is done.
+    from bitjax.results import load_sweep, write_tables
+
+    write_tables(load_sweep(out_dir), out_dir)
 
 
 @contextmanager

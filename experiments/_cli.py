@@ -66,7 +66,6 @@ RESULT_FILES = ("experiment.json", "sweep.json", "config.json", "manifest.json",
                 "features.csv", "status.json")
 #: Steps timed by --dry-run (after one compile); enough for a rate, short on any preset.
 DRY_RUN_PROBE_STEPS = 5
-_FORCE_DEVICES_FLAG = "--xla_force_host_platform_device_count"
 
 
 class UsageError(Exception):
@@ -213,52 +212,13 @@ def _to_devnull(stream: TextIO) -> None:
 
 
 def configure_runtime() -> None:
-    """Choose the JAX CPU device count and the matplotlib backend for a command-line run.
-
-    On a CPU, XLA runs most of a step on one core; one CPU device per core lets the sweep's
-    instance axis be split over the cores exactly as over GPUs. The count is
-    ``os.cpu_count()``, or ``BITJAX_CPU_DEVICES`` when set; an ``XLA_FLAGS`` that sets
-    ``--xla_force_host_platform_device_count`` wins. It only affects the CPU platform, and
-    nothing changes when JAX has already started (a program that configured JAX itself and
-    calls :func:`main` keeps its devices). Figures are only written to files: Agg.
-
-    Raises:
-      UsageError: ``BITJAX_CPU_DEVICES`` is not a positive integer.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    if _FORCE_DEVICES_FLAG in os.environ.get("XLA_FLAGS", ""):
-        return
-    raw = os.environ.get("BITJAX_CPU_DEVICES", "").strip()
-    try:
-        n = int(raw) if raw else (os.cpu_count() or 1)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise UsageError(f"BITJAX_CPU_DEVICES must be a positive integer, got {raw!r}")
-    import jax
+    """:func:`experiments._runtime.configure_runtime`, its error as a :class:`UsageError`."""
+    from experiments import _runtime
 
     try:
-        jax.config.update("jax_num_cpu_devices", n)
-    except RuntimeError:  # JAX already started in this process: its device count stays
-        pass
-
-
-def start_tool() -> int | None:
-    """The runtime set-up of every command-line tool (experiments, benchmark, findings,
-    explore, representable): :func:`configure_runtime`, its error as one line.
-
-    Returns:
-      None when the tool may go on; 2 (the exit code) after printing a bad
-      ``BITJAX_CPU_DEVICES``.
-    """
-    try:
-        configure_runtime()
-    except UsageError as e:
-        Console().print(f"error: {e}")
-        return 2
-    return None
+        _runtime.configure_runtime()
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
 
 @dataclass(frozen=True)
@@ -911,7 +871,7 @@ def _train_part(exp: Experiment, cfg, run_dir: Path, out: Path, args: argparse.N
 
         result = run_sweep(cfg, run_dir, resume=args.resume, checkpoint_every=every,
                            keep=args.keep, mesh=mesh, group_size=args.group_size,
-                           progress=progress, on_event=notice,
+                           progress=progress, tables=False, on_event=notice,
                            until_converged=(ConvergenceRule()
                                             if getattr(args, "until_converged", False)
                                             else None))

@@ -307,7 +307,7 @@ def run_scaling(out: Path, counts=SCALING_COUNTS, *, steps: int = 5,
 
 
 def main(argv=None) -> int:
-    from experiments._cli import start_tool
+    from experiments._runtime import start_tool
 
     if (code := start_tool()) is not None:  # one CPU device per core, as the experiments
         return code

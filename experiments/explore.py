@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from experiments._cli import start_tool
+    from experiments._runtime import start_tool
 
     if (code := start_tool()) is not None:  # one CPU device per core, as the experiments
         return code

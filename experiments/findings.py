@@ -794,7 +794,7 @@ def _phase_line(results: Path) -> str:
 
 
 def main(argv=None) -> int:
-    from experiments._cli import start_tool
+    from experiments._runtime import start_tool
 
     if (code := start_tool()) is not None:  # one CPU device per core, as the experiments
         return code

@@ -90,10 +90,10 @@ def test_scaling_writes_table_figure_and_manifest(tmp_path):
 def test_every_tool_sets_the_runtime_up_first(module, monkeypatch):
     import importlib
 
-    from experiments import _cli
+    from experiments import _runtime
 
     tool = importlib.import_module(f"experiments.{module}")
-    monkeypatch.setattr(_cli, "start_tool", lambda: 7)  # stands for "set up, then stop"
+    monkeypatch.setattr(_runtime, "start_tool", lambda: 7)  # stands for "set up, then stop"
     assert tool.main(["--help"]) == 7  # before its own arguments are even parsed
 
 

@@ -270,11 +270,13 @@ def test_footer_names_preset_steps_seeds_and_commit(run_dirs, tmp_path):
     n_bad = int(parts["only"].diverged.sum())
     tail = (f"{n_bad} of {parts['only'].n_instances} instances diverged (left out)" if n_bad
             else "none diverged")
-    assert label == f"uniform: preset tiny, 100 steps, 2 seeds, commit 0123456 (dirty), {tail}"
+    assert label == (f"uniform: preset tiny, 100 steps, 2 seeds, recipe constant lr "
+                     f"0.001/0.003, weight decay 0.01, commit 0123456 (dirty), {tail}")
     # a fresh run knows its preset before any file says it
     fresh = results.run_label(results.load_sweep(grid),
                               results.Provenance("uniform", "quick", "feedbeef"))
-    assert fresh == f"uniform: preset quick, 100 steps, 2 seeds, commit feedbee, {tail}"
+    assert fresh == (f"uniform: preset quick, 100 steps, 2 seeds, recipe constant lr "
+                     f"0.001/0.003, weight decay 0.01, commit feedbee, {tail}")
 
     fig, axes = plots.new_figure(1, 1)
     axes[0, 0].plot([0, 1], [0, 1])
@@ -319,3 +321,27 @@ def test_statistics_use_student_t():
     assert m == 7.0 and np.isnan(h)
     m, h = stats.mean_ci_floats([np.nan])
     assert np.isnan(m) and np.isnan(h)
+
+
+def test_a_sweep_prints_short(sweep):
+    text = repr(sweep)
+    assert len(text.splitlines()) == 3 and len(text) < 600
+    assert "n=5, m=2, 32 instances at step 100 (finished)" in text
+    assert "kind 2 (dense, ternary)" in text and "importance 2" in text
+    assert "dense" in text.splitlines()[2] and "diverged" in text.splitlines()[2]
+    assert sweep._repr_html_().startswith("<pre>")
+
+
+def test_a_collection_has_one_table_and_one_dataset_over_its_parts(sweep, tiny_config):
+    other = _unfitted_sweep(tiny_config(n_features=6, kind=("dense",), seed=(0,),
+                                        steps=100, chunk_size=100, history_every=50))
+    both = results.SweepCollection({"grid": sweep, "other": other})
+    df = both.to_dataframe()
+    assert list(df.columns[:2]) == ["part", "instance"]
+    assert (df["part"] == "grid").sum() == 32 and (df["part"] == "other").sum() == 1
+    ds = both.to_xarray()
+    assert list(ds.part.values) == ["grid", "other"] and ds.sizes["feature"] == 6
+    np.testing.assert_array_equal(
+        ds.loss.sel(part="grid").dropna("importance", how="all").values.size, 32 * 1)
+    assert float(ds.loss.sel(part="other", kind="dense").max()) == 0.1
+    assert "grid" in repr(both) and "other" in repr(both)

@@ -368,3 +368,21 @@ def test_resume_removes_what_an_interrupted_save_left(cfg, straight, tmp_path):
     run_sweep(cfg, out, resume=True, on_event=events.append)
     assert not stale.exists()
     assert any("unfinished checkpoint folder" in e for e in events), events
+
+
+def test_a_library_run_folder_has_the_command_lines_tables(cfg, straight, capsys):
+    from bitjax import io
+
+    _, out, _, _ = straight
+    rows = io.read_csv(out / "metrics.csv")
+    assert len(rows) == cfg.n_instances
+    np.testing.assert_allclose([float(r["loss"]) for r in rows], straight[0].loss, rtol=1e-6)
+    assert len(io.read_csv(out / "features.csv")) == cfg.n_instances * cfg.n_features
+
+
+def test_a_library_run_shows_a_bar_unless_told_not_to(cfg, tmp_path, capsys):
+    run_sweep(cfg.replace(steps=100), tmp_path / "a", max_chunk_seconds=None)
+    assert "100/100" in capsys.readouterr().err
+    run_sweep(cfg.replace(steps=100), tmp_path / "b", progress_bar=False, tables=False)
+    assert capsys.readouterr().err == ""
+    assert not (tmp_path / "b" / "metrics.csv").exists()

@@ -1,0 +1,60 @@
+"""The runtime set-up every command-line tool of bitjax shares (experiments, benchmark,
+findings, explore, representable): one JAX CPU device per core and the file-only matplotlib
+backend, chosen before JAX starts. Importing this module changes nothing; the tools call
+:func:`start_tool` first thing in their ``main``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+_FORCE_DEVICES_FLAG = "--xla_force_host_platform_device_count"
+
+
+def configure_runtime() -> None:
+    """Choose the JAX CPU device count and the matplotlib backend for a command-line run.
+
+    On a CPU, XLA runs most of a step on one core; one CPU device per core lets the sweep's
+    instance axis be split over the cores exactly as over GPUs. The count is
+    ``os.cpu_count()``, or ``BITJAX_CPU_DEVICES`` when set; an ``XLA_FLAGS`` that sets
+    ``--xla_force_host_platform_device_count`` wins. It only affects the CPU platform, and
+    nothing changes when JAX has already started (a program that configured JAX itself and
+    calls :func:`main` keeps its devices). Figures are only written to files: Agg.
+
+    Raises:
+      ValueError: ``BITJAX_CPU_DEVICES`` is not a positive integer.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    if _FORCE_DEVICES_FLAG in os.environ.get("XLA_FLAGS", ""):
+        return
+    raw = os.environ.get("BITJAX_CPU_DEVICES", "").strip()
+    try:
+        n = int(raw) if raw else (os.cpu_count() or 1)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ValueError(f"BITJAX_CPU_DEVICES must be a positive integer, got {raw!r}")
+    import jax
+
+    try:
+        jax.config.update("jax_num_cpu_devices", n)
+    except RuntimeError:  # JAX already started in this process: its device count stays
+        pass
+
+
+def start_tool() -> int | None:
+    """Set the runtime up (:func:`configure_runtime`); a bad setting is one line on stderr.
+
+    Returns:
+      None when the tool may go on; 2 (the exit code) after printing a bad
+      ``BITJAX_CPU_DEVICES``.
+    """
+    try:
+        configure_runtime()
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return None
