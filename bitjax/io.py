@@ -160,6 +160,10 @@ def git_commit(cwd: str | Path | None = None) -> dict[str, Any]:
         return {"commit": declared.strip(), "dirty": os.environ.get("BITJAX_DIRTY") == "1",
                 "source": "BITJAX_COMMIT"}
     try:
+        # Only a checkout of bitjax itself: an installed copy inside some other repository
+        # (a venv in a project's tree) must not record that repository's commit.
+        subprocess.run(["git", "ls-files", "--error-unmatch", "bitjax/__init__.py"], cwd=cwd,
+                       capture_output=True, text=True, check=True)
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
                              text=True, check=True).stdout.strip()
         # Dirty means the code differs from the commit; results/ is what runs rewrite.

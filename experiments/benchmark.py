@@ -330,9 +330,11 @@ def main(argv=None) -> int:
     ap.add_argument("--scaling", action="store_true",
                     help="instead: compile time and throughput against the instance count "
                          "(sweep_20x5, 10 to 10,000 instances) into --scaling-out")
-    ap.add_argument("--scaling-out", type=Path, default=Path("results/benchmark"),
+    ap.add_argument("--scaling-out", type=Path, default=Path("runs/benchmark"),
                     help="folder for scaling.csv, scaling.json (commit, machine, settings) "
-                         "and scaling.png/pdf")
+                         "and scaling.png/pdf (default runs/benchmark; the committed "
+                         "results are written only with an explicit --scaling-out "
+                         "results/benchmark)")
     args = ap.parse_args(argv)
     if args.steps < 1:
         print("error: --steps must be >= 1", file=sys.stderr)

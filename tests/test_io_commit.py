@@ -31,3 +31,18 @@ def test_declared_commit_wins(tmp_path, monkeypatch):
 def test_no_git_and_nothing_declared(tmp_path, monkeypatch):
     monkeypatch.delenv("BITJAX_COMMIT", raising=False)
     assert io.git_commit(tmp_path) == {"commit": None, "dirty": None}
+
+
+def test_a_copy_inside_another_repository_records_no_commit(tmp_path, monkeypatch):
+    import subprocess
+
+    monkeypatch.delenv("BITJAX_COMMIT", raising=False)
+    other = tmp_path / "project"
+    (other / "venv" / "bitjax").mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", str(other)], check=True)
+    (other / "notes.txt").write_text("x")
+    subprocess.run(["git", "-C", str(other), "add", "notes.txt"], check=True)
+    subprocess.run(["git", "-C", str(other), "-c", "user.email=a@b", "-c", "user.name=a",
+                    "commit", "-qm", "x"], check=True)
+    # an installed bitjax under venv/ of that repository: its HEAD is not bitjax's commit
+    assert io.git_commit(other / "venv") == {"commit": None, "dirty": None}
