@@ -120,6 +120,10 @@ def main(argv: list[str] | None = None) -> int:
       The command's exit code; 0 for ``--help`` and ``--version``; 2 (with one line on
       stderr, or the usage when nothing was given) for a missing or unknown command.
     """
+    if argv is None:  # the console script: until the command's own handlers take over
+        from experiments import _runtime
+
+        _runtime.exit_on_signals_while_starting()
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv:
         print(usage(), file=sys.stderr)

@@ -7,6 +7,7 @@ backend, chosen before JAX starts. Importing this module changes nothing; the to
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 _FORCE_DEVICES_FLAG = "--xla_force_host_platform_device_count"
@@ -58,3 +59,21 @@ def start_tool() -> int | None:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return None
+
+
+def exit_on_signals_while_starting() -> None:
+    """Until a tool's own handlers take over, SIGINT/SIGTERM end the process at once with
+    one line and 128 + the signal (not a traceback, nor a silent death): nothing has been
+    trained or written yet. Installed for command lines only (``python -m experiments.X``,
+    the ``bitjax`` command), from the main thread."""
+
+    def handler(signum, _frame):
+        try:
+            os.write(2, f"\ninterrupted by signal {signum} during start-up: nothing was "
+                        "trained or written\n".encode())
+        except OSError:
+            pass
+        os._exit(128 + signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handler)

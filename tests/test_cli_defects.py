@@ -467,3 +467,21 @@ def test_one_process_per_run_folder(tmp_path):
             assert "in use by another bitjax run" in err, err
     assert json.loads((out / "status.json").read_text())["state"] == "finished"
     assert steps_in(out)[-1] == stopped_at
+
+
+def test_a_signal_while_a_command_starts_is_one_line_not_a_traceback():
+    probe = ("import sys; sys.argv = ['-m']; import experiments, signal; "
+             "print(signal.getsignal(signal.SIGTERM).__qualname__, flush=True); "
+             "sys.stdin.read()")  # waits (an event: the parent signals once it has read)
+    p = subprocess.Popen([sys.executable, "-c", probe], cwd=ROOT, stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert "exit_on_signals_while_starting" in p.stdout.readline()
+    p.send_signal(signal.SIGTERM)
+    err = p.communicate(timeout=60)[1]
+    assert p.returncode == 128 + signal.SIGTERM
+    assert "during start-up: nothing was trained or written" in err and "Traceback" not in err
+    # an ordinary import installs nothing
+    r = subprocess.run([sys.executable, "-c", "import experiments, signal; "
+                        "print(signal.getsignal(signal.SIGTERM))"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)
+    assert r.stdout.strip() == "Handlers.SIG_DFL"
