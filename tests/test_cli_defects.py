@@ -484,4 +484,4 @@ def test_a_signal_while_a_command_starts_is_one_line_not_a_traceback():
     r = subprocess.run([sys.executable, "-c", "import experiments, signal; "
                         "print(signal.getsignal(signal.SIGTERM))"], cwd=ROOT,
                        capture_output=True, text=True, timeout=60)
-    assert r.stdout.strip() == "Handlers.SIG_DFL"
+    assert r.stdout.strip() in ("Handlers.SIG_DFL", "0")  # SIG_DFL, however it prints
