@@ -167,13 +167,31 @@ def git_commit(cwd: str | Path | None = None) -> dict[str, Any]:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
                              text=True, check=True).stdout.strip()
         # Dirty means the code differs from the commit; results/ is what runs rewrite.
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no",
-                                     "--", ".", ":(exclude)results"],
-                                    cwd=cwd, capture_output=True, text=True,
-                                    check=True).stdout.strip())
-        return {"commit": sha, "dirty": dirty}
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no",
+                                  "--", ".", ":(exclude)results"],
+                                 cwd=cwd, capture_output=True, text=True,
+                                 check=True).stdout.splitlines()
+        out: dict[str, Any] = {"commit": sha, "dirty": bool(changed)}
+        if changed:  # which files, so a figure made from a dirty tree says what differed
+            out["dirty_files"] = sorted(line[3:].strip() for line in changed if line.strip())
+        return out
     except (OSError, subprocess.CalledProcessError):
         return {"commit": None, "dirty": None}
+
+
+def checksums(files: Iterable[str | Path], root: str | Path) -> dict[str, str]:
+    """SHA-256 of each file, keyed by its path relative to ``root`` (for a manifest: a
+    copy of the results can be checked against it, file by file)."""
+    import hashlib
+
+    out = {}
+    for f in sorted({Path(f) for f in files}):
+        h = hashlib.sha256()
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        out[str(f.relative_to(root))] = h.hexdigest()
+    return out
 
 
 def environment() -> dict[str, Any]:

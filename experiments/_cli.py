@@ -1013,6 +1013,8 @@ def replot(exp: Experiment, out: Path, console: Console | None = None) -> dict[s
                                      "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                      "files": sorted(str(Path(f).relative_to(out))
                                                      for f in files)}
+            manifest["sha256"] = {**manifest.get("sha256", {}), **io.checksums(
+                [f for f in files if Path(f).is_file()], out)}
             io.write_json(manifest_path, manifest)
     except PermissionError as e:
         raise UsageError(f"--replot: cannot write in {out}: {e.strerror or e} "
@@ -1147,6 +1149,7 @@ def _write_manifest(exp, out, preset, configs, stats, files, wall, jax, git,
         "parts": stats,
         "environment": io.environment(),
         "files": sorted(str(Path(f).relative_to(out)) for f in files),
+        "sha256": io.checksums([f for f in files if Path(f).is_file()], out),
         **({"interrupted": interrupted} if interrupted else {}),
     })
 

@@ -82,6 +82,11 @@ def test_tiny_run_writes_every_output(finished_run):
     assert manifest["parts"]["uniform"]["n_instances"] == cfg.n_instances
     for stem in FIGURES:
         assert f"{stem}.png" in manifest["files"]
+    import hashlib
+
+    assert set(manifest["sha256"]) == set(manifest["files"])  # every artefact, checkable
+    assert manifest["sha256"]["metrics.csv"] == hashlib.sha256(
+        (out / "metrics.csv").read_bytes()).hexdigest()
 
     rows = read_csv(out / "metrics.csv")
     assert len(rows) == cfg.n_instances

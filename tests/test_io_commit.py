@@ -46,3 +46,32 @@ def test_a_copy_inside_another_repository_records_no_commit(tmp_path, monkeypatc
                     "commit", "-qm", "x"], check=True)
     # an installed bitjax under venv/ of that repository: its HEAD is not bitjax's commit
     assert io.git_commit(other / "venv") == {"commit": None, "dirty": None}
+
+
+def test_a_dirty_tree_names_its_changed_files(tmp_path, monkeypatch):
+    import subprocess
+
+    monkeypatch.delenv("BITJAX_COMMIT", raising=False)
+    repo = tmp_path / "bitjax-copy"
+    (repo / "bitjax").mkdir(parents=True)
+    (repo / "bitjax" / "__init__.py").write_text("")
+    (repo / "results").mkdir()
+    (repo / "results" / "a.csv").write_text("1")
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run(["git", "-C", str(repo), "add", "."], check=True)
+    subprocess.run(["git", "-C", str(repo), "-c", "user.email=a@b", "-c", "user.name=a",
+                    "commit", "-qm", "x"], check=True)
+    assert io.git_commit(repo)["dirty"] is False
+    (repo / "bitjax" / "__init__.py").write_text("x = 1\n")
+    (repo / "results" / "a.csv").write_text("2")  # results are what runs rewrite: not code
+    info = io.git_commit(repo)
+    assert info["dirty"] is True and info["dirty_files"] == ["bitjax/__init__.py"]
+
+
+def test_checksums_are_sha256_by_relative_path(tmp_path):
+    import hashlib
+
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "f.txt").write_bytes(b"abc")
+    sums = io.checksums([tmp_path / "sub" / "f.txt"], tmp_path)
+    assert sums == {"sub/f.txt": hashlib.sha256(b"abc").hexdigest()}
