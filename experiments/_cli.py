@@ -304,8 +304,10 @@ def build_parser(exp: Experiment) -> argparse.ArgumentParser:
         "diverged), 1 out of memory, 130/143 interrupted (the message says what was kept and",
         "the command that continues; --status shows it again).",
     ])
+    # As the user typed it: the bitjax command, or python -m.
+    via_bitjax = Path(sys.argv[0]).name == "bitjax"
     ap = argparse.ArgumentParser(
-        prog=f"python -m experiments.{exp.name}",
+        prog=f"bitjax {exp.name}" if via_bitjax else f"python -m experiments.{exp.name}",
         description=exp.description,
         epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -407,3 +407,10 @@ def test_options_are_never_abbreviated(capsys):
     with pytest.raises(SystemExit):  # --seed is not --n-seeds, --step is not --steps
         _cli.build_parser(uniform.EXPERIMENT).parse_args(["--step", "10"])
     assert "unrecognized arguments: --step" in capsys.readouterr().err
+
+
+def test_help_names_the_command_as_typed(monkeypatch):
+    monkeypatch.setattr("sys.argv", ["/venv/bin/bitjax", "uniform", "--help"])
+    assert _cli.build_parser(uniform.EXPERIMENT).prog == "bitjax uniform"
+    monkeypatch.setattr("sys.argv", ["/repo/experiments/uniform.py", "--help"])
+    assert _cli.build_parser(uniform.EXPERIMENT).prog == "python -m experiments.uniform"
