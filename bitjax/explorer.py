@@ -1,34 +1,46 @@
-"""A self-contained interactive explorer (one HTML file) for a bitjax run.
+"""An interactive explorer (one HTML page) for a bitjax run.
 
 :func:`write_explorer` turns a run folder (or a loaded sweep, or a multi-part experiment
 folder such as ``results/sparsity`` with its parts in sub-folders) into ``explorer.html``:
 one page, with a part selector when there are several parts, that needs no server and no
-network. It shows, for the instance picked with a slider per sweep axis (seed, feature
-probability, importance, lr, weight decay) and for every kind side by side (check boxes pick
-the kinds), the paper's row: the ``W^T W`` heat map on [-1, 1], the bias, the feature-norm
-bars coloured by superposition and, where ``m <= 2``, the weight diagram (each feature's
-column of W as a line from the origin). Below are the run's summary curves (``D*`` and the
-final loss against ``1/(1-S)`` per kind, mean with a band over seeds) with the selected
-instances marked, their loss histories, and their divergence and convergence flags.
+network: self-contained by default, or (``plotlyjs=FOLDER``) loading the one plotly.js file
+the pages of a results tree share. It shows, for the instance picked with a slider per sweep
+axis (seed, feature probability, importance, lr, weight decay) and for every kind side by
+side (check boxes pick the kinds), the paper's row: the ``W^T W`` heat map on [-1, 1], the
+bias, the feature-norm bars coloured by superposition and, where ``m <= 2``, the weight
+diagram (each feature's column of W as a line from the origin). Below are the run's summary
+curves (``D*`` and the final loss against ``1/(1-S)`` per kind, mean with a band over seeds)
+with the selected instances marked, their loss histories, and their divergence and
+convergence flags. Every colour has its legend (colour bars in each row, the kinds in the
+summary's legend); the header counts each flag once; the notes say the run's convergence
+rule (from its meta); the page opens on a live instance, and diverged instances set no
+shared axis.
 
 How the file is built, and why:
 
 * Plotting is plotly: ``plotly.offline.get_plotlyjs()`` (the library the plotly Python
-  package ships) is inlined once. The figures' layouts and trace styles are made here in
-  Python; the page's JavaScript is only glue that builds the controls, fills the selected
-  instance's arrays into those traces and calls ``Plotly.react``.
-* Size. plotly.js alone is 4.82 MB, so a run has about 0.18 MB left under the 5 MB budget,
-  and the committed runs have up to 3,456 instances (results/phase). The per-instance arrays
-  are therefore quantized and packed: weights, biases and feature norms as int8 with one
-  scale per instance (ternary and binary weights exactly, dense ones to 1/254 of the
-  instance's largest value), the superposition colour as uint8 on [0, 1], loss histories as
-  uint8 on a log scale over each kind's range (within 5% of a value: 0.5-4.7% at worst in
-  the committed runs) stored as differences along the history, final loss, ``D*`` and the
-  summary table as float32 rounded to 4 significant digits, and the figure templates as
-  JSON. Each is gzip-compressed and base64-encoded; the browser unpacks it with its
-  built-in ``DecompressionStream``. Axes and labels are plain JSON. A page that would still
-  be over the budget keeps every 2nd (4th, ...) point of the loss histories, and says so;
-  one that cannot fit even then is written anyway (``python -m experiments.explore`` warns).
+  package ships) is inlined once, or written once per results tree as
+  ``plotly-<version>.min.js`` (the version in the name: pages made with another plotly find
+  their own) and loaded by a relative path, which works from ``file://`` too. The figures'
+  layouts and trace styles are made here in Python; the page's JavaScript is only glue that
+  builds the controls, fills the selected instance's arrays into those traces and calls
+  ``Plotly.react``.
+* Size. plotly.js alone is 4.82 MB, so a self-contained page has about 0.18 MB left under
+  its 5 MB budget; a page that shares plotly.js has 800 kB, and the committed runs have up
+  to 3,456 instances (results/phase). The per-instance arrays are therefore quantized and
+  packed: weights (transposed, each feature's column contiguous), biases and feature norms
+  as int8 with one scale per instance (ternary and binary weights exactly, dense ones to
+  1/254 of the instance's largest value), the superposition colour as uint8 on [0, 1], loss
+  histories as uint8 on a log scale over each kind's range (within 5% of a value: 0.5-4.7%
+  at worst in the committed runs) stored as differences along the history, final loss,
+  ``D*`` and the summary table as float32 rounded to 4 significant digits, and the figure
+  templates as JSON. Each is gzip-compressed and base64-encoded; the browser unpacks it with
+  its built-in ``DecompressionStream``. Axes and labels are plain JSON. A page that would
+  still be over its budget packs the weights coarser (to 1/126, 1/62, then 1/30 of the
+  largest value), and only then thins the loss histories after their first points
+  (:func:`history_columns`: the early steps stay whole), then leaves out the flag line's
+  diagnostic values (metrics.csv has them), and says so on the page; one that cannot fit
+  even then is written anyway (``python -m experiments.explore`` warns).
 * The one computation left to the page is ``W^T W`` of the selected instance (``m n^2``
   multiply-adds): shipping ``n (n+1) / 2`` values per instance instead of ``m n`` would take
   five times the weights' room for the n=100, m=10 run. Feature norms, superposition and
@@ -69,8 +81,17 @@ AXIS_LABELS = {"seed": "seed", "feature_probability": "feature probability 1-S",
 RDBU = ["rgb(103,0,31)", "rgb(178,24,43)", "rgb(214,96,77)", "rgb(244,165,130)",
         "rgb(253,219,199)", "rgb(247,247,247)", "rgb(209,229,240)", "rgb(146,197,222)",
         "rgb(67,147,195)", "rgb(33,102,172)", "rgb(5,48,97)"]
-#: The size the issue allows per committed run.
+#: The size budget of a self-contained page (plotly.js inlined, 4.8 MB of it).
 SIZE_LIMIT_BYTES = 5_000_000
+#: The size budget of a page that shares plotly.js with the other pages of its results
+#: tree (``write_explorer(..., plotlyjs=FOLDER)``): "well under 1 MB" per committed page.
+SHARED_SIZE_LIMIT_BYTES = 800_000
+#: Weight levels tried, finest first, while a page is over its budget: dense weights,
+#: biases and feature norms become ``q * scale`` with ``|q| <= level`` (ternary and binary
+#: weights stay exact at every level: their one magnitude is the scale times ``level``).
+WEIGHT_LEVELS = (127, 63, 31, 15)
+#: Loss history points never thinned away: the first ones, where the loss moves fastest.
+HISTORY_HEAD = 8
 #: The stored per-instance diagnostics the flag line shows (each costs page bytes; the rest
 #: stay in metrics.csv): the loss summary, its trend and, for quantized kinds, the code flips.
 _SHOWN_VALUES = ("tail_mean_loss", "rel_slope", "flip_rate", "code_changed_fraction")
@@ -186,57 +207,105 @@ def _make_part(name: str, sweep) -> _Part:
         finished = final is not None
         loss = np.asarray(final if final is not None else np.full(n_inst, np.nan))
     loss = loss.astype(np.float64)
+    diagnostics = getattr(sweep, "diagnostics", None)
+    diagnostics = diagnostics if isinstance(diagnostics, Mapping) else {}
     diverged = _per_instance(sweep, "diverged")
     if diverged is None:
-        # Not a LoadedSweep (which applies bitjax.results' full rule, runaways included):
-        # at least the non-finite losses and weights.
+        # Not a LoadedSweep (which applies bitjax.results' full rule): the same rule here,
+        # non-finite weights, a non-finite final loss or one above the zero model's (a
+        # runaway), or the stored flag.
+        from bitjax import convergence
+
         diverged = ~np.isfinite(sweep.W_eff).all(axis=(1, 2))
         if finished:
-            diverged |= ~np.isfinite(loss)
+            diverged |= convergence.diverged(loss, _zero_loss(sweep))
+        if np.shape(diagnostics.get("diverged", ())) == (n_inst,):
+            diverged |= np.asarray(diagnostics["diverged"], bool)
+    diverged = np.asarray(diverged, bool)
+    rule_text = _rule_text(sweep)
     flags, values = [], {}
-    diagnostics = getattr(sweep, "diagnostics", None)
-    if isinstance(diagnostics, Mapping):
-        for key, value in diagnostics.items():
-            arr, key = np.asarray(value), str(key)
-            if arr.shape != (n_inst,):
-                continue  # only per-instance scalars fit in the flag line
-            if arr.dtype == bool:
-                bad = any(w in key for w in ("diverg", "runaway", "nan"))
-                flags.append(_Flag(key, arr, key, "" if bad else f"not {key}", bad,
-                                   "stored with the run"))
-            elif arr.dtype.kind in "iuf" and key in _SHOWN_VALUES:
-                values[key] = arr.astype(np.float64)
+    for key, value in diagnostics.items():
+        arr, key = np.asarray(value), str(key)
+        # "diverged" is the header's and the title's own count (it is part of the rule
+        # above): shown a second time as a flag, every diverged instance counted twice.
+        if arr.shape != (n_inst,) or key == "diverged":
+            continue  # only per-instance scalars fit in the flag line
+        if arr.dtype == bool:
+            bad = any(w in key for w in ("runaway", "nan"))
+            flags.append(_Flag(key, arr, key, "" if bad else f"not {key}", bad,
+                               f"{rule_text} Stored with the run." if key == "converged"
+                               else ""))
+        elif arr.dtype.kind in "iuf" and key in _SHOWN_VALUES:
+            values[key] = arr.astype(np.float64)
     if not any(f.name == "converged" for f in flags):
-        flags.extend(_computed_flags(sweep, loss, diverged))
-    return _Part(name, sweep, loss, diverged.astype(bool), flags, values, finished)
+        flags.append(_computed_converged(sweep, rule_text))
+    return _Part(name, sweep, loss, diverged, flags, values, finished)
 
 
-def _computed_flags(sweep, loss: np.ndarray, diverged: np.ndarray) -> list[_Flag]:
-    """Convergence and runaway flags by :mod:`bitjax.convergence`'s rules, for runs that
-    did not store diagnostics: converged (the loss history's tail is flat and steady) and
-    a finite final loss above that of the model that outputs zeros."""
+def _zero_loss(sweep) -> np.ndarray:
+    """``[I]`` loss of the model that outputs zeros (a LoadedSweep has it already)."""
     from bitjax import convergence
     from bitjax.config import build_instances
 
-    cfg = sweep.config
-    rule = convergence.ConvergenceRule()
-    conv = convergence.convergence_summary(np.asarray(sweep.history, np.float64),
-                                           cfg.history_every, rule)["converged"]
-    flags = [_Flag("converged", np.asarray(conv, bool), "converged", "not converged", False,
-                   f"converged: |slope of log loss| < {rule.slope_tol:g} per "
-                   f"{rule.slope_per:,} steps over the last {rule.slope_fraction:.0%} of the "
-                   f"history, spread < {rule.spread_tol:g} over the last "
-                   f"{rule.tail_fraction:.0%} (bitjax.convergence)")]
-    zero = _per_instance(sweep, "zero_loss")  # a LoadedSweep computes it already
+    zero = _per_instance(sweep, "zero_loss")
     if zero is None:
-        inst = build_instances(cfg)
-        zero = convergence.zero_model_loss(inst.p, inst.importance, cfg.structure)
-    with np.errstate(invalid="ignore"):
-        runaway = np.isfinite(loss) & (loss > zero) & ~diverged
-    flags.append(_Flag("above_zero_model", runaway, "loss above the zero model's", "", True,
-                       "loss above the zero model's: the final loss exceeds that of the model "
-                       "that outputs zeros (bitjax.convergence.zero_model_loss)"))
-    return flags
+        inst = build_instances(sweep.config)
+        zero = convergence.zero_model_loss(inst.p, inst.importance, sweep.config.structure)
+    return np.asarray(zero, np.float64)
+
+
+def _rule(sweep):
+    """The run's convergence rule (from its meta) and whether the run stored one."""
+    from bitjax.convergence import ConvergenceRule
+
+    meta = sweep.meta if isinstance(getattr(sweep, "meta", None), Mapping) else {}
+    stored = meta.get("convergence_rule")
+    if isinstance(stored, Mapping):
+        known = {k: v for k, v in stored.items() if k in ConvergenceRule.__dataclass_fields__}
+        return ConvergenceRule(**known), True
+    return ConvergenceRule(), False
+
+
+def _rule_text(sweep) -> str:
+    """The convergence rule of the run, in words and with its numbers, for the page's notes
+    (read from the run's meta: ``convergence_rule``, ``until_converged``, ``stop_reason``).
+    """
+    rule, stored = _rule(sweep)
+    meta = sweep.meta if isinstance(getattr(sweep, "meta", None), Mapping) else {}
+    noise = (f" minus {rule.noise_z:g} standard errors of the points' sampling noise"
+             if rule.noise_z > 0 else "")
+    spread_noise = " beyond the range sampling noise explains" if rule.noise_z > 0 else ""
+    text = (f"Convergence rule{'' if stored else ' (bitjax default; the run stored none)'}: "
+            f"an instance is converged when |slope of log loss|{noise} &lt; "
+            f"{rule.slope_tol:g} per {rule.slope_per:,} steps over the last "
+            f"{rule.slope_fraction:.0%} of its loss history points (at least "
+            f"{rule.min_points}), and the relative spread (max &minus; min) / mean over the "
+            f"last {rule.tail_fraction:.0%}{spread_noise} is &lt; {rule.spread_tol:g} "
+            f"(bitjax.convergence.ConvergenceRule(" +
+            ", ".join(f"{k}={v!r}" for k, v in rule.to_dict().items()) + ")).")
+    cfg = sweep.config
+    anneal = getattr(cfg, "anneal_steps", 0)
+    if anneal:
+        text += (f" Judged on the history before the annealed final phase ({anneal:,} "
+                 "steps of falling learning rate).")
+    if meta.get("until_converged"):
+        at = meta.get("converged_at")
+        text += (" The run trained until every live instance met the rule (it ended: "
+                 f"{meta.get('stop_reason', 'unknown')}"
+                 + (f", rule met at step {at:,}" if isinstance(at, int) else "") + ").")
+    return text
+
+
+def _computed_converged(sweep, rule_text: str) -> _Flag:
+    """The converged flag by the run's rule (:mod:`bitjax.convergence`), for runs that did
+    not store diagnostics."""
+    from bitjax import convergence
+
+    rule, _ = _rule(sweep)
+    conv = convergence.convergence_summary(np.asarray(sweep.history, np.float64),
+                                           sweep.config.history_every, rule)["converged"]
+    return _Flag("converged", np.asarray(conv, bool), "converged", "not converged", False,
+                 f"{rule_text} Computed by the explorer from the stored loss history.")
 
 
 # --------------------------------------------------------------------------------------
@@ -268,13 +337,23 @@ def _pack_json(obj) -> dict:
             .decode("ascii")}
 
 
-def _q_rows(x: np.ndarray) -> dict:
-    """int8 with one scale per instance (row): ``value = q * scale[row]``; -128 is NaN."""
+def _q_rows(x: np.ndarray, levels: int = 127, scale_digits: int | None = None) -> dict:
+    """int8 with one scale per instance (row): ``value = q * scale[row]`` with
+    ``|q| <= levels`` (``levels`` <= 127); -128 is NaN.
+
+    ``scale_digits``: round the scales to about that many significant digits (:func:`_f32`;
+    they then pack about half as small, which counts where rows are many and short, such
+    as 18,000 instances of 2 biases); None: exact, so that ternary weights stay exact.
+    """
     flat = np.asarray(x, np.float64).reshape(len(x), -1)
     finite = np.isfinite(flat)
     amax = np.max(np.where(finite, np.abs(flat), 0.0), axis=1)
-    scale = np.where(amax > 0, amax / 127.0, 1.0)
-    q = np.where(finite, np.rint(np.where(finite, flat, 0) / scale[:, None]), -128)
+    scale = np.where(amax > 0, amax / levels, 1.0).astype(np.float32)
+    if scale_digits is not None:
+        scale = np.where(amax > 0, _f32(scale, scale_digits), 1.0).astype(np.float32)
+    # q from the stored (rounded) scale, so the error stays within half a step of it
+    q = np.where(finite, np.clip(np.rint(np.where(finite, flat, 0) / scale[:, None]),
+                                 -levels, levels), -128)
     return {"q": _pack(q.astype(np.int8).reshape(x.shape)),
             "scale": _pack(scale.astype(np.float32)), "nan": -128}
 
@@ -435,6 +514,10 @@ def _row_template(n: int, m: int) -> dict:
 
     The page sets the norm axis and the diagram's range per kind (``ranges`` of the part):
     a binary model's norms reach 20 where the others stay near 1.
+
+    One palette means one thing in a row, each with its colour bar: red-blue is the value
+    of ``W^T W`` and ``b`` (on [-1, 1]), viridis is ``sqrt(superposition)`` (the norm bars
+    and the tips of the weight diagram's columns, which share one colour axis).
     """
     from plotly.subplots import make_subplots
 
@@ -447,8 +530,18 @@ def _row_template(n: int, m: int) -> dict:
                         horizontal_spacing=0.04)
     # Taller rows for many features, so the square W^T W keeps readable cells.
     height = 270 if n <= 10 else 340 if n <= 30 else 480
-    fig.update_layout(height=height, margin=dict(l=30, r=60, t=55, b=25), showlegend=False,
-                      title=dict(text="", x=0.01, font=dict(size=13)))
+    def bar(y: float, text: str) -> dict:
+        return dict(thickness=8, len=0.42, x=1.01, xanchor="left", xpad=2, y=y,
+                    yanchor="middle", title=dict(text=text, side="right", font=dict(size=11)))
+
+    fig.update_layout(
+        height=height, margin=dict(l=30, r=75, t=55, b=25), showlegend=False,
+        title=dict(text="", x=0.01, font=dict(size=13)),
+        # red-blue: W^T W and b (one scale); viridis: sqrt(superposition), bars and tips
+        coloraxis=dict(cmin=-1, cmax=1, colorscale=_scale(RDBU),
+                       colorbar=bar(0.76, "W<sup>T</sup>W, b")),
+        coloraxis2=dict(cmin=0, cmax=1, colorscale="Viridis", reversescale=True,
+                        colorbar=bar(0.22, "√superposition")))
     # Square cells, as in the paper's heat maps; ticks on feature numbers.
     ticks = dict(tick0=0, dtick=1 if n <= 10 else 5, showticklabels=n <= 50)
     fig.update_yaxes(autorange="reversed", scaleanchor="x", constrain="domain", col=1,
@@ -460,16 +553,13 @@ def _row_template(n: int, m: int) -> dict:
     layout = _layout(fig)
     hover_gram = "W<sub>%{y}</sub>·W<sub>%{x}</sub> = %{z:.3f}<extra></extra>"
     traces = [
-        {"type": "heatmap", "z": [], "zmin": -1, "zmax": 1, "colorscale": _scale(RDBU),
-         "colorbar": {"len": 0.9, "thickness": 8, "x": 1.01, "xanchor": "left",
-                      "xpad": 2},
+        {"type": "heatmap", "z": [], "coloraxis": "coloraxis",
          "hovertemplate": hover_gram, "xaxis": "x", "yaxis": "y"},
-        {"type": "heatmap", "z": [], "zmin": -1, "zmax": 1, "colorscale": _scale(RDBU),
-         "showscale": False, "hovertemplate": "b<sub>%{y}</sub> = %{z:.3f}<extra></extra>",
+        {"type": "heatmap", "z": [], "coloraxis": "coloraxis",
+         "hovertemplate": "b<sub>%{y}</sub> = %{z:.3f}<extra></extra>",
          "xaxis": "x2", "yaxis": "y2"},
         {"type": "bar", "orientation": "h", "x": [], "y": list(range(n)),
-         "marker": {"color": [], "cmin": 0, "cmax": 1, "colorscale": "Viridis",
-                    "reversescale": True},
+         "marker": {"color": [], "coloraxis": "coloraxis2"},
          "customdata": [],
          "hovertemplate": "feature %{y}: ‖W‖ = %{x:.3f}, √superposition = "
                           "%{customdata:.2f}<extra></extra>",
@@ -478,27 +568,23 @@ def _row_template(n: int, m: int) -> dict:
     if m <= 2:
         layout["xaxis4"].update(zeroline=True, showticklabels=False)
         layout["yaxis4"].update(scaleanchor="x4", zeroline=True, showticklabels=False)
-        colours = _viridis(n)
-        for i in range(n):
-            traces.append({"type": "scatter", "mode": "lines+markers", "x": [], "y": [],
-                           "name": f"feature {i}", "line": {"color": colours[i], "width": 3},
-                           "marker": {"size": [0, 8], "color": colours[i]},
-                           "hovertemplate": f"feature {i}: (%{{x:.3f}}, %{{y:.3f}})"
-                                            "<extra></extra>",
-                           "xaxis": "x4", "yaxis": "y4"})
+        # Each feature's column as a grey line from the origin (one trace, the lines
+        # separated by nulls) and its tip coloured like its bar: a second palette for the
+        # feature index would give viridis two meanings in one row.
+        traces += [
+            {"type": "scatter", "mode": "lines", "x": [], "y": [], "hoverinfo": "skip",
+             "line": {"color": "rgb(150,150,150)", "width": 2}, "xaxis": "x4", "yaxis": "y4"},
+            {"type": "scatter", "mode": "markers", "x": [], "y": [],
+             "customdata": list(range(n)),
+             "marker": {"size": 9, "color": [], "coloraxis": "coloraxis2",
+                        "line": {"width": 0.5, "color": "rgb(60,60,60)"}},
+             "hovertemplate": "feature %{customdata}: (%{x:.3f}, %{y:.3f})<extra></extra>",
+             "xaxis": "x4", "yaxis": "y4"}]
     return {"layout": layout, "traces": traces}
 
 
 def _scale(colours: list[str]) -> list:
     return [[i / (len(colours) - 1), c] for i, c in enumerate(colours)]
-
-
-def _viridis(n: int) -> list[str]:
-    """Feature colours by index, as :func:`bitjax.plots.weight_diagram_2d` colours them by
-    (typically decreasing) importance."""
-    from plotly.colors import sample_colorscale
-
-    return sample_colorscale("Viridis", [i / max(n - 1, 1) for i in range(n)])
 
 
 def _kind_hex(kind: str) -> str:
@@ -546,6 +632,11 @@ def _summary_template(kinds: list[str], log_x: bool, x_title: str, x_max: float)
                  "xaxis": xa, "yaxis": ya,
                  "hovertemplate": f"selected {kind}: {label} %{{y:.4g}}<extra></extra>"},
             ]
+    # The legend's key to the open circles (the selected instances), after every kind.
+    traces.append({"type": "scatter", "mode": "markers", "x": [None], "y": [None],
+                   "name": "selected instance", "hoverinfo": "skip",
+                   "marker": {"size": 11, "symbol": "circle-open", "color": "rgb(90,90,90)",
+                              "line": {"width": 2.5}}})
     return {"layout": layout, "traces": traces}
 
 
@@ -575,14 +666,69 @@ def _history_template(kinds: list[str]) -> dict:
 # --------------------------------------------------------------------------------------
 
 
-def _part_payload(part: _Part, history_stride: int = 1) -> dict:
-    """Everything the page needs for one part; ``history_stride`` keeps every k-th point of
-    the loss histories (the last point of each stride, so the final one is always kept)."""
+def history_columns(n_points: int, level: int) -> np.ndarray:
+    """The loss history points a page keeps at thinning ``level`` (0: all of them).
+
+    The first ``max(HISTORY_HEAD, ceil(n_points / 2**level))`` points are kept whole (the
+    early steps, where the loss moves fastest); after them the stride doubles each time the
+    point index doubles (every 2nd point up to twice the head, every 4th up to four times,
+    ...), the last point of each stride kept, and the final point always.
+
+    Args:
+      n_points: the history's length.
+      level: how far to thin (each level halves the whole head).
+
+    Returns:
+      ``int`` indices into the history, increasing.
+    """
+    if level <= 0 or n_points <= HISTORY_HEAD:
+        return np.arange(n_points)
+    head = min(n_points, max(HISTORY_HEAD, -(-n_points // 2**level)))
+    cols, start, stride = list(range(head)), head, 2
+    while start < n_points:
+        end = min(n_points, 2 * start)
+        cols.extend(range(start + stride - 1, end, stride))
+        start, stride = end, 2 * stride
+    if cols[-1] != n_points - 1:
+        cols.append(n_points - 1)
+    return np.asarray(cols)
+
+
+def _history_levels(n_points: int) -> int:
+    """The deepest thinning level that still changes something (the head at its floor)."""
+    level = 0
+    while -(-n_points // 2**level) > HISTORY_HEAD:
+        level += 1
+    return level
+
+
+def _start(grid: np.ndarray, shape: list[int], diverged: np.ndarray) -> list[int]:
+    """Slider positions the page opens on: the first grid point (in slider order) where the
+    most kinds have a live (not diverged) instance."""
+    g = grid.reshape(shape)
+    live = (g >= 0) & ~diverged[np.maximum(g, 0)]
+    count = live.sum(axis=0)
+    return [int(i) for i in np.unravel_index(int(np.argmax(count)), count.shape)]
+
+
+def _part_payload(part: _Part, history_level: int = 0, levels: int = 127,
+                  with_values: bool = True) -> dict:
+    """Everything the page needs for one part.
+
+    Args:
+      part: the part.
+      history_level: thinning of the loss histories (:func:`history_columns`).
+      levels: the weight levels of dense weights, biases and feature norms (``_q_rows``).
+      with_values: include the per-instance diagnostic values of the flag line
+        (``_SHOWN_VALUES``; they are in metrics.csv too). False: only their names, in
+        ``values_left_out``.
+    """
     sweep = part.sweep
     cfg = sweep.config
     w = np.asarray(sweep.W_eff, np.float64)
     b = np.asarray(sweep.b, np.float64)
     n_inst, m, n = w.shape
+    live = ~part.diverged
     kinds = list(dict.fromkeys(str(k) for k in sweep.coords["kind"]))
     axes = _axes(sweep)
 
@@ -591,7 +737,9 @@ def _part_payload(part: _Part, history_stride: int = 1) -> dict:
     colour = np.clip(np.sqrt(np.maximum(sup, 0)), 0, 1)  # the paper's bar colour
 
     kind_pos = np.array([kinds.index(str(k)) for k in sweep.coords["kind"]])
-    hist = np.asarray(sweep.history, np.float64)[:, history_stride - 1::history_stride]
+    full = np.asarray(sweep.history, np.float64)
+    cols = history_columns(full.shape[1], history_level)
+    hist = full[:, cols]
     h_range = [_finite_range(np.concatenate([hist[kind_pos == k].ravel(),
                                              part.loss[kind_pos == k]]), positive=True)
                for k in range(len(kinds))]
@@ -600,6 +748,7 @@ def _part_payload(part: _Part, history_stride: int = 1) -> dict:
     shape = [len(kinds)] + [len(a["labels"]) for a in axes]
     grid = np.full(int(np.prod(shape)), -1, np.int32)
     grid[np.ravel_multi_index([kind_pos] + [a["pos"] for a in axes], shape)] = np.arange(n_inst)
+    start = _start(grid, shape, part.diverged)
 
     x, table, other_names = _summary(part, axes, kinds, dstar)
     fp_axis = next(a for a in axes if a["name"] == "feature_probability")
@@ -607,7 +756,11 @@ def _part_payload(part: _Part, history_stride: int = 1) -> dict:
     x_title = "1/(1-S)" if log_x else "feature-probability set"
     ranges = {"norm": [], "diagram": []}
     for k in range(len(kinds)):
-        mine = kind_pos == k
+        # A diverged instance's weights never set a kind's shared axes (its bars and
+        # columns may run off them; its title says DIVERGED). All diverged: theirs.
+        mine = (kind_pos == k) & live
+        if not mine.any():
+            mine = kind_pos == k
         ranges["norm"].append(_round(max(1.2, 1.05 * _finite_range(norms[mine])[1])))
         ranges["diagram"].append(_round(max(1.1, 1.08 * _finite_range(np.abs(w[mine]))[1])))
 
@@ -615,16 +768,23 @@ def _part_payload(part: _Part, history_stride: int = 1) -> dict:
         "name": part.name,
         "n": n, "m": m, "n_instances": n_inst,
         "activation": cfg.activation, "steps": cfg.steps, "step": int(sweep.step),
-        "history_every": cfg.history_every * history_stride,
-        "history_stride": history_stride, "finished": part.finished,
+        "history_every": cfg.history_every, "history_points": int(full.shape[1]),
+        "history_steps": _pack(((cols + 1) * cfg.history_every).astype(np.int32)),
+        "history_level": history_level, "levels": levels, "finished": part.finished,
+        "start": start,
         "kinds": kinds,
         "axes": [{k: a[k] for k in ("name", "label", "labels", "values")} for a in axes],
-        "grid": _pack(grid),
+        # differences along the flat grid: a run's instances follow the grid's order in
+        # long stretches, so they pack to almost nothing (results/phase: 34 kB a part)
+        "grid": _pack(np.diff(grid, prepend=np.int32(0)).astype(np.int32)),
+        "grid_delta": True,
         "ranges": ranges,
         "summary": {"x": x, "others": other_names, "table": _pack(_f32(table))},
         "fields": {
-            "W": _q_rows(w), "b": _q_rows(b),
-            "norm": _q_rows(norms),
+            # W^T per instance, [I, n, m]: each feature's column contiguous packs 12% smaller
+            "W": _q_rows(np.ascontiguousarray(w.transpose(0, 2, 1)), levels),
+            "b": _q_rows(b, levels, scale_digits=3),
+            "norm": _q_rows(norms, levels, scale_digits=3),
             "colour": _q_range(colour, 0.0, 1.0),
             "history": _q_range(hist, [r[0] for r in h_range], [r[1] for r in h_range],
                                 log=True, delta=True, groups=kind_pos),
@@ -635,7 +795,9 @@ def _part_payload(part: _Part, history_stride: int = 1) -> dict:
         "flags": [{"name": f.name, "on": f.on, "off": f.off, "bad": int(f.bad),
                    "rule": f.rule, "value": _pack(f.value.astype(np.uint8))}
                   for f in part.flags],
-        "values": {k: _pack(_f32(v)) for k, v in part.values.items()},
+        # shown with 3 digits; 3 pack smaller than 4 (phase: 18,000 instances a part)
+        "values": {k: _pack(_f32(v, 3)) for k, v in part.values.items() if with_values},
+        "values_left_out": [] if with_values else list(part.values),
         "templates": _pack_json({
             "row": _row_template(n, m),
             "summary": _summary_template(kinds, log_x, x_title,
@@ -670,8 +832,9 @@ def sweep_metrics(sweep) -> dict[str, np.ndarray]:
 # --------------------------------------------------------------------------------------
 
 
-def write_explorer(source, out_html: Path, *, title: str | None = None) -> Path:
-    """Write the interactive explorer of a run as one self-contained HTML file.
+def write_explorer(source, out_html: Path, *, title: str | None = None,
+                   plotlyjs: str | Path = "inline") -> Path:
+    """Write the interactive explorer of a run as one HTML file.
 
     Args:
       source: a run folder (with ``checkpoints/``), a multi-part experiment folder (its parts
@@ -681,50 +844,148 @@ def write_explorer(source, out_html: Path, *, title: str | None = None) -> Path:
         (a :class:`bitjax.results.SweepCollection`).
       out_html: the file to write (its folder is created).
       title: the page title; default: ``bitjax explorer: <folder name>``.
+      plotlyjs: ``"inline"`` (default): plotly.js (4.8 MB) goes into the page, which then
+        opens anywhere on its own, under a 5 MB budget (:data:`SIZE_LIMIT_BYTES`). A
+        folder: plotly.js is written there once as ``plotly-<version>.min.js``
+        (:func:`write_shared_plotlyjs`) and the page loads it by its path relative to the
+        page, under an 800 kB budget (:data:`SHARED_SIZE_LIMIT_BYTES`); the folder must
+        be the page's own or one above it (``results/`` for ``results/intro``), so that
+        the results tree can be moved or copied as a whole.
 
     Returns:
       ``out_html``.
 
     Raises:
-      ExplorerError: the source does not exist or is not a bitjax run (message says why).
+      ExplorerError: the source does not exist or is not a bitjax run, or ``plotlyjs`` is
+        neither ``"inline"`` nor a folder above the page (message says why).
+
+    A page over its budget is made smaller step by step, finest first: dense weights,
+    biases and feature norms to fewer levels (:data:`WEIGHT_LEVELS`, down to 1/30 of each
+    instance's largest value), then the loss histories thinned after their first points
+    (:func:`history_columns`), then the flag line's diagnostic values left out (they are in
+    metrics.csv); one that cannot fit even then is written anyway (:func:`page_budget` says
+    which budget applies).
     """
     import plotly
-    from plotly.offline import get_plotlyjs
 
+    out_html = Path(out_html)
+    src = _plotly_src(plotlyjs, out_html)  # checked before the (slow) loading
     named, folder = _resolve(source)
     parts = [_make_part(name, sweep) for name, sweep in named]
     if title is None:
         label = folder.resolve().name if folder is not None else parts[0].name
         title = f"bitjax explorer: {label}"
-    plotlyjs = get_plotlyjs()
-    longest = max(np.shape(p.sweep.history)[1] for p in parts)
-    stride = 1
-    while True:
-        payload = {"title": title, "plotly": plotly.__version__,
-                   "note": _NOTE.format(plotly=plotly.__version__),
-                   "parts": [_part_payload(p, stride) for p in parts]}
+    if src is None:
+        from plotly.offline import get_plotlyjs
+
+        tag = f"<script>{get_plotlyjs()}</script>"
+    else:
+        write_shared_plotlyjs(Path(plotlyjs))
+        # A missing file (the page copied out of its results tree) is reported by the
+        # page itself, in words, instead of a blank page.
+        tag = (f'<script src="{_escape(src)}" onerror="window.plotlyMissing = true">'
+               "</script>")
+    budget = page_budget(shared=src is not None)
+    deepest = max(_history_levels(np.shape(p.sweep.history)[1]) for p in parts)
+    # Finest first: the weights coarser (1/126 ... 1/30 of the largest value: a heat map
+    # on [-1, 1] barely changes), and only then the loss histories thinned.
+    # Last: the flag line's diagnostic values left out (metrics.csv has them).
+    plan = ([(lv, 0, True) for lv in WEIGHT_LEVELS]
+            + [(WEIGHT_LEVELS[-1], h, True) for h in range(1, deepest + 1)]
+            + [(WEIGHT_LEVELS[-1], deepest, False)])
+    for levels, history_level, with_values in plan:
+        payload = {"title": title, "plotly": plotly.__version__, "plotly_src": src,
+                   "note": _note(plotly.__version__, src, levels),
+                   "parts": [_part_payload(p, history_level, levels, with_values)
+                             for p in parts]}
         data = json.dumps(payload, separators=(",", ":"), allow_nan=False)
         # "</" inside a <script> block would end it early.
         data = data.replace("</", "<\\/")
-        html = _PAGE.format(title=_escape(title), plotlyjs=plotlyjs, data=data, glue=_GLUE)
-        # Thin the histories while over the budget and while 5 points would remain.
-        if len(html.encode("utf-8")) <= SIZE_LIMIT_BYTES or longest // (2 * stride) < 5:
+        html = _PAGE.format(title=_escape(title), plotly_tag=tag, data=data, glue=_GLUE)
+        if len(html.encode("utf-8")) <= budget:
             break
-        stride *= 2
-    out_html = Path(out_html)
     # Through a temporary file and a rename: a full disk never leaves a truncated page
     # under the real name.
     io.write_text(out_html, html)
     return out_html
 
 
-_NOTE = ("Numbers on this page are packed to fit the file: weights, biases and feature norms "
-         "to 1/254 of each instance's largest value (ternary and binary weights exactly), "
-         "loss histories to within 5%, final loss and D* to 4 significant digits; W<sup>T"
-         "</sup>W is computed in the page from the packed W. D* = m / ||W||<sub>F</sub><sup>"
-         "2</sup>; bar colour: sqrt(superposition) clipped to [0, 1] (bitjax.metrics). "
-         "Diverged: non-finite loss or weights. Plots: plotly.js from plotly {plotly}, "
-         "inlined; the page needs no network.")
+def page_budget(shared: bool) -> int:
+    """The size budget of a page: :data:`SHARED_SIZE_LIMIT_BYTES` when it shares plotly.js,
+    else :data:`SIZE_LIMIT_BYTES` (read at call time, so a test can lower them)."""
+    return SHARED_SIZE_LIMIT_BYTES if shared else SIZE_LIMIT_BYTES
+
+
+def plotlyjs_name() -> str:
+    """The file name of the shared plotly.js: ``plotly-<version>.min.js`` (the version of
+    the installed plotly package, whose plotly.js it is)."""
+    import plotly
+
+    return f"plotly-{plotly.__version__}.min.js"
+
+
+def write_shared_plotlyjs(folder: Path) -> Path:
+    """Write plotly.js into ``folder`` as :func:`plotlyjs_name`, unless the same bytes are
+    there already (a file of that name with other bytes, e.g. a truncated copy, is
+    replaced).
+
+    Args:
+      folder: where the pages of a results tree find it (created if missing).
+
+    Returns:
+      The path of the file.
+    """
+    from plotly.offline import get_plotlyjs
+
+    path = Path(folder) / plotlyjs_name()
+    text = get_plotlyjs()
+    try:
+        same = path.read_bytes() == text.encode("utf-8")
+    except OSError:
+        same = False
+    if not same:
+        io.write_text(path, text)
+    return path
+
+
+def _plotly_src(plotlyjs: str | Path, out_html: Path) -> str | None:
+    """None for an inline page, else the URL (relative to the page) of the shared file."""
+    import os
+    from urllib.parse import quote
+
+    if isinstance(plotlyjs, str) and plotlyjs == "inline":
+        return None
+    if not isinstance(plotlyjs, (str, Path)):
+        raise ExplorerError(f'plotlyjs must be "inline" or a folder, got {plotlyjs!r}')
+    folder = Path(plotlyjs).resolve()
+    page_dir = out_html.resolve().parent
+    if folder.exists() and not folder.is_dir():
+        raise ExplorerError(f"plotlyjs={plotlyjs} is not a folder")
+    if page_dir != folder and folder not in page_dir.parents:
+        raise ExplorerError(
+            f"plotlyjs={plotlyjs} is not the folder of {out_html} or one above it: the page "
+            "would lose its plotly.js when the results tree is moved (give e.g. the results "
+            "folder that holds the run folder)")
+    rel = os.path.relpath(folder / plotlyjs_name(), page_dir)
+    return quote(Path(rel).as_posix())
+
+
+def _note(version: str, src: str | None, levels: int) -> str:
+    where = ("inlined; the page needs no network" if src is None else
+             f"loaded from {_escape(src)} (one file shared by the pages of this results "
+             "tree); the page needs no network")
+    return (f"Numbers on this page are packed to fit the file: weights, biases and feature "
+            f"norms to 1/{2 * levels} of each instance's largest value (ternary and binary "
+            "weights exactly), loss histories to within 5%, final loss and D* to 4 "
+            "significant digits; W<sup>T</sup>W is computed in the page from the packed W. "
+            "D* = m / ||W||<sub>F</sub><sup>2</sup>. Colours: each kind its own (legend "
+            "under the summary plots); W<sup>T</sup>W and b red (negative) to blue "
+            "(positive), the norm bars and the weight diagram's tips √superposition, "
+            "clipped to [0, 1] (the colour bars at the right of each row; bitjax.metrics); "
+            "text in red: diverged, or a flag that needs a look. Diverged: a non-finite "
+            "loss or weight, or a final loss above that of the model that outputs zeros; "
+            "diverged instances are left out of the summary curves and never set a shared "
+            f"axis. Plots: plotly.js from plotly {version}, {where}.")
 
 
 def _escape(text: str) -> str:
@@ -755,7 +1016,11 @@ def read_payload(html: Path) -> dict:
             return [decode(v) for v in obj]
         return obj
 
-    return decode(payload)
+    out = decode(payload)
+    for part in out.get("parts", []):
+        if part.get("grid_delta"):  # stored as differences along the flat grid
+            part["grid"] = np.cumsum(part["grid"], dtype=np.int64).astype(np.int32)
+    return out
 
 
 def dequantize(field: dict) -> np.ndarray:
@@ -874,7 +1139,8 @@ def screenshot(html: Path, png: Path, *, width: int = 1400) -> dict:
     """Open ``html`` in headless chromium and save a full-page screenshot to ``png``.
 
     Returns:
-      The page's timing (:func:`open_page`) and ``console``: the browser's error messages.
+      The page's timing (:func:`open_page`) and ``console``: the browser's errors and
+      warnings (``"LEVEL: message"``).
     """
     png = Path(png)
     png.parent.mkdir(parents=True, exist_ok=True)
@@ -888,7 +1154,8 @@ def screenshot(html: Path, png: Path, *, width: int = 1400) -> dict:
             "format": "png", "captureBeyondViewport": True,
             "clip": {"x": 0, "y": 0, "width": size[0], "height": size[1], "scale": 1}})
         png.write_bytes(base64.b64decode(shot["data"]))
-        errors = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        errors = [f'{e["level"]}: {e["message"]}' for e in driver.get_log("browser")
+                  if e["level"] in ("SEVERE", "WARNING")]
     return {**timing, "console": errors}
 
 
@@ -914,7 +1181,7 @@ h1 {{ font-size: 18px; margin: 0 0 6px; }}
 #error {{ color: #b00020; font-weight: 700; }}
 #notes {{ font-size: 12px; color: #666; margin-top: 6px; }}
 </style>
-<script>{plotlyjs}</script>
+{plotly_tag}
 </head>
 <body>
 <h1 id="title">{title}</h1>
@@ -973,13 +1240,15 @@ async function load(pi) {
   if (cache[pi]) return cache[pi];
   const P = DATA.parts[pi], d = {grid: await unpack(P.grid), t: await unpack(P.templates),
     table: await unpack(P.summary.table), diverged: await unpack(P.diverged), f: {}, flags: {},
-    values: {}};
+    values: {}, steps: await unpack(P.history_steps)};
+  if (P.grid_delta) for (let i = 1; i < d.grid.length; i++) d.grid[i] += d.grid[i - 1];
   for (const k in P.fields) d.f[k] = await field(P.fields[k]);
   for (const fl of P.flags) d.flags[fl.name] = await unpack(fl.value);
   for (const k in P.values) d.values[k] = await unpack(P.values[k]);
   return (cache[pi] = d);
 }
-const fmt = v => Number.isFinite(v) ? Number(v.toPrecision(4)).toString() : "n/a";
+const fmt = (v, digits = 4) => Number.isFinite(v) ? Number(v.toPrecision(digits)).toString()
+  : "n/a";
 const row = (arr, i, len) => Array.from(arr.subarray(i * len, (i + 1) * len));
 const clone = o => JSON.parse(JSON.stringify(o));
 const esc = t => String(t).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
@@ -1032,12 +1301,12 @@ function rowFigure(P, d, k, i) {
     const r = P.ranges.diagram[k];
     t.layout.xaxis4.range = [-r, r]; t.layout.yaxis4.range = [-r, r];
   }
-  const W = row(f.W, i, m * n), gram = [];
+  const W = row(f.W, i, m * n), gram = [];  // W^T: feature a's column at W[a * m + h]
   for (let a = 0; a < n; a++) {
     const r = [];
     for (let c = 0; c < n; c++) {
       let s = 0;
-      for (let h = 0; h < m; h++) s += W[h * n + a] * W[h * n + c];
+      for (let h = 0; h < m; h++) s += W[a * m + h] * W[c * m + h];
       r.push(s);
     }
     gram.push(r);
@@ -1048,17 +1317,23 @@ function rowFigure(P, d, k, i) {
   t.traces[2].x = row(f.norm, i, n);
   t.traces[2].marker.color = colour;
   t.traces[2].customdata = colour;
-  if (m <= 2) for (let c = 0; c < n; c++) {
-    t.traces[3 + c].x = [0, W[c]];
-    t.traces[3 + c].y = [0, m === 2 ? W[n + c] : 0];
+  if (m <= 2) {  // grey columns from the origin (null-separated), tips coloured like the bars
+    const lx = [], ly = [], tx = [], ty = [];
+    for (let c = 0; c < n; c++) {
+      const x = W[c * m], y = m === 2 ? W[c * m + 1] : 0;
+      lx.push(0, x, null); ly.push(0, y, null); tx.push(x); ty.push(y);
+    }
+    t.traces[3].x = lx; t.traces[3].y = ly;
+    t.traces[4].x = tx; t.traces[4].y = ty; t.traces[4].marker.color = colour;
   }
   const flags = [];
   if (d.diverged[i]) flags.push('<span class="flag-bad">DIVERGED</span>');
   for (const fl of P.flags) {
+    if (d.diverged[i] && !fl.bad) continue;  // "not converged" adds nothing to DIVERGED
     const v = d.flags[fl.name][i], text = v ? fl.on : fl.off;
     if (text) flags.push(v === fl.bad ? '<span class="flag-bad">' + text + "</span>" : text);
   }
-  for (const k in d.values) flags.push(k + " " + fmt(d.values[k][i]));
+  for (const k in d.values) flags.push(k + " " + fmt(d.values[k][i], 3));
   t.layout.title.text = "<b>" + kind + "</b>  instance " + i + " · final loss " +
     fmt(f.loss[i]) + " · D* " + fmt(f.dstar[i]) + (flags.length ? " · " + flags.join(" · ") : "");
   return t;
@@ -1071,7 +1346,8 @@ function render() {
   let combo = 0;
   P.axes.forEach((a, j) => {
     if (P.summary.others.includes(a.name)) combo = combo * a.labels.length + state.pos[j]; });
-  const nx = P.summary.x.length, K = P.kinds.length, drawn = [];
+  const nx = P.summary.x.length, K = P.kinds.length, drawn = [], live = [];
+  let offAxis = false;
   P.kinds.forEach((kind, k) => {
     const div = document.getElementById("row-" + kind), i = instance(d, P, k);
     const show = state.kinds[k];
@@ -1090,15 +1366,30 @@ function render() {
       tr[0].x = tr[1].x = tr[2].x = P.summary.x;
       tr[0].y = col(1); tr[1].y = col(2); tr[2].y = col(0);
       tr[3].x = [P.summary.x[state.pos[fpj]]];
-      tr[3].y = [s === 0 ? d.f.dstar[i] : d.f.loss[i]];
+      // a diverged instance is not marked: its D* or loss would stretch the shared axes
+      tr[3].y = [d.diverged[i] ? null : s === 0 ? d.f.dstar[i] : d.f.loss[i]];
     }
-    const T = P.fields.history.q.shape[1];
-    history.traces[k].x = Array.from({length: T}, (_, t) => (t + 1) * P.history_every);
-    history.traces[k].y = row(d.f.history, i, T);
-    history.traces[k].name = kind + " (instance " + i + ")";
+    const T = P.fields.history.q.shape[1], y = row(d.f.history, i, T);
+    history.traces[k].x = Array.from(d.steps);
+    history.traces[k].y = y;
+    history.traces[k].name = kind + " (instance " + i + (d.diverged[i] ? ", diverged)" : ")");
+    if (!show) return;
+    if (d.diverged[i]) offAxis = true;
+    else live.push(...y.filter(v => v > 0 && Number.isFinite(v)));
   });
-  if (P.history_stride > 1) history.layout.title.text += " (every " + P.history_stride +
-    "th point, to fit the file)";
+  if (offAxis && live.length) {  // the live histories set the axis; the diverged run off it
+    const lo = Math.log10(Math.min(...live)), hi = Math.log10(Math.max(...live));
+    const pad = 0.05 * Math.max(hi - lo, 0.1);
+    history.layout.yaxis.range = [lo - pad, hi + pad];
+    history.layout.yaxis.autorange = false;
+    history.layout.title.text += " (the diverged instance's is drawn off this axis)";
+  }
+  if (P.history_level > 0) {
+    const whole = d.steps.findIndex((s, t) => s !== (t + 1) * P.history_every);
+    history.layout.title.text += " · " + d.steps.length + " of " + P.history_points +
+      " points kept to fit the file: every point to step " +
+      d.steps[whole > 0 ? whole - 1 : d.steps.length - 1] + ", then thinned";
+  }
   drawn.push(draw("summary", summary), draw("history", history));
   return Promise.all(drawn);
 }
@@ -1106,29 +1397,37 @@ const draw = (div, t) => Plotly.react(div, t.traces, t.layout,
   {responsive: true, displaylogo: false});
 
 async function choosePart(pi) {
+  if (typeof Plotly === "undefined") throw new Error(window.plotlyMissing ? "plotly.js was " +
+    "not found at " + DATA.plotly_src + ", the one file the pages of a results folder share:" +
+    " open this page inside its results folder, or write a self-contained one (python -m " +
+    "experiments.explore RUN_DIR)" : "plotly.js did not load");
   const P = DATA.parts[pi];
   const d = await load(pi);
   state.part = pi;
   state.kinds = P.kinds.map(() => true);
-  state.pos = P.axes.map(() => 0);
+  state.pos = P.start.slice();  // a live instance (Python picks it: bitjax.explorer._start)
   const rows = document.getElementById("rows");
   for (const div of rows.children) Plotly.purge(div);
   rows.innerHTML = "";
   P.kinds.forEach(k => {
     const div = document.createElement("div"); div.id = "row-" + k; rows.append(div); });
-  const nd = d.diverged.reduce((a, b) => a + b, 0);
+  const nd = d.diverged.reduce((a, b) => a + b, 0), nLive = P.n_instances - nd;
   document.getElementById("info").innerHTML = (DATA.parts.length > 1 ? "part <b>" + esc(P.name) +
     "</b> · " : "") + "n = " + P.n + " features, m = " + P.m + " hidden, " + P.activation +
     " · " + P.n_instances + " instances · step " + P.step + " of " + P.steps +
     (P.finished ? "" : ' <span class="flag-bad">(unfinished: no final loss)</span>') +
     " · diverged: " + (nd ? '<span class="flag-bad">' + nd + "</span>" : "0") +
-    P.flags.map(fl => {
-      const count = d.flags[fl.name].reduce((a, v) => a + (v === fl.bad), 0);
-      const text = fl.bad ? fl.on : fl.off;
+    P.flags.map(fl => {  // each instance once: a good flag is counted over the live ones
+      const count = d.flags[fl.name].reduce((a, v, i) => a + (v === fl.bad &&
+        (fl.bad || !d.diverged[i])), 0);
+      const text = (fl.bad ? fl.on : fl.off) + (fl.bad || !nd ? "" : " (of " + nLive + " live)");
       return " · " + text + ": " + (count ? '<span class="flag-bad">' + count + "</span>" : "0");
     }).join("");
+  const leftOut = P.values_left_out.length ? ["The diagnostic values " +
+    P.values_left_out.join(", ") + " are left out of this page to fit the file " +
+    "(metrics.csv has them)."] : [];
   document.getElementById("notes").innerHTML = P.flags.map(fl => fl.rule)
-    .filter(r => r).concat([DATA.note]).join("<br>");
+    .filter(r => r).concat(leftOut, [DATA.note]).join("<br>");
   controls();
   await render();
 }

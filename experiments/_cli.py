@@ -508,6 +508,15 @@ def _under_results(path: Path) -> bool:
     return any(r == p or r in p.parents for r in roots)
 
 
+def _results_root(path: Path) -> Path | None:
+    """The results/ folder ``path`` lies in, or None."""
+    p = path.resolve()
+    for r in (RESULTS.resolve(), _REPO_RESULTS):
+        if r == p or r in p.parents:
+            return r
+    return None
+
+
 def _check_numbers(args: argparse.Namespace) -> None:
     if args.seeds_alias is not None and args.n_seeds is not None \
             and args.seeds_alias != args.n_seeds:
@@ -1042,7 +1051,10 @@ def _analyse(exp: Experiment, parts: dict[str, Part], out: Path, provenance,
     collection = SweepCollection(parts, path=out, provenance=provenance)
     files.extend(_write_tables(parts))
     files.extend(exp.analyse(collection, out))
-    files.append(write_explorer(collection, out / "explorer.html"))
+    # One plotly.js for the whole results tree (each committed page stays small); a run
+    # folder elsewhere keeps its own copy beside its page, so it can be moved as a whole.
+    files.append(write_explorer(collection, out / "explorer.html",
+                                plotlyjs=_results_root(out) or out))
     return files
 
 

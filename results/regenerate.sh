@@ -21,5 +21,5 @@ python -m experiments.findings
 # On a GPU: python -m experiments.benchmark --reference --out results/benchmark/h200
 #           python -m experiments.benchmark --scaling --scaling-out results/benchmark/h200
 for name in intro sparsity uniform correlated phase convergence; do
-    python -m experiments.explore "results/$name" --screenshot
+    python -m experiments.explore "results/$name" --plotlyjs-dir results --screenshot
 done
