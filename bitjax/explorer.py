@@ -1153,7 +1153,8 @@ def screenshot(html: Path, png: Path, *, width: int = 1400) -> dict:
         shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
             "format": "png", "captureBeyondViewport": True,
             "clip": {"x": 0, "y": 0, "width": size[0], "height": size[1], "scale": 1}})
-        png.write_bytes(base64.b64decode(shot["data"]))
+        with io.atomic_path(png) as tmp:  # never a truncated image under the real name
+            tmp.write_bytes(base64.b64decode(shot["data"]))
         errors = [f'{e["level"]}: {e["message"]}' for e in driver.get_log("browser")
                   if e["level"] in ("SEVERE", "WARNING")]
     return {**timing, "console": errors}
