@@ -16,7 +16,7 @@ from bitjax.config import Instances, SweepConfig
 
 #: Diagnostic names, in the order they are stored.
 NAMES = ("tail_mean_loss", "rel_slope", "rel_spread", "rel_noise", "converged", "zero_loss",
-         "diverged", "flip_rate", "code_flips", "code_changed_fraction")
+         "diverged", "flip_rate", "code_flips", "code_changed_fraction", "judged")
 
 
 def sweep_diagnostics(cfg: SweepConfig, instances: Instances, state: dict, final_loss,
@@ -52,7 +52,10 @@ def sweep_diagnostics(cfg: SweepConfig, instances: Instances, state: dict, final
         last stretch: the last tenth of the history, or the annealed phase) to the end,
         counted at every step (a code that flips and flips back counts 2);
       - ``code_changed_fraction``: fraction of codes that differ between step
-        ``tail_start`` and the end (net change).
+        ``tail_start`` and the end (net change);
+      - ``judged``: the history was long enough (and finite) for the rule to judge: a
+        slope and a spread exist. ``converged`` False with ``judged`` False means "not
+        judged" (a run too short for the rule), not "still moving".
 
       The three code measures are NaN for dense instances, for runs that did not track
       codes, and (the last two) when training ended before ``tail_start``.
@@ -75,6 +78,7 @@ def sweep_diagnostics(cfg: SweepConfig, instances: Instances, state: dict, final
               & np.isfinite(np.asarray(params["b"])).all(axis=1))
     out["diverged"] = out["diverged"] | ~finite
     out["converged"] = out["converged"] & ~out["diverged"]
+    out["judged"] = np.isfinite(out["rel_slope"]) & np.isfinite(out["rel_spread"])
     out["zero_loss"] = np.asarray(zero, dtype=np.float64)
     n_inst = history.shape[0]
     nan = np.full(n_inst, np.nan)

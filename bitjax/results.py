@@ -261,11 +261,14 @@ class LoadedSweep:
         if self.finished:
             kinds = np.asarray(self.coords["kind"])
             conv = self.diagnostics.get("converged")
+            judged = self.diagnostics.get("judged")
             per = []
             for k in dict.fromkeys(kinds.tolist()):
                 sel = kinds == k
                 ok = f"{int(np.sum(conv[sel]))}/{int(sel.sum())} converged" \
                     if conv is not None else "convergence not judged"
+                if judged is not None and not np.all(judged[sel] | self.diverged[sel]):
+                    ok += f" ({int(np.sum(~judged[sel] & ~self.diverged[sel]))} not judged)"
                 per.append(f"{k} {ok}, {int(np.sum(self.diverged[sel]))} diverged")
             lines.append("  " + "; ".join(per))
         return "\n".join(lines)

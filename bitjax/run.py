@@ -26,6 +26,7 @@ import math
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -538,6 +539,15 @@ def _train(cfg: SweepConfig, out_dir: Path, trainer, ckpt: Checkpointer, *, resu
         rule_points = (int(np.min(host["anneal_start"])) // cfg.history_every
                        if cfg.anneal_steps else None)
         diag = sweep_diagnostics(cfg, trainer.instances, host, loss, rule, rule_points)
+        unjudged = int(np.sum(~diag["judged"] & ~diag["diverged"]))
+        if unjudged:
+            warnings.warn(
+                f"{unjudged} of {trainer.n_instances} instance(s) trained too few steps for "
+                f"the convergence rule to judge (it needs at least {rule.min_points} loss-"
+                f"history points in its last {rule.slope_fraction:g} of the run"
+                + (", before the annealed phase" if cfg.anneal_steps else "")
+                + "): their converged flag is 'not judged', not a verdict; train longer or "
+                "record the history more often (history_every)", stacklevel=3)
         final_meta = {**meta, "final_loss": np.asarray(loss).tolist(),
                       "diagnostics": {k: np.asarray(v).tolist() for k, v in diag.items()},
                       "stop_reason": "converged" if "converged_at" in meta else "budget",

@@ -386,3 +386,22 @@ def test_a_library_run_shows_a_bar_unless_told_not_to(cfg, tmp_path, capsys):
     run_sweep(cfg.replace(steps=100), tmp_path / "b", progress_bar=False, tables=False)
     assert capsys.readouterr().err == ""
     assert not (tmp_path / "b" / "metrics.csv").exists()
+
+
+def test_a_run_too_short_for_the_rule_says_not_judged(cfg, tmp_path):
+    short = cfg.replace(steps=100)  # 2 history points: no slope window
+    with pytest.warns(UserWarning, match="too few steps for the convergence rule to judge"):
+        result = run_sweep(short, tmp_path / "run", progress_bar=False)
+    assert not result.diagnostics["judged"].any()
+    assert not result.diagnostics["converged"].any()
+    assert "not judged" in repr(load_sweep(tmp_path / "run"))
+
+
+def test_a_run_recorded_densely_enough_is_judged(cfg, tmp_path):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "not judged" warning
+        result = run_sweep(cfg.replace(history_every=10), tmp_path / "run",
+                           progress_bar=False, tables=False)
+    assert result.diagnostics["judged"].all()
