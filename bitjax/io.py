@@ -10,6 +10,7 @@ multi-host run needs, stays readable by the other users.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import platform
@@ -99,12 +100,13 @@ def write_csv(path: str | Path, rows: Iterable[dict[str, Any]],
 
     ``rows`` may be any iterable (a generator keeps a table of millions of rows out of
     memory): each row goes to the temporary file as it comes, and the file is renamed into
-    place once complete.
+    place once complete. A path ending in ``.gz`` is gzip-compressed, reproducibly (no time
+    stamp or file name inside, so the same table gives the same bytes).
     """
     rows = iter(rows)
     first = next(rows, None)
     columns = list(columns or (first.keys() if first is not None else []))
-    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+    with atomic_path(path) as tmp, _open_text(tmp, "w", gz=str(path).endswith(".gz")) as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(columns)
         if first is not None:
@@ -122,8 +124,24 @@ def _fmt(v):
 
 
 def read_csv(path: str | Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
+    """Rows of a CSV file (``.csv`` or gzip-compressed ``.csv.gz``) as dicts of strings."""
+    with _open_text(path, "r", gz=str(path).endswith(".gz")) as f:
         return list(csv.DictReader(f))
+
+
+@contextmanager
+def _open_text(path: str | Path, mode: str, *, gz: bool):
+    """A text file for the csv module; through gzip (level 6, mtime 0, no name) if ``gz``."""
+    if not gz:
+        with open(path, mode, newline="", encoding="utf-8") as f:
+            yield f
+        return
+    import gzip
+
+    with open(path, mode + "b") as raw, gzip.GzipFile(
+            filename="", mode=mode + "b", fileobj=raw, compresslevel=6, mtime=0) as z, \
+            io.TextIOWrapper(z, encoding="utf-8", newline="") as f:
+        yield f
 
 
 def save_figure(fig, stem: str | Path) -> list[Path]:

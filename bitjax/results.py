@@ -67,7 +67,11 @@ def code_names(name: str, codes) -> np.ndarray:
 #: The experiment folder's description, under its name and the older ``config.json``.
 EXPERIMENT_FILES = (EXPERIMENT_FILE, LEGACY_CONFIG_FILE)
 METRICS_CSV = "metrics.csv"
-FEATURES_CSV = "features.csv"
+#: One row per instance and feature: the largest table of a run, so gzip-compressed (pandas
+#: and :func:`bitjax.io.read_csv` read it as it is); metrics.csv is the summary beside it.
+FEATURES_CSV = "features.csv.gz"
+#: What older runs wrote instead (removed when the tables are written again).
+LEGACY_FEATURES_CSV = "features.csv"
 #: Relative tolerance when a float passed to :meth:`LoadedSweep.select` is matched to the grid.
 MATCH_RTOL = 1e-9
 
@@ -893,7 +897,8 @@ def _feature_rows(sweep: LoadedSweep, threshold: float | None) -> Iterator[dict[
 
 def write_tables(sweep: LoadedSweep, out_dir: str | Path,
                  threshold: float | None = None) -> list[Path]:
-    """Write ``metrics.csv`` (one row per instance) and ``features.csv`` into ``out_dir``.
+    """Write ``metrics.csv`` (one row per instance) and ``features.csv.gz`` (one row per
+    instance and feature, gzip-compressed) into ``out_dir``.
 
     Returns:
       The two paths.
@@ -905,4 +910,5 @@ def write_tables(sweep: LoadedSweep, out_dir: str | Path,
     # Rows stream to the files: a sweep of millions of instances never holds its tables.
     io.write_csv(files[0], _metric_rows(sweep, threshold))
     io.write_csv(files[1], _feature_rows(sweep, threshold))
+    (out_dir / LEGACY_FEATURES_CSV).unlink(missing_ok=True)  # one table, not two versions
     return files

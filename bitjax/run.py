@@ -259,7 +259,7 @@ def run_sweep(
         stop was requested, so the checkpoint comes first.
       progress_bar: without a ``progress`` callback, show a bar (``tqdm.auto``: a widget
         in a notebook, a line on stderr in a terminal); False shows nothing.
-      tables: once finished, write ``metrics.csv`` and ``features.csv`` into ``out_dir``
+      tables: once finished, write ``metrics.csv`` and ``features.csv.gz`` into ``out_dir``
         as the command line does, so a library run folder is a complete run folder (the
         command line writes them itself and passes False).
       on_event: called with one-line notices (resumed, rounding, grouping, checkpoints).
@@ -390,7 +390,7 @@ class _Bar:
 
 
 def _write_tables(out_dir: Path) -> None:
-    """metrics.csv and features.csv of the finished run in ``out_dir`` (main process)."""
+    """metrics.csv and features.csv.gz of the finished run in ``out_dir`` (main process)."""
     import jax
 
     if jax.process_index() != 0:

@@ -63,7 +63,7 @@ RESULTS = Path("results")
 _REPO_RESULTS = Path(__file__).resolve().parent.parent / "results"
 #: Files of a run that --overwrite deletes (with checkpoints/ and the figures).
 RESULT_FILES = ("experiment.json", "sweep.json", "config.json", "manifest.json", "metrics.csv",
-                "features.csv", "status.json")
+                "features.csv", "features.csv.gz", "status.json")
 #: Steps timed by --dry-run (after one compile); enough for a rate, short on any preset.
 DRY_RUN_PROBE_STEPS = 5
 

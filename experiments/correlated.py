@@ -53,7 +53,7 @@ Measurements (on EFFECTIVE weights, gamma*T for ternary; mean over seeds with a 
                       features (interference as the loss sees it).
 Weight diagrams and W^T W maps show the best seed (lowest final loss) of each cell.
 
-Outputs (in --out; per part in --out/<part>/: sweep.json, metrics.csv, features.csv,
+Outputs (in --out; per part in --out/<part>/: sweep.json, metrics.csv, features.csv.gz,
 checkpoints/): weights_<m=2 part>.{png,pdf} (2-D diagrams, kind x density, coloured by
 pair), gram_<n=20 part>.{png,pdf} (W^T W, kind x density), summary.{png,pdf} (the main
 measurements vs density), correlated_summary.csv (part, kind, density, measure, mean, ci95,

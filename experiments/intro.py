@@ -25,7 +25,7 @@ Runtime: quick about 1 min on the 2-core CPU of the development machine (measure
 wall, 35 s of it training, while other jobs kept the load at ~5); tiny ~10-25 s; paper
 preset 7 min 23 s on that CPU (results/intro/manifest.json: 1,520 instances, 10,000 steps,
 2 CPU devices); not measured on a GPU.
-Outputs (in --out): experiment.json, sweep.json, manifest.json, metrics.csv, features.csv,
+Outputs (in --out): experiment.json, sweep.json, manifest.json, metrics.csv, features.csv.gz,
 checkpoints/, weights_2d.{png,pdf} (rows of 2-D weight diagrams, one row per kind, one column per
 sparsity, best seed, each titled with its configuration from bitjax.metrics.geometry_m2: two
 orthogonal, antipodal pair, two antipodal pairs, pentagon, fan, ...),

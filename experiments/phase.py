@@ -45,7 +45,7 @@ the DENSITY 1-S (0.571 at r=1, 0.16 at r=0.1 and r=10), i.e. superposition below
 on the sparse side. :func:`ideal_losses` holds these formulas; the tests check them against
 a Monte Carlo estimate and check that they cross at :func:`closed_form_boundary`.
 
-Outputs (in --out, per part in --out/<part>/: sweep.json, metrics.csv, features.csv,
+Outputs (in --out, per part in --out/<part>/: sweep.json, metrics.csv, features.csv.gz,
 checkpoints/): phase_<part>.{png,pdf} (best-restart phase per cell, dense | ternary;
 closed-form boundary drawn over n2m1), phase_fractions_<part>.{png,pdf} (fraction of
 restarts per phase), phase_cells.csv (per part, kind and cell: best phase, fractions, closed

@@ -37,7 +37,7 @@ instance-step). One NVIDIA H200 (jax 0.11.2): the paper preset with the notebook
 instances, 10,000 steps) 55 s wall alone (training 2-8 s per part, results/sparsity/
 manifest.json); with --steps 100000 188 s, beside another run on the same GPU.
 Outputs (in --out): experiment.json, manifest.json; per part <part>/{sweep.json, metrics.csv,
-features.csv, checkpoints/}; weights_by_sparsity.{png,pdf} (rows: dense/ternary ReLU and
+features.csv.gz, checkpoints/}; weights_by_sparsity.{png,pdf} (rows: dense/ternary ReLU and
 linear; columns: sparsity; each cell W^T W, the bias b and bars of ||W_i|| coloured by
 superposition, best seed by final loss); zoom.{png,pdf} (number of features represented, mean
 superposition of the represented features and the minimum bias against 1-S, mean and 95% CI

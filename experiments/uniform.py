@@ -22,7 +22,7 @@ notebook preset about 2 h 14 min by --dry-run. One NVIDIA H200 (jax 0.11.2): the
 (`python -m experiments.uniform`, the README's GPU command) 64 s wall alone (compile 3 s,
 training 24 s); the notebook preset with the recipe (results/uniform) 71 s wall, side by side
 with four other experiments on the same GPU.
-Outputs (in --out): experiment.json, sweep.json, manifest.json, metrics.csv, features.csv,
+Outputs (in --out): experiment.json, sweep.json, manifest.json, metrics.csv, features.csv.gz,
 checkpoints/, dims_summary.csv (per kind and sparsity: D* mean and 95% CI over seeds, the
 paired difference ternary - dense with its CI, loss, features represented),
 dims_per_feature.{png,pdf}, feature_dimensionality.{png,pdf}, dims_clusters.csv and

@@ -59,7 +59,7 @@ def test_intro_tiny_end_to_end(intro_run):
     out = intro_run
     cfg = intro.PRESETS["tiny"](None)["intro"]
     _assert_files([out / f for f in (EXPERIMENT_FILE, "manifest.json", "metrics.csv",
-                                     "features.csv", "summary.csv", "explorer.html")]
+                                     "features.csv.gz", "summary.csv", "explorer.html")]
                   + _figures(out, INTRO_FIGURES))
     assert (out / "checkpoints").is_dir()
     assert len(io.read_csv(out / "metrics.csv")) == cfg.n_instances
@@ -105,7 +105,7 @@ def test_sparsity_tiny_end_to_end(sparsity_run):
     nb = cfgs["notebook"]
     assert (nb.n_features, nb.n_hidden) == (sparsity.NOTEBOOK_N, sparsity.NOTEBOOK_M)
     for name, cfg in cfgs.items():
-        _assert_files([out / name / f for f in (SWEEP_FILE, "metrics.csv", "features.csv")])
+        _assert_files([out / name / f for f in (SWEEP_FILE, "metrics.csv", "features.csv.gz")])
         assert len(io.read_csv(out / name / "metrics.csv")) == cfg.n_instances
     _assert_files([out / f for f in (EXPERIMENT_FILE, "manifest.json", "summary.csv",
                                      "onsets.csv", "notebook_counts.csv", "explorer.html")]

@@ -35,7 +35,7 @@ def test_tables_carry_the_measures(sweep, tmp_path):
         code = int(r["geometry_m2"])
         assert code >= 0  # every instance here has m = 2
         assert r["geometry_m2_name"] == metrics.GEOMETRY_M2_LABELS[code]
-    feats = io.read_csv(tmp_path / "features.csv")
+    feats = io.read_csv(tmp_path / "features.csv.gz")
     assert len(feats) == sweep.n_instances * sweep.config.n_features
     rel = np.array([float(f["relative_norm"]) for f in feats]).reshape(sweep.n_instances, -1)
     # Relative to the instance's largest feature norm: the largest is 1 (unless all are 0).

@@ -202,7 +202,7 @@ def test_dataframe_has_one_row_per_instance(sweep):
 
 def test_csv_round_trip(sweep, tmp_path):
     files = results.write_tables(sweep, tmp_path)
-    assert [f.name for f in files] == ["metrics.csv", "features.csv"]
+    assert [f.name for f in files] == ["metrics.csv", "features.csv.gz"]
     rows = io.read_csv(files[0])
     assert list(rows[0])[:10] == ["instance", "kind", "seed", "feature_probability",
                                   "importance_index", "lr", "weight_decay", "loss",
