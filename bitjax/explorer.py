@@ -228,13 +228,19 @@ def _make_part(name: str, sweep) -> _Part:
         arr, key = np.asarray(value), str(key)
         # "diverged" is the header's and the title's own count (it is part of the rule
         # above): shown a second time as a flag, every diverged instance counted twice.
-        if arr.shape != (n_inst,) or key == "diverged":
+        # "judged" qualifies "converged" (too short a history to judge), it is no flag of
+        # its own: the header counts each instance's convergence once.
+        if arr.shape != (n_inst,) or key in ("diverged", "judged"):
             continue  # only per-instance scalars fit in the flag line
         if arr.dtype == bool:
             bad = any(w in key for w in ("runaway", "nan"))
-            flags.append(_Flag(key, arr, key, "" if bad else f"not {key}", bad,
-                               f"{rule_text} Stored with the run." if key == "converged"
-                               else ""))
+            note = f"{rule_text} Stored with the run." if key == "converged" else ""
+            judged = diagnostics.get("judged")
+            if key == "converged" and judged is not None and not np.all(judged):
+                note += (f" {int(np.sum(~np.asarray(judged, bool)))} instance(s) trained too "
+                         "few steps for the rule to judge: their 'not converged' means "
+                         "'not judged'.")
+            flags.append(_Flag(key, arr, key, "" if bad else f"not {key}", bad, note))
         elif arr.dtype.kind in "iuf" and key in _SHOWN_VALUES:
             values[key] = arr.astype(np.float64)
     if not any(f.name == "converged" for f in flags):
