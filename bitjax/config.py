@@ -106,6 +106,30 @@ class SweepConfig:
     phase starts when the rule is met). Warm starts are arguments of
     :func:`bitjax.run.run_sweep` (``init_params``, ``init_from``), not config fields.
 
+    Full precision first (``fp_fraction`` > 0, the two-phase schedule): every quantized
+    instance trains as dense (no weight or activation quantization) for its first
+    :attr:`fp_steps` steps (``fp_fraction`` of the budget, whole history points); at that
+    step the compiled program rotates its dense solution onto the ternary lattice
+    (:func:`bitjax.lattice.align`), snaps it to the group pattern ``gamma T``, sets the
+    latent weights so its quantizer returns exactly ``gamma T``
+    (:func:`bitjax.lattice.latent_for_pattern`; a learned scale is set to ``gamma``; binary
+    instances, which have no zero, get the rotated dense weights), resets its optimiser
+    state, and trains it quantized for the rest. Each phase follows ``schedule`` and
+    ``warmup_steps`` over its own length (the optimiser's step count restarts at the
+    switch); dense instances follow them over the whole budget, exactly as without the
+    dense phase. The dense phase is part of the budget: ``steps`` counts both phases.
+
+    Two options of the quantized phase (with or without a dense phase before it):
+    ``learned_rotation`` gives every instance a trained ``m x m`` rotation (Cayley
+    parametrisation, :func:`bitjax.layers.cayley`, trained by the same AdamW, starting at
+    the identity, reset to it at the switch) that quantized instances apply before
+    quantizing (``Q(R W)``: the rotation cannot change a dense model's loss, only what
+    rounds to what; dense instances ignore it). ``relax_fraction`` > 0 relaxes the
+    quantizers at the start of the quantized phase: over its first :attr:`relax_steps`
+    steps the quantized instances use the soft quantizers of
+    :data:`bitjax.quant.SOFT_WEIGHT_QUANTIZERS` with a strength rising linearly to 1 (hard:
+    the quantizer's value exactly) and hard quantization after (:meth:`relax_strength`).
+
     Diagnostics: ``track_codes`` makes the compiled program count, per instance, how many
     integer codes (``T``, or signs for binary) change at every step (summed per history
     point) and keep the codes at :attr:`tail_start`, so the changes over the last stretch
@@ -147,6 +171,9 @@ class SweepConfig:
     init_scale: float = 1.0
     anneal_fraction: float = 0.0
     track_codes: bool = True
+    fp_fraction: float = 0.0
+    learned_rotation: bool = False
+    relax_fraction: float = 0.0
 
     def __post_init__(self):
         for name in AXES:
@@ -208,6 +235,31 @@ class SweepConfig:
                 and 0.0 <= self.anneal_fraction < 1.0):
             raise ValueError(f"anneal_fraction must be a number in [0, 1), got "
                              f"{self.anneal_fraction!r}")
+        if not (isinstance(self.fp_fraction, (int, float, np.floating, np.integer))
+                and not isinstance(self.fp_fraction, bool)
+                and 0.0 <= self.fp_fraction < 1.0):
+            raise ValueError(f"fp_fraction must be a number in [0, 1), got "
+                             f"{self.fp_fraction!r}")
+        if self.fp_fraction:
+            fp = self.fp_steps
+            if fp >= self.steps:
+                raise ValueError(
+                    f"fp_fraction={self.fp_fraction} leaves no quantized training: its dense "
+                    f"phase, rounded up to whole history points ({fp} steps), must end before "
+                    f"steps={self.steps}")
+            if self.warmup_steps >= min(fp, self.steps - fp):
+                raise ValueError(
+                    f"warmup_steps={self.warmup_steps} must be shorter than both phases of "
+                    f"the fp_fraction schedule ({fp} dense and {self.steps - fp} quantized "
+                    "steps): each phase warms up again")
+        if not isinstance(self.learned_rotation, (bool, np.bool_)):
+            raise ValueError(f"learned_rotation must be True or False, got "
+                             f"{self.learned_rotation!r}")
+        if not (isinstance(self.relax_fraction, (int, float, np.floating, np.integer))
+                and not isinstance(self.relax_fraction, bool)
+                and 0.0 <= self.relax_fraction <= 1.0):
+            raise ValueError(f"relax_fraction must be a number in [0, 1], got "
+                             f"{self.relax_fraction!r}")
         if not isinstance(self.track_codes, (bool, np.bool_)):
             raise ValueError(f"track_codes must be True or False, got {self.track_codes!r}")
         if self.chunk_size % self.history_every:
@@ -263,6 +315,39 @@ class SweepConfig:
         return min(self.steps, max(1, blocks) * self.history_every)
 
     @property
+    def fp_steps(self) -> int:
+        """Steps of the full-precision phase: ``fp_fraction * steps`` rounded up to whole
+        history points (0 without one), so the switch falls on a history-point boundary."""
+        if not self.fp_fraction:
+            return 0
+        blocks = math.ceil(self.fp_fraction * self.steps / self.history_every - 1e-9)
+        return max(1, blocks) * self.history_every
+
+    @property
+    def relax_steps(self) -> int:
+        """Steps of the relaxed start of the quantized phase: ``relax_fraction`` of its
+        length (``steps - fp_steps``), rounded up (0 without relaxation)."""
+        if not self.relax_fraction:
+            return 0
+        return max(1, math.ceil(self.relax_fraction * (self.steps - self.fp_steps) - 1e-9))
+
+    def relax_strength(self, step):
+        """Relaxation strength of the quantized instances at training step ``step`` (a
+        number or a traced array): ``(step - fp_steps + 1) / relax_steps`` clipped to
+        ``[0, 1]``, so it reaches 1 (hard) at the last relaxed step."""
+        import jax.numpy as jnp
+
+        frac = (step - self.fp_steps + 1) / float(self.relax_steps)
+        return jnp.clip(jnp.asarray(frac, jnp.float32), 0.0, 1.0)
+
+    @property
+    def has_fp_phase(self) -> bool:
+        """Whether the compiled program has the two-phase schedule (``fp_fraction`` > 0 and
+        a quantized kind in the sweep; a dense-only sweep has nothing to switch)."""
+        return bool(self.fp_fraction) and any(
+            layers.kind_quantizer(k) != "dense" for k in self.kind)
+
+    @property
     def tail_start(self) -> int:
         """First step of the "last stretch" whose code changes a run measures: the last
         :data:`TAIL_FRACTION` of the history points (at least two, as
@@ -285,8 +370,13 @@ class SweepConfig:
 
     @property
     def quantizers(self) -> tuple[str, ...]:
-        """The weight quantizers this sweep's kinds use, in first-use order."""
-        return tuple(dict.fromkeys(layers.kind_quantizer(k) for k in self.kind))
+        """The weight quantizers this sweep's kinds use, in first-use order; with a dense
+        phase (:attr:`has_fp_phase`) ``"dense"`` is appended when no kind uses it (after the
+        others, so every kind keeps its index)."""
+        names = tuple(dict.fromkeys(layers.kind_quantizer(k) for k in self.kind))
+        if self.has_fp_phase and "dense" not in names:
+            names += ("dense",)
+        return names
 
     @property
     def uses_act_quant(self) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bitjax import convergence
+from bitjax import convergence, program
 from bitjax.config import Instances, SweepConfig
 
 #: Diagnostic names, in the order they are stored.
@@ -85,7 +85,7 @@ def sweep_diagnostics(cfg: SweepConfig, instances: Instances, state: dict, final
     if not tracked:
         out["flip_rate"] = nan
         out["code_flips"] = out["code_changed_fraction"] = nan
-        return {k: out[k] for k in NAMES}
+        return {**{k: out[k] for k in NAMES}, **program.fp_diagnostics(cfg, state)}
     # An instance's stretch starts at its tail_start (the same for every instance today).
     start = np.asarray(state["tail_start"], dtype=np.int64)
     end_step = n * he
@@ -97,4 +97,4 @@ def sweep_diagnostics(cfg: SweepConfig, instances: Instances, state: dict, final
     out["code_flips"] = np.where(reached, (counted * in_stretch).sum(axis=1) / n_codes, np.nan)
     changed = convergence.changed_fraction(state["tail_codes"], state["codes"])
     out["code_changed_fraction"] = np.where(reached, changed, np.nan)
-    return {k: out[k] for k in NAMES}
+    return {**{k: out[k] for k in NAMES}, **program.fp_diagnostics(cfg, state)}

@@ -7,6 +7,14 @@ through ``lax.switch``, so dense and quantized instances share one compiled prog
 ``vmap`` the switch becomes a select over all branches, and quantizing a tiny ``W`` costs
 nothing next to the batch. Sweeps are made with ``jax.vmap`` outside this module.
 
+Two options of the quantized phase (each off by default, and then absent from the compiled
+program): a learned rotation (``learned_rotation=True``: the parameter ``rot`` ``[m, m]``, whose
+skew part ``A`` gives the Cayley rotation ``R = (I - A)^-1 (I + A)``; quantized instances
+quantize ``R W`` instead of ``W``, so the rotation, which cannot change a dense model's loss,
+changes only what rounds to what), and a relaxation strength ``relax`` in ``[0, 1]`` passed to
+the forward pass (the soft quantizers of :data:`bitjax.quant.SOFT_WEIGHT_QUANTIZERS`; 1 is the
+hard quantizer's value).
+
 A learnable-scale kind (``ternary_lsq``) needs one more parameter per instance, the scalar
 ``scale``: the model has it only when built with ``learnable_scale=True``
 (:func:`needs_learnable_scale` of the compiled quantizers), so sweeps without such a kind keep
@@ -97,9 +105,58 @@ def _branches(quantizers: tuple[str, ...], scaled: bool, plain: dict, with_scale
     return out
 
 
+def _soft_branches(quantizers: tuple[str, ...], scaled: bool) -> list:
+    """One ``lax.switch`` branch ``fn(w, scale, s)`` per quantizer name, relaxed."""
+    out = []
+    for name in quantizers:
+        if name in quant.SOFT_WEIGHT_QUANTIZERS:
+            fn = quant.SOFT_WEIGHT_QUANTIZERS[name]
+            out.append(lambda w, sc, s, fn=fn: fn(w, s))
+        elif name in quant.SOFT_SCALED_WEIGHT_QUANTIZERS:
+            if not scaled:
+                raise ValueError(f"quantizer {name!r} needs a learned scale: pass scale=")
+            out.append(quant.SOFT_SCALED_WEIGHT_QUANTIZERS[name])
+        else:
+            allowed = ", ".join([*quant.SOFT_WEIGHT_QUANTIZERS,
+                                 *quant.SOFT_SCALED_WEIGHT_QUANTIZERS])
+            raise ValueError(f"unknown weight quantizer {name!r}; allowed: {allowed}")
+    return out
+
+
+def cayley(rot: Array) -> Array:
+    """The orthogonal Cayley matrix ``(I - A)^-1 (I + A)`` of ``A = rot - rot^T``.
+
+    Args:
+      rot: an unconstrained ``[m, m]`` parameter (0 gives the identity exactly).
+
+    Returns:
+      ``[m, m]`` orthogonal matrix (a rotation: determinant +1).
+
+    References:
+      Cayley 1846; as a trainable orthogonal parametrisation e.g. Helfrich et al. 2018,
+      https://arxiv.org/abs/1707.09520
+    """
+    a = rot - rot.T
+    eye = jnp.eye(rot.shape[0], dtype=rot.dtype)
+    return jnp.linalg.solve(eye - a, eye + a)
+
+
+def rotated_latent(w: Array, rot: Array | None, quantizer: Array | int,
+                   quantizers: tuple[str, ...]) -> Array:
+    """The latent weights an instance quantizes: ``cayley(rot) @ w``, or ``w`` itself for the
+    dense quantizer and without a rotation parameter (an exact select: dense instances,
+    and the dense phase, see ``w`` and give ``rot`` a zero gradient)."""
+    if rot is None:
+        return w
+    rotated = cayley(rot) @ w
+    if "dense" not in quantizers:
+        return rotated
+    return jnp.where(quantizer == quantizers.index("dense"), w, rotated)
+
+
 def quantize_weights(w: Array, quantizer: Array | int,
                      quantizers: tuple[str, ...] = ALL_QUANTIZERS,
-                     scale: Array | None = None) -> Array:
+                     scale: Array | None = None, relax: Array | None = None) -> Array:
     """Effective weights of one instance: quantizer ``quantizers[quantizer]`` applied to ``w``.
 
     Args:
@@ -111,14 +168,21 @@ def quantize_weights(w: Array, quantizer: Array | int,
       scale: the instance's learned scale (a scalar), required when ``quantizers`` holds a
         learnable-scale quantizer; the other quantizers ignore it. ``None`` compiles exactly
         the program of a sweep without learnable scales.
+      relax: relaxation strength in ``[0, 1]`` (traced): the soft quantizers of
+        :data:`bitjax.quant.SOFT_WEIGHT_QUANTIZERS` (1: the hard value). ``None`` compiles
+        the hard quantizers.
 
     Returns:
       The effective weights ``[m, n]``.
     """
     scaled = scale is not None
-    branches = _branches(quantizers, scaled, quant.WEIGHT_QUANTIZERS,
-                         quant.SCALED_WEIGHT_QUANTIZERS)
-    args = (w, scale) if scaled else (w,)
+    if relax is None:
+        branches = _branches(quantizers, scaled, quant.WEIGHT_QUANTIZERS,
+                             quant.SCALED_WEIGHT_QUANTIZERS)
+        args = (w, scale) if scaled else (w,)
+    else:
+        branches = _soft_branches(quantizers, scaled)
+        args = (w, scale, relax)
     if len(branches) == 1:
         return branches[0](*args)
     return jax.lax.switch(quantizer, branches, *args)
@@ -151,18 +215,23 @@ def codes(w_latent: Array, quantizer: Array | int,
 
 
 def effective_weights_of(params: dict, quantizer: Array | int,
-                         quantizers: tuple[str, ...] = ALL_QUANTIZERS) -> Array:
-    """Effective weights of one instance from its params ``{"W", "b"[, "scale"]}``.
+                         quantizers: tuple[str, ...] = ALL_QUANTIZERS,
+                         relax: Array | None = None) -> Array:
+    """Effective weights of one instance from its params ``{"W", "b"[, "scale"][, "rot"]}``.
 
-    Uses ``params["scale"]`` when present (models built with ``learnable_scale=True``).
+    Uses ``params["scale"]`` when present (models built with ``learnable_scale=True``) and
+    quantizes the rotated latents when ``params["rot"]`` is present
+    (:func:`rotated_latent`); ``relax`` as in :func:`quantize_weights`.
     """
-    return quantize_weights(params["W"], quantizer, quantizers, params.get("scale"))
+    w = rotated_latent(params["W"], params.get("rot"), quantizer, quantizers)
+    return quantize_weights(w, quantizer, quantizers, params.get("scale"), relax)
 
 
 def codes_of(params: dict, quantizer: Array | int,
              quantizers: tuple[str, ...] = ALL_QUANTIZERS) -> Array:
-    """:func:`codes` of one instance from its params ``{"W", "b"[, "scale"]}``."""
-    return codes(params["W"], quantizer, quantizers, params.get("scale"))
+    """:func:`codes` of one instance from its params ``{"W", "b"[, "scale"][, "rot"]}``."""
+    w = rotated_latent(params["W"], params.get("rot"), quantizer, quantizers)
+    return codes(w, quantizer, quantizers, params.get("scale"))
 
 
 def xavier_normal(key: Array, shape: tuple[int, int], dtype=jnp.float32) -> Array:
@@ -191,6 +260,8 @@ class TiedToyModel(nn.Module):
         keeps the parameter tree ``{"W", "b"}`` and the compiled program of older versions.
       scale_init: the rule of :func:`bitjax.quant.lsq_init_scale` (``"absmean"`` or
         ``"lsq"``).
+      learned_rotation: add the parameter ``rot`` ``[m, m]`` (zeros: the identity) and
+        quantize ``cayley(rot) @ W`` for the non-dense quantizers (:func:`rotated_latent`).
 
     References:
       Elhage et al. 2022, https://transformer-circuits.pub/2022/toy_model
@@ -204,6 +275,7 @@ class TiedToyModel(nn.Module):
     feature_major: bool = False
     learnable_scale: bool = False
     scale_init: str = "absmean"
+    learned_rotation: bool = False
 
     def setup(self):
         self.W = self.param("W", xavier_normal, (self.n_hidden, self.n_features))
@@ -213,19 +285,25 @@ class TiedToyModel(nn.Module):
             # the W and b every seed draws unchanged.
             self.scale = self.param(
                 "scale", lambda _key: quant.lsq_init_scale(self.W, self.scale_init))
-        elif needs_learnable_scale(self.quantizers):
+        if self.learned_rotation:
+            self.rot = self.param("rot", nn.initializers.zeros, (self.n_hidden, self.n_hidden))
+        if not self.learnable_scale and needs_learnable_scale(self.quantizers):
             raise ValueError(
                 f"quantizers {self.quantizers} include a learnable-scale quantizer: build "
                 "TiedToyModel(..., learnable_scale=True)")
 
-    def effective_weights(self, quantizer: Array | int) -> Array:
+    def effective_weights(self, quantizer: Array | int, relax: Array | None = None) -> Array:
         """The ``[m, n]`` weights the forward pass uses (``gamma * T`` when quantized)."""
         scale = self.scale if self.learnable_scale else None
-        return quantize_weights(self.W, quantizer, self.quantizers, scale)
+        w = rotated_latent(self.W, self.rot if self.learned_rotation else None, quantizer,
+                           self.quantizers)
+        return quantize_weights(w, quantizer, self.quantizers, scale, relax)
 
-    def __call__(self, x: Array, quantizer: Array | int, act_int8: Array | bool = False) -> Array:
-        """Reconstruct a batch ``x: [batch, n]`` (``[n, batch]`` if ``feature_major``)."""
-        w = self.effective_weights(quantizer)
+    def __call__(self, x: Array, quantizer: Array | int, act_int8: Array | bool = False,
+                 relax: Array | None = None) -> Array:
+        """Reconstruct a batch ``x: [batch, n]`` (``[n, batch]`` if ``feature_major``);
+        ``relax``: the relaxation strength of the soft quantizers (``None``: hard)."""
+        w = self.effective_weights(quantizer, relax)
         # The 8-bit absmax scale is per example: over features, whichever axis they are on.
         f_axis = 0 if self.feature_major else -1
         if self.act_quant:

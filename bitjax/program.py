@@ -22,6 +22,29 @@ unit-peak optax schedule (:func:`lr_schedule`), times the annealing factor
 weight decay, built inside the per-instance step; its state's structure does not depend on
 those values.
 
+The two-phase schedule (``cfg.has_fp_phase``: full precision first, then quantized). The
+state carries ``fp_switch`` int32 [I], the step at which each instance starts its quantized
+phase (``cfg.fp_steps`` for quantized instances, 0 for dense ones: nothing to switch). Every
+step derives each instance's phase from the step counter (:func:`phase_arrays`): before its
+switch a quantized instance runs the dense quantizer without 8-bit activations and the
+first phase's learning-rate schedule. At the start of the history block that begins at
+``fp_switch`` (:func:`fp_switch`, inside ``lax.cond`` on "does any instance of this block
+switch", so the rotation search costs nothing on the other blocks) the instance's dense
+weights are rotated onto the lattice (:func:`bitjax.lattice.align`), its latents set so its
+quantizer returns exactly the snapped ``gamma T`` (:func:`bitjax.lattice.latent_for_pattern`),
+its optimiser state re-initialised (moments 0, count 0: the second phase's schedule starts),
+and the rotation, scale and snapping errors stored in the state (``fp_rotation``,
+``fp_gamma``, ``fp_snap_error``, ``fp_snap_error_identity``, ``fp_alignable``). Everything
+is a function of the state and the step, so a run resumed anywhere, the switch included, is
+bitwise the uninterrupted one; dense instances see only exact selects and train bitwise as
+without the dense phase.
+
+Options of the quantized phase: ``cfg.learned_rotation`` adds the parameter ``rot`` (a
+Cayley rotation applied before quantizing, :func:`bitjax.layers.rotated_latent`; trained by
+the same AdamW, reset to the identity at the switch); ``cfg.relax_fraction`` passes the
+relaxation strength ``cfg.relax_strength(step)`` (one value per step) to the soft quantizers
+of :data:`bitjax.quant.SOFT_WEIGHT_QUANTIZERS`. Both are absent from the program when off.
+
 Diagnostics inside the program (``cfg.tracks_codes``): after every step the integer codes
 of each instance's quantized weights (:func:`bitjax.layers.codes_of`) are compared with the
 previous step's and the changes summed per history point into ``state["flips"]``; at the
@@ -43,16 +66,16 @@ import numpy as np
 import optax
 
 from bitjax import data as data_lib
-from bitjax import distributed, layers, quant
+from bitjax import distributed, lattice, layers, quant
 from bitjax.config import Instances, SweepConfig
 
 __all__ = [
-    "CODE_KEYS", "InstanceArrays", "StreamArrays", "TrainState", "anneal_factor",
-    "codes_host", "complete_state", "effective_weights",
-    "effective_weights_host", "init_instance", "init_state", "instance_arrays", "instance_loss",
-    "instance_step", "lr_schedule", "make_evaluate", "make_model", "make_optimizer",
-    "make_train_chunk", "map_groups", "model_fields", "stream_arrays", "train_step",
-    "train_steps", "with_params",
+    "CODE_KEYS", "FP_KEYS", "InstanceArrays", "StreamArrays", "TrainState", "anneal_factor",
+    "codes_host", "complete_state", "effective_weights", "effective_weights_host",
+    "fp_diagnostics", "fp_switch", "init_instance", "init_state", "instance_arrays",
+    "instance_loss", "instance_step", "lr_schedule", "make_evaluate", "make_model",
+    "make_optimizer", "make_train_chunk", "map_groups", "model_fields", "phase_arrays",
+    "stream_arrays", "train_step", "train_steps", "with_params",
 ]
 
 Array = jax.Array
@@ -64,6 +87,13 @@ TrainState = dict[str, Any]
 #: step), ``tail_codes`` int8 [I, m, n] (at step ``tail_start``), ``tail_start`` int32 [I],
 #: ``flips`` int32 [I, H] (code changes summed over each history point, -1 where unwritten).
 CODE_KEYS = ("codes", "tail_codes", "tail_start", "flips")
+#: State arrays of the two-phase schedule (``cfg.has_fp_phase``): ``fp_switch`` int32 [I]
+#: (first step of the quantized phase; 0: no dense phase), and what the switch chose:
+#: ``fp_rotation`` float32 [I, m, m] (identity until then), ``fp_gamma``, ``fp_snap_error``
+#: (``||R W - gamma T||_F``), ``fp_snap_error_identity`` (the same without rotation) float32
+#: [I] (NaN until then) and ``fp_alignable`` bool [I].
+FP_KEYS = ("fp_switch", "fp_rotation", "fp_gamma", "fp_snap_error", "fp_snap_error_identity",
+           "fp_alignable")
 
 
 class InstanceArrays(NamedTuple):
@@ -114,6 +144,7 @@ def model_fields(cfg: SweepConfig) -> dict[str, Any]:
         quantizers=cfg.quantizers,
         feature_major=cfg.data_plan.feature_major,
         learnable_scale=layers.needs_learnable_scale(cfg.quantizers),
+        learned_rotation=cfg.learned_rotation,
     )
 
 
@@ -122,16 +153,18 @@ def make_model(cfg: SweepConfig) -> layers.TiedToyModel:
     return layers.TiedToyModel(**model_fields(cfg))
 
 
-def lr_schedule(cfg: SweepConfig) -> optax.Schedule:
+def lr_schedule(cfg: SweepConfig, length: int | None = None) -> optax.Schedule:
     """The learning-rate factor (peak 1) against the step: warmup, then ``cfg.schedule``.
 
     Linear warmup from 0 over ``cfg.warmup_steps`` steps, then constant, or a linear or
-    cosine decay that reaches exactly 0 at ``cfg.steps``. The per-instance learning rate
-    multiplies it (:func:`make_optimizer`), which keeps traced values out of optax's
-    schedule constructors.
+    cosine decay that reaches exactly 0 at ``length`` (default ``cfg.steps``). The
+    per-instance learning rate multiplies it (:func:`make_optimizer`), which keeps traced
+    values out of optax's schedule constructors.
 
     Args:
       cfg: the sweep.
+      length: the steps the schedule spans (each phase of the two-phase schedule has its
+        own: ``cfg.fp_steps`` and ``cfg.steps - cfg.fp_steps``).
 
     Returns:
       An optax schedule, ``count -> factor``.
@@ -139,7 +172,7 @@ def lr_schedule(cfg: SweepConfig) -> optax.Schedule:
     References:
       Loshchilov & Hutter 2017, SGDR (cosine decay), https://arxiv.org/abs/1608.03983
     """
-    decay = cfg.steps - cfg.warmup_steps
+    decay = (cfg.steps if length is None else length) - cfg.warmup_steps
     main = {
         "constant": lambda: optax.constant_schedule(1.0),
         "linear": lambda: _zero_from(optax.linear_schedule(1.0, 0.0, decay), decay),
@@ -179,7 +212,8 @@ def anneal_factor(cfg: SweepConfig, count: Array, start: Array) -> Array:
 
 def make_optimizer(cfg: SweepConfig, lr: Array | float,
                    weight_decay: Array | float,
-                   anneal_start: Array | None = None) -> optax.GradientTransformation:
+                   anneal_start: Array | None = None,
+                   phase: tuple[Array, Array] | None = None) -> optax.GradientTransformation:
     """AdamW of one instance: its (traced) peak ``lr`` times :func:`lr_schedule`.
 
     Decoupled weight decay applies to every parameter (``W``, ``b`` and a learned quantizer
@@ -193,6 +227,13 @@ def make_optimizer(cfg: SweepConfig, lr: Array | float,
       weight_decay: decoupled weight decay (a traced scalar inside the program).
       anneal_start: first step of the annealed phase (with ``cfg.anneal_steps``; ``None``:
         no annealing factor).
+      phase: with the two-phase schedule, ``(phase, offset)`` of :func:`phase_arrays`:
+        phase 0 (no dense phase: a dense instance) follows :func:`lr_schedule` over the
+        whole budget, phase 1 (dense phase) over ``cfg.fp_steps`` steps, phase 2 (quantized
+        phase, whose optimiser count restarted at the switch) over ``cfg.steps -
+        cfg.fp_steps``; ``offset`` (the switch step in phase 2, else 0) turns the count
+        back into the training step for the annealing factor. The choice is an exact
+        select, so phase 0 is bitwise the schedule without a dense phase.
 
     Returns:
       The optax transformation.
@@ -202,12 +243,22 @@ def make_optimizer(cfg: SweepConfig, lr: Array | float,
       https://arxiv.org/abs/1711.05101
     """
     factor = lr_schedule(cfg)
+    offset = 0
+    if phase is not None and cfg.has_fp_phase:
+        which, offset = phase
+        whole = factor
+        first = lr_schedule(cfg, cfg.fp_steps)
+        second = lr_schedule(cfg, cfg.steps - cfg.fp_steps)
+
+        def factor(count):
+            return jnp.where(which == 0, whole(count),
+                             jnp.where(which == 1, first(count), second(count)))
     if anneal_start is None or not cfg.anneal_steps:
         def learning_rate(count):
             return lr * factor(count)
     else:
         def learning_rate(count):
-            return lr * factor(count) * anneal_factor(cfg, count, anneal_start)
+            return lr * factor(count) * anneal_factor(cfg, count + offset, anneal_start)
     return optax.adamw(learning_rate=learning_rate, b1=cfg.beta1, b2=cfg.beta2, eps=cfg.eps,
                        weight_decay=weight_decay)
 
@@ -262,7 +313,7 @@ def with_params(cfg: SweepConfig, params: dict, given: dict) -> dict:
 
 
 def instance_loss(cfg: SweepConfig, params: dict, x: Array, importance: Array,
-                  quantizer: Array, act_int8: Array) -> Array:
+                  quantizer: Array, act_int8: Array, relax: Array | None = None) -> Array:
     """Importance-weighted reconstruction loss of one instance: mean_{b,i} I_i (x - x')^2.
 
     Args:
@@ -272,22 +323,26 @@ def instance_loss(cfg: SweepConfig, params: dict, x: Array, importance: Array,
       importance: ``[n]`` feature importances.
       quantizer: index into ``cfg.quantizers``.
       act_int8: whether activations are 8-bit.
+      relax: relaxation strength of the soft quantizers (``None``: hard).
 
     Returns:
       The scalar loss.
     """
-    out = make_model(cfg).apply({"params": params}, x, quantizer, act_int8)
+    out = make_model(cfg).apply({"params": params}, x, quantizer, act_int8, relax)
     return jnp.mean(cfg.data_plan.per_feature(importance) * (x - out) ** 2)
 
 
-def _batch_loss(cfg: SweepConfig, params: dict, x_input: Any, inst: InstanceArrays) -> Array:
+def _batch_loss(cfg: SweepConfig, params: dict, x_input: Any, inst: InstanceArrays,
+                relax: Array | None = None) -> Array:
     x = cfg.data_plan.features(x_input, inst.p)
-    return instance_loss(cfg, params, x, inst.importance, inst.quantizer, inst.act_int8)
+    return instance_loss(cfg, params, x, inst.importance, inst.quantizer, inst.act_int8,
+                         relax)
 
 
 def instance_step(cfg: SweepConfig, params: dict, opt_state: Any, x_input: Any,
-                  inst: InstanceArrays,
-                  anneal_start: Array | None = None) -> tuple[dict, Any, Array]:
+                  inst: InstanceArrays, anneal_start: Array | None = None,
+                  phase: tuple[Array, Array] | None = None,
+                  relax: Array | None = None) -> tuple[dict, Any, Array]:
     """One AdamW step of ONE instance (``jax.vmap`` adds the sweep axis).
 
     Args:
@@ -297,12 +352,17 @@ def instance_step(cfg: SweepConfig, params: dict, opt_state: Any, x_input: Any,
       x_input: its entry of :meth:`bitjax.data.DataPlan.step_inputs` (a key, or uniforms).
       inst: its row of :class:`InstanceArrays`.
       anneal_start: first step of its annealed phase (``None``: none).
+      phase: ``(phase, offset)`` of the two-phase schedule (:func:`phase_arrays`; ``inst``
+        then already holds the phase's effective quantizer); ``None``: none.
+      relax: relaxation strength of the soft quantizers (``cfg.relax_fraction``; ``None``:
+        hard quantizers).
 
     Returns:
       ``(params, opt_state, loss)``, the loss being that of the batch before the update.
     """
-    loss, grads = jax.value_and_grad(_batch_loss, argnums=1)(cfg, params, x_input, inst)
-    tx = make_optimizer(cfg, inst.lr, inst.weight_decay, anneal_start)
+    loss, grads = jax.value_and_grad(_batch_loss, argnums=1)(cfg, params, x_input, inst,
+                                                             relax)
+    tx = make_optimizer(cfg, inst.lr, inst.weight_decay, anneal_start, phase)
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
 
@@ -315,14 +375,59 @@ def _codes(cfg: SweepConfig, params: dict, quantizer: Array) -> Array:
     return jax.vmap(lambda p, q: layers.codes_of(p, q, cfg.quantizers))(params, quantizer)
 
 
-def _extra_state(cfg: SweepConfig, params: dict, quantizer: Array) -> dict[str, Array]:
-    """The annealing and code-tracking entries of a fresh state (see :data:`TrainState`)."""
-    n_inst = quantizer.shape[0]
+def phase_arrays(cfg: SweepConfig, state: TrainState, arrays: InstanceArrays,
+                 step: Array) -> tuple[InstanceArrays, tuple[Array, Array] | None]:
+    """Each instance's effective inputs at ``step`` under the two-phase schedule.
+
+    Args:
+      cfg: the sweep.
+      state: the training state (its ``fp_switch`` with ``cfg.has_fp_phase``).
+      arrays: the per-instance inputs.
+      step: the training step (a traced scalar).
+
+    Returns:
+      ``(arrays, phase)``. Without a dense phase: ``(arrays, None)``, unchanged. With one:
+      ``arrays`` whose ``quantizer`` is the dense index and ``act_int8`` False for the
+      instances still before their switch, and ``phase = (which, offset)``: ``which`` 0
+      (no dense phase), 1 (before the switch) or 2 (after), ``offset`` the switch step in
+      phase 2 and 0 otherwise (see :func:`make_optimizer`).
+    """
+    if not cfg.has_fp_phase:
+        return arrays, None
+    switch = state["fp_switch"]
+    quantized = step >= switch  # dense instances have switch 0: always "quantized" (dense)
+    dense = cfg.quantizers.index("dense")
+    eff = arrays._replace(quantizer=jnp.where(quantized, arrays.quantizer, dense),
+                          act_int8=arrays.act_int8 & quantized)
+    which = jnp.where(switch == 0, 0, jnp.where(quantized, 2, 1)).astype(jnp.int32)
+    return eff, (which, jnp.where(which == 2, switch, 0).astype(jnp.int32))
+
+
+def _fp_state(cfg: SweepConfig, arrays: InstanceArrays, params: dict) -> dict[str, Array]:
+    """The two-phase entries of a fresh state (see :data:`FP_KEYS`)."""
+    n_inst, m = arrays.quantizer.shape[0], cfg.n_hidden
+    dense = jnp.asarray([q == "dense" for q in cfg.quantizers])[arrays.quantizer]
+    nan = jnp.full((n_inst,), jnp.nan, jnp.float32)
+    return {"fp_switch": jnp.where(dense, 0, cfg.fp_steps).astype(jnp.int32),
+            "fp_rotation": jnp.broadcast_to(jnp.eye(m, dtype=params["W"].dtype),
+                                            (n_inst, m, m)),
+            "fp_gamma": nan, "fp_snap_error": nan, "fp_snap_error_identity": nan,
+            "fp_alignable": jnp.zeros((n_inst,), bool)}
+
+
+def _extra_state(cfg: SweepConfig, params: dict, arrays: InstanceArrays,
+                 step: Array | int = 0) -> dict[str, Array]:
+    """The annealing, two-phase and code-tracking entries of a fresh state (see
+    :data:`TrainState`); the codes are those of ``params`` at ``step``'s phase."""
+    n_inst = arrays.quantizer.shape[0]
     out: dict[str, Array] = {}
     if cfg.anneal_steps:
         out["anneal_start"] = jnp.full((n_inst,), cfg.steps - cfg.anneal_steps, jnp.int32)
+    if cfg.has_fp_phase:
+        out.update(_fp_state(cfg, arrays, params))
     if cfg.tracks_codes:
-        codes = _codes(cfg, params, quantizer)
+        eff, _ = phase_arrays(cfg, out, arrays, jnp.asarray(step, jnp.int32))
+        codes = _codes(cfg, params, eff.quantizer)
         out.update(codes=codes, tail_codes=codes,
                    tail_start=jnp.full((n_inst,), cfg.tail_start, jnp.int32),
                    flips=jnp.full((n_inst, cfg.n_history), -1, jnp.int32))
@@ -351,7 +456,7 @@ def init_state(cfg: SweepConfig, arrays: InstanceArrays,
         "opt": opt,
         "step": jnp.zeros((), jnp.int32),
         "history": jnp.full((arrays.seed.shape[0], cfg.n_history), jnp.nan, jnp.float32),
-        **_extra_state(cfg, params, arrays.quantizer),
+        **_extra_state(cfg, params, arrays),
     }
 
 
@@ -361,7 +466,7 @@ def codes_host(cfg: SweepConfig, params: dict, quantizer: np.ndarray) -> np.ndar
 
 
 def complete_state(cfg: SweepConfig, host_state: TrainState,
-                   quantizer: np.ndarray) -> TrainState:
+                   arrays: InstanceArrays | np.ndarray) -> TrainState:
     """A host state (an older checkpoint) with the entries this config adds filled in.
 
     Checkpoints written before annealing and code tracking existed lack ``anneal_start`` and
@@ -371,30 +476,143 @@ def complete_state(cfg: SweepConfig, host_state: TrainState,
     Args:
       cfg: the sweep.
       host_state: the restored state (numpy).
-      quantizer: ``[I]`` quantizer indices.
+      arrays: the per-instance inputs (host :class:`InstanceArrays`), or only their ``[I]``
+        quantizer indices (enough without the two-phase schedule).
 
     Returns:
       The state with every entry :func:`init_state` makes.
     """
     extra_keys = (("anneal_start",) if cfg.anneal_steps else ()) + (
-        CODE_KEYS if cfg.tracks_codes else ())
+        FP_KEYS if cfg.has_fp_phase else ()) + (CODE_KEYS if cfg.tracks_codes else ())
     missing = [k for k in extra_keys if k not in host_state]
     if not missing:
         return host_state
-    extra = jax.jit(_extra_state, static_argnums=0)(cfg, host_state["params"],
-                                                   np.asarray(quantizer))
+    if not isinstance(arrays, InstanceArrays):
+        quantizer = np.asarray(arrays)
+        zeros = np.zeros(quantizer.shape, np.int32)
+        arrays = InstanceArrays(quantizer, zeros.astype(bool), None, None, None, None, zeros,
+                                zeros)
+    # Fresh two-phase entries describe a run before its switch: a checkpoint that lacks
+    # them was not trained with one, and its codes are taken at its own step.
+    extra = jax.jit(_extra_state, static_argnums=0)(cfg, host_state["params"], arrays,
+                                                   np.asarray(host_state["step"], np.int32))
     return {**host_state, **{k: np.asarray(extra[k]) for k in missing}}
+
+
+def fp_diagnostics(cfg: SweepConfig, host_state: TrainState) -> dict[str, np.ndarray]:
+    """The per-instance record of the switch, as diagnostic columns (host numpy).
+
+    Args:
+      cfg: the sweep.
+      host_state: a host training state (padding dropped).
+
+    Returns:
+      ``{}`` without the two-phase schedule; else ``fp_switch_step`` (the switch step, NaN
+      for instances without a dense phase), ``fp_gamma``, ``fp_snap_error``,
+      ``fp_snap_error_identity`` (NaN until the switch) and ``fp_alignable`` (as 0/1, NaN
+      until the switch), float64 ``[I]``. The rotation itself, ``fp_rotation [I, m, m]``,
+      stays in the state (and so in every checkpoint).
+    """
+    if not cfg.has_fp_phase or "fp_switch" not in host_state:
+        return {}
+    switch = np.asarray(host_state["fp_switch"], np.float64)
+    done = np.isfinite(np.asarray(host_state["fp_gamma"], np.float64))
+    out = {"fp_switch_step": np.where(switch > 0, switch, np.nan)}
+    for k in ("fp_gamma", "fp_snap_error", "fp_snap_error_identity"):
+        out[k] = np.asarray(host_state[k], np.float64)
+    out["fp_alignable"] = np.where(done, np.asarray(host_state["fp_alignable"], np.float64),
+                                   np.nan)
+    return out
 
 
 def train_step(cfg: SweepConfig, state: TrainState, arrays: InstanceArrays,
                stream_keys: Array) -> tuple[TrainState, Array]:
-    """One step of every instance; returns the new state and the per-instance loss ``[I]``."""
+    """One step of every instance; returns the new state and the per-instance loss ``[I]``.
+
+    With the two-phase schedule each instance trains in its phase at this step
+    (:func:`phase_arrays`); the switch itself happens at a history-block start
+    (:func:`fp_switch`).
+    """
     step = state["step"]
     x_inputs = cfg.data_plan.step_inputs(stream_keys, step, arrays.stream)
-    anneal = (state["anneal_start"],) if cfg.anneal_steps else ()
+    eff, phase = phase_arrays(cfg, state, arrays, step)
+    anneal = state["anneal_start"] if cfg.anneal_steps else None
+    # One strength for every instance at this step (the dense ones ignore it).
+    relax = None
+    if cfg.relax_steps:
+        relax = jnp.broadcast_to(cfg.relax_strength(step), step.shape + arrays.lr.shape)
     params, opt, loss = jax.vmap(functools.partial(instance_step, cfg))(
-        state["params"], state["opt"], x_inputs, arrays, *anneal)
+        state["params"], state["opt"], x_inputs, eff, anneal, phase, relax)
     return {**state, "params": params, "opt": opt, "step": step + 1}, loss
+
+
+def _switch_instance(cfg: SweepConfig, params: dict, quantizer: Array, importance: Array):
+    """One instance at its switch: rotated, snapped, latents set (see :func:`fp_switch`)."""
+    w = params["W"]
+    al = lattice.align(w, importance=importance)
+    latent = lattice.latent_for_pattern(al.T, al.gamma, quantizer, cfg.quantizers)
+    if "binary" in cfg.quantizers:
+        # Binary has no zero to snap to: it gets the rotated dense weights, which its own
+        # rule (sign about the mean, scale mean|W|) quantizes.
+        latent = jnp.where(quantizer == cfg.quantizers.index("binary"), al.R @ w, latent)
+    new = {**params, "W": latent.astype(w.dtype)}
+    if "scale" in params:  # the learned-scale quantizer returns gamma T at s = gamma
+        new["scale"] = al.gamma.astype(params["scale"].dtype)
+    if "rot" in params:  # the learned rotation starts at the identity after the switch
+        new["rot"] = jnp.zeros_like(params["rot"])
+    return new, al
+
+
+def fp_switch(cfg: SweepConfig, state: TrainState, arrays: InstanceArrays) -> TrainState:
+    """Switch the instances whose quantized phase starts at ``state["step"]``.
+
+    For each such instance (``fp_switch == step > 0``): :func:`bitjax.lattice.align` of its
+    dense ``W`` (the rotation minimising the snapping error: closed form for an alignable
+    solution, ITQ otherwise; importance breaks the no-represented-feature fallback), latents
+    from :func:`bitjax.lattice.latent_for_pattern` for its quantizer (the learned scale set
+    to ``gamma``; binary instances get ``R W``), the bias kept (the rotation leaves
+    ``W^T W`` and so the loss unchanged), a fresh optimiser state, and the choice recorded in
+    the :data:`FP_KEYS` arrays. Its codes are re-read so the switch is not counted as flips.
+    The work sits in ``lax.cond`` on "any instance switches now" (one scalar for the
+    block): the other history blocks skip it. Other instances are untouched (exact selects).
+
+    Args:
+      cfg: the sweep (``cfg.has_fp_phase``).
+      state: the state at a history-block start.
+      arrays: the per-instance inputs.
+
+    Returns:
+      The state after the switch.
+
+    Known problem: on 2 CPU devices without instance groups, n=200, m=20 hangs inside the
+    chunk that contains the switch (not diagnosed; 1 device, m=5, or a chunk starting at
+    the switch ran).
+    """
+    step = state["step"]
+    event = (state["fp_switch"] == step) & (state["fp_switch"] > 0)
+
+    def switch(state):
+        new, al = jax.vmap(functools.partial(_switch_instance, cfg))(
+            state["params"], arrays.quantizer, arrays.importance)
+
+        def pick(a, b):
+            return jnp.where(event.reshape(-1, *([1] * (jnp.ndim(b) - 1))), a, b)
+
+        params = jax.tree.map(pick, new, state["params"])
+        fresh = jax.vmap(make_optimizer(cfg, 1.0, 0.0).init)(params)
+        out = {**state, "params": params, "opt": jax.tree.map(pick, fresh, state["opt"]),
+               "fp_rotation": pick(al.R, state["fp_rotation"]),
+               "fp_gamma": pick(al.gamma, state["fp_gamma"]),
+               "fp_snap_error": pick(al.error, state["fp_snap_error"]),
+               "fp_snap_error_identity": pick(al.error_identity,
+                                              state["fp_snap_error_identity"]),
+               "fp_alignable": pick(al.alignable, state["fp_alignable"])}
+        if cfg.tracks_codes:
+            eff, _ = phase_arrays(cfg, out, arrays, step)
+            out["codes"] = pick(_codes(cfg, params, eff.quantizer), state["codes"])
+        return out
+
+    return jax.lax.cond(jnp.any(event), switch, lambda s: s, state)
 
 
 def _scan_step(cfg, arrays, stream_keys, state, _):
@@ -405,7 +623,9 @@ def _scan_step_codes(cfg, arrays, stream_keys, carry, _):
     # A step, then the codes of the updated weights against the previous step's.
     state, flips = carry
     state, loss = train_step(cfg, state, arrays, stream_keys)
-    new = _codes(cfg, state["params"], arrays.quantizer)
+    # The codes of the phase this step trained in (a switch happens only at block starts).
+    eff, _ = phase_arrays(cfg, state, arrays, state["step"] - 1)
+    new = _codes(cfg, state["params"], eff.quantizer)
     flips = flips + jnp.sum(new != state["codes"], axis=(1, 2), dtype=jnp.int32)
     return ({**state, "codes": new}, flips), loss
 
@@ -413,6 +633,8 @@ def _scan_step_codes(cfg, arrays, stream_keys, carry, _):
 def _history_block(cfg, arrays, stream_keys, state, _):
     # history_every steps, then their mean loss into the history column they fill.
     start = state["step"]
+    if cfg.has_fp_phase:  # before the tail snapshot, so a tail starting here sees the switch
+        state = fp_switch(cfg, state, arrays)
     if cfg.tracks_codes:
         snap = (start == state["tail_start"])[:, None, None]
         state = {**state, "tail_codes": jnp.where(snap, state["codes"], state["tail_codes"])}

@@ -10,6 +10,10 @@ its initialisation. Two quantizers differentiate their scale on purpose:
 :func:`ternary_absmean_grad` (the absmean ``gamma`` is not stop-gradiented) and
 :func:`ternary_lsq` (a learned step size with LSQ's gradient).
 
+:data:`SOFT_WEIGHT_QUANTIZERS` are the same quantizers relaxed by a strength ``s`` in
+``[0, 1]`` (the annealed relaxation of ``SweepConfig.relax_fraction``): ``s = 1`` is the hard
+quantizer's value exactly, ``s = 0`` the un-rounded clipped weights at the same scale.
+
 :data:`WEIGHT_CODES` gives each quantizer's integer codes (``T``, or the signs for binary),
 from which training counts code flips.
 
@@ -234,6 +238,84 @@ def ternary_lsq(w: Array, s: Array) -> Array:
     return _exact(s * t, s_g * ste(v, jnp.round(v)))
 
 
+# ---- relaxed (soft) quantizers ---------------------------------------------------------
+
+
+def _relax(u: Array, codes: Array, s: Array) -> Array:
+    """``(1 - s) clip(u, -1, 1) + s codes``: the codes at ``s = 1`` exactly (``0 * x`` is a
+    signed zero for finite ``x``, and adding it changes no value)."""
+    return (1.0 - s) * jnp.clip(u, -1.0, 1.0) + s * codes
+
+
+def _soft_absmean(w: Array, s: Array, axis: int | None) -> Array:
+    gamma, t = _absmean_scale_and_codes(w, axis)
+    return ste(w, gamma * _relax(w / gamma, t, s))
+
+
+def soft_ternary(w: Array, s: Array) -> Array:
+    """:func:`ternary` relaxed by strength ``s``: ``gamma * ((1 - s) clip(W / gamma) + s T)``.
+
+    A piecewise-affine soft rounding (slope ``1 - s`` inside each rounding cell, a jump of
+    ``s`` at its edges) that becomes the hard quantizer at ``s = 1``; the gradient is the
+    same straight-through one. Annealing ``s`` from 0 to 1 is the relaxed quantization of
+    BinaryRelax (a convex combination of the weights and their quantization, here at the
+    quantizer's own scale) and of PARQ's annealed piecewise-affine proximal map.
+
+    Args:
+      w: latent weights ``[m, n]``.
+      s: strength in ``[0, 1]`` (traced).
+
+    Returns:
+      The effective weights.
+
+    References:
+      Yin et al. 2018, "BinaryRelax", https://arxiv.org/abs/1801.06313;
+      Jin et al. 2025, "PARQ: Piecewise-Affine Regularized Quantization".
+    """
+    return _soft_absmean(w, s, axis=None)
+
+
+def soft_ternary_per_feature(w: Array, s: Array) -> Array:
+    """:func:`ternary_per_feature` relaxed by strength ``s`` (as :func:`soft_ternary`)."""
+    return _soft_absmean(w, s, axis=0)
+
+
+def soft_binary(w: Array, s: Array) -> Array:
+    """:func:`binary` relaxed: ``beta ((1 - s) clip((W - mean W) / beta) + s sign)``."""
+    beta = jnp.mean(jnp.abs(w))
+    c = w - jnp.mean(w)
+    sign = jnp.where(c >= 0, 1.0, -1.0).astype(w.dtype)
+    return ste(w, beta * _relax(c / jnp.maximum(beta, EPS), sign, s))
+
+
+def soft_twn(w: Array, s: Array) -> Array:
+    """:func:`twn` relaxed: ``alpha ((1 - s) clip(W / alpha) + s T)``."""
+    a = jnp.abs(w)
+    keep = a > 0.7 * jnp.mean(a)
+    alpha = jnp.sum(jnp.where(keep, a, 0.0)) / jnp.maximum(jnp.sum(keep), 1)
+    t = jnp.where(keep, jnp.sign(w), 0.0)
+    return ste(w, alpha * _relax(w / jnp.maximum(alpha, EPS), t, s))
+
+
+def soft_ternary_absmean_grad(w: Array, s: Array) -> Array:
+    """:func:`ternary_absmean_grad` relaxed: its value as :func:`soft_ternary`, its gradient
+    (scale included) that of the hard quantizer."""
+    gamma, t = _absmean_scale_and_codes(w, axis=None)
+    v = jnp.clip(w / gamma, -1.0, 1.0)
+    return _exact(gamma * _relax(v, t, s), gamma * ste(v, jnp.round(v)))
+
+
+def soft_ternary_lsq(w: Array, scale: Array, s: Array) -> Array:
+    """:func:`ternary_lsq` relaxed: value ``s' ((1 - s) clip(W / s') + s T)``, LSQ's
+    gradients."""
+    sc = jnp.maximum(scale, EPS)
+    t = jnp.clip(jnp.round(w / sc), -1.0, 1.0)
+    g = 1.0 / jnp.sqrt(float(w.size * LSQ_QP))
+    s_g = sc * g + jax.lax.stop_gradient(sc - sc * g)
+    v = jnp.clip(w / s_g, -1.0, 1.0)
+    return _exact(sc * _relax(w / sc, t, s), s_g * ste(v, jnp.round(v)))
+
+
 # ---- integer codes -------------------------------------------------------------------
 
 
@@ -278,6 +360,20 @@ WEIGHT_QUANTIZERS: dict[str, Callable[[Array], Array]] = {
 #: compiles one of them carries the scale parameter (``TiedToyModel(learnable_scale=True)``).
 SCALED_WEIGHT_QUANTIZERS: dict[str, Callable[[Array, Array], Array]] = {
     "ternary_lsq": ternary_lsq,
+}
+
+#: The relaxed quantizers, ``fn(w, s)`` (``fn(w, scale, s)`` for the learned-scale ones):
+#: at ``s = 1`` the value of the hard quantizer of the same name, exactly.
+SOFT_WEIGHT_QUANTIZERS: dict[str, Callable[[Array, Array], Array]] = {
+    "dense": lambda w, s: w,
+    "ternary": soft_ternary,
+    "ternary_per_feature": soft_ternary_per_feature,
+    "binary": soft_binary,
+    "twn": soft_twn,
+    "ternary_absmean_grad": soft_ternary_absmean_grad,
+}
+SOFT_SCALED_WEIGHT_QUANTIZERS: dict[str, Callable[[Array, Array, Array], Array]] = {
+    "ternary_lsq": soft_ternary_lsq,
 }
 
 #: Integer codes (int8) of each quantizer: ``T`` in ``{-1, 0, 1}`` for the ternary kinds,

@@ -820,6 +820,8 @@ def recipe_text(cfg: SweepConfig) -> str:
     sched = cfg.schedule + (f" + annealed last {cfg.anneal_fraction:g}"
                             if cfg.anneal_fraction else "")
     init = f", init x{cfg.init_scale:g}" if cfg.init_scale != 1 else ""
+    if getattr(cfg, "has_fp_phase", False):
+        init += f", dense first {cfg.fp_steps:,} steps"
     return f"{sched} lr {lr}{init}, weight decay {wd}"
 
 

@@ -279,9 +279,9 @@ def _describe(cfg) -> str:
 #: convergence study's choice: results/convergence/best.md). Single recipe flags override.
 RECIPES: dict[str, dict[str, Any]] = {
     "paper": {"schedule": "constant", "anneal_fraction": 0.0, "lr": (1e-3,),
-              "weight_decay": (0.01,), "init_scale": 1.0},
+              "weight_decay": (0.01,), "init_scale": 1.0, "fp_fraction": 0.0},
     "committed": {"schedule": "cosine", "anneal_fraction": 0.1, "lr": (3e-3,),
-                  "weight_decay": (0.0,), "init_scale": 1.0},
+                  "weight_decay": (0.0,), "init_scale": 1.0, "fp_fraction": 0.0},
 }
 
 
@@ -342,6 +342,10 @@ def build_parser(exp: Experiment) -> argparse.ArgumentParser:
                         help="AdamW decoupled weight decay(s): the weight_decay axis")
     recipe.add_argument("--init-scale", type=float, default=None, metavar="S",
                         help="multiply the initial latent weights by S (> 0)")
+    recipe.add_argument("--fp-fraction", type=float, default=None, metavar="F",
+                        help="full precision first: quantized kinds train dense for the first "
+                             "fraction F of the steps, are rotated onto the lattice and "
+                             "snapped, then train quantized (0 <= F < 1; part of the budget)")
     ap.add_argument("--n-seeds", type=int, default=None, metavar="N",
                     help="number of seeds (restarts) per setting: seeds 0..N-1 (default: the "
                          "preset's). The library's SweepConfig(seed=...) lists seed ids "
@@ -447,7 +451,8 @@ def resolve_configs(exp: Experiment, preset: str, steps: int | None,
 
 
 #: SweepConfig fields the recipe flags set (flag --anneal-fraction -> field anneal_fraction).
-RECIPE_FIELDS = ("schedule", "anneal_fraction", "lr", "weight_decay", "init_scale")
+RECIPE_FIELDS = ("schedule", "anneal_fraction", "lr", "weight_decay", "init_scale",
+                 "fp_fraction")
 
 
 def recipe_overrides(args: argparse.Namespace) -> dict[str, Any]:

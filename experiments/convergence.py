@@ -26,7 +26,18 @@ The recipe per kind (rule fixed before the data, :func:`choose_recipes`): among 
 trained at 3,000 steps, the lowest geometric mean over the 8 (setting, 1-S) cells of the
 median (over seeds) ratio to the attainable loss.
 
+Full precision first (issue 23, preset ``fp``): both settings trained from scratch
+(cosine_anneal) and with the two-phase schedule (fp_cosine_anneal: SweepConfig.fp_fraction
+= 0.5, dense for the first half, rotated onto the lattice and snapped, then quantized), at
+3,000 steps, 10 seeds, every kind; preset ``fp_uniform``: the same two routes on the uniform
+plateau (n=200, m=20, I = 1, 1-S = 0.5, 0.35, 0.25; dense and ternary, lr 3e-3). Both
+routes share the budget (the dense phase counts). On the uniform plateau the attainable
+reference is the rounded dense solution of bitjax.representable (the absmean rounding of
+shared/specs/ternary.md section 7, a loose bound there) until the best-ternary search lands.
+
 Command:  python -m experiments.convergence --preset full   (the study; CPU about 1 h)
+          python -m experiments.convergence --preset fp     (the two-phase study)
+          python -m experiments.convergence --preset fp_uniform  (its uniform plateau)
           python -m experiments.convergence                 (quick: one setting, 3 parts)
           python -m experiments.convergence --preset tiny_full   (smoke test of the study)
 
@@ -35,7 +46,7 @@ Runtime: full 98 min wall for the committed run on the 2-core CPU shared with ot
 GPU: not measured.
 
 Outputs (in --out, default runs/convergence-<preset>): experiment.json, manifest.json, a
-folder per part (sweep.json, metrics.csv with every diagnostic, features.csv,
+folder per part (sweep.json, metrics.csv with every diagnostic, features.csv.gz,
 checkpoints/); cells.csv (per part x kind x 1-S x lr: same-sample loss median, quartiles
 and min over the live seeds, the attainable loss and its source, ratios, seeds reached /
 converged / diverged, codes changed over the last stretch), best.csv (per setting x kind x
@@ -71,6 +82,9 @@ RECIPES = {
     "constant": dict(schedule="constant", anneal_fraction=0.0),
     "constant_anneal": dict(schedule="constant", anneal_fraction=0.1),
     "cosine_anneal": dict(schedule="cosine", anneal_fraction=0.1),
+    # Full precision first (issue 23): dense for the first half, rotated onto the lattice and
+    # snapped, then quantized; each half follows the cosine schedule (annealed final tenth).
+    "fp_cosine_anneal": dict(schedule="cosine", anneal_fraction=0.1, fp_fraction=0.5),
 }
 #: The two settings of the full study (issue 10 item 4): name -> model and data.
 SETTINGS = {
@@ -79,6 +93,15 @@ SETTINGS = {
     "intro": dict(n_features=5, n_hidden=2, importance=(0.9,),
                   feature_probability=(1.0, 0.3, 0.1, 0.05)),
 }
+#: The uniform plateau of issue 23 item 3 (n=200, m=20, three sparsities with
+#: 0.25 <= 1-S <= 0.5, where dense sits at 1/2 dimension per feature); dense and ternary only.
+UNIFORM = dict(n_features=200, n_hidden=20, importance=(1.0,),
+               feature_probability=(0.5, 0.35, 0.25))
+#: Its learning rate: per-tensor ternary's chosen one (results/convergence/chosen.csv).
+UNIFORM_LRS = (3e-3,)
+#: The two-phase study (issue 23): each setting from scratch and full precision first, at
+#: the middle budget.
+FP_PARTS = (("cosine_anneal", 3000, 1.0, 0.01), ("fp_cosine_anneal", 3000, 1.0, 0.01))
 FULL_LRS = (1e-3, 3e-3, 1e-2)
 #: The full study's budgets (steps of batch 1024).
 FULL_BUDGETS = (1000, 3000, 10000)
@@ -149,6 +172,21 @@ def _full(kinds, seeds: int, budgets=FULL_BUDGETS, parts=FULL_PARTS, **kw
     return out
 
 
+def _fp_study(kinds, seeds: int, budget: int = 3000, **kw) -> dict[str, SweepConfig]:
+    """The two-phase study: :data:`FP_PARTS` for both settings, every kind in ``kinds``."""
+    return _full(kinds, seeds, budgets=(budget, budget, budget), parts=FP_PARTS, **kw)
+
+
+def _fp_uniform(seeds: int, budget: int = 3000, lrs=UNIFORM_LRS, **kw
+                ) -> dict[str, SweepConfig]:
+    """The two-phase study on the uniform plateau (:data:`UNIFORM`; dense and ternary)."""
+    return {part_name("uniform", recipe, budget): SweepConfig(
+        **UNIFORM, kind=("dense", "ternary"), seed=tuple(range(seeds)), lr=lrs,
+        weight_decay=(wd,), steps=budget, chunk_size=min(500, budget),
+        history_every=min(50, budget // 10), **RECIPES[recipe], **kw)
+        for recipe, _, _, wd in FP_PARTS}
+
+
 PRESETS = {
     "full": lambda seeds: _full(ALL_KINDS, seeds or 8, batch_size=1024),
     "quick": lambda seeds: _parts(ALL_KINDS, seeds or 4, 4000, batch_size=1024,
@@ -158,6 +196,10 @@ PRESETS = {
     "tiny_full": lambda seeds: _full(("dense", "ternary"), seeds or 2, budgets=(100, 200, 300),
                                      parts=FULL_PARTS[:2] + FULL_PARTS[3:4],
                                      batch_size=128, eval_batches=2),
+    "fp": lambda seeds: _fp_study(ALL_KINDS, seeds or 10, batch_size=1024),
+    "fp_uniform": lambda seeds: _fp_uniform(seeds or 10, batch_size=1024),
+    "tiny_fp": lambda seeds: _fp_study(("dense", "ternary"), seeds or 2, budget=200,
+                                       batch_size=128, eval_batches=2),
 }
 
 

@@ -327,14 +327,22 @@ def bounds_for(results: Path, claim: Claim, g: Grid) -> Bounds:
         j = np.flatnonzero(np.isclose(g.p, float(r["feature_probability"]), rtol=1e-5))
         if i is None or j.size == 0:
             continue
-        cand = [float(r["attainable_ternary"]), float(r.get("exact_ternary", "nan") or "nan")]
-        cand = [c for c in cand if np.isfinite(c)]
-        out["bound"][i, j[0]] = min(cand) if cand else np.nan
-        # The bound is the optimum where it was enumerated or the dense solution is
-        # axis-alignable; elsewhere it is only an upper bound.
-        out["tight"][i, j[0]] = float(len(cand) == 2 or r["alignable"] == "True")
-        out["dense"][i, j[0]] = float(r["dense_loss"])
-        out["trained"][i, j[0]] = float(r["trained_ternary_loss"])
+        if r.get("best_known_ternary"):
+            # bitjax.best_ternary: the best-known solution on the stratified estimator
+            out["bound"][i, j[0]] = float(r["best_known_ternary"])
+            out["tight"][i, j[0]] = float(r["best_known_tight"] == "True")
+            out["dense"][i, j[0]] = float(r["estimator_dense_loss"])
+            out["trained"][i, j[0]] = float(r["trained_ternary_estimated"])
+        else:  # tables written before the best-known columns existed
+            cand = [float(r["attainable_ternary"]),
+                    float(r.get("exact_ternary", "nan") or "nan")]
+            cand = [c for c in cand if np.isfinite(c)]
+            out["bound"][i, j[0]] = min(cand) if cand else np.nan
+            # The bound is the optimum where it was enumerated or the dense solution is
+            # axis-alignable; elsewhere it is only an upper bound.
+            out["tight"][i, j[0]] = float(len(cand) == 2 or r["alignable"] == "True")
+            out["dense"][i, j[0]] = float(r["dense_loss"])
+            out["trained"][i, j[0]] = float(r["trained_ternary_loss"])
         out["run_trained"][i, j[0]] = float(r["trained_ternary_final_loss"])
     if np.isnan(out["bound"]).any():
         return Bounds(False, f"{path.name} lacks {int(np.isnan(out['bound']).sum())} of "

@@ -5,25 +5,44 @@ the optimum (ternary cannot represent the dense solution) or about training (it 
 did not get there)? For every dense instance of the committed experiments this computes
 whether its solution is axis-alignable and the loss its ternary realisation attains, next
 to the trained ternary twin's loss; for the small models it computes the exact ternary optimum
-by enumerating every weight pattern (bitjax.representable).
+by enumerating every weight pattern (bitjax.representable); and for every dense instance the
+best-known per-tensor ternary solution (bitjax.best_ternary: enumeration, the snapped dense
+solution, a rotation search, lattice constructions, a discrete polish and the trained ternary
+twin, all compared on one stratified estimator with standard errors, bitjax.estimator).
 
 Command:
   python -m experiments.representable [--out runs/representable] [--results results] [--quick]
+      [--runs RUN ...] [--no-best-known] [--no-phase-intro]
 
 Outputs (in --out): (a) attainable_<experiment>.csv per experiment (one row per dense
 instance: alignable, attainable ternary loss, exact ternary optimum where n <= 6, trained
 ternary twin's loss on the same sample, their ratio) and ratio_vs_sparsity.{png,pdf};
 (b) exact_phase_n2m1.csv, exact_phase_n3m2.csv (30 x 30 grid), phase_trained_vs_exact.csv
 (the trained phase grid's cells) and phase_n2m1.{png,pdf}, phase_n3m2.{png,pdf};
-(c) intro_exact.csv and intro_exact.{png,pdf}; manifest.json (commit, command, settings,
-runtimes, summary numbers computed from the tables).
+(c) intro_exact.csv and intro_exact.{png,pdf}; (d) best_known/<experiment>/, a run folder
+per experiment that bitjax.load_sweep opens like a trained run (kind "ternary", one instance
+per dense instance, with best_known.csv: method, loss and standard error, dense loss on the
+same estimator, paired difference, gamma, non-zeros per column, tight), the best-known
+columns in every attainable_<experiment>.csv (best_known_ternary, best_known_method,
+best_known_tight, ratio_trained_to_best_known, ...), best_known_over_dense.{png,pdf} (against
+sparsity, coloured by the winning method), best_known_dstar.{png,pdf} (D* of best-known and
+dense with gamma and the non-zeros per column) and best_known_geometry_<experiment>.{png,pdf}
+(2-D diagrams for m = 2, W^T W otherwise, beside the dense solution); manifest.json (commit,
+command, settings, runtimes, summary numbers computed from the tables).
 
 Runtime: 1,457 s (24 minutes) for the committed paper-scale results on the 2-core CPU of
 the development machine, mostly idle (manifest.json has every section: the 200 dense
 n=200, m=20 uniform instances 595 s, the sparsity zoom 264 s and notebook 265 s, the
 18,000 dense phase instances 56 s; the exact 30 x 30 phase grids 5 s for n=2, m=1 and
 9 s for n=3, m=2; the n=5 intro enumeration 18 s); ``--quick`` about 10 minutes on the
-same CPU; on one GPU: not measured.
+same CPU; on one GPU: not measured. That was before section (d). With (d), measured per run
+(``--runs RUN --no-phase-intro``, one process each, wall time, on the same 2-core CPU shared
+with three other jobs, load 6-10): correlated/corr_pairs 39 s, correlated/three_corr 83 s,
+intro 112 s, correlated/sets20 379 s (of which the best-known 273 s, mostly the polish of
+100 instances with n = 20, m = 10), correlated/anti20 155 s, sparsity/relu 125 s,
+sparsity/linear 562 s; the larger runs (sparsity zoom: 480 instances with n = 20, polished;
+the 9,000-instance phase runs; uniform and notebook, n = 100-200, not polished) were not
+measured to the end.
 
 Paper figures: "Superposition as a Phase Change" (the n=2, m=1 and n=3, m=2 phase diagrams)
 and the introduction's five features in two dimensions (Elhage et al. 2022,
@@ -56,15 +75,27 @@ def _parse(argv):
     ap.add_argument("--results", default="results", help="folder of the committed runs")
     ap.add_argument("--quick", action="store_true",
                     help="small samples and a 10 x 10 phase grid (a smoke test)")
+    ap.add_argument("--runs", nargs="+", metavar="RUN", choices=RUNS,
+                    help=f"only these runs (default: all of {', '.join(RUNS)})")
+    ap.add_argument("--no-best-known", dest="best_known", action="store_false",
+                    help="skip the best-known ternary solutions (bitjax.best_ternary)")
+    ap.add_argument("--no-phase-intro", dest="phase_intro", action="store_false",
+                    help="skip the exact phase diagrams and the intro enumeration section")
     return ap.parse_args(argv)
 
 
-def _settings(quick: bool) -> dict:
+def _settings(quick: bool, best_known: bool = True) -> dict:
+    # est_*: the stratified estimator every best-known comparison uses (bitjax.estimator);
+    # fit_*: the independent sample scales, biases and the polish are fitted on.
     if quick:
         return dict(n_per_mask=128, n_samples=8192, n_samples_large=4096, grid=10,
-                    exact_per_mask=128, intro_points=10)
+                    exact_per_mask=128, intro_points=10, best_known=best_known,
+                    est_draws=4096, est_per_mask=128, fit_draws=1024, fit_per_mask=64,
+                    polish_steps=3)
     return dict(n_per_mask=256, n_samples=32_768, n_samples_large=16_384, grid=30,
-                exact_per_mask=256, intro_points=10)
+                exact_per_mask=256, intro_points=10, best_known=best_known,
+                est_draws=16_384, est_per_mask=512, fit_draws=4096, fit_per_mask=128,
+                polish_steps=8)
 
 
 def _vectors(sweep, idx):
@@ -97,8 +128,9 @@ def _twins(sweep, dense_idx, kind):
     return np.array([table.get(key(i), -1) for i in dense_idx])
 
 
-def _experiment_table(name, run_dir, s, log):
-    """(a) for one committed run: one row per dense instance."""
+def _experiment_table(name, run_dir, s, log, out=None):
+    """(a) for one committed run: one row per dense instance; with ``out`` and
+    ``s["best_known"]`` also (d) the best-known ternary solutions as a run folder."""
     from bitjax import load_sweep
     from bitjax import representable as rep
 
@@ -169,8 +201,82 @@ def _experiment_table(name, run_dir, s, log):
         if "ternary_per_feature" in trained:
             row["trained_ternary_per_feature_loss"] = float(trained["ternary_per_feature"][0][j])
         rows.append(row)
+    best = None
+    if out is not None and s.get("best_known"):
+        best = _best_known_part(name, sweep, dense, p, imp, twins.get("ternary"), s, out, log)
+        for row, extra in zip(rows, _best_columns(best), strict=True):
+            row.update(extra)
     log(f"  {name}: {len(dense)} dense instances in {time.perf_counter() - t0:.1f} s")
-    return rows, sweep
+    extra = None
+    if best is not None:
+        extra = {"best": best[0], "seconds": best[1], "p": p[:, 0], "importance": imp,
+                 "W_dense": sweep.W_eff[dense], "seeds": seeds, "m": cfg.n_hidden}
+    return rows, sweep, extra
+
+
+def _best_known_part(name, sweep, dense, p, imp, twin, s, out, log):
+    """(d) The best-known ternary solution of every dense instance, stored as a run folder
+    ``<out>/best_known/<name>`` that bitjax.load_sweep opens (bitjax.best_ternary)."""
+    import shutil
+
+    from bitjax import best_ternary as bt
+    from bitjax import estimator as est
+
+    t0 = time.perf_counter()
+    cfg = sweep.config
+    trained = None
+    if twin is not None:
+        ok = twin >= 0
+        trained = (sweep.W_eff[np.maximum(twin, 0)], sweep.b[np.maximum(twin, 0)], ok)
+    sample = est.make_estimator_sample(cfg.structure, p, n_draws=s["est_draws"],
+                                       n_per_mask=s["est_per_mask"], seed=0)
+    fit = est.make_estimator_sample(cfg.structure, p, n_draws=s["fit_draws"],
+                                    n_per_mask=s["fit_per_mask"], n_min=64, seed=1)
+    best = bt.best_known(sweep.W_eff[dense], sweep.b[dense], p, imp, cfg.structure,
+                         activation=cfg.activation, trained=trained, sample=sample,
+                         fit_sample=fit, polish_steps=s["polish_steps"],
+                         exact_per_mask=s["exact_per_mask"], log=log)
+    folder = out / "best_known" / name
+    if folder.exists():
+        shutil.rmtree(folder)  # this script's own output of an earlier call
+    seconds = time.perf_counter() - t0
+    bt.write_run(folder, sweep, dense, best, extra_meta={
+        "estimator": {"kind": sample.kind, "rows": int(sample.x.shape[1]),
+                      "draws": s["est_draws"], "per_mask": s["est_per_mask"], "seed": 0,
+                      "dropped_probability_max": float(np.max(sample.dropped))},
+        "fit_sample": {"rows": int(fit.x.shape[1]), "seed": 1},
+        "runtime_s": {**best.seconds, "total": seconds}})
+    methods = dict(zip(*np.unique(best.method, return_counts=True), strict=True))
+    log(f"  {name}: best-known ternary in {seconds:.1f} s; winners "
+        + ", ".join(f"{k} {v}" for k, v in methods.items())
+        + f"; tight {int(best.tight.sum())} of {len(best.tight)}")
+    return best, seconds
+
+
+def _best_columns(best_and_seconds):
+    """Per dense instance: the best-known columns added to attainable_<experiment>.csv."""
+    best, _ = best_and_seconds
+    out = []
+    for i in range(len(best.loss)):
+        nnz = best.nnz_per_column[i]
+        trained = best.candidates["trained"][i]
+        out.append({
+            "best_known_ternary": float(best.loss[i]), "best_known_se": float(best.se[i]),
+            "best_known_method": str(best.method[i]), "best_known_gamma": float(best.gamma[i]),
+            "best_known_nonzero_columns": int(np.sum(nnz > 0)),
+            "best_known_nnz_per_column": " ".join(str(int(v)) for v in nnz),
+            "estimator_dense_loss": float(best.dense_loss[i]),
+            "estimator_dense_se": float(best.dense_se[i]),
+            "best_known_minus_dense": float(best.diff[i]),
+            "best_known_minus_dense_se": float(best.diff_se[i]),
+            "best_known_tight": bool(best.tight[i]),
+            "best_known_source_row": int(best.source[i]),
+            "estimator_best_dense_loss": float(best.best_dense_loss[i]),
+            "trained_ternary_estimated": float(trained),
+            "ratio_trained_to_best_known": _ratio(trained, best.loss[i]),
+            "ratio_best_known_to_dense": _ratio(best.loss[i], best.dense_loss[i]),
+        })
+    return out
 
 
 def _ratio(a: float, b: float) -> float:
@@ -225,6 +331,159 @@ def _ratio_figure(tables, out):
                  "1.05", fontsize=9)
     fig.tight_layout()
     return plots.save(fig, out / "ratio_vs_sparsity")
+
+
+def _method_colours():
+    import matplotlib as mpl
+
+    from bitjax import best_ternary as bt
+
+    cmap = mpl.colormaps["tab20"]
+    return {m: cmap(i % 20) for i, m in enumerate(bt.METHODS)}
+
+
+def _best_over_dense_figure(bests, out):
+    """Best-known ternary over dense (same stratified estimator) against sparsity, one
+    panel per experiment, each instance coloured by the method that found its solution."""
+    import matplotlib as mpl
+
+    from bitjax import best_ternary as bt
+    from bitjax import plots
+
+    colours = _method_colours()
+    names = list(bests)
+    cols = min(4, len(names))
+    nrows = int(np.ceil(len(names) / cols))
+    fig, axes = plots.new_figure(nrows, cols, size=(3.2, 2.7))
+    for ax in axes.ravel()[len(names):]:
+        ax.set_axis_off()
+    used = set()
+    for ax, name in zip(axes.ravel(), names, strict=False):
+        b = bests[name]
+        best = b["best"]
+        ratio = best.loss / np.where(best.dense_loss > 0, best.dense_loss, np.nan)
+        jitter = np.exp(np.random.default_rng(0).uniform(-0.06, 0.06, len(ratio)))
+        ax.set_title(name, fontsize=8)
+        zero = np.isfinite(ratio) & (ratio <= 0)
+        if zero.all():
+            ax.text(0.5, 0.5, "best-known loss 0 in every instance\n(exact reconstruction): "
+                    "ratio 0", ha="center", va="center", fontsize=7, transform=ax.transAxes)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            continue
+        for m in bt.METHODS:
+            sel = (best.method == m) & np.isfinite(ratio) & ~zero
+            if sel.any():
+                used.add(m)
+                ax.scatter(b["p"][sel] * jitter[sel], ratio[sel], s=8, color=colours[m],
+                           alpha=0.75, label=m)
+        ax.axhline(1.0, color="k", lw=0.7)
+        ax.axhline(bt.TIGHT_FACTOR, color="k", lw=0.6, ls="--")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("1 - S", fontsize=7)
+        ax.tick_params(labelsize=6)
+        ax.xaxis.set_minor_formatter(mpl.ticker.NullFormatter())
+        ax.yaxis.set_minor_formatter(mpl.ticker.NullFormatter())
+    axes[0, 0].set_ylabel("best-known ternary / dense", fontsize=8)
+    handles = [mpl.lines.Line2D([], [], marker="o", ls="", color=colours[m], label=m)
+               for m in bt.METHODS if m in used]
+    if handles:
+        fig.legend(handles=handles, loc="lower center", ncol=min(6, len(handles)),
+                   fontsize=7, frameon=False, bbox_to_anchor=(0.5, -0.04))
+    fig.suptitle("Best-known per-tensor ternary loss over the dense loss, both on the "
+                 "stratified estimator; colour: the method that found it; line 1, dashed "
+                 f"{bt.TIGHT_FACTOR} (tight below)", fontsize=9)
+    fig.tight_layout()
+    return plots.save(fig, out / "best_known_over_dense")
+
+
+def _dstar_figure(bests, out):
+    """D* = m / ||W||_F^2 of the best-known and the dense solutions against sparsity (median
+    over seeds), with gamma and the non-zeros per represented column beside it."""
+    import matplotlib as mpl
+
+    from bitjax import plots
+
+    names = list(bests)
+    fig, axes = plots.new_figure(2, len(names), size=(2.8, 2.2),
+                                 sharex="col")
+    for j, name in enumerate(names):
+        b = bests[name]
+        best, m = b["best"], b["m"]
+        ps = np.unique(b["p"])
+        d_dense = m / np.maximum(np.sum(b["W_dense"] ** 2, axis=(1, 2)), 1e-12)
+        nnz_tot = best.nnz_per_column.sum(1)
+        d_best = m / np.maximum(best.gamma.astype(float) ** 2 * nnz_tot, 1e-12)
+        nzc = np.maximum((best.nnz_per_column > 0).sum(1), 1)
+        pp = b["p"]
+
+        def med(v, pp=pp, ps=ps):
+            return np.array([np.median(v[pp == q]) for q in ps])
+
+        ax = axes[0, j]
+        ax.plot(ps, med(d_dense), "o-", ms=3, color="tab:blue", label="dense (trained)")
+        ax.plot(ps, med(d_best), "s-", ms=3, color="tab:orange", label="best-known ternary")
+        ax.set_xscale("log")
+        ax.set_title(name, fontsize=8)
+        ax.tick_params(labelsize=6)
+        ax2 = axes[1, j]
+        ax2.plot(ps, med(best.gamma.astype(float)), "o-", ms=3, color="tab:green",
+                 label="gamma")
+        ax2.plot(ps, med(nnz_tot / nzc), "s-", ms=3, color="tab:purple",
+                 label="non-zeros per non-zero column")
+        ax2.set_xscale("log")
+        ax2.set_xlabel("1 - S", fontsize=7)
+        ax2.tick_params(labelsize=6)
+        ax2.xaxis.set_minor_formatter(mpl.ticker.NullFormatter())
+    axes[0, 0].set_ylabel("D* = m / ||W||_F^2", fontsize=7)
+    axes[1, 0].set_ylabel("best-known: gamma,\nnon-zeros per column", fontsize=7)
+    axes[0, 0].legend(fontsize=6)
+    axes[1, 0].legend(fontsize=6)
+    fig.suptitle("Dimensions per feature of the best-known ternary and the dense solutions "
+                 "(median over seeds), with the ternary scale and pattern density", fontsize=9)
+    fig.tight_layout()
+    return plots.save(fig, out / "best_known_dstar")
+
+
+def _geometry_figure(name, b, out, max_cols: int = 8):
+    """The best-known solutions drawn like the experiment's own figures: 2-D weight diagrams
+    for m = 2, W^T W otherwise; one column per sparsity (the first seed), the dense solution
+    of the same instance below; gamma and the non-zeros per column in every label."""
+    from bitjax import plots
+
+    best, m = b["best"], b["m"]
+    ps = np.unique(b["p"])[::-1]
+    if len(ps) > max_cols:
+        ps = ps[np.linspace(0, len(ps) - 1, max_cols).round().astype(int)]
+    size = (1.7, 2.3) if m == 2 else (1.9, 2.4)
+    fig, axes = plots.new_figure(2, len(ps), size=size)
+    for j, q in enumerate(ps):
+        i = int(np.flatnonzero(b["p"] == q)[0])
+        imp = np.asarray(b["importance"][i], float)
+        colour = (imp - imp.min()) / np.ptp(imp) if np.ptp(imp) else None
+        wb = best.gamma[i] * best.T[i].astype(float)
+        wd = b["W_dense"][i]
+        nnz = best.nnz_per_column[i]
+        mean_nnz = nnz[nnz > 0].mean() if np.any(nnz > 0) else 0.0
+        for r, (w, label) in enumerate(((wb, f"{best.method[i]}\ngamma {best.gamma[i]:.3g}, "
+                                             f"{int(np.sum(nnz > 0))} cols x {mean_nnz:.2g} nz"
+                                             f"\nloss {best.loss[i]:.3g}"),
+                                        (wd, f"dense\nloss {best.dense_loss[i]:.3g}"))):
+            ax = axes[r, j]
+            if m == 2:
+                plots.weight_diagram_2d(ax, w, importance=colour)
+            else:
+                plots.gram_heatmap(ax, w)
+            ax.set_xlabel(label, fontsize=5.5, labelpad=2)
+        axes[0, j].set_title(f"1-S = {q:.3g}", fontsize=7)
+    axes[0, 0].set_ylabel("best-known ternary", fontsize=7)
+    axes[1, 0].set_ylabel("dense (same instance)", fontsize=7)
+    what = "weights" if m == 2 else "W^T W (colour range [-1, 1])"
+    fig.suptitle(f"{name}: best-known per-tensor ternary solutions and the dense ones, {what}, "
+                 "first seed per sparsity", fontsize=8)
+    fig.tight_layout()
+    return plots.save(fig, out / f"best_known_geometry_{name}")
 
 
 def _phase_grid(n: int, k: int):
@@ -461,14 +720,27 @@ def _summary(tables) -> dict:
             "trained_ternary_within_5pct_of_bound": int(np.sum(ratio[twin] <= 1.05)),
             "with_trained_twin": int(twin.sum()),
         }
+        if "best_known_ternary" in rows[0]:
+            bk = np.array([r["ratio_best_known_to_dense"] for r in rows], float)
+            tr = np.array([r["ratio_trained_to_best_known"] for r in rows], float)
+            meth = [r["best_known_method"] for r in rows]
+            out[name].update({
+                "best_known_over_dense_median": float(np.nanmedian(bk)),
+                "best_known_over_dense_max": float(np.nanmax(bk)),
+                "best_known_tight": int(sum(r["best_known_tight"] for r in rows)),
+                "trained_ternary_over_best_known_median": float(np.nanmedian(tr))
+                if np.isfinite(tr).any() else None,
+                "best_known_methods": {m: meth.count(m) for m in sorted(set(meth))},
+            })
     return out
 
 
 def main(argv=None) -> int:
-    args = _parse(sys.argv[1:] if argv is None else argv)
-    import matplotlib
+    from experiments._runtime import start_tool
 
-    matplotlib.use("Agg")
+    if (code := start_tool()) is not None:  # one CPU device per core, as the experiments
+        return code
+    args = _parse(sys.argv[1:] if argv is None else argv)
     from bitjax import io
 
     results, out = Path(args.results), Path(args.out)
@@ -476,14 +748,15 @@ def main(argv=None) -> int:
         print(f"error: --results {results} is not a folder (expected the committed results/)",
               file=sys.stderr)
         return 2
-    runs = [r for r in RUNS if (results / r / "checkpoints").is_dir()]
+    wanted = args.runs or RUNS
+    runs = [r for r in wanted if (results / r / "checkpoints").is_dir()]
     if not runs:
         print(f"error: no bitjax run folders under {results} (looked for "
               f"{', '.join(RUNS)} with a checkpoints/ folder)", file=sys.stderr)
         return 2
-    missing = [r for r in RUNS if r not in runs]
+    missing = [r for r in wanted if r not in runs]
     out.mkdir(parents=True, exist_ok=True)
-    s = _settings(args.quick)
+    s = _settings(args.quick, args.best_known)
     t_all = time.perf_counter()
 
     def log(msg):
@@ -492,28 +765,38 @@ def main(argv=None) -> int:
     log(f"representable: {len(runs)} runs from {results}, writing {out}")
     if missing:
         log(f"  not found (skipped): {', '.join(missing)}")
-    tables, timings, intro_sweep = {}, {}, None
-    t0 = time.perf_counter()
-    phase_summary, phase_t = _phase_section(results, out, s, log)
-    timings["phase_total"] = time.perf_counter() - t0
-    timings.update({f"phase_exact_{k}": v for k, v in phase_t.items()})
-    if "intro" in runs:
-        from bitjax import load_sweep
+    tables, timings, intro_sweep, bests = {}, {}, None, {}
+    phase_summary, intro_rows = {}, []
+    if args.phase_intro:
+        t0 = time.perf_counter()
+        phase_summary, phase_t = _phase_section(results, out, s, log)
+        timings["phase_total"] = time.perf_counter() - t0
+        timings.update({f"phase_exact_{k}": v for k, v in phase_t.items()})
+        if "intro" in runs:
+            from bitjax import load_sweep
 
-        intro_sweep = load_sweep(results / "intro")
-    t0 = time.perf_counter()
-    intro_rows = _intro_section(results, out, s, intro_sweep, log)
-    timings["intro_exact"] = time.perf_counter() - t0
+            intro_sweep = load_sweep(results / "intro")
+        t0 = time.perf_counter()
+        intro_rows = _intro_section(results, out, s, intro_sweep, log)
+        timings["intro_exact"] = time.perf_counter() - t0
     for r in runs:
         name = r.replace("/", "_")
         t0 = time.perf_counter()
-        rows, sweep = _experiment_table(name, results / r, s, log)
+        rows, sweep, extra = _experiment_table(name, results / r, s, log, out)
         timings[f"table_{name}"] = time.perf_counter() - t0
         tables[name] = rows
         if rows:
             io.write_csv(out / f"attainable_{name}.csv", rows)
+        if extra is not None:
+            bests[name] = extra
+            timings[f"best_known_{name}"] = extra["seconds"]
         del sweep
     _ratio_figure(tables, out)
+    if bests:
+        _best_over_dense_figure(bests, out)
+        _dstar_figure(bests, out)
+        for name, b in bests.items():
+            _geometry_figure(name, b, out)
     timings["total"] = time.perf_counter() - t_all
     from bitjax import representable as rep
 

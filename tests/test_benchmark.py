@@ -86,7 +86,7 @@ def test_scaling_writes_table_figure_and_manifest(tmp_path):
     assert [r["n_instances"] for r in manifest["rows"]] == [10, 30]
 
 
-@pytest.mark.parametrize("module", ["benchmark", "findings", "explore"])
+@pytest.mark.parametrize("module", ["benchmark", "findings", "explore", "representable"])
 def test_every_tool_sets_the_runtime_up_first(module, monkeypatch):
     import importlib
 

@@ -106,3 +106,12 @@ def test_summary_names_the_main_figure():
     assert "main figure: o/b.png" in text and "explorer:    o/explorer.html" in text
     first = _cli.Experiment("x", "x", {}, analyse=lambda parts, out: [])  # no main named
     assert "main figure: o/a.png" in _cli.summary(first, Path("o"), files)
+
+
+def test_full_precision_first_is_a_recipe_flag():
+    rec = _cli.recipe_overrides(_args("--preset", "tiny", "--fp-fraction", "0.5"))
+    assert rec == {"fp_fraction": 0.5}
+    parts = _cli.resolve_configs(intro.EXPERIMENT, "tiny", None, None, rec)
+    cfg = parts["intro"]
+    assert cfg.has_fp_phase and "dense first" in _cli._describe(cfg)
+    assert _cli.recipe_name(cfg) == "custom"
