@@ -242,6 +242,9 @@ class Experiment:
     analyse: Callable[[Mapping[str, Part], Path], list[Path]]
     #: The stem of the figure a run names last as its main one (default: the first drawn).
     main_figure: str | None = None
+    #: Part names -> ``{page file name: the parts on it}`` for experiments whose parts do not
+    #: fit one explorer page (default: every part on ``explorer.html``).
+    explorer_pages: Callable[[list[str]], dict[str, list[str]]] | None = None
 
 
 # ----------------------------------------------------------------------------------------
@@ -743,9 +746,8 @@ def summary(exp: Experiment, out: Path, files: list[Path]) -> str:
                 pngs[0] if pngs else None)
     tables = [f.name for f in files if f.suffix == ".csv"]
     lines = [f"{exp.name}: wrote {len(files)} files to {out}"]
-    explorer = [f for f in files if f.name == "explorer.html"]
-    if explorer:
-        lines.append(f"  explorer:    {explorer[0]}")
+    for page in (f for f in files if f.suffix == ".html" and f.name.startswith("explorer")):
+        lines.append(f"  explorer:    {page}")
     if main is not None:
         lines.append(f"  main figure: {main}")
     if tables:
@@ -1058,8 +1060,18 @@ def _analyse(exp: Experiment, parts: dict[str, Part], out: Path, provenance,
     files.extend(exp.analyse(collection, out))
     # One plotly.js for the whole results tree (each committed page stays small); a run
     # folder elsewhere keeps its own copy beside its page, so it can be moved as a whole.
-    files.append(write_explorer(collection, out / "explorer.html",
-                                plotlyjs=_results_root(out) or out))
+    names = list(parts)
+    pages = exp.explorer_pages(names) if exp.explorer_pages else {"explorer.html": names}
+    for page, on_page in pages.items():
+        if not on_page:
+            continue
+        sub = collection if len(pages) == 1 else SweepCollection(
+            {n: parts[n] for n in on_page}, path=out, provenance=provenance)
+        title = None if len(pages) == 1 else (
+            f"{out.name}: parts {on_page[0]}" + (f" to {on_page[-1]}" if len(on_page) > 1
+                                                 else ""))
+        files.append(write_explorer(sub, out / page, title=title,
+                                    plotlyjs=_results_root(out) or out))
     return files
 
 

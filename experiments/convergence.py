@@ -708,6 +708,19 @@ def analyse(parts: Mapping[str, LoadedSweep], out: Path) -> list[Path]:
     return files
 
 
+def explorer_pages(names: list[str]) -> dict[str, list[str]]:
+    """One explorer page per setting (the part-name prefix before the first "-": intro,
+    sparsity), so each page stays small: the first on explorer.html, the others on
+    explorer_<setting>.html; parts without a prefix share explorer.html."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(name.split("-")[0] if "-" in name else "", []).append(name)
+    pages = {}
+    for i, (group, members) in enumerate(groups.items()):
+        pages["explorer.html" if i == 0 else f"explorer_{group}.html"] = members
+    return pages
+
+
 EXPERIMENT = Experiment(
     name="convergence",
     description="Can each kind reach the loss it can attain, and with which recipe (lr x "
@@ -715,6 +728,7 @@ EXPERIMENT = Experiment(
                 "of issue 10 (sparsity n=20, m=5 and intro n=5, m=2 settings).",
     presets=PRESETS,
     analyse=analyse,
+    explorer_pages=explorer_pages,
 )
 
 if __name__ == "__main__":

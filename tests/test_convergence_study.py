@@ -93,6 +93,12 @@ def test_tiny_study_end_to_end(tmp_path, monkeypatch):
     assert {r["kind"] for r in chosen} == {"dense", "ternary"}
     for name in ("loss_vs_budget", "converged_vs_budget", "controls"):
         assert (out / f"{name}.png").stat().st_size > 10_000
+    # one explorer page per setting, each with its own parts
+    from bitjax.explorer import read_payload
+
+    for page, setting in (("explorer.html", "intro"), ("explorer_sparsity.html", "sparsity")):
+        parts = [p["name"] for p in read_payload(out / page)["parts"]]
+        assert parts and all(name.startswith(setting) for name in parts), (page, parts)
     # Every cell's best seed is at or above its kind's attainable loss.
     ratio_min = np.array([float(r["ratio_min"]) for r in cells if r["ratio_min"]])
     assert np.all(ratio_min[np.isfinite(ratio_min)] >= 1 - 1e-6)
@@ -115,3 +121,14 @@ def test_tiny_study_end_to_end(tmp_path, monkeypatch):
     dense = np.asarray(sweep.coords["kind"]) == "dense"
     rel = np.abs(same[dense] / sweep.loss[dense] - 1)
     assert np.median(rel) < 0.15
+
+
+def test_one_explorer_page_per_setting():
+    from experiments import convergence
+
+    pages = convergence.explorer_pages(["intro-a-1", "intro-b-1", "sparsity-a-1"])
+    assert pages == {"explorer.html": ["intro-a-1", "intro-b-1"],
+                     "explorer_sparsity.html": ["sparsity-a-1"]}
+    assert convergence.explorer_pages(["constant", "cosine_anneal"]) == {
+        "explorer.html": ["constant", "cosine_anneal"]}
+    assert convergence.EXPERIMENT.explorer_pages is convergence.explorer_pages
