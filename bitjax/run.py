@@ -343,17 +343,17 @@ def run_sweep(
         cfg.n_features, cfg.n_hidden, cfg.n_history), distributed.host_available_bytes())
     out_dir.mkdir(parents=True, exist_ok=True)
     # One process per run folder (multi-host: the first process holds it for all).
-    bar = _Bar(cfg.steps) if progress is None and progress_bar else None
     with _run_folder_lock(out_dir):
         trainer = Trainer(cfg, mesh=mesh, group_size=group_size, on_event=on_event)
         ckpt = Checkpointer(out_dir, every=every, keep=keep)
+        bar = _Bar(cfg.steps) if progress is None and progress_bar else None
         try:
             result = _train(cfg, out_dir, trainer, ckpt, resume=resume,
-                            progress=progress or bar,
-                          notify=notify, handle_signals=handle_signals,
-                          max_chunk_seconds=max_chunk_seconds, should_stop=should_stop,
-                          rule=rule, until_converged=until_converged is not None,
-                          init_params=init_params)
+                            progress=progress or bar, notify=notify,
+                            handle_signals=handle_signals,
+                            max_chunk_seconds=max_chunk_seconds, should_stop=should_stop,
+                            rule=rule, until_converged=until_converged is not None,
+                            init_params=init_params)
             if tables and result.finished:
                 _write_tables(out_dir)
             return result
@@ -361,6 +361,8 @@ def run_sweep(
             _status(out_dir, "finished" if e.finished else "interrupted", step=e.step,
                     steps=cfg.steps, message=str(e))
             raise
+        except (RunError, ValueError, MemoryError):
+            raise  # refused before training: the folder's own status stays as it was
         except Exception as e:
             _status(out_dir, "failed", steps=cfg.steps,
                     message=f"{type(e).__name__}: {str(e)[:500]}")

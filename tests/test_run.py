@@ -405,3 +405,13 @@ def test_a_run_recorded_densely_enough_is_judged(cfg, tmp_path):
         result = run_sweep(cfg.replace(history_every=10), tmp_path / "run",
                            progress_bar=False, tables=False)
     assert result.diagnostics["judged"].all()
+
+
+def test_a_refused_call_leaves_a_finished_runs_status_alone(cfg, straight, tmp_path):
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(straight[1], out)
+    with pytest.raises(RunError, match="already holds a run"):
+        run_sweep(cfg, out)  # no resume: refused
+    assert json.loads((out / "status.json").read_text())["state"] == "finished"
