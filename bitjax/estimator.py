@@ -3,10 +3,9 @@
 The toy model's loss ``L = mean_i I_i E[(x_i - ReLU(x W^T W + b)_i)^2]`` is an expectation over
 sparse inputs. At the sparse end almost every draw of a plain sample has at most one active
 feature, and all of the interference (the part of the loss where two solutions differ) sits in
-draws that a plain sample of tens of thousands contains a handful of times (shared/specs/
-ternary.md, section 7). This module conditions on *which* inputs are active and weights every
-stratum by its exact probability, so each stratum gets a fixed number of draws whatever its
-probability:
+draws that a plain sample of tens of thousands contains a handful of times. This module
+conditions on *which* inputs are active and weights every stratum by its exact
+probability, so each stratum gets a fixed number of draws whatever its probability:
 
 - **mask strata** (``n <= MASK_MAX_FEATURES``): every activity mask the feature structure
   allows is a stratum (the sample of :func:`bitjax.representable.make_sample` with i.i.d.

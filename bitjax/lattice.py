@@ -13,7 +13,7 @@ Public API (``W`` is one instance's ``[m, n]`` weight matrix, column ``i`` = fea
   pattern built from the represented groups (each column of norm ``> threshold`` becomes the
   sign of its projection on its dominant hidden axis, the other columns 0; no represented
   column: the identity block on the top-``m`` features) and its least-squares scale. Never
-  rounds with the absmean quantizer (shared/specs/ternary.md section 7, the rounding pitfall).
+  rounds with the absmean quantizer (that turns tiny off-axis residues into spurious entries).
 - :func:`snap_error` ``(W, T, gamma) -> float``: ``||W - gamma T||_F``.
 - :func:`align` ``(W, *, threshold, importance, n_iter, n_random, key) -> Aligned``: the
   rotation ``R`` minimising the snapping error ``||R W - gamma T(R W)||_F`` with everything
@@ -156,8 +156,9 @@ def group_snap(W: Array, *, threshold: float = DEFAULT_THRESHOLD,
       ``(T, gamma)``: ``T`` float ``[m, n]`` in ``{-1, 0, 1}``, ``gamma = <W, T> / <T, T>``
       (the least-squares scale), floored at :data:`MIN_GAMMA` to stay positive.
 
-    References:
-      shared/specs/ternary.md section 7 (the rounding pitfall this avoids).
+    Rounding a rotated solution with the absmean quantizer instead turns every off-axis
+    residue above half the (small) absmean scale into a +-1 entry; building the pattern from
+    the groups avoids it.
     """
     w = jnp.asarray(W)
     if w.ndim != 2:

@@ -511,9 +511,7 @@ def read_experiment(out: Path) -> dict | None:
 
 def _under_results(path: Path) -> bool:
     """Whether ``path`` lies in a results/ folder (committed results, by convention)."""
-    p = path.resolve()
-    roots = {RESULTS.resolve(), _REPO_RESULTS}
-    return any(r == p or r in p.parents for r in roots)
+    return _results_root(path) is not None
 
 
 def _results_root(path: Path) -> Path | None:

@@ -26,14 +26,14 @@ The recipe per kind (rule fixed before the data, :func:`choose_recipes`): among 
 trained at 3,000 steps, the lowest geometric mean over the 8 (setting, 1-S) cells of the
 median (over seeds) ratio to the attainable loss.
 
-Full precision first (issue 23, preset ``fp``): both settings trained from scratch
+Full precision first (preset ``fp``): both settings trained from scratch
 (cosine_anneal) and with the two-phase schedule (fp_cosine_anneal: SweepConfig.fp_fraction
 = 0.5, dense for the first half, rotated onto the lattice and snapped, then quantized), at
 3,000 steps, 10 seeds, every kind; preset ``fp_uniform``: the same two routes on the uniform
 plateau (n=200, m=20, I = 1, 1-S = 0.5, 0.35, 0.25; dense and ternary, lr 3e-3). Both
 routes share the budget (the dense phase counts). On the uniform plateau the attainable
-reference is the rounded dense solution of bitjax.representable (the absmean rounding of
-shared/specs/ternary.md section 7, a loose bound there) until the best-ternary search lands.
+reference is the rounded dense solution of bitjax.representable (absmean rounding, a loose
+bound there) until the best-known ternary solutions (bitjax.best_ternary) replace it.
 
 Command:  python -m experiments.convergence --preset full   (the study; CPU about 1 h)
           python -m experiments.convergence --preset fp     (the two-phase study)
@@ -82,7 +82,7 @@ RECIPES = {
     "constant": dict(schedule="constant", anneal_fraction=0.0),
     "constant_anneal": dict(schedule="constant", anneal_fraction=0.1),
     "cosine_anneal": dict(schedule="cosine", anneal_fraction=0.1),
-    # Full precision first (issue 23): dense for the first half, rotated onto the lattice and
+    # Full precision first: dense for the first half, rotated onto the lattice and
     # snapped, then quantized; each half follows the cosine schedule (annealed final tenth).
     "fp_cosine_anneal": dict(schedule="cosine", anneal_fraction=0.1, fp_fraction=0.5),
 }
@@ -93,13 +93,13 @@ SETTINGS = {
     "intro": dict(n_features=5, n_hidden=2, importance=(0.9,),
                   feature_probability=(1.0, 0.3, 0.1, 0.05)),
 }
-#: The uniform plateau of issue 23 item 3 (n=200, m=20, three sparsities with
+#: The uniform plateau (n=200, m=20, three sparsities with
 #: 0.25 <= 1-S <= 0.5, where dense sits at 1/2 dimension per feature); dense and ternary only.
 UNIFORM = dict(n_features=200, n_hidden=20, importance=(1.0,),
                feature_probability=(0.5, 0.35, 0.25))
 #: Its learning rate: per-tensor ternary's chosen one (results/convergence/chosen.csv).
 UNIFORM_LRS = (3e-3,)
-#: The two-phase study (issue 23): each setting from scratch and full precision first, at
+#: The two-phase study: each setting from scratch and full precision first, at
 #: the middle budget.
 FP_PARTS = (("cosine_anneal", 3000, 1.0, 0.01), ("fp_cosine_anneal", 3000, 1.0, 0.01))
 FULL_LRS = (1e-3, 3e-3, 1e-2)
