@@ -3,19 +3,27 @@
 The curated surface: configure a sweep (:class:`SweepConfig`), train it into a run folder
 with checkpoints and resume (:func:`run_sweep`; the CLI ``python -m experiments.<name>`` is
 a thin shell over it), load a finished run (:func:`load_sweep`) as a labelled grid
-(``sweep.to_xarray()``) and analyse effective weights with :mod:`bitjax.metrics`. On a CPU,
-:func:`use_cpu_devices` (called before any computation) gives one device per core.
+(``sweep.to_xarray()``) and analyse effective weights with :mod:`bitjax.analysis.metrics`.
+On a CPU, :func:`use_cpu_devices` (called before any computation) gives one device per core.
 Importing bitjax has no side effects.
+
+The package is stages over an engine: the core (:mod:`~bitjax.quant`, :mod:`~bitjax.layers`,
+:mod:`~bitjax.data`, :mod:`~bitjax.config`, :mod:`~bitjax.lattice`,
+:mod:`~bitjax.convergence`), then :mod:`bitjax.store` (folders, checkpoints, files),
+:mod:`bitjax.train` and :mod:`bitjax.analysis` (which never import each other), and
+:mod:`bitjax.report` (tables, figures, the explorer). :func:`run_sweep` spans them.
 """
 
-from bitjax import analysis, convergence, data, layers, metrics, quant, results, stats
-from bitjax.checkpoint import CheckpointError
+from bitjax import analysis, convergence, data, layers, quant
+from bitjax.analysis import grid, metrics, results, stats
+from bitjax.analysis.results import LoadedSweep, SweepCollection, load_experiment, load_sweep
 from bitjax.config import AXES, SweepConfig, build_instances
-from bitjax.devices import use_cpu_devices
 from bitjax.layers import KINDS, TiedToyModel
-from bitjax.results import LoadedSweep, SweepCollection, load_experiment, load_sweep
-from bitjax.run import Interrupted, RunError, RunResult, estimate_seconds, run_sweep
-from bitjax.trainer import ChunkInfo, Trainer
+from bitjax.store.checkpoint import CheckpointError
+from bitjax.train.devices import use_cpu_devices
+from bitjax.train.run import Interrupted, RunError, RunResult, estimate_seconds
+from bitjax.train.trainer import ChunkInfo, Trainer
+from bitjax.workflow import run_sweep
 
 __version__ = "0.1.0"
 
@@ -37,6 +45,7 @@ __all__ = [
     "convergence",
     "data",
     "estimate_seconds",
+    "grid",
     "layers",
     "load_experiment",
     "load_sweep",

@@ -4,7 +4,7 @@ A :class:`SweepConfig` names the static model (sizes, activation, feature struct
 training recipe (steps, batch, AdamW, learning-rate schedule, chunking) and the axes a sweep
 varies (:data:`AXES`). :func:`build_instances` turns the Cartesian product of the axes into
 flat per-instance arrays with a leading instance axis plus a coordinates table
-(:class:`Instances`); those arrays are what the compiled program (:mod:`bitjax.program`)
+(:class:`Instances`); those arrays are what the compiled program (:mod:`bitjax.train.program`)
 receives as traced arguments, so one compile serves every value of every axis.
 
 Randomness keyed by coordinates: with ``data_sharing="seed"`` (default) every instance of
@@ -51,7 +51,7 @@ ACTIVATIONS = ("relu", "linear")
 #: config dict (a checkpoint's ``meta``, a ``config.json``) still loads: they are dropped.
 REMOVED_FIELDS = {
     "threshold": "the 'represented' norm cut is an analysis argument "
-                 "(bitjax.metrics), not part of training",
+                 "(bitjax.analysis.metrics), not part of training",
 }
 #: Share of the history points in the "last stretch" (as ConvergenceRule.tail_fraction).
 TAIL_FRACTION = 0.1
@@ -102,9 +102,9 @@ class SweepConfig:
     the budget (:attr:`anneal_steps`, whole history points) the learning rate is multiplied
     by a factor falling linearly from 1 to 0, on top of ``schedule``, for every kind alike,
     so an oscillating quantized model is evaluated once it has settled rather than at a
-    random point of its oscillation (with ``bitjax.run.run_sweep(until_converged=...)`` the
+    random point of its oscillation (with ``bitjax.train.run.run_sweep(until_converged=...)`` the
     phase starts when the rule is met). Warm starts are arguments of
-    :func:`bitjax.run.run_sweep` (``init_params``, ``init_from``), not config fields.
+    :func:`bitjax.train.run.run_sweep` (``init_params``, ``init_from``), not config fields.
 
     Full precision first (``fp_fraction`` > 0, the two-phase schedule): every quantized
     instance trains as dense (no weight or activation quantization) for its first

@@ -22,12 +22,12 @@ Public API (``W`` is one instance's ``[m, n]`` weight matrix, column ``i`` = fea
 - :func:`latent_for_pattern` ``(T, gamma, kind, quantizers=None) -> W_latent``: latent
   weights whose quantization by the project's quantizer ``kind`` is exactly ``gamma * T``.
 - :func:`is_alignable` ``(W, ...) -> (ok, group)``: the alignability test of
-  :func:`bitjax.representable.alignable`, ported for one traced instance.
+  :func:`bitjax.analysis.representable.alignable`, ported for one traced instance.
 
 How the rotation is chosen. Every candidate is scored by the same snapping error and the
 smallest wins (so adding a candidate can only lower the error). The candidates are (start
 codes as in :attr:`Aligned.start`): 0, the closed form (the QR rotation of
-:func:`bitjax.representable.rotate_to_axes`: each direction group's first member onto one
+:func:`bitjax.analysis.representable.rotate_to_axes`: each direction group's first member onto one
 hidden axis; exact for an alignable solution up to the within-group angle tolerance);
 1, an ITQ alternation started from the closed form (snap, then the orthogonal Procrustes
 rotation onto ``gamma T`` by an SVD, ``n_iter`` times), which removes the residual
@@ -62,10 +62,10 @@ from bitjax import quant
 
 Array = jax.Array
 
-#: Feature norm above which a column counts as represented (bitjax.representable's and
-#: bitjax.metrics' DEFAULT_THRESHOLD; repeated here so this module imports no numpy layer).
+#: Feature norm above which a column counts as represented (bitjax.analysis.representable's and
+#: bitjax.analysis.metrics' DEFAULT_THRESHOLD; repeated here so this module imports no numpy layer).
 DEFAULT_THRESHOLD = 0.5
-#: Angular tolerance of the alignability test, degrees (bitjax.representable's default).
+#: Angular tolerance of the alignability test, degrees (bitjax.analysis.representable's default).
 DEFAULT_ANGLE_TOL_DEG = 5.0
 #: ITQ iterations per start.
 DEFAULT_ITERATIONS = 30
@@ -177,7 +177,7 @@ def is_alignable(W: Array, *, threshold: float = DEFAULT_THRESHOLD,
                  angle_tol_deg: float = DEFAULT_ANGLE_TOL_DEG) -> tuple[Array, Array]:
     """Whether one solution is axis-alignable, and its direction groups.
 
-    The rule of :func:`bitjax.representable.alignable` (ported for one traced instance):
+    The rule of :func:`bitjax.analysis.representable.alignable` (ported for one traced instance):
     the represented columns fall into at most ``m`` lines through the origin (members
     parallel or antipodal within ``angle_tol_deg``), mutually orthogonal within the same
     tolerance.
@@ -214,7 +214,7 @@ def is_alignable(W: Array, *, threshold: float = DEFAULT_THRESHOLD,
 
 
 def _closed_form(w: Array, group: Array) -> Array:
-    """The QR rotation of :func:`bitjax.representable.rotate_to_axes`: ``R = Q^T``."""
+    """The QR rotation of :func:`bitjax.analysis.representable.rotate_to_axes`: ``R = Q^T``."""
     m, n = w.shape
     norms = jnp.linalg.norm(w, axis=0)
     u = w / jnp.maximum(norms, 1e-12)

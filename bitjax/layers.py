@@ -25,12 +25,17 @@ codes of the quantized weights (for counting flips during training).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from bitjax import quant
+
+if TYPE_CHECKING:  # config imports this module
+    from bitjax.config import SweepConfig
 
 Array = jax.Array
 
@@ -317,3 +322,15 @@ class TiedToyModel(nn.Module):
         if self.activation == "linear":
             return out
         raise ValueError(f"unknown activation {self.activation!r}; allowed: relu, linear")
+
+
+def effective_weights(cfg: SweepConfig, params: dict, quantizer: Array) -> Array:
+    """The ``[I, m, n]`` weights every instance's forward pass uses (``gamma * T`` if
+    quantized; with the learned ``params["scale"]`` where the sweep has one)."""
+    return jax.vmap(lambda p, q: effective_weights_of(p, q, cfg.quantizers))(
+        params, quantizer)
+
+
+def effective_weights_host(cfg: SweepConfig, params: dict, quantizer: np.ndarray) -> np.ndarray:
+    """Effective weights ``[I, m, n]`` of host params (numpy in, numpy out)."""
+    return np.asarray(jax.jit(effective_weights, static_argnums=0)(cfg, params, quantizer))

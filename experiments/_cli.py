@@ -2,7 +2,7 @@
 
 An experiment module defines an :class:`Experiment` (its presets and its analysis) and calls
 :func:`main`. The flow, :func:`run_experiment`: flags -> preset -> run folder -> for each part
-:func:`bitjax.run.run_sweep` (checkpoints, resume, signals, final evaluation) -> tables ->
+:func:`bitjax.train.run.run_sweep` (checkpoints, resume, signals, final evaluation) -> tables ->
 figures -> ``experiment.json`` and ``manifest.json``. This module chooses the JAX CPU device
 count and the matplotlib backend when it starts (:func:`configure_runtime`); importing it or
 any experiment changes nothing.
@@ -41,7 +41,6 @@ import errno
 import math
 import os
 import shlex
-import shutil
 import signal
 import sys
 import time
@@ -55,15 +54,12 @@ from typing import TYPE_CHECKING, Any, TextIO
 import numpy as np
 
 if TYPE_CHECKING:
-    # A trained part is the loaded sweep itself (bitjax.results), not a wrapper.
-    from bitjax.results import LoadedSweep as Part
+    # A trained part is the loaded sweep itself (bitjax.analysis.results), not a wrapper.
+    from bitjax.analysis.results import LoadedSweep as Part
 
 RUNS = Path("runs")
 RESULTS = Path("results")
 _REPO_RESULTS = Path(__file__).resolve().parent.parent / "results"
-#: Files of a run that --overwrite deletes (with checkpoints/ and the figures).
-RESULT_FILES = ("experiment.json", "sweep.json", "config.json", "manifest.json", "metrics.csv",
-                "features.csv", "features.csv.gz", "status.json")
 #: Steps timed by --dry-run (after one compile); enough for a rate, short on any preset.
 DRY_RUN_PROBE_STEPS = 5
 
@@ -232,8 +228,8 @@ class Experiment:
         returns ``{part_name: SweepConfig}``; a single part trains into ``--out`` itself,
         several into ``--out/<part_name>``.
       analyse: ``analyse(parts, out_dir) -> list of written files`` draws figures/tables;
-        ``parts`` maps part name -> :class:`bitjax.results.LoadedSweep` (a
-        :class:`~bitjax.results.SweepCollection` that knows the preset and commit).
+        ``parts`` maps part name -> :class:`bitjax.analysis.results.LoadedSweep` (a
+        :class:`~bitjax.analysis.results.SweepCollection` that knows the preset and commit).
     """
 
     name: str
@@ -269,7 +265,7 @@ def preset_summary(exp: Experiment) -> list[str]:
 def _describe(cfg) -> str:
     """``n=.., m=.., I instances (axis sizes), S steps of batch B, <schedule> lr ..``."""
     from bitjax.config import AXES
-    from bitjax.results import recipe_text
+    from bitjax.report.tables import recipe_text
 
     sizes = " x ".join(f"{len(getattr(cfg, a))} {a}" for a in AXES if len(getattr(cfg, a)) > 1)
     return (f"n={cfg.n_features}, m={cfg.n_hidden}, {cfg.n_instances:,} instances"
@@ -396,7 +392,8 @@ def build_parser(exp: Experiment) -> argparse.ArgumentParser:
 
 def main(exp: Experiment, argv: list[str] | None = None) -> int:
     """Run ``exp`` with command-line arguments ``argv``; returns the exit code."""
-    from bitjax.run import Interrupted
+    from bitjax.store.layout import LayoutError
+    from bitjax.train.run import Interrupted
 
     console = Console()
     try:
@@ -409,7 +406,7 @@ def main(exp: Experiment, argv: list[str] | None = None) -> int:
             args = build_parser(exp).parse_args(argv)
             try:
                 run_experiment(exp, args, console=console)
-            except UsageError as e:
+            except (UsageError, LayoutError) as e:
                 console.print(f"error: {e}")
                 return 2
             except MemoryError as e:  # raised before training starts: nothing to lose
@@ -477,38 +474,6 @@ def _with_steps(cfg, steps: int):
     return cfg.replace(steps=steps, history_every=hist, chunk_size=chunk)
 
 
-def _has_run(path: Path) -> bool:
-    return path.is_dir() and any((path / f).exists()
-                                 for f in ("checkpoints", "experiment.json", "sweep.json",
-                                           "config.json"))
-
-
-def _part_dirs(out: Path, names) -> dict[str, Path]:
-    names = list(names)
-    return {n: (out if len(names) == 1 else out / n) for n in names}
-
-
-def read_experiment(out: Path) -> dict | None:
-    """``{experiment, preset, parts: {name: SweepConfig dict}}`` of the run in ``out``.
-
-    Reads ``experiment.json``, or the ``config.json`` older versions wrote there; ``None``
-    when the folder has neither.
-    """
-    from bitjax import io
-    from bitjax.checkpoint import EXPERIMENT_FILE, LEGACY_CONFIG_FILE
-
-    for name in (EXPERIMENT_FILE, LEGACY_CONFIG_FILE):
-        f = out / name
-        if f.is_file():
-            try:
-                saved = io.json.loads(f.read_text())
-            except (OSError, ValueError) as e:
-                raise UsageError(f"{f} cannot be read: {e}") from None
-            if isinstance(saved, dict) and "parts" in saved:
-                return saved
-    return None
-
-
 def _under_results(path: Path) -> bool:
     """Whether ``path`` lies in a results/ folder (committed results, by convention)."""
     return _results_root(path) is not None
@@ -542,9 +507,11 @@ def run_experiment(exp: Experiment, args: argparse.Namespace,
 
     Raises:
       UsageError: bad flags, a folder that cannot be used as asked, a config mismatch.
-      bitjax.run.Interrupted: a signal stopped training after a checkpoint (the resume
+      bitjax.train.run.Interrupted: a signal stopped training after a checkpoint (the resume
         command has been printed).
     """
+    from bitjax.store import layout
+
     console = console or Console()
     if sum([args.resume, args.overwrite, args.replot, args.dry_run,
             getattr(args, "status", False)]) > 1:
@@ -572,7 +539,8 @@ def run_experiment(exp: Experiment, args: argparse.Namespace,
             f"{jax.default_backend()} device(s)"
             + (" (CPU devices: set BITJAX_CPU_DEVICES)" if jax.default_backend() == "cpu"
                else ""))
-    saved = read_experiment(args.out) if args.out is not None and args.resume else None
+    saved = (layout.read_experiment(args.out, strict=True)
+             if args.out is not None and args.resume else None)
     if saved is not None and args.preset is None:
         preset, why = saved.get("preset", "?"), "the run's own, from --resume"
     else:
@@ -580,14 +548,14 @@ def run_experiment(exp: Experiment, args: argparse.Namespace,
     out = args.out or RUNS / f"{exp.name}-{preset}"
     _check_out_path(out)
     if args.resume and args.out is None:
-        saved = read_experiment(out)
+        saved = layout.read_experiment(out, strict=True)
     if saved is not None:
         _check_same_experiment(exp, saved, out, "--resume")
     if (args.replot or args.resume) and not out.is_dir():
         raise UsageError(f"--resume: {out} holds no run to resume" if args.resume else
                          f"--replot: {out} holds no finished run (no such folder)")
     if args.replot:
-        replotted = read_experiment(out)
+        replotted = layout.read_experiment(out, strict=True)
         if replotted is not None:  # before anything is written, the lock file included
             _check_same_experiment(exp, replotted, out, "--replot")
         with _holding(out, console):
@@ -608,13 +576,13 @@ def run_experiment(exp: Experiment, args: argparse.Namespace,
     configs = _configs_for(exp, preset, args.steps, n_seeds, saved, recipe)
     if args.dry_run:
         return dry_run(exp, out, preset, configs, args, console)
-    from bitjax.results import recipe_text
+    from bitjax.report.tables import recipe_text
 
     console.print(f"{exp.name}: preset {preset!r} ({why}); output {out}")
     for name, cfg in configs.items():  # the recipe is part of what a run is: say it
         console.print(f"{f'[{name}] ' if len(configs) > 1 else ''}recipe "
                       f"{recipe_name(cfg)}: {recipe_text(cfg)}")
-    from bitjax import memory
+    from bitjax.train import memory
 
     for cfg in configs.values():  # before the folder is touched: a refusal leaves nothing
         memory.check_host_fits(cfg.n_instances, memory.host_bytes_per_instance(
@@ -628,13 +596,15 @@ def _run_locked(exp: Experiment, args: argparse.Namespace, out: Path, preset: st
     """:func:`run_experiment` once ``out`` is held by this process."""
     import jax
 
-    from bitjax import distributed, io
-    from bitjax.folder import write_status
-    from bitjax.run import Interrupted
+    from bitjax import distributed
+    from bitjax.store import files as io
+    from bitjax.store import layout
+    from bitjax.store.folder import write_status
+    from bitjax.train.run import Interrupted
 
-    dirs = _part_dirs(out, configs)
+    dirs = layout.part_dirs(out, configs)
     run_dirs = {*dirs.values(), out}
-    existing = [d for d in run_dirs if _has_run(d)]
+    existing = [d for d in run_dirs if layout.holds_run(d)]
     # Multi-host: every process decides from the folder as it was before anyone writes.
     distributed.barrier("bitjax-run-folder-checked")
     if existing and not (args.resume or args.overwrite):
@@ -649,15 +619,15 @@ def _run_locked(exp: Experiment, args: argparse.Namespace, out: Path, preset: st
     if args.resume and not existing:
         raise UsageError(f"--resume: {out} holds no run to resume")
     if args.overwrite and existing and distributed.is_main_process():
-        _check_writable(out)
+        layout.check_writable(out)
         for d in run_dirs:
-            _remove_run(d)
+            layout.remove_run(d)
         console.print(f"--overwrite: removed the previous run in {out}")
-    _check_writable(out)
+    layout.check_writable(out)
     resume_cmd = shlex.join(_resume_command(exp, out, args))
     main = distributed.is_main_process()
     if main:  # before training: an interrupted run says what it is and how to continue
-        _write_experiment(exp, out, preset, configs)
+        layout.write_experiment(out, exp.name, preset, configs)
         write_status(out, "running", experiment=exp.name, command=resume_cmd, message=None)
     distributed.barrier("bitjax-run-folder-ready")
 
@@ -701,7 +671,7 @@ def _run_locked(exp: Experiment, args: argparse.Namespace, out: Path, preset: st
     if jax.process_index() != 0:  # multi-host: one process writes tables and figures
         return parts
     _refuse_all_diverged(parts, out)
-    from bitjax.results import Provenance
+    from bitjax.store.layout import Provenance
 
     provenance = Provenance(exp.name, preset, git.get("commit"), bool(git.get("dirty")))
     files: list[Path] = []
@@ -714,7 +684,7 @@ def _run_locked(exp: Experiment, args: argparse.Namespace, out: Path, preset: st
         note = (f"interrupted by signal {e.signum} while drawing figures: training is "
                 f"complete; draw them with: {replot_cmd}")
         _write_manifest(exp, out, preset, configs, stats, files, time.perf_counter() - t0,
-                        jax, git, interrupted=note)
+                        git, interrupted=note)
         write_status(out, "interrupted", message=note, command=replot_cmd)
         console.print(f"\n{note}")
         e.reported = True
@@ -728,7 +698,7 @@ def _run_locked(exp: Experiment, args: argparse.Namespace, out: Path, preset: st
         write_status(out, "failed", message=f"{type(e).__name__}: {str(e)[:500]}",
                      command=replot_cmd)
         raise
-    _write_manifest(exp, out, preset, configs, stats, files, time.perf_counter() - t0, jax, git)
+    _write_manifest(exp, out, preset, configs, stats, files, time.perf_counter() - t0, git)
     write_status(out, "finished", message=f"trained; wrote {len(files)} files")
     # The result goes to stdout (`| tee log` keeps it); progress and notices went to stderr.
     Console(sys.stdout).print(summary(exp, out, files))
@@ -762,7 +732,7 @@ def _holding(out: Path, console: Console) -> Iterator[None]:
     """Hold ``out`` for this process (the main process of a multi-host run holds it for
     all); another process in it is a usage error naming that process."""
     from bitjax import distributed
-    from bitjax.folder import FolderBusy, lock_folder
+    from bitjax.store.folder import FolderBusy, lock_folder
 
     if not distributed.is_main_process():
         yield
@@ -815,10 +785,11 @@ def _resume_command(exp: Experiment, out: Path, args: argparse.Namespace) -> lis
 
 def show_status(exp: Experiment, out: Path) -> dict:
     """Print where the run in ``out`` (and each of its parts) stands; usage error if none."""
-    from bitjax.checkpoint import CHECKPOINT_DIR
-    from bitjax.folder import describe_status, read_status
+    from bitjax.store import layout
+    from bitjax.store.folder import describe_status, read_status
+    from bitjax.store.layout import CHECKPOINT_DIR
 
-    if not _has_run(out) and read_status(out) is None:
+    if not layout.holds_run(out) and read_status(out) is None:
         raise UsageError(f"--status: {out} holds no run")
 
     def steps(d: Path) -> list[int]:
@@ -826,10 +797,10 @@ def show_status(exp: Experiment, out: Path) -> dict:
         return sorted(int(p.name) for p in ck.iterdir() if p.name.isdigit()) \
             if ck.is_dir() else []
 
-    saved = read_experiment(out)
+    saved = layout.read_experiment(out, strict=True)
     lines = [describe_status(out, steps(out))]
     if saved is not None and len(saved["parts"]) > 1:
-        for name, d in _part_dirs(out, saved["parts"]).items():
+        for name, d in layout.part_dirs(out, saved["parts"]).items():
             lines.append(f"  part {name}: " + describe_status(d, steps(d)).replace("\n", "\n  "))
     Console(sys.stdout).print("\n".join(lines))
     return {}
@@ -842,10 +813,10 @@ def _configs_for(exp: Experiment, preset: str, steps: int | None, n_seeds: int |
     A resumed run continues with the configs it was started with (``saved``, from its
     experiment.json). ``--steps`` changes their steps. ``--n-seeds`` rebuilds them from the
     preset with the run's steps (unless ``--steps`` is given), so that
-    :func:`bitjax.run.run_sweep` refuses a real change and accepts the same value.
+    :func:`bitjax.train.run.run_sweep` refuses a real change and accepts the same value.
     """
     from bitjax.config import SweepConfig
-    from bitjax.run import SAFE_TO_CHANGE
+    from bitjax.train.run import SAFE_TO_CHANGE
 
     if saved is None:
         return resolve_configs(exp, preset, steps, n_seeds, recipe)
@@ -867,9 +838,9 @@ def _configs_for(exp: Experiment, preset: str, steps: int | None, n_seeds: int |
 
 def _train_part(exp: Experiment, cfg, run_dir: Path, out: Path, args: argparse.Namespace,
                 mesh, console: Console, label: str, last: bool = True) -> dict[str, Any]:
-    """Train one part with :func:`bitjax.run.run_sweep`; returns its manifest statistics."""
-    from bitjax.folder import FolderBusy
-    from bitjax.run import Interrupted, RunError, default_checkpoint_every, run_sweep
+    """Train one part with :func:`bitjax.train.run.run_sweep`; returns its manifest statistics."""
+    from bitjax.store.folder import FolderBusy
+    from bitjax.train.run import Interrupted, RunError, default_checkpoint_every, run_sweep
 
     every = args.checkpoint_every or default_checkpoint_every(cfg)
     progress = ProgressPrinter(console, label=label, bar=not args.no_progress)
@@ -887,7 +858,7 @@ def _train_part(exp: Experiment, cfg, run_dir: Path, out: Path, args: argparse.N
 
         result = run_sweep(cfg, run_dir, resume=args.resume, checkpoint_every=every,
                            keep=args.keep, mesh=mesh, group_size=args.group_size,
-                           progress=progress, tables=False, on_event=notice,
+                           progress=progress, on_event=notice,
                            until_converged=(ConvergenceRule()
                                             if getattr(args, "until_converged", False)
                                             else None))
@@ -980,10 +951,11 @@ def dry_run(exp: Experiment, out: Path, preset: str, configs: dict[str, Any],
     on the devices the run would use; it leaves out checkpoint writes and the analysis.
     """
     from bitjax import distributed
-    from bitjax.run import estimate_seconds
+    from bitjax.store import layout
+    from bitjax.train.run import estimate_seconds
 
     mesh = distributed.make_mesh(args.devices) if args.devices else None
-    state = "holds a run: needs --resume or --overwrite" if _has_run(out) else "new"
+    state = "holds a run: needs --resume or --overwrite" if layout.holds_run(out) else "new"
     lines = [f"{exp.name}: preset {preset!r}, output {out} ({state})"]
     total = 0.0
     for name, cfg in configs.items():
@@ -1004,20 +976,21 @@ def dry_run(exp: Experiment, out: Path, preset: str, configs: dict[str, Any],
 
 def replot(exp: Experiment, out: Path, console: Console | None = None) -> dict[str, Part]:
     """Redraw the tables and figures of the finished run in ``out`` from its checkpoints."""
-    from bitjax import io
-    from bitjax.checkpoint import MANIFEST_FILE
+    from bitjax.store import files as io
+    from bitjax.store import layout
+    from bitjax.store.layout import MANIFEST_FILE
 
     console = console or Console()
-    saved = read_experiment(out)
+    saved = layout.read_experiment(out, strict=True)
     if saved is None:
         raise UsageError(f"--replot: {out} holds no finished run (no experiment.json)")
     _check_same_experiment(exp, saved, out, "--replot")
-    _check_writable(out, probe_only=True)
-    dirs = _part_dirs(out, list(saved["parts"]))
+    layout.check_writable(out, probe_only=True)
+    dirs = layout.part_dirs(out, list(saved["parts"]))
     parts = {name: load_part(name, d) for name, d in dirs.items()}
     _refuse_all_diverged(parts, out)
     try:
-        from bitjax.results import Provenance
+        from bitjax.store.layout import Provenance
 
         files: list[Path] = []
         _analyse(exp, parts, out, Provenance.from_folder(out), files)
@@ -1050,8 +1023,8 @@ def _analyse(exp: Experiment, parts: dict[str, Part], out: Path, provenance,
 
     ``files`` collects what was written as it goes (so an interrupted analysis can say
     what it left); it is also returned."""
-    from bitjax.explorer import write_explorer
-    from bitjax.results import SweepCollection
+    from bitjax.analysis.results import SweepCollection
+    from bitjax.report.explorer import write_explorer
 
     collection = SweepCollection(parts, path=out, provenance=provenance)
     files.extend(_write_tables(parts))
@@ -1073,37 +1046,11 @@ def _analyse(exp: Experiment, parts: dict[str, Part], out: Path, provenance,
     return files
 
 
-def _check_writable(path: Path, probe_only: bool = False) -> None:
-    """Raise :class:`UsageError` unless files can be created in ``path``.
-
-    ``probe_only``: the folder must exist already (do not create it).
-    """
-    try:
-        if not probe_only:
-            path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".bitjax-write-test.{os.getpid()}"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as e:
-        raise UsageError(f"output folder {path} is not writable: {e.strerror or e}") from None
-
-
-def _remove_run(d: Path) -> None:
-    if (d / "checkpoints").is_dir():
-        shutil.rmtree(d / "checkpoints")
-    for f in RESULT_FILES:
-        (d / f).unlink(missing_ok=True)
-    for f in d.glob("*.png"):
-        f.unlink()
-    for f in d.glob("*.pdf"):
-        f.unlink()
-
-
 def load_part(name: str, run_dir: Path) -> Part:
-    """The finished sweep in ``run_dir`` as a :class:`bitjax.results.LoadedSweep` named
+    """The finished sweep in ``run_dir`` as a :class:`bitjax.analysis.results.LoadedSweep` named
     ``name``; an unfinished run is a usage error (finish it with --resume)."""
-    from bitjax.checkpoint import CheckpointError
-    from bitjax.results import load_sweep
+    from bitjax.analysis.results import load_sweep
+    from bitjax.store.checkpoint import CheckpointError
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -1128,47 +1075,19 @@ def load_part(name: str, run_dir: Path) -> Part:
     return sweep
 
 
-def metric_rows(part: Part) -> list[dict[str, Any]]:
-    """One dict per instance: coordinates then the scalar metrics (bitjax.results)."""
-    from bitjax import results
-
-    return results.metric_rows(part)
-
-
-def feature_rows(part: Part) -> list[dict[str, Any]]:
-    """One dict per instance and feature (bitjax.results)."""
-    from bitjax import results
-
-    return results.feature_rows(part)
-
-
 def _write_tables(parts: Mapping[str, Part]) -> list[Path]:
-    from bitjax import results
+    from bitjax.report import tables
 
-    return [f for part in parts.values() for f in results.write_tables(part, part.path)]
-
-
-def _write_experiment(exp: Experiment, out: Path, preset: str, configs: dict[str, Any]) -> None:
-    from bitjax import io
-    from bitjax.checkpoint import EXPERIMENT_FILE
-
-    io.write_json(out / EXPERIMENT_FILE, {
-        "experiment": exp.name, "preset": preset,
-        "parts": {k: c.to_dict() for k, c in configs.items()},
-    })
+    return [f for part in parts.values() for f in tables.write_tables(part, part.path)]
 
 
-def _write_manifest(exp, out, preset, configs, stats, files, wall, jax, git,
+def _write_manifest(exp, out, preset, configs, stats, files, wall, git,
                     interrupted: str | None = None) -> None:
-    from bitjax import io
-    from bitjax.checkpoint import LEGACY_CONFIG_FILE, MANIFEST_FILE
+    from bitjax.store import files as io
+    from bitjax.store import layout
 
-    _write_experiment(exp, out, preset, configs)
-    # A run resumed in an older run folder: its config.json files (experiment and part
-    # schemas under one name) would contradict experiment.json and sweep.json.
-    for d in {out, *_part_dirs(out, configs).values()}:
-        (d / LEGACY_CONFIG_FILE).unlink(missing_ok=True)
-    io.write_json(out / MANIFEST_FILE, {
+    layout.write_experiment(out, exp.name, preset, configs)
+    layout.write_manifest(out, {
         "experiment": exp.name,
         "preset": preset,
         "command": " ".join(["python", "-m", f"experiments.{exp.name}", *sys.argv[1:]]),
@@ -1177,10 +1096,8 @@ def _write_manifest(exp, out, preset, configs, stats, files, wall, jax, git,
         "wall_seconds": round(wall, 2),
         "parts": stats,
         "environment": io.environment(),
-        "files": sorted(str(Path(f).relative_to(out)) for f in files),
-        "sha256": io.checksums([f for f in files if Path(f).is_file()], out),
         **({"interrupted": interrupted} if interrupted else {}),
-    })
+    }, files)
 
 
 def _warn_diverged(parts: Mapping[str, Part]) -> None:

@@ -27,7 +27,8 @@ Floors printed per workload (measured on this machine by microbenchmarks, not as
 Memory per instance: "state bytes" is the training state kept between chunks (weights, Adam
 moments, loss history); "step bytes" is the working memory XLA's memory analysis gives for
 one compiled chunk, per instance on a device. A sweep whose working memory exceeds what a
-device has free trains in groups of instances inside the same program (bitjax.trainer.Trainer).
+device has free trains in groups of instances inside the same program
+(bitjax.train.trainer.Trainer).
 """
 
 from __future__ import annotations
@@ -112,8 +113,8 @@ def time_workload(cfg, *, min_seconds: float = 3.0, max_chunks: int = 50) -> dic
     """Compile once, warm up one chunk, then time chunks one by one for ``min_seconds``."""
     import jax
 
-    from bitjax.memory import chunk_bytes
-    from bitjax.trainer import Trainer, clear_programs
+    from bitjax.train.memory import chunk_bytes
+    from bitjax.train.trainer import Trainer, clear_programs
 
     clear_programs()  # compile_s is a fresh compile even if this process built it before
     trainer = Trainer(cfg)
@@ -254,7 +255,7 @@ SCALING_COUNTS = (10, 30, 100, 300, 1000, 3000, 10000)
 
 
 def _compile_seconds(cfg) -> float:
-    from bitjax.trainer import Trainer, clear_programs
+    from bitjax.train.trainer import Trainer, clear_programs
 
     clear_programs()  # a fresh compile, not the program the timed run already built
     trainer = Trainer(cfg)
@@ -265,7 +266,8 @@ def _compile_seconds(cfg) -> float:
 def run_scaling(out: Path, counts=SCALING_COUNTS, *, steps: int = 5,
                 min_seconds: float = 2.0) -> list[dict]:
     """Compile time and throughput of sweep_20x5 against the number of instances."""
-    from bitjax import io, plots
+    from bitjax.report import plots
+    from bitjax.store import files as io
 
     rows = []
     for count in counts:
@@ -363,7 +365,7 @@ def _bytes(n) -> str:
 
 def write_tables(rows: list[dict], out: Path) -> None:
     """``benchmark.json`` (every field) and ``benchmark.md`` (the table) into ``out``."""
-    from bitjax import io
+    from bitjax.store import files as io
 
     io.write_json(out / "benchmark.json", {"environment": io.environment(),
                                            "git": io.git_commit(), "rows": rows})

@@ -6,10 +6,10 @@ m=5, I_i = 0.7^i, 1-S = 1, 0.3, 0.1, 0.01) and intro (n=5, m=2, I_i = 0.9^i, 1-S
 0.1, 0.05), every kind (dense and every quantized kind) is trained over lr (1e-3, 3e-3,
 1e-2) x schedule x step budget, with the init scale and the weight decay varied one at a
 time, 8 seeds each. Every instance is scored by its loss on one fixed sample per density
-(:func:`bitjax.representable.make_sample`: no evaluation noise) divided by the lowest loss
+(:func:`bitjax.analysis.representable.make_sample`: no evaluation noise) divided by the lowest loss
 known to be attainable by its kind on that sample: the exact optimum by enumeration where
 the model is small (intro: per-tensor ternary and binary), the dense solutions rotated onto
-the axes and rounded (:func:`bitjax.representable.attainable_loss`), and the best trained
+the axes and rounded (:func:`bitjax.analysis.representable.attainable_loss`), and the best trained
 instance of any kind sharing the lattice (see :func:`attainable_references`).
 
 Recipes (schedules):
@@ -32,8 +32,8 @@ Full precision first (preset ``fp``): both settings trained from scratch
 3,000 steps, 10 seeds, every kind; preset ``fp_uniform``: the same two routes on the uniform
 plateau (n=200, m=20, I = 1, 1-S = 0.5, 0.35, 0.25; dense and ternary, lr 3e-3). Both
 routes share the budget (the dense phase counts). On the uniform plateau the attainable
-reference is the rounded dense solution of bitjax.representable (absmean rounding, a loose
-bound there) until the best-known ternary solutions (bitjax.best_ternary) replace it.
+reference is the rounded dense solution of bitjax.analysis.representable (absmean rounding, a loose
+bound there) until the best-known ternary solutions (bitjax.analysis.best_ternary) replace it.
 
 Command:  python -m experiments.convergence --preset full   (the study; CPU about 1 h)
           python -m experiments.convergence --preset fp     (the two-phase study)
@@ -67,9 +67,11 @@ import numpy as np
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FormatStrFormatter
 
-from bitjax import layers, plots
+from bitjax import layers
+from bitjax.analysis.results import LoadedSweep
 from bitjax.config import SweepConfig
-from bitjax.results import LoadedSweep, run_label
+from bitjax.report import plots
+from bitjax.report.tables import run_label
 from experiments._cli import Experiment, main
 
 N_FEATURES, N_HIDDEN, IMPORTANCE = 20, 5, 0.7
@@ -234,7 +236,7 @@ def part_info(name: str, sweep: LoadedSweep) -> dict:
 
 
 def _sample_kw(n: int) -> dict:
-    from bitjax import representable as rep
+    from bitjax.analysis import representable as rep
     return (dict(n_per_mask=SAMPLE_PER_MASK) if n <= rep.STRATIFY_MAX_FEATURES
             else dict(n_samples=SAMPLE_PLAIN))
 
@@ -247,9 +249,9 @@ def _importance(sweep: LoadedSweep) -> np.ndarray:
 
 def same_sample_losses(sweep: LoadedSweep, chunk: int = 64) -> np.ndarray:
     """Loss ``[I]`` of every instance's effective weights and bias on one fixed sample per
-    feature probability (:func:`bitjax.representable.make_sample`, seed 0): the sample the
+    feature probability (:func:`bitjax.analysis.representable.make_sample`, seed 0): the sample the
     attainable losses are computed on, so the comparison has no evaluation noise."""
-    from bitjax import representable as rep
+    from bitjax.analysis import representable as rep
 
     cfg = sweep.config
     n = cfg.n_features
@@ -276,8 +278,8 @@ def attainable_references(parts: Mapping[str, LoadedSweep], infos: Mapping[str, 
 
     Candidates, all on the same sample: the best live trained instance of the family's kinds
     in any part; for ``ternary`` (per-tensor) the exact optimum by enumeration where the
-    model is small enough (:func:`bitjax.representable.exact_optimum`), else the best
-    rotated-and-rounded dense solution (:func:`bitjax.representable.attainable_loss`, over
+    model is small enough (:func:`bitjax.analysis.representable.exact_optimum`), else the best
+    rotated-and-rounded dense solution (:func:`bitjax.analysis.representable.attainable_loss`, over
     the dense instances of the longest-budget parts); for ``binary`` its exact optimum where
     small enough; ``ternary_per_feature`` also takes every per-tensor candidate and the
     per-feature rounding of the dense solutions; ``dense`` takes every candidate (any
@@ -286,7 +288,7 @@ def attainable_references(parts: Mapping[str, LoadedSweep], infos: Mapping[str, 
     Returns:
       ``{(setting, p): {family: (loss, source)}}``.
     """
-    from bitjax import representable as rep
+    from bitjax.analysis import representable as rep
 
     cands: dict = {}
 
@@ -687,7 +689,8 @@ def _draw_controls(rows, chosen, out: Path, label: str) -> list[Path]:
 
 
 def analyse(parts: Mapping[str, LoadedSweep], out: Path) -> list[Path]:
-    from bitjax import io, stats
+    from bitjax.analysis import stats
+    from bitjax.store import files as io
 
     infos = {name: part_info(name, sweep) for name, sweep in parts.items()}
     losses = {name: same_sample_losses(sweep) for name, sweep in parts.items()}

@@ -72,9 +72,12 @@ from pathlib import Path
 
 import numpy as np
 
-from bitjax import analysis, plots, stats
+from bitjax.analysis import grid as analysis
+from bitjax.analysis import stats
+from bitjax.analysis.results import LoadedSweep
 from bitjax.config import SweepConfig
-from bitjax.results import LoadedSweep, run_label
+from bitjax.report import plots
+from bitjax.report.tables import run_label
 from experiments._cli import Experiment, main
 
 NORM_THRESHOLD = analysis.NORM_THRESHOLD
@@ -134,7 +137,7 @@ PRESETS = {
 
 
 # ------------------------------------------------------------------------------------------
-# Measurements on effective weights [I, m, n]: shared with the findings, in bitjax.analysis.
+# Measurements on effective weights [I, m, n]: shared with the findings, in bitjax.analysis.grid.
 # ------------------------------------------------------------------------------------------
 
 set_ids = analysis.set_ids
@@ -360,7 +363,7 @@ def summary_rows(part: LoadedSweep, meas: dict[str, np.ndarray]) -> list[dict]:
 def analyse(parts: Mapping[str, LoadedSweep], out: Path) -> list[Path]:
     import warnings
 
-    from bitjax import io
+    from bitjax.store import files as io
 
     files: list[Path] = []
     label = run_label(parts)

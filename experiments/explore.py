@@ -8,7 +8,7 @@ superposition, and the 2-D weight diagram where m <= 2), the run's D* and final-
 against 1/(1-S) per kind (mean and band over seeds) with the selected instances marked, their
 loss histories, and their divergence and convergence flags. The file needs no server and no
 network (plotly.js is inlined, or shared by the pages of a results tree with
---plotlyjs-dir); see :mod:`bitjax.explorer` for what it holds and how.
+--plotlyjs-dir); see :mod:`bitjax.report.explorer` for what it holds and how.
 
 Command:  python -m experiments.explore RUN_DIR [--out FILE] [--title TEXT]
               [--plotlyjs-dir DIR] [--screenshot [PNG]]
@@ -46,7 +46,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from bitjax.explorer import (
+from bitjax.report.explorer import (
     ExplorerError,
     browser_missing,
     page_budget,

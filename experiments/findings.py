@@ -51,12 +51,15 @@ from pathlib import Path
 
 import numpy as np
 
-from bitjax import analysis, convergence, io, stats
-from bitjax import verdicts as vd
-from bitjax.checkpoint import CheckpointError
-from bitjax.representable import configuration_name
-from bitjax.results import LoadedSweep, SweepCollection, load_experiment
-from bitjax.verdicts import Rule
+from bitjax import convergence
+from bitjax.analysis import grid as analysis
+from bitjax.analysis import stats
+from bitjax.analysis import verdicts as vd
+from bitjax.analysis.representable import configuration_name
+from bitjax.analysis.results import LoadedSweep, SweepCollection, load_experiment
+from bitjax.analysis.verdicts import Rule
+from bitjax.store import files as io
+from bitjax.store.checkpoint import CheckpointError
 
 #: A trained ternary instance is "at its optimum" within this factor of its attainable loss.
 ATTAINED_FACTOR = 1.05
@@ -74,7 +77,8 @@ TABLE_RTOL = 1e-3
 
 @dataclass(frozen=True)
 class Claim:
-    """One row of the rule table: a :class:`~bitjax.verdicts.Rule` and where it is measured.
+    """One row of the rule table: a :class:`~bitjax.analysis.verdicts.Rule` and where it is
+    measured.
 
     Attributes:
       rule: the claim, its test, margin, direction and the theory's prediction.
@@ -82,7 +86,7 @@ class Claim:
       value: key of :data:`VALUES`, the per-instance quantity.
       summary: "mean" (per seed, the mean over the cells of ternary - dense) or "onset"
         (per seed and kind, the sustained onset of ``value >= level`` in log10(1-S),
-        :func:`bitjax.verdicts.onset_per_seed`; the seed's value is ternary - dense).
+        :func:`bitjax.analysis.verdicts.onset_per_seed`; the seed's value is ternary - dense).
       p_range: the cells used, ``lo <= 1-S <= hi`` (the whole run's grid by default).
       level: the onset's crossing level (onset summaries only).
       exact: use results/representable/intro_exact.csv for the optimum view (intro only).
@@ -131,7 +135,8 @@ CLAIMS: tuple[Claim, ...] = (
           "sparsity", "relu", "negative_min_bias", "onset", level=0.01),
     Claim(_rule("antipodal_range", "A wider sparsity range with only antipodal structure",
                 "difference", "share of the cells whose configuration is two antipodal "
-                "pairs (bitjax.representable.configuration_name)", "", 0.1, 1, "different"),
+                "pairs (bitjax.analysis.representable.configuration_name)", "", 0.1, 1,
+                "different"),
           "intro", "intro", "two_antipodal_pairs", exact=True),
     Claim(_rule("less_superposition", "Around some sparsities, less superposition for a "
                 "similar number of features", "difference", "mean over the cells of the "
@@ -194,7 +199,7 @@ def paired(sweep: LoadedSweep, values: np.ndarray, a: str = TERNARY, b: str = DE
            **where) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(values of a, values of b, a - b)`` over cells that differ only in kind.
 
-    See :func:`bitjax.analysis.paired`; ``where`` restricts the cells by grid label.
+    See :func:`bitjax.analysis.grid.paired`; ``where`` restricts the cells by grid label.
     """
     return analysis.paired(sweep, values, a, b, **where)
 
@@ -328,7 +333,7 @@ def bounds_for(results: Path, claim: Claim, g: Grid) -> Bounds:
         if i is None or j.size == 0:
             continue
         if r.get("best_known_ternary"):
-            # bitjax.best_ternary: the best-known solution on the stratified estimator
+            # bitjax.analysis.best_ternary: the best-known solution on the stratified estimator
             out["bound"][i, j[0]] = float(r["best_known_ternary"])
             out["tight"][i, j[0]] = float(r["best_known_tight"] == "True")
             out["dense"][i, j[0]] = float(r["estimator_dense_loss"])
@@ -684,7 +689,8 @@ def render(results: list[Result], folder: Path) -> str:
         "stated cells, or the difference of the two onsets), never one value per cell.",
         "- Onsets: per seed and kind, the sustained crossing of the stated level, linearly "
         "interpolated in log10(1-S) between the grid points around it "
-        "(bitjax.verdicts.onset_per_seed); an onset outside the grid takes the grid's edge "
+        "(bitjax.analysis.verdicts.onset_per_seed); an onset outside the grid takes the "
+        "grid's edge "
         "as a bound.",
         "- Loss gap (the primary quantity): (L_ternary - L_dense) / L_zero per cell (L_zero: "
         "the loss of the model that outputs zeros, so cells of very different loss weigh "

@@ -27,7 +27,8 @@ preset 7 min 23 s on that CPU (results/intro/manifest.json: 1,520 instances, 10,
 2 CPU devices); not measured on a GPU.
 Outputs (in --out): experiment.json, sweep.json, manifest.json, metrics.csv, features.csv.gz,
 checkpoints/, weights_2d.{png,pdf} (rows of 2-D weight diagrams, one row per kind, one column per
-sparsity, best seed, each titled with its configuration from bitjax.metrics.geometry_m2: two
+sparsity, best seed, each titled with its configuration from
+bitjax.analysis.metrics.geometry_m2: two
 orthogonal, antipodal pair, two antipodal pairs, pentagon, fan, ...),
 loss_and_features.{png,pdf} (loss and number of represented features against 1-S, mean and
 95% CI over seeds), loss_gap.{png,pdf} and loss_gap.csv (per quantized kind and sparsity: the
@@ -48,9 +49,12 @@ from pathlib import Path
 
 import numpy as np
 
-from bitjax import analysis, metrics, plots, stats
+from bitjax.analysis import grid as analysis
+from bitjax.analysis import metrics, stats
+from bitjax.analysis.results import LoadedSweep
 from bitjax.config import SweepConfig, importance_vector
-from bitjax.results import LoadedSweep, run_label
+from bitjax.report import plots
+from bitjax.report.tables import run_label
 from experiments._cli import Experiment, main
 
 N_FEATURES, N_HIDDEN, IMPORTANCE = 5, 2, 0.9
@@ -84,7 +88,7 @@ PRESETS = {
 
 
 def geometry_name(code: int) -> str:
-    """Words for a :func:`bitjax.metrics.geometry_m2` code (the label of metrics.csv's
+    """Words for a :func:`bitjax.analysis.metrics.geometry_m2` code (the label of metrics.csv's
     ``geometry_m2`` column, underscores as spaces)."""
     if not 0 <= code < len(metrics.GEOMETRY_M2_LABELS):
         return "not m = 2"
@@ -103,7 +107,7 @@ def _geometry_counts(codes: np.ndarray) -> str:
 
 def summary_rows(sweep: LoadedSweep) -> list[dict]:
     """Per kind x probability: mean and 95% CI over seeds, the best seed's values, and how
-    many seeds take each m = 2 configuration (:func:`bitjax.metrics.geometry_m2`)."""
+    many seeds take each m = 2 configuration (:func:`bitjax.analysis.metrics.geometry_m2`)."""
     c, m = sweep.coords, sweep.metrics()
     grids = {name: analysis.kind_seed_grid(sweep, v) for name, v in (
         ("n_represented", m["n_represented"].astype(float)), ("loss", sweep.loss),
@@ -192,7 +196,8 @@ def _draw_diagrams(sweep: LoadedSweep, out: Path, label: str) -> list[Path]:
         f"Columns W_i of the effective weights (n={cfg.n_features}, m={cfg.n_hidden}, "
         f"I_i = {IMPORTANCE}^i): best of {n_seeds} seed(s) by final loss; "
         f"'repr.' = features with ||W_i|| > {sweep.default_threshold:g}.\nAbove each "
-        "diagram its configuration (bitjax.metrics.geometry_m2, metrics.csv's geometry_m2; "
+        "diagram its configuration (bitjax.analysis.metrics.geometry_m2, metrics.csv's "
+        "geometry_m2; "
         f"features with ||W_i|| > {metrics.DEFAULT_REL_THRESHOLD:g} x the largest norm)",
         fontsize=9)
     plots.footer(fig, label)
@@ -244,7 +249,7 @@ def _draw_curves(sweep: LoadedSweep, out: Path, label: str) -> list[Path]:
 
 
 def analyse(parts: Mapping[str, LoadedSweep], out: Path) -> list[Path]:
-    from bitjax import io
+    from bitjax.store import files as io
 
     sweep = parts["intro"]
     label = run_label(parts)

@@ -24,7 +24,7 @@ not measured (about 1 h 50 min by --dry-run). One NVIDIA H200 (jax 0.11.2): the 
 experiments on the same GPU (results/phase/manifest.json).
 
 Classification (of the extra feature's EFFECTIVE column W_x, gamma*T for ternary), threshold
-0.5 on the norm as in :data:`bitjax.metrics.DEFAULT_THRESHOLD`:
+0.5 on the norm as in :data:`bitjax.analysis.metrics.DEFAULT_THRESHOLD`:
   dropped     ||W_x|| < 0.5;
   dedicated   otherwise, if |cos(W_x, W_j)| < 0.3 for every other feature j that is itself
               represented (||W_j|| >= 0.5);
@@ -63,9 +63,10 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from bitjax import plots
+from bitjax.analysis.results import LoadedSweep
 from bitjax.config import SweepConfig, importance_vector
-from bitjax.results import LoadedSweep, run_label
+from bitjax.report import plots
+from bitjax.report.tables import run_label
 from experiments._cli import Experiment, main
 
 #: Phase names in code order (0, 1, 2) and their colours in every figure.
@@ -209,7 +210,7 @@ def phase_table(sweep: LoadedSweep) -> dict:
     Raises:
       ValueError: lr or weight decay varies (a cell would hold several instances).
     """
-    from bitjax.results import best_instance, one_cell_per
+    from bitjax.analysis.results import best_instance, one_cell_per
 
     cfg = sweep.config
     t = sweep.default_threshold
@@ -301,7 +302,7 @@ def analyse(parts: Mapping[str, LoadedSweep], out: Path) -> list[Path]:
     from matplotlib.colors import BoundaryNorm, ListedColormap
     from matplotlib.patches import Patch
 
-    from bitjax import io
+    from bitjax.store import files as io
 
     cmap = ListedColormap(PHASE_COLORS)
     cnorm = BoundaryNorm([-0.5, 0.5, 1.5, 2.5], 3)

@@ -5,10 +5,11 @@ the optimum (ternary cannot represent the dense solution) or about training (it 
 did not get there)? For every dense instance of the committed experiments this computes
 whether its solution is axis-alignable and the loss its ternary realisation attains, next
 to the trained ternary twin's loss; for the small models it computes the exact ternary optimum
-by enumerating every weight pattern (bitjax.representable); and for every dense instance the
-best-known per-tensor ternary solution (bitjax.best_ternary: enumeration, the snapped dense
+by enumerating every weight pattern (bitjax.analysis.representable); and for every dense
+instance the
+best-known per-tensor ternary solution (bitjax.analysis.best_ternary: enumeration, the snapped dense
 solution, a rotation search, lattice constructions, a discrete polish and the trained ternary
-twin, all compared on one stratified estimator with standard errors, bitjax.estimator).
+twin, all compared on one stratified estimator with standard errors, bitjax.analysis.estimator).
 
 Command:
   python -m experiments.representable [--out runs/representable] [--results results] [--quick]
@@ -78,14 +79,14 @@ def _parse(argv):
     ap.add_argument("--runs", nargs="+", metavar="RUN", choices=RUNS,
                     help=f"only these runs (default: all of {', '.join(RUNS)})")
     ap.add_argument("--no-best-known", dest="best_known", action="store_false",
-                    help="skip the best-known ternary solutions (bitjax.best_ternary)")
+                    help="skip the best-known ternary solutions (bitjax.analysis.best_ternary)")
     ap.add_argument("--no-phase-intro", dest="phase_intro", action="store_false",
                     help="skip the exact phase diagrams and the intro enumeration section")
     return ap.parse_args(argv)
 
 
 def _settings(quick: bool, best_known: bool = True) -> dict:
-    # est_*: the stratified estimator every best-known comparison uses (bitjax.estimator);
+    # est_*: the stratified estimator every best-known comparison uses (bitjax.analysis.estimator);
     # fit_*: the independent sample scales, biases and the polish are fitted on.
     if quick:
         return dict(n_per_mask=128, n_samples=8192, n_samples_large=4096, grid=10,
@@ -132,7 +133,7 @@ def _experiment_table(name, run_dir, s, log, out=None):
     """(a) for one committed run: one row per dense instance; with ``out`` and
     ``s["best_known"]`` also (d) the best-known ternary solutions as a run folder."""
     from bitjax import load_sweep
-    from bitjax import representable as rep
+    from bitjax.analysis import representable as rep
 
     t0 = time.perf_counter()
     sweep = load_sweep(run_dir)
@@ -216,11 +217,11 @@ def _experiment_table(name, run_dir, s, log, out=None):
 
 def _best_known_part(name, sweep, dense, p, imp, twin, s, out, log):
     """(d) The best-known ternary solution of every dense instance, stored as a run folder
-    ``<out>/best_known/<name>`` that bitjax.load_sweep opens (bitjax.best_ternary)."""
+    ``<out>/best_known/<name>`` that bitjax.load_sweep opens (bitjax.analysis.best_ternary)."""
     import shutil
 
-    from bitjax import best_ternary as bt
-    from bitjax import estimator as est
+    from bitjax.analysis import best_ternary as bt
+    from bitjax.analysis import estimator as est
 
     t0 = time.perf_counter()
     cfg = sweep.config
@@ -288,7 +289,7 @@ def _ratio(a: float, b: float) -> float:
 def _ratio_figure(tables, out):
     import matplotlib as mpl
 
-    from bitjax import plots
+    from bitjax.report import plots
 
     names = [n for n, rows in tables.items() if rows]
     cols = 4
@@ -336,7 +337,7 @@ def _ratio_figure(tables, out):
 def _method_colours():
     import matplotlib as mpl
 
-    from bitjax import best_ternary as bt
+    from bitjax.analysis import best_ternary as bt
 
     cmap = mpl.colormaps["tab20"]
     return {m: cmap(i % 20) for i, m in enumerate(bt.METHODS)}
@@ -347,8 +348,8 @@ def _best_over_dense_figure(bests, out):
     panel per experiment, each instance coloured by the method that found its solution."""
     import matplotlib as mpl
 
-    from bitjax import best_ternary as bt
-    from bitjax import plots
+    from bitjax.analysis import best_ternary as bt
+    from bitjax.report import plots
 
     colours = _method_colours()
     names = list(bests)
@@ -403,7 +404,7 @@ def _dstar_figure(bests, out):
     over seeds), with gamma and the non-zeros per represented column beside it."""
     import matplotlib as mpl
 
-    from bitjax import plots
+    from bitjax.report import plots
 
     names = list(bests)
     fig, axes = plots.new_figure(2, len(names), size=(2.8, 2.2),
@@ -450,7 +451,7 @@ def _geometry_figure(name, b, out, max_cols: int = 8):
     """The best-known solutions drawn like the experiment's own figures: 2-D weight diagrams
     for m = 2, W^T W otherwise; one column per sparsity (the first seed), the dense solution
     of the same instance below; gamma and the non-zeros per column in every label."""
-    from bitjax import plots
+    from bitjax.report import plots
 
     best, m = b["best"], b["m"]
     ps = np.unique(b["p"])[::-1]
@@ -496,7 +497,7 @@ def _phase_grid(n: int, k: int):
 
 def _exact_phase(n, m, dens, rs, p, imp, s):
     from bitjax import data
-    from bitjax import representable as rep
+    from bitjax.analysis import representable as rep
 
     ex = rep.exact_optimum(data.FeatureStructure(n), m, p, imp, n_per_mask=s["exact_per_mask"])
     W = ex.pattern * ex.scale[..., None, None]
@@ -506,8 +507,9 @@ def _exact_phase(n, m, dens, rs, p, imp, s):
 
 def _phase_section(results, out, s, log):
     """(b) exact ternary phase diagrams beside the closed form and the trained diagrams."""
-    from bitjax import io, plots
-    from bitjax import representable as rep
+    from bitjax.analysis import representable as rep
+    from bitjax.report import plots
+    from bitjax.store import files as io
 
     cells_path = results / "phase" / "phase_cells.csv"
     trained = io.read_csv(cells_path) if cells_path.exists() else []
@@ -618,8 +620,10 @@ def _intro_section(results, out, s, intro_sweep, log):
     """(c) exact ternary (and binary) intro solutions across the intro sparsities."""
     import matplotlib as mpl
 
-    from bitjax import data, io, plots
-    from bitjax import representable as rep
+    from bitjax import data
+    from bitjax.analysis import representable as rep
+    from bitjax.report import plots
+    from bitjax.store import files as io
 
     n, m = 5, 2
     probs = 20.0 ** -np.linspace(0.0, 1.0, s["intro_points"])
@@ -741,7 +745,7 @@ def main(argv=None) -> int:
     if (code := start_tool()) is not None:  # one CPU device per core, as the experiments
         return code
     args = _parse(sys.argv[1:] if argv is None else argv)
-    from bitjax import io
+    from bitjax.store import files as io
 
     results, out = Path(args.results), Path(args.out)
     if not results.is_dir():
@@ -798,7 +802,7 @@ def main(argv=None) -> int:
         for name, b in bests.items():
             _geometry_figure(name, b, out)
     timings["total"] = time.perf_counter() - t_all
-    from bitjax import representable as rep
+    from bitjax.analysis import representable as rep
 
     io.write_json(out / "manifest.json", {
         "experiment": "representable",

@@ -52,7 +52,7 @@ ternary - dense differences).
 Definitions used in the tables: a feature is represented when ||W_i|| > the config's
 threshold (0.5); "beyond the top m" = feature index >= m (I_i decreases with i); a bias is
 negative when b_i < -0.01. Interpolated onsets (per seed, linear in log10(1-S) between the
-grid points where the seed's curve crosses the level; bitjax.analysis.onset_per_seed):
+grid points where the seed's curve crosses the level; bitjax.analysis.grid.onset_per_seed):
 superposition = more than m features represented (the count crosses m + 1/2), negative
 biases = min_i b_i crosses -0.01. Grid-point onsets, per seed, scanning the grid from dense
 to sparse (superposition: a feature beyond the top m represented): "first" = the largest
@@ -74,9 +74,12 @@ from pathlib import Path
 
 import numpy as np
 
-from bitjax import analysis, plots, stats
+from bitjax.analysis import grid as analysis
+from bitjax.analysis import stats
+from bitjax.analysis.results import LoadedSweep
 from bitjax.config import SweepConfig
-from bitjax.results import LoadedSweep, run_label
+from bitjax.report import plots
+from bitjax.report.tables import run_label
 from experiments._cli import Experiment, main
 
 N_FEATURES, N_HIDDEN, IMPORTANCE = 20, 5, 0.7
@@ -90,7 +93,7 @@ NOTEBOOK_PUBLISHED_COUNTS = (20, 21, 24, 30, 33, 37, 40, 43, 47, 50)
 #: The threshold the notebook's counts use.
 NOTEBOOK_THRESHOLD = 0.5
 PAPER_PROBABILITIES = (1.0, 0.3, 0.1, 0.03, 0.01, 0.003, 0.001)
-#: A bias counts as negative below this (see :data:`bitjax.analysis.NEGATIVE_BIAS`).
+#: A bias counts as negative below this (see :data:`bitjax.analysis.grid.NEGATIVE_BIAS`).
 NEGATIVE_BIAS = analysis.NEGATIVE_BIAS
 ROW_LABELS = {"relu": "ReLU", "linear": "linear"}
 
@@ -154,7 +157,7 @@ PRESETS = {
 # Per-instance quantities and tables
 
 
-#: Per-instance quantities of the tables (see :func:`bitjax.analysis.instance_quantities`).
+#: Per-instance quantities of the tables (see :func:`bitjax.analysis.grid.instance_quantities`).
 instance_quantities = analysis.instance_quantities
 
 SUMMARY_QUANTITIES = ("loss", "n_represented", "n_beyond_top_m", "superposition_represented",
@@ -194,7 +197,7 @@ def _probabilities(sweep: LoadedSweep) -> np.ndarray:
 def onset_rows(sweep: LoadedSweep) -> list[dict]:
     """Onsets per kind (mean and 95% CI over seeds), then paired differences vs dense.
 
-    Statistics: the grid-point onsets of :func:`bitjax.analysis.onset_table`
+    Statistics: the grid-point onsets of :func:`bitjax.analysis.grid.onset_table`
     (``<condition>_first`` / ``_sustained``), then the per-seed interpolated ones of
     :func:`interpolated_onsets` (``<condition>_interpolated_first`` / ``_sustained``).
     """
@@ -249,7 +252,7 @@ ONSET_COLUMNS = ("part", "statistic", "kind", "definition", "grid", "n_seeds", "
                  "n_at_densest", "p_mean", "p_ci95", "log10_p_mean", "log10_p_ci95",
                  "p_geomean", "per_seed_values", "per_seed_features")
 
-#: Onsets estimated per seed between grid points (:func:`bitjax.analysis.onset_per_seed`):
+#: Onsets estimated per seed between grid points (:func:`bitjax.analysis.grid.onset_per_seed`):
 #: condition -> (per-instance quantity, level as a function of the config, above?, words).
 INTERPOLATED_ONSETS = {
     "superposition_onset": (
@@ -306,7 +309,7 @@ def onset_seed_rows(sweep: LoadedSweep) -> list[dict]:
     ``<condition>_sustained`` (interpolated), ``<condition>_censored`` (1: the condition
     holds at the densest grid point already), ``<condition>_log10_minus_dense`` (paired:
     the same seed's log10 onset minus dense's; negative = later onset, at sparser data),
-    and the grid-point onsets of :func:`bitjax.analysis.onset_table` as
+    and the grid-point onsets of :func:`bitjax.analysis.grid.onset_table` as
     ``<condition>_first_grid``, ``<condition>_sustained_grid`` and
     ``<condition>_first_grid_features`` (the features meeting the condition there).
     """
@@ -425,7 +428,7 @@ def _draw_grid(parts: Mapping[str, LoadedSweep], out: Path) -> list[Path]:
 
 
 def _onset_strips(onsets: dict, cond: str, kinds: list[str]) -> list[dict]:
-    """Strip rows of :func:`bitjax.plots.onset_strip` for one condition: per kind, the
+    """Strip rows of :func:`bitjax.report.plots.onset_strip` for one condition: per kind, the
     first and the sustained crossing, with the mean and 95% t CI in log10(1-S)."""
     strips = []
     for kind in kinds:
@@ -530,7 +533,7 @@ def notebook_published(p: float) -> int | None:
 def notebook_rows(sweep: LoadedSweep) -> list[dict]:
     """The notebook anchor (n=100, m=20): per kind x probability, the features represented
     at the notebook's threshold 0.5 (mean, 95% t CI, min and max over seeds), the
-    scale-free count (:func:`bitjax.metrics.n_represented_relative`), seeds converged where
+    scale-free count (:func:`bitjax.analysis.metrics.n_represented_relative`), seeds converged where
     the run stored convergence, and the notebook's published count where it has one."""
     counts = analysis.kind_seed_grid(
         sweep, sweep.metrics(NOTEBOOK_THRESHOLD)["n_represented"].astype(float))
@@ -594,7 +597,7 @@ def _draw_notebook(sweep: LoadedSweep, rows: list[dict], out: Path, label: str) 
 
 
 def analyse(parts: Mapping[str, LoadedSweep], out: Path) -> list[Path]:
-    from bitjax import io
+    from bitjax.store import files as io
 
     files = [out / "summary.csv", out / "onsets.csv", out / "onset_summary.csv",
              out / "loss_gap.csv"]

@@ -43,10 +43,13 @@ from pathlib import Path
 
 import numpy as np
 
-from bitjax import analysis, plots, stats
-from bitjax import metrics as metrics_lib
+from bitjax.analysis import grid as analysis
+from bitjax.analysis import metrics as metrics_lib
+from bitjax.analysis import stats
+from bitjax.analysis.results import LoadedSweep
 from bitjax.config import SweepConfig
-from bitjax.results import LoadedSweep, run_label
+from bitjax.report import plots
+from bitjax.report.tables import run_label
 from experiments._cli import Experiment, main
 
 
@@ -104,7 +107,7 @@ def summary_rows(sweep: LoadedSweep) -> list[dict]:
 
 def cluster_rows(sweep: LoadedSweep) -> list[dict]:
     """Per kind and sparsity: how many features sit at each dimensionality cluster (0, 3/8,
-    2/5, 1/2, 2/3, 3/4, 1, or "other"; :func:`bitjax.metrics.dimensionality_labels`), mean
+    2/5, 1/2, 2/3, 3/4, 1, or "other"; :func:`bitjax.analysis.metrics.dimensionality_labels`), mean
     and 95% t CI over seeds: where the D* curve has a plateau (1/2, the paper's 2/5), the
     features should sit in that cluster, not average to it."""
     codes = sweep.metrics()["dimensionality_label"]  # [I, n]
@@ -155,7 +158,7 @@ def _draw_clusters(rows: list[dict], cfg, out: Path, label: str) -> list[Path]:
 
 
 def analyse(parts: Mapping[str, LoadedSweep], out: Path) -> list[Path]:
-    from bitjax import io
+    from bitjax.store import files as io
 
     sweep = parts["uniform"]
     cfg = sweep.config

@@ -125,7 +125,7 @@ def _tiny_config(**changes):
 @functools.cache
 def _train(cfg):
     """Train ``cfg`` from scratch to ``cfg.steps``; ``(trainer, host_state)``, cached."""
-    from bitjax.trainer import Trainer
+    from bitjax.train.trainer import Trainer
 
     trainer = Trainer(cfg)
     state = trainer.run(trainer.init_state())

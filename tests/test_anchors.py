@@ -1,7 +1,7 @@
 """Slow tier: each experiment's dense model reproduces the paper's published anchor.
 
 One test per experiment trains dense models through the public library (``run_sweep`` into
-a run folder, ``load_sweep``, ``to_xarray``, :mod:`bitjax.metrics`) with the paper's recipe
+a run folder, ``load_sweep``, ``to_xarray``, :mod:`bitjax.analysis.metrics`) with the paper's recipe
 (AdamW, lr 1e-3, weight decay 0.01, batch 1024, 10,000 steps unless a docstring says
 otherwise) and asserts the number or configuration the paper (or its notebook) published,
 with a tolerance justified in the test. A test fails when the anchor is not reproduced, not
@@ -29,8 +29,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bitjax import SweepConfig, load_sweep, metrics, run_sweep
-from bitjax.results import LoadedSweep, best_instance
+from bitjax import SweepConfig, load_sweep, run_sweep
+from bitjax.analysis import metrics
+from bitjax.analysis.results import LoadedSweep, best_instance
 
 pytestmark = pytest.mark.slow
 
@@ -70,10 +71,10 @@ def test_intro_dense_two_orthogonal_features_then_pentagon(tmp_path):
     sparsity (1-S <= ~0.07) all five are represented in a pentagon. The paper keeps the best
     of several restarts, so the best of 8 seeds by final loss is checked.
 
-    Tolerances: the configuration is named by :func:`bitjax.metrics.geometry_m2` (angles
+    Tolerances: the configuration is named by :func:`bitjax.analysis.metrics.geometry_m2` (angles
     within 10 degrees, equal norms within 20%); the pentagon's feature dimensionalities
     must be 2/5 within 0.02 (the cluster tolerance of
-    :func:`bitjax.metrics.dimensionality_labels`; measured 0.396-0.406); at 1-S = 1
+    :func:`bitjax.analysis.metrics.dimensionality_labels`; measured 0.396-0.406); at 1-S = 1
     ``|W_0 . W_1| < 0.05`` and dropped norms < 0.05 (measured 1e-4 and 0.008 for the best
     seed, at most 0.0015 and 0.02 over the 8 seeds: what weight decay has not yet removed of
     the initial weights). Measured with these seeds: every seed
@@ -238,12 +239,12 @@ def test_phase_n2m1_dense_best_restart_matches_closed_form(tmp_path):
 
     Anchor (spec section 5.5): comparing the losses of the idealised solutions (extra
     feature dropped with its bias at its mean, given the dimension, or antipodal with
-    feature 1; :func:`bitjax.representable.idealised_n2m1`), superposition wins below
+    feature 1; :func:`bitjax.analysis.representable.idealised_n2m1`), superposition wins below
     1-S = 4r/(2+5r) for r <= 1 and 4/(5+2r) for r >= 1, elsewhere the more important
     feature keeps the dimension. The paper trains 10 models per cell; an 8 x 8 grid
     (r log-spaced 0.1..10, 1-S log-spaced 0.01..1, as :func:`experiments.phase.grid`) with
     10 restarts of the paper's recipe is trained here and the best restart of each cell is
-    classified with :func:`bitjax.representable.extra_feature_phase`.
+    classified with :func:`bitjax.analysis.representable.extra_feature_phase`.
 
     Tolerances: every cell more than one grid step (a factor 1.93 in density) from the
     superposition boundary must agree (48 cells); over all 64 cells at least 90% must agree.
@@ -258,7 +259,7 @@ def test_phase_n2m1_dense_best_restart_matches_closed_form(tmp_path):
     Runtime: 223-226 s wall (two runs), 44 s CPU (640 instances x 10,000 steps) under
     load.
     """
-    from bitjax.representable import extra_feature_phase, idealised_n2m1
+    from bitjax.analysis.representable import extra_feature_phase, idealised_n2m1
     from experiments.phase import closed_form_boundary, grid
 
     rs, ps = grid(8, 8)

@@ -1,4 +1,5 @@
-"""Known answers for bitjax.best_ternary: snapping, lattice constructions, polish, search."""
+"""Known answers for bitjax.analysis.best_ternary: snapping, lattice constructions, polish,
+search."""
 
 from __future__ import annotations
 
@@ -6,10 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bitjax import best_ternary as bt
 from bitjax import data
-from bitjax import estimator as est
-from bitjax import representable as rep
+from bitjax.analysis import best_ternary as bt
+from bitjax.analysis import estimator as est
+from bitjax.analysis import representable as rep
 
 
 def _rot(m: int, seed: int) -> np.ndarray:
@@ -197,8 +198,8 @@ def test_fit_patterns_refuses_bad_shapes():
 
 def test_write_run_is_a_run_folder_load_sweep_opens(tmp_path, tiny_config):
     from bitjax import load_sweep
+    from bitjax.analysis.results import LoadedSweep
     from bitjax.config import build_instances
-    from bitjax.results import LoadedSweep
 
     cfg = tiny_config(kind=("dense", "ternary"), feature_probability=(0.3, 0.05), seed=(0, 1))
     inst = build_instances(cfg)

@@ -1,4 +1,4 @@
-"""Checkpoints (bitjax.checkpoint): round trip, resume == uninterrupted, damage, loading.
+"""Checkpoints (bitjax.store.checkpoint): round trip, resume == uninterrupted, damage, loading.
 
 One tiny sweep (dense + ternary, two probabilities, 400 steps) is trained once per module;
 the tests save its states at steps 200 and 400 into temporary run folders.
@@ -13,10 +13,11 @@ import jax
 import numpy as np
 import pytest
 
-from bitjax import metrics as metrics_lib
-from bitjax.checkpoint import Checkpointer, CheckpointError, LoadedSweep, load_sweep
-from bitjax.program import effective_weights_host
-from bitjax.trainer import Trainer
+from bitjax.analysis import metrics as metrics_lib
+from bitjax.analysis.results import LoadedSweep, load_sweep
+from bitjax.layers import effective_weights_host
+from bitjax.store.checkpoint import Checkpointer, CheckpointError
+from bitjax.train.trainer import Trainer
 
 
 @pytest.fixture(scope="module")
@@ -276,7 +277,7 @@ def test_restore_no_stray_warnings_when_healthy(run, tmp_path):
 
 def test_load_sweep_refuses_an_incompatible_format(run, tmp_path, monkeypatch):
     """A checkpoint from another bitjax checkpoint format is refused with a plain message."""
-    from bitjax import checkpoint as ckpt_mod
+    from bitjax.store import checkpoint as ckpt_mod
 
     cfg, trainer, meta, states, _, _ = run
     ck = ckpt_mod.Checkpointer(tmp_path, every=100)
@@ -285,4 +286,4 @@ def test_load_sweep_refuses_an_incompatible_format(run, tmp_path, monkeypatch):
     ck.close()
     monkeypatch.setattr(ckpt_mod, "FORMAT_VERSION", 1)
     with pytest.raises(ckpt_mod.CheckpointError, match="format 99"):
-        ckpt_mod.load_sweep(tmp_path)
+        load_sweep(tmp_path)

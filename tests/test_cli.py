@@ -31,7 +31,7 @@ def cli(out: Path, *extra: str) -> int:
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
-    from bitjax import io
+    from bitjax.store import files as io
 
     return io.read_csv(path)
 
@@ -312,7 +312,7 @@ def test_a_full_disk_while_checkpointing_is_one_line_and_exit_2(tmp_path, capsys
                                                                 monkeypatch):
     import errno
 
-    from bitjax.checkpoint import Checkpointer
+    from bitjax.store.checkpoint import Checkpointer
 
     def full(self, *a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")

@@ -199,7 +199,7 @@ def test_printed_resume_command_continues_the_run_as_started(tmp_path):
     r = subprocess.run([sys.executable, *argv[1:]], cwd=ROOT, capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
-    from bitjax.results import load_sweep
+    from bitjax.analysis.results import load_sweep
 
     sweep = load_sweep(out)
     assert sweep.step == 4000  # not the tiny preset's 200
@@ -235,7 +235,7 @@ def test_cli_prints_a_time_estimate_from_the_first_chunk(finished):
 
 
 def test_signal_acts_within_seconds_even_with_long_chunks(tiny_config, tmp_path):
-    from bitjax.run import Interrupted, run_sweep
+    from bitjax.train.run import Interrupted, run_sweep
 
     # 200,000-step chunks take about half a minute here; max_chunk_seconds cuts them short.
     cfg = tiny_config(steps=400_000, chunk_size=200_000, history_every=50)
@@ -263,7 +263,7 @@ def test_results_files_get_the_umask_mode(tmp_path, umask, mode):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from bitjax import io
+    from bitjax.store import files as io
 
     old = os.umask(umask)
     try:
@@ -428,7 +428,7 @@ def test_bad_cpu_device_count_is_a_usage_error(tmp_path, capsys, monkeypatch):
 
 @pytest.mark.integration
 def test_one_process_per_run_folder(tmp_path):
-    from bitjax.folder import is_locked
+    from bitjax.store.folder import is_locked
 
     out = tmp_path / "run"
     # A: a long run (it is stopped below); the test waits for its first checkpoint

@@ -47,7 +47,7 @@ def test_bad_recipe_values_exit_2(flags, message, capsys, tmp_path):
 
 
 def test_resume_refuses_a_changed_recipe(tmp_path, capsys):
-    from bitjax.checkpoint import EXPERIMENT_FILE
+    from bitjax.store.layout import EXPERIMENT_FILE
 
     out = tmp_path / "run"
     out.mkdir()

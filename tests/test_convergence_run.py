@@ -1,6 +1,6 @@
 """Convergence diagnostics, train-until-converged, warm starts and the annealed phase, end to end.
 
-Real short runs through :func:`bitjax.run.run_sweep` and :class:`bitjax.trainer.Trainer`
+Real short runs through :func:`bitjax.train.run.run_sweep` and :class:`bitjax.train.trainer.Trainer`
 (tiny models, a few hundred steps): the stored diagnostics reach metrics.csv and
 ``to_xarray``; a plateaued instance is flagged converged and a still-falling one is not; a
 huge learning rate is flagged diverged; a warm start at an exact solution stays there;
@@ -18,14 +18,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bitjax import layers, program
+from bitjax import layers
+from bitjax.analysis.results import load_sweep
 from bitjax.config import SweepConfig, build_instances
 from bitjax.convergence import ConvergenceRule
-from bitjax.diagnose import NAMES, sweep_diagnostics
-from bitjax.results import load_sweep, write_tables
-from bitjax.run import run_sweep
-from bitjax.trainer import Trainer
-from bitjax.warmstart import match_instances, warm_start_params
+from bitjax.report.tables import write_tables
+from bitjax.train import program
+from bitjax.train.diagnose import NAMES, sweep_diagnostics
+from bitjax.train.run import run_sweep
+from bitjax.train.trainer import Trainer
+from bitjax.train.warmstart import match_instances, warm_start_params
 
 QUANTIZED = ("ternary", "binary", "ternary_lsq")
 SMALL = dict(n_features=5, n_hidden=2, importance=(0.9,), batch_size=64, eval_batches=2)

@@ -74,7 +74,7 @@ def test_tiny_study_end_to_end(tmp_path, monkeypatch):
     same-sample loss agrees with the model's own evaluated loss, every attainable loss is
     at most the exact optimum (intro) and at most every trained instance of its family."""
     from bitjax import data
-    from bitjax import representable as rep
+    from bitjax.analysis import representable as rep
     from bitjax.config import importance_vector
     from experiments._cli import main
 
@@ -87,14 +87,14 @@ def test_tiny_study_end_to_end(tmp_path, monkeypatch):
     out = tmp_path / "study"
     assert main(C.EXPERIMENT, ["--preset", "tiny_full", "--out", str(out), "--n-seeds", "1",
                                "--no-progress"]) == 0
-    from bitjax.io import read_csv
+    from bitjax.store.files import read_csv
     cells = read_csv(out / "cells.csv")
     chosen = read_csv(out / "chosen.csv")
     assert {r["kind"] for r in chosen} == {"dense", "ternary"}
     for name in ("loss_vs_budget", "converged_vs_budget", "controls"):
         assert (out / f"{name}.png").stat().st_size > 10_000
     # one explorer page per setting, each with its own parts
-    from bitjax.explorer import read_payload
+    from bitjax.report.explorer import read_payload
 
     for page, setting in (("explorer.html", "intro"), ("explorer_sparsity.html", "sparsity")):
         parts = [p["name"] for p in read_payload(out / page)["parts"]]
@@ -115,7 +115,7 @@ def test_tiny_study_end_to_end(tmp_path, monkeypatch):
         assert ref <= ex.loss[d, 0] * (1 + 1e-5)
     # The same-sample loss of trained dense instances is the model's own loss (within the
     # noise of the run's 2 x 128 evaluation samples).
-    from bitjax.results import load_sweep
+    from bitjax.analysis.results import load_sweep
     sweep = load_sweep(out / "sparsity-cosine_anneal-1000")
     same = C.same_sample_losses(sweep)
     dense = np.asarray(sweep.coords["kind"]) == "dense"

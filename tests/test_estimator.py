@@ -1,4 +1,4 @@
-"""Known answers for bitjax.estimator: stratified losses against exact values."""
+"""Known answers for bitjax.analysis.estimator: stratified losses against exact values."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from bitjax import data
-from bitjax import estimator as est
-from bitjax import representable as rep
+from bitjax.analysis import estimator as est
+from bitjax.analysis import representable as rep
 
 N, M = 5, 2
 IMP = 0.9 ** np.arange(N)

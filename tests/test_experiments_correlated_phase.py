@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bitjax import convergence, io
+from bitjax import convergence
+from bitjax.analysis.results import LoadedSweep
 from bitjax.config import build_instances
-from bitjax.results import LoadedSweep
+from bitjax.store import files as io
 from experiments import _cli, correlated, phase
 
 # ------------------------------------------------------------------------------------------

@@ -16,10 +16,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bitjax import analysis, io, metrics, plots, stats
-from bitjax.checkpoint import EXPERIMENT_FILE, SWEEP_FILE
+from bitjax.analysis import grid as analysis
+from bitjax.analysis import metrics, stats
+from bitjax.analysis.results import LoadedSweep
 from bitjax.config import SweepConfig, build_instances
-from bitjax.results import LoadedSweep
+from bitjax.report import plots
+from bitjax.store import files as io
+from bitjax.store.layout import EXPERIMENT_FILE, SWEEP_FILE
 from experiments import intro, sparsity
 from experiments._cli import main
 
@@ -111,7 +114,7 @@ def test_sparsity_tiny_end_to_end(sparsity_run):
                                      "onsets.csv", "notebook_counts.csv", "explorer.html")]
                   + _figures(out, SPARSITY_FIGURES))
     # One explorer page for the multi-part run, with every part in it.
-    from bitjax.explorer import read_payload
+    from bitjax.report.explorer import read_payload
 
     assert {p["name"] for p in read_payload(out / "explorer.html")["parts"]} == set(cfgs)
 

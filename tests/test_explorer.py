@@ -1,4 +1,4 @@
-"""The interactive explorer (bitjax.explorer, python -m experiments.explore).
+"""The interactive explorer (bitjax.report.explorer, python -m experiments.explore).
 
 Two tiny sweeps are trained once per module into a two-part experiment folder: parts ``a``
 and ``b`` (n=5, m=2, dense + ternary, two probabilities, two seeds) differ in their learning
@@ -19,8 +19,8 @@ import json
 import numpy as np
 import pytest
 
-from bitjax import metrics as metrics_lib
-from bitjax.explorer import (
+from bitjax.analysis import metrics as metrics_lib
+from bitjax.report.explorer import (
     SHARED_SIZE_LIMIT_BYTES,
     SIZE_LIMIT_BYTES,
     ExplorerError,
@@ -39,7 +39,7 @@ from bitjax.explorer import (
 @pytest.fixture(scope="module")
 def experiment(tmp_path_factory, tiny_config):
     """An experiment folder with parts ``b`` then ``a`` (that order in experiment.json)."""
-    from bitjax.run import run_sweep
+    from bitjax.train.run import run_sweep
 
     root = tmp_path_factory.mktemp("explorer-experiment")
     configs = {
@@ -59,14 +59,14 @@ def experiment(tmp_path_factory, tiny_config):
 
 @pytest.fixture(scope="module")
 def sweep_a(experiment):
-    from bitjax.checkpoint import load_sweep
+    from bitjax import load_sweep
 
     return load_sweep(experiment / "a")
 
 
 @pytest.fixture(scope="module")
 def sweep_b(experiment):
-    from bitjax.checkpoint import load_sweep
+    from bitjax import load_sweep
 
     return load_sweep(experiment / "b")
 
@@ -207,7 +207,7 @@ def test_history_columns_keep_the_early_steps():
 
 
 def test_budget_coarsens_weights_then_thins_histories(sweep_a, tmp_path, monkeypatch):
-    from bitjax import explorer
+    from bitjax.report import explorer
 
     monkeypatch.setattr(explorer, "SIZE_LIMIT_BYTES", 0)  # nothing fits: shrink what it can
     part = read_payload(write_explorer(sweep_a, tmp_path / "small.html"))["parts"][0]
@@ -276,7 +276,7 @@ def test_rule_computed_from_the_history_when_not_stored(sweep_a, tmp_path):
 def test_shared_plotlyjs(shared_page, sweep_a, tmp_path, monkeypatch):
     from plotly.offline import get_plotlyjs
 
-    from bitjax import explorer
+    from bitjax.report import explorer
 
     results = shared_page.parent.parent
     js = results / plotlyjs_name()

@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bitjax import verdicts as vd
+from bitjax.analysis import verdicts as vd
+from bitjax.analysis.results import LoadedSweep
 from bitjax.config import SweepConfig, build_instances
-from bitjax.results import LoadedSweep
+from bitjax.report import tables
 from experiments import findings
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
@@ -62,10 +63,9 @@ def test_a_run_without_stored_diagnostics_flags_its_runaways():
 
 
 def test_figure_footer_counts_the_diverged_instances_left_out():
-    from bitjax import results
 
-    assert results.run_label(_sweep()).endswith("none diverged")
-    assert results.run_label(_sweep(nan_instances=(1, 2))).endswith(
+    assert tables.run_label(_sweep()).endswith("none diverged")
+    assert tables.run_label(_sweep(nan_instances=(1, 2))).endswith(
         "2 of 4 instances diverged (left out)")
 
 
@@ -220,7 +220,7 @@ def test_as_trained_uses_only_seeds_whose_instances_all_converged():
 
 def _write_attainable(folder: Path, bound: float, trained: float, seeds=4,
                       probs=(1.0, 0.1, 0.01)):
-    from bitjax import io
+    from bitjax.store import files as io
 
     rows = [{"experiment": "x", "seed": s, "feature_probability": p, "alignable": "True",
              "dense_loss": 0.1, "attainable_ternary": bound, "exact_ternary": "nan",
@@ -293,7 +293,7 @@ def test_converged_reads_the_stored_diagnostic():
 @pytest.mark.integration
 def test_generated_findings_on_the_committed_results():
     """Every claim gets two computed verdicts; the exact intro comparison matches the CSV."""
-    from bitjax import io
+    from bitjax.store import files as io
 
     results = findings.evaluate(RESULTS)
     assert [r.claim.rule.key for r in results] == [c.rule.key for c in findings.CLAIMS]

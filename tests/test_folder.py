@@ -1,4 +1,4 @@
-"""bitjax.folder: one process per run folder (an OS lock), and the folder's status record.
+"""bitjax.store.folder: one process per run folder (an OS lock), and the folder's status record.
 
 The other process is a real one (a subprocess that takes the lock and reports it on a pipe);
 the tests wait for that report, never for a fixed time.
@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from bitjax import folder
-from bitjax.folder import FolderBusy, describe_status, is_locked, lock_folder, read_status
+from bitjax.store import folder
+from bitjax.store.folder import FolderBusy, describe_status, is_locked, lock_folder, read_status
 
 HOLDER = textwrap.dedent("""
     import sys
-    from bitjax.folder import lock_folder
+    from bitjax.store.folder import lock_folder
     with lock_folder(sys.argv[1]):
         print("locked", flush=True)
         sys.stdin.read()  # hold until the test closes our stdin (or kills us)

@@ -15,10 +15,11 @@ import numpy as np
 import optax
 import pytest
 
-from bitjax import data, distributed, lattice, program, quant
-from bitjax import representable as rep
+from bitjax import data, distributed, lattice, layers, quant
+from bitjax.analysis import representable as rep
 from bitjax.config import SweepConfig
-from bitjax.trainer import Trainer
+from bitjax.train import program
+from bitjax.train.trainer import Trainer
 
 
 def _trainer(cfg, **kw) -> Trainer:
@@ -179,7 +180,7 @@ def test_an_alignable_solution_switches_to_gamma_t_at_the_dense_loss(tiny_config
     b = np.zeros((len(kinds), n), np.float32)
     state = tr.run(tr.init_state({"W": np.repeat(w[None], len(kinds), 0), "b": b}))
     host = tr.to_host(state)
-    eff = program.effective_weights_host(c, host["params"], tr.instances.quantizer)
+    eff = layers.effective_weights_host(c, host["params"], tr.instances.quantizer)
     al = lattice.align(jnp.asarray(w), importance=jnp.asarray(0.9 ** np.arange(n)))
     want = np.asarray(al.gamma * al.T)
     np.testing.assert_allclose(eff, np.broadcast_to(want, eff.shape), rtol=1e-5, atol=1e-7)
@@ -203,7 +204,7 @@ def test_an_alignable_solution_switches_to_gamma_t_at_the_dense_loss(tiny_config
 
 def test_checkpointed_run_resumed_across_the_switch_equals_the_straight_run(cfg, tmp_path):
     from bitjax import load_sweep
-    from bitjax.run import run_sweep
+    from bitjax.train.run import run_sweep
 
     c = cfg.replace(kind=("dense", "ternary"), seed=(0,), chunk_size=50)
     straight = run_sweep(c, tmp_path / "straight", max_chunk_seconds=None,

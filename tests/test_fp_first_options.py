@@ -8,8 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bitjax import distributed, layers, program, quant
-from bitjax.trainer import Trainer
+from bitjax import distributed, layers, quant
+from bitjax.train import program
+from bitjax.train.trainer import Trainer
 
 HARD = quant.WEIGHT_QUANTIZERS
 

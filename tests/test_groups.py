@@ -19,10 +19,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bitjax import distributed, memory
-from bitjax.memory import chunk_bytes
-from bitjax.program import map_groups
-from bitjax.trainer import Trainer
+from bitjax import distributed
+from bitjax.train import memory
+from bitjax.train.memory import chunk_bytes
+from bitjax.train.program import map_groups
+from bitjax.train.trainer import Trainer
 
 ATOL = 1e-6
 #: Far more than any tiny sweep needs: "no limit", but explicit.
@@ -138,7 +139,7 @@ def test_bad_memory_budget(tiny_config, bad):
         Trainer(_sweep(tiny_config), mesh=distributed.make_mesh(1), memory_budget=bad)
 
 
-# ---- the pure pieces of bitjax.memory ----------------------------------------------------
+# ---- the pure pieces of bitjax.train.memory ----------------------------------------------------
 
 
 class _Compiled:

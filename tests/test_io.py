@@ -1,4 +1,4 @@
-"""bitjax.io: every output through a temporary file and a rename, so a full disk or a kill
+"""bitjax.store.files: every output through a temporary file and a rename, so a full disk or a kill
 never leaves a truncated file under its real name (fault injection, no real full disk)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bitjax import io
+from bitjax.store import files as io
 
 
 def _full_disk_after(n_bytes: int):
@@ -40,7 +40,7 @@ def test_csv_streams_through_a_temporary_file(tmp_path):
 
 
 def test_a_full_disk_while_writing_the_explorer_keeps_the_old_page(tmp_path, monkeypatch):
-    from bitjax import explorer
+    from bitjax.report import explorer
 
     page = tmp_path / "explorer.html"
     page.write_text("the old page")

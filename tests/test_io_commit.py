@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 
-from bitjax import io
+from bitjax.store import files as io
 
 
 def test_git_commit_reads_the_repository():

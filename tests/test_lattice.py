@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bitjax import data, lattice, layers, quant
-from bitjax import representable as rep
+from bitjax.analysis import representable as rep
 
 M, N = 5, 20
 

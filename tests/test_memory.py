@@ -1,4 +1,4 @@
-"""bitjax.memory: what fits. Here the host's share: a sweep the host cannot hold is refused
+"""bitjax.train.memory: what fits. Here the host's share: a sweep the host cannot hold is refused
 before anything is allocated (the compiled chunk's grouping is tested in test_trainer)."""
 
 from __future__ import annotations
@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bitjax import distributed, memory
+from bitjax import distributed
 from bitjax.config import SweepConfig
+from bitjax.train import memory
 
 
 def test_host_estimate_grows_with_the_model_and_the_history():
@@ -27,7 +28,7 @@ def test_a_sweep_within_the_host_passes_and_one_beyond_is_refused_with_what_fits
 
 
 def test_run_sweep_refuses_a_huge_sweep_at_once_and_writes_nothing(tmp_path, monkeypatch):
-    from bitjax.run import run_sweep
+    from bitjax.train.run import run_sweep
 
     monkeypatch.setattr(distributed, "host_available_bytes", lambda: 2 * 2**30)
     cfg = SweepConfig(n_features=5, n_hidden=2, seed=tuple(range(2000)),

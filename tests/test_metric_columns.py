@@ -6,12 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bitjax import io, metrics, results
+from bitjax.analysis import metrics, results
+from bitjax.report import tables
+from bitjax.store import files as io
 
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory, tiny_config):
-    from bitjax.run import run_sweep
+    from bitjax.train.run import run_sweep
 
     run_dir = tmp_path_factory.mktemp("columns") / "run"
     cfg = tiny_config(kind=("dense", "ternary"), seed=(0, 1), feature_probability=(1.0, 0.05),
@@ -26,7 +28,7 @@ def test_code_names():
 
 
 def test_tables_carry_the_measures(sweep, tmp_path):
-    results.write_tables(sweep, tmp_path)
+    tables.write_tables(sweep, tmp_path)
     rows = io.read_csv(tmp_path / "metrics.csv")
     m = sweep.metrics()
     assert len(rows) == sweep.n_instances

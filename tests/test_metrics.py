@@ -1,4 +1,4 @@
-"""Metrics (bitjax.metrics) on geometries with known answers (Elhage et al. 2022).
+"""Metrics (bitjax.analysis.metrics) on geometries with known answers (Elhage et al. 2022).
 
 The paper normalises directions as ``W / (1e-5 + ||W||)``, so for unit columns the
 dimensionality is ``(1 + 1e-5)^2`` rather than exactly 1: known answers are checked to 1e-4.
@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from bitjax import metrics
+from bitjax.analysis import metrics
 
 TOL = 1e-4
 

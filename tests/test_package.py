@@ -117,7 +117,10 @@ def test_exit_codes_pass_through(tmp_path, capsys):
 
 def test_console_script_is_declared():
     assert PYPROJECT["project"]["scripts"] == {"bitjax": "experiments.__main__:main"}
-    assert set(PYPROJECT["tool"]["setuptools"]["packages"]) == {"bitjax", "experiments"}
+    # Every package folder of the library ships (a stage left out would install broken).
+    stages = {f"bitjax.{p.parent.name}" for p in (REPO / "bitjax").glob("*/__init__.py")}
+    assert set(PYPROJECT["tool"]["setuptools"]["packages"]) == {"bitjax", "experiments",
+                                                                 *stages}
 
 
 # --------------------------------------------------------- version, licence and citation
@@ -222,7 +225,7 @@ def test_wheel_installs_and_runs_outside_the_repository(tmp_path):
         sorted(p.name for p in dist.iterdir())
     names = set(zipfile.ZipFile(wheel).namelist())
     info = f"bitjax-{version}.dist-info"
-    for module in ("bitjax/__init__.py", "bitjax/run.py", "experiments/__main__.py",
+    for module in ("bitjax/__init__.py", "bitjax/train/run.py", "experiments/__main__.py",
                    "experiments/_cli.py", "experiments/uniform.py",
                    f"{info}/licenses/LICENSE", f"{info}/entry_points.txt"):
         assert module in names, module

@@ -1,4 +1,4 @@
-"""The pure compiled program (bitjax.program): schedule, optimiser, one instance's step.
+"""The pure compiled program (bitjax.train.program): schedule, optimiser, one instance's step.
 
 Known answers on tiny hand-made arrays: the learning-rate factor at chosen steps, AdamW
 against a NumPy transcription of its update rule (Loshchilov & Hutter 2019), and one
@@ -13,8 +13,9 @@ import numpy as np
 import optax
 import pytest
 
-from bitjax import data, program
+from bitjax import data
 from bitjax.config import SweepConfig, build_instances
+from bitjax.train import program
 
 BASE = dict(n_features=5, n_hidden=2, steps=1000)
 

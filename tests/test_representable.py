@@ -1,4 +1,4 @@
-"""Known answers for bitjax.representable: alignability, realisations, exact optima."""
+"""Known answers for bitjax.analysis.representable: alignability, realisations, exact optima."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bitjax import data
-from bitjax import representable as rep
+from bitjax.analysis import representable as rep
 
 
 def _rot(deg: float) -> np.ndarray:

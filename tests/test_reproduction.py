@@ -11,10 +11,10 @@ import csv
 import numpy as np
 import pytest
 
-from bitjax import metrics
+from bitjax.analysis import metrics
 from bitjax.config import SweepConfig
-from bitjax.program import effective_weights_host
-from bitjax.trainer import Trainer
+from bitjax.layers import effective_weights_host
+from bitjax.train.trainer import Trainer
 
 pytestmark = pytest.mark.slow
 

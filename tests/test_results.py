@@ -1,4 +1,5 @@
-"""bitjax.results: a trained sweep as a labelled grid, its tables, selections and footers."""
+"""bitjax.analysis.results: a trained sweep as a labelled grid, its tables, selections and
+footers."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ import json
 import numpy as np
 import pytest
 
-from bitjax import analysis, io, results, stats
-from bitjax.checkpoint import CheckpointError
+from bitjax.analysis import grid as analysis
+from bitjax.analysis import results, stats
+from bitjax.report import tables
+from bitjax.store import files as io
+from bitjax.store.checkpoint import CheckpointError
 
 #: kinds x seeds x probabilities x importances x lr = 2 x 2 x 2 x 2 x 2 = 32 instances (one
 #: compile). Importance is vector-valued (the last feature weighted 1 or 0.25); lr varies on
@@ -21,7 +25,7 @@ GRID = dict(kind=("dense", "ternary"), seed=(0, 1), feature_probability=(1.0, 0.
 
 def _save_run(run_dir, cfg):
     """Train ``cfg`` into a finished run folder with the library's resumable run."""
-    from bitjax.run import run_sweep
+    from bitjax.train.run import run_sweep
 
     run_sweep(cfg, run_dir, handle_signals=False)
     return run_dir
@@ -201,7 +205,7 @@ def test_dataframe_has_one_row_per_instance(sweep):
 
 
 def test_csv_round_trip(sweep, tmp_path):
-    files = results.write_tables(sweep, tmp_path)
+    files = tables.write_tables(sweep, tmp_path)
     assert [f.name for f in files] == ["metrics.csv", "features.csv.gz"]
     rows = io.read_csv(files[0])
     assert list(rows[0])[:10] == ["instance", "kind", "seed", "feature_probability",
@@ -255,7 +259,7 @@ def test_footer_names_preset_steps_seeds_and_commit(run_dirs, tmp_path):
     import matplotlib
 
     matplotlib.use("Agg")
-    from bitjax import plots
+    from bitjax.report import plots
 
     root, grid = run_dirs
     exp = tmp_path / "uniform"
@@ -266,14 +270,14 @@ def test_footer_names_preset_steps_seeds_and_commit(run_dirs, tmp_path):
     (exp / "manifest.json").write_text(json.dumps({"git": {"commit": "0123456789abcdef",
                                                            "dirty": True}}))
     parts = results.load_experiment(exp)
-    label = results.run_label(parts)
+    label = tables.run_label(parts)
     n_bad = int(parts["only"].diverged.sum())
     tail = (f"{n_bad} of {parts['only'].n_instances} instances diverged (left out)" if n_bad
             else "none diverged")
     assert label == (f"uniform: preset tiny, 100 steps, 2 seeds, recipe constant lr "
                      f"0.001/0.003, weight decay 0.01, commit 0123456 (dirty), {tail}")
     # a fresh run knows its preset before any file says it
-    fresh = results.run_label(results.load_sweep(grid),
+    fresh = tables.run_label(results.load_sweep(grid),
                               results.Provenance("uniform", "quick", "feedbeef"))
     assert fresh == (f"uniform: preset quick, 100 steps, 2 seeds, recipe constant lr "
                      f"0.001/0.003, weight decay 0.01, commit feedbee, {tail}")
@@ -296,7 +300,7 @@ def test_uniform_plot_shows_a_curve_above_the_default_limit():
     import matplotlib
 
     matplotlib.use("Agg")
-    from bitjax import plots
+    from bitjax.report import plots
 
     fig, axes = plots.new_figure(1, 1)
     ax = axes[0, 0]

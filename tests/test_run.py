@@ -1,4 +1,4 @@
-"""bitjax.run.run_sweep: the resumable run as a library function (no CLI involved).
+"""bitjax.run_sweep: the resumable run as a library function (no CLI involved).
 
 In-process tests train a tiny sweep (n=5, m=2, 2 instances, 200-400 steps). The kill -9
 test runs a small script in a subprocess (integration tier) and compares the resumed run
@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bitjax.checkpoint import SWEEP_FILE, load_sweep
-from bitjax.run import Interrupted, RunError, RunResult, default_checkpoint_every, run_sweep
+from bitjax import load_sweep, run_sweep
+from bitjax.store.layout import SWEEP_FILE
+from bitjax.train.run import Interrupted, RunError, RunResult, default_checkpoint_every
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -190,7 +191,7 @@ _SCRIPT = textwrap.dedent("""
     jax.config.update("jax_platforms", "cpu")
     jax.config.update("jax_num_cpu_devices", 2)
     from bitjax.config import SweepConfig
-    from bitjax.run import run_sweep
+    from bitjax.train.run import run_sweep
 
     cfg = SweepConfig(n_features=5, n_hidden=2, kind=("dense", "ternary"), seed=(1,),
                       feature_probability=(0.5,), steps=int(sys.argv[2]), batch_size=64,
@@ -248,7 +249,7 @@ def test_kill_9_then_resume_is_bitwise_the_uninterrupted_run(tmp_path):
 def test_a_folder_held_by_another_process_is_refused(cfg, tmp_path):
     import fcntl
 
-    from bitjax.folder import LOCK_FILE, FolderBusy
+    from bitjax.store.folder import LOCK_FILE, FolderBusy
 
     out = tmp_path / "run"
     out.mkdir()
@@ -315,12 +316,12 @@ def test_a_final_save_that_fails_keeps_the_checkpoint_it_replaces(cfg, tmp_path,
 
 
 def test_a_replacement_cut_between_its_renames_is_recovered(cfg, tmp_path, monkeypatch):
-    from bitjax.checkpoint import Checkpointer
+    from bitjax.store.checkpoint import Checkpointer
 
     out = tmp_path / "run"
     _stopped_at_200(cfg, out)
     before = load_sweep(out)
-    from bitjax import checkpoint
+    from bitjax.store import checkpoint
 
     real_move = checkpoint._move
     calls = {"n": 0}
@@ -371,7 +372,7 @@ def test_resume_removes_what_an_interrupted_save_left(cfg, straight, tmp_path):
 
 
 def test_a_library_run_folder_has_the_command_lines_tables(cfg, straight, capsys):
-    from bitjax import io
+    from bitjax.store import files as io
 
     _, out, _, _ = straight
     rows = io.read_csv(out / "metrics.csv")

@@ -24,9 +24,9 @@ TRAIN = textwrap.dedent("""
     import json, sys
     import jax, numpy as np
     from bitjax import distributed
-    from bitjax.checkpoint import Checkpointer
+    from bitjax.store.checkpoint import Checkpointer
     from bitjax.config import SweepConfig
-    from bitjax.trainer import Trainer
+    from bitjax.train.trainer import Trainer
     out, n_dev, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     group = int(sys.argv[4]) if len(sys.argv) > 4 else None  # instances per device at a time
     # 14 instances: padded to 16 on 8 devices, to 15 on 3.

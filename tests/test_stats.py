@@ -1,4 +1,4 @@
-"""bitjax.stats: t intervals, the paired t test, TOST, Holm and the paired bootstrap,
+"""bitjax.analysis.stats: t intervals, the paired t test, TOST, Holm and the paired bootstrap,
 checked against values computed by hand (textbook formulas) on fixed samples."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from bitjax import stats
+from bitjax.analysis import stats
 
 # A fixed sample: mean 3, sd sqrt(2.5), n 5, so t = 3 / (sqrt(2.5) / sqrt(5)) = 3 sqrt(2).
 D = np.array([1.0, 2.0, 3.0, 4.0, 5.0])

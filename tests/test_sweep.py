@@ -2,7 +2,7 @@
 
 Training tests use tiny sweeps (n=5, m=2, 200 steps of batch 64; see ``tiny_config`` in
 conftest.py). The invariants under test come from the module docstrings of bitjax.config
-and bitjax.program: instance keys depend only on the seed and the instance's coordinates,
+and bitjax.train.program: instance keys depend only on the seed and the instance's coordinates,
 so an instance trained inside a sweep equals the same instance trained alone.
 """
 
@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from bitjax import layers, quant
 from bitjax.config import AXES, REMOVED_FIELDS, SweepConfig, build_instances
-from bitjax.program import effective_weights_host
-from bitjax.trainer import Trainer
+from bitjax.layers import effective_weights_host
+from bitjax.train.trainer import Trainer
 
 # --------------------------------------------------------------------------------------
 # Validation

@@ -1,4 +1,4 @@
-"""The chunk loop (bitjax.trainer.Trainer): chunk lengths, callbacks, state checks, devices.
+"""The chunk loop (bitjax.train.trainer.Trainer): chunk lengths, callbacks, state checks, devices.
 
 Every trainer here runs on an explicit one-device mesh with an explicit memory budget, so
 the results do not depend on the machine's core count or free memory.
@@ -19,7 +19,7 @@ import pytest
 
 import bitjax
 from bitjax import distributed
-from bitjax.trainer import ChunkInfo, IncompatibleStateError, Trainer
+from bitjax.train.trainer import ChunkInfo, IncompatibleStateError, Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -56,7 +56,7 @@ def test_default_chunks_are_chunk_size(cfg, reference):
 
 
 def test_trainers_of_one_sweep_share_their_compiled_programs(cfg, reference):
-    from bitjax.trainer import clear_programs
+    from bitjax.train.trainer import clear_programs
 
     first, _, _ = reference
     again = _trainer(cfg)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bitjax import metrics as metrics_lib
+from bitjax.analysis import metrics as metrics_lib
+from bitjax.analysis.results import LoadedSweep
 from bitjax.config import SweepConfig, build_instances
-from bitjax.results import LoadedSweep
 from experiments import uniform
 
 

@@ -1,7 +1,7 @@
 """Analyses shared by several experiments (and by the findings), read through the grid.
 
-Everything here takes a :class:`bitjax.results.LoadedSweep` and returns per-instance arrays
-``[I]`` (turned into grids with :meth:`~bitjax.results.LoadedSweep.grid`) or labelled
+Everything here takes a :class:`bitjax.analysis.results.LoadedSweep` and returns per-instance arrays
+``[I]`` (turned into grids with :meth:`~bitjax.analysis.results.LoadedSweep.grid`) or labelled
 grids. Cells are found by label on the grid, never by searching float coordinates; an
 analysis that needs one instance per (kind, seed, probability) says so
 (:func:`kind_seed_grid`) instead of averaging over another axis that varies.
@@ -27,8 +27,8 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from bitjax import stats
-from bitjax.results import LoadedSweep, one_cell_per
+from bitjax.analysis import stats
+from bitjax.analysis.results import LoadedSweep, one_cell_per
 
 #: The cells most analyses compare: one instance per kind, seed and probability.
 KIND_SEED_PROBABILITY = ("kind", "seed", "feature_probability")
@@ -328,7 +328,7 @@ def loss_gap_rows(gap: xr.Dataset, part: str = "") -> list[dict]:
 
     Returns:
       Rows with :data:`LOSS_GAP_COLUMNS`: ``n_pairs`` seeds where neither instance diverged
-      (the sample); ``gap_mean`` +- ``gap_ci95`` (Student t, :func:`bitjax.stats.mean_ci`)
+      (the sample); ``gap_mean`` +- ``gap_ci95`` (Student t, :func:`bitjax.analysis.stats.mean_ci`)
       of ``loss - loss_base``; ``gap_best_of_seeds``: the best (lowest) loss of the kind
       minus the best of the base, over non-diverged seeds (the paper keeps the best
       restart); ``ratio_geomean`` and its CI: the mean and t CI of ``log10(loss /
@@ -393,7 +393,7 @@ def loss_gap_parts(parts, base: str = "dense", titles=None
     Returns:
       ``(rows, columns)``: :func:`loss_gap_rows` of every part (the ``part`` column set),
       and one ``(title, gap of one kind, its rows)`` per part and kind, the input of
-      :func:`bitjax.plots.loss_gap_figure`.
+      :func:`bitjax.report.plots.loss_gap_figure`.
     """
     titles = dict(titles or {})
     rows, columns = [], []
@@ -561,7 +561,7 @@ def paired(sweep: LoadedSweep, values, a: str = "ternary", b: str = "dense",
       values: ``[I]`` per-instance values.
       a, b: the kinds compared.
       **where: restrict the cells by label, e.g. ``feature_probability=0.1`` (floats
-        must be on the grid; see :meth:`~bitjax.results.LoadedSweep.select`).
+        must be on the grid; see :meth:`~bitjax.analysis.results.LoadedSweep.select`).
     Returns:
       Three flat float arrays, cells in instance order.
     """
@@ -597,7 +597,7 @@ def best_seed_grid(sweep: LoadedSweep, dense_first: bool = True) -> xr.DataArray
     Raises:
       ValueError: an axis other than kind, seed and probability varies.
     """
-    from bitjax.results import best_instance
+    from bitjax.analysis.results import best_instance
 
     ds = xr.Dataset({"loss": sweep.grid(sweep.loss), "diverged": sweep.grid(sweep.diverged),
                      "instance": sweep.grid(np.arange(sweep.n_instances))})

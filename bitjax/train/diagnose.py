@@ -1,18 +1,20 @@
 """Per-instance training diagnostics of a finished (or converged) run, for its metadata.
 
-:func:`sweep_diagnostics` turns the host training state that :func:`bitjax.run.run_sweep`
+:func:`sweep_diagnostics` turns the host training state that :func:`bitjax.train.run.run_sweep`
 holds at the end into the columns stored in the final checkpoint's ``meta["diagnostics"]``,
-from where :mod:`bitjax.results` puts them in ``metrics.csv`` and ``to_xarray()``. The rules
+from where :mod:`bitjax.analysis.results` puts them in ``metrics.csv`` and ``to_xarray()``.
+The rules
 themselves are :mod:`bitjax.convergence`'s; the code-flip counts come from inside the
-compiled program (:mod:`bitjax.program`, ``cfg.track_codes``).
+compiled program (:mod:`bitjax.train.program`, ``cfg.track_codes``).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from bitjax import convergence, program
+from bitjax import convergence
 from bitjax.config import Instances, SweepConfig
+from bitjax.train import program
 
 #: Diagnostic names, in the order they are stored.
 NAMES = ("tail_mean_loss", "rel_slope", "rel_spread", "rel_noise", "converged", "zero_loss",

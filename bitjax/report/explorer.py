@@ -44,7 +44,8 @@ How the file is built, and why:
 * The one computation left to the page is ``W^T W`` of the selected instance (``m n^2``
   multiply-adds): shipping ``n (n+1) / 2`` values per instance instead of ``m n`` would take
   five times the weights' room for the n=100, m=10 run. Feature norms, superposition and
-  ``D*`` come from :mod:`bitjax.metrics`, the seed statistics from :mod:`bitjax.stats`, the
+  ``D*`` come from :mod:`bitjax.analysis.metrics`, the seed statistics from
+  :mod:`bitjax.analysis.stats`, the
   convergence and runaway flags from :mod:`bitjax.convergence` (when the run stored none).
 
 References:
@@ -67,9 +68,11 @@ from typing import Any
 
 import numpy as np
 
-from bitjax import io, plots
-from bitjax import metrics as metrics_lib
-from bitjax.stats import mean_ci_floats
+from bitjax.analysis import metrics as metrics_lib
+from bitjax.analysis.stats import mean_ci_floats
+from bitjax.report import plots
+from bitjax.store import files as io
+from bitjax.store.layout import is_run, part_folders
 
 #: Sweep axes shown as sliders, in this order (``*_index`` when the axis holds vectors).
 AXES = ("seed", "feature_probability", "importance", "lr", "weight_decay")
@@ -77,7 +80,7 @@ AXIS_LABELS = {"seed": "seed", "feature_probability": "feature probability 1-S",
                "importance": "importance", "lr": "learning rate",
                "weight_decay": "weight decay"}
 #: The paper's diverging colour scale for W^T W and b (red negative, blue positive), as in
-#: :func:`bitjax.plots.gram_heatmap`.
+#: :func:`bitjax.report.plots.gram_heatmap`.
 RDBU = ["rgb(103,0,31)", "rgb(178,24,43)", "rgb(214,96,77)", "rgb(244,165,130)",
         "rgb(253,219,199)", "rgb(247,247,247)", "rgb(209,229,240)", "rgb(146,197,222)",
         "rgb(67,147,195)", "rgb(33,102,172)", "rgb(5,48,97)"]
@@ -109,7 +112,7 @@ class ExplorerError(ValueError):
 @dataclass
 class _Part:
     name: str
-    sweep: Any  # bitjax.checkpoint.LoadedSweep
+    sweep: Any  # bitjax.store.checkpoint.LoadedSweep
     loss: np.ndarray  # [I] final loss, NaN where the run has none
     diverged: np.ndarray  # [I] bool
     flags: list[_Flag]  # convergence and runaway flags
@@ -130,29 +133,9 @@ class _Flag:
     rule: str = ""  # how it was decided, for the page's legend
 
 
-def _is_run(path: Path) -> bool:
-    from bitjax.checkpoint import CHECKPOINT_DIR
-
-    return (path / CHECKPOINT_DIR).is_dir()
-
-
-def _part_dirs(path: Path) -> list[Path]:
-    """Sub-folders of a multi-part experiment, in the order its description lists them."""
-    subs = [p for p in sorted(path.iterdir()) if p.is_dir() and _is_run(p)]
-    order: list[str] = []
-    # experiment.json in newer folders, config.json in older ones: {"parts": {name: ...}}.
-    for name in ("experiment.json", "config.json"):
-        try:
-            order = list(json.loads((path / name).read_text())["parts"])
-            break
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-    rank = {name: i for i, name in enumerate(order)}
-    return sorted(subs, key=lambda p: (rank.get(p.name, len(rank)), p.name))
-
-
 def _load_dir(path: Path):
-    from bitjax.checkpoint import CheckpointError, load_sweep
+    from bitjax.analysis.results import load_sweep
+    from bitjax.store.checkpoint import CheckpointError
 
     try:
         return load_sweep(path)
@@ -168,7 +151,7 @@ def _resolve(source) -> tuple[list[tuple[str, Any]], Path | None]:
             out.extend((str(name), sw) for _, sw in _resolve(s)[0])
         if not out:
             raise ExplorerError("the mapping of parts is empty")
-        path = getattr(source, "path", None)  # a bitjax.results.SweepCollection has one
+        path = getattr(source, "path", None)  # a bitjax.analysis.results.SweepCollection has one
         return out, Path(path) if path else None
     if hasattr(source, "W_eff") and hasattr(source, "config"):
         path = getattr(source, "path", None)
@@ -179,9 +162,9 @@ def _resolve(source) -> tuple[list[tuple[str, Any]], Path | None]:
         raise ExplorerError(f"{path} does not exist")
     if not path.is_dir():
         raise ExplorerError(f"{path} is not a folder (give a run folder, e.g. results/intro)")
-    if _is_run(path):
+    if is_run(path):
         return [(path.name, _load_dir(path))], path
-    parts = _part_dirs(path)
+    parts = [d for d in (part_folders(path) or {}).values() if is_run(d)]
     if not parts:
         raise ExplorerError(
             f"{path} is not a bitjax run: it has no checkpoints/ folder and no sub-folder "
@@ -211,7 +194,7 @@ def _make_part(name: str, sweep) -> _Part:
     diagnostics = diagnostics if isinstance(diagnostics, Mapping) else {}
     diverged = _per_instance(sweep, "diverged")
     if diverged is None:
-        # Not a LoadedSweep (which applies bitjax.results' full rule): the same rule here,
+        # Not a LoadedSweep (which applies bitjax.analysis.results' full rule): the same rule here,
         # non-finite weights, a non-finite final loss or one above the zero model's (a
         # runaway), or the stored flag.
         from bitjax import convergence
@@ -846,8 +829,8 @@ def write_explorer(source, out_html: Path, *, title: str | None = None,
       source: a run folder (with ``checkpoints/``), a multi-part experiment folder (its parts
         in sub-folders, each a run folder; in the order its ``experiment.json`` or
         ``config.json`` lists them, one page with a part selector), a loaded sweep
-        (:class:`bitjax.results.LoadedSweep`), or a mapping of part name to any of these
-        (a :class:`bitjax.results.SweepCollection`).
+        (:class:`bitjax.analysis.results.LoadedSweep`), or a mapping of part name to any of these
+        (a :class:`bitjax.analysis.results.SweepCollection`).
       out_html: the file to write (its folder is created).
       title: the page title; default: ``bitjax explorer: <folder name>``.
       plotlyjs: ``"inline"`` (default): plotly.js (4.8 MB) goes into the page, which then
@@ -987,7 +970,8 @@ def _note(version: str, src: str | None, levels: int) -> str:
             "D* = m / ||W||<sub>F</sub><sup>2</sup>. Colours: each kind its own (legend "
             "under the summary plots); W<sup>T</sup>W and b red (negative) to blue "
             "(positive), the norm bars and the weight diagram's tips √superposition, "
-            "clipped to [0, 1] (the colour bars at the right of each row; bitjax.metrics); "
+            "clipped to [0, 1] (the colour bars at the right of each row; "
+            "bitjax.analysis.metrics); "
             "text in red: diverged, or a flag that needs a look. Diverged: a non-finite "
             "loss or weight, or a final loss above that of the model that outputs zeros; "
             "diverged instances are left out of the summary curves and never set a shared "
@@ -1412,7 +1396,7 @@ async function choosePart(pi) {
   const d = await load(pi);
   state.part = pi;
   state.kinds = P.kinds.map(() => true);
-  state.pos = P.start.slice();  // a live instance (Python picks it: bitjax.explorer._start)
+  state.pos = P.start.slice();  // a live instance (Python picks it: bitjax.report.explorer._start)
   const rows = document.getElementById("rows");
   for (const div of rows.children) Plotly.purge(div);
   rows.innerHTML = "";

@@ -5,7 +5,7 @@ test (equivalence for "similar"/"same" claims, a paired difference test otherwis
 margin and the direction. :func:`raw_tests` turns one sample of per-seed differences
 (ternary - dense; the seed is the unit, so every value is one seed's summary) into the two
 p-values the rule needs, one for the claim and one against it; the p-values of a whole
-family of claims are Holm-adjusted together (:func:`bitjax.stats.holm`) and
+family of claims are Holm-adjusted together (:func:`bitjax.analysis.stats.holm`) and
 :func:`decide` maps them to one of :data:`VERDICTS`, with the reason when it is
 "undecided". :func:`rule_text` writes the rule as a sentence from the same fields, so the
 published rule is the rule applied.
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bitjax import stats
+from bitjax.analysis import stats
 
 #: The possible verdicts (an "undecided" carries one of :data:`REASONS`).
 VERDICTS = ("supported", "not supported", "refuted", "undecided")
@@ -222,7 +222,7 @@ def onset_per_seed(feature_probability, values, level: float) -> tuple[np.ndarra
     """Per seed, the sustained onset of ``values >= level`` along the sparsity grid, with
     where it is censored.
 
-    The onset is :func:`bitjax.analysis.onset_per_seed` (``rule="sustained"``, inclusive):
+    The onset is :func:`bitjax.analysis.grid.onset_per_seed` (``rule="sustained"``, inclusive):
     the point from which on the condition holds at every sparser grid point, linearly
     interpolated in ``x = log10(1 - S)`` between the last grid point where it fails and the
     next one; grid points with a NaN value (a diverged instance) are skipped for that seed.
@@ -242,7 +242,7 @@ def onset_per_seed(feature_probability, values, level: float) -> tuple[np.ndarra
     Raises:
       ValueError: shapes that do not match, or a probability <= 0.
     """
-    from bitjax import analysis
+    from bitjax.analysis import grid as analysis
 
     p = np.asarray(feature_probability, dtype=np.float64)
     v = np.asarray(values, dtype=np.float64)

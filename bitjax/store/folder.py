@@ -27,17 +27,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from bitjax import io
+from bitjax.store import files as io
+from bitjax.store.layout import LOCK_FILE, STATUS_FILE
 
 try:  # POSIX; elsewhere runs are not locked (stated in lock_folder's docstring)
     import fcntl
 except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
-#: The lock file in a run folder (hidden; ignored by git).
-LOCK_FILE = ".bitjax.lock"
-#: Where a run folder records its state.
-STATUS_FILE = "status.json"
 #: The states a run folder can be in.
 STATES = ("running", "interrupted", "finished", "failed")
 
@@ -142,7 +139,7 @@ def write_status(folder: str | Path, state: str, **fields: Any) -> None:
     """Record ``state`` (one of :data:`STATES`) and ``fields`` in ``status.json``.
 
     Fields already there and not given are kept (the command line adds the resume command,
-    :func:`bitjax.run.run_sweep` the step). Written atomically; a failure to write is not
+    :func:`bitjax.train.run.run_sweep` the step). Written atomically; a failure to write is not
     an error of the run (the checkpoints are what matter), so OSError is swallowed.
 
     Args:

@@ -11,12 +11,15 @@ weight decay). :func:`warm_start_params` does the matching; the arrays it return
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from bitjax.config import AXES, SweepConfig, build_instances
+from bitjax.store.checkpoint import CheckpointError, read_run
+from bitjax.store.layout import CHECKPOINT_DIR, is_run, part_folders
 
 #: Relative tolerance when float coordinates (probabilities, importances, lr, ...) are matched.
 RTOL = 1e-6
@@ -124,7 +127,8 @@ def warm_start_params(cfg: SweepConfig, source: str | Path | Any,
 
     Args:
       cfg: the sweep to start.
-      source: a run folder, or a :class:`bitjax.results.LoadedSweep`. Its latest
+      source: a run folder, or a loaded sweep (anything with ``config``, ``W`` and
+        ``b``). Its latest
         checkpoint's latent ``W`` and ``b`` are used (for a quantized source the latent
         weights, which quantize to its effective weights under its own kind).
       match, ignore: as in :func:`match_instances`.
@@ -133,13 +137,27 @@ def warm_start_params(cfg: SweepConfig, source: str | Path | Any,
       ``{"W": float32 [I, m, n], "b": float32 [I, n]}``, for ``run_sweep(init_params=...)``.
     """
     if isinstance(source, (str, Path)):
-        from bitjax.results import load_sweep
-
-        loaded = load_sweep(source)
-        if not hasattr(loaded, "W"):
-            raise ValueError(f"{source} holds several parts ({', '.join(loaded)}); pass one "
-                             "part's folder")
-        source = loaded
+        source = _read_source(Path(source))
     idx = match_instances(cfg, source.config, match, ignore)
     return {"W": np.asarray(source.W, np.float32)[idx],
             "b": np.asarray(source.b, np.float32)[idx]}
+
+
+@dataclass(frozen=True)
+class _Source:
+    config: SweepConfig
+    W: np.ndarray
+    b: np.ndarray
+
+
+def _read_source(path: Path) -> _Source:
+    """The config and latent weights of a run folder's newest readable checkpoint."""
+    if not is_run(path):
+        parts = part_folders(path)
+        if parts:
+            raise ValueError(f"{path} holds several parts ({', '.join(parts)}); pass one "
+                             "part's folder")
+        raise CheckpointError(f"{path} is not a bitjax run (no {CHECKPOINT_DIR}/ folder)")
+    state, meta = read_run(path)
+    return _Source(SweepConfig.from_dict(meta["config"]), state["params"]["W"],
+                   state["params"]["b"])

@@ -3,7 +3,8 @@
 A per-tensor ternary solution is ``(gamma * T, b)`` with ``T in {-1, 0, 1}^(m x n)``. For every
 dense instance of a sweep this module builds candidate patterns, fits the scale and the bias of
 each on a stratified *fitting* sample, evaluates every candidate and the dense solution on an
-independent stratified *estimator* sample (:mod:`bitjax.estimator`, with standard errors) and
+independent stratified *estimator* sample (:mod:`bitjax.analysis.estimator`, with standard
+errors) and
 keeps the best there, so the best-known solution is never worse than any candidate on that
 estimator; the result records which candidate won. The seeds of one cell (same density and
 importance) are one problem evaluated on the same draws, so each gets the best solution found
@@ -11,7 +12,7 @@ from any of them (``source`` says from which). Candidates (computed for every in
 compiled programs vmapped over instances):
 
 - ``enumeration`` (``n <= ENUMERATION_MAX_N``): the exact optimum of
-  :func:`bitjax.representable.exact_optimum` (its pattern, refit on this estimator);
+  :func:`bitjax.analysis.representable.exact_optimum` (its pattern, refit on this estimator);
 - ``snap``: the dense solution rotated by the closed-form rotation of its direction groups and
   snapped by :func:`bitjax.lattice.group_snap` (the pattern of the represented groups, never an
   absmean rounding; no represented feature: the identity block on the top ``m``);
@@ -33,13 +34,15 @@ compiled programs vmapped over instances):
 
 Storage: :func:`write_run` writes the solutions as a run folder (the source run's config with
 ``kind = ("ternary",)``, latents from :func:`bitjax.lattice.latent_for_pattern`) that
-:func:`bitjax.results.load_sweep` opens like a trained run, with every per-instance column in
+:func:`bitjax.analysis.results.load_sweep` opens like a trained run, with every per-instance
+column in
 its metadata and in ``best_known.csv``. Only the per-tensor ternary lattice is covered
 (``ternary_per_feature`` and ``binary`` best-known solutions are not built here).
 
 How a pattern is fitted. For a fixed ``T`` the loss separates over features; feature ``i``'s
 bias is the exact minimiser of a piecewise quadratic (sorted prefix sums, as in
-:mod:`bitjax.representable`) and ``s = gamma^2`` is searched on a log grid, refined by golden
+:mod:`bitjax.analysis.representable`) and ``s = gamma^2`` is searched on a log grid, refined by
+golden
 section, and compared with the kinks ``s = 1/k`` (a lone active feature with ``k`` non-zeros
 reconstructed exactly). Here the sort runs inside the compiled program, so the fit is one
 vmapped program over instances.
@@ -63,9 +66,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from bitjax import data as data_lib
-from bitjax import estimator as est
 from bitjax import lattice
-from bitjax import representable as rep
+from bitjax.analysis import estimator as est
+from bitjax.analysis import representable as rep
 
 Array = jax.Array
 
@@ -132,7 +135,7 @@ def fit_patterns(T, sample: est.EstimatorSample, importance, *, activation: str 
 
     Args:
       T: patterns ``[I, m, n]`` in ``{-1, 0, 1}``.
-      sample: :func:`bitjax.estimator.make_estimator_sample` of the same instances.
+      sample: :func:`bitjax.analysis.estimator.make_estimator_sample` of the same instances.
       importance: ``[I, n]`` (or ``[n]``).
       activation: ``relu`` or ``linear``.
       log10_range: search range of ``log10(gamma^2)``, or one ``[I, 2]`` range per instance.
@@ -486,7 +489,7 @@ def best_known(W, b, p, importance, structure: data_lib.FeatureStructure, *,
       trained: optional ``(W_eff [I, m, n], b [I, n], valid [I] bool)`` of each instance's
         trained ternary twin (its pattern is ``sign(W_eff)``).
       sample: the estimator sample every candidate is compared on (default
-        :func:`bitjax.estimator.make_estimator_sample`, seed 0).
+        :func:`bitjax.analysis.estimator.make_estimator_sample`, seed 0).
       fit_sample: the sample scales and biases are fitted on and the polish screens and
         accepts moves on (default: an independent, smaller one: 4,096 count draws or 128
         per mask, seed 1). Fitting on another sample than the one that compares keeps the
@@ -636,7 +639,7 @@ def _evaluate(sols, imp, sample, activation, trained_valid=None) -> dict:
 
 
 # --------------------------------------------------------------------------------------
-# Storage: a run folder that bitjax.results.load_sweep opens like a trained run
+# Storage: a run folder that bitjax.analysis.results.load_sweep opens like a trained run
 # --------------------------------------------------------------------------------------
 
 #: Per-instance table written beside the checkpoint of a best-known run folder.
@@ -651,7 +654,7 @@ def instance_rows(best: BestKnown, coords: dict | None = None) -> list[dict]:
       coords: optional coordinates ``{name: [I]}`` to lead each row.
 
     Returns:
-      Rows for :func:`bitjax.io.write_csv`.
+      Rows for :func:`bitjax.store.files.write_csv`.
     """
     rows = []
     for i in range(len(best.loss)):
@@ -678,7 +681,7 @@ def instance_rows(best: BestKnown, coords: dict | None = None) -> list[dict]:
 
 
 def write_run(out_dir, source, dense_index, best: BestKnown, *, extra_meta: dict | None = None):
-    """Store best-known solutions as a run folder that :func:`bitjax.results.load_sweep` opens.
+    """Store best-known solutions as a run folder that :func:`bitjax.load_sweep` opens.
 
     The folder's config is the source run's with ``kind = ("ternary",)``; its instances are
     the source run's dense instances in the same order (checked coordinate by coordinate).
@@ -690,7 +693,7 @@ def write_run(out_dir, source, dense_index, best: BestKnown, *, extra_meta: dict
 
     Args:
       out_dir: the new run folder (must not hold a checkpoint).
-      source: the dense run (:class:`bitjax.results.LoadedSweep`).
+      source: the dense run (:class:`bitjax.analysis.results.LoadedSweep`).
       dense_index: ``[I]`` indices of the dense instances ``best`` belongs to.
       best: :func:`best_known` output for those instances.
       extra_meta: more JSON metadata (estimator settings, runtimes).
@@ -700,10 +703,11 @@ def write_run(out_dir, source, dense_index, best: BestKnown, *, extra_meta: dict
     """
     from pathlib import Path
 
-    from bitjax import io
-    from bitjax.checkpoint import SWEEP_FILE, Checkpointer
     from bitjax.config import build_instances
-    from bitjax.program import effective_weights_host
+    from bitjax.layers import effective_weights_host
+    from bitjax.store import files as io
+    from bitjax.store.checkpoint import Checkpointer
+    from bitjax.store.layout import SWEEP_FILE
 
     out = Path(out_dir)
     dense_index = np.asarray(dense_index)

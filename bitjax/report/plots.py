@@ -2,7 +2,7 @@
 
 Functions draw onto an ``Axes`` the caller owns, so experiments compose them into figure
 grids; colours per kind are fixed so every figure in results/ reads the same way. Figures
-only: statistics live in :mod:`bitjax.stats`, and the matplotlib backend is the caller's
+only: statistics live in :mod:`bitjax.analysis.stats`, and the matplotlib backend is the caller's
 choice (the command line picks a file backend; a notebook keeps its inline one).
 """
 
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 
-from bitjax.metrics import REFERENCE_DIMENSIONALITIES
+from bitjax.analysis.metrics import REFERENCE_DIMENSIONALITIES
 
 KIND_COLORS = {
     "dense": "tab:blue",
@@ -34,7 +34,7 @@ def curve_with_band(ax, x: np.ndarray, mean: np.ndarray, lo: np.ndarray | None =
                     ls: str = "-"):
     """A line ``mean`` against ``x`` with markers and, where given, a band ``lo..hi``.
 
-    The statistics (mean and 95% CI over seeds) come from :mod:`bitjax.stats`; this only
+    The statistics (mean and 95% CI over seeds) come from :mod:`bitjax.analysis.stats`; this only
     draws them. Band segments with a NaN bound are left open.
     """
     ax.plot(x, mean, ls=ls, marker="o", ms=3, color=color, label=label)
@@ -49,7 +49,7 @@ PHASE_COLORS = {"dropped": "0.85", "dedicated": "tab:blue", "superposed": "tab:o
 
 def footer(fig, text: str) -> None:
     """A small grey line under everything else in ``fig`` saying where its data came from
-    (preset, steps, seeds, commit: see :func:`bitjax.results.run_label`).
+    (preset, steps, seeds, commit: see :func:`bitjax.report.tables.run_label`).
 
     Call it last, after legends and titles: it is placed below the figure's tight bounding
     box, which ``save`` (``bbox_inches="tight"``) then grows to include it.
@@ -157,7 +157,7 @@ def close(fig) -> None:
 
 def save(fig, stem) -> list:
     """Write ``fig`` as ``stem.png`` and ``stem.pdf`` (atomically) and close it; the paths."""
-    from bitjax import io
+    from bitjax.store import files as io
 
     try:
         return io.save_figure(fig, stem)
@@ -191,13 +191,13 @@ def loss_gap_figure(columns, *, inverse_x: bool = False, title: str = "",
     t CI as a band, the best of seeds, and the mean over pairs where both converged when
     the run stored convergence); the ratio ``loss(kind) / loss(dense)`` on a log scale
     (geometric mean and CI); when stored, how many seeds converged (kind, dense, both).
-    Statistics come precomputed from :func:`bitjax.analysis.loss_gap_rows`; this only draws.
+    Statistics come precomputed from :func:`bitjax.analysis.grid.loss_gap_rows`; this only draws.
 
     Args:
       columns: ``(title, gap, rows)`` per column: ``gap`` is
-        :func:`bitjax.analysis.loss_gap`'s Dataset for one kind (dimensions ``seed`` and
+        :func:`bitjax.analysis.grid.loss_gap`'s Dataset for one kind (dimensions ``seed`` and
         ``feature_probability``), ``rows`` the matching rows of
-        :func:`~bitjax.analysis.loss_gap_rows`, in the Dataset's probability order.
+        :func:`~bitjax.analysis.grid.loss_gap_rows`, in the Dataset's probability order.
       inverse_x: x is ``1/(1-S)`` (increasing to the right) instead of ``1-S`` (inverted
         log axis, sparser to the right).
       title: the figure title.
@@ -318,7 +318,7 @@ def onset_strip(ax, strips) -> None:
     Each seed's onset is a vertical tick; a seed whose condition already holds at the
     densest grid point (left-censored) is an open triangle there; the mean with its 95% CI
     is a black bar with a dot. Seeds that never meet the condition are counted in the row
-    label. Statistics come precomputed (:func:`bitjax.stats.mean_ci`); this only draws.
+    label. Statistics come precomputed (:func:`bitjax.analysis.stats.mean_ci`); this only draws.
 
     Args:
       ax: the axes; its x axis is the caller's (share it with the curves above).

@@ -3,7 +3,7 @@
 A chunk's working arrays grow with the number of instances trained at once (``[instances,
 batch, features]`` per step). When a compiled chunk needs more than the budget, the sweep
 is trained ``group`` instances per device at a time inside the same program
-(:func:`bitjax.program.make_train_chunk`); :func:`fit_group` searches that group size.
+(:func:`bitjax.train.program.make_train_chunk`); :func:`fit_group` searches that group size.
 Everything here is a pure function of its arguments except :func:`device_budget`, which
 asks the devices (and, in a multi-host run, every process) what is free.
 """

@@ -20,7 +20,6 @@ run stored in its training config.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -33,25 +32,17 @@ import numpy as np
 import xarray as xr
 
 from bitjax import convergence
-from bitjax import metrics as metrics_lib
-from bitjax.checkpoint import (
-    CHECKPOINT_DIR,
-    EXPERIMENT_FILE,
-    LEGACY_CONFIG_FILE,
-    MANIFEST_FILE,
-    CheckpointError,
-    _manager,
-    restore_newest,
-    restore_step,
-)
+from bitjax.analysis import metrics as metrics_lib
 from bitjax.config import AXES, VECTOR_AXES, SweepConfig, build_instances
-from bitjax.program import effective_weights_host
+from bitjax.layers import effective_weights_host
+from bitjax.store.checkpoint import CheckpointError, read_run
+from bitjax.store.layout import CHECKPOINT_DIR, Provenance, is_run, part_folders
 
-#: Per-instance scalars of :func:`bitjax.metrics.instance_metrics`.
+#: Per-instance scalars of :func:`bitjax.analysis.metrics.instance_metrics`.
 SCALAR_METRICS = ("dims_per_feature", "frob_sq", "n_represented", "zero_fraction",
                   "sum_dimensionality", "mean_superposition", "n_represented_relative",
                   "geometry_m2")
-#: Per-feature quantities of :func:`bitjax.metrics.instance_metrics`.
+#: Per-feature quantities of :func:`bitjax.analysis.metrics.instance_metrics`.
 FEATURE_METRICS = ("norm", "superposition", "dimensionality", "relative_norm",
                    "dimensionality_label")
 #: Integer-coded metrics and the labels of their codes (a ``<name>_name`` column/variable
@@ -64,91 +55,12 @@ def code_names(name: str, codes) -> np.ndarray:
     """The label of every code of the coded metric ``name`` (``""`` for a negative code)."""
     labels = np.asarray(("",) + tuple(CODED_METRICS[name]), dtype=object)
     return labels[np.asarray(codes, np.int64) + 1].astype(str)
-#: The experiment folder's description, under its name and the older ``config.json``.
-EXPERIMENT_FILES = (EXPERIMENT_FILE, LEGACY_CONFIG_FILE)
-METRICS_CSV = "metrics.csv"
-#: One row per instance and feature: the largest table of a run, so gzip-compressed (pandas
-#: and :func:`bitjax.io.read_csv` read it as it is); metrics.csv is the summary beside it.
-FEATURES_CSV = "features.csv.gz"
-#: What older runs wrote instead (removed when the tables are written again).
-LEGACY_FEATURES_CSV = "features.csv"
 #: Relative tolerance when a float passed to :meth:`LoadedSweep.select` is matched to the grid.
 MATCH_RTOL = 1e-9
 
 
 def _as_tuple(v) -> tuple:
     return tuple(v) if isinstance(v, (list, tuple)) else (v,)
-
-
-# ----------------------------------------------------------------------------------------
-# Provenance: which experiment, preset and commit a run folder came from.
-
-
-@dataclass(frozen=True)
-class Provenance:
-    """Where a sweep came from, for figure footers.
-
-    Attributes:
-      experiment: the experiment's name (``uniform``), if known.
-      preset: the preset it ran (``paper``, ``quick``, ``tiny``), if known.
-      commit: the git commit that trained it, if known.
-      dirty: whether that working tree had uncommitted changes.
-    """
-
-    experiment: str | None = None
-    preset: str | None = None
-    commit: str | None = None
-    dirty: bool = False
-
-    @classmethod
-    def from_folder(cls, folder: str | Path) -> Provenance:
-        """Read ``experiment.json`` (or the older ``config.json``) and ``manifest.json``.
-
-        Missing or unreadable files leave the fields None.
-        """
-        folder = Path(folder)
-        desc = _read_experiment_file(folder) or {}
-        manifest = _read_json(folder / MANIFEST_FILE) or {}
-        git = manifest.get("git") or {}
-        return cls(experiment=desc.get("experiment") or manifest.get("experiment"),
-                   preset=desc.get("preset") or manifest.get("preset"),
-                   commit=git.get("commit"), dirty=bool(git.get("dirty", False)))
-
-    def merged(self, other: Provenance) -> Provenance:
-        """This provenance with its unknown fields taken from ``other``."""
-        return Provenance(self.experiment or other.experiment, self.preset or other.preset,
-                          self.commit or other.commit,
-                          self.dirty if self.commit else other.dirty)
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _read_experiment_file(folder: Path) -> dict | None:
-    """The experiment description ``{"experiment", "preset", "parts"}`` of a folder, if any.
-
-    A part folder's ``config.json`` (``{"bitjax_sweep": ...}``) is not one.
-    """
-    for name in EXPERIMENT_FILES:
-        data = _read_json(folder / name)
-        if data is not None and "parts" in data:
-            return data
-    return None
-
-
-def _find_provenance(run_dir: Path) -> Provenance:
-    """The provenance of a run folder: its own files, else its experiment folder's."""
-    own = Provenance.from_folder(run_dir)
-    parent = run_dir.parent
-    desc = _read_experiment_file(parent)
-    if desc is not None and run_dir.name in desc.get("parts", {}):
-        return own.merged(Provenance.from_folder(parent))
-    return own
 
 
 # ----------------------------------------------------------------------------------------
@@ -208,7 +120,7 @@ class LoadedSweep:
     def diverged(self) -> np.ndarray:
         """``[I]`` bool: a weight or bias is not finite, the final loss is NaN/inf or above
         that of the model that outputs zeros (a runaway; :attr:`zero_loss`), or the run's
-        stored diagnostics say it diverged (:func:`bitjax.diagnose.sweep_diagnostics`)."""
+        stored diagnostics say it diverged (:func:`bitjax.train.diagnose.sweep_diagnostics`)."""
         bad = ~np.isfinite(self.W).all(axis=(1, 2)) | ~np.isfinite(self.b).all(axis=1)
         if self.finished:
             # The same rule for runs older than the stored diagnostics, so their runaways
@@ -234,12 +146,13 @@ class LoadedSweep:
     @property
     def default_threshold(self) -> float:
         """The represented-feature threshold used when none is given: the value an older
-        run stored in its training config, else :data:`bitjax.metrics.DEFAULT_THRESHOLD`."""
+        run stored in its training config, else
+        :data:`bitjax.analysis.metrics.DEFAULT_THRESHOLD`."""
         return float(self.meta.get("config", {}).get("threshold",
                                                      metrics_lib.DEFAULT_THRESHOLD))
 
     def metrics(self, threshold: float | None = None) -> dict[str, np.ndarray]:
-        """:func:`bitjax.metrics.instance_metrics` of every instance's effective weights.
+        """:func:`bitjax.analysis.metrics.instance_metrics` of every instance's effective weights.
 
         Args:
           threshold: feature-norm cut for ``n_represented`` (default
@@ -401,7 +314,7 @@ class LoadedSweep:
         (``[axis, feature]``, present for scalar axes too).
 
         Variables: ``instance`` (flat index into the per-instance arrays), ``loss``,
-        ``diverged``, every scalar metric of :func:`bitjax.metrics.instance_metrics` (with
+        ``diverged``, every scalar metric of :func:`bitjax.analysis.metrics.instance_metrics` (with
         the scale-free ``n_represented_relative`` and the m = 2 ``geometry_m2`` code),
         every stored diagnostic, the per-feature ``norm``, ``superposition``,
         ``dimensionality``, ``relative_norm``, ``dimensionality_label`` (code) and ``bias``,
@@ -570,33 +483,9 @@ def _match(axis: str, x, grid: np.ndarray):
 # Loading.
 
 
-def _config_from_dict(d: dict) -> SweepConfig:
-    """``SweepConfig.from_dict``, also for older runs that stored an analysis ``threshold``."""
-    names = {f.name for f in dataclasses.fields(SweepConfig)}
-    if "threshold" in d and "threshold" not in names:
-        d = {k: v for k, v in d.items() if k != "threshold"}
-    return SweepConfig.from_dict(d)
-
-
 def _load_run(path: Path, step: int | None, name: str | None) -> LoadedSweep:
-    ckpt_dir = path / CHECKPOINT_DIR
-    manager = _manager(ckpt_dir.absolute(), _options())
-    try:
-        steps = sorted(manager.all_steps())
-        if not steps:
-            raise CheckpointError(f"{ckpt_dir} holds no complete checkpoint")
-        if step is not None:
-            if step not in steps:
-                raise CheckpointError(f"no checkpoint at step {step}; have {steps}")
-            state, meta = restore_step(manager, step)
-        else:
-            loaded = restore_newest(manager, ckpt_dir, stacklevel=3)
-            if loaded is None:
-                raise CheckpointError(f"no readable checkpoint in {ckpt_dir}")
-            state, meta = loaded
-    finally:
-        manager.close()
-    config = _config_from_dict(meta["config"])
+    state, meta = read_run(path, step)
+    config = SweepConfig.from_dict(meta["config"])
     inst = build_instances(config)
     params = state["params"]
     return LoadedSweep(
@@ -604,27 +493,8 @@ def _load_run(path: Path, step: int | None, name: str | None) -> LoadedSweep:
         W=params["W"], b=params["b"],
         W_eff=effective_weights_host(config, params, inst.quantizer),
         history=state["history"], meta=meta, name=name or path.name,
-        provenance=_find_provenance(path),
+        provenance=Provenance.of_run(path),
     )
-
-
-def _options():
-    import orbax.checkpoint as ocp
-
-    return ocp.CheckpointManagerOptions(create=False)
-
-
-def _part_folders(path: Path) -> dict[str, Path] | None:
-    """Part name -> run folder of a multi-part experiment folder, or None if it is not one."""
-    desc = _read_experiment_file(path)
-    if desc is not None:
-        names = list(desc["parts"])
-        if len(names) == 1 and (path / CHECKPOINT_DIR).is_dir():
-            return {names[0]: path}
-        return {n: path / n for n in names}
-    found = {p.name: p for p in sorted(path.iterdir())
-             if p.is_dir() and (p / CHECKPOINT_DIR).is_dir()} if path.is_dir() else {}
-    return found or None
 
 
 def load_sweep(path: str | Path, step: int | None = None) -> LoadedSweep | SweepCollection:
@@ -643,9 +513,9 @@ def load_sweep(path: str | Path, step: int | None = None) -> LoadedSweep | Sweep
         by an incompatible bitjax version.
     """
     path = Path(path)
-    if (path / CHECKPOINT_DIR).is_dir():
+    if is_run(path):
         return _load_run(path, step, None)
-    parts = _part_folders(path)
+    parts = part_folders(path)
     if parts is None:
         raise CheckpointError(
             f"{path} is not a bitjax run: it has no {CHECKPOINT_DIR}/ folder and no parts "
@@ -664,16 +534,16 @@ def load_experiment(path: str | Path) -> SweepCollection:
         parts), or the folder holds no run at all.
     """
     path = Path(path)
-    parts = _part_folders(path)
+    parts = part_folders(path)
     if parts is None:
-        if (path / CHECKPOINT_DIR).is_dir():
+        if is_run(path):
             parts = {path.name: path}
         else:
             raise CheckpointError(f"{path} holds no bitjax run (no {CHECKPOINT_DIR}/ and no "
                                   "part folders)")
     loaded = {}
     for name, d in parts.items():
-        if not (d / CHECKPOINT_DIR).is_dir():
+        if not is_run(d):
             raise CheckpointError(f"part {name!r} of {path} has no run in {d} (parts: "
                                   f"{', '.join(parts)})")
         loaded[name] = _load_run(d, None, name)
@@ -810,107 +680,3 @@ def best_instance(ds: xr.Dataset, over: str = "seed") -> xr.DataArray:
     rest = [d for d in loss.dims if d != over]
     coords = {k: v for k, v in loss.coords.items() if over not in v.dims}
     return xr.DataArray(np.where(ok, inst, -1), dims=rest, coords=coords, name="best")
-
-
-def recipe_text(cfg: SweepConfig) -> str:
-    """The training recipe in a few words: ``"cosine + annealed last 0.1 lr 0.003, weight
-    decay 0"`` (with ``init xS`` when the initial weights are scaled)."""
-    lr = "/".join(f"{v:g}" for v in cfg.lr)
-    wd = "/".join(f"{v:g}" for v in cfg.weight_decay)
-    sched = cfg.schedule + (f" + annealed last {cfg.anneal_fraction:g}"
-                            if cfg.anneal_fraction else "")
-    init = f", init x{cfg.init_scale:g}" if cfg.init_scale != 1 else ""
-    if getattr(cfg, "has_fp_phase", False):
-        init += f", dense first {cfg.fp_steps:,} steps"
-    return f"{sched} lr {lr}{init}, weight decay {wd}"
-
-
-def run_label(sweeps: LoadedSweep | Mapping[str, LoadedSweep],
-              provenance: Provenance | None = None) -> str:
-    """A figure footer: ``"uniform: preset quick, 6,000 steps, 3 seeds, commit 91b62c2,
-    none diverged"`` (or how many instances diverged and were left out).
-
-    Args:
-      sweeps: one sweep or the parts drawn in the figure.
-      provenance: overrides what the sweeps' own provenance says.
-    """
-    parts = [sweeps] if isinstance(sweeps, LoadedSweep) else list(sweeps.values())
-    prov = provenance or Provenance()
-    if isinstance(sweeps, SweepCollection):
-        prov = prov.merged(sweeps.provenance)
-    for s in parts:
-        prov = prov.merged(s.provenance)
-
-    def span(values: Iterable[int], unit: str) -> str:
-        vals = sorted(set(values))
-        if not vals:
-            return f"? {unit}s"
-        text = f"{vals[0]:,}" if len(vals) == 1 else f"{vals[0]:,}-{vals[-1]:,}"
-        return f"{text} {unit}{'' if vals == [1] else 's'}"
-
-    bits = [f"preset {prov.preset or '?'}", span((s.step for s in parts), "step"),
-            span((len(s.config.seed) for s in parts), "seed"),
-            "recipe " + "; ".join(dict.fromkeys(recipe_text(s.config) for s in parts))]
-    if prov.commit:
-        bits.append(f"commit {prov.commit[:7]}{' (dirty)' if prov.dirty else ''}")
-    # Figures leave diverged instances out; the footer says how many were left out.
-    n_bad = sum(int(np.count_nonzero(s.diverged)) for s in parts)
-    bits.append(f"{n_bad:,} of {sum(s.n_instances for s in parts):,} instances diverged "
-                "(left out)" if n_bad else "none diverged")
-    head = f"{prov.experiment}: " if prov.experiment else ""
-    return head + ", ".join(bits)
-
-
-# ----------------------------------------------------------------------------------------
-# Tables.
-
-
-def metric_rows(sweep: LoadedSweep, threshold: float | None = None) -> list[dict[str, Any]]:
-    """One dict per instance: the coordinates, then loss, diverged and the scalar metrics
-    (then any per-instance diagnostics)."""
-    return list(_metric_rows(sweep, threshold))
-
-
-def _metric_rows(sweep: LoadedSweep, threshold: float | None) -> Iterator[dict[str, Any]]:
-    cols = sweep.scalar_columns(threshold)
-    keys = list(sweep.coords)
-    for i in range(sweep.n_instances):
-        yield {**{k: sweep.coords[k][i].item() for k in keys},
-               **{k: v[i].item() for k, v in cols.items()}}
-
-
-def feature_rows(sweep: LoadedSweep, threshold: float | None = None) -> list[dict[str, Any]]:
-    """One dict per instance and feature: norm, superposition, dimensionality, bias."""
-    return list(_feature_rows(sweep, threshold))
-
-
-def _feature_rows(sweep: LoadedSweep, threshold: float | None) -> Iterator[dict[str, Any]]:
-    m, b = sweep.metrics(threshold), sweep.b
-    n_inst, n = b.shape
-    label = code_names("dimensionality_label", m["dimensionality_label"])
-    for i in range(n_inst):
-        for f in range(n):
-            yield {"instance": i, "feature": f, "norm": m["norm"][i, f],
-                   "superposition": m["superposition"][i, f],
-                   "dimensionality": m["dimensionality"][i, f], "bias": b[i, f],
-                   "relative_norm": m["relative_norm"][i, f],
-                   "dimensionality_label": label[i, f]}
-
-
-def write_tables(sweep: LoadedSweep, out_dir: str | Path,
-                 threshold: float | None = None) -> list[Path]:
-    """Write ``metrics.csv`` (one row per instance) and ``features.csv.gz`` (one row per
-    instance and feature, gzip-compressed) into ``out_dir``.
-
-    Returns:
-      The two paths.
-    """
-    from bitjax import io
-
-    out_dir = Path(out_dir)
-    files = [out_dir / METRICS_CSV, out_dir / FEATURES_CSV]
-    # Rows stream to the files: a sweep of millions of instances never holds its tables.
-    io.write_csv(files[0], _metric_rows(sweep, threshold))
-    io.write_csv(files[1], _feature_rows(sweep, threshold))
-    (out_dir / LEGACY_FEATURES_CSV).unlink(missing_ok=True)  # one table, not two versions
-    return files

@@ -11,7 +11,7 @@ and the previous one is used.
 
 Restoring always goes through host numpy arrays, which is what lets a checkpoint written on
 N devices load on M devices (8 TPU cores -> a laptop). Loading a run for analysis is
-:func:`bitjax.results.load_sweep` (re-exported here).
+:func:`bitjax.analysis.results.load_sweep`, which reads through :func:`read_run`.
 """
 
 from __future__ import annotations
@@ -26,17 +26,10 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from bitjax.store.layout import CHECKPOINT_DIR
+
 #: Bumped whenever the layout of ``state`` or ``meta`` changes incompatibly.
 FORMAT_VERSION = 1
-CHECKPOINT_DIR = "checkpoints"
-#: One file name per schema. A run folder: its SweepConfig as a dict.
-SWEEP_FILE = "sweep.json"
-#: An experiment folder (``--out``): ``{experiment, preset, parts: {name: SweepConfig dict}}``.
-EXPERIMENT_FILE = "experiment.json"
-#: An experiment folder: how, when and with which code the results were made.
-MANIFEST_FILE = "manifest.json"
-#: What older bitjax versions wrote in both places (two schemas under one name); still read.
-LEGACY_CONFIG_FILE = "config.json"
 #: A replacement of an existing step is written here first (next to ``checkpoints/``) ...
 _STAGING_DIR = ".checkpoints-staging"
 #: ... and the step it replaces waits here until the new one is in place.
@@ -87,7 +80,7 @@ class Checkpointer:
     def remove_unfinished(self) -> list[Path]:
         """Delete what saves that never committed left behind (Orbax temporary folders).
 
-        Only safe while this process holds the run folder (:func:`bitjax.folder.lock_folder`):
+        Only safe while this process holds the run folder (:func:`bitjax.store.folder.lock_folder`):
         a save under way in another process looks the same.
 
         Returns:
@@ -262,12 +255,30 @@ def restore_step(manager: ocp.CheckpointManager, step: int) -> tuple[dict, dict]
     return state, meta
 
 
-def __getattr__(name: str):
-    # LoadedSweep and load_sweep live in bitjax.results (which imports this module); they
-    # are re-exported here lazily, so ``from bitjax.checkpoint import load_sweep`` keeps
-    # working without a circular import.
-    if name in ("LoadedSweep", "load_sweep", "SweepCollection"):
-        from bitjax import results
+def read_run(path: str | Path, step: int | None = None) -> tuple[dict, dict]:
+    """``(host_state, meta)`` of a run folder: its newest readable step, or ``step``.
 
-        return getattr(results, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    Args:
+      path: a run folder (it holds ``checkpoints/``).
+      step: read this step instead of the newest readable one.
+
+    Raises:
+      CheckpointError: no complete checkpoint, no such step, none readable (each damaged
+        step was reported by a warning), or another checkpoint format.
+    """
+    ckpt_dir = Path(path) / CHECKPOINT_DIR
+    manager = _manager(ckpt_dir.absolute(), ocp.CheckpointManagerOptions(create=False))
+    try:
+        steps = sorted(manager.all_steps())
+        if not steps:
+            raise CheckpointError(f"{ckpt_dir} holds no complete checkpoint")
+        if step is not None:
+            if step not in steps:
+                raise CheckpointError(f"no checkpoint at step {step}; have {steps}")
+            return restore_step(manager, step)
+        loaded = restore_newest(manager, ckpt_dir, stacklevel=3)
+        if loaded is None:
+            raise CheckpointError(f"no readable checkpoint in {ckpt_dir}")
+        return loaded
+    finally:
+        manager.close()

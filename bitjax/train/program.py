@@ -71,7 +71,7 @@ from bitjax.config import Instances, SweepConfig
 
 __all__ = [
     "CODE_KEYS", "FP_KEYS", "InstanceArrays", "StreamArrays", "TrainState", "anneal_factor",
-    "codes_host", "complete_state", "effective_weights", "effective_weights_host",
+    "codes_host", "complete_state",
     "fp_diagnostics", "fp_switch", "init_instance", "init_state", "instance_arrays",
     "instance_loss", "instance_step", "lr_schedule", "make_evaluate", "make_model",
     "make_optimizer", "make_train_chunk", "map_groups", "model_fields", "phase_arrays",
@@ -780,15 +780,3 @@ def make_evaluate(cfg: SweepConfig, *, mesh: jax.sharding.Mesh | None = None,
     same for every call. ``mesh`` and ``group`` as in :func:`make_train_chunk`.
     """
     return jax.jit(functools.partial(_evaluate, cfg, group, mesh))
-
-
-def effective_weights(cfg: SweepConfig, params: dict, quantizer: Array) -> Array:
-    """The ``[I, m, n]`` weights every instance's forward pass uses (``gamma * T`` if
-    quantized; with the learned ``params["scale"]`` where the sweep has one)."""
-    return jax.vmap(lambda p, q: layers.effective_weights_of(p, q, cfg.quantizers))(
-        params, quantizer)
-
-
-def effective_weights_host(cfg: SweepConfig, params: dict, quantizer: np.ndarray) -> np.ndarray:
-    """Effective weights ``[I, m, n]`` of host params (numpy in, numpy out)."""
-    return np.asarray(jax.jit(effective_weights, static_argnums=0)(cfg, params, quantizer))

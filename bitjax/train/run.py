@@ -8,7 +8,7 @@ machine and device count), turns SIGINT/SIGTERM into "checkpoint, then raise
 :class:`Interrupted`", evaluates the final loss and saves it with the final weights. A
 finished run folder keeps the final checkpoint step and the one before it (a damaged final
 step then costs a short ``resume``, not the run). One process at a time writes a run
-folder (:func:`bitjax.folder.lock_folder`), and ``status.json`` records where it stands.
+folder (:func:`bitjax.store.folder.lock_folder`), and ``status.json`` records where it stands.
 
 Nothing here prints or exits: progress (:class:`ChunkInfo` per chunk) and notices (one-line
 strings) go to the callbacks the caller passes.
@@ -27,21 +27,25 @@ import signal
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 
-from bitjax import distributed, io, memory
-from bitjax.checkpoint import SWEEP_FILE, Checkpointer, config_diff
+from bitjax import distributed
 from bitjax.config import SweepConfig
 from bitjax.convergence import ConvergenceRule, check_chunk, zero_model_loss
-from bitjax.diagnose import sweep_diagnostics
-from bitjax.folder import lock_folder, write_status
-from bitjax.trainer import ChunkInfo, IncompatibleStateError, Trainer
+from bitjax.store import files as io
+from bitjax.store.checkpoint import Checkpointer, config_diff
+from bitjax.store.folder import lock_folder, write_status
+from bitjax.store.layout import SWEEP_FILE
+from bitjax.train import memory
+from bitjax.train.diagnose import sweep_diagnostics
+from bitjax.train.trainer import ChunkInfo, IncompatibleStateError, Trainer
 
 #: Config fields a resumed run may change: they do not alter what was already trained.
 SAFE_TO_CHANGE = frozenset({"steps", "chunk_size", "eval_batches"})
@@ -103,7 +107,7 @@ class RunResult:
         instance met the rule first) or ``"stopped"`` (``should_stop``).
       converged_step: the step where the rule was met (``None``: not met, or not asked).
       diagnostics: per-instance diagnostics of a finished run
-        (:func:`bitjax.diagnose.sweep_diagnostics`), as stored in the final checkpoint's
+        (:func:`bitjax.train.diagnose.sweep_diagnostics`), as stored in the final checkpoint's
         ``meta["diagnostics"]``; empty otherwise.
       rule: the convergence rule used, as a dict.
     """
@@ -219,7 +223,7 @@ def run_sweep(
     group_size: int | None = None,
     progress: Callable[[ChunkInfo], None] | None = None,
     progress_bar: bool = True,
-    tables: bool = True,
+    after: Sequence[Callable[[Path], None]] = (),
     on_event: Callable[[str], None] | None = None,
     handle_signals: bool = True,
     max_chunk_seconds: float | None = 10.0,
@@ -237,7 +241,7 @@ def run_sweep(
     ``cfg.chunk_size`` is reported through ``on_event``), on a signal, and at the end with
     the final loss. Once finished, the intermediate steps are deleted: the folder keeps
     the final step and the one before it. The folder is locked for the call (another
-    process gets :class:`bitjax.folder.FolderBusy`) and ``status.json`` in it says
+    process gets :class:`bitjax.store.folder.FolderBusy`) and ``status.json`` in it says
     running / interrupted / finished / failed.
 
     Args:
@@ -253,15 +257,14 @@ def run_sweep(
         :func:`bitjax.distributed.make_mesh`).
       group_size: train at most this many instances per device at a time (default: all, or
         fewer when device memory would not hold them).
-      progress: called after each chunk with a :class:`bitjax.trainer.ChunkInfo` (step,
+      progress: called after each chunk with a :class:`bitjax.train.trainer.ChunkInfo` (step,
         rate, ETA, mean loss); the first chunk is a short timed one when
         ``max_chunk_seconds`` is set, so it can give an early estimate. Not called once a
         stop was requested, so the checkpoint comes first.
       progress_bar: without a ``progress`` callback, show a bar (``tqdm.auto``: a widget
         in a notebook, a line on stderr in a terminal); False shows nothing.
-      tables: once finished, write ``metrics.csv`` and ``features.csv.gz`` into ``out_dir``
-        as the command line does, so a library run folder is a complete run folder (the
-        command line writes them itself and passes False).
+      after: called with ``out_dir`` once the run has finished, in the main process and
+        with the folder still locked (:func:`bitjax.run_sweep` writes the tables this way).
       on_event: called with one-line notices (resumed, rounding, grouping, checkpoints).
       handle_signals: turn SIGINT/SIGTERM into checkpoint + :class:`Interrupted`. Handlers
         are installed only in the main thread (elsewhere Python does not allow them) and
@@ -289,7 +292,7 @@ def run_sweep(
         checkpoint is resumed).
       init_from: a warm start from another (finished) run folder: each instance starts at
         the latent weights of the source instance with the same coordinates, after
-        ``init_match`` (see :func:`bitjax.warmstart.match_instances`; e.g.
+        ``init_match`` (see :func:`bitjax.train.warmstart.match_instances`; e.g.
         ``{"kind": "dense"}`` starts each instance at its dense twin's solution).
       init_match: coordinate mapping for ``init_from``.
 
@@ -299,14 +302,14 @@ def run_sweep(
     Raises:
       Interrupted: a signal arrived; a checkpoint at ``Interrupted.step`` was written
         (``Interrupted.finished``: it was the final one, training had ended).
-      bitjax.folder.FolderBusy: another process is running in ``out_dir``.
+      bitjax.store.folder.FolderBusy: another process is running in ``out_dir``.
       RunError: ``out_dir`` holds a run and ``resume`` is false; the checkpoint's config
         differs in a field that is not safe to change; no checkpoint is readable; the
         checkpoint is beyond ``cfg.steps``.
       ValueError: bad ``checkpoint_every``, ``keep``, ``max_chunk_seconds``, rules,
         ``init_params`` (shape, entries) or an ``init_from`` source that does not match.
       MemoryError: the training state does not fit the devices, or the sweep does not fit
-        the host's memory (:func:`bitjax.memory.check_host_fits`); both before any training.
+        the host's memory (:func:`bitjax.train.memory.check_host_fits`); both before any training.
     """
     out_dir = Path(out_dir)
     _check_positive("keep", keep)
@@ -326,7 +329,7 @@ def run_sweep(
     if init_from is not None:
         if init_params is not None:
             raise ValueError("give init_params or init_from, not both")
-        from bitjax.warmstart import warm_start_params
+        from bitjax.train.warmstart import warm_start_params
 
         init_params = warm_start_params(cfg, init_from, init_match)
     elif init_match is not None:
@@ -354,8 +357,9 @@ def run_sweep(
                             max_chunk_seconds=max_chunk_seconds, should_stop=should_stop,
                             rule=rule, until_converged=until_converged is not None,
                             init_params=init_params)
-            if tables and result.finished:
-                _write_tables(out_dir)
+            if result.finished and jax.process_index() == 0:
+                for hook in after:
+                    hook(out_dir)
             return result
         except Interrupted as e:
             _status(out_dir, "finished" if e.finished else "interrupted", step=e.step,
@@ -389,18 +393,6 @@ class _Bar:
 
     def close(self) -> None:
         self._bar.close()
-
-
-def _write_tables(out_dir: Path) -> None:
-    """metrics.csv and features.csv.gz of the finished run in ``out_dir`` (main process)."""
-    import jax
-
-    if jax.process_index() != 0:
-        return
-    # Imported here: the tables are the analysis stage's, run only once training is done.
-    from bitjax.results import load_sweep, write_tables
-
-    write_tables(load_sweep(out_dir), out_dir)
 
 
 @contextmanager

@@ -63,7 +63,7 @@ from bitjax import quant
 
 Array = jax.Array
 
-#: Feature norm above which a column counts as represented (as in bitjax.metrics).
+#: Feature norm above which a column counts as represented (as in bitjax.analysis.metrics).
 DEFAULT_THRESHOLD = 0.5
 #: Alignability tolerance: two represented columns are "parallel" when the angle between
 #: their lines is below this, "orthogonal" when it is within this of 90 degrees.

@@ -8,7 +8,7 @@ conditions on *which* inputs are active and weights every stratum by its exact
 probability, so each stratum gets a fixed number of draws whatever its probability:
 
 - **mask strata** (``n <= MASK_MAX_FEATURES``): every activity mask the feature structure
-  allows is a stratum (the sample of :func:`bitjax.representable.make_sample` with i.i.d.
+  allows is a stratum (the sample of :func:`bitjax.analysis.representable.make_sample` with i.i.d.
   magnitudes; its weights are the masks' exact probabilities);
 - **count strata** (larger ``n``): the *units* of the structure (an independent feature, a
   correlated set, an anticorrelated set) are active independently; the number ``k`` of active
@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bitjax import data as data_lib
-from bitjax import representable as rep
+from bitjax.analysis import representable as rep
 
 Array = jax.Array
 
@@ -356,6 +356,6 @@ def estimate_difference(W1, b1, W2, b2, importance, sample: EstimatorSample, *,
 
 def fit_sample(sample: EstimatorSample) -> tuple[np.ndarray, np.ndarray]:
     """Per-instance ``(x [I, N, n], w [I, N])`` of the sample, for the exact bias and scale
-    fits of :func:`bitjax.representable.fit_scale_and_bias` (the weights are the strata's,
+    fits of :func:`bitjax.analysis.representable.fit_scale_and_bias` (the weights are the strata's,
     so a fit minimises the same stratified estimate that compares solutions)."""
     return sample.x[sample.index], sample.w[sample.index]

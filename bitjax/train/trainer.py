@@ -1,9 +1,9 @@
 """Placement on the mesh, compilation and the chunk loop of a sweep; never prints.
 
 :class:`Trainer` splits the instance axis over a 1-D device mesh (padding the instance count
-to a multiple of the device count), compiles the chunk program of :mod:`bitjax.program`
+to a multiple of the device count), compiles the chunk program of :mod:`bitjax.train.program`
 once per chunk length (in groups of instances when the whole sweep would not fit a
-device's memory, see :mod:`bitjax.memory`) and runs chunks until a target step. The host
+device's memory, see :mod:`bitjax.train.memory`) and runs chunks until a target step. The host
 only acts between chunks, through callbacks: ``on_chunk(state, ChunkInfo)`` for progress
 and checkpoints, ``should_stop()`` for signals, ``on_event(message)`` for notices.
 """
@@ -23,9 +23,10 @@ from typing import Any
 import jax
 import numpy as np
 
-from bitjax import distributed, memory, program
+from bitjax import distributed
 from bitjax.config import Instances, SweepConfig, build_instances
-from bitjax.program import TrainState
+from bitjax.train import memory, program
+from bitjax.train.program import TrainState
 
 
 class IncompatibleStateError(ValueError):
@@ -133,7 +134,7 @@ class Trainer:
 
     Memory: a chunk's working arrays grow with the instance count (``[instances, batch,
     features]`` per step). When the compiled chunk needs more than ``memory_budget`` bytes
-    per device (default: :func:`bitjax.memory.device_budget`), the trainer compiles it again
+    per device (default: :func:`bitjax.train.memory.device_budget`), the trainer compiles it again
     to train :attr:`group` instances per device at a time: one program, the same training
     up to float round-off, and a notice through ``on_event``. ``group_size`` fixes the group
     instead. A training state that alone exceeds the budget raises :class:`MemoryError`.
@@ -237,7 +238,7 @@ class Trainer:
         Args:
           init_params: a warm start: host arrays ``{"W": [I, m, n], "b": [I, n]}`` (and
             optionally ``"scale": [I]``) for the ``I`` instances of the sweep, replacing the
-            seeded initial weights (:func:`bitjax.program.with_params`).
+            seeded initial weights (:func:`bitjax.train.program.with_params`).
 
         Raises:
           ValueError: ``init_params`` has an unknown entry or a wrong shape.
@@ -329,7 +330,7 @@ class Trainer:
         """The compiled ``chunk(state, arrays, streams) -> state`` of ``n_steps`` steps.
 
         Compiled on first use and cached. Without a fixed ``group_size``, a program over the
-        memory budget is recompiled with smaller groups (:func:`bitjax.memory.fit_group`)
+        memory budget is recompiled with smaller groups (:func:`bitjax.train.memory.fit_group`)
         and the notice goes to ``on_event``; :attr:`group` then holds the new group.
         """
         key = (n_steps, self.group)

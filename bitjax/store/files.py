@@ -172,7 +172,7 @@ def git_commit(cwd: str | Path | None = None) -> dict[str, Any]:
     the copy had uncommitted changes. The result then says ``"source": "BITJAX_COMMIT"`` so a
     manifest shows the commit was declared, not read.
     """
-    cwd = cwd or Path(__file__).resolve().parent.parent
+    cwd = cwd or Path(__file__).resolve().parents[2]  # the checkout holding bitjax/
     declared = os.environ.get("BITJAX_COMMIT")
     if declared:
         return {"commit": declared.strip(), "dirty": os.environ.get("BITJAX_DIRTY") == "1",
