@@ -38,12 +38,12 @@ import numpy as np
 
 from bitjax import distributed
 from bitjax.config import SweepConfig
-from bitjax.convergence import ConvergenceRule, check_chunk, zero_model_loss
+from bitjax.convergence import ConvergenceRule, zero_model_loss
 from bitjax.store import files as io
 from bitjax.store.checkpoint import Checkpointer, config_diff
 from bitjax.store.folder import lock_folder, write_status
 from bitjax.store.layout import SWEEP_FILE
-from bitjax.train import memory
+from bitjax.train import hooks, memory
 from bitjax.train.diagnose import sweep_diagnostics
 from bitjax.train.trainer import ChunkInfo, IncompatibleStateError, Trainer
 
@@ -451,7 +451,7 @@ def _train(cfg: SweepConfig, out_dir: Path, trainer, ckpt: Checkpointer, *, resu
     start_step = int(state["step"])
     _status(out_dir, "running", step=start_step, steps=cfg.steps, message=None)
     converged_at = None if saved_meta is None else saved_meta.get("converged_at")
-    end = cfg.steps if converged_at is None else _end_after(cfg, int(converged_at))
+    end = cfg.steps if converged_at is None else hooks.end_after(cfg, int(converged_at))
     if (saved_meta is not None and "final_loss" in saved_meta and start_step >= end
             and saved_meta["config"].get("eval_batches") == cfg.eval_batches):
         # A finished run asked to resume: nothing to train, nothing to re-evaluate, and the
@@ -463,67 +463,49 @@ def _train(cfg: SweepConfig, out_dir: Path, trainer, ckpt: Checkpointer, *, resu
     if converged_at is not None:
         meta["converged_at"] = int(converged_at)
 
-    stop_signals: list[int] = []
     compile_before = trainer.compile_seconds
-    zero = zero_model_loss(trainer.instances.p, trainer.instances.importance, cfg.structure)
-    # The rule is checked before the budget's own annealed phase only: in it the falling
-    # learning rate lowers the loss by design, and the run ends with it anyway.
-    check_until = cfg.steps - cfg.anneal_steps
-    # Met the rule, annealed phase not moved yet: a checkpoint now would resume wrongly.
-    pending = {"anneal": False}
+    # The policies between chunks, composed in the order they run (bitjax.train.hooks).
+    stop = hooks.StopRequests(should_stop)
+    conv = None
+    if until_converged:
+        conv = hooks.UntilConverged(
+            cfg, trainer.n_instances, rule,
+            zero_model_loss(trainer.instances.p, trainer.instances.importance, cfg.structure),
+            meta, notify)
+    checkpoint = hooks.PeriodicCheckpoint(
+        ckpt, end, meta, notify,
+        on_saved=lambda step: _status(out_dir, "running", step=step, steps=cfg.steps),
+        hold=lambda: conv is not None and conv.anneal_pending)
+    on_chunk = hooks.run_all([h for h in (conv, checkpoint, hooks.ReportProgress(progress, stop))
+                              if h is not None])
 
-    first_phase = "converged_at" not in meta  # False: resumed in the annealed phase
-
-    def asked_to_stop() -> bool:
-        return bool(stop_signals) or (should_stop is not None and bool(should_stop()))
-
-    def stopping() -> bool:
-        return asked_to_stop() or (first_phase and "converged_at" in meta)
-
-    def on_chunk(state, info) -> None:
-        step = int(info.step)
-        if until_converged and "converged_at" not in meta and step < check_until:
-            history = distributed.unpad(distributed.to_host(state["history"]),
-                                        trainer.n_instances)
-            decision = check_chunk(history, cfg.history_every, rule, zero)
-            if decision.done:
-                meta["converged_at"] = step
-                pending["anneal"] = _end_after(cfg, step) > step
-                notify(f"every live instance meets the convergence rule at step {step} "
-                       f"({int(decision.diverged.sum())} diverged)"
-                       + (f"; annealing for {cfg.anneal_steps} steps" if cfg.anneal_steps
-                          else ""))
-        # Checkpoint first: a progress printer that fails must not cost the checkpoint.
-        if step < end and not pending["anneal"]:
-            if ckpt.maybe_save(step, state, meta):
-                notify(f"checkpoint at step {step}")
-                _status(out_dir, "running", step=step, steps=cfg.steps)
-        if progress is not None and not stop_signals:
-            progress(info)
+    def phase_over() -> bool:
+        return stop.requested() or (conv is not None and conv.met)
 
     t0 = time.perf_counter()
-    with _signals_to_flag(handle_signals, stop_signals):
-        state = trainer.run(state, until=end, on_chunk=on_chunk, should_stop=stopping,
+    with _signals_to_flag(handle_signals, stop.signals):
+        state = trainer.run(state, until=end, on_chunk=on_chunk, should_stop=phase_over,
                             max_chunk_seconds=max_chunk_seconds)
         step = int(state["step"])
-        if first_phase and "converged_at" in meta and not stop_signals:
-            end = _end_after(cfg, step)
+        if conv is not None and conv.met and not stop.signals:
+            end = hooks.end_after(cfg, step)
             if end > step:  # the annealed phase, from here
                 state = _start_anneal(trainer, state, step)
-                pending["anneal"] = False
+                conv.anneal_pending = False
+                checkpoint.end = end
                 state = trainer.run(state, until=end, on_chunk=on_chunk,
-                                    should_stop=asked_to_stop,
+                                    should_stop=stop.requested,
                                     max_chunk_seconds=max_chunk_seconds)
                 step = int(state["step"])
         train_seconds = time.perf_counter() - t0 - (trainer.compile_seconds - compile_before)
         if step < end:
             # Stopped early (signal or should_stop): the handlers stay installed until the
             # checkpoint is on disk, so a second Ctrl-C cannot cut it short.
-            if pending["anneal"]:  # not annealing yet: a resume checks the rule again
+            if conv is not None and conv.anneal_pending:  # a resume checks the rule again
                 meta.pop("converged_at")
             ckpt.save(step, state, meta)
-            if stop_signals:
-                raise Interrupted(stop_signals[0], step, out_dir)
+            if stop.signals:
+                raise Interrupted(stop.signals[0], step, out_dir)
             loss = trainer.evaluate(state)
             notify(f"stopped at step {step} of {end}; checkpoint written")
             return _result(cfg, out_dir, trainer, step, loss, train_seconds,
@@ -549,22 +531,12 @@ def _train(cfg: SweepConfig, out_dir: Path, trainer, ckpt: Checkpointer, *, resu
         ckpt.save(step, state, final_meta, force=True)
         _prune(ckpt, step, notify)
         _status(out_dir, "finished", step=step, steps=cfg.steps, message=None)
-        if stop_signals:
+        if stop.signals:
             # It came during the last chunk, the evaluation or the final save: the run is
             # complete on disk, but the caller asked to stop and must hear it.
-            raise Interrupted(stop_signals[0], step, out_dir, finished=True)
+            raise Interrupted(stop.signals[0], step, out_dir, finished=True)
     return _result(cfg, out_dir, trainer, step, loss, train_seconds, step - start_step,
                    finished=True, meta=final_meta)
-
-
-def _end_after(cfg: SweepConfig, converged_step: int) -> int:
-    """The last step of a run whose instances met the rule at ``converged_step``: then,
-    with annealing, its annealed phase (unless the budget's own phase is already under way)."""
-    if not cfg.anneal_steps:
-        return converged_step
-    if converged_step + cfg.anneal_steps < cfg.steps:
-        return converged_step + cfg.anneal_steps
-    return cfg.steps
 
 
 def _start_anneal(trainer, state, step: int):
