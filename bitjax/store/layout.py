@@ -6,8 +6,7 @@ A **run folder** holds one sweep: ``checkpoints/`` (Orbax steps, :mod:`bitjax.st
 An **experiment folder** (the CLI's ``--out``) holds ``experiment.json``
 (``{experiment, preset, parts: {name: SweepConfig dict}}``) and ``manifest.json`` (how, when
 and with which code it was made); its parts are run folders in subfolders named after them,
-or the folder itself when there is one part. Older versions wrote ``config.json`` in both
-places (two schemas under one name); it is still read.
+or the folder itself when there is one part.
 
 Everything that writes or reads these folders (the CLI, :func:`bitjax.load_sweep`, the
 explorer, the run loop) takes the names and the part layout from here, so a library user can
@@ -35,25 +34,18 @@ SWEEP_FILE = "sweep.json"
 EXPERIMENT_FILE = "experiment.json"
 #: An experiment folder: how, when and with which code the results were made.
 MANIFEST_FILE = "manifest.json"
-#: What older bitjax versions wrote in both places (two schemas under one name); still read.
-LEGACY_CONFIG_FILE = "config.json"
-#: The experiment description, under its name and the older one, in the order read.
-EXPERIMENT_FILES = (EXPERIMENT_FILE, LEGACY_CONFIG_FILE)
 #: One row per instance: coordinates and scalar metrics.
 METRICS_CSV = "metrics.csv"
 #: One row per instance and feature: the largest table of a run, so gzip-compressed (pandas
 #: and :func:`bitjax.store.files.read_csv` read it as it is).
 FEATURES_CSV = "features.csv.gz"
-#: What older runs wrote instead (removed when the tables are written again).
-LEGACY_FEATURES_CSV = "features.csv"
 #: The lock that keeps one process per folder (:func:`bitjax.store.folder.lock_folder`).
 LOCK_FILE = ".bitjax.lock"
 #: The state of the last command in a folder (:func:`bitjax.store.folder.write_status`).
 STATUS_FILE = "status.json"
 #: The files of a run that removing it (``--overwrite``) deletes, besides checkpoints/ and
 #: the figures.
-RUN_FILES = (EXPERIMENT_FILE, SWEEP_FILE, LEGACY_CONFIG_FILE, MANIFEST_FILE, METRICS_CSV,
-             LEGACY_FEATURES_CSV, FEATURES_CSV, STATUS_FILE)
+RUN_FILES = (EXPERIMENT_FILE, SWEEP_FILE, MANIFEST_FILE, METRICS_CSV, FEATURES_CSV, STATUS_FILE)
 
 
 class LayoutError(ValueError):
@@ -72,26 +64,20 @@ def read_json(path: Path) -> dict | None:
 def read_experiment(folder: str | Path, *, strict: bool = False) -> dict | None:
     """The experiment description ``{"experiment", "preset", "parts"}`` of a folder, or None.
 
-    A part folder's ``config.json`` (``{"bitjax_sweep": ...}``) is not one.
-
     Args:
       folder: an experiment folder.
       strict: raise :class:`LayoutError` for a description file that exists but cannot be
         read (the CLI's ``--resume`` and ``--replot``), instead of treating it as absent.
     """
-    folder = Path(folder)
-    for name in EXPERIMENT_FILES:
-        path = folder / name
-        if strict and path.is_file():
-            try:
-                data = json.loads(path.read_text())
-            except (OSError, ValueError) as e:
-                raise LayoutError(f"{path} cannot be read: {e}") from None
-        else:
-            data = read_json(path)
-        if isinstance(data, dict) and "parts" in data:
-            return data
-    return None
+    path = Path(folder) / EXPERIMENT_FILE
+    if strict and path.is_file():
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise LayoutError(f"{path} cannot be read: {e}") from None
+    else:
+        data = read_json(path)
+    return data if isinstance(data, dict) and "parts" in data else None
 
 
 def write_experiment(folder: str | Path, experiment: str, preset: str,
@@ -105,16 +91,9 @@ def write_experiment(folder: str | Path, experiment: str, preset: str,
 
 def write_manifest(folder: str | Path, record: Mapping[str, Any],
                    written: Iterable[str | Path]) -> None:
-    """Write ``manifest.json``: ``record`` plus the files written and their checksums.
-
-    The ``config.json`` files an older version left in the folder and its parts are removed:
-    beside ``experiment.json`` and ``sweep.json`` they would contradict them.
-    """
+    """Write ``manifest.json``: ``record`` plus the files written and their checksums."""
     folder = Path(folder)
     written = list(written)
-    desc = read_experiment(folder) or {}
-    for d in {folder, *part_dirs(folder, desc.get("parts", ())).values()}:
-        (d / LEGACY_CONFIG_FILE).unlink(missing_ok=True)
     files.write_json(folder / MANIFEST_FILE, {
         **record,
         "files": sorted(str(Path(f).relative_to(folder)) for f in written),
@@ -131,9 +110,8 @@ def holds_run(path: str | Path) -> bool:
     """Whether ``path`` holds anything of a run (checkpoints or a description): writing a
     new run there needs ``--resume`` or ``--overwrite``."""
     path = Path(path)
-    return path.is_dir() and any((path / f).exists() for f in
-                                 (CHECKPOINT_DIR, EXPERIMENT_FILE, SWEEP_FILE,
-                                  LEGACY_CONFIG_FILE))
+    return path.is_dir() and any((path / f).exists()
+                                 for f in (CHECKPOINT_DIR, EXPERIMENT_FILE, SWEEP_FILE))
 
 
 def part_dirs(folder: str | Path, names: Iterable[str]) -> dict[str, Path]:
@@ -205,7 +183,7 @@ class Provenance:
 
     @classmethod
     def from_folder(cls, folder: str | Path) -> Provenance:
-        """Read ``experiment.json`` (or the older ``config.json``) and ``manifest.json``.
+        """Read ``experiment.json`` and ``manifest.json``.
 
         Missing or unreadable files leave the fields None.
         """

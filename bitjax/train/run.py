@@ -49,8 +49,6 @@ from bitjax.train.trainer import ChunkInfo, IncompatibleStateError, Trainer
 
 #: Config fields a resumed run may change: they do not alter what was already trained.
 SAFE_TO_CHANGE = frozenset({"steps", "chunk_size", "eval_batches"})
-#: Fields older checkpoints carry that no longer affect training; ignored when resuming.
-_IGNORED_ON_RESUME = frozenset({"threshold"})
 #: A tenth of the run between checkpoints unless asked otherwise.
 _DEFAULT_CHECKPOINTS_PER_RUN = 10
 
@@ -554,7 +552,7 @@ def _restore(cfg: SweepConfig, out_dir: Path, trainer, ckpt: Checkpointer):
         raise RunError(f"{ckpt.dir} holds no readable checkpoint to resume (every step is "
                        "damaged); start again in a new folder")
     host, saved = restored
-    skip = SAFE_TO_CHANGE | _IGNORED_ON_RESUME
+    skip = SAFE_TO_CHANGE
     diff = config_diff({k: v for k, v in saved["config"].items() if k not in skip},
                        {k: v for k, v in cfg.to_dict().items() if k not in skip})
     if diff:

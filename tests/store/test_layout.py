@@ -44,12 +44,10 @@ def test_the_manifest_lists_and_checksums_what_was_written(tmp_path):
     layout.write_experiment(tmp_path, "mine", "tiny", {"only": cfg})
     table = tmp_path / layout.METRICS_CSV
     table.write_text("a,b\n1,2\n")
-    (tmp_path / layout.LEGACY_CONFIG_FILE).write_text("{}")  # what an older version left
     layout.write_manifest(tmp_path, {"experiment": "mine"}, [table])
     manifest = json.loads((tmp_path / layout.MANIFEST_FILE).read_text())
     assert manifest["experiment"] == "mine" and manifest["files"] == [layout.METRICS_CSV]
     assert set(manifest["sha256"]) == {layout.METRICS_CSV}
-    assert not (tmp_path / layout.LEGACY_CONFIG_FILE).exists()
 
 
 def test_an_unreadable_description_is_absent_unless_strict(tmp_path):
