@@ -16,7 +16,7 @@ import numpy as np
 from bitjax.analysis.results import LoadedSweep, SweepCollection, code_names
 from bitjax.config import SweepConfig
 from bitjax.store import files as files_lib
-from bitjax.store.layout import FEATURES_CSV, LEGACY_FEATURES_CSV, METRICS_CSV, Provenance
+from bitjax.store.layout import FEATURES_CSV, METRICS_CSV, Provenance
 
 
 def recipe_text(cfg: SweepConfig) -> str:
@@ -113,5 +113,4 @@ def write_tables(sweep: LoadedSweep, out_dir: str | Path,
     # Rows stream to the files: a sweep of millions of instances never holds its tables.
     files_lib.write_csv(paths[0], _metric_rows(sweep, threshold))
     files_lib.write_csv(paths[1], _feature_rows(sweep, threshold))
-    (out_dir / LEGACY_FEATURES_CSV).unlink(missing_ok=True)  # one table, not two versions
     return paths
