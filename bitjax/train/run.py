@@ -502,37 +502,49 @@ def _train(cfg: SweepConfig, out_dir: Path, trainer, ckpt: Checkpointer, *, resu
             if conv is not None and conv.anneal_pending:  # a resume checks the rule again
                 meta.pop("converged_at")
             ckpt.save(step, state, meta)
-            if stop.signals:
-                raise Interrupted(stop.signals[0], step, out_dir)
-            loss = trainer.evaluate(state)
-            notify(f"stopped at step {step} of {end}; checkpoint written")
-            return _result(cfg, out_dir, trainer, step, loss, train_seconds,
-                           step - start_step, finished=False, meta=meta, stopped=True)
-        loss = trainer.evaluate(state)
-        host = trainer.to_host(state)
-        rule_points = (int(np.min(host["anneal_start"])) // cfg.history_every
-                       if cfg.anneal_steps else None)
-        diag = sweep_diagnostics(cfg, trainer.instances, host, loss, rule, rule_points)
-        unjudged = int(np.sum(~diag["judged"] & ~diag["diverged"]))
-        if unjudged:
-            warnings.warn(
-                f"{unjudged} of {trainer.n_instances} instance(s) trained too few steps for "
-                f"the convergence rule to judge (it needs at least {rule.min_points} loss-"
-                f"history points in its last {rule.slope_fraction:g} of the run"
-                + (", before the annealed phase" if cfg.anneal_steps else "")
-                + "): their converged flag is 'not judged', not a verdict; train longer or "
-                "record the history more often (history_every)", stacklevel=3)
-        final_meta = {**meta, "final_loss": np.asarray(loss).tolist(),
-                      "diagnostics": {k: np.asarray(v).tolist() for k, v in diag.items()},
-                      "stop_reason": "converged" if "converged_at" in meta else "budget",
-                      "final_step": step}
-        ckpt.save(step, state, final_meta, force=True)
-        _prune(ckpt, step, notify)
-        _status(out_dir, "finished", step=step, steps=cfg.steps, message=None)
-        if stop.signals:
-            # It came during the last chunk, the evaluation or the final save: the run is
-            # complete on disk, but the caller asked to stop and must hear it.
-            raise Interrupted(stop.signals[0], step, out_dir, finished=True)
+            finished = False
+            if not stop.signals:
+                loss = trainer.evaluate(state)
+                notify(f"stopped at step {step} of {end}; checkpoint written")
+                result = _result(cfg, out_dir, trainer, step, loss, train_seconds,
+                                 step - start_step, finished=False, meta=meta, stopped=True)
+        else:
+            result = _finish(cfg, out_dir, trainer, ckpt, state, step, meta, rule,
+                             train_seconds, start_step, notify)
+            finished = True
+    # Read only now that the previous handlers are back: a signal that came at any moment
+    # up to here is in stop.signals, and one that comes later reaches the caller's handler.
+    if stop.signals:
+        # During the last chunk, the evaluation or the final save the run may have become
+        # complete on disk (finished); either way the caller asked to stop and must hear it.
+        raise Interrupted(stop.signals[0], step, out_dir, finished=finished)
+    return result
+
+
+def _finish(cfg, out_dir, trainer, ckpt, state, step, meta, rule, train_seconds, start_step,
+            notify) -> RunResult:
+    """Evaluate, diagnose and save the final step of a run that reached its end."""
+    loss = trainer.evaluate(state)
+    host = trainer.to_host(state)
+    rule_points = (int(np.min(host["anneal_start"])) // cfg.history_every
+                   if cfg.anneal_steps else None)
+    diag = sweep_diagnostics(cfg, trainer.instances, host, loss, rule, rule_points)
+    unjudged = int(np.sum(~diag["judged"] & ~diag["diverged"]))
+    if unjudged:
+        warnings.warn(
+            f"{unjudged} of {trainer.n_instances} instance(s) trained too few steps for "
+            f"the convergence rule to judge (it needs at least {rule.min_points} loss-"
+            f"history points in its last {rule.slope_fraction:g} of the run"
+            + (", before the annealed phase" if cfg.anneal_steps else "")
+            + "): their converged flag is 'not judged', not a verdict; train longer or "
+            "record the history more often (history_every)", stacklevel=4)
+    final_meta = {**meta, "final_loss": np.asarray(loss).tolist(),
+                  "diagnostics": {k: np.asarray(v).tolist() for k, v in diag.items()},
+                  "stop_reason": "converged" if "converged_at" in meta else "budget",
+                  "final_step": step}
+    ckpt.save(step, state, final_meta, force=True)
+    _prune(ckpt, step, notify)
+    _status(out_dir, "finished", step=step, steps=cfg.steps, message=None)
     return _result(cfg, out_dir, trainer, step, loss, train_seconds, step - start_step,
                    finished=True, meta=final_meta)
 
