@@ -31,7 +31,7 @@ from bitjax import data as data_lib
 from bitjax import layers
 
 __all__ = [
-    "ACTIVATIONS", "AXES", "DATA_SHARING", "REMOVED_FIELDS", "RNG_IMPLS", "SCHEDULES",
+    "ACTIVATIONS", "AXES", "DATA_SHARING", "RNG_IMPLS", "SCHEDULES",
     "TAIL_FRACTION", "Instances", "SweepConfig", "build_instances", "importance_vector",
 ]
 
@@ -47,12 +47,6 @@ SCHEDULES = ("constant", "linear", "cosine")
 RNG_IMPLS = ("hash", "threefry2x32", "rbg", "unsafe_rbg")
 DATA_SHARING = ("seed", "instance")
 ACTIVATIONS = ("relu", "linear")
-#: Fields older bitjax versions wrote into configs that no longer exist, and why. An old
-#: config dict (a checkpoint's ``meta``, a ``config.json``) still loads: they are dropped.
-REMOVED_FIELDS = {
-    "threshold": "the 'represented' norm cut is an analysis argument "
-                 "(bitjax.analysis.metrics), not part of training",
-}
 #: Share of the history points in the "last stretch" (as ConvergenceRule.tail_fraction).
 TAIL_FRACTION = 0.1
 #: Stream salt of ``data_sharing="seed"`` streams (``"instance"`` salts from coordinates).
@@ -80,7 +74,12 @@ class SweepConfig:
 
     Model: ``n_features``, ``n_hidden``, ``activation`` (``relu`` | ``linear``) and the
     feature structure (``correlated_*``, ``anticorrelated_*``; see
-    :class:`bitjax.data.FeatureStructure`).
+    :class:`bitjax.data.FeatureStructure`). ``model`` names the family
+    (:data:`bitjax.layers.MODELS`): ``tied`` (default), ``relu_hidden`` (a ReLU on the
+    hidden layer: a privileged basis) or ``abs_computation`` (untied ``W1``, ``W2``, inputs
+    in ``[-1, 1]``, target ``|x|``). The two privileged-basis models need ``activation =
+    "relu"`` and take neither ``learned_rotation`` nor ``fp_fraction``, both of which rotate
+    the hidden space.
 
     Axes (each a tuple; the sweep is their Cartesian product):
       kind: model variants, names from :data:`bitjax.layers.KINDS`.
@@ -174,6 +173,7 @@ class SweepConfig:
     fp_fraction: float = 0.0
     learned_rotation: bool = False
     relax_fraction: float = 0.0
+    model: str = "tied"
 
     def __post_init__(self):
         for name in AXES:
@@ -184,6 +184,8 @@ class SweepConfig:
             if not _is_int(v) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
         _check_choice("activation", self.activation, ACTIVATIONS)
+        _check_choice("model", self.model, tuple(layers.MODELS))
+        self._check_model()
         _check_choice("schedule", self.schedule, SCHEDULES)
         _check_choice("data_sharing", self.data_sharing, DATA_SHARING)
         _check_choice("rng_impl", self.rng_impl, RNG_IMPLS)
@@ -273,6 +275,23 @@ class SweepConfig:
                     raise ValueError("anticorrelated_mode='arena' needs feature_probability "
                                      f"<= 0.5, got {p!r}")
 
+    def _check_model(self) -> None:
+        """The options a privileged-basis model (every model but ``tied``) cannot take."""
+        if self.model == "tied":
+            return
+        if self.activation != "relu":
+            raise ValueError(f"model={self.model!r} has a ReLU output: activation must be "
+                             f"'relu', got {self.activation!r}")
+        if self.learned_rotation:
+            raise ValueError(f"model={self.model!r} has a privileged hidden basis (a ReLU on "
+                             "the neurons): a rotation before quantizing changes the model "
+                             "itself, so learned_rotation is for model='tied' only")
+        if self.fp_fraction:
+            raise ValueError(f"model={self.model!r}: fp_fraction (full precision first) "
+                             "rotates the dense solution onto the lattice at the switch, "
+                             "which changes a model with a privileged hidden basis; it is "
+                             "for model='tied' only")
+
     def _check_vector(self, name: str, value, ok: Callable[[float], bool], allowed: str):
         vals = _as_tuple(value)
         if len(vals) not in (1, self.n_features):
@@ -298,7 +317,20 @@ class SweepConfig:
     def data_plan(self) -> data_lib.DataPlan:
         """How the compiled program draws and lays out its batches (decided once, here)."""
         return data_lib.DataPlan.create(self.structure, self.batch_size, self.rng_impl,
-                                        shared=self.data_sharing == "seed")
+                                        shared=self.data_sharing == "seed",
+                                        signed=self.signed_inputs)
+
+    @property
+    def n_weights(self) -> int:
+        """Weights (and integer codes) per instance: ``m n`` per weight matrix (two for the
+        computation model)."""
+        return self.n_features * self.n_hidden * (2 if self.model == "abs_computation" else 1)
+
+    @property
+    def signed_inputs(self) -> bool:
+        """Whether active features are uniform in ``[-1, 1)`` rather than ``[0, 1)`` (the
+        computation model, whose target is ``|x|``)."""
+        return self.model == "abs_computation"
 
     @property
     def n_history(self) -> int:
@@ -388,21 +420,29 @@ class SweepConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON types (tuples become lists); :meth:`from_dict` inverts it."""
-        return json.loads(json.dumps(dataclasses.asdict(self)))
+        """Plain JSON types (tuples become lists); :meth:`from_dict` inverts it.
+
+        ``model`` is written only when it is not ``"tied"``: a tied sweep's dict (in every
+        checkpoint, ``sweep.json`` and ``experiment.json``) is exactly what versions
+        without the field wrote, so their runs still resume (a resume compares the dicts)
+        and an absent ``model`` reads back as ``"tied"``.
+        """
+        d = json.loads(json.dumps(dataclasses.asdict(self)))
+        if d["model"] == "tied":
+            del d["model"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SweepConfig:
-        """A config from :meth:`to_dict` output, including dicts older bitjax versions wrote.
-
-        Fields listed in :data:`REMOVED_FIELDS` are dropped; fields added since (such as
-        ``warmup_steps``) take their defaults, which reproduce the old behaviour.
+        """A config from :meth:`to_dict` output, including dicts older bitjax versions wrote:
+        fields added since (such as ``warmup_steps``) take their defaults, which reproduce
+        the old behaviour.
 
         Raises:
           ValueError: ``d`` names a field SweepConfig never had, or a value is invalid.
         """
         names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names - set(REMOVED_FIELDS))
+        unknown = sorted(set(d) - names)
         if unknown:
             raise ValueError(f"unknown SweepConfig fields: {', '.join(unknown)}")
         return cls(**{k: v for k, v in d.items() if k in names})

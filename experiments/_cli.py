@@ -349,8 +349,6 @@ def build_parser(exp: Experiment) -> argparse.ArgumentParser:
                     help="number of seeds (restarts) per setting: seeds 0..N-1 (default: the "
                          "preset's). The library's SweepConfig(seed=...) lists seed ids "
                          "instead: --n-seeds 3 is seed=(0, 1, 2)")
-    ap.add_argument("--seeds", type=int, default=None, dest="seeds_alias", metavar="N",
-                    help="deprecated alias of --n-seeds")
     ap.add_argument("--resume", action="store_true",
                     help="continue the run in --out as it was started (its preset, seeds and "
                          "steps); --steps may extend it")
@@ -489,12 +487,8 @@ def _results_root(path: Path) -> Path | None:
 
 
 def _check_numbers(args: argparse.Namespace) -> None:
-    if args.seeds_alias is not None and args.n_seeds is not None \
-            and args.seeds_alias != args.n_seeds:
-        raise UsageError(f"--seeds {args.seeds_alias} and --n-seeds {args.n_seeds} disagree; "
-                         "give --n-seeds only")
     for flag, value in (("--steps", args.steps), ("--n-seeds", args.n_seeds),
-                        ("--seeds", args.seeds_alias), ("--group-size", args.group_size),
+                        ("--group-size", args.group_size),
                         ("--checkpoint-every", args.checkpoint_every), ("--keep", args.keep),
                         ("--devices", args.devices)):
         if value is not None and value < 1:
@@ -520,9 +514,7 @@ def run_experiment(exp: Experiment, args: argparse.Namespace,
     _check_numbers(args)
     if getattr(args, "status", False):
         return show_status(exp, args.out or _default_out(exp, args))
-    if args.seeds_alias is not None:
-        console.print("note: --seeds is deprecated; it means --n-seeds (seeds 0..N-1)")
-    n_seeds = args.n_seeds if args.n_seeds is not None else args.seeds_alias
+    n_seeds = args.n_seeds
     from bitjax import distributed
 
     try:
