@@ -6,7 +6,9 @@ the time goes on CPU), and :func:`features_from_uniforms` turns them into featur
 instance's feature probabilities. One uniform per feature gives both the mask and the
 magnitude: feature ``i`` is active iff ``u < p_i`` and then takes ``u / p_i``, which is
 ``U[0, 1)`` given that it is active. Instances of one seed can therefore share the draw
-(common random numbers) while each keeps its own ``p``.
+(common random numbers) while each keeps its own ``p``. Signed inputs (the computation
+model's, ``signed=True``) map an active magnitude ``v`` to ``2 v - 1``, uniform on
+``[-1, 1)``, from the same uniform.
 
 Feature order inside a vector: correlated sets, then anticorrelated sets, then the
 independent rest (as in the paper's notebook).
@@ -159,8 +161,14 @@ def draw_uniforms(key: Array, batch_size: int, structure: FeatureStructure,
     return {"u": jax.random.uniform(k1, shape_u), "set_u": jax.random.uniform(k2, shape_s)}
 
 
+def _value(magnitude: Array, signed: bool) -> Array:
+    """An active feature's value from its ``U[0, 1)`` magnitude: itself, or ``2 v - 1``."""
+    return 2.0 * magnitude - 1.0 if signed else magnitude
+
+
 def features_from_uniforms(
-    uniforms: dict[str, Array], feature_probability: Array, structure: FeatureStructure
+    uniforms: dict[str, Array], feature_probability: Array, structure: FeatureStructure,
+    signed: bool = False,
 ) -> Array:
     """Features ``x: [batch, n]`` for one instance from shared uniforms.
 
@@ -169,11 +177,13 @@ def features_from_uniforms(
       feature_probability: ``[n]`` probability that each feature is active (``1 - S``). For a
         set, the probability of its first member is the set's probability.
       structure: the static feature structure.
+      signed: active features are uniform on ``[-1, 1)`` instead of ``[0, 1)`` (same
+        uniforms, same masks).
     """
     u = uniforms["u"]
     p = feature_probability
     if structure.independent:
-        return jnp.where(u < p, u / p, 0.0)
+        return jnp.where(u < p, _value(u / p, signed), 0.0)
 
     parts = []
     set_u = uniforms["set_u"]
@@ -182,7 +192,8 @@ def features_from_uniforms(
         uc = u[:, : nc * kc].reshape(-1, nc, kc)
         pc = p[: nc * kc].reshape(nc, kc)[:, 0]
         active = set_u[:, :nc] < pc  # [batch, sets]
-        parts.append(jnp.where(active[:, :, None], uc, 0.0).reshape(-1, nc * kc))
+        parts.append(jnp.where(active[:, :, None], _value(uc, signed), 0.0)
+                     .reshape(-1, nc * kc))
     na, ka = structure.anticorrelated_sets, structure.anticorrelated_size
     if na:
         start = nc * kc
@@ -196,20 +207,21 @@ def features_from_uniforms(
             fire = active[:, :, None] & (member[:, :, None] == jnp.arange(ka))
         else:  # arena pairs: feature 2k fires iff s <= p, feature 2k+1 iff 1 - s <= p
             fire = jnp.stack([s <= pa, 1.0 - s <= pa], axis=-1)
-        parts.append(jnp.where(fire, ua, 0.0).reshape(-1, na * ka))
+        parts.append(jnp.where(fire, _value(ua, signed), 0.0).reshape(-1, na * ka))
     rest = structure.n_structured
     if rest < structure.n_features:
         ur, pr = u[:, rest:], p[rest:]
-        parts.append(jnp.where(ur < pr, ur / pr, 0.0))
+        parts.append(jnp.where(ur < pr, _value(ur / pr, signed), 0.0))
     return jnp.concatenate(parts, axis=1)
 
 
 def sample_features(
-    key: Array, feature_probability: Array, batch_size: int, structure: FeatureStructure
+    key: Array, feature_probability: Array, batch_size: int, structure: FeatureStructure,
+    signed: bool = False,
 ) -> Array:
     """Convenience: draw and build one instance's batch ``[batch, n]`` in one call."""
     return features_from_uniforms(
-        draw_uniforms(key, batch_size, structure), feature_probability, structure
+        draw_uniforms(key, batch_size, structure), feature_probability, structure, signed
     )
 
 
@@ -236,6 +248,8 @@ class DataPlan:
         hashed batch is a different draw). Measured on a 2-core CPU (experiments.benchmark):
         for n=5, m=2 the step costs 3.5x less CPU time feature-major; from n=20 up
         batch-major is as fast or faster. Only for independent features with the hash.
+      signed: active features are uniform on ``[-1, 1)`` (the computation model's inputs)
+        instead of ``[0, 1)``.
     """
 
     structure: FeatureStructure
@@ -243,10 +257,11 @@ class DataPlan:
     rng_impl: str = "hash"
     shared: bool = True
     feature_major: bool = False
+    signed: bool = False
 
     @classmethod
     def create(cls, structure: FeatureStructure, batch_size: int, rng_impl: str = "hash", *,
-               shared: bool = True) -> DataPlan:
+               shared: bool = True, signed: bool = False) -> DataPlan:
         """The plan for a sweep; the layout follows from the structure and the backend.
 
         Args:
@@ -254,13 +269,14 @@ class DataPlan:
           batch_size: examples per batch.
           rng_impl: ``"hash"`` or a :func:`jax.random.key` implementation name.
           shared: one stream per seed (``True``) or per instance.
+          signed: active features uniform on ``[-1, 1)``.
 
         Returns:
           The plan, with ``feature_major`` chosen by the measured rule above.
         """
         feature_major = (rng_impl == "hash" and structure.independent
                          and structure.n_features < FEATURE_MAJOR_BELOW)
-        return cls(structure, batch_size, rng_impl, shared, feature_major)
+        return cls(structure, batch_size, rng_impl, shared, feature_major, signed)
 
     @property
     def fused(self) -> bool:
@@ -327,9 +343,9 @@ class DataPlan:
         if self.feature_major:
             u = hash_uniform(step_input, self.batch_shape)
             p = feature_probability[:, None]
-            return jnp.where(u < p, u / p, 0.0)
+            return jnp.where(u < p, _value(u / p, self.signed), 0.0)
         if isinstance(step_input, dict):
             u = step_input
         else:
             u = draw_uniforms(step_input, self.batch_size, self.structure, fused=self.fused)
-        return features_from_uniforms(u, feature_probability, self.structure)
+        return features_from_uniforms(u, feature_probability, self.structure, self.signed)

@@ -207,13 +207,12 @@ PRESETS = {
 
 # ----------------------------------------------------------------------------------------
 # Same-sample losses and the attainable loss of each kind
+#
+# A kind is measured against the attainable loss of its lattice family,
+# ``layers.KINDS[kind].lattice``: the kinds whose effective weights are ``gamma * T`` with one
+# scale per tensor share the per-tensor ternary lattice (bitlinear's 8-bit activations are
+# left out of the same-sample loss, which uses float activations).
 
-#: Which attainable loss a kind is measured against: the kinds whose effective weights are
-#: ``gamma * T`` with one scale per tensor share the per-tensor ternary lattice (bitlinear's
-#: 8-bit activations are left out of the same-sample loss, which uses float activations).
-FAMILY = {"dense": "dense", "ternary": "ternary", "twn": "ternary", "bitlinear": "ternary",
-          "ternary_absmean_grad": "ternary", "ternary_lsq": "ternary",
-          "ternary_per_feature": "ternary_per_feature", "binary": "binary"}
 #: The experiments share one recipe per run: the one chosen for this kind.
 SHARED_BY = "ternary"
 #: Within this factor of its attainable loss an instance counts as having reached it.
@@ -313,7 +312,7 @@ def attainable_references(parts: Mapping[str, LoadedSweep], infos: Mapping[str, 
             for kind in np.unique(kinds):
                 sel = live & (kinds == kind) & (probs == p)
                 if sel.any():
-                    add(key, FAMILY[kind], np.min(loss[sel]), f"trained {kind}")
+                    add(key, layers.KINDS[kind].lattice, np.min(loss[sel]), f"trained {kind}")
         if info["budget"] == longest[info["setting"]]:
             dense = np.flatnonzero(live & (kinds == "dense"))
             n = sweep.config.n_features
@@ -382,7 +381,7 @@ def cell_rows(parts: Mapping[str, LoadedSweep], infos: Mapping[str, dict],
         for kind in sweep.config.kind:
             for p in sweep.config.feature_probability:
                 ref = refs.get((info["setting"], float(p)), {})
-                att, source = ref.get(FAMILY[kind], (np.nan, ""))
+                att, source = ref.get(layers.KINDS[kind].lattice, (np.nan, ""))
                 dense_ref = ref.get("dense", (np.nan, ""))[0]
                 for lr in sweep.config.lr:
                     idx = sweep.select(kind=kind, feature_probability=p, lr=lr)
@@ -536,11 +535,6 @@ def _markdown(best: list[dict], chosen: list[dict]) -> str:
 
 # ----------------------------------------------------------------------------------------
 # Figures
-
-def _colour(kind: str) -> str:
-    c = plots.kind_color(kind)
-    return c if c != "tab:gray" else f"C{6 + ALL_KINDS.index(kind) % 4}"
-
 
 def _lr_of(chosen: list[dict], kind: str) -> float | None:
     c = next((c for c in chosen if c["kind"] == kind), None)

@@ -8,7 +8,7 @@ pairs onto their sum direction. The BitNet study reported "the same geometry, te
 looking more orthogonal" from one seed. With many seeds and 95% CIs: is that so?
 
 Command:  python -m experiments.correlated             (paper preset on GPU/TPU, quick on CPU)
-          python -m experiments.correlated --preset quick --seeds 6
+          python -m experiments.correlated --preset quick --n-seeds 6
 
 Parts (uniform importance, kinds dense + ternary (b1.58, per-tensor scale), seeds = restarts;
 feature order: sets first; densities p = probability that a SET is active):
@@ -32,7 +32,7 @@ Presets:
 
 Runtime (2-core CPU of the dev machine): quick 4m04s-4m16s wall in two runs while other
 jobs kept the load at ~5 (five parts; training 12-82 s per part, the rest compiling,
-checkpointing and plotting); quick with --seeds 10: 3 min 56 s (results/correlated); tiny
+checkpointing and plotting); quick with --n-seeds 10: 3 min 56 s (results/correlated); tiny
 33 s; paper preset on CPU not measured (about 18 min by --dry-run). One NVIDIA H200
 (jax 0.11.2): the paper preset (five parts, 1,200 instances, 10,000 steps) 74 s wall, run side
 by side with four other experiments on the same GPU (results/correlated/manifest.json).
@@ -72,19 +72,14 @@ from pathlib import Path
 
 import numpy as np
 
+from bitjax.analysis import geometry, stats
 from bitjax.analysis import grid as analysis
-from bitjax.analysis import stats
 from bitjax.analysis.results import LoadedSweep
 from bitjax.config import SweepConfig
 from bitjax.report import plots
 from bitjax.report.tables import run_label
 from experiments._cli import Experiment, main
 
-NORM_THRESHOLD = analysis.NORM_THRESHOLD
-COLLAPSE_COS = analysis.COLLAPSE_COS
-COLLAPSE_NORM = analysis.COLLAPSE_NORM
-ORTHOGONAL_COS = analysis.ORTHOGONAL_COS
-ANTIPODAL_COS = analysis.ANTIPODAL_COS
 KINDS = ("dense", "ternary")
 PAIR_PARTS = ("corr_pairs", "anti_pairs", "three_corr")
 SET_PARTS = ("sets20", "anti20")
@@ -137,16 +132,9 @@ PRESETS = {
 
 
 # ------------------------------------------------------------------------------------------
-# Measurements on effective weights [I, m, n]: shared with the findings, in bitjax.analysis.grid.
+# Measurements on effective weights [I, m, n] live in bitjax.analysis.geometry (shared with
+# the findings).
 # ------------------------------------------------------------------------------------------
-
-set_ids = analysis.set_ids
-pair_cosines = analysis.pair_cosines
-within_pair_cos = analysis.within_pair_cos
-collapse_fraction = analysis.collapse_fraction
-pair_geometry_fractions = analysis.pair_geometry_fractions
-set_interference = analysis.set_interference
-instance_measures = analysis.instance_measures
 
 
 def seed_table(sweep: LoadedSweep, values: np.ndarray,
@@ -216,7 +204,7 @@ def _best_grid(sweep: LoadedSweep, size: tuple[float, float]):
 def draw_weights(part: LoadedSweep, meas: dict[str, np.ndarray], out: Path,
                  label: str = "") -> list[Path]:
     cfg = part.config
-    ids = set_ids(cfg)
+    ids = geometry.set_ids(cfg)
     fig, axes, cells = _best_grid(part, size=(2.1, 2.3))
     for ax, kind, p, i in cells:
         extra = ""
@@ -237,7 +225,7 @@ def draw_weights(part: LoadedSweep, meas: dict[str, np.ndarray], out: Path,
 
 def draw_grams(part: LoadedSweep, out: Path, label: str = "") -> list[Path]:
     cfg = part.config
-    ids = set_ids(cfg)
+    ids = geometry.set_ids(cfg)
     cuts = np.flatnonzero(np.diff(ids)) + 0.5
     fig, axes, cells = _best_grid(part, size=(2.2, 2.3))
     im = None
@@ -367,7 +355,7 @@ def analyse(parts: Mapping[str, LoadedSweep], out: Path) -> list[Path]:
 
     files: list[Path] = []
     label = run_label(parts)
-    meas = {name: instance_measures(part) for name, part in parts.items()}
+    meas = {name: geometry.instance_measures(part) for name, part in parts.items()}
     rows, inst_rows = [], []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN cells (nothing represented)

@@ -52,10 +52,9 @@ from pathlib import Path
 import numpy as np
 
 from bitjax import convergence
+from bitjax.analysis import geometry, metrics, onsets, stats
 from bitjax.analysis import grid as analysis
-from bitjax.analysis import stats
 from bitjax.analysis import verdicts as vd
-from bitjax.analysis.representable import configuration_name
 from bitjax.analysis.results import LoadedSweep, SweepCollection, load_experiment
 from bitjax.analysis.verdicts import Rule
 from bitjax.store import files as io
@@ -70,6 +69,9 @@ SHARED_SHARE = 0.95
 N_BOOT = 2000
 #: The kinds compared.
 TERNARY, DENSE = "ternary", "dense"
+#: The m=2 configuration of the antipodal claim (a label of
+#: :data:`bitjax.analysis.metrics.GEOMETRY_M2_LABELS`).
+ANTIPODAL_PAIRS = "two_antipodal_pairs"
 #: Relative tolerance when the representable tables' trained losses are checked against the
 #: run (a table from another run must not be used).
 TABLE_RTOL = 1e-3
@@ -86,7 +88,7 @@ class Claim:
       value: key of :data:`VALUES`, the per-instance quantity.
       summary: "mean" (per seed, the mean over the cells of ternary - dense) or "onset"
         (per seed and kind, the sustained onset of ``value >= level`` in log10(1-S),
-        :func:`bitjax.analysis.verdicts.onset_per_seed`; the seed's value is ternary - dense).
+        :func:`bitjax.analysis.onsets.bounded_onset`; the seed's value is ternary - dense).
       p_range: the cells used, ``lo <= 1-S <= hi`` (the whole run's grid by default).
       level: the onset's crossing level (onset summaries only).
       exact: use results/representable/intro_exact.csv for the optimum view (intro only).
@@ -120,12 +122,14 @@ def _rule(key, claim, test, measure, unit, margin, direction, theory) -> Rule:
 #: 10-feature basis).
 CLAIMS: tuple[Claim, ...] = (
     Claim(_rule("emerges", "Superposition emerges much as in dense models", "equivalence",
-                "mean over the cells of the features represented (||W_i|| > 0.5)",
-                "features", 1.0, 0, "same"), "sparsity", "relu", "n_represented"),
+                "mean over the cells of the features represented (||W_i|| > "
+                f"{metrics.DEFAULT_THRESHOLD:g})", "features", 1.0, 0, "same"),
+          "sparsity", "relu", "n_represented"),
     Claim(_rule("onset_superposition", "A later onset of superposition (sparsity zoom)",
-                "difference", "onset in log10(1-S) of max_{i>=m} ||W_i|| >= 0.5 "
-                "(a less important feature represented)", "decades", 0.1, -1, "same"),
-          "sparsity", "zoom", "max_extra_norm", "onset", level=0.5),
+                "difference", "onset in log10(1-S) of max_{i>=m} ||W_i|| >= "
+                f"{metrics.DEFAULT_THRESHOLD:g} (a less important feature represented)",
+                "decades", 0.1, -1, "same"),
+          "sparsity", "zoom", "max_extra_norm", "onset", level=metrics.DEFAULT_THRESHOLD),
     Claim(_rule("onset_superposition_uniform", "A later onset of superposition (uniform "
                 "importance)", "difference", "onset in log10(1-S) of 1/D* >= 1.25 "
                 "(D* <= 0.8)", "decades", 0.1, -1, "same"),
@@ -135,7 +139,7 @@ CLAIMS: tuple[Claim, ...] = (
           "sparsity", "relu", "negative_min_bias", "onset", level=0.01),
     Claim(_rule("antipodal_range", "A wider sparsity range with only antipodal structure",
                 "difference", "share of the cells whose configuration is two antipodal "
-                "pairs (bitjax.analysis.representable.configuration_name)", "", 0.1, 1,
+                "pairs (bitjax.analysis.metrics.geometry_m2)", "", 0.1, 1,
                 "different"),
           "intro", "intro", "two_antipodal_pairs", exact=True),
     Claim(_rule("less_superposition", "Around some sparsities, less superposition for a "
@@ -167,13 +171,14 @@ CLAIMS: tuple[Claim, ...] = (
 
 
 def _antipodal(sweep: LoadedSweep) -> np.ndarray:
-    """1.0 where the instance's m=2 configuration is two antipodal pairs (not collapsed)."""
+    """1.0 where the instance's m=2 configuration is two antipodal pairs
+    (:func:`bitjax.analysis.metrics.geometry_m2`, the configuration metrics.csv and the
+    figures name)."""
     if sweep.config.n_hidden != 2:
         raise ValueError(f"{sweep.path}: the configuration names need m = 2, this run has "
                          f"m = {sweep.config.n_hidden}")
-    names = [configuration_name(w) for w in np.asarray(sweep.W_eff, np.float64)]
-    return np.array([n.startswith("two antipodal pairs") and "collapsed" not in n
-                     for n in names], dtype=np.float64)
+    code = metrics.GEOMETRY_M2_LABELS.index(ANTIPODAL_PAIRS)
+    return (sweep.metrics()["geometry_m2"] == code).astype(np.float64)
 
 
 #: Per-instance quantities ``[I]`` the claims read (effective weights, gamma * T for ternary).
@@ -186,22 +191,13 @@ VALUES: dict[str, Callable[[LoadedSweep], np.ndarray]] = {
     "two_antipodal_pairs": _antipodal,
     "superposition_represented":
         lambda s: analysis.instance_quantities(s)["superposition_represented"],
-    "abs_within_pair_cos": lambda s: np.abs(analysis.instance_measures(s)["within_pair_cos"]),
-    "within_pair_cos": lambda s: analysis.instance_measures(s)["within_pair_cos"],
-    "within_set_abs_cos": lambda s: analysis.instance_measures(s)["within_set_abs_cos"],
+    "abs_within_pair_cos": lambda s: np.abs(geometry.instance_measures(s)["within_pair_cos"]),
+    "within_pair_cos": lambda s: geometry.instance_measures(s)["within_pair_cos"],
+    "within_set_abs_cos": lambda s: geometry.instance_measures(s)["within_set_abs_cos"],
 }
 
 
 # ---- loading --------------------------------------------------------------------------------
-
-
-def paired(sweep: LoadedSweep, values: np.ndarray, a: str = TERNARY, b: str = DENSE,
-           **where) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(values of a, values of b, a - b)`` over cells that differ only in kind.
-
-    See :func:`bitjax.analysis.grid.paired`; ``where`` restricts the cells by grid label.
-    """
-    return analysis.paired(sweep, values, a, b, **where)
 
 
 def _load(results: Path, name: str) -> SweepCollection:
@@ -273,7 +269,7 @@ def per_seed(claim: Claim, g: Grid) -> tuple[np.ndarray, dict[str, np.ndarray], 
     if claim.summary == "onset":
         by, cens = {}, {}
         for k in (TERNARY, DENSE):
-            by[k], cens[k] = vd.onset_per_seed(g.p, g.value[k], claim.level)
+            by[k], cens[k] = onsets.bounded_onset(g.p, g.value[k], claim.level)
         return by[TERNARY] - by[DENSE], by, {"censored": cens}
     with stats.quiet_nan_warnings():
         diff = np.nanmean(g.value[TERNARY] - g.value[DENSE], axis=1)
@@ -327,28 +323,31 @@ def bounds_for(results: Path, claim: Claim, g: Grid) -> Bounds:
     out = {k: np.full(shape, np.nan)
            for k in ("bound", "dense", "trained", "run_trained", "tight")}
     seed_ix = {int(s): i for i, s in enumerate(g.seeds)}
+    # A cell by its label: the table writes 1-S with 7 significant digits (bitjax.store.files
+    # .write_csv), so the grid's labels are formatted the same way.
+    p_ix = {f"{float(p):.7g}": j for j, p in enumerate(g.p)}
     for r in rows:
         i = seed_ix.get(int(r["seed"]))
-        j = np.flatnonzero(np.isclose(g.p, float(r["feature_probability"]), rtol=1e-5))
-        if i is None or j.size == 0:
+        j = p_ix.get(r["feature_probability"])
+        if i is None or j is None:
             continue
         if r.get("best_known_ternary"):
             # bitjax.analysis.best_ternary: the best-known solution on the stratified estimator
-            out["bound"][i, j[0]] = float(r["best_known_ternary"])
-            out["tight"][i, j[0]] = float(r["best_known_tight"] == "True")
-            out["dense"][i, j[0]] = float(r["estimator_dense_loss"])
-            out["trained"][i, j[0]] = float(r["trained_ternary_estimated"])
+            out["bound"][i, j] = float(r["best_known_ternary"])
+            out["tight"][i, j] = float(r["best_known_tight"] == "True")
+            out["dense"][i, j] = float(r["estimator_dense_loss"])
+            out["trained"][i, j] = float(r["trained_ternary_estimated"])
         else:  # tables written before the best-known columns existed
             cand = [float(r["attainable_ternary"]),
                     float(r.get("exact_ternary", "nan") or "nan")]
             cand = [c for c in cand if np.isfinite(c)]
-            out["bound"][i, j[0]] = min(cand) if cand else np.nan
+            out["bound"][i, j] = min(cand) if cand else np.nan
             # The bound is the optimum where it was enumerated or the dense solution is
             # axis-alignable; elsewhere it is only an upper bound.
-            out["tight"][i, j[0]] = float(len(cand) == 2 or r["alignable"] == "True")
-            out["dense"][i, j[0]] = float(r["dense_loss"])
-            out["trained"][i, j[0]] = float(r["trained_ternary_loss"])
-        out["run_trained"][i, j[0]] = float(r["trained_ternary_final_loss"])
+            out["tight"][i, j] = float(len(cand) == 2 or r["alignable"] == "True")
+            out["dense"][i, j] = float(r["dense_loss"])
+            out["trained"][i, j] = float(r["trained_ternary_loss"])
+        out["run_trained"][i, j] = float(r["trained_ternary_final_loss"])
     if np.isnan(out["bound"]).any():
         return Bounds(False, f"{path.name} lacks {int(np.isnan(out['bound']).sum())} of "
                              f"{out['bound'].size} cells of {claim.where}")
@@ -543,8 +542,10 @@ def exact_intro(results: Path, claim: Claim) -> tuple[str, tuple[str, str] | Non
     if not path.exists():
         return f"no {path.name}", None
     rows = io.read_csv(path)
-    def antipodal(name: str) -> bool:
-        return name.startswith("two antipodal pairs") and "collapsed" not in name
+    words = metrics.geometry_m2_words(metrics.GEOMETRY_M2_LABELS.index(ANTIPODAL_PAIRS))
+
+    def antipodal(name: str) -> bool:  # the table's words, with the lattice frame after them
+        return name.startswith(words)
 
     t = np.array([antipodal(r["configuration"]) for r in rows])
     d = np.array([antipodal(r["dense_best_configuration"]) for r in rows])
@@ -689,7 +690,7 @@ def render(results: list[Result], folder: Path) -> str:
         "stated cells, or the difference of the two onsets), never one value per cell.",
         "- Onsets: per seed and kind, the sustained crossing of the stated level, linearly "
         "interpolated in log10(1-S) between the grid points around it "
-        "(bitjax.analysis.verdicts.onset_per_seed); an onset outside the grid takes the "
+        "(bitjax.analysis.onsets.bounded_onset); an onset outside the grid takes the "
         "grid's edge "
         "as a bound.",
         "- Loss gap (the primary quantity): (L_ternary - L_dense) / L_zero per cell (L_zero: "

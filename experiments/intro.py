@@ -11,7 +11,7 @@ represent as many features? Seeds are restarts; the figures show the best seed b
 (as the paper keeps the best restart), the curves and table average over all seeds.
 
 Command:  python -m experiments.intro              (paper preset on GPU/TPU, quick on CPU)
-          python -m experiments.intro --preset quick --seeds 8
+          python -m experiments.intro --preset quick --n-seeds 8
 
 Presets:
   paper  n=5, m=2, I=0.9^i, 19 feature probabilities 20^-linspace(0,1,19) (every other one
@@ -87,14 +87,6 @@ PRESETS = {
 # Tables
 
 
-def geometry_name(code: int) -> str:
-    """Words for a :func:`bitjax.analysis.metrics.geometry_m2` code (the label of metrics.csv's
-    ``geometry_m2`` column, underscores as spaces)."""
-    if not 0 <= code < len(metrics.GEOMETRY_M2_LABELS):
-        return "not m = 2"
-    return metrics.GEOMETRY_M2_LABELS[code].replace("_", " ")
-
-
 def _geometry_counts(codes: np.ndarray) -> str:
     """``"two_antipodal_pairs:12 fan:5"``: seeds per configuration, most frequent first
     (codes below 0, diverged instances, are left out)."""
@@ -136,7 +128,7 @@ def summary_rows(sweep: LoadedSweep) -> list[dict]:
                 "best_seed": None if b < 0 else int(c["seed"][b]),
                 "best_seed_loss": np.nan if b < 0 else float(sweep.loss[b]),
                 "best_seed_n_represented": None if b < 0 else int(m["n_represented"][b]),
-                "best_seed_geometry": "" if b < 0 else geometry_name(int(geometry[b])),
+                "best_seed_geometry": "" if b < 0 else metrics.geometry_m2_words(int(geometry[b])),
                 "geometry_counts": _geometry_counts(
                     geometry_grid.sel(kind=kind).isel(feature_probability=pi).values),
             })
@@ -182,7 +174,7 @@ def _draw_diagrams(sweep: LoadedSweep, out: Path, label: str) -> list[Path]:
                 continue
             plots.weight_diagram_2d(ax, sweep.W_eff[best], importance=colour_scale)
             # The configuration's name, as in metrics.csv's geometry_m2 column.
-            ax.set_title(head + geometry_name(int(m["geometry_m2"][best])), fontsize=7)
+            ax.set_title(head + metrics.geometry_m2_words(int(m["geometry_m2"][best])), fontsize=7)
             ax.set_xlabel(f"{int(m['n_represented'][best])} repr., seed "
                           f"{int(c['seed'][best])}", fontsize=6, labelpad=2)
         axes[r, 0].set_ylabel(kind, fontsize=9)

@@ -7,7 +7,7 @@ the feature density 1-S, and find three phases for the extra feature: dropped, s
 ternarisation (per-tensor absmean scale) move the phase boundaries?
 
 Command:  python -m experiments.phase                (paper preset on GPU/TPU, quick on CPU)
-          python -m experiments.phase --preset quick --seeds 4
+          python -m experiments.phase --preset quick --n-seeds 4
 
 Presets (parts "n2m1": n=2, m=1, importance (1, r); "n3m2": n=3, m=2, importance (1, 1, r);
 the same density 1-S for every feature; kinds dense + ternary; seeds = restarts per cell):
@@ -23,8 +23,10 @@ not measured (about 1 h 50 min by --dry-run). One NVIDIA H200 (jax 0.11.2): the 
 (2 x 18,000 instances, 10,000 steps, batch 1024) 113 s wall, run side by side with four other
 experiments on the same GPU (results/phase/manifest.json).
 
-Classification (of the extra feature's EFFECTIVE column W_x, gamma*T for ternary), threshold
-0.5 on the norm as in :data:`bitjax.analysis.metrics.DEFAULT_THRESHOLD`:
+Classification (of the extra feature's EFFECTIVE column W_x, gamma*T for ternary):
+:func:`bitjax.analysis.metrics.extra_feature_phase`, the library's one extra-feature
+classifier, with the represented threshold 0.5 on the norm
+(:data:`bitjax.analysis.metrics.DEFAULT_THRESHOLD`) and its |cos| cut 0.3:
   dropped     ||W_x|| < 0.5;
   dedicated   otherwise, if |cos(W_x, W_j)| < 0.3 for every other feature j that is itself
               represented (||W_j|| >= 0.5);
@@ -42,8 +44,10 @@ the idealised solutions with features x_i = 0 w.p. S else U[0,1), density p = 1-
   r >= 1      W = (0, 1), b = (p/2, 0):    L = p/3 - p^2/4      (extra dedicated).
 Superposition wins for p < 4r/(2+5r) (r <= 1) and p < 4/(5+2r) (r >= 1): the spec's "s" is
 the DENSITY 1-S (0.571 at r=1, 0.16 at r=0.1 and r=10), i.e. superposition below the curve,
-on the sparse side. :func:`ideal_losses` holds these formulas; the tests check them against
-a Monte Carlo estimate and check that they cross at :func:`closed_form_boundary`.
+on the sparse side. :func:`bitjax.analysis.representable.idealised_n2m1` holds these
+formulas in bitjax's units (the mean over the two features, half the sums above) and
+:func:`bitjax.analysis.representable.closed_form_boundary` the boundary; the tests check
+them against a Monte Carlo estimate and check that the losses cross at the boundary.
 
 Outputs (in --out, per part in --out/<part>/: sweep.json, metrics.csv, features.csv.gz,
 checkpoints/): phase_<part>.{png,pdf} (best-restart phase per cell, dense | ternary;
@@ -63,19 +67,17 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from bitjax.analysis import metrics
+from bitjax.analysis import representable as rep
 from bitjax.analysis.results import LoadedSweep
 from bitjax.config import SweepConfig, importance_vector
 from bitjax.report import plots
 from bitjax.report.tables import run_label
 from experiments._cli import Experiment, main
 
-#: Phase names in code order (0, 1, 2) and their colours in every figure.
-PHASES = ("dropped", "dedicated", "superposed")
-PHASE_COLORS = tuple(plots.PHASE_COLORS[p] for p in PHASES)
-#: Extra feature counts as represented above this norm (bitjax's default threshold).
-NORM_THRESHOLD = 0.5
-#: Dedicated dimension: |cos| with every other represented feature below this.
-COS_THRESHOLD = 0.3
+#: The colours of the phases in every figure, in code order (0, 1, 2 of
+#: :data:`bitjax.analysis.metrics.EXTRA_PHASES`).
+PHASE_COLORS = tuple(plots.PHASE_COLORS[p] for p in metrics.EXTRA_PHASES)
 PARTS = {"n2m1": (2, 1), "n3m2": (3, 2)}
 
 
@@ -84,83 +86,17 @@ PARTS = {"n2m1": (2, 1), "n3m2": (3, 2)}
 # ------------------------------------------------------------------------------------------
 
 
-def ideal_losses(r, density):
-    """Summed importance-weighted losses of the idealised n=2, m=1 solutions.
-
-    Feature 1 has importance 1, the extra feature importance ``r``; both have density ``p``.
-    Returns ``{"superposed": (1+r) p^2/6, "dropped": r (p/3 - p^2/4),
-    "dedicated": p/3 - p^2/4}``: ``dropped`` keeps feature 1 (bias p/2 on the extra one),
-    ``dedicated`` gives the extra feature the dimension and drops feature 1. (bitjax's loss
-    is the mean over features, half of these; comparisons are unaffected.)
-    """
-    r = np.asarray(r, dtype=np.float64)
-    p = np.asarray(density, dtype=np.float64)
-    var = p / 3 - p**2 / 4
-    return {"superposed": (1 + r) * p**2 / 6, "dropped": r * var, "dedicated": var}
-
-
-def closed_form_boundary(r):
-    """Density ``1-S`` below which superposition beats both non-superposed solutions.
-
-    ``4r/(2+5r)`` for ``r <= 1`` and ``4/(5+2r)`` for ``r >= 1`` (0.571 at r=1, 0.16 at
-    r=0.1 and r=10); from equating :func:`ideal_losses`.
-    """
-    r = np.asarray(r, dtype=np.float64)
-    return np.where(r <= 1, 4 * r / (2 + 5 * r), 4 / (5 + 2 * r))
-
-
-def ideal_min_loss(r, density, n_features: int = 2):
-    """Lowest idealised n=2, m=1 loss in bitjax's units (mean over features, not sum)."""
-    losses = ideal_losses(r, density)
-    return np.minimum.reduce([losses[k] for k in ("superposed", "dropped", "dedicated")]) \
-        / n_features
-
-
 def closed_form_phase(r, density):
     """Predicted phase code of the extra feature for n=2, m=1 (-1 at the r=1 tie)."""
     r = np.asarray(r, dtype=np.float64)
     p = np.asarray(density, dtype=np.float64)
     nonsup = np.where(np.isclose(r, 1.0), -1, np.where(r < 1, 0, 1))
-    return np.where(p < closed_form_boundary(r), 2, nonsup).astype(np.int64)
+    return np.where(p < rep.closed_form_boundary(r), 2, nonsup).astype(np.int64)
 
 
 # ------------------------------------------------------------------------------------------
 # Classification of trained instances.
 # ------------------------------------------------------------------------------------------
-
-
-def extra_feature_stats(w: np.ndarray, threshold: float = NORM_THRESHOLD):
-    """Norm of the last feature and its max |cos| with the other represented features.
-
-    Args:
-      w: effective weights ``[I, m, n]`` (or one instance ``[m, n]``).
-    Returns:
-      ``(norm [I], max_abs_cos [I])``; ``max_abs_cos`` is 0 when no other feature is
-      represented.
-    """
-    w = np.asarray(w, dtype=np.float64)
-    if w.ndim == 2:
-        w = w[None]
-    norms = np.linalg.norm(w, axis=1)  # [I, n]
-    x = w[:, :, -1]  # [I, m]
-    dots = np.einsum("im,imn->in", x, w[:, :, :-1])
-    cos = np.abs(dots) / np.maximum(norms[:, -1:] * norms[:, :-1], 1e-12)
-    cos = np.where(norms[:, :-1] >= threshold, cos, 0.0)
-    return norms[:, -1], cos.max(axis=1) if cos.shape[1] else np.zeros(len(w))
-
-
-def classify_extra(w: np.ndarray, threshold: float = NORM_THRESHOLD,
-                   cos_threshold: float = COS_THRESHOLD) -> np.ndarray:
-    """Phase code per instance (0 dropped, 1 dedicated, 2 superposed) of the LAST feature.
-
-    Args:
-      w: effective weights ``[I, m, n]`` or ``[m, n]``.
-      threshold: norm below which the extra feature counts as dropped.
-      cos_threshold: a represented extra feature whose |cos| with every other represented
-        feature is below this has a dedicated dimension; otherwise it is superposed.
-    """
-    norm, max_cos = extra_feature_stats(w, threshold)
-    return np.where(norm < threshold, 0, np.where(max_cos < cos_threshold, 1, 2))
 
 
 # ------------------------------------------------------------------------------------------
@@ -215,8 +151,8 @@ def phase_table(sweep: LoadedSweep) -> dict:
     cfg = sweep.config
     t = sweep.default_threshold
     cell = ("kind", "seed", "importance", "feature_probability")
-    codes_i = classify_extra(sweep.W_eff, t)
-    norm_i, cos_i = extra_feature_stats(sweep.W_eff, t)
+    codes_i = metrics.extra_feature_phase(sweep.W_eff, t)
+    norm_i, cos_i = metrics.extra_feature_stats(sweep.W_eff, t)
     grid = {name: one_cell_per(sweep.grid(v), cell).transpose(*cell)
             for name, v in (("code", codes_i), ("diverged", sweep.diverged),
                             ("loss", sweep.loss), ("instance", np.arange(sweep.n_instances)))}
@@ -262,9 +198,9 @@ def _edges(v: np.ndarray) -> np.ndarray:
 
 def _draw_boundary(ax, label: bool):
     r = np.geomspace(0.1, 10, 400)
-    ax.plot(r, closed_form_boundary(r), color="k", lw=1.5,
+    ax.plot(r, rep.closed_form_boundary(r), color="k", lw=1.5,
             label="closed form: superposition below" if label else None)
-    ax.plot([1, 1], [closed_form_boundary(1.0), 1.0], color="k", lw=1.5, ls="--",
+    ax.plot([1, 1], [rep.closed_form_boundary(1.0), 1.0], color="k", lw=1.5, ls="--",
             label="closed form: dropped | dedicated" if label else None)
 
 
@@ -274,19 +210,21 @@ def agreement(table: dict, kind: str) -> dict[str, float]:
     ``all``: over every cell with a prediction; ``away``: only cells more than one grid step
     (in log density) from the boundary curve; ``restarts``: over all restarts, weighted by
     the restart fractions. ``median_loss_over_ideal``: median over cells of the best
-    restart's final loss divided by the lowest idealised loss (:func:`ideal_min_loss`); about
-    1 or below when training found the idealised optimum (learned biases can beat it).
+    restart's final loss divided by the lowest idealised loss
+    (:func:`bitjax.analysis.representable.idealised_n2m1`, in bitjax's units: the mean over
+    features); about 1 or below when training found the idealised optimum (learned biases
+    can beat it).
     """
     rr, pp = np.meshgrid(table["r"], table["p"], indexing="ij")
     pred = closed_form_phase(rr, pp)
     t = table[kind]
     ok = (pred >= 0) & (t["best"] >= 0)
     step = np.diff(np.log(table["p"])).mean() if len(table["p"]) > 1 else 1.0
-    away = ok & (np.abs(np.log(pp) - np.log(closed_form_boundary(rr))) > step)
+    away = ok & (np.abs(np.log(pp) - np.log(rep.closed_form_boundary(rr))) > step)
     match = t["best"] == pred
     frac_match = np.take_along_axis(np.nan_to_num(t["frac"]),
                                     np.clip(pred, 0, 2)[None], axis=0)[0]
-    ideal = ideal_min_loss(rr, pp)
+    ideal = rep.idealised_n2m1(rr, pp)["best"]
     ratio = t["best_loss"] / ideal
     return {
         "median_loss_over_ideal": float(np.nanmedian(ratio)) if ok.any() else np.nan,
@@ -335,7 +273,7 @@ def analyse(parts: Mapping[str, LoadedSweep], out: Path) -> list[Path]:
             ax.set_title(title, fontsize=9)
         axes[0, 0].set_ylabel("feature density 1 - S")
         handles = [Patch(color=c, label=f"extra feature {p}")
-                   for p, c in zip(PHASES, PHASE_COLORS, strict=True)]
+                   for p, c in zip(metrics.EXTRA_PHASES, PHASE_COLORS, strict=True)]
         handles += axes[0, 0].get_legend_handles_labels()[0]
         fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8,
                    bbox_to_anchor=(0.5, -0.13 if is_n2m1 else -0.09), frameon=False)
@@ -347,7 +285,7 @@ def analyse(parts: Mapping[str, LoadedSweep], out: Path) -> list[Path]:
 
         fig, axes = plots.new_figure(len(kinds), 3, size=(3.4, 3.0), sharex=True, sharey=True)
         for row, kind in enumerate(kinds):
-            for k, phase in enumerate(PHASES):
+            for k, phase in enumerate(metrics.EXTRA_PHASES):
                 ax = axes[row, k]
                 im = ax.pcolormesh(rx, py, table[kind]["frac"][k].T, cmap="viridis",
                                    vmin=0, vmax=1)
@@ -376,7 +314,7 @@ def analyse(parts: Mapping[str, LoadedSweep], out: Path) -> list[Path]:
                     cell_rows.append({
                         "part": name, "kind": kind, "r": table["r"][ri],
                         "density": table["p"][pi],
-                        "best_phase": PHASES[b] if b >= 0 else "",
+                        "best_phase": metrics.EXTRA_PHASES[b] if b >= 0 else "",
                         "best_loss": t["best_loss"][ri, pi],
                         "best_extra_norm": t["best_norm"][ri, pi],
                         "best_extra_max_cos": t["best_cos"][ri, pi],
@@ -384,22 +322,23 @@ def analyse(parts: Mapping[str, LoadedSweep], out: Path) -> list[Path]:
                         "frac_dedicated": t["frac"][1, ri, pi],
                         "frac_superposed": t["frac"][2, ri, pi],
                         "n_restarts": t["n"][ri, pi],
-                        "closed_form": PHASES[pred[ri, pi]] if pred[ri, pi] >= 0 else "",
-                        "ideal_min_loss": (float(ideal_min_loss(table["r"][ri],
-                                                                table["p"][pi]))
-                                           if is_n2m1 else np.nan),
+                        "closed_form": (metrics.EXTRA_PHASES[pred[ri, pi]]
+                                        if pred[ri, pi] >= 0 else ""),
+                        "ideal_min_loss": (float(rep.idealised_n2m1(
+                            table["r"][ri], table["p"][pi])["best"]) if is_n2m1 else np.nan),
                     })
             valid = t["best"] >= 0
             row = {"part": name, "kind": kind, "n_cells": int(valid.sum()),
                    "restarts_per_cell": n_restarts}
-            for k, phase in enumerate(PHASES):
+            for k, phase in enumerate(metrics.EXTRA_PHASES):
                 row[f"share_{phase}"] = float(np.mean(t["best"][valid] == k))
                 row[f"restart_share_{phase}"] = float(np.nanmean(t["frac"][k]))
             row.update(agreement(table, kind) if is_n2m1 else {})
             summary_rows.append(row)
 
     cols = ["part", "kind", "n_cells", "restarts_per_cell",
-            *[f"share_{p}" for p in PHASES], *[f"restart_share_{p}" for p in PHASES],
+            *[f"share_{p}" for p in metrics.EXTRA_PHASES],
+            *[f"restart_share_{p}" for p in metrics.EXTRA_PHASES],
             "agreement_all", "agreement_away", "agreement_restarts", "n_cells_compared",
             "n_cells_away", "median_loss_over_ideal"]
     files.append(out / "phase_summary.csv")

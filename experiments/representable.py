@@ -64,7 +64,6 @@ RUNS = ("intro", "sparsity/relu", "sparsity/linear", "sparsity/zoom", "sparsity/
         "uniform", "correlated/corr_pairs",
         "correlated/anti_pairs", "correlated/three_corr", "correlated/sets20",
         "correlated/anti20", "phase/n2m1", "phase/n3m2")
-PHASES = ("dropped", "superposed", "dedicated")
 #: Largest n for which the exact enumeration runs on the committed experiments.
 EXACT_MAX_N = 6
 
@@ -80,6 +79,10 @@ def _parse(argv):
                     help=f"only these runs (default: all of {', '.join(RUNS)})")
     ap.add_argument("--no-best-known", dest="best_known", action="store_false",
                     help="skip the best-known ternary solutions (bitjax.analysis.best_ternary)")
+    ap.add_argument("--lattices", nargs="+", default=[], metavar="KIND",
+                    choices=("ternary_per_feature", "binary"),
+                    help="also the best-known solutions on these lattices, as run folders "
+                         "<out>/best_known_<KIND>/<experiment>")
     ap.add_argument("--no-phase-intro", dest="phase_intro", action="store_false",
                     help="skip the exact phase diagrams and the intro enumeration section")
     return ap.parse_args(argv)
@@ -207,6 +210,9 @@ def _experiment_table(name, run_dir, s, log, out=None):
         best = _best_known_part(name, sweep, dense, p, imp, twins.get("ternary"), s, out, log)
         for row, extra in zip(rows, _best_columns(best), strict=True):
             row.update(extra)
+        for kind in s.get("lattices", ()):
+            twin = _twins(sweep, dense, kind) if kind in set(kinds) else None
+            _best_known_part(name, sweep, dense, p, imp, twin, s, out, log, kind=kind)
     log(f"  {name}: {len(dense)} dense instances in {time.perf_counter() - t0:.1f} s")
     extra = None
     if best is not None:
@@ -215,7 +221,7 @@ def _experiment_table(name, run_dir, s, log, out=None):
     return rows, sweep, extra
 
 
-def _best_known_part(name, sweep, dense, p, imp, twin, s, out, log):
+def _best_known_part(name, sweep, dense, p, imp, twin, s, out, log, kind="ternary"):
     """(d) The best-known ternary solution of every dense instance, stored as a run folder
     ``<out>/best_known/<name>`` that bitjax.load_sweep opens (bitjax.analysis.best_ternary)."""
     import shutil
@@ -236,8 +242,8 @@ def _best_known_part(name, sweep, dense, p, imp, twin, s, out, log):
     best = bt.best_known(sweep.W_eff[dense], sweep.b[dense], p, imp, cfg.structure,
                          activation=cfg.activation, trained=trained, sample=sample,
                          fit_sample=fit, polish_steps=s["polish_steps"],
-                         exact_per_mask=s["exact_per_mask"], log=log)
-    folder = out / "best_known" / name
+                         exact_per_mask=s["exact_per_mask"], log=log, kind=kind)
+    folder = out / ("best_known" if kind == "ternary" else f"best_known_{kind}") / name
     if folder.exists():
         shutil.rmtree(folder)  # this script's own output of an earlier call
     seconds = time.perf_counter() - t0
@@ -248,7 +254,7 @@ def _best_known_part(name, sweep, dense, p, imp, twin, s, out, log):
         "fit_sample": {"rows": int(fit.x.shape[1]), "seed": 1},
         "runtime_s": {**best.seconds, "total": seconds}})
     methods = dict(zip(*np.unique(best.method, return_counts=True), strict=True))
-    log(f"  {name}: best-known ternary in {seconds:.1f} s; winners "
+    log(f"  {name}: best-known {kind} in {seconds:.1f} s; winners "
         + ", ".join(f"{k} {v}" for k, v in methods.items())
         + f"; tight {int(best.tight.sum())} of {len(best.tight)}")
     return best, seconds
@@ -497,11 +503,14 @@ def _phase_grid(n: int, k: int):
 
 def _exact_phase(n, m, dens, rs, p, imp, s):
     from bitjax import data
+    from bitjax.analysis import metrics
     from bitjax.analysis import representable as rep
 
     ex = rep.exact_optimum(data.FeatureStructure(n), m, p, imp, n_per_mask=s["exact_per_mask"])
     W = ex.pattern * ex.scale[..., None, None]
-    phase = rep.extra_feature_phase(W.reshape(-1, m, n)).reshape(len(dens), len(rs))
+    # The library's one extra-feature classifier, the one the trained phase diagrams use.
+    codes = metrics.extra_feature_phase(W.reshape(-1, m, n))
+    phase = np.asarray(metrics.EXTRA_PHASES)[codes].reshape(len(dens), len(rs))
     return ex, phase
 
 
@@ -551,9 +560,12 @@ def _phase_section(results, out, s, log):
             p2 = np.repeat(td[:, None], n, 1)
             imp2 = np.concatenate([np.ones((len(trr), n - 1)), trr[:, None]], 1)
             ex2, phase2 = _exact_phase(n, m, td, trr, p2, imp2, s)
+            # The exact grid is built from the table's own labels: each row finds its cell
+            # by label.
+            d_at = {v: i for i, v in enumerate(td.tolist())}
+            c_at = {v: i for i, v in enumerate(trr.tolist())}
             for r in tr:
-                d = int(np.argmin(np.abs(td - float(r["density"]))))
-                c = int(np.argmin(np.abs(trr - float(r["r"]))))
+                d, c = d_at[float(r["density"])], c_at[float(r["r"])]
                 tgrid.setdefault(r["kind"], {})[(d, c)] = r["best_phase"]
                 cmp_rows.append({"part": part, "kind": r["kind"], "r": float(r["r"]),
                                  "density": float(r["density"]),
@@ -573,6 +585,8 @@ def _phase_section(results, out, s, log):
 
 def _phase_figure(part, dens, rs, phase, cf, tgrid, tr, out, plots):
     import matplotlib as mpl
+
+    from bitjax.analysis.metrics import EXTRA_PHASES as PHASES
 
     cmap = mpl.colors.ListedColormap([plots.PHASE_COLORS[p] for p in PHASES])
     code = {ph: i for i, ph in enumerate(PHASES)}
@@ -634,11 +648,9 @@ def _intro_section(results, out, s, intro_sweep, log):
     exb = rep.exact_optimum(st, m, p, imp, n_per_mask=s["exact_per_mask"], alphabet=(-1, 1))
     log(f"  intro exact: ternary {ex.seconds:.1f} s ({ex.n_patterns} patterns, {ex.n_grams} "
         f"Grams, {ex.n_shapes} shapes, {ex.n_columns} column terms); binary {exb.seconds:.1f} s")
-    final = kinds = None
+    final = None
     if intro_sweep is not None:
         final = np.asarray(intro_sweep.meta.get("final_loss"), float)
-        kinds = np.asarray(intro_sweep.coords["kind"])
-        pc = np.asarray(intro_sweep.coords["feature_probability"], float)
     rows, dense_best = [], []
     for d, pr in enumerate(probs):
         W = ex.pattern[d, 0] * ex.scale[d, 0]
@@ -650,7 +662,7 @@ def _intro_section(results, out, s, intro_sweep, log):
         best = None
         if final is not None:
             for kind in ("dense", "ternary"):
-                sel = np.flatnonzero((kinds == kind) & np.isclose(pc, pr))
+                sel = _cell(intro_sweep, kind=kind, feature_probability=pr)
                 vals = final[sel]
                 if len(sel):
                     row[f"{kind}_trained_min_loss"] = float(np.nanmin(vals))
@@ -691,6 +703,15 @@ def _intro_section(results, out, s, intro_sweep, log):
                  "enumerated) and the best trained dense seed of results/intro", fontsize=9)
     plots.save(fig, out / "intro_exact")
     return rows
+
+
+def _cell(sweep, **where) -> np.ndarray:
+    """The instances of a cell selected by label (``LoadedSweep.select``); none when the
+    sweep lacks the label (an intro run on another grid)."""
+    try:
+        return sweep.select(**where)
+    except ValueError:
+        return np.zeros(0, dtype=np.int64)
 
 
 def _wrap(text: str, width: int = 22) -> str:
@@ -761,6 +782,7 @@ def main(argv=None) -> int:
     missing = [r for r in wanted if r not in runs]
     out.mkdir(parents=True, exist_ok=True)
     s = _settings(args.quick, args.best_known)
+    s["lattices"] = list(args.lattices)
     t_all = time.perf_counter()
 
     def log(msg):
@@ -802,6 +824,7 @@ def main(argv=None) -> int:
         for name, b in bests.items():
             _geometry_figure(name, b, out)
     timings["total"] = time.perf_counter() - t_all
+    from bitjax.analysis import metrics
     from bitjax.analysis import representable as rep
 
     io.write_json(out / "manifest.json", {
@@ -811,7 +834,7 @@ def main(argv=None) -> int:
         "git": io.git_commit(),
         "environment": io.environment(),
         "settings": {**s, "quick": args.quick, "runs": runs, "missing_runs": missing,
-                     "alignability": {"threshold": rep.DEFAULT_THRESHOLD,
+                     "alignability": {"threshold": metrics.DEFAULT_THRESHOLD,
                                       "angle_tol_deg": rep.DEFAULT_ANGLE_TOL_DEG,
                                       "norm_rtol": rep.DEFAULT_NORM_RTOL},
                      "bounds": rep.BOUNDS,

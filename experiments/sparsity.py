@@ -10,7 +10,7 @@ biases; the "zoom" part settles that with a fine sparsity grid, several seeds an
 confidence intervals.
 
 Command:  python -m experiments.sparsity           (paper preset on GPU/TPU, quick on CPU)
-          python -m experiments.sparsity --preset quick --seeds 4
+          python -m experiments.sparsity --preset quick --n-seeds 4
 
 Parts (each trains into --out/<part>/):
   relu    the paper's grid 1-S in {1, .3, .1, .03, .01, .003, .001}, dense + ternary.
@@ -31,7 +31,7 @@ Presets:
 
 Runtime: quick 2-3 min on the 2-core CPU of the development machine (measured 2 min 40 s
 wall, 2 min 4 s CPU, training 32 + 19 + 73 s, while other jobs kept the load at ~5); tiny
-~20-40 s; quick with --seeds 8 --steps 6000: 6 min 34 s (results/sparsity); paper preset
+~20-40 s; quick with --n-seeds 8 --steps 6000: 6 min 34 s (results/sparsity); paper preset
 not measured (roughly 1 h on that CPU, extrapolated from the quick run's 0.25 ms per
 instance-step). One NVIDIA H200 (jax 0.11.2): the paper preset with the notebook part (1,640
 instances, 10,000 steps) 55 s wall alone (training 2-8 s per part, results/sparsity/
@@ -52,7 +52,7 @@ ternary - dense differences).
 Definitions used in the tables: a feature is represented when ||W_i|| > the config's
 threshold (0.5); "beyond the top m" = feature index >= m (I_i decreases with i); a bias is
 negative when b_i < -0.01. Interpolated onsets (per seed, linear in log10(1-S) between the
-grid points where the seed's curve crosses the level; bitjax.analysis.grid.onset_per_seed):
+grid points where the seed's curve crosses the level; bitjax.analysis.onsets.interpolated_onset):
 superposition = more than m features represented (the count crosses m + 1/2), negative
 biases = min_i b_i crosses -0.01. Grid-point onsets, per seed, scanning the grid from dense
 to sparse (superposition: a feature beyond the top m represented): "first" = the largest
@@ -75,7 +75,8 @@ from pathlib import Path
 import numpy as np
 
 from bitjax.analysis import grid as analysis
-from bitjax.analysis import stats
+from bitjax.analysis import onsets, stats
+from bitjax.analysis.metrics import DEFAULT_THRESHOLD
 from bitjax.analysis.results import LoadedSweep
 from bitjax.config import SweepConfig
 from bitjax.report import plots
@@ -90,11 +91,7 @@ NOTEBOOK_N, NOTEBOOK_M = 100, 20
 #: ||W_i|| > 0.5 at every other point of its grid 20^-linspace(0, 1, 20), dense first
 #: (1-S = 20^(-2k/19), k = 0..9), one model per point.
 NOTEBOOK_PUBLISHED_COUNTS = (20, 21, 24, 30, 33, 37, 40, 43, 47, 50)
-#: The threshold the notebook's counts use.
-NOTEBOOK_THRESHOLD = 0.5
 PAPER_PROBABILITIES = (1.0, 0.3, 0.1, 0.03, 0.01, 0.003, 0.001)
-#: A bias counts as negative below this (see :data:`bitjax.analysis.grid.NEGATIVE_BIAS`).
-NEGATIVE_BIAS = analysis.NEGATIVE_BIAS
 ROW_LABELS = {"relu": "ReLU", "linear": "linear"}
 
 
@@ -157,16 +154,13 @@ PRESETS = {
 # Per-instance quantities and tables
 
 
-#: Per-instance quantities of the tables (see :func:`bitjax.analysis.grid.instance_quantities`).
-instance_quantities = analysis.instance_quantities
-
 SUMMARY_QUANTITIES = ("loss", "n_represented", "n_beyond_top_m", "superposition_represented",
                       "mean_superposition", "min_bias", "bias_represented", "bias_dropped")
 
 
 def summary_rows(sweep: LoadedSweep) -> list[dict]:
     """Per kind x probability: mean and 95% CI over seeds of every summary quantity."""
-    q = instance_quantities(sweep)
+    q = analysis.instance_quantities(sweep)
     summary = {k: stats.mean_ci_over(analysis.kind_seed_grid(sweep, q[k]), "seed")
                for k in SUMMARY_QUANTITIES}
     diverged = analysis.kind_seed_grid(sweep, sweep.diverged, mask_diverged=False)
@@ -197,19 +191,20 @@ def _probabilities(sweep: LoadedSweep) -> np.ndarray:
 def onset_rows(sweep: LoadedSweep) -> list[dict]:
     """Onsets per kind (mean and 95% CI over seeds), then paired differences vs dense.
 
-    Statistics: the grid-point onsets of :func:`bitjax.analysis.grid.onset_table`
+    Statistics: the grid-point onsets of :func:`bitjax.analysis.onsets.grid_onset_table`
     (``<condition>_first`` / ``_sustained``), then the per-seed interpolated ones of
-    :func:`interpolated_onsets` (``<condition>_interpolated_first`` / ``_sustained``).
+    :func:`bitjax.analysis.onsets.interpolated_onset_table`
+    (``<condition>_interpolated_first`` / ``_sustained``).
     """
-    table = analysis.onset_table(sweep)
+    table = onsets.grid_onset_table(sweep)
     probs = _probabilities(sweep)
     grid = f"{probs.max():.3g}..{probs.min():.3g} ({len(probs)} points)"
-    definitions = {stat: analysis.onset_definition(stat) for stat in table}
-    for stat, by_kind in interpolated_onsets(sweep).items():
+    definitions = {stat: onsets.onset_definition(stat) for stat in table}
+    for stat, by_kind in onsets.interpolated_onset_table(sweep).items():
         name = f"{stat.rsplit('_', 1)[0]}_interpolated_{stat.rsplit('_', 1)[1]}"
         table[name] = {k: {"p": d["p"], "censored": d["censored"],
                            "features": [""] * len(d["p"])} for k, d in by_kind.items()}
-        definitions[name] = interpolated_definition(stat)
+        definitions[name] = onsets.interpolated_definition(stat)
     rows = []
     for stat, by_kind in table.items():
         for kind, d in by_kind.items():
@@ -252,56 +247,6 @@ ONSET_COLUMNS = ("part", "statistic", "kind", "definition", "grid", "n_seeds", "
                  "n_at_densest", "p_mean", "p_ci95", "log10_p_mean", "log10_p_ci95",
                  "p_geomean", "per_seed_values", "per_seed_features")
 
-#: Onsets estimated per seed between grid points (:func:`bitjax.analysis.grid.onset_per_seed`):
-#: condition -> (per-instance quantity, level as a function of the config, above?, words).
-INTERPOLATED_ONSETS = {
-    "superposition_onset": (
-        "n_represented", lambda cfg: cfg.n_hidden + 0.5, True,
-        "more than m features represented (||W_i|| > threshold): the count crosses m + 1/2"),
-    "negative_bias_onset": (
-        "min_bias", lambda cfg: NEGATIVE_BIAS, False,
-        f"some bias below {NEGATIVE_BIAS}: min_i b_i crosses {NEGATIVE_BIAS}"),
-}
-INTERPOLATED_RULES = {
-    "first": "the first crossing from dense to sparse",
-    "sustained": "the crossing after which it holds at every sparser grid point",
-}
-
-
-def interpolated_onsets(sweep: LoadedSweep) -> dict[str, dict[str, dict[str, np.ndarray]]]:
-    """Per-seed onsets between grid points, linear in log10(1-S).
-
-    Returns:
-      ``{f"{condition}_{rule}": {kind: {"p": [seeds] onset 1-S (NaN: never),
-      "censored": [seeds] bool (the condition already holds at the densest grid point the
-      seed did not diverge on, so the onset is there or denser)}}}`` for the conditions of
-      :data:`INTERPOLATED_ONSETS` and the rules of :data:`INTERPOLATED_RULES`.
-    """
-    q = instance_quantities(sweep)
-    out: dict[str, dict[str, dict[str, np.ndarray]]] = {}
-    for cond, (key, level, above, _) in INTERPOLATED_ONSETS.items():
-        grid = analysis.kind_seed_grid(sweep, q[key])  # dense first; NaN where diverged
-        logp = np.log10(grid["feature_probability"].values)
-        for rule in INTERPOLATED_RULES:
-            res = {}
-            for kind in grid["kind"].values:
-                v = grid.sel(kind=kind).transpose("seed", "feature_probability").values
-                lp = analysis.onset_per_seed(logp, v, level(sweep.config), above=above,
-                                             rule=rule)
-                finite = np.isfinite(v)
-                densest = np.where(finite.any(1), logp[np.argmax(finite, axis=1)], np.nan)
-                res[str(kind)] = {"p": 10.0 ** lp, "censored": np.isfinite(lp) & (lp == densest)}
-            out[f"{cond}_{rule}"] = res
-    return out
-
-
-def interpolated_definition(stat: str) -> str:
-    """The words of an interpolated onset statistic ``<condition>_<rule>``."""
-    cond, rule = stat.rsplit("_", 1)
-    return (f"1-S where {INTERPOLATED_ONSETS[cond][3]}, {INTERPOLATED_RULES[rule]}; "
-            "per seed, linear in log10(1-S) between grid points")
-
-
 def onset_seed_rows(sweep: LoadedSweep) -> list[dict]:
     """One row per kind and seed: the interpolated onsets and the grid onsets.
 
@@ -309,12 +254,12 @@ def onset_seed_rows(sweep: LoadedSweep) -> list[dict]:
     ``<condition>_sustained`` (interpolated), ``<condition>_censored`` (1: the condition
     holds at the densest grid point already), ``<condition>_log10_minus_dense`` (paired:
     the same seed's log10 onset minus dense's; negative = later onset, at sparser data),
-    and the grid-point onsets of :func:`bitjax.analysis.grid.onset_table` as
+    and the grid-point onsets of :func:`bitjax.analysis.onsets.grid_onset_table` as
     ``<condition>_first_grid``, ``<condition>_sustained_grid`` and
     ``<condition>_first_grid_features`` (the features meeting the condition there).
     """
-    interp = interpolated_onsets(sweep)
-    grid = analysis.onset_table(sweep)
+    interp = onsets.interpolated_onset_table(sweep)
+    grid = onsets.grid_onset_table(sweep)
     bad = analysis.kind_seed_grid(sweep, sweep.diverged, mask_diverged=False)
     seeds = bad["seed"].values
     rows = []
@@ -325,7 +270,7 @@ def onset_seed_rows(sweep: LoadedSweep) -> list[dict]:
             row = {"part": sweep.name, "kind": kind, "seed": int(seed),
                    "n_points": int(bad.sizes["feature_probability"]),
                    "n_diverged": int(n_bad[si])}
-            for cond in INTERPOLATED_ONSETS:
+            for cond in onsets.INTERPOLATED_ONSETS:
                 first = interp[f"{cond}_first"]
                 sus = interp[f"{cond}_sustained"]
                 row[cond] = float(first[kind]["p"][si])
@@ -336,7 +281,7 @@ def onset_seed_rows(sweep: LoadedSweep) -> list[dict]:
                         float(np.log10(table[kind]["p"][si])
                               - np.log10(table["dense"]["p"][si]))
                         if "dense" in table and kind != "dense" else np.nan)
-                for rule in analysis.ONSET_RULES:
+                for rule in onsets.ONSET_RULES:
                     row[f"{cond}_{rule}_grid"] = float(grid[f"{cond}_{rule}"][kind]["p"][si])
                 row[f"{cond}_first_grid_features"] = grid[f"{cond}_first"][kind]["features"][si]
             rows.append(row)
@@ -427,13 +372,13 @@ def _draw_grid(parts: Mapping[str, LoadedSweep], out: Path) -> list[Path]:
     return plots.save(fig, out / "weights_by_sparsity")
 
 
-def _onset_strips(onsets: dict, cond: str, kinds: list[str]) -> list[dict]:
+def _onset_strips(found: dict, cond: str, kinds: list[str]) -> list[dict]:
     """Strip rows of :func:`bitjax.report.plots.onset_strip` for one condition: per kind, the
     first and the sustained crossing, with the mean and 95% t CI in log10(1-S)."""
     strips = []
     for kind in kinds:
         for rule, words in (("first", "first"), ("sustained", "sust.")):
-            d = onsets[f"{cond}_{rule}"][kind]
+            d = found[f"{cond}_{rule}"][kind]
             lmean, lhalf = stats.mean_ci_floats(np.log10(d["p"]))
             strips.append({
                 "label": f"{kind}, {words}", "color": plots.kind_color(kind),
@@ -448,8 +393,8 @@ def _draw_zoom(sweep: LoadedSweep, out: Path, label: str) -> list[Path]:
     import matplotlib.pyplot as plt
 
     cfg = sweep.config
-    q = instance_quantities(sweep)
-    onsets = interpolated_onsets(sweep)
+    q = analysis.instance_quantities(sweep)
+    found = onsets.interpolated_onset_table(sweep)
     panels = (
         ("n_represented", f"features represented (||W_i|| > {sweep.default_threshold:g})"),
         ("superposition_represented", "mean superposition of represented features"),
@@ -474,16 +419,16 @@ def _draw_zoom(sweep: LoadedSweep, out: Path, label: str) -> list[Path]:
         ax.set_ylabel(ylabel, fontsize=9)
         ax.legend(title="kind", fontsize=8, title_fontsize=8)
     top[0].axhline(cfg.n_hidden + 0.5, color="0.6", ls="--", lw=0.7, zorder=0)
-    top[2].axhline(analysis.NEGATIVE_BIAS, color="0.6", ls="--", lw=0.7, zorder=0)
+    top[2].axhline(onsets.NEGATIVE_BIAS, color="0.6", ls="--", lw=0.7, zorder=0)
     top[0].set_title(f"superposition: more than m={cfg.n_hidden} features represented\n"
                      f"(dashed: the onset level m + 1/2)", fontsize=9)
     top[1].set_title("superposition sum_{j!=i} (W_i_hat . W_j)^2\n"
                      f"(features with ||W_i|| > {sweep.default_threshold:g})", fontsize=9)
     top[2].set_title(f"negative biases (dashed: the onset level b = "
-                     f"{analysis.NEGATIVE_BIAS})", fontsize=9)
+                     f"{onsets.NEGATIVE_BIAS})", fontsize=9)
     for c, cond in ((0, "superposition_onset"), (2, "negative_bias_onset")):
         ax = fig.add_subplot(gs[1, c], sharex=top[c])
-        plots.onset_strip(ax, _onset_strips(onsets, cond, kinds))
+        plots.onset_strip(ax, _onset_strips(found, cond, kinds))
         top[c].tick_params(labelbottom=False)
         top[c].set_xlabel("")
         ax.set_xlabel("feature probability 1 - S  (log; sparser ->)")
@@ -535,8 +480,10 @@ def notebook_rows(sweep: LoadedSweep) -> list[dict]:
     at the notebook's threshold 0.5 (mean, 95% t CI, min and max over seeds), the
     scale-free count (:func:`bitjax.analysis.metrics.n_represented_relative`), seeds converged where
     the run stored convergence, and the notebook's published count where it has one."""
+    # The notebook counts ||W_i|| > 0.5, the library's represented threshold (named here,
+    # not the run's default, which an older run may have stored otherwise).
     counts = analysis.kind_seed_grid(
-        sweep, sweep.metrics(NOTEBOOK_THRESHOLD)["n_represented"].astype(float))
+        sweep, sweep.metrics(DEFAULT_THRESHOLD)["n_represented"].astype(float))
     relative = analysis.kind_seed_grid(
         sweep, sweep.metrics()["n_represented_relative"].astype(float))
     conv = sweep.diagnostics.get("converged")
@@ -586,7 +533,7 @@ def _draw_notebook(sweep: LoadedSweep, rows: list[dict], out: Path, label: str) 
                 label="notebook (published, one model)")
     ax.axhline(cfg.n_hidden, color="0.6", ls="--", lw=0.7, zorder=0)
     _sparsity_axis(ax)
-    ax.set_ylabel(f"features with ||W_i|| > {NOTEBOOK_THRESHOLD:g}")
+    ax.set_ylabel(f"features with ||W_i|| > {DEFAULT_THRESHOLD:g}")
     ax.legend(fontsize=8)
     ax.set_title(f"Notebook variant n={cfg.n_features}, m={cfg.n_hidden}, "
                  f"I = 100^-linspace(0, 1, n):\nmean of {len(cfg.seed)} seed(s), band 95% CI; "

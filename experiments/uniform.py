@@ -6,7 +6,7 @@ sparser (Elhage et al. 2022, section "Feature Dimensionality", the D* vs 1/(1-S)
 the per-feature D_i scatter). Does BitNet b1.58 ternarisation keep those plateaus?
 
 Command:  python -m experiments.uniform            (paper preset on GPU/TPU, quick on CPU)
-          python -m experiments.uniform --preset quick --seeds 3
+          python -m experiments.uniform --preset quick --n-seeds 3
 
 Presets:
   paper  n=400, m=30, 40 feature probabilities log-spaced 1 -> 1/100, dense + ternary,
@@ -16,7 +16,7 @@ Presets:
   quick  n=100, m=10, 16 probabilities 1 -> 1/20, dense + ternary, 2 seeds, 4,000 steps.
   tiny   smoke test (seconds).
 
-Runtime: quick 2 min 52 s on a 2-core CPU (this machine, 2 CPU devices); with --seeds 3
+Runtime: quick 2 min 52 s on a 2-core CPU (this machine, 2 CPU devices); with --n-seeds 3
 --steps 6000 7 min 55 s; paper preset not measured on CPU (about 3 hours by --dry-run),
 notebook preset about 2 h 14 min by --dry-run. One NVIDIA H200 (jax 0.11.2): the paper preset
 (`python -m experiments.uniform`, the README's GPU command) 64 s wall alone (compile 3 s,

@@ -10,12 +10,17 @@ subprocess, shares one persistent compilation cache (``.jax_cache/``, set below)
 compiled by one test is read back by any later test, module or subprocess that builds it.
 The test processes themselves compile with XLA's optimisations off and its faster CPU code
 generators (below): these programs are tiny, so compiling was most of the suite's time.
+
+Pytrees are compared with chex (``chex.assert_trees_all_equal`` for bitwise equality,
+``chex.assert_trees_all_close(..., rtol=0, atol=...)`` within an absolute tolerance).
+Untrained sweeps with chosen losses come from the ``fake_sweep`` fixture.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -132,41 +137,6 @@ def _train(cfg):
     return trainer, trainer.to_host(state)
 
 
-def plain(tree):
-    """A pytree with NamedTuples (optax states) turned into dicts, for value comparisons
-    that should not depend on the container type (Orbax restores NamedTuples as dicts)."""
-    if isinstance(tree, tuple) and hasattr(tree, "_asdict"):
-        return {k: plain(v) for k, v in tree._asdict().items()}
-    if isinstance(tree, dict):
-        return {k: plain(v) for k, v in tree.items()}
-    if isinstance(tree, (list, tuple)):
-        return type(tree)(plain(v) for v in tree)
-    return tree
-
-
-def _assert_trees_equal(a, b, *, atol: float | None = None, err_msg: str = "",
-                        strict_types: bool = True):
-    """Leaf-by-leaf comparison of two pytrees: bitwise, or within ``atol`` when given.
-
-    ``strict_types=False`` compares NamedTuples and dicts with the same fields as equal.
-    """
-    import jax
-    import numpy as np
-
-    if not strict_types:
-        a, b = plain(a), plain(b)
-    la, ta = jax.tree.flatten(a)
-    lb, tb = jax.tree.flatten(b)
-    assert ta == tb, f"tree structures differ: {ta} vs {tb}"
-    paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(a)[0]]
-    for path, x, y in zip(paths, la, lb, strict=True):
-        x, y = np.asarray(x), np.asarray(y)
-        if atol is None:
-            np.testing.assert_array_equal(x, y, err_msg=f"{err_msg} leaf {path}")
-        else:
-            np.testing.assert_allclose(x, y, rtol=0, atol=atol, err_msg=f"{err_msg} leaf {path}")
-
-
 def pytest_collection_modifyitems(config, items):
     """Leave out the ``slow`` tier unless the ``-m`` expression names it; long files first.
 
@@ -185,15 +155,23 @@ def pytest_collection_modifyitems(config, items):
     # workers take whole files in this order, so a long file does not start last and leave
     # the other worker idle at the end.
     long_files = {item.path for item in items if item.get_closest_marker("integration")}
-    items.sort(key=lambda item: (item.path not in long_files,
-                                 _LONGEST_FIRST.index(item.path.name)
-                                 if item.path.name in _LONGEST_FIRST else len(_LONGEST_FIRST)))
+    items.sort(key=lambda item: (item.path not in long_files, _rank(item.path)))
 
 
-#: The default tier's longest files (tens of seconds each on a 2-core machine: many
-#: compiled sweeps, exhaustive searches), scheduled before the short ones.
-_LONGEST_FIRST = ("test_convergence_run.py", "test_representable.py", "test_quant.py",
-                  "test_metrics.py", "test_cli_defects.py", "test_groups.py", "test_sweep.py")
+#: The default tier's longest files (15-60 s each on a loaded 2-core machine, measured with
+#: --durations=0: many compiled sweeps, exhaustive searches), scheduled before the short
+#: ones. Paths relative to tests/ (two files may share a name in different folders).
+_LONGEST_FIRST = ("train/test_program.py", "analysis/test_best_ternary.py",
+                  "train/test_chunks.py", "test_lattice.py", "analysis/test_representable.py",
+                  "train/test_trainer.py", "train/test_run.py",
+                  "train/test_models.py", "test_quant.py")
+
+
+def _rank(path: Path) -> int:
+    """A test file's place in :data:`_LONGEST_FIRST` (after all of them when not named)."""
+    here = Path(__file__).parent
+    name = path.relative_to(here).as_posix() if path.is_relative_to(here) else str(path)
+    return _LONGEST_FIRST.index(name) if name in _LONGEST_FIRST else len(_LONGEST_FIRST)
 
 
 @pytest.fixture(scope="session")
@@ -208,14 +186,45 @@ def train():
     return _train
 
 
-@pytest.fixture(scope="session")
-def assert_trees_equal():
-    """``assert_trees_equal(a, b, atol=None)``: bitwise (or atol) pytree comparison."""
-    return _assert_trees_equal
-
-
 @pytest.fixture
 def rng():
     import numpy as np
 
     return np.random.default_rng(1234)
+
+
+def _fake_sweep(seeds, probs, loss, *, n=4, m=2, n_represented=None, min_bias=None,
+                converged=None, name="fake"):
+    """A LoadedSweep without training, instance order kind (dense, ternary), seed, probability.
+
+    ``loss [I]`` is the final loss. ``n_represented [I]``: that many leading features get a
+    unit column (the rest zero; only the count matters); ``min_bias [I]``: the first bias.
+    ``converged [I]`` is stored as the convergence diagnostic.
+    """
+    import numpy as np
+
+    from bitjax.analysis.results import LoadedSweep
+    from bitjax.config import SweepConfig, build_instances
+
+    cfg = SweepConfig(n_features=n, n_hidden=m, kind=("dense", "ternary"), seed=tuple(seeds),
+                      feature_probability=tuple(probs), steps=10, chunk_size=10,
+                      history_every=10)
+    inst = build_instances(cfg)
+    w = np.zeros((inst.n, m, n), np.float32)
+    for i, k in enumerate(np.zeros(inst.n, int) if n_represented is None else n_represented):
+        w[i, 0, :k] = 1.0
+    b = np.zeros((inst.n, n), np.float32)
+    if min_bias is not None:
+        b[:, 0] = min_bias
+    meta = {"final_loss": list(map(float, loss))}
+    if converged is not None:
+        meta["diagnostics"] = {"converged": list(map(bool, converged))}
+    return LoadedSweep(path=Path(name), config=cfg, coords=inst.coords, step=10, W=w, b=b,
+                       W_eff=w, history=np.zeros((inst.n, 1), np.float32), meta=meta,
+                       name=name)
+
+
+@pytest.fixture(scope="session")
+def fake_sweep():
+    """Factory: ``fake_sweep(seeds, probs, loss, ...)`` -> an untrained LoadedSweep."""
+    return _fake_sweep

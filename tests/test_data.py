@@ -6,6 +6,7 @@ use tolerances of about five standard errors and are deterministic.
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -40,7 +41,7 @@ def se(p: float, n: int) -> float:
 def test_independent_fraction_and_values():
     p = 0.3
     x = sample(FeatureStructure(8), p)
-    assert x.shape == (BATCH, 8)
+    chex.assert_shape(x, (BATCH, 8))
     frac = (x > 0).mean()
     assert abs(frac - p) < 5 * se(p, x.size), frac
     per_feature = (x > 0).mean(axis=0)
@@ -87,8 +88,8 @@ def test_sample_features_is_draw_then_build():
     key = jax.random.key(3)
     p = jnp.full(6, 0.4)
     u = _draw(key, 512, STRUCTURED)
-    assert u["u"].shape == (512, 6)
-    assert u["set_u"].shape == (512, 3)
+    chex.assert_shape(u["u"], (512, 6))
+    chex.assert_shape(u["set_u"], (512, 3))
     x = np.asarray(_sample(key, p, 512, STRUCTURED))
     np.testing.assert_array_equal(x, np.asarray(_features(u, p, STRUCTURED)))
     assert x.shape == (512, 6) and (x > 0).any()
@@ -323,7 +324,7 @@ def test_plan_streams_share_uniforms_and_keep_their_own_p(rng_impl, shared):
     x = _plan_batches(plan, p)
     if plan.feature_major:
         x = np.swapaxes(x, 1, 2)
-    assert x.shape == (3, 400, 6)
+    chex.assert_shape(x, (3, 400, 6))
     # same stream, different p: nested active sets (common random numbers)
     assert np.all((x[1] > 0) <= (x[0] > 0)) and (x[1] > 0).sum() < (x[0] > 0).sum()
     assert not np.array_equal(x[0] > 0, x[2] > 0)  # another stream, other numbers
@@ -344,4 +345,4 @@ def test_plan_draws_once_per_stream_with_jax_random_and_shared_streams():
     assert set(gathered) == {"u"} and gathered["u"].shape == (5, 8, 4)  # uniforms, gathered
     per_instance = keys_plan.step_inputs(keys, 0, streams)
     assert jax.dtypes.issubdtype(per_instance.dtype, jax.dtypes.prng_key)
-    assert per_instance.shape == (5,)
+    chex.assert_shape(per_instance, (5,))

@@ -1,14 +1,15 @@
-"""Quantizers (bitjax.quant): known answers, straight-through gradients, properties.
+"""Quantizers (bitjax.quant): known answers, straight-through gradients, properties, and
+the soft (relaxed) quantizers of the annealed phase.
 
 Quantizers return ``w + stop_gradient(q - w)``, which equals ``q`` up to one float rounding,
 so value checks allow a relative tolerance of a few float32 ulps (far below any quantization
-step) while zeros are checked exactly.
-"""
+step) while zeros are checked exactly."""
 
 from __future__ import annotations
 
 import functools
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -147,7 +148,7 @@ def test_ternary_zero_fraction_on_gaussian(rng):
 def test_ternary_all_zero_uses_eps_scale():
     out = q(quant.ternary, np.zeros((3, 4), np.float32))
     np.testing.assert_array_equal(out, 0.0)
-    assert np.all(np.isfinite(out))
+    chex.assert_tree_all_finite(out)
     tiny = np.full((2, 2), 1e-7, np.float32)  # gamma clamps at EPS: 1e-7 / 1e-5 rounds to 0
     np.testing.assert_array_equal(q(quant.ternary, tiny), 0.0)
 
@@ -279,7 +280,7 @@ def test_property_ste_gradient_identity(w, name):
     c = np.arange(w.size, dtype=np.float32).reshape(w.shape) - 3.5
     g = _JIT_GRAD[name](jnp.asarray(w), jnp.asarray(c))
     np.testing.assert_array_equal(np.asarray(g), c)
-    assert np.all(np.isfinite(qj(name, w)))
+    chex.assert_tree_all_finite(qj(name, w))
 
 
 # --------------------------------------------------------------------------------------
@@ -593,3 +594,33 @@ def test_codes_match_effective_weights(rng):
             np.testing.assert_allclose(gamma, gamma[0], rtol=RTOL)  # one scale per tensor
     # without a learnable quantizer the scale is not needed
     np.testing.assert_array_equal(np.asarray(layers.codes(w, 1, OLD_ORDER)), codes[1])
+
+
+@pytest.mark.parametrize("name", list(quant.SOFT_WEIGHT_QUANTIZERS))
+def test_soft_quantizers_are_the_hard_ones_at_full_strength(name, rng):
+    w = jnp.asarray(rng.normal(size=(4, 7)).astype(np.float32))
+    np.testing.assert_array_equal(quant.SOFT_WEIGHT_QUANTIZERS[name](w, jnp.float32(1.0)),
+                                  quant.WEIGHT_QUANTIZERS[name](w))
+    # the gradient of the hard quantizer (straight-through), whatever the strength
+    c = jnp.asarray(rng.normal(size=(4, 7)).astype(np.float32))
+    g_hard = jax.grad(lambda v: jnp.sum(c * quant.WEIGHT_QUANTIZERS[name](v)))(w)
+    for s in (0.0, 0.4):
+        g_soft = jax.grad(lambda v, s=s: jnp.sum(c * quant.SOFT_WEIGHT_QUANTIZERS[name](v, s)))(w)
+        np.testing.assert_allclose(g_soft, g_hard, rtol=1e-6, atol=1e-7)
+
+
+def test_soft_ternary_known_values():
+    w = jnp.asarray([[0.1, -0.3, 2.0], [0.0, 0.6, -0.2]], jnp.float32)
+    gamma = float(jnp.mean(jnp.abs(w)))  # 0.5333
+    u = np.clip(np.asarray(w) / gamma, -1, 1)
+    t = np.clip(np.round(np.asarray(w) / gamma), -1, 1)
+    np.testing.assert_allclose(quant.soft_ternary(w, 0.0), gamma * u, rtol=1e-6)
+    np.testing.assert_allclose(quant.soft_ternary(w, 0.25), gamma * (0.75 * u + 0.25 * t),
+                               rtol=1e-6)
+    s = jnp.float32(0.6)
+    np.testing.assert_array_equal(quant.soft_ternary_lsq(w, jnp.float32(0.5), 1.0),
+                                  quant.ternary_lsq(w, jnp.float32(0.5)))
+    np.testing.assert_allclose(quant.soft_ternary_lsq(w, jnp.float32(0.5), s),
+                               0.5 * (0.4 * np.clip(np.asarray(w) / 0.5, -1, 1)
+                                      + 0.6 * np.clip(np.round(np.asarray(w) / 0.5), -1, 1)),
+                               rtol=1e-6)

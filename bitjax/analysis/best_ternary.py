@@ -36,8 +36,30 @@ Storage: :func:`write_run` writes the solutions as a run folder (the source run'
 ``kind = ("ternary",)``, latents from :func:`bitjax.lattice.latent_for_pattern`) that
 :func:`bitjax.analysis.results.load_sweep` opens like a trained run, with every per-instance
 column in
-its metadata and in ``best_known.csv``. Only the per-tensor ternary lattice is covered
-(``ternary_per_feature`` and ``binary`` best-known solutions are not built here).
+its metadata and in ``best_known.csv``.
+
+Other lattices (``kind`` of :func:`best_known`, recorded as the stored run's ``kind``, so
+:func:`bitjax.analysis.results.load_sweep` and ``to_xarray`` show it):
+
+- ``binary`` (``gamma * S``, ``S in {-1, 1}^(m x n)``, one scale: the BitNet b1 lattice): the
+  same machinery with the binary alphabet: ``enumeration`` over sign patterns (exact for
+  ``n <= ENUMERATION_MAX_N``), ``snap`` (signs of the group-rotated dense solution, an
+  unrepresented feature's zeros becoming ``+1`` as in the quantizer), ``rotation_search``
+  (ITQ proper, :func:`bitjax.lattice.binary_align`), ``hadamard`` (already a sign pattern),
+  the trained binary twin, and a polish whose moves flip one entry, set a whole column to
+  any sign column (``m <= ALL_COLUMNS_MAX_M``) or swap two columns, each refit exactly (the
+  per-tensor scale search and exact bias). The constructions with zeros do not apply.
+- ``ternary_per_feature`` (``T diag(g)``: one scale per feature column): every per-tensor
+  candidate is a per-feature solution as it is (all ``g_i = gamma``) and competes as such;
+  more candidates refit the scales per feature (:func:`fit_per_feature`: Adam on
+  ``log g`` and ``b`` from the start, then the exact bias and a common scale factor
+  searched, accepted only where the fitting loss falls): ``refit_best``, ``refit_second``
+  and ``refit_third`` from the three best per-tensor solutions with distinct patterns (a
+  pattern that loses with one scale may win with its own scales) and ``refit_trained``
+  from the trained per-feature twin (its own scales). So the per-feature best-known is
+  never worse than the per-tensor one on the same estimator. Not exact: no enumeration
+  over patterns with per-feature scales (each pattern would need an ``n``-dimensional
+  scale fit), and the polish moves are those of the per-tensor search.
 
 How a pattern is fitted. For a fixed ``T`` the loss separates over features; feature ``i``'s
 bias is the exact minimiser of a piecewise quadratic (sorted prefix sums, as in
@@ -64,6 +86,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from bitjax import data as data_lib
 from bitjax import lattice
@@ -85,7 +108,13 @@ TIGHT_FACTOR = 1.05
 #: Candidate names, in the order ties are broken (earlier wins).
 METHODS = ("enumeration", "snap", "rotation_search", "identity_top_m", "antipodal_pairs",
            "sets_antipodal", "hadamard", "trained", "trained_refit", "polish_best",
-           "polish_trained")
+           "polish_trained", "refit_best", "refit_second", "refit_third", "refit_trained")
+#: Per-tensor candidates (the best distinct patterns) refit with per-feature scales.
+PER_FEATURE_REFITS = ("refit_best", "refit_second", "refit_third")
+#: The lattices :func:`best_known` searches (quantizer names of :mod:`bitjax.quant`).
+LATTICE_KINDS = ("ternary", "ternary_per_feature", "binary")
+#: Pattern entries of each lattice.
+ALPHABETS = {"ternary": (-1, 0, 1), "ternary_per_feature": (-1, 0, 1), "binary": (-1, 1)}
 
 
 # --------------------------------------------------------------------------------------
@@ -266,6 +295,145 @@ def snapped_patterns(W, importance, *, n_random: int = 4):
             np.asarray(ok))
 
 
+@functools.partial(jax.jit, static_argnums=(1,))
+def _binary_snap_batch(w, n_random):
+    def one(wi):
+        # "snap": the signs of the group-rotated solution; "rotation_search": ITQ's best.
+        _, group = lattice.is_alignable(wi)
+        s0 = lattice.sign_pattern(rep._rotate_one(wi, group))
+        return s0, lattice.binary_align(wi, n_random=n_random).S
+
+    return jax.vmap(one)(w)
+
+
+def binary_snapped_patterns(W, *, n_random: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """Snap and rotation-search sign patterns of dense solutions (``binary`` lattice).
+
+    Args:
+      W: dense weights ``[I, m, n]``.
+      n_random: random ITQ starts of the rotation search.
+
+    Returns:
+      ``(S_snap, S_search)``: ``[I, m, n]`` int8 patterns with entries ``+-1``.
+    """
+    W = np.asarray(W, np.float32)
+    if W.ndim != 3:
+        raise ValueError(f"W must be [I, m, n], got shape {W.shape}")
+    s0, s1 = _binary_snap_batch(W, int(n_random))
+    return np.asarray(s0).astype(np.int8), np.asarray(s1).astype(np.int8)
+
+
+# --------------------------------------------------------------------------------------
+# Per-feature scales: Adam from a start, then the exact bias and a common factor
+# --------------------------------------------------------------------------------------
+
+
+@functools.partial(jax.jit, static_argnums=(6, 7, 8))
+def _adam_per_feature(t, u0, b0, x, w, imp, steps: int, lr: float, relu: bool):
+    """Per instance: the ``(g, b)`` of lowest weighted loss Adam visits from ``(exp u0, b0)``
+    (the start included)."""
+
+    def one(ti, ui, bi, xi, wi, ii):
+        k = ti.T @ ti
+
+        def loss_fn(params):
+            g = jnp.exp(params[0])
+            out = xi @ (g[:, None] * k * g[None, :]) + params[1]
+            out = jax.nn.relu(out) if relu else out
+            return jnp.sum(wi[:, None] * (xi - out) ** 2, 0) @ ii / xi.shape[-1]
+
+        tx = optax.adam(lr)
+        start = (ui, bi)
+
+        def body(carry, _):
+            params, opt, best, best_l = carry
+            loss, grad = jax.value_and_grad(loss_fn)(params)
+            better = loss < best_l
+            best = jax.tree.map(lambda a, c: jnp.where(better, a, c), params, best)
+            updates, opt = tx.update(grad, opt, params)
+            return (optax.apply_updates(params, updates), opt, best,
+                    jnp.minimum(loss, best_l)), None
+
+        init = (start, tx.init(start), start, jnp.asarray(jnp.inf, xi.dtype))
+        (last, _, best, best_l), _ = jax.lax.scan(body, init, None, length=steps)
+        best = jax.tree.map(lambda a, c: jnp.where(loss_fn(last) < best_l, a, c), last, best)
+        return jnp.exp(best[0]), best[1]
+
+    return jax.vmap(one)(t, u0, b0, x, w, imp)
+
+
+def fit_per_feature(T, gamma0, bias0, sample: est.EstimatorSample, importance, *,
+                    activation: str = "relu", steps: int = 150, lr: float = 0.03,
+                    start_loss=None, chunk: int = 16) -> PatternFit:
+    """Per-feature scales ``g [I, n]`` and bias of each instance's pattern: ``W = T diag(g)``.
+
+    Adam on ``(log g, b)`` from ``(gamma0, bias0)`` over the whole ``sample`` (the lowest
+    loss visited is kept), then the exact bias and a common factor on every scale searched
+    around 1 (:func:`fit_patterns` on ``T diag(g)``, within a factor ``10^0.15`` on ``g``).
+    Where that is not below ``start_loss`` (the start's loss on ``sample``), the start is
+    returned, so the fit never increases the loss on ``sample``.
+
+    Args:
+      T: patterns ``[I, m, n]``.
+      gamma0: start scales, ``[I]`` (one per tensor) or ``[I, n]``.
+      bias0: start biases ``[I, n]``.
+      sample: the fitting sample (:func:`bitjax.analysis.estimator.make_estimator_sample`).
+      importance: ``[I, n]``.
+      activation: ``relu`` or ``linear``.
+      steps, lr: Adam's steps and learning rate (on ``log g`` and ``b``).
+      start_loss: ``[I]`` loss of the start on ``sample`` (computed when omitted).
+      chunk: instances per compiled Adam call.
+
+    Returns:
+      :class:`PatternFit` with ``gamma [I, n]`` (a column of zeros keeps its start scale).
+    """
+    relu = est._check_activation(activation)
+    T = np.asarray(T, np.float32)
+    n_inst, _, n = T.shape
+    imp = np.broadcast_to(np.asarray(importance, np.float32), (n_inst, n))
+    g0 = np.asarray(gamma0, np.float32)
+    g0 = np.broadcast_to(g0[:, None] if g0.ndim == 1 else g0, (n_inst, n)).copy()
+    g0 = np.maximum(g0, lattice.MIN_GAMMA)
+    b0 = np.asarray(bias0, np.float32)
+    if start_loss is None:
+        start_loss = _fit_loss_at(T * g0[:, None, :], b0, sample, imp, relu)
+    chunk = max(1, min(chunk, n_inst))
+    gs, bs = [], []
+    for c0 in range(0, n_inst, chunk):
+        idx = np.arange(c0, c0 + chunk).clip(max=n_inst - 1)
+        rows = sample.index[idx]
+        g, b = _adam_per_feature(T[idx], np.log(g0[idx]), b0[idx], sample.x[rows],
+                                 sample.w[rows], imp[idx], int(steps), float(lr), relu)
+        keep = min(chunk, n_inst - c0)
+        gs.append(np.asarray(g)[:keep])
+        bs.append(np.asarray(b)[:keep])
+    g = np.concatenate(gs)
+    # The exact bias, and the common factor s on G = s diag(g) K diag(g) (gamma = sqrt(s)).
+    refit = fit_patterns(T * g[:, None, :], sample, imp, activation=activation,
+                         log10_range=(-0.3, 0.3), n_grid=7, n_golden=10)
+    g = g * refit.gamma[:, None]
+    better = refit.loss < np.asarray(start_loss)
+    return PatternFit(np.where(better, refit.loss, start_loss),
+                      np.where(better[:, None], g, g0).astype(np.float32),
+                      np.where(better[:, None], refit.bias, b0).astype(np.float32))
+
+
+def _fit_loss_at(W, b, sample: est.EstimatorSample, imp, relu: bool) -> np.ndarray:
+    """The weighted loss of ``(W [I, m, n], b [I, n])`` on a fitting sample, ``[I]``."""
+    G = np.einsum("imk,imj->ikj", np.asarray(W, np.float32), np.asarray(W, np.float32))
+    x, w = sample.x[sample.index], sample.w[sample.index]
+    out = np.einsum("ipk,ikj->ipj", x, G) + np.asarray(b, np.float32)[:, None, :]
+    out = np.maximum(out, 0.0) if relu else out
+    return np.einsum("ipj,ip,ij->i", (x - out) ** 2, w, imp) / x.shape[-1]
+
+
+def _weights(T, gamma) -> np.ndarray:
+    """``gamma * T`` for a per-tensor ``gamma [I]`` or ``T diag(g)`` for ``g [I, n]``."""
+    g = np.asarray(gamma, np.float32)
+    g = g[:, None, None] if g.ndim == 1 else g[:, None, :]
+    return g * np.asarray(T, np.float32)
+
+
 # --------------------------------------------------------------------------------------
 # Polish: whole-column moves and swaps, exact refit, never worse
 # --------------------------------------------------------------------------------------
@@ -275,11 +443,21 @@ def snapped_patterns(W, importance, *, n_random: int = 4):
 ALL_COLUMNS_MAX_M = 3
 
 
-def _moves(m: int, n: int) -> np.ndarray:
+def _moves(m: int, n: int, binary: bool = False) -> np.ndarray:
     """Every move as ``(kind, j, a, sign)``: kind 0 sets column ``j`` to 0, kind 1 to
     ``sign * e_a``, kind 2 swaps columns ``j`` and ``a``, kind 3 (``m <= ALL_COLUMNS_MAX_M``)
     sets column ``j`` to the ternary column with base-3 code ``a`` (digit ``d`` -> ``d - 1``)
-    when it has two or more non-zeros. ``[M, 4]`` int32."""
+    when it has two or more non-zeros. ``[M, 4]`` int32.
+
+    ``binary``: the moves that keep a sign pattern instead: kind 4 flips entry ``(a, j)``,
+    kind 5 (``m <= ALL_COLUMNS_MAX_M``) sets column ``j`` to the sign column with bits ``a``
+    (bit ``k`` set -> ``+1``), kind 2 swaps."""
+    if binary:
+        out = [(4, j, a, 0) for j in range(n) for a in range(m)]
+        out += [(2, j, a, 0) for j in range(n) for a in range(j + 1, n)]
+        if m <= ALL_COLUMNS_MAX_M:
+            out += [(5, j, c, 0) for j in range(n) for c in range(2**m)]
+        return np.array(out, np.int32)
     out = [(0, j, 0, 0) for j in range(n)]
     out += [(1, j, a, s) for j in range(n) for a in range(m) for s in (1, -1)]
     out += [(2, j, a, 0) for j in range(n) for a in range(j + 1, n)]
@@ -296,8 +474,12 @@ def _apply(t: Array, mv: Array) -> Array:
     col_j = t[:, j]
     axis_col = s.astype(t.dtype) * jax.nn.one_hot(a % m, m, dtype=t.dtype)
     code_col = ((a // 3 ** jnp.arange(m)) % 3 - 1).astype(t.dtype)
+    sign_col = (2 * ((a // 2 ** jnp.arange(m)) % 2) - 1).astype(t.dtype)
+    flipped = col_j * jnp.where(jnp.arange(m) == a % m, -1, 1).astype(t.dtype)
     set_col = jnp.where(kind == 0, jnp.zeros(m, t.dtype),
-                        jnp.where(kind == 3, code_col, axis_col))
+                        jnp.where(kind == 3, code_col,
+                                  jnp.where(kind == 4, flipped,
+                                            jnp.where(kind == 5, sign_col, axis_col))))
     swapped = t.at[:, j].set(t[:, a % n]).at[:, a % n].set(col_j)
     return jnp.where(kind == 2, swapped, t.at[:, j].set(set_col))
 
@@ -341,7 +523,7 @@ def polish(T, sample: est.EstimatorSample, importance, *, activation: str = "rel
            max_steps: int = 20, chunk: int = 4,
            start: PatternFit | None = None,
            screen_sample: est.EstimatorSample | None = None, n_refit: int = 4,
-           fit_chunk: int = 8) -> Polished:
+           fit_chunk: int = 8, binary: bool = False) -> Polished:
     """Greedy discrete polish of ternary patterns that never increases the loss.
 
     Each step screens every move (a column to 0, a column to ``+-e_k``, a swap of two
@@ -363,6 +545,7 @@ def polish(T, sample: est.EstimatorSample, importance, *, activation: str = "rel
         moves are still refit and accepted on ``sample``, so the guarantee holds.
       n_refit: best-screened moves refit exactly per instance and step.
       fit_chunk: instances per compiled call of the refits.
+      binary: ``T`` is a sign pattern; the moves keep it one (:func:`_moves`).
 
     Returns:
       :class:`Polished`.
@@ -373,7 +556,7 @@ def polish(T, sample: est.EstimatorSample, importance, *, activation: str = "rel
     imp = np.broadcast_to(np.asarray(importance, np.float32), (n_inst, n))
     cur = fit_patterns(T, sample, imp, activation=activation) if start is None else start
     loss, gamma, bias = (np.array(a, copy=True) for a in cur)
-    moves = jnp.asarray(_moves(m, n))
+    moves = jnp.asarray(_moves(m, n, binary))
     active = np.ones(n_inst, bool)
     history = [loss.copy()]
     accepted = np.zeros(n_inst, int)
@@ -444,6 +627,8 @@ class BestKnown(NamedTuple):
       source: ``[I]`` the instance whose candidate won (another seed of the same cell when
         ``share_cells``); ``candidates`` are the instance's own.
       best_dense_loss: ``[I]`` the lowest dense loss of the instance's cell (its seeds).
+      kind: the lattice (:data:`LATTICE_KINDS`); with ``ternary_per_feature`` ``gamma`` is
+        ``[I, n]`` (one scale per feature column), with ``binary`` ``T`` holds signs.
     """
 
     T: np.ndarray
@@ -463,12 +648,14 @@ class BestKnown(NamedTuple):
     seconds: dict
     source: np.ndarray
     best_dense_loss: np.ndarray
+    kind: str = "ternary"
 
 
-def _enumerated(structure, m, p, imp, activation, n_per_mask):
+def _enumerated(structure, m, p, imp, activation, n_per_mask, alphabet=(-1, 0, 1)):
     up, p_inv = np.unique(p, axis=0, return_inverse=True)
     ui, i_inv = np.unique(imp, axis=0, return_inverse=True)
-    ex = rep.exact_optimum(structure, m, up, ui, activation=activation, n_per_mask=n_per_mask)
+    ex = rep.exact_optimum(structure, m, up, ui, activation=activation, n_per_mask=n_per_mask,
+                           alphabet=alphabet)
     return ex.pattern[p_inv.reshape(-1), i_inv.reshape(-1)].astype(np.int8)
 
 
@@ -478,8 +665,12 @@ def best_known(W, b, p, importance, structure: data_lib.FeatureStructure, *,
                fit_sample: est.EstimatorSample | None = None,
                n_random: int = 4, polish_steps: int = 20, enumerate_max_n: int = ENUMERATION_MAX_N,
                polish_max_n: int = POLISH_MAX_N, exact_per_mask: int = 256,
-               share_cells: bool = True, log=None) -> BestKnown:
-    """The best-known per-tensor ternary solution of each dense instance.
+               share_cells: bool = True, log=None, kind: str = "ternary") -> BestKnown:
+    """The best-known solution of each dense instance on a quantized lattice.
+
+    ``kind`` (:data:`LATTICE_KINDS`): ``ternary`` (per-tensor b1.58 scale, the default),
+    ``ternary_per_feature`` or ``binary``; see the module docstring for the candidates of
+    each.
 
     Args:
       W: dense effective weights ``[I, m, n]``; b: their biases ``[I, n]``.
@@ -487,7 +678,7 @@ def best_known(W, b, p, importance, structure: data_lib.FeatureStructure, *,
       structure: the sweep's feature structure.
       activation: ``relu`` or ``linear``.
       trained: optional ``(W_eff [I, m, n], b [I, n], valid [I] bool)`` of each instance's
-        trained ternary twin (its pattern is ``sign(W_eff)``).
+        trained twin of the same ``kind`` (its pattern is ``sign(W_eff)``).
       sample: the estimator sample every candidate is compared on (default
         :func:`bitjax.analysis.estimator.make_estimator_sample`, seed 0).
       fit_sample: the sample scales and biases are fitted on and the polish screens and
@@ -501,10 +692,14 @@ def best_known(W, b, p, importance, structure: data_lib.FeatureStructure, *,
       share_cells: instances with the same density and importance (the seeds of a cell)
         are one problem: each gets the best solution found for any of them.
       log: optional ``print``-like callable for progress lines.
+      kind: the lattice.
 
     Returns:
       :class:`BestKnown`.
     """
+    if kind not in LATTICE_KINDS:
+        raise ValueError(f"unknown lattice {kind!r}; allowed: {', '.join(LATTICE_KINDS)}")
+    binary = kind == "binary"
     say = log or (lambda _msg: None)
     W = np.asarray(W, np.float32)
     if W.ndim != 3:
@@ -529,23 +724,29 @@ def best_known(W, b, p, importance, structure: data_lib.FeatureStructure, *,
     pats: dict[str, np.ndarray] = {}
     t0 = time.perf_counter()
     if n <= enumerate_max_n:
-        pats["enumeration"] = _enumerated(structure, m, p, imp, activation, exact_per_mask)
+        pats["enumeration"] = _enumerated(structure, m, p, imp, activation, exact_per_mask,
+                                          ALPHABETS[kind])
         seconds["enumeration"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     t_snap, t_search, _, ok = snapped_patterns(W, imp, n_random=n_random)
+    if binary:
+        t_snap, t_search = binary_snapped_patterns(W, n_random=n_random)
     pats["snap"], pats["rotation_search"] = t_snap, t_search
     seconds["snap_and_search"] = time.perf_counter() - t0
-    pats["identity_top_m"] = identity_top_m(imp, m)
-    pats["antipodal_pairs"] = antipodal_pairs(imp, m)
-    sa = sets_antipodal(structure, m)
-    if sa is not None:
-        pats["sets_antipodal"] = np.broadcast_to(sa, (n_inst, m, n))
-    if n > 2 * m:
+    if not binary:  # these constructions have zeros: not on the binary lattice
+        pats["identity_top_m"] = identity_top_m(imp, m)
+        pats["antipodal_pairs"] = antipodal_pairs(imp, m)
+        sa = sets_antipodal(structure, m)
+        if sa is not None:
+            pats["sets_antipodal"] = np.broadcast_to(sa, (n_inst, m, n))
+    if n > 2 * m or binary:
         pats["hadamard"] = np.broadcast_to(hadamard(m, n), (n_inst, m, n))
     if trained is not None:
         tw, tb, tvalid = trained
         tvalid = np.asarray(tvalid, bool)
-        t_tr = np.where(tvalid[:, None, None], np.sign(np.asarray(tw)), pats["snap"])
+        # A binary twin's zeros (none in a trained one) would become signs like the snap's.
+        sign_tw = np.where(np.asarray(tw) >= 0, 1, -1) if binary else np.sign(np.asarray(tw))
+        t_tr = np.where(tvalid[:, None, None], sign_tw, pats["snap"])
         pats["trained_refit"] = t_tr.astype(np.int8)
 
     t0 = time.perf_counter()
@@ -554,10 +755,15 @@ def best_known(W, b, p, importance, structure: data_lib.FeatureStructure, *,
     seconds["fits"] = time.perf_counter() - t0
     sols = {k: (pats[k], fits[k].gamma, fits[k].bias) for k in pats}
     if trained is not None:
-        # The trained twin as it is: W_eff = gamma * T (gamma = its largest magnitude).
+        # The trained twin as it is: W_eff = gamma * T (gamma = its largest magnitude; per
+        # feature column for ternary_per_feature, whose zero columns keep the largest).
         tw = np.asarray(tw, np.float32)
         g_tr = np.abs(tw).reshape(n_inst, -1).max(1)
-        sols["trained"] = (np.sign(tw).astype(np.int8), g_tr, np.asarray(tb, np.float32))
+        if kind == "ternary_per_feature":
+            cols = np.abs(tw).max(1)
+            g_tr = np.where(cols > 0, cols, g_tr[:, None])
+        sols["trained"] = (pats["trained_refit"] if binary else np.sign(tw).astype(np.int8),
+                           g_tr, np.asarray(tb, np.float32))
 
     t0 = time.perf_counter()
     cand = _evaluate(sols, imp, sample, activation, trained_valid=None if trained is None
@@ -581,12 +787,23 @@ def best_known(W, b, p, importance, structure: data_lib.FeatureStructure, *,
             pol = polish(ts, fit_sample, imp, activation=activation, max_steps=polish_steps,
                          chunk=pchunk, fit_chunk=fchunk, screen_sample=screen,
                          start=fit_patterns(ts, fit_sample, imp, activation=activation,
-                                            chunk=fchunk))
+                                            chunk=fchunk), binary=binary)
             sols[name] = (pol.T, pol.fit.gamma, pol.fit.bias)
             say(f"    {name}: {int(pol.accepted.sum())} moves accepted over {n_inst} "
                 f"instances")
         cand.update(_evaluate({k: sols[k] for k in starts}, imp, sample, activation))
     seconds["polish"] = time.perf_counter() - t0
+    if kind == "ternary_per_feature":
+        t0 = time.perf_counter()
+        refits = _per_feature_refits(sols, cand, fits, imp, fit_sample, activation,
+                                     None if trained is None else tvalid)
+        cand.update(_evaluate(refits, imp, sample, activation,
+                              trained_valid=None if trained is None else tvalid))
+        sols.update(refits)
+        # Every candidate as a per-feature solution: its one scale on every column.
+        sols = {k: (t, np.broadcast_to(np.asarray(g, np.float32).reshape(n_inst, -1),
+                                       (n_inst, n)), bb) for k, (t, g, bb) in sols.items()}
+        seconds["per_feature"] = time.perf_counter() - t0
 
     names = [k for k in METHODS if k in sols]
     stack = np.stack([cand[k] for k in names])
@@ -608,7 +825,7 @@ def best_known(W, b, p, importance, structure: data_lib.FeatureStructure, *,
     g_best = np.stack([np.asarray(sols[k][1], np.float32) for k in names])[win, source]
     b_best = np.stack([np.asarray(sols[k][2], np.float32) for k in names])[win, source]
     T_best = T_best.astype(np.int8)
-    W_best = g_best[:, None, None] * T_best
+    W_best = _weights(T_best, g_best)
     ch = _eval_chunk(sample)
     e = est.estimate_loss(W_best, b_best, imp, sample, activation=activation, chunk=ch)
     dn = est.estimate_loss(W, b, imp, sample, activation=activation, chunk=ch)
@@ -618,7 +835,45 @@ def best_known(W, b, p, importance, structure: data_lib.FeatureStructure, *,
     cands = {k: cand.get(k, np.full(n_inst, np.nan)) for k in METHODS}
     return BestKnown(T_best, g_best, b_best, e.loss, e.se, np.array(names)[win], cands,
                      dn.loss, dn.se, d.loss, d.se, e.loss <= TIGHT_FACTOR * best_dense,
-                     np.abs(T_best).sum(1), ok, seconds, source, best_dense)
+                     np.abs(T_best).sum(1), ok, seconds, source, best_dense, kind)
+
+
+def _per_feature_refits(sols, cand, fits, imp, fit_sample, activation, trained_valid):
+    """:data:`PER_FEATURE_REFITS` (the per-tensor candidates with the lowest losses and
+    distinct patterns, from their pattern, scale and bias; fewer distinct patterns: the
+    last one repeated) and, with a trained twin, ``refit_trained`` (its pattern from its own
+    per-feature scales and bias), each refit with per-feature scales
+    (:func:`fit_per_feature`)."""
+    n_inst = len(imp)
+    names = [k for k in sols if k != "trained"]
+    pre = np.stack([cand[k] for k in names])
+    order = np.argsort(np.where(np.isfinite(pre), pre, np.inf), axis=0, kind="stable")
+    ar = np.arange(n_inst)
+    t = np.stack([np.broadcast_to(sols[k][0], sols[names[0]][0].shape) for k in names])
+    g = np.stack([np.asarray(sols[k][1], np.float32) for k in names])
+    bb = np.stack([np.asarray(sols[k][2], np.float32) for k in names])
+    picks = np.zeros((len(PER_FEATURE_REFITS), n_inst), int)
+    for i in range(n_inst):
+        chosen: list[int] = []
+        for j in order[:, i]:
+            if len(chosen) == len(PER_FEATURE_REFITS):
+                break
+            if not np.isfinite(pre[j, i]):
+                continue
+            if all(not np.array_equal(t[j, i], t[c, i]) for c in chosen):
+                chosen.append(int(j))
+        chosen = chosen or [int(order[0, i])]
+        chosen += [chosen[-1]] * (len(PER_FEATURE_REFITS) - len(chosen))
+        picks[:, i] = chosen
+    out = {name: (t[pk, ar], g[pk, ar], bb[pk, ar])
+           for name, pk in zip(PER_FEATURE_REFITS, picks, strict=True)}
+    if trained_valid is not None and "trained" in sols:
+        out["refit_trained"] = sols["trained"]
+    refits = {}
+    for name, (tk, gk, bk) in out.items():
+        f = fit_per_feature(tk, gk, bk, fit_sample, imp, activation=activation)
+        refits[name] = (np.asarray(tk, np.int8), f.gamma, f.bias)
+    return refits
 
 
 def _eval_chunk(sample: est.EstimatorSample) -> int:
@@ -629,10 +884,10 @@ def _eval_chunk(sample: est.EstimatorSample) -> int:
 def _evaluate(sols, imp, sample, activation, trained_valid=None) -> dict:
     out = {}
     for k, (t, g, bb) in sols.items():
-        Wk = np.asarray(g, np.float32)[:, None, None] * np.asarray(t, np.float32)
+        Wk = _weights(t, g)
         loss = est.estimate_loss(Wk, bb, imp, sample, activation=activation,
                                  chunk=_eval_chunk(sample)).loss
-        if k in ("trained", "trained_refit") and trained_valid is not None:
+        if k in ("trained", "trained_refit", "refit_trained") and trained_valid is not None:
             loss = np.where(trained_valid, loss, np.nan)
         out[k] = loss
     return out
@@ -669,7 +924,8 @@ def instance_rows(best: BestKnown, coords: dict | None = None) -> list[dict]:
             "best_dense_loss": float(best.best_dense_loss[i]),
             "tight": bool(best.tight[i]), "alignable": bool(best.alignable[i]),
             "source_instance": int(best.source[i]),
-            "gamma": float(best.gamma[i]),
+            "lattice": best.kind,
+            **_gamma_columns(np.asarray(best.gamma[i]), nnz),
             "nnz_per_column": " ".join(str(int(v)) for v in nnz),
             "nonzero_columns": int(np.sum(nnz > 0)),
             "mean_nnz_of_nonzero_columns": float(nnz[nnz > 0].mean()) if np.any(nnz > 0)
@@ -680,13 +936,32 @@ def instance_rows(best: BestKnown, coords: dict | None = None) -> list[dict]:
     return rows
 
 
+def _gamma_columns(gamma: np.ndarray, nnz: np.ndarray) -> dict:
+    """``gamma`` of one instance as table columns: the scale, or with per-feature scales their
+    mean over the non-zero columns and every column's scale."""
+    if gamma.ndim == 0:
+        return {"gamma": float(gamma)}
+    used = gamma[nnz > 0]
+    return {"gamma": float(used.mean()) if used.size else float("nan"),
+            "gamma_per_feature": " ".join(f"{float(v):.6g}" for v in gamma)}
+
+
+def _binary_canonical(T: np.ndarray) -> np.ndarray:
+    # -S is the same solution (W and -W share W^T W); the binary quantizer cannot return
+    # the all -1 pattern (sign(W - mean W) of a constant is +1), so that one is flipped.
+    flip = np.all(T < 0, axis=(1, 2))
+    return np.where(flip[:, None, None], -T, T)
+
+
 def write_run(out_dir, source, dense_index, best: BestKnown, *, extra_meta: dict | None = None):
     """Store best-known solutions as a run folder that :func:`bitjax.load_sweep` opens.
 
-    The folder's config is the source run's with ``kind = ("ternary",)``; its instances are
-    the source run's dense instances in the same order (checked coordinate by coordinate).
-    The latent weights are :func:`bitjax.lattice.latent_for_pattern` of each ``(T, gamma)``
-    (the quantizer maps them back onto ``gamma * T``, checked), the biases the fitted ones;
+    The folder's config is the source run's with ``kind = (best.kind,)`` (the lattice: so
+    ``load_sweep``'s coordinates and ``to_xarray`` name it); its instances are the source
+    run's dense instances in the same order (checked coordinate by coordinate). The latent
+    weights are :func:`bitjax.lattice.latent_for_pattern` of each ``(T, gamma)`` for that
+    quantizer (the quantizer maps them back onto ``gamma * T``, or ``T diag(g)`` per feature,
+    checked), the biases the fitted ones;
     ``meta["final_loss"]`` holds the best-known losses on the stratified estimator and
     ``meta["best_known"]`` every per-instance column of :func:`instance_rows`. The
     per-instance table is also written as ``best_known.csv``.
@@ -711,7 +986,7 @@ def write_run(out_dir, source, dense_index, best: BestKnown, *, extra_meta: dict
 
     out = Path(out_dir)
     dense_index = np.asarray(dense_index)
-    cfg = source.config.replace(kind=("ternary",), fp_fraction=0.0)
+    cfg = source.config.replace(kind=(best.kind,), fp_fraction=0.0)
     inst = build_instances(cfg)
     if inst.n != len(dense_index):
         raise ValueError(f"the source run has {len(dense_index)} dense instances, a ternary "
@@ -722,12 +997,18 @@ def write_run(out_dir, source, dense_index, best: BestKnown, *, extra_meta: dict
         if not np.array_equal(np.asarray(v), np.asarray(source.coords[k])[dense_index]):
             raise ValueError(f"coordinate {k!r} of the ternary copy does not follow the dense "
                              "instances' order")
+    T = _binary_canonical(best.T) if best.kind == "binary" else best.T
     latent = np.asarray(jax.jit(jax.vmap(
-        lambda t, g: lattice.latent_for_pattern(t, g, "ternary")))(
-            best.T.astype(np.float32), best.gamma.astype(np.float32)))
+        lambda t, g: lattice.latent_for_pattern(t, g, best.kind)))(
+            T.astype(np.float32), np.asarray(best.gamma, np.float32)))
     params = {"W": latent, "b": np.asarray(best.bias, np.float32)}
     eff = effective_weights_host(cfg, params, inst.quantizer)
-    want = best.gamma[:, None, None] * best.T
+    want = _weights(T, best.gamma)
+    if best.kind == "binary":
+        # A constant pattern's sign about its float mean may come back flipped: -W is the
+        # same solution (same W^T W), so either sign is the stored pattern.
+        flipped = np.all(np.isclose(eff, -want, rtol=1e-5, atol=1e-6), axis=(1, 2))
+        want = np.where(flipped[:, None, None], -want, want)
     if not np.allclose(eff, want, rtol=1e-5, atol=1e-6):
         raise RuntimeError("the quantizer does not map the stored latents onto gamma * T "
                            f"(largest error {np.abs(eff - want).max():.3g})")
@@ -737,6 +1018,7 @@ def write_run(out_dir, source, dense_index, best: BestKnown, *, extra_meta: dict
             "final_loss": np.asarray(best.loss, float).tolist(),
             "best_known": {k: [r[k] for r in rows] for k in rows[0]} if rows else {},
             "source_run": str(source.path), "source_instances": dense_index.tolist(),
+            "lattice": best.kind,
             **(extra_meta or {})}
     state = {"params": params, "history": np.asarray(best.loss, np.float32)[:, None],
              "step": np.zeros((), np.int32)}

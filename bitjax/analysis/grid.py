@@ -1,25 +1,27 @@
 """Analyses shared by several experiments (and by the findings), read through the grid.
 
-Everything here takes a :class:`bitjax.analysis.results.LoadedSweep` and returns per-instance arrays
-``[I]`` (turned into grids with :meth:`~bitjax.analysis.results.LoadedSweep.grid`) or labelled
-grids. Cells are found by label on the grid, never by searching float coordinates; an
-analysis that needs one instance per (kind, seed, probability) says so
-(:func:`kind_seed_grid`) instead of averaging over another axis that varies.
+Everything here takes a :class:`bitjax.analysis.results.LoadedSweep` and returns
+per-instance arrays ``[I]`` (turned into grids with
+:meth:`~bitjax.analysis.results.LoadedSweep.grid`) or labelled grids. Cells are found by
+label on the grid, never by searching float coordinates; an analysis that needs one
+instance per (kind, seed, probability) says so (:func:`kind_seed_grid`) instead of
+averaging over another axis that varies.
 
 Quantities (on effective weights, ``gamma * T`` for a quantized model):
-  * sparsity onsets (:func:`onset_table`): the feature probability at which features with
-    index >= m become represented, or biases turn negative;
-  * onsets per seed between grid points (:func:`onset_per_seed`), by linear interpolation
-    in log10(1-S);
+  * the per-instance quantities of the sparsity analyses (:func:`instance_quantities`:
+    features represented beyond the top m, superposition of the represented features,
+    biases); their onsets along the sparsity grid are in :mod:`bitjax.analysis.onsets`;
   * the loss gap of a quantized kind against dense, paired by seed (:func:`loss_gap`,
     :func:`loss_gap_rows`);
-  * correlated geometry (:func:`instance_measures`): cosines within correlated or
-    anticorrelated pairs and interference within / across sets.
+  * paired values of two kinds (:func:`paired`) and the best seed per cell
+    (:func:`best_seed_grid`).
+
+Correlated geometry is in :mod:`bitjax.analysis.geometry`.
 
 References:
   Elhage et al. 2022, "Toy Models of Superposition",
-  https://transformer-circuits.pub/2022/toy_model (sections "Superposition as a Phase
-  Change" and "Superposition with Correlated and Anticorrelated Features").
+  https://transformer-circuits.pub/2022/toy_model (section "Superposition as a Phase
+  Change").
 """
 
 from __future__ import annotations
@@ -59,19 +61,7 @@ def kind_seed_grid(sweep: LoadedSweep, values, name: str | None = None, *,
 
 
 # ----------------------------------------------------------------------------------------
-# Sparsity: represented features, biases, onsets.
-
-#: A bias counts as negative below this (not 0: tiny negative noise is not a filter).
-NEGATIVE_BIAS = -0.01
-ONSET_RULES = ("first", "sustained")
-ONSET_CONDITIONS = {
-    "superposition_onset": "a feature with index >= m has ||W_i|| > threshold",
-    "negative_bias_onset": f"some b_i < {NEGATIVE_BIAS}",
-}
-ONSET_DEFINITIONS = {
-    "first": "largest 1-S at which {}",
-    "sustained": "largest 1-S from which on (at every sparser grid point) {}",
-}
+# Sparsity: represented features and biases.
 
 
 def instance_quantities(sweep: LoadedSweep, threshold: float | None = None
@@ -106,157 +96,6 @@ def instance_quantities(sweep: LoadedSweep, threshold: float | None = None
         "bias_represented": b_rep,
         "bias_dropped": b_drop,
     }
-
-
-def onsets_along(probs: np.ndarray, hit: np.ndarray, ok: np.ndarray) -> dict[str, tuple]:
-    """Onsets of a condition along a dense -> sparse grid: ``{rule: (1-S, grid index)}``.
-
-    ``first``: the largest 1-S at which ``hit`` holds. ``sustained``: the largest 1-S from
-    which it holds at every sparser grid point (robust to an isolated hit at the dense end).
-    ``(nan, None)`` where there is none; grid points that are not ``ok`` (diverged) are
-    skipped.
-    """
-    idx = np.flatnonzero(ok)
-    h = hit[idx]
-    out = {"first": (np.nan, None), "sustained": (np.nan, None)}
-    if h.any():
-        j = int(idx[np.argmax(h)])
-        out["first"] = (float(probs[j]), j)
-    if h.size and h[-1]:
-        misses = np.flatnonzero(~h)
-        j = int(idx[misses[-1] + 1 if misses.size else 0])
-        out["sustained"] = (float(probs[j]), j)
-    return out
-
-
-def onset_definition(stat: str) -> str:
-    """The words of an onset statistic ``<condition>_<rule>``."""
-    cond, rule = stat.rsplit("_", 1)
-    return ONSET_DEFINITIONS[rule].format(ONSET_CONDITIONS[cond])
-
-
-def onset_table(sweep: LoadedSweep, threshold: float | None = None
-                ) -> dict[str, dict[str, dict]]:
-    """``{statistic: {kind: {"p": [seeds], "features": [seeds]}}}`` for every onset.
-
-    Statistics are ``<condition>_<rule>`` (:data:`ONSET_CONDITIONS` x :data:`ONSET_RULES`);
-    per seed, the grid is scanned from dense to sparse (:func:`onsets_along`) and
-    ``features`` names the features that meet the condition at the onset.
-
-    Raises:
-      ValueError: an axis other than kind, seed and probability varies.
-    """
-    cfg = sweep.config
-    t = sweep.default_threshold if threshold is None else threshold
-    rep = sweep.metrics(t)["norm"] > t
-    b = sweep.b
-    tests = {
-        "superposition_onset": lambda i: [f for f in np.flatnonzero(rep[i])
-                                          if f >= cfg.n_hidden],
-        "negative_bias_onset": lambda i: list(np.flatnonzero(b[i] < NEGATIVE_BIAS)),
-    }
-    inst = kind_seed_grid(sweep, np.arange(sweep.n_instances), mask_diverged=False)
-    bad = kind_seed_grid(sweep, sweep.diverged, mask_diverged=False)
-    probs = inst["feature_probability"].values
-    out: dict[str, dict[str, dict]] = {f"{c}_{r}": {} for c in ONSET_CONDITIONS
-                                       for r in ONSET_RULES}
-    for kind in inst["kind"].values:
-        ids = inst.sel(kind=kind).transpose("seed", "feature_probability").values
-        oks = ~bad.sel(kind=kind).transpose("seed", "feature_probability").values
-        res = {k: {"p": np.full(len(ids), np.nan), "features": [""] * len(ids)} for k in out}
-        for si, (row, ok) in enumerate(zip(ids, oks, strict=True)):
-            for cond, features in tests.items():
-                hit = np.array([bool(o) and len(features(i)) > 0
-                                for o, i in zip(ok, row, strict=True)])
-                for rule, (p_on, j) in onsets_along(probs, hit, ok).items():
-                    res[f"{cond}_{rule}"]["p"][si] = p_on
-                    if j is not None:
-                        res[f"{cond}_{rule}"]["features"][si] = " ".join(
-                            str(f) for f in features(row[j]))
-        for k in out:
-            out[k][str(kind)] = res[k]
-    return out
-
-
-#: Rules of :func:`onset_per_seed`: the first crossing, or the one after which it holds on.
-ONSET_PER_SEED_RULES = ("first", "sustained")
-
-
-def onset_per_seed(log_p, values, level: float, *, above: bool = True,
-                   rule: str = "first", inclusive: bool = False) -> np.ndarray:
-    """Per-seed onset of ``values > level`` (or ``< level``) between grid points.
-
-    Estimated per seed by linear interpolation in ``log10(1-S)`` where the per-seed quantity
-    crosses ``level`` going from dense to sparse: between the last grid point where the
-    condition fails and the next one where it holds, the onset is where the straight line
-    joining the two values (against ``log10(1-S)``) reaches ``level``. So an onset can fall
-    between grid points, and seeds that differ by less than a grid step get different
-    estimates instead of a zero-width interval on one grid point.
-
-    Args:
-      log_p: ``[n]`` log10 of the feature probability 1-S of each grid point, all distinct,
-        in any order (it is sorted here from dense, the largest, to sparse).
-      values: ``[..., n]`` the quantity per seed (leading axes: seeds, kinds, ...), last axis
-        on the grid of ``log_p``. NaN marks a missing point (a diverged instance): it is
-        skipped, so the line joins its finite neighbours.
-      level: the level crossed. For an integer count ("more than m features represented")
-        pass a half-integer (``m + 0.5``): with ``level = m`` a step from m to m + 2 would
-        put the onset on the grid point where the count is still m.
-      above: the condition is ``values > level``; ``False``: ``values < level``.
-      inclusive: the condition includes equality (``>=`` / ``<=``).
-      rule: ``"first"``: the first crossing from dense to sparse; ``"sustained"``: the
-        crossing after which the condition holds at every sparser finite point (robust to an
-        isolated hit at the dense end).
-
-    Returns:
-      ``[...]`` the onset as log10(1-S). Where the condition already holds at the densest
-      finite point, that point's log_p (the onset is there or denser: left-censored). NaN
-      where the condition never holds (``"first"``), does not hold at the sparsest finite
-      point (``"sustained"``), or no value is finite.
-
-    Raises:
-      ValueError: the shapes do not match, ``log_p`` is not finite and distinct, or ``rule``
-        is unknown.
-    """
-    x = np.asarray(log_p, dtype=np.float64)
-    v = np.asarray(values, dtype=np.float64)
-    if rule not in ONSET_PER_SEED_RULES:
-        raise ValueError(f"rule must be one of {ONSET_PER_SEED_RULES}, got {rule!r}")
-    if x.ndim != 1 or v.ndim < 1 or v.shape[-1] != x.size:
-        raise ValueError(f"values' last axis must match log_p: values {v.shape}, log_p "
-                         f"{x.shape}")
-    if not np.isfinite(x).all() or np.unique(x).size != x.size:
-        raise ValueError(f"log_p must be finite and distinct, got {x.tolist()}")
-    order = np.argsort(-x, kind="stable")  # dense (largest 1-S) first
-    x, v = x[order], v[..., order]
-    flat = v.reshape(-1, x.size)
-    out = np.full(flat.shape[0], np.nan)
-    for r, row in enumerate(flat):
-        ok = np.isfinite(row)
-        xs, vs = x[ok], row[ok]
-        if not vs.size:
-            continue
-        if inclusive:
-            hit = vs >= level if above else vs <= level
-        else:
-            hit = vs > level if above else vs < level
-        if rule == "first":
-            if not hit.any():
-                continue
-            j = int(np.argmax(hit))
-        else:
-            if not hit[-1]:
-                continue
-            misses = np.flatnonzero(~hit)
-            j = int(misses[-1]) + 1 if misses.size else 0
-        if j == 0:
-            out[r] = xs[0]  # holds at the densest point: censored there
-            continue
-        # vs[j-1] fails and vs[j] holds, so level lies in [vs[j-1], vs[j]) (or the mirror)
-        # and the fraction t is in [0, 1).
-        t = (level - vs[j - 1]) / (vs[j] - vs[j - 1])
-        out[r] = xs[j - 1] + t * (xs[j] - xs[j - 1])
-    return out.reshape(v.shape[:-1])
 
 
 # ----------------------------------------------------------------------------------------
@@ -409,138 +248,6 @@ def loss_gap_parts(parts, base: str = "dense", titles=None
             sub.attrs.update(gap.attrs)
             columns.append((words, sub, [r for r in part_rows if r["kind"] == kind]))
     return rows, columns
-
-
-# ----------------------------------------------------------------------------------------
-# Correlated and anticorrelated features.
-
-#: Norm above which a feature counts as represented in the correlated measures.
-NORM_THRESHOLD = 0.5
-#: A correlated pair counts as collapsed onto one direction above this cosine ...
-COLLAPSE_COS = 0.9
-#: ... when both members still carry at least this norm (not dropped).
-COLLAPSE_NORM = 0.25
-#: Pair counted orthogonal below this |cos|, antipodal below minus this.
-ORTHOGONAL_COS = 0.1
-ANTIPODAL_COS = 0.9
-
-
-def set_ids(cfg) -> np.ndarray:
-    """Set index of every feature (correlated sets, then anticorrelated; -1 = independent)."""
-    ids = np.full(cfg.n_features, -1)
-    nc = cfg.correlated_sets * cfg.correlated_size
-    ids[:nc] = np.arange(nc) // cfg.correlated_size
-    na = cfg.anticorrelated_sets * cfg.anticorrelated_size
-    ids[nc:nc + na] = cfg.correlated_sets + np.arange(na) // cfg.anticorrelated_size
-    return ids
-
-
-def _norms_cos(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    w = np.asarray(w, dtype=np.float64)
-    if w.ndim == 2:
-        w = w[None]
-    norms = np.linalg.norm(w, axis=1)  # [I, n]
-    g = np.einsum("kmi,kmj->kij", w, w)  # W^T W per instance
-    cos = g / np.maximum(norms[:, :, None] * norms[:, None, :], 1e-12)
-    return norms, cos
-
-
-def pair_cosines(w: np.ndarray, n_pairs: int,
-                 threshold: float = NORM_THRESHOLD) -> tuple[np.ndarray, np.ndarray]:
-    """Cosine of each pair (features 2k, 2k+1), ``[I, n_pairs]``, and both-represented mask."""
-    norms, cos = _norms_cos(w)
-    a, b = np.arange(n_pairs) * 2, np.arange(n_pairs) * 2 + 1
-    c = cos[:, a, b]
-    both = (norms[:, a] >= threshold) & (norms[:, b] >= threshold)
-    return c, both
-
-
-def within_pair_cos(w: np.ndarray, n_pairs: int,
-                    threshold: float = NORM_THRESHOLD) -> np.ndarray:
-    """Mean cosine over the pairs whose members are both represented, ``[I]`` (NaN if none)."""
-    c, both = pair_cosines(w, n_pairs, threshold)
-    with np.errstate(invalid="ignore"):
-        return np.where(both.any(1), np.sum(np.where(both, c, 0), 1) / both.sum(1), np.nan)
-
-
-def collapse_fraction(w: np.ndarray, n_pairs: int, cos_min: float = COLLAPSE_COS,
-                      norm_min: float = COLLAPSE_NORM) -> np.ndarray:
-    """Share of pairs collapsed onto one direction (cos > cos_min, norms >= norm_min), ``[I]``."""
-    c, both = pair_cosines(w, n_pairs, norm_min)
-    return np.mean((c > cos_min) & both, axis=1)
-
-
-def pair_geometry_fractions(w: np.ndarray, n_pairs: int,
-                            threshold: float = NORM_THRESHOLD) -> dict[str, np.ndarray]:
-    """Share of pairs (both represented) that are orthogonal / antipodal, ``{name: [I]}``."""
-    c, both = pair_cosines(w, n_pairs, threshold)
-    return {"orthogonal_fraction": np.mean(both & (np.abs(c) < ORTHOGONAL_COS), axis=1),
-            "antipodal_fraction": np.mean(both & (c < -ANTIPODAL_COS), axis=1)}
-
-
-def set_interference(w: np.ndarray, ids: np.ndarray,
-                     threshold: float = NORM_THRESHOLD) -> dict[str, np.ndarray]:
-    """Within-set vs cross-set interference per instance (pairs i != j of set features).
-
-    Returns ``within_set_abs_cos``, ``cross_set_abs_cos`` (represented features only; NaN
-    when no such pair) and ``within_set_sq_dot``, ``cross_set_sq_dot`` (all features).
-    """
-    w = np.asarray(w, dtype=np.float64)
-    if w.ndim == 2:
-        w = w[None]
-    norms, cos = _norms_cos(w)
-    dot2 = np.einsum("kmi,kmj->kij", w, w) ** 2
-    ids = np.asarray(ids)
-    in_set = ids >= 0
-    off = ~np.eye(len(ids), dtype=bool) & in_set[:, None] & in_set[None, :]
-    same = off & (ids[:, None] == ids[None, :])
-    cross = off & (ids[:, None] != ids[None, :])
-    rep = norms >= threshold  # [I, n]
-    rep2 = rep[:, :, None] & rep[:, None, :]
-    out = {}
-    for name, mask in (("within_set", same), ("cross_set", cross)):
-        m = rep2 & mask
-        cnt = m.sum((1, 2))
-        with np.errstate(invalid="ignore"):
-            out[f"{name}_abs_cos"] = np.where(
-                cnt > 0, np.sum(np.where(m, np.abs(cos), 0), (1, 2)) / np.maximum(cnt, 1),
-                np.nan)
-        out[f"{name}_sq_dot"] = (np.sum(np.where(mask, dot2, 0), (1, 2))
-                                 / max(int(mask.sum()), 1))
-    return out
-
-
-def instance_measures(sweep: LoadedSweep, threshold: float | None = None
-                      ) -> dict[str, np.ndarray]:
-    """Every correlated-geometry measurement of a sweep's instances, ``{name: [I]}``.
-
-    Pair measures for sweeps of pairs (correlated or anticorrelated, size 2), set measures
-    for sweeps with two or more sets larger than pairs; NaN for diverged instances.
-
-    Args:
-      sweep: the loaded sweep.
-      threshold: feature-norm cut for "represented" (default: the sweep's).
-    """
-    cfg = sweep.config
-    t = sweep.default_threshold if threshold is None else threshold
-    w = sweep.W_eff
-    out = {"n_represented": np.asarray(sweep.metrics(t)["n_represented"], dtype=float),
-           "loss": np.asarray(sweep.loss, dtype=float)}
-    n_pairs = 0
-    if cfg.correlated_size == 2 and cfg.correlated_sets and not cfg.anticorrelated_sets:
-        n_pairs = cfg.correlated_sets
-    elif cfg.anticorrelated_size == 2 and cfg.anticorrelated_sets and not cfg.correlated_sets:
-        n_pairs = cfg.anticorrelated_sets
-    if n_pairs:
-        out["within_pair_cos"] = within_pair_cos(w, n_pairs, t)
-        out.update(pair_geometry_fractions(w, n_pairs, t))
-        if cfg.correlated_sets:
-            out["collapse_fraction"] = collapse_fraction(w, n_pairs)
-    ids = set_ids(cfg)
-    if len(set(ids[ids >= 0].tolist())) >= 2 and np.bincount(ids[ids >= 0]).max() > 2:
-        out.update(set_interference(w, ids, t))
-    bad = sweep.diverged
-    return {k: np.where(bad, np.nan, v) for k, v in out.items()}
 
 
 # ----------------------------------------------------------------------------------------

@@ -13,7 +13,13 @@ relative to the instance's largest feature norm; the paper's absolute 0.5 stays 
 feature is worth to the loss), :func:`geometry_m2` (named configurations of ``m = 2``
 models, codes in :data:`GEOMETRY_M2_LABELS`) and :func:`dimensionality_labels` (``D_i``
 clusters, codes in :data:`DIMENSIONALITY_LABELS`). Codes are integers so that they go into
-CSV files and xarray datasets as they are; decode them with the label tuples.
+CSV files and xarray datasets as they are; decode them with the label tuples (words:
+:func:`geometry_m2_words`).
+
+This module is the one home of three rules every analysis shares: the represented threshold
+(:data:`DEFAULT_THRESHOLD`), the ``m = 2`` configuration classifier (:func:`geometry_m2`)
+and the phase of the extra feature of the phase diagrams (:func:`extra_feature_phase`, a
+host function over a batch).
 
 References:
   Elhage et al. 2022, "Toy Models of Superposition",
@@ -25,12 +31,15 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Array = jax.Array
 
 #: The paper normalises directions as ``W / (1e-5 + ||W||)``.
 NORM_EPS = 1e-5
-#: Feature norm above which a feature counts as represented; the paper publishes none.
+#: Feature norm above which a feature counts as represented; the paper publishes none. THE
+#: represented threshold: every absolute "represented" cut of the library and the
+#: experiments (sparsity counts, correlated geometry, phase diagrams, alignability) is this.
 DEFAULT_THRESHOLD = 0.5
 #: Feature dimensionalities of the geometries the paper finds (for reference lines).
 REFERENCE_DIMENSIONALITIES = {"1": 1.0, "3/4": 3 / 4, "2/3": 2 / 3, "1/2": 1 / 2,
@@ -270,6 +279,81 @@ def geometry_m2(w: Array, rel_threshold: float = DEFAULT_REL_THRESHOLD,
         [k == 0, k == 1, two_orth, anti_pair, pair_plus, two_pairs, pentagon, fan],
         [1, 2, 3, 4, 5, 6, 7, 8], 0)
     return code.astype(jnp.int32)
+
+
+def geometry_m2_words(code: int) -> str:
+    """Words for a :func:`geometry_m2` code: its label with spaces (``"two antipodal
+    pairs"``), ``"not m = 2"`` for :data:`GEOMETRY_NOT_M2`.
+
+    The one naming of m = 2 configurations: figure titles, the representable tables and the
+    findings all read it, so a figure and a verdict name an instance alike.
+    """
+    if not 0 <= code < len(GEOMETRY_M2_LABELS):
+        return "not m = 2"
+    return GEOMETRY_M2_LABELS[code].replace("_", " ")
+
+
+# ---- the extra feature of the phase diagrams -----------------------------------------------
+
+#: Phases of the last ("extra") feature, indexed by :func:`extra_feature_phase`'s codes.
+EXTRA_PHASES = ("dropped", "dedicated", "superposed")
+#: A represented extra feature has a dedicated dimension when its |cos| with every other
+#: represented feature is below this (about 72.5 degrees; see :func:`extra_feature_phase`).
+EXTRA_COS_CUT = 0.3
+
+
+def extra_feature_stats(w, threshold: float = DEFAULT_THRESHOLD
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """Norm of the last feature and its largest |cos| with the other represented features.
+
+    A host (NumPy, float64) function over a batch, unlike the per-instance JAX measures
+    above: the phase tables print these values.
+
+    Args:
+      w: effective weights ``[I, m, n]`` (or one instance ``[m, n]``).
+      threshold: norm from which another feature counts as represented.
+    Returns:
+      ``(norm [I], max_abs_cos [I])``; ``max_abs_cos`` is 0 when no other feature is
+      represented.
+    """
+    w = np.asarray(w, dtype=np.float64)
+    if w.ndim == 2:
+        w = w[None]
+    norms = np.linalg.norm(w, axis=1)  # [I, n]
+    x = w[:, :, -1]  # [I, m]
+    dots = np.einsum("im,imn->in", x, w[:, :, :-1])
+    cos = np.abs(dots) / np.maximum(norms[:, -1:] * norms[:, :-1], 1e-12)
+    cos = np.where(norms[:, :-1] >= threshold, cos, 0.0)
+    return norms[:, -1], cos.max(axis=1) if cos.shape[1] else np.zeros(len(w))
+
+
+def extra_feature_phase(w, threshold: float = DEFAULT_THRESHOLD,
+                        cos_cut: float = EXTRA_COS_CUT) -> np.ndarray:
+    """Phase code of the LAST ("extra") feature per instance: 0 dropped, 1 dedicated,
+    2 superposed (names in :data:`EXTRA_PHASES`).
+
+    Dropped: ``||W_x|| < threshold``. Dedicated: otherwise, if ``|cos(W_x, W_j)| < cos_cut``
+    for every other feature ``j`` with ``||W_j|| >= threshold``. Superposed: otherwise
+    (antipodal or any other shared direction; with m = 1 this includes the "confused"
+    ``W_1 = W_2`` phase at high density and r near 1).
+
+    Why the cut is 0.3: on the ternary lattice of the small models (m <= 2) the |cos|
+    between two represented columns is 0, 1/sqrt(2) or 1, so any cut in (0, 0.707) gives
+    the same phases to exact ternary optima; trained dense solutions are only nearly
+    orthogonal, and 0.3 (72.5 degrees) still calls a not quite converged dedicated dimension
+    dedicated while a 45-degree or antipodal partner (0.707, 1) stays superposed. A cut of
+    0.1 (84 degrees) would call such dense instances superposed.
+
+    Args:
+      w: effective weights ``[I, m, n]`` or ``[m, n]``.
+      threshold: norm below which the extra feature counts as dropped (and from which
+        another feature counts as represented).
+      cos_cut: the |cos| cut between dedicated and superposed.
+    Returns:
+      int codes ``[I]``.
+    """
+    norm, max_cos = extra_feature_stats(w, threshold)
+    return np.where(norm < threshold, 0, np.where(max_cos < cos_cut, 1, 2))
 
 
 #: Feature dimensionalities the clusters are named after, and the labels of

@@ -60,11 +60,11 @@ import numpy as np
 
 from bitjax import data as data_lib
 from bitjax import quant
+from bitjax.analysis import metrics
+from bitjax.analysis.metrics import DEFAULT_THRESHOLD
 
 Array = jax.Array
 
-#: Feature norm above which a column counts as represented (as in bitjax.analysis.metrics).
-DEFAULT_THRESHOLD = 0.5
 #: Alignability tolerance: two represented columns are "parallel" when the angle between
 #: their lines is below this, "orthogonal" when it is within this of 90 degrees.
 DEFAULT_ANGLE_TOL_DEG = 5.0
@@ -1038,75 +1038,57 @@ def idealised_n2m1(r, density) -> dict[str, np.ndarray]:
     return out
 
 
-def extra_feature_phase(W, *, threshold: float = DEFAULT_THRESHOLD,
-                        cos_tol: float = 0.1) -> np.ndarray:
-    """Phase of the last ("extra") feature: dropped, dedicated (no overlap with any other
-    represented feature) or superposed. ``W [I, m, n]`` -> ``[I]`` strings."""
+def closed_form_boundary(r):
+    """Density ``1-S`` below which superposition beats both non-superposed n=2, m=1
+    solutions of :func:`idealised_n2m1`.
+
+    ``4r/(2+5r)`` for ``r <= 1`` and ``4/(5+2r)`` for ``r >= 1`` (0.571 at r=1, 0.16 at
+    r=0.1 and r=10), from equating the idealised losses.
+    """
+    r = np.asarray(r, dtype=np.float64)
+    return np.where(r <= 1, 4 * r / (2 + 5 * r), 4 / (5 + 2 * r))
+
+
+def lattice_frame(W) -> str:
+    """Where the represented columns of a lattice pattern ``W [m, n]`` lie: ``"axes"`` (one
+    non-zero each), ``"diagonals"`` (two each), or ``""`` (not a lattice pattern: the
+    non-zero magnitudes differ, or the columns mix both).
+
+    Not a classifier of the geometry (that is :func:`bitjax.analysis.metrics.geometry_m2`):
+    it says which of the lattice's frames a ternary solution uses. Represented columns are
+    those of the classifier (:func:`bitjax.analysis.metrics.represented_relative`).
+    """
     W = np.asarray(W, np.float64)
-    norms = np.linalg.norm(W, axis=1)  # [I, n]
-    rep = norms > threshold
-    u = W / np.maximum(norms, 1e-12)[:, None, :]
-    cos = np.abs(np.einsum("imk,imj->ikj", u, u))[:, -1, :-1]  # extra vs the others
-    overlap = np.any(rep[:, :-1] & (cos > cos_tol), axis=1)
-    return np.where(~rep[:, -1], "dropped", np.where(overlap, "superposed", "dedicated"))
+    norms = np.linalg.norm(W, axis=0)
+    rep = np.flatnonzero(np.asarray(metrics.represented_relative(W)))
+    if not len(rep):
+        return ""
+    cols = np.abs(W[:, rep])
+    nnz = (cols > 1e-6 * max(norms.max(), 1e-12)).sum(0)
+    if not np.allclose(cols[cols > 1e-9], cols.max()):
+        return ""
+    if np.all(nnz == 1):
+        return "axes"
+    if np.all(nnz == 2):
+        return "diagonals"
+    return ""
 
 
-def configuration_name(W, *, threshold: float = DEFAULT_THRESHOLD,
-                       angle_tol_deg: float = 10.0) -> str:
-    """A name for an m=2 solution's geometry (columns of ``W [2, n]`` with norm > threshold).
+def configuration_name(W) -> str:
+    """Words for an m=2 solution ``W [2, n]``: the configuration of
+    :func:`bitjax.analysis.metrics.geometry_m2` in the words of
+    :func:`~bitjax.analysis.metrics.geometry_m2_words`, with the lattice frame of two
+    antipodal pairs (``"two antipodal pairs on the axes"`` / ``"on the diagonals"``,
+    :func:`lattice_frame`).
 
-    Names: "nothing represented"; "one feature"; "two orthogonal features"; "one antipodal
-    pair"; "antipodal pair + orthogonal feature"; "two antipodal pairs on the axes / on the
-    diagonals / (square)" (the frame is reported for lattice patterns: columns with one
-    non-zero are on the axes, two non-zeros on the diagonals); "k-feature 45-degree fan";
-    "pentagon"; otherwise "k features at gaps a/b/... degrees". Features sharing a line are
-    counted with it ("... with k collapsed" when two lie on the same ray).
+    Raises:
+      ValueError: ``W`` is not ``[2, n]``.
     """
     W = np.asarray(W, np.float64)
     if W.ndim != 2 or W.shape[0] != 2:
         raise ValueError(f"configuration_name needs W of shape [2, n], got {W.shape}")
-    norms = np.linalg.norm(W, axis=0)
-    rep = np.flatnonzero(norms > threshold)
-    k = len(rep)
-    if k == 0:
-        return "nothing represented"
-    ang = np.degrees(np.arctan2(W[1, rep], W[0, rep])) % 360.0
-    ang.sort()
-    # Merge features on the same ray.
-    rays = [ang[0]]
-    for a in ang[1:]:
-        if abs(a - rays[-1]) > angle_tol_deg:
-            rays.append(a)
-    if len(rays) > 1 and (rays[0] + 360.0 - rays[-1]) <= angle_tol_deg:
-        rays.pop()
-    collapsed = k - len(rays)
-    suffix = f" with {collapsed} collapsed" if collapsed else ""
-    r = len(rays)
-    gaps = np.diff(np.append(rays, rays[0] + 360.0))
-    near = lambda g, v: abs(g - v) <= angle_tol_deg  # noqa: E731
-    if r == 1:
-        name = "one feature" if k == 1 else "features on one ray"
-    elif r == 2:
-        g = min(gaps)
-        name = ("two orthogonal features" if near(g, 90) else "one antipodal pair"
-                if near(g, 180) else f"two features at {g:.0f} degrees")
-    elif r == 3 and sorted(np.round(gaps / 90.0).tolist()) == [1.0, 1.0, 2.0] and all(
-            near(g, 90 * round(g / 90)) for g in gaps):
-        name = "antipodal pair + orthogonal feature"
-    elif r == 4 and all(near(g, 90) for g in gaps):
-        nnz = (np.abs(W[:, rep]) > 1e-6 * max(norms.max(), 1e-12)).sum(0)
-        on_lattice = np.allclose(np.abs(W[:, rep])[np.abs(W[:, rep]) > 1e-9],
-                                 np.abs(W[:, rep]).max())
-        frame = ""
-        if on_lattice and np.all(nnz == 1):
-            frame = " on the axes"
-        elif on_lattice and np.all(nnz == 2):
-            frame = " on the diagonals"
-        name = "two antipodal pairs" + (frame or " (square)")
-    elif r == 5 and all(near(g, 72) for g in gaps):
-        name = "pentagon"
-    elif r >= 3 and sum(near(g, 45) for g in gaps) == r - 1:
-        name = f"{r}-feature 45-degree fan"
-    else:
-        name = f"{r} features at gaps " + "/".join(f"{g:.0f}" for g in gaps) + " degrees"
-    return name + suffix
+    code = int(metrics.geometry_m2(W))
+    words = metrics.geometry_m2_words(code)
+    if metrics.GEOMETRY_M2_LABELS[code] == "two_antipodal_pairs" and (frame := lattice_frame(W)):
+        words += f" on the {frame}"
+    return words

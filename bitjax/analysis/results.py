@@ -33,8 +33,8 @@ import xarray as xr
 
 from bitjax import convergence
 from bitjax.analysis import metrics as metrics_lib
-from bitjax.config import AXES, VECTOR_AXES, SweepConfig, build_instances
-from bitjax.layers import effective_weights_host
+from bitjax.config import AXES, VECTOR_AXES, SweepConfig, build_instances, importance_vector
+from bitjax.layers import effective_weights_host, encoder, output_bias
 from bitjax.store.checkpoint import CheckpointError, read_run
 from bitjax.store.layout import CHECKPOINT_DIR, Provenance, is_run, part_folders
 
@@ -83,6 +83,9 @@ class LoadedSweep:
       meta: the checkpoint's metadata (config, coordinates, final loss, diagnostics).
       name: the part name within its experiment (the folder name by default).
       provenance: experiment, preset and commit, for figure footers.
+      params: every latent parameter of the checkpoint by name (host arrays, leading axis
+        instance): the computation model's ``W1``, ``b1``, ``W2``, ``b2``, whose ``W1`` and
+        ``b2`` are also ``W`` and ``b`` above (the encoder and the output bias).
     """
 
     path: Path
@@ -96,7 +99,10 @@ class LoadedSweep:
     meta: dict = field(repr=False, default_factory=dict)
     name: str = ""
     provenance: Provenance = field(default_factory=Provenance)
-    _metric_cache: dict = field(default_factory=dict, repr=False, compare=False)
+    params: dict = field(default_factory=dict, repr=False, compare=False)
+    # Not an init field: ``dataclasses.replace`` (new weights, say) must not carry the
+    # metrics of the weights it replaces.
+    _metric_cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     # -- per-instance arrays -------------------------------------------------------------
 
@@ -359,7 +365,7 @@ class LoadedSweep:
                       for p in cfg.feature_probability]),
             dims=("feature_probability", "feature"))
         data["importance_vector"] = xr.DataArray(
-            np.stack([_importance_vector(v, n) for v in cfg.importance]),
+            np.stack([importance_vector(v, n) for v in cfg.importance]),
             dims=("importance", "feature"))
         ds = xr.Dataset(data)
         ds.attrs.update({"name": self.name, "path": str(self.path), "step": int(self.step),
@@ -452,13 +458,6 @@ def setting_labels(axis: str, values) -> np.ndarray:
     return np.array(out, dtype=str)
 
 
-def _importance_vector(value, n: int) -> np.ndarray:
-    vals = _as_tuple(value)
-    if len(vals) == 1:
-        return float(vals[0]) ** np.arange(n, dtype=np.float64)
-    return np.asarray(vals, dtype=np.float64)
-
-
 def _describe(values: np.ndarray) -> str:
     return ", ".join(f"{v:g}" if isinstance(v, (float, np.floating)) else str(v)
                      for v in values.tolist())
@@ -490,10 +489,10 @@ def _load_run(path: Path, step: int | None, name: str | None) -> LoadedSweep:
     params = state["params"]
     return LoadedSweep(
         path=path, config=config, coords=inst.coords, step=int(meta["step"]),
-        W=params["W"], b=params["b"],
+        W=encoder(params), b=output_bias(params),
         W_eff=effective_weights_host(config, params, inst.quantizer),
         history=state["history"], meta=meta, name=name or path.name,
-        provenance=Provenance.of_run(path),
+        provenance=Provenance.of_run(path), params=dict(params),
     )
 
 

@@ -11,9 +11,7 @@ family of claims are Holm-adjusted together (:func:`bitjax.analysis.stats.holm`)
 published rule is the rule applied.
 
 Onsets (the sparsity at which a quantity crosses a level) are estimated per seed by
-:func:`onset_per_seed`, by linear interpolation in ``log10(1 - S)`` between the two grid
-points around the crossing, instead of reading off the grid point (which gives every seed
-on a coarse grid the same value and a zero-width interval).
+:func:`bitjax.analysis.onsets.bounded_onset`.
 
 References:
   Schuirmann 1987, J. Pharmacokinet. Biopharm. 15(6) (two one-sided tests).
@@ -212,56 +210,3 @@ def verdict_text(verdict: str, reason: str = "", detail: str = "") -> str:
         return verdict
     why = REASONS[reason] + (f": {detail}" if detail else "")
     return f"undecided ({why})"
-
-
-# ----------------------------------------------------------------------------------------
-# Onsets.
-
-
-def onset_per_seed(feature_probability, values, level: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per seed, the sustained onset of ``values >= level`` along the sparsity grid, with
-    where it is censored.
-
-    The onset is :func:`bitjax.analysis.grid.onset_per_seed` (``rule="sustained"``, inclusive):
-    the point from which on the condition holds at every sparser grid point, linearly
-    interpolated in ``x = log10(1 - S)`` between the last grid point where it fails and the
-    next one; grid points with a NaN value (a diverged instance) are skipped for that seed.
-    Here an onset beyond the sparsest point is not NaN but that point's x (a bound), flagged.
-
-    Args:
-      feature_probability: ``[P]`` the grid's 1-S values (any order, all > 0).
-      values: ``[seeds, P]`` the quantity per seed and grid point (same order).
-      level: the crossing level.
-    Returns:
-      ``(onset, censored)``, each ``[seeds]``: ``onset`` in ``log10(1 - S)``; ``censored``
-      0 for an interpolated crossing, -1 if the condition already holds at the densest
-      point (onset at or above it: the densest x is returned), +1 if it does not hold at
-      the sparsest point (no onset on the grid: the sparsest x is returned, a bound), and
-      the onset is NaN with censored 0 for a seed with no finite value.
-
-    Raises:
-      ValueError: shapes that do not match, or a probability <= 0.
-    """
-    from bitjax.analysis import grid as analysis
-
-    p = np.asarray(feature_probability, dtype=np.float64)
-    v = np.asarray(values, dtype=np.float64)
-    if p.ndim != 1 or v.ndim != 2 or v.shape[1] != p.size:
-        raise ValueError(f"values must be [seeds, {p.size}] for {p.size} probabilities, got "
-                         f"{v.shape}")
-    if np.any(~(p > 0)):
-        raise ValueError("feature probabilities must be > 0 (log10(1-S) is taken)")
-    x = np.log10(p)
-    onset = analysis.onset_per_seed(x, v, level, rule="sustained", inclusive=True)
-    order = np.argsort(-p, kind="stable")
-    censored = np.zeros(v.shape[0], dtype=int)
-    for s, row in enumerate(v[:, order]):
-        ok = np.isfinite(row)
-        if not ok.any():
-            continue
-        hit = row[ok] >= level
-        if not hit[-1]:
-            onset[s], censored[s] = x[order][ok][-1], 1
-        elif hit.all():
-            censored[s] = -1
-    return onset, censored

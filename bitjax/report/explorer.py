@@ -68,7 +68,6 @@ from typing import Any
 
 import numpy as np
 
-from bitjax.analysis import metrics as metrics_lib
 from bitjax.analysis.stats import mean_ci_floats
 from bitjax.report import plots
 from bitjax.store import files as io
@@ -721,8 +720,11 @@ def _part_payload(part: _Part, history_level: int = 0, levels: int = 127,
     kinds = list(dict.fromkeys(str(k) for k in sweep.coords["kind"]))
     axes = _axes(sweep)
 
-    met = sweep_metrics(sweep)
-    norms, sup, dstar = met["norm"], met["superposition"], met["dims_per_feature"]
+    # The sweep's own metrics; an instance with non-finite weights gets NaN rows.
+    met = sweep.metrics()
+    finite = np.isfinite(w).all(axis=(1, 2))
+    norms, sup = (np.where(finite[:, None], met[k], np.nan) for k in ("norm", "superposition"))
+    dstar = np.where(finite, met["dims_per_feature"], np.nan)
     colour = np.clip(np.sqrt(np.maximum(sup, 0)), 0, 1)  # the paper's bar colour
 
     kind_pos = np.array([kinds.index(str(k)) for k in sweep.coords["kind"]])
@@ -796,26 +798,6 @@ def _part_payload(part: _Part, history_level: int = 0, levels: int = 127,
     }
 
 
-def sweep_metrics(sweep) -> dict[str, np.ndarray]:
-    """Feature norms, superposition and ``D*`` of every instance's effective weights.
-
-    Diverged instances (non-finite weights) give NaN rows instead of breaking the batch.
-    """
-    w = np.asarray(sweep.W_eff, np.float32)
-    ok = np.isfinite(w).all(axis=(1, 2))
-    n_inst, _, n = w.shape
-    out = {"norm": np.full((n_inst, n), np.nan), "superposition": np.full((n_inst, n), np.nan),
-           "dims_per_feature": np.full(n_inst, np.nan)}
-    if ok.any():
-        import jax
-
-        for key, fn in (("norm", metrics_lib.feature_norms),
-                        ("superposition", metrics_lib.superposition),
-                        ("dims_per_feature", metrics_lib.dims_per_feature)):
-            out[key][ok] = np.asarray(jax.jit(jax.vmap(fn))(w[ok]), np.float64)
-    return out
-
-
 # --------------------------------------------------------------------------------------
 # The page
 # --------------------------------------------------------------------------------------
@@ -827,8 +809,8 @@ def write_explorer(source, out_html: Path, *, title: str | None = None,
 
     Args:
       source: a run folder (with ``checkpoints/``), a multi-part experiment folder (its parts
-        in sub-folders, each a run folder; in the order its ``experiment.json`` or
-        ``config.json`` lists them, one page with a part selector), a loaded sweep
+        in sub-folders, each a run folder; in the order its ``experiment.json`` lists them,
+        one page with a part selector), a loaded sweep
         (:class:`bitjax.analysis.results.LoadedSweep`), or a mapping of part name to any of these
         (a :class:`bitjax.analysis.results.SweepCollection`).
       out_html: the file to write (its folder is created).

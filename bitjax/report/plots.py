@@ -14,19 +14,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from bitjax.analysis.metrics import REFERENCE_DIMENSIONALITIES
-
-KIND_COLORS = {
-    "dense": "tab:blue",
-    "ternary": "tab:orange",
-    "ternary_per_feature": "tab:green",
-    "binary": "tab:red",
-    "twn": "tab:purple",
-    "bitlinear": "tab:brown",
-}
+from bitjax.layers import KINDS
 
 
 def kind_color(kind: str) -> str:
-    return KIND_COLORS.get(kind, "tab:gray")
+    """The colour of a kind in every figure (:data:`bitjax.layers.KINDS`); grey for a name
+    that is not a kind (a difference such as "ternary - dense")."""
+    k = KINDS.get(kind)
+    return k.colour if k is not None else "tab:gray"
 
 
 def curve_with_band(ax, x: np.ndarray, mean: np.ndarray, lo: np.ndarray | None = None,

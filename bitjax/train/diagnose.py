@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bitjax import convergence
+from bitjax import convergence, layers
 from bitjax.config import Instances, SweepConfig
 from bitjax.train import program
 
@@ -71,13 +71,15 @@ def sweep_diagnostics(cfg: SweepConfig, instances: Instances, state: dict, final
     tracked = cfg.tracks_codes and "flips" in state
     flips = np.asarray(state["flips"]) if tracked else None
     out = convergence.diagnostics(history, he, final_loss, zero, rule, flip_history=flips,
-                                  n_codes=cfg.n_features * cfg.n_hidden,
+                                  n_codes=cfg.n_weights,
                                   quantized=quantized, n_points=n_rule)
     out.pop("final_loss")  # stored on its own, as meta["final_loss"]
     out["tail_mean_loss"] = convergence.tail_mean(history, rule.tail_fraction, n)
     params = state["params"]
-    finite = (np.isfinite(np.asarray(params["W"])).all(axis=(1, 2))
-              & np.isfinite(np.asarray(params["b"])).all(axis=1))
+    # Every weight matrix and bias of the model (the computation model has W1, b1, W2, b2).
+    finite = np.logical_and.reduce(
+        [np.isfinite(np.asarray(params[k])).reshape(history.shape[0], -1).all(axis=1)
+         for k in (*layers.weight_names(params), *layers.bias_names(params))])
     out["diverged"] = out["diverged"] | ~finite
     out["converged"] = out["converged"] & ~out["diverged"]
     out["judged"] = np.isfinite(out["rel_slope"]) & np.isfinite(out["rel_spread"])
@@ -94,7 +96,7 @@ def sweep_diagnostics(cfg: SweepConfig, instances: Instances, state: dict, final
     counted = np.where(flips >= 0, flips, 0).astype(np.float64)
     cols = np.arange(flips.shape[1])[None, :]
     in_stretch = (cols >= (start // he)[:, None]) & (cols < n)
-    n_codes = cfg.n_features * cfg.n_hidden
+    n_codes = cfg.n_weights
     reached = quantized & (end_step > start)
     out["code_flips"] = np.where(reached, (counted * in_stretch).sum(axis=1) / n_codes, np.nan)
     changed = convergence.changed_fraction(state["tail_codes"], state["codes"])

@@ -98,8 +98,8 @@ class UntilConverged:
     def after_chunk(self, state: Any, info: ChunkInfo) -> None:
         step = int(info.step)
         if ("converged_at" in self.meta or step >= self.check_until
-                or step <= self.check_from):
-            return
+                or step <= self.check_from or step % self.cfg.history_every):
+            return  # (inside a window the history is unchanged: the rule acts on windows)
         history = distributed.unpad(distributed.to_host(state["history"]), self.n_instances)
         # Only the points recorded since the switch to the lattice (the whole history
         # without a full-precision phase).

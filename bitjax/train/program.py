@@ -5,10 +5,11 @@ written for ONE instance (:func:`instance_step`); everything a sweep varies (qua
 8-bit activations, feature probability, importance, learning rate, weight decay, seed) is a
 traced per-instance array (:class:`InstanceArrays`), so one compile serves every value and
 dense and quantized instances share one program. :func:`train_step` vmaps the instance step
-over the sweep, :func:`train_steps` scans it, and :func:`make_train_chunk` jits a chunk of
-steps with the state donated (optionally per device and in groups, for sweeps larger than
-device memory). How batches are drawn and laid out is decided once by the config's
-:class:`bitjax.data.DataPlan`.
+over the sweep, :func:`train_steps` scans it (from any step: a chunk may end inside a
+loss-history window, whose partial sum travels in the state, :data:`WINDOW_KEYS`), and
+:func:`make_train_chunk` jits a chunk of steps with the state donated (optionally per
+device and in groups, for sweeps larger than device memory). How batches are drawn and
+laid out is decided once by the config's :class:`bitjax.data.DataPlan`.
 
 Randomness. Instance keys never depend on the instance's position in the sweep:
   * initial weights come from ``fold_in(key(seed), 0)``: every kind of one seed starts from
@@ -70,7 +71,8 @@ from bitjax import distributed, lattice, layers, quant
 from bitjax.config import Instances, SweepConfig
 
 __all__ = [
-    "CODE_KEYS", "FP_KEYS", "InstanceArrays", "StreamArrays", "TrainState", "anneal_factor",
+    "CODE_KEYS", "FP_KEYS", "InstanceArrays", "StreamArrays", "TrainState", "WINDOW_KEYS",
+    "anneal_factor",
     "codes_host", "complete_state",
     "fp_diagnostics", "fp_switch", "init_instance", "init_state", "instance_arrays",
     "instance_loss", "instance_step", "lr_schedule", "make_evaluate", "make_model",
@@ -80,8 +82,8 @@ __all__ = [
 
 Array = jax.Array
 #: ``{"params": {"W", "b"}, "opt": optax state, "step": int32[], "history": float32[I, H]}``
-#: plus, with ``cfg.anneal_steps``, ``"anneal_start": int32[I]`` and, with
-#: ``cfg.tracks_codes``, the :data:`CODE_KEYS` arrays.
+#: plus the :data:`WINDOW_KEYS` arrays and, with ``cfg.anneal_steps``,
+#: ``"anneal_start": int32[I]`` and, with ``cfg.tracks_codes``, the :data:`CODE_KEYS` arrays.
 TrainState = dict[str, Any]
 #: State arrays of the in-program code-flip count: ``codes`` int8 [I, m, n] (after the last
 #: step), ``tail_codes`` int8 [I, m, n] (at step ``tail_start``), ``tail_start`` int32 [I],
@@ -94,6 +96,11 @@ CODE_KEYS = ("codes", "tail_codes", "tail_start", "flips")
 #: [I] (NaN until then) and ``fp_alignable`` bool [I].
 FP_KEYS = ("fp_switch", "fp_rotation", "fp_gamma", "fp_snap_error", "fp_snap_error_identity",
            "fp_alignable")
+#: State arrays of the history window in progress, so that a chunk may end inside one:
+#: ``window_sum`` float32 [I] (the losses of the window's steps so far, added in step order)
+#: and, with ``cfg.tracks_codes``, ``window_flips`` int32 [I] (their code changes). Both are
+#: 0 at a window boundary; the window's steps so far are ``step % history_every``.
+WINDOW_KEYS = ("window_sum", "window_flips")
 
 
 class InstanceArrays(NamedTuple):
@@ -132,11 +139,12 @@ def stream_arrays(inst: Instances) -> StreamArrays:
 
 
 def model_fields(cfg: SweepConfig) -> dict[str, Any]:
-    """Keyword arguments of :class:`bitjax.layers.TiedToyModel` for ``cfg``.
+    """Keyword arguments of the model class of ``cfg.model`` (:func:`make_model`).
 
-    A new model option is one config field and one line here.
+    A new model option is one config field and one line here. The computation model has
+    neither an output activation choice nor a learned rotation (the config refuses them).
     """
-    return dict(
+    fields = dict(
         n_features=cfg.n_features,
         n_hidden=cfg.n_hidden,
         activation=cfg.activation,
@@ -146,11 +154,14 @@ def model_fields(cfg: SweepConfig) -> dict[str, Any]:
         learnable_scale=layers.needs_learnable_scale(cfg.quantizers),
         learned_rotation=cfg.learned_rotation,
     )
+    if cfg.model == "abs_computation":
+        del fields["activation"], fields["learned_rotation"]
+    return fields
 
 
-def make_model(cfg: SweepConfig) -> layers.TiedToyModel:
-    """The Flax model of one instance of ``cfg``."""
-    return layers.TiedToyModel(**model_fields(cfg))
+def make_model(cfg: SweepConfig) -> layers.TiedToyModel | layers.AbsComputationModel:
+    """The Flax model of one instance of ``cfg`` (:data:`bitjax.layers.MODEL_CLASSES`)."""
+    return layers.MODEL_CLASSES[cfg.model](**model_fields(cfg))
 
 
 def lr_schedule(cfg: SweepConfig, length: int | None = None) -> optax.Schedule:
@@ -279,9 +290,11 @@ def init_instance(cfg: SweepConfig, seed: Array) -> tuple[dict, Any]:
     model = make_model(cfg)
     params = model.init(key, dummy, 0, False)["params"]
     if cfg.init_scale != 1.0:  # skipped at 1 so the default init is bitwise the old one
-        params = {**params, "W": params["W"] * cfg.init_scale}
-        if "scale" in params:  # the learned scale starts from the weights it quantizes
-            params["scale"] = quant.lsq_init_scale(params["W"], model.scale_init)
+        names = layers.weight_names(params)
+        params = {**params, **{k: params[k] * cfg.init_scale for k in names}}
+        for k in names:  # a learned scale starts from the weights it quantizes
+            if layers.SCALE_OF[k] in params:
+                params[layers.SCALE_OF[k]] = quant.lsq_init_scale(params[k], model.scale_init)
     # lr and weight decay do not enter the state: placeholders build the same structure.
     return params, make_optimizer(cfg, 1.0, 0.0).init(params)
 
@@ -291,12 +304,16 @@ def with_params(cfg: SweepConfig, params: dict, given: dict) -> dict:
 
     A learned quantizer ``scale`` is taken from ``given`` when it has one, else
     re-initialised from the new ``W`` (as at a fresh start), so a warm start from a kind
-    without a learned scale is still at the given weights' own absmean scale.
+    without a learned scale is still at the given weights' own absmean scale. The same
+    holds for the computation model's matrices and scales (``W1`` -> ``scale1``, ``W2`` ->
+    ``scale2``).
 
     Args:
       cfg: the sweep.
-      params: ``{"W", "b"[, "scale"]}`` with a leading instance axis.
-      given: ``{"W": [I, m, n], "b": [I, n][, "scale": [I]]}``.
+      params: ``{"W", "b"[, "scale"]}`` (or the computation model's ``{"W1", "b1", "W2",
+        "b2"[, "scale1", "scale2"]}``) with a leading instance axis.
+      given: ``{"W": [I, m, n], "b": [I, n][, "scale": [I]]}`` (or some of the computation
+        model's entries).
 
     Returns:
       The new params.
@@ -306,19 +323,25 @@ def with_params(cfg: SweepConfig, params: dict, given: dict) -> dict:
         raise ValueError(f"init params have entries {sorted(unknown)} this model does not "
                          f"have (it has {sorted(params)})")
     out = {**params, **{k: jnp.asarray(v, params[k].dtype) for k, v in given.items()}}
-    if "scale" in params and "scale" not in given and "W" in given:
-        rule = make_model(cfg).scale_init
-        out["scale"] = jax.vmap(lambda w: quant.lsq_init_scale(w, rule))(out["W"])
+    for w_name in layers.weight_names(params):
+        s_name = layers.SCALE_OF[w_name]
+        if s_name in params and s_name not in given and w_name in given:
+            rule = make_model(cfg).scale_init
+            out[s_name] = jax.vmap(lambda w, rule=rule: quant.lsq_init_scale(w, rule))(
+                out[w_name])
     return out
 
 
 def instance_loss(cfg: SweepConfig, params: dict, x: Array, importance: Array,
                   quantizer: Array, act_int8: Array, relax: Array | None = None) -> Array:
-    """Importance-weighted reconstruction loss of one instance: mean_{b,i} I_i (x - x')^2.
+    """Importance-weighted loss of one instance: mean_{b,i} I_i (t - y)^2.
+
+    The target ``t`` is ``x`` itself (reconstruction: the tied and ReLU-hidden models) or
+    ``|x|`` (the computation model); ``y`` is the model's output.
 
     Args:
       cfg: the sweep.
-      params: one instance's ``{"W": [m, n], "b": [n]}``.
+      params: one instance's ``{"W": [m, n], "b": [n]}`` (or the computation model's).
       x: one batch in the plan's layout (:attr:`bitjax.data.DataPlan.batch_shape`).
       importance: ``[n]`` feature importances.
       quantizer: index into ``cfg.quantizers``.
@@ -329,7 +352,8 @@ def instance_loss(cfg: SweepConfig, params: dict, x: Array, importance: Array,
       The scalar loss.
     """
     out = make_model(cfg).apply({"params": params}, x, quantizer, act_int8, relax)
-    return jnp.mean(cfg.data_plan.per_feature(importance) * (x - out) ** 2)
+    target = jnp.abs(x) if cfg.model == "abs_computation" else x
+    return jnp.mean(cfg.data_plan.per_feature(importance) * (target - out) ** 2)
 
 
 def _batch_loss(cfg: SweepConfig, params: dict, x_input: Any, inst: InstanceArrays,
@@ -420,7 +444,7 @@ def _extra_state(cfg: SweepConfig, params: dict, arrays: InstanceArrays,
     """The annealing, two-phase and code-tracking entries of a fresh state (see
     :data:`TrainState`); the codes are those of ``params`` at ``step``'s phase."""
     n_inst = arrays.quantizer.shape[0]
-    out: dict[str, Array] = {}
+    out: dict[str, Array] = {"window_sum": jnp.zeros((n_inst,), jnp.float32)}
     if cfg.anneal_steps:
         out["anneal_start"] = jnp.full((n_inst,), cfg.steps - cfg.anneal_steps, jnp.int32)
     if cfg.has_fp_phase:
@@ -430,7 +454,8 @@ def _extra_state(cfg: SweepConfig, params: dict, arrays: InstanceArrays,
         codes = _codes(cfg, params, eff.quantizer)
         out.update(codes=codes, tail_codes=codes,
                    tail_start=jnp.full((n_inst,), cfg.tail_start, jnp.int32),
-                   flips=jnp.full((n_inst, cfg.n_history), -1, jnp.int32))
+                   flips=jnp.full((n_inst, cfg.n_history), -1, jnp.int32),
+                   window_flips=jnp.zeros((n_inst,), jnp.int32))
     return out
 
 
@@ -471,7 +496,9 @@ def complete_state(cfg: SweepConfig, host_state: TrainState,
 
     Checkpoints written before annealing and code tracking existed lack ``anneal_start`` and
     the :data:`CODE_KEYS`; they get the values a fresh state would have, with the codes of
-    the restored weights (flips counted from the resume on).
+    the restored weights (flips counted from the resume on). Checkpoints written before a
+    chunk could end inside a history window lack the :data:`WINDOW_KEYS`; they were all
+    written at a window boundary, where the window's sums are zero.
 
     Args:
       cfg: the sweep.
@@ -481,12 +508,22 @@ def complete_state(cfg: SweepConfig, host_state: TrainState,
 
     Returns:
       The state with every entry :func:`init_state` makes.
+
+    Raises:
+      ValueError: the state lacks the window sums but is not at a window boundary (it was
+        not written by bitjax).
     """
-    extra_keys = (("anneal_start",) if cfg.anneal_steps else ()) + (
+    window = WINDOW_KEYS if cfg.tracks_codes else WINDOW_KEYS[:1]
+    extra_keys = window + (("anneal_start",) if cfg.anneal_steps else ()) + (
         FP_KEYS if cfg.has_fp_phase else ()) + (CODE_KEYS if cfg.tracks_codes else ())
     missing = [k for k in extra_keys if k not in host_state]
     if not missing:
         return host_state
+    step = int(np.asarray(host_state["step"]))
+    if any(k in missing for k in window) and step % cfg.history_every:
+        raise ValueError(f"the state is at step {step}, inside a history window of "
+                         f"{cfg.history_every} steps, but holds no {' or '.join(window)}: "
+                         "the window's partial loss sum is lost")
     if not isinstance(arrays, InstanceArrays):
         quantizer = np.asarray(arrays)
         zeros = np.zeros(quantizer.shape, np.int32)
@@ -616,51 +653,108 @@ def fp_switch(cfg: SweepConfig, state: TrainState, arrays: InstanceArrays) -> Tr
 
 
 def _scan_step(cfg, arrays, stream_keys, state, _):
-    return train_step(cfg, state, arrays, stream_keys)
-
-
-def _scan_step_codes(cfg, arrays, stream_keys, carry, _):
-    # A step, then the codes of the updated weights against the previous step's.
-    state, flips = carry
+    # A step, its loss added to the window's running sum. The sum is carried in the state
+    # (not stacked and reduced per window) so that a window a chunk boundary cuts adds the
+    # same losses in the same order as one a single chunk holds: bitwise the same mean.
     state, loss = train_step(cfg, state, arrays, stream_keys)
-    # The codes of the phase this step trained in (a switch happens only at block starts).
+    return {**state, "window_sum": state["window_sum"] + loss}, None
+
+
+def _scan_step_codes(cfg, arrays, stream_keys, state, _):
+    # A step, then the codes of the updated weights against the previous step's.
+    state, _ = _scan_step(cfg, arrays, stream_keys, state, None)
+    # The codes of the phase this step trained in (a switch happens only at window starts).
     eff, _ = phase_arrays(cfg, state, arrays, state["step"] - 1)
     new = _codes(cfg, state["params"], eff.quantizer)
-    flips = flips + jnp.sum(new != state["codes"], axis=(1, 2), dtype=jnp.int32)
-    return ({**state, "codes": new}, flips), loss
+    flips = state["window_flips"] + jnp.sum(new != state["codes"], axis=(1, 2),
+                                            dtype=jnp.int32)
+    return {**state, "codes": new, "window_flips": flips}, None
 
 
-def _history_block(cfg, arrays, stream_keys, state, _):
-    # history_every steps, then their mean loss into the history column they fill.
+def _step_body(cfg, arrays, stream_keys):
+    fn = _scan_step_codes if cfg.tracks_codes else _scan_step
+    return functools.partial(fn, cfg, arrays, stream_keys)
+
+
+def _window_start(cfg, arrays, state):
+    # What happens before the first step of a history window: the switch to the lattice,
+    # then the tail snapshot (after it, so a tail starting here sees the switch).
     start = state["step"]
-    if cfg.has_fp_phase:  # before the tail snapshot, so a tail starting here sees the switch
+    if cfg.has_fp_phase:
         state = fp_switch(cfg, state, arrays)
     if cfg.tracks_codes:
         snap = (start == state["tail_start"])[:, None, None]
         state = {**state, "tail_codes": jnp.where(snap, state["codes"], state["tail_codes"])}
-        body = functools.partial(_scan_step_codes, cfg, arrays, stream_keys)
-        zero = jnp.zeros(state["flips"].shape[:1], jnp.int32)
-        (state, flips), losses = jax.lax.scan(body, (state, zero), None,
-                                              length=cfg.history_every)
-        state = {**state, "flips": jax.lax.dynamic_update_slice(
-            state["flips"], flips[:, None], (0, start // cfg.history_every))}
-    else:
-        body = functools.partial(_scan_step, cfg, arrays, stream_keys)
-        state, losses = jax.lax.scan(body, state, None, length=cfg.history_every)
-    col = start // cfg.history_every
-    hist = jax.lax.dynamic_update_slice(state["history"], losses.mean(0)[:, None], (0, col))
-    return {**state, "history": hist}, None
-
-
-def train_steps(cfg: SweepConfig, n_steps: int, state: TrainState, arrays: InstanceArrays,
-                stream_keys: Array) -> TrainState:
-    """``n_steps`` (a multiple of ``history_every``) steps of every instance in ``state``.
-
-    The mean loss of every ``history_every`` steps is written into ``state["history"]``.
-    """
-    block = functools.partial(_history_block, cfg, arrays, stream_keys)
-    state, _ = jax.lax.scan(block, state, None, length=n_steps // cfg.history_every)
     return state
+
+
+def _window_end(cfg, state):
+    # After the last step of a window: its mean loss (and code changes) into the column it
+    # fills, and the running sums back to zero for the next window.
+    col = (state["step"] - 1) // cfg.history_every
+    mean = state["window_sum"] / cfg.history_every  # jnp.mean's own division
+    out = {**state, "history": jax.lax.dynamic_update_slice(state["history"], mean[:, None],
+                                                            (0, col)),
+           "window_sum": jnp.zeros_like(state["window_sum"])}
+    if cfg.tracks_codes:
+        out["flips"] = jax.lax.dynamic_update_slice(state["flips"],
+                                                    state["window_flips"][:, None], (0, col))
+        out["window_flips"] = jnp.zeros_like(state["window_flips"])
+    return out
+
+
+def _history_block(cfg, arrays, stream_keys, state, _=None):
+    # One whole window: its start, history_every steps, its column written.
+    state = _window_start(cfg, arrays, state)
+    state, _ = jax.lax.scan(_step_body(cfg, arrays, stream_keys), state, None,
+                            length=cfg.history_every)
+    return _window_end(cfg, state), None
+
+
+def _window_steps(cfg, arrays, stream_keys, state, count):
+    # ``count`` (traced) steps that stay inside one window: no start or end work.
+    body = _step_body(cfg, arrays, stream_keys)
+    return jax.lax.fori_loop(0, count, lambda _, s: body(s, None)[0], state)
+
+
+def train_steps(cfg: SweepConfig, n_steps: int | Array, state: TrainState,
+                arrays: InstanceArrays, stream_keys: Array) -> TrainState:
+    """``n_steps`` steps of every instance in ``state``, from any step.
+
+    The mean loss of every ``history_every``-step window is written into
+    ``state["history"]`` when the window's last step has run. A window may begin in one
+    call and end in a later one: the partial sum of its losses (``window_sum``, and with
+    code tracking ``window_flips``) travels in the state, and its steps so far are
+    ``step % history_every``. The steps are cut into the rest of the current window, whole
+    windows (the same scan of ``history_every`` steps as ever) and the start of the next
+    window, so the result is bitwise the same however the steps are cut into calls.
+
+    Args:
+      cfg: the sweep.
+      n_steps: the number of steps (a Python int, or a traced int32 scalar: one compiled
+        program then serves every chunk length).
+      state: the training state.
+      arrays: the per-instance inputs.
+      stream_keys: the data streams' keys.
+
+    Returns:
+      The state ``n_steps`` steps later.
+    """
+    every = cfg.history_every
+    n = jnp.asarray(n_steps, jnp.int32)
+    into = state["step"] % every  # steps of the current window already run
+    head = jnp.where(into == 0, 0, jnp.minimum(every - into, n))
+    state = _window_steps(cfg, arrays, stream_keys, state, head)
+    state = jax.lax.cond((into > 0) & (into + head == every),
+                         functools.partial(_window_end, cfg), lambda s: s, state)
+    rest = n - head
+    blocks = rest // every
+    block = functools.partial(_history_block, cfg, arrays, stream_keys)
+    state = jax.lax.fori_loop(0, blocks, lambda _, s: block(s)[0], state)
+    tail = rest - blocks * every
+    state = jax.lax.cond(tail > 0, functools.partial(_window_start, cfg, arrays),
+                         lambda s: s, state)
+    return _window_steps(cfg, arrays, stream_keys, state, tail)
 
 
 def map_groups(fn: Callable, group: int, *trees):
@@ -685,38 +779,49 @@ def map_groups(fn: Callable, group: int, *trees):
     return jax.tree.map(lambda y: y.reshape(total, *y.shape[2:])[:n], out)
 
 
-def _train_group(cfg, n_steps, stream_keys, step, inst_state, arrays):
+def _train_group(cfg, stream_keys, step, n_steps, inst_state, arrays):
     out = train_steps(cfg, n_steps, {**inst_state, "step": step}, arrays, stream_keys)
     return {k: out[k] for k in inst_state}
 
 
-def _train_local(cfg, n_steps, group, inst_state, arrays, stream_keys, step):
+def _train_local(cfg, group, inst_state, arrays, stream_keys, step, n_steps):
     # The instances this device holds, ``group`` at a time, each group the whole chunk.
-    fn = functools.partial(_train_group, cfg, n_steps, stream_keys, step)
+    fn = functools.partial(_train_group, cfg, stream_keys, step, n_steps)
     return map_groups(fn, group, inst_state, arrays)
 
 
-def _train_chunk(cfg, n_steps, group, mesh, state, arrays, streams):
+def _train_chunk(cfg, group, mesh, state, arrays, streams, n_steps):
     stream_keys = cfg.data_plan.stream_keys(streams.stream_seed, streams.stream_salt)
     if group is None:
         return train_steps(cfg, n_steps, state, arrays, stream_keys)
     step = state["step"]
+    n_steps = jnp.asarray(n_steps, jnp.int32)  # an argument of the per-device program
     inst_state = {k: v for k, v in state.items() if k != "step"}
-    local = functools.partial(_train_local, cfg, n_steps, group)
+    local = functools.partial(_train_local, cfg, group)
     if mesh is not None:
-        local = distributed.per_device(local, mesh, (True, True, False, False))
-    return {**local(inst_state, arrays, stream_keys, step), "step": step + n_steps}
+        local = distributed.per_device(local, mesh, (True, True, False, False, False))
+    return {**local(inst_state, arrays, stream_keys, step, n_steps), "step": step + n_steps}
 
 
-def make_train_chunk(cfg: SweepConfig, n_steps: int, state_sharding=None, *,
+def _fixed_chunk(cfg, group, mesh, n_steps, state, arrays, streams):
+    return _train_chunk(cfg, group, mesh, state, arrays, streams, n_steps)
+
+
+def make_train_chunk(cfg: SweepConfig, n_steps: int | None, state_sharding=None, *,
                      mesh: jax.sharding.Mesh | None = None,
                      group: int | None = None) -> Callable:
     """``chunk(state, arrays, streams) -> state``: ``n_steps`` steps, jitted, state donated.
 
+    A chunk may start and end anywhere, inside a history window too (see
+    :func:`train_steps`): the mean loss of every ``history_every`` steps is written into
+    ``state["history"]`` by the chunk that runs the window's last step, bitwise the same
+    whatever the chunk lengths.
+
     Args:
       cfg: the sweep.
-      n_steps: steps per call, a multiple of ``cfg.history_every`` (the mean loss of every
-        ``history_every`` steps is written into ``state["history"]``).
+      n_steps: steps per call (a positive integer); ``None``: the step count is the
+        chunk's fourth argument, ``chunk(state, arrays, streams, n_steps)`` (an int32
+        scalar), and one compiled program serves every length.
       state_sharding: a pytree of shardings like the state; pins the state's layout on the
         mesh, so the output can feed the next call unchanged.
       mesh: the instance mesh (needed with ``group``: groups are formed from each device's
@@ -731,10 +836,13 @@ def make_train_chunk(cfg: SweepConfig, n_steps: int, state_sharding=None, *,
       The jitted chunk function (``arrays``: :class:`InstanceArrays`, ``streams``:
       :class:`StreamArrays`).
     """
-    if n_steps < 1 or n_steps % cfg.history_every:
-        raise ValueError(f"n_steps={n_steps} is not a positive multiple of history_every "
-                         f"({cfg.history_every})")
-    chunk = functools.partial(_train_chunk, cfg, n_steps, group, mesh)
+    if n_steps is None:
+        chunk = functools.partial(_train_chunk, cfg, group, mesh)
+    elif (not isinstance(n_steps, (int, np.integer)) or isinstance(n_steps, bool)
+          or n_steps < 1):
+        raise ValueError(f"n_steps must be a positive integer or None, got {n_steps!r}")
+    else:
+        chunk = functools.partial(_fixed_chunk, cfg, group, mesh, int(n_steps))
     if state_sharding is None:
         return jax.jit(chunk, donate_argnums=0)
     return jax.jit(chunk, donate_argnums=0, out_shardings=state_sharding)

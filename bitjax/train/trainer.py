@@ -2,8 +2,10 @@
 
 :class:`Trainer` splits the instance axis over a 1-D device mesh (padding the instance count
 to a multiple of the device count), compiles the chunk program of :mod:`bitjax.train.program`
-once per chunk length (in groups of instances when the whole sweep would not fit a
-device's memory, see :mod:`bitjax.train.memory`) and runs chunks until a target step. The host
+once per chunk length, or once for every length when the chunks are timed (in groups of
+instances when the whole sweep would not fit a device's memory, see
+:mod:`bitjax.train.memory`) and runs chunks until a target step; a chunk may end inside a
+loss-history window. The host
 only acts between chunks, through callbacks: ``on_chunk(state, ChunkInfo)`` for progress
 and checkpoints, ``should_stop()`` for signals, ``on_event(message)`` for notices.
 """
@@ -286,14 +288,18 @@ class Trainer:
                 "bitjax.load_sweep; to train further, start the run again")
         template = self._state_template
         # Checkpoints from before annealing / code tracking: fill what this config adds.
-        host_state = program.complete_state(self.cfg, dict(host_state),
-                                            program.instance_arrays(self.instances))
+        try:
+            host_state = program.complete_state(self.cfg, dict(host_state),
+                                                program.instance_arrays(self.instances))
+        except ValueError as e:  # a state inside a window without the window's sums
+            raise IncompatibleStateError(str(e)) from None
         host_state = _restructure(template, host_state)
         leaves = list(zip(jax.tree_util.tree_flatten_with_path(template)[0],
                           jax.tree.leaves(template), jax.tree.leaves(host_state), strict=True))
         # The weights, optimiser state and history first: a state of another config is
         # reported on those, not on the diagnostic arrays derived from them.
-        derived = {"anneal_start", *program.FP_KEYS, *program.CODE_KEYS}
+        derived = {"anneal_start", *program.FP_KEYS, *program.CODE_KEYS,
+                   *program.WINDOW_KEYS}
         leaves.sort(key=lambda leaf: getattr(leaf[0][0][0], "key", None) in derived)
         for path, want, got in leaves:
             want_shape = (self.n_instances, *want.shape[1:]) if want.shape else ()
@@ -311,7 +317,7 @@ class Trainer:
         return distributed.unpad(distributed.to_host(state), self.n_instances)
 
     # compilation ------------------------------------------------------------------------
-    def _compile(self, n_steps: int, group: int | None) -> Any:
+    def _compile(self, n_steps: int | None, group: int | None) -> Any:
         def build():
             sharding = self._state_sharding()
             fn = program.make_train_chunk(self.cfg, n_steps, sharding, mesh=self.mesh,
@@ -319,19 +325,26 @@ class Trainer:
             state = jax.tree.map(
                 lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                 self._state_template, sharding)
-            return fn.lower(state, self.arrays, self.streams).compile()
+            count = ()
+            if n_steps is None:  # the step count is an argument: one program, any length
+                count = (jax.ShapeDtypeStruct((), np.int32,
+                                              sharding=distributed.replicated(self.mesh)),)
+            return fn.lower(state, self.arrays, self.streams, *count).compile()
 
         compiled, seconds = _shared_program(("chunk", self.cfg, self.mesh, n_steps, group),
                                             build)
         self.compile_cost_seconds += seconds
         return compiled
 
-    def compiled_chunk(self, n_steps: int) -> Any:
+    def compiled_chunk(self, n_steps: int | None) -> Any:
         """The compiled ``chunk(state, arrays, streams) -> state`` of ``n_steps`` steps.
 
-        Compiled on first use and cached. Without a fixed ``group_size``, a program over the
-        memory budget is recompiled with smaller groups (:func:`bitjax.train.memory.fit_group`)
-        and the notice goes to ``on_event``; :attr:`group` then holds the new group.
+        ``None``: the program whose step count is its fourth argument,
+        ``chunk(state, arrays, streams, count)`` (``count``: :meth:`step_count`), which
+        serves every chunk length with one compile. Compiled on first use and cached.
+        Without a fixed ``group_size``, a program over the memory budget is recompiled with
+        smaller groups (:func:`bitjax.train.memory.fit_group`) and the notice goes to
+        ``on_event``; :attr:`group` then holds the new group.
         """
         key = (n_steps, self.group)
         if key not in self._compiled:
@@ -361,37 +374,53 @@ class Trainer:
         return (self.cfg.steps if n_steps is None else n_steps) * self._seconds_per_step
 
     def _chunk_length(self, max_chunk_seconds: float) -> int:
-        """The largest multiple of ``history_every`` up to ``cfg.chunk_size`` expected to
-        run within ``max_chunk_seconds`` at the measured rate (at least ``history_every``).
+        """The chunk length expected to run within ``max_chunk_seconds`` at the measured
+        rate: the largest multiple of ``history_every`` up to ``cfg.chunk_size`` where at
+        least one window fits, else the steps that fit (at least 1).
 
-        Chosen once per ``max_chunk_seconds`` and kept, so later runs (a resume, a second
-        ``until``) reuse the compiled program instead of compiling another length.
+        Chosen once per ``max_chunk_seconds`` and kept (steady chunks, and every process of
+        a multi-host run agrees on it once).
         """
         if max_chunk_seconds not in self._chunk_lengths:
             cfg = self.cfg
-            per_block = self._seconds_per_step * cfg.history_every
-            most = cfg.chunk_size // cfg.history_every
-            blocks = most if per_block <= 0 else int(max_chunk_seconds // per_block)
-            # Every process of a multi-host run must compile the same program: all take the
+            per_step = self._seconds_per_step
+            fit = cfg.chunk_size if per_step <= 0 else int(max_chunk_seconds // per_step)
+            if fit >= cfg.history_every:
+                length = min(cfg.chunk_size, fit // cfg.history_every * cfg.history_every)
+            else:
+                length = max(1, fit)
+            # Every process of a multi-host run must run the same chunks: all take the
             # shortest length any of them measured (a collective, reached by all together).
-            blocks = distributed.min_over_processes(max(1, min(blocks, most)))
-            self._chunk_lengths[max_chunk_seconds] = blocks * cfg.history_every
+            self._chunk_lengths[max_chunk_seconds] = distributed.min_over_processes(length)
         return self._chunk_lengths[max_chunk_seconds]
 
     def _next_steps(self, step: int, until: int, max_chunk_seconds: float | None) -> int:
-        """Steps of the next chunk (see ``max_chunk_seconds`` in :meth:`run`)."""
+        """Steps of the next chunk (see ``max_chunk_seconds`` in :meth:`run`).
+
+        Every window boundary on the way is a chunk end (the history column is written
+        there, and the hooks that read it, the convergence rule, act on whole windows):
+        a chunk that starts inside a window ends at the latest at the window's end.
+        """
+        every = self.cfg.history_every
         remaining = until - step
+        to_boundary = every - step % every  # ``until`` is a boundary: <= remaining
         if max_chunk_seconds is None:
-            return min(self.cfg.chunk_size, remaining)
+            return min(self.cfg.chunk_size, to_boundary if step % every else remaining)
         if self._seconds_per_step is None:
-            return self.cfg.history_every  # not measured yet: a short probe chunk first
+            return 1  # not measured yet: one timed step first, whatever a step costs
         length = self._chunk_length(max_chunk_seconds)
-        # A tail shorter than the chosen length runs as probe-length chunks: at most two
-        # compiled lengths in all.
-        return length if remaining >= length else self.cfg.history_every
+        if length < every or step % every:
+            return min(length, to_boundary)
+        return min(length, remaining)
+
+    def step_count(self, n_steps: int) -> jax.Array:
+        """``n_steps`` as the step-count argument of ``compiled_chunk(None)``."""
+        return distributed.put_array(np.int32(n_steps), distributed.replicated(self.mesh))
 
     def _mean_loss(self, state: TrainState, step: int) -> float:
-        col = step // self.cfg.history_every - 1
+        col = step // self.cfg.history_every - 1  # the last window completed
+        if col < 0:
+            return float("nan")
         last = distributed.to_host(state["history"][:, col])[: self.n_instances]
         finite = last[np.isfinite(last)]
         return float(finite.mean()) if finite.size else float("nan")
@@ -420,11 +449,13 @@ class Trainer:
             gathers the last loss column.
           should_stop: a true return ends the loop at the next chunk boundary.
           max_chunk_seconds: keep each compiled call under about this many seconds (so
-            progress arrives and a stop request acts that often): the first chunk is
-            ``history_every`` steps, timed, and later chunks the largest multiple of
-            ``history_every`` up to ``cfg.chunk_size`` expected to fit. The remaining tail
-            runs in ``history_every`` chunks, so at most two chunk lengths are compiled.
-            ``None``: chunks of ``cfg.chunk_size``.
+            progress arrives and a stop request acts that often): the first chunk is one
+            step, timed, and later chunks the largest multiple of ``history_every`` up to
+            ``cfg.chunk_size`` expected to fit, or, where not even one history window fits,
+            the steps that fit (a window then spans several chunks; its partial loss sum
+            travels in the state). Every window boundary is a chunk end. One compiled
+            program serves every length (its step count is an argument). ``None``: chunks
+            of ``cfg.chunk_size`` (a run resumed inside a window first completes it).
 
         Returns:
           The state after the last chunk run.
@@ -442,9 +473,12 @@ class Trainer:
         t_run, train_seconds = time.perf_counter(), 0.0
         while step < until:
             n = self._next_steps(step, until, max_chunk_seconds)
-            fn = self.compiled_chunk(n)
+            if max_chunk_seconds is None:
+                fn, count = self.compiled_chunk(n), ()
+            else:  # lengths chosen on the fly: the program that takes the length
+                fn, count = self.compiled_chunk(None), (self.step_count(n),)
             t0 = time.perf_counter()
-            state = fn(state, self.arrays, self.streams)
+            state = fn(state, self.arrays, self.streams, *count)
             step = int(state["step"])  # waits for the chunk
             dt = time.perf_counter() - t0
             train_seconds += dt

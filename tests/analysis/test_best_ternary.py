@@ -1,0 +1,453 @@
+"""Known answers for bitjax.analysis.best_ternary: snapping, lattice constructions, polish,
+search."""
+
+from __future__ import annotations
+
+import itertools
+
+import chex
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bitjax import data, lattice
+from bitjax.analysis import best_ternary as bt
+from bitjax.analysis import estimator as est
+from bitjax.analysis import representable as rep
+
+
+def _rot(m: int, seed: int) -> np.ndarray:
+    q, r = np.linalg.qr(np.random.default_rng(seed).normal(size=(m, m)))
+    return q * np.sign(np.diag(r))
+
+
+def _noisy(w: np.ndarray, deg: float, seed: int) -> np.ndarray:
+    """Turn every column by ``deg`` degrees in a random direction (norm kept)."""
+    rng = np.random.default_rng(seed)
+    out = w.copy()
+    for i in range(w.shape[1]):
+        c = w[:, i]
+        nrm = np.linalg.norm(c)
+        if nrm == 0:
+            continue
+        d = rng.normal(size=len(c))
+        d -= d @ c / nrm**2 * c
+        d /= np.linalg.norm(d)
+        a = np.radians(deg)
+        out[:, i] = np.cos(a) * c + np.sin(a) * nrm * d
+    return out
+
+
+@pytest.mark.parametrize("layout,p", [("identity", 0.5), ("antipodal", 0.15)])
+def test_snapped_rotated_solution_reaches_the_dense_loss(layout, p):
+    n, m = 6, 3
+    base = np.zeros((m, n))
+    if layout == "identity":
+        base[[0, 1, 2], [0, 1, 2]] = 1.0
+    else:  # the 1/2 plateau: antipodal pairs on every axis
+        base[[0, 0, 1, 1, 2, 2], [0, 1, 2, 3, 4, 5]] = [1, -1, 1, -1, 1, -1]
+    W = _noisy(_rot(m, 7) @ base, 1.0, 3)[None].astype(np.float32)
+    # Dense bias: 0 on represented features, E[x_i] = p / 2 on dropped ones.
+    b = np.where(np.linalg.norm(base, axis=0) > 0, 0.0, p / 2)[None].astype(np.float32)
+    imp = np.ones((1, n), np.float32)
+    st = data.FeatureStructure(n)
+    s = est.make_estimator_sample(st, np.full((1, n), p), n_per_mask=256)
+    t_snap, t_search, _, ok = bt.snapped_patterns(W, imp, n_random=1)
+    assert bool(ok[0])
+    np.testing.assert_array_equal(np.abs(t_snap[0]).sum(0), np.abs(base).sum(0))
+    f = bt.fit_patterns(t_snap, s, imp)
+    snapped = est.estimate_loss(f.gamma[:, None, None] * t_snap, f.bias, imp, s).loss[0]
+    # The dense solution with its bias refit exactly on the same sample (the 1 degree of noise
+    # moves its best bias off 0; the snapped one is refit too).
+    x, w = est.fit_sample(s)
+    dense_fit = rep.fit_scale_and_bias(np.einsum("imk,imj->ikj", W, W), x, w, imp,
+                                       log10_range=(0.0, 0.0), n_grid=2, n_golden=1)
+    dense = est.estimate_loss(W, dense_fit.bias, imp, s).loss[0]
+    assert dense <= est.estimate_loss(W, b, imp, s).loss[0]
+    # Within 0.5% above; the snapped solution is the noise-free one, so it may lie below the
+    # noisy dense one (by 0.75% for the antipodal plateau here), never far below.
+    assert 0.98 <= snapped / dense <= 1.005, (snapped, dense)
+    # The rotation search lands on the same pattern up to hidden-unit signs and order.
+    np.testing.assert_array_equal(t_search[0].T @ t_search[0], t_snap[0].T @ t_snap[0])
+
+
+def test_lattice_constructions():
+    h = bt.hadamard(5, 16)
+    assert set(np.unique(h)) == {-1, 1}
+    np.testing.assert_array_equal(h @ h.T, 16 * np.eye(5))  # rows of a 16 x 16 Hadamard
+    np.testing.assert_array_equal(bt.hadamard(5, 12), h[:, :12])
+    st = data.FeatureStructure(8, correlated_sets=2, correlated_size=4)
+    t = bt.sets_antipodal(st, 4)
+    np.testing.assert_array_equal(t, np.concatenate([np.eye(4), -np.eye(4)], 1))
+    assert bt.sets_antipodal(st, 3) is None  # no room for a set
+    assert bt.sets_antipodal(data.FeatureStructure(8), 4) is None
+    imp = np.array([[0.1, 1.0, 0.5, 0.7]])
+    np.testing.assert_array_equal(bt.identity_top_m(imp, 2)[0],
+                                  [[0, 1, 0, 0], [0, 0, 0, 1]])
+    np.testing.assert_array_equal(bt.antipodal_pairs(imp, 1)[0], [[0, 1, 0, -1]])
+
+
+def test_polish_never_increases_the_loss():
+    n, m, k = 4, 2, 3
+    imp = np.broadcast_to(0.8 ** np.arange(n), (k, n)).astype(np.float32)
+    st = data.FeatureStructure(n)
+    s = est.make_estimator_sample(st, np.full((k, n), 0.2), n_per_mask=32)
+    t0 = np.random.default_rng(2).integers(-1, 2, size=(k, m, n)).astype(np.int8)
+    pol = bt.polish(t0, s, imp, max_steps=3, chunk=4)
+    chex.assert_shape(pol.history, (4, k))
+    assert np.all(np.diff(pol.history, axis=0) <= 0)
+    np.testing.assert_allclose(pol.history[0], bt.fit_patterns(t0, s, imp).loss)
+    assert pol.accepted.sum() > 0
+    # m = 2: whole-column moves reach the four diagonal columns as well.
+    assert len(bt._moves(2, 4)) == 4 + 16 + 6 + 4 * 4
+    # The moves themselves: a column zeroed, set to -e_1, two columns swapped.
+    t = jnp.arange(1, 9, dtype=jnp.float32).reshape(2, 4)
+    for mv, want in (([0, 2, 0, 0], [[1, 2, 0, 4], [5, 6, 0, 8]]),
+                     ([1, 0, 1, -1], [[0, 2, 3, 4], [-1, 6, 7, 8]]),
+                     ([2, 0, 3, 0], [[4, 2, 3, 1], [8, 6, 7, 5]]),
+                     ([3, 1, 2 + 0 * 3, 0], [[1, 1, 3, 4], [5, -1, 7, 8]])):
+        np.testing.assert_array_equal(bt._apply(t, jnp.array(mv)), want)
+
+
+@pytest.mark.slow
+def test_polish_from_random_patterns_finds_the_enumerated_optimum():
+    # n=5, m=2 (the intro model): greedy whole-column moves from random patterns, measured on
+    # one sample; the best result compared with the enumerated optimum on an independent
+    # sample by a paired difference.
+    n, m, k = 5, 2, 6
+    imp = np.broadcast_to(0.9 ** np.arange(n), (k, n)).astype(np.float32)
+    st = data.FeatureStructure(n)
+    p = np.full((k, n), 0.1)
+    s = est.make_estimator_sample(st, p, n_per_mask=128, seed=1)
+    t0 = np.random.default_rng(0).integers(-1, 2, size=(k, m, n)).astype(np.int8)
+    pol = bt.polish(t0, s, imp, max_steps=12)
+    assert np.all(np.diff(pol.history, axis=0) <= 0)
+    assert np.all(pol.fit.loss <= bt.fit_patterns(t0, s, imp).loss)
+    assert pol.accepted.sum() > 0
+    ex = rep.exact_optimum(st, m, p[:1], imp[0], n_per_mask=128)
+    best = int(np.argmin(pol.fit.loss))
+    big = est.make_estimator_sample(st, p[:1], n_per_mask=1024, seed=9)
+    pats = np.stack([pol.T[best], ex.pattern[0, 0]])
+    two = est.EstimatorSample(big.x, big.w, big.stratum, big.n_strata, np.zeros(2, np.int32),
+                              big.dropped, big.kind)
+    f = bt.fit_patterns(pats, two, imp[:2])
+    W = f.gamma[:, None, None] * pats
+    d = est.estimate_difference(W[:1], f.bias[:1], W[1:], f.bias[1:], imp[:1], big)
+    assert d.loss[0] <= 3 * d.se[0] + 1e-7, (d, pol.T[best], ex.pattern[0, 0])
+
+
+def test_best_known_sets20_is_at_or_below_the_antipodal_construction():
+    n, m = 20, 10
+    st = data.FeatureStructure(n, correlated_sets=2, correlated_size=10)
+    p = np.full((2, n), [[0.05], [0.0025]])
+    imp = np.ones((2, n), np.float32)
+    # A dense solution that packs both sets badly (random), so the construction must win.
+    W = np.random.default_rng(0).normal(size=(2, m, n)).astype(np.float32) * 0.3
+    b = np.zeros((2, n), np.float32)
+    res = bt.best_known(W, b, p, imp, st, polish_max_n=0, n_random=0,
+                        sample=est.make_estimator_sample(st, p, n_draws=512, n_min=32),
+                        fit_sample=est.make_estimator_sample(st, p, n_draws=256, n_min=32,
+                                                             seed=1))
+    assert np.all(res.loss <= res.candidates["sets_antipodal"] * (1 + 1e-6))
+    assert np.all(res.loss <= np.nanmin(np.stack([res.candidates[k] for k in bt.METHODS]), 0)
+                  * (1 + 1e-6))
+    assert set(res.method) <= set(bt.METHODS)
+    np.testing.assert_array_equal(res.nnz_per_column, np.abs(res.T).sum(1))
+
+
+def test_best_known_keeps_a_trained_twin_that_wins():
+    n, m = 4, 2
+    st = data.FeatureStructure(n)
+    p = np.full((1, n), 0.1)
+    imp = np.ones((1, n), np.float32)
+    W = np.zeros((1, m, n), np.float32)  # a dense solution with nothing represented
+    b = np.full((1, n), 0.05, np.float32)
+    t = np.array([[[1, -1, 0, 0], [0, 0, 1, -1]]], np.float32)
+    small = {"sample": est.make_estimator_sample(st, p, n_per_mask=64),
+             "fit_sample": est.make_estimator_sample(st, p, n_per_mask=32, seed=1)}
+    res = bt.best_known(W, b, p, imp, st, trained=(t, np.zeros((1, n)), np.array([True])),
+                        enumerate_max_n=0, polish_max_n=0, n_random=0, **small)
+    assert res.method[0] in ("trained", "trained_refit", "antipodal_pairs")
+    assert res.loss[0] <= res.candidates["trained"][0] * (1 + 1e-6)
+    assert res.loss[0] < res.candidates["identity_top_m"][0]
+
+
+def test_seeds_of_one_cell_share_the_best_solution():
+    n, m = 4, 2
+    st = data.FeatureStructure(n)
+    p = np.full((3, n), 0.1)
+    p[2] = 0.5  # another cell
+    imp = np.ones((3, n), np.float32)
+    good = np.array([[1.0, -1.0, 0.0, 0.0], [0.0, 0.0, 1.0, -1.0]], np.float32)
+    W = np.stack([np.zeros((m, n), np.float32), good, good])
+    small = {"sample": est.make_estimator_sample(st, p, n_per_mask=64),
+             "fit_sample": est.make_estimator_sample(st, p, n_per_mask=32, seed=1)}
+    res = bt.best_known(W, np.zeros((3, n)), p, imp, st, enumerate_max_n=0, polish_max_n=0,
+                        n_random=0, **small)
+    assert res.source[2] == 2 and res.source[0] == res.source[1]
+    np.testing.assert_array_equal(res.T[0], res.T[1])
+    assert res.loss[0] <= min(np.nanmin([v[0] for v in res.candidates.values()]),
+                              np.nanmin([v[1] for v in res.candidates.values()])) * (1 + 1e-6)
+    np.testing.assert_allclose(res.best_dense_loss[:2], res.dense_loss[:2].min())
+
+
+def test_fit_patterns_refuses_bad_shapes():
+    s = est.make_estimator_sample(data.FeatureStructure(3), np.full((1, 3), 0.5), n_per_mask=8)
+    with pytest.raises(ValueError, match="T must be"):
+        bt.fit_patterns(np.zeros((2, 3)), s, np.ones(3))
+    with pytest.raises(ValueError, match="1 instances"):
+        bt.fit_patterns(np.zeros((2, 1, 3)), s, np.ones(3))
+
+
+def test_write_run_is_a_run_folder_load_sweep_opens(tmp_path, tiny_config):
+    from bitjax import load_sweep
+    from bitjax.analysis.results import LoadedSweep
+    from bitjax.config import build_instances
+
+    cfg = tiny_config(kind=("dense", "ternary"), feature_probability=(0.3, 0.05), seed=(0, 1))
+    inst = build_instances(cfg)
+    n_inst, m, n = inst.n, cfg.n_hidden, cfg.n_features
+    W = np.random.default_rng(0).normal(size=(n_inst, m, n)).astype(np.float32)
+    src = LoadedSweep(path=tmp_path / "src", config=cfg, coords=inst.coords, step=0, W=W,
+                      b=np.zeros((n_inst, n), np.float32), W_eff=W,
+                      history=np.zeros((n_inst, 1), np.float32))
+    dense = np.flatnonzero(inst.coords["kind"] == "dense")
+    best = bt.best_known(W[dense], src.b[dense], inst.p[dense], inst.importance[dense],
+                         cfg.structure, enumerate_max_n=0, polish_max_n=0, n_random=0,
+                         sample=est.make_estimator_sample(cfg.structure, inst.p[dense],
+                                                          n_per_mask=16),
+                         fit_sample=est.make_estimator_sample(cfg.structure, inst.p[dense],
+                                                              n_per_mask=16, seed=1))
+    out = bt.write_run(tmp_path / "best", src, dense, best)
+    run = load_sweep(out)
+    assert run.n_instances == len(dense)
+    assert set(run.coords["kind"]) == {"ternary"}
+    np.testing.assert_array_equal(run.coords["seed"], inst.coords["seed"][dense])
+    np.testing.assert_allclose(run.W_eff, best.gamma[:, None, None] * best.T, rtol=1e-5,
+                               atol=1e-7)
+    np.testing.assert_allclose(run.b, best.bias)
+    np.testing.assert_allclose(run.loss, best.loss, rtol=1e-6)
+    assert run.meta["best_known"]["method"] == list(best.method)
+    assert "loss" in run.to_xarray()
+    assert (out / bt.TABLE_FILE).exists()
+    with pytest.raises(ValueError, match="already holds a run"):
+        bt.write_run(out, src, dense, best)
+
+
+# ----------------------------------------------------------------------------------------
+# Known answers for the best-known solutions on the other lattices of
+
+
+def _dense_with_exact_bias(W, s, imp):
+    """The dense solution's loss on ``s`` with its bias refit exactly on the same sample."""
+    x, w = est.fit_sample(s)
+    fit = rep.fit_scale_and_bias(np.einsum("imk,imj->ikj", W, W), x, w, imp,
+                                 log10_range=(0.0, 0.0), n_grid=2, n_golden=1)
+    return est.estimate_loss(W, fit.bias, imp, s).loss
+
+
+def _samples(structure, p, per_mask=(128, 64)):
+    return (est.make_estimator_sample(structure, p, n_per_mask=per_mask[0]),
+            est.make_estimator_sample(structure, p, n_per_mask=per_mask[1], seed=1))
+
+
+def test_binary_moves_keep_a_sign_pattern():
+    m, n = 2, 4
+    assert len(bt._moves(m, n, binary=True)) == n * m + 6 + n * 2**m
+    t = jnp.array([[1, -1, 1, 1], [-1, -1, 1, -1]], jnp.float32)
+    for mv, want in (([4, 1, 0, 0], [[1, 1, 1, 1], [-1, -1, 1, -1]]),  # flip entry (0, 1)
+                     ([5, 3, 2, 0], [[1, -1, 1, -1], [-1, -1, 1, 1]]),  # column 3 <- bits 10
+                     ([2, 0, 2, 0], [[1, -1, 1, 1], [1, -1, -1, -1]])):  # swap columns 0, 2
+        np.testing.assert_array_equal(bt._apply(t, jnp.array(mv)), want)
+    k = 3
+    imp = np.broadcast_to(0.8 ** np.arange(n), (k, n)).astype(np.float32)
+    s = est.make_estimator_sample(data.FeatureStructure(n), np.full((k, n), 0.2),
+                                  n_per_mask=32)
+    t0 = np.where(np.random.default_rng(2).random((k, m, n)) < 0.5, -1, 1).astype(np.int8)
+    pol = bt.polish(t0, s, imp, max_steps=3, binary=True)
+    assert np.all(np.diff(pol.history, axis=0) <= 0) and pol.accepted.sum() > 0
+    assert set(np.unique(pol.T)) <= {-1, 1}
+
+
+def test_binary_align_recovers_a_rotated_sign_pattern():
+    m, n = 3, 8
+    S = np.where(np.random.default_rng(4).random((m, n)) < 0.5, -1.0, 1.0)
+    W = (_rot(m, 5) @ (0.7 * S)).astype(np.float32)
+    al = lattice.binary_align(jnp.asarray(W), n_random=4)
+    assert float(al.error) < 1e-4 and float(al.gamma) == pytest.approx(0.7, rel=1e-5)
+    found = np.asarray(al.S)
+    np.testing.assert_array_equal(found.T @ found, S.T @ S)  # up to hidden signs and order
+    np.testing.assert_allclose(np.asarray(al.R) @ W, 0.7 * found, atol=1e-5)
+    np.testing.assert_array_equal(lattice.sign_pattern(jnp.array([0.0, -1e-9, 2.0])),
+                                  [1, -1, 1])
+
+
+def test_binary_best_known_of_a_rotated_binary_solution_reaches_the_dense_loss():
+    n, m, p = 8, 3, 0.1  # no enumeration at n = 8: snap, search and polish must find it
+    S = np.where(np.random.default_rng(6).random((m, n)) < 0.5, -1.0, 1.0)
+    W = (_rot(m, 7) @ (0.45 * S))[None].astype(np.float32)
+    imp = np.ones((1, n), np.float32)
+    st = data.FeatureStructure(n)
+    sample, fit = _samples(st, np.full((1, n), p), per_mask=(16, 8))
+    dense = _dense_with_exact_bias(W, sample, imp)[0]
+    best = bt.best_known(W, np.zeros((1, n), np.float32), np.full((1, n), p), imp, st,
+                         kind="binary", sample=sample, fit_sample=fit, polish_steps=4)
+    assert best.kind == "binary" and set(np.unique(best.T)) <= {-1, 1}
+    assert best.loss[0] <= 1.005 * dense, (best.loss, dense, best.method)
+    # ITQ recovers the rotation exactly (the snap's ternary groups do not apply here).
+    assert best.candidates["rotation_search"][0] <= 1.005 * dense
+    # The constructions with zeros are not binary candidates.
+    assert np.isnan(best.candidates["identity_top_m"]).all()
+    finite = [v[0] for v in best.candidates.values() if np.isfinite(v[0])]
+    assert best.loss[0] <= min(finite) + 1e-7
+
+
+def test_binary_enumeration_is_the_exact_optimum():
+    # n=4, m=2: every one of the 2^8 sign patterns fitted on one sample; the enumerated
+    # optimum is at or below the best of them on an independent sample (paired difference
+    # within three standard errors: both are optima of noisy samples).
+    n, m, k = 4, 2, 2
+    st = data.FeatureStructure(n)
+    p = np.array([[0.1] * n, [0.4] * n])
+    imp = np.broadcast_to(0.8 ** np.arange(n), (k, n)).astype(np.float32)
+    s = est.make_estimator_sample(st, p, n_per_mask=64, seed=3)
+    pats = np.array([np.reshape(c, (m, n)) for c in itertools.product((-1, 1), repeat=m * n)],
+                    np.int8)
+    every = np.stack([bt.fit_patterns(pats, est.EstimatorSample(
+        s.x, s.w, s.stratum, s.n_strata, np.full(len(pats), i, np.int32), s.dropped, s.kind),
+        np.broadcast_to(imp[i], (len(pats), n)), chunk=128).loss for i in range(k)])
+    brute = pats[np.argmin(every, 1)]
+    enum = bt._enumerated(st, m, p, imp, "relu", 256, bt.ALPHABETS["binary"])
+    assert set(np.unique(enum)) <= {-1, 1}
+    big = est.make_estimator_sample(st, p, n_per_mask=2048, seed=11)
+    fe, fb = bt.fit_patterns(enum, big, imp), bt.fit_patterns(brute, big, imp)
+    d = est.estimate_difference(bt._weights(enum, fe.gamma), fe.bias,
+                                bt._weights(brute, fb.gamma), fb.bias, imp, big)
+    assert np.all(d.loss <= 3 * d.se + 1e-9), (d, fe.loss, fb.loss)
+
+
+@pytest.mark.slow
+def test_binary_polish_from_random_patterns_finds_the_enumerated_optimum():
+    n, m, k = 5, 2, 16  # greedy moves on signs: more starts than for ternary
+    imp = np.broadcast_to(0.9 ** np.arange(n), (k, n)).astype(np.float32)
+    st = data.FeatureStructure(n)
+    p = np.full((k, n), 0.1)
+    s = est.make_estimator_sample(st, p, n_per_mask=128, seed=1)
+    t0 = np.where(np.random.default_rng(0).random((k, m, n)) < 0.5, -1, 1).astype(np.int8)
+    pol = bt.polish(t0, s, imp, max_steps=20, binary=True)
+    enum = bt._enumerated(st, m, p[:1], imp[:1], "relu", 128, bt.ALPHABETS["binary"])[0]
+    best = int(np.argmin(pol.fit.loss))
+    big = est.make_estimator_sample(st, p[:1], n_per_mask=1024, seed=9)
+    pats = np.stack([pol.T[best], enum])
+    two = est.EstimatorSample(big.x, big.w, big.stratum, big.n_strata, np.zeros(2, np.int32),
+                              big.dropped, big.kind)
+    f = bt.fit_patterns(pats, two, imp[:2])
+    W = f.gamma[:, None, None] * pats
+    d = est.estimate_difference(W[:1], f.bias[:1], W[1:], f.bias[1:], imp[:1], big)
+    assert d.loss[0] <= 3 * d.se[0] + 1e-7, (d, pol.T[best], enum)
+
+
+#: Two antipodal pairs on two hidden units.
+PAIRS = np.array([[1, -1, 0, 0], [0, 0, 1, -1]], np.float32)
+#: Importances under which one scale per feature pays: the less important member of each
+#: pair is better kept short (less interference on its partner).
+UNEQUAL = np.array([1.0, 0.1, 0.5, 0.05], np.float32)
+
+
+def test_fit_per_feature_shortens_unimportant_features_and_never_increases_the_loss():
+    n = 4
+    st = data.FeatureStructure(n)
+    imp = np.stack([UNEQUAL, UNEQUAL])
+    s = est.make_estimator_sample(st, np.full((2, n), 0.3), n_per_mask=64, seed=1)
+    T = np.stack([PAIRS, np.array([[1, 1, 0, 0], [0, 1, -1, 1]], np.float32)])
+    start = bt.fit_patterns(T, s, imp)
+    got = bt.fit_per_feature(T, start.gamma, start.bias, s, imp, start_loss=start.loss)
+    assert got.gamma.shape == (2, n)
+    assert np.all(got.loss <= start.loss)
+    assert np.all(got.loss < 0.7 * start.loss), (got.loss, start.loss)
+    g = got.gamma[0]
+    assert g[1] < 0.5 * g[0] and g[3] < 0.5 * g[2], g
+    # The loss it reports is the loss of what it returns.
+    np.testing.assert_allclose(bt._fit_loss_at(bt._weights(T, got.gamma), got.bias, s, imp,
+                                               True), got.loss, rtol=1e-4)
+    # From its own result it cannot get worse.
+    again = bt.fit_per_feature(T, got.gamma, got.bias, s, imp)
+    assert np.all(again.loss <= got.loss * (1 + 1e-6))
+
+
+def test_per_feature_best_known_is_the_optimum_of_one_hidden_unit():
+    # n=2, m=1, a less important second feature: every pattern with every ratio of the two
+    # scales on a grid (a common scale and the bias fitted exactly) gives the per-feature
+    # optimum on the estimator sample itself: antipodal, the second feature 0.86 as long.
+    # The best-known reaches it; the one per-tensor scale cannot.
+    n, m = 2, 1
+    st = data.FeatureStructure(n)
+    p = np.array([[0.2, 0.2]])
+    imp = np.array([[1.0, 0.2]], np.float32)
+    sample, fit = _samples(st, p, per_mask=(512, 256))
+    pats = np.array([np.reshape(c, (m, n)) for c in itertools.product((-1, 0, 1), repeat=n)],
+                    np.float32)
+    grid = np.array([t * np.array([1.0, r]) for t in pats for r in np.geomspace(0.05, 1, 40)],
+                    np.float32)
+    every = bt.fit_patterns(grid, est.EstimatorSample(
+        sample.x, sample.w, sample.stratum, sample.n_strata, np.zeros(len(grid), np.int32),
+        sample.dropped, sample.kind), np.broadcast_to(imp[0], (len(grid), n)), chunk=64)
+    brute = every.loss.min()
+    W = np.array([[[1.0, -0.8]]], np.float32)
+    kw = dict(sample=sample, fit_sample=fit, exact_per_mask=256)
+    per_feature = bt.best_known(W, np.zeros((1, n), np.float32), p, imp, st,
+                                kind="ternary_per_feature", **kw)
+    per_tensor = bt.best_known(W, np.zeros((1, n), np.float32), p, imp, st, **kw)
+    assert per_feature.gamma.shape == (1, n) and per_feature.kind == "ternary_per_feature"
+    assert per_feature.loss[0] <= 1.005 * brute, (per_feature.loss, brute)
+    assert per_feature.loss[0] < 0.98 * per_tensor.loss[0], (per_feature.loss, per_tensor.loss)
+    assert str(per_feature.method[0]) in bt.PER_FEATURE_REFITS
+    g = per_feature.gamma[0]
+    assert per_feature.T[0, 0, 0] * per_feature.T[0, 0, 1] == -1  # antipodal
+    assert g[1] / g[0] == pytest.approx(0.86, abs=0.06), g
+    # Every per-tensor candidate competes unchanged among the per-feature ones.
+    for name in (k for k in bt.METHODS if not k.startswith("refit_")):
+        np.testing.assert_array_equal(per_feature.candidates[name], per_tensor.candidates[name])
+
+
+def test_an_unknown_lattice_is_refused():
+    with pytest.raises(ValueError, match="unknown lattice"):
+        bt.best_known(np.zeros((1, 2, 3)), np.zeros((1, 3)), np.full((1, 3), 0.1),
+                      np.ones((1, 3)), data.FeatureStructure(3), kind="twn")
+
+
+@pytest.mark.parametrize("kind", ["binary", "ternary_per_feature"])
+def test_write_run_records_the_lattice(tmp_path, tiny_config, kind):
+    from bitjax import load_sweep
+    from bitjax.analysis.results import LoadedSweep
+    from bitjax.config import build_instances
+
+    cfg = tiny_config(kind=("dense", kind), feature_probability=(0.3, 0.05), seed=(0, 1))
+    inst = build_instances(cfg)
+    n_inst, m, n = inst.n, cfg.n_hidden, cfg.n_features
+    W = np.random.default_rng(0).normal(size=(n_inst, m, n)).astype(np.float32)
+    src = LoadedSweep(path=tmp_path / "src", config=cfg, coords=inst.coords, step=0, W=W,
+                      b=np.zeros((n_inst, n), np.float32), W_eff=W,
+                      history=np.zeros((n_inst, 1), np.float32))
+    dense = np.flatnonzero(inst.coords["kind"] == "dense")
+    sample, fit = _samples(cfg.structure, inst.p[dense], per_mask=(16, 16))
+    best = bt.best_known(W[dense], src.b[dense], inst.p[dense], inst.importance[dense],
+                         cfg.structure, enumerate_max_n=0, polish_max_n=0, n_random=0,
+                         sample=sample, fit_sample=fit, kind=kind)
+    if kind == "binary":  # the all -1 pattern is stored as all +1 (the same solution)
+        best = best._replace(T=np.broadcast_to(-1, best.T.shape).astype(np.int8))
+    out = bt.write_run(tmp_path / "best", src, dense, best)
+    run = load_sweep(out)
+    assert set(run.coords["kind"]) == {kind}
+    assert set(run.to_xarray().coords["kind"].values.tolist()) == {kind}
+    assert run.meta["lattice"] == kind and set(run.meta["best_known"]["lattice"]) == {kind}
+    want = bt._weights(best.T, best.gamma)
+    gram = np.einsum("imk,imj->ikj", run.W_eff, run.W_eff)
+    np.testing.assert_allclose(gram, np.einsum("imk,imj->ikj", want, want), rtol=1e-5,
+                               atol=1e-6)
+    if kind == "binary":  # the same solution up to its sign
+        assert np.allclose(run.W_eff, want) or np.allclose(run.W_eff, -want)
+    else:
+        np.testing.assert_allclose(run.W_eff, want, rtol=1e-5, atol=1e-7)
+        assert "gamma_per_feature" in (out / bt.TABLE_FILE).read_text().splitlines()[0]
+    np.testing.assert_allclose(run.loss, best.loss, rtol=1e-6)

@@ -1,0 +1,139 @@
+"""experiments.computation: the presets, the motif counts on a hand-built circuit, the tiny
+preset end to end, and (slow) the paper's |x| circuit from dense training."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+
+from bitjax.analysis import neurons
+from bitjax.config import build_instances
+from bitjax.store import files as io
+from experiments import _cli, computation
+
+
+def test_presets_validate_and_are_the_papers_setups():
+    for name in computation.PRESETS:
+        parts = computation.PRESETS[name](None)
+        assert list(parts) == [computation.CIRCUITS, computation.SPARSITY]
+        for cfg in parts.values():
+            assert cfg.model == "abs_computation" and cfg.kind == ("dense", "ternary")
+            assert cfg.signed_inputs and cfg.n_instances == len(build_instances(cfg).coords[
+                "kind"])
+        assert (parts["circuits"].n_features, parts["circuits"].n_hidden) == (3, 6)
+    for name in ("paper", "quick"):
+        parts = computation.PRESETS[name](None)
+        big = parts["sparsity"]
+        assert (big.n_features, big.n_hidden, big.importance) == (100, 40, (0.8,))
+        assert big.feature_probability == computation.PROBABILITIES
+        assert parts["circuits"].feature_probability == computation.CIRCUIT_PROBABILITIES
+    paper = computation.PRESETS["paper"](None)
+    assert len(paper["circuits"].seed) == 100 and len(paper["sparsity"].seed) == 50
+    assert all(len(c.seed) == 7 for c in computation.PRESETS["quick"](7).values())
+    # --help lists every preset's parts (a preset that cannot be built says so there).
+    assert not any("cannot be built" in line
+                   for line in _cli.preset_summary(computation.EXPERIMENT))
+
+
+def _exact_circuit(n: int, scale: float = 2.0):
+    """The paper's |x| circuit on m = 2n neurons: neuron 2i reads +x_i, 2i+1 reads -x_i,
+    both write 1/scale to y_i (so y = |x| exactly), zero biases."""
+    w1 = np.zeros((2 * n, n))
+    w2 = np.zeros((n, 2 * n))
+    for i in range(n):
+        w1[2 * i, i], w1[2 * i + 1, i] = scale, -scale
+        w2[i, 2 * i] = w2[i, 2 * i + 1] = 1.0 / scale
+    return w1, np.zeros(2 * n), w2
+
+
+def test_motif_counts_of_the_exact_circuit():
+    w1, b1, w2 = _exact_circuit(3)
+    eff = {"W1": w1[None], "b1": b1[None], "W2": w2[None], "b2": np.zeros((1, 3))}
+    pairs, motifs = computation.instance_motifs(eff, 0)
+    assert computation.motif_counts(pairs, motifs) == {
+        "n_abs_pairs": 3, "n_pair_neurons": 6, "n_asymmetric": 0, "n_inhibitors": 0}
+    # One pair lost its negative half: two features computed, four neurons in pairs.
+    w2[1, 3] = 0.0
+    pairs, motifs = computation.instance_motifs({**eff, "W2": w2[None]}, 0)
+    assert computation.motif_counts(pairs, motifs)["n_abs_pairs"] == 2
+    assert computation.motif_counts(pairs, motifs)["n_pair_neurons"] == 4
+
+
+def test_motif_counts_of_an_asymmetric_motif():
+    # Neuron 0 reads x0 strongly (+2) and x1 weakly (+0.5) and writes to both outputs;
+    # neuron 1 fires on +x0 too and writes negatively to y1: it cancels 2.5 of the 4 that
+    # x0 writes onto y1 through neuron 0 (at least half: an inhibitor).
+    w1 = np.array([[2.0, 0.5], [1.0, 0.0]])
+    w2 = np.array([[0.5, 0.0], [2.0, -2.5]])
+    pairs = neurons.abs_pairs(w1, np.zeros(2), w2)
+    motifs = neurons.asymmetric_motifs(w1, w2)
+    assert computation.motif_counts(pairs, motifs) == {
+        "n_abs_pairs": 0, "n_pair_neurons": 0, "n_asymmetric": 1, "n_inhibitors": 1}
+
+
+@pytest.mark.integration  # an end-to-end run: the second tier
+def test_computation_tiny_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    with pytest.warns(UserWarning, match="too few steps"):  # 200 steps: not judged
+        rc = _cli.main(computation.EXPERIMENT, ["--preset", "tiny", "--out", str(out),
+                                                "--no-progress"])
+    assert rc == 0
+    for stem in ("circuits", "neuron_features", "motif_counts", "loss_gap"):
+        for ext in ("png", "pdf"):
+            assert (out / f"{stem}.{ext}").stat().st_size > 0
+    parts = computation.PRESETS["tiny"](None)
+    inst = io.read_csv(out / "motif_instances.csv")
+    assert len(inst) == sum(c.n_instances for c in parts.values())
+    assert set(computation.MEASURES) <= set(inst[0])
+    for r in inst:
+        cfg = parts[r["part"]]
+        assert int(float(r["n_abs_pairs"])) <= cfg.n_features
+        assert (float(r["n_monosemantic"]) + float(r["n_polysemantic"])
+                + float(r["n_diffuse"]) == float(r["n_alive"]) <= cfg.n_hidden)
+    best = [r for r in inst if r["best_restart"] == "1"]
+    assert len(best) == sum(len(c.kind) * len(c.feature_probability) for c in parts.values())
+    summary = io.read_csv(out / "motif_summary.csv")
+    assert {(r["part"], r["kind"], float(r["feature_probability"])) for r in summary} == {
+        (name, k, p) for name, c in parts.items() for k in c.kind
+        for p in c.feature_probability}
+    for r in summary:
+        if r["kind"] == "dense":  # paired with itself
+            assert float(r["n_abs_pairs_minus_dense"]) == 0.0
+    motifs = io.read_csv(out / "motifs.csv")
+    assert {r["motif"] for r in motifs} <= {"relu_pair", "asymmetric"}
+    assert (out / "motifs.csv").read_text().splitlines()[0].split(",") == list(
+        computation.MOTIF_COLUMNS)
+    gap = io.read_csv(out / "loss_gap.csv")
+    assert {(r["part"], r["kind"]) for r in gap} == {(name, "ternary") for name in parts}
+
+
+def _train(cfg):
+    """Train ``cfg`` with the compiled program; ``(instances, host params, final loss)``."""
+    import jax
+
+    from bitjax.train import program
+
+    inst = build_instances(cfg)
+    arrays, streams = program.instance_arrays(inst), program.stream_arrays(inst)
+    keys = cfg.data_plan.stream_keys(streams.stream_seed, streams.stream_salt)
+    state = jax.jit(functools.partial(program.train_steps, cfg, cfg.steps))(
+        program.init_state(cfg, arrays), arrays, keys)
+    return inst, jax.device_get(state["params"]), np.asarray(state["history"])[:, -1]
+
+
+@pytest.mark.slow
+def test_dense_computes_every_feature_with_a_relu_pair_as_in_the_paper():
+    # The paper's small computation model (n=3 features on m=6 neurons) on dense data, the
+    # best of a few restarts of the experiment's paper preset and recipe.
+    cfg = computation.PRESETS["paper"](8)["circuits"].replace(
+        kind=("dense",), feature_probability=(1.0,), chunk_size=10_000, history_every=1_000)
+    inst, params, loss = _train(cfg)
+    eff = neurons.effective_params(cfg, params)
+    best = int(np.argmin(loss))
+    pairs, motifs = computation.instance_motifs(eff, best)
+    assert loss[best] < 1e-4  # the zero model's loss is about 0.33: |x| is computed
+    assert pairs.present.all(), pairs  # a ReLU(x) + ReLU(-x) pair for every feature
+    assert computation.motif_counts(pairs, motifs)["n_pair_neurons"] == 6
+    np.testing.assert_allclose(pairs.slopes, 1.0, atol=0.05)  # y_i = |x_i|

@@ -1,0 +1,79 @@
+"""experiments.correlated: the tiny preset end to end and the analysis of every part on
+fabricated sweeps (the measurements themselves: analysis/test_geometry.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bitjax import convergence
+from bitjax.analysis.results import LoadedSweep
+from bitjax.config import build_instances
+from bitjax.store import files as io
+from experiments import _cli, correlated
+
+
+# The tiny preset trains 100-200 steps, too few for the convergence rule to judge; the
+# files it writes are the point here.
+@pytest.mark.filterwarnings("ignore:.*too few steps for the convergence rule")
+@pytest.mark.integration  # an end-to-end run: the second tier
+def test_correlated_tiny_end_to_end(tmp_path):
+    rc = _cli.main(correlated.EXPERIMENT, ["--preset", "tiny", "--out", str(tmp_path),
+                                           "--no-progress"])
+    assert rc == 0
+    for stem in ("weights_three_corr", "gram_anti20", "summary"):
+        for ext in ("png", "pdf"):
+            assert (tmp_path / f"{stem}.{ext}").stat().st_size > 0
+    rows = io.read_csv(tmp_path / "correlated_summary.csv")
+    got = {(r["part"], r["kind"], r["measure"]) for r in rows}
+    for kind in ("dense", "ternary"):
+        for m in ("within_pair_cos", "collapse_fraction", "n_represented"):
+            assert ("three_corr", kind, m) in got
+        for m in ("within_set_abs_cos", "cross_set_abs_cos", "within_set_sq_dot",
+                  "cross_set_sq_dot"):
+            assert ("anti20", kind, m) in got
+    assert len(io.read_csv(tmp_path / "correlated_instances.csv")) == 16  # 2 parts x 8
+
+
+def _fake_part(name, cfg, rng):
+    """A LoadedSweep of random weights and losses (no training) named ``name``.
+
+    The losses lie below the zero model's, so no instance counts as a runaway."""
+    inst = build_instances(cfg)
+    n_inst = inst.n
+    w = rng.normal(size=(n_inst, cfg.n_hidden, cfg.n_features)).astype(np.float32)
+    zero = convergence.zero_model_loss(inst.p, inst.importance, cfg.structure)
+    loss = zero * rng.uniform(0.05, 0.95, n_inst)
+    return LoadedSweep(path=Path(name), config=cfg, coords=inst.coords, step=cfg.steps, W=w,
+                       b=np.zeros((n_inst, cfg.n_features), np.float32), W_eff=w,
+                       history=np.zeros((n_inst, 1), np.float32),
+                       meta={"final_loss": loss.tolist()}, name=name)
+
+
+def test_correlated_analysis_covers_every_part(tmp_path, monkeypatch):
+    def quick_save(fig, stem):  # the figure code runs in full; only the file is cheap
+        target = Path(f"{stem}.png")
+        fig.savefig(target, dpi=20)
+        return [target]
+
+    monkeypatch.setattr(io, "save_figure", quick_save)
+    rng = np.random.default_rng(1)
+    cfgs = correlated._parts(2, 10, 2, 2, batch_size=8, chunk_size=10, history_every=10)
+    parts = {name: _fake_part(name, cfg, rng) for name, cfg in cfgs.items()}
+    files = correlated.analyse(parts, tmp_path)
+    names = {f.name for f in files}
+    for name in correlated.PAIR_PARTS:
+        assert f"weights_{name}.png" in names
+    for name in correlated.SET_PARTS:
+        assert f"gram_{name}.png" in names
+    assert "summary.png" in names
+    rows = io.read_csv(tmp_path / "correlated_summary.csv")
+    got = {(r["part"], r["measure"]) for r in rows}
+    assert ("corr_pairs", "within_pair_cos") in got
+    assert ("anti_pairs", "within_pair_cos") in got
+    assert ("anti_pairs", "collapse_fraction") not in got
+    assert ("three_corr", "collapse_fraction") in got
+    assert ("sets20", "cross_set_abs_cos") in got
+    assert all(int(r["n_seeds"]) <= 2 for r in rows)

@@ -1,0 +1,230 @@
+"""The findings protocol (experiments/findings.py): pairing by seed, the rule table, the
+claims' views (per seed, as trained, at the optimum) and the generated text
+(results/FINDINGS.md). The decision rules themselves: analysis/test_verdicts.py."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bitjax.analysis import grid
+from bitjax.analysis import verdicts as vd
+from bitjax.analysis.results import LoadedSweep
+from bitjax.config import SweepConfig, build_instances
+from bitjax.report import tables
+from experiments import findings
+
+RESULTS = Path(__file__).resolve().parents[2] / "results"
+
+
+def _sweep(seeds=(0, 1), probs=(0.1,), nan_instances=()):
+    """A LoadedSweep with zero weights (NaN for ``nan_instances``: diverged) and no training."""
+    cfg = SweepConfig(n_features=3, n_hidden=2, kind=("dense", "ternary"), seed=seeds,
+                      feature_probability=probs, steps=10, chunk_size=10, history_every=10)
+    inst = build_instances(cfg)
+    w = np.zeros((inst.n, 2, 3), np.float32)
+    w[list(nan_instances)] = np.nan
+    return LoadedSweep(path=Path("fake"), config=cfg, coords=inst.coords, step=10, W=w,
+                       b=np.zeros((inst.n, 3), np.float32), W_eff=w,
+                       history=np.zeros((inst.n, 1), np.float32),
+                       meta={"final_loss": [0.01] * inst.n})  # below the zero model's
+
+
+# ---- pairing -----------------------------------------------------------------------------
+
+
+def test_paired_matches_instances_that_differ_only_in_kind():
+    sweep = _sweep(seeds=(0, 1, 2))
+    # instance order: dense seeds 0, 1, 2, then ternary seeds 0, 1, 2
+    values = np.array([1.0, 2.0, 4.0, 7.0, 5.0, 9.0])
+    t, d, diff = grid.paired(sweep, values)
+    np.testing.assert_array_equal(t, [7.0, 5.0, 9.0])
+    np.testing.assert_array_equal(d, [1.0, 2.0, 4.0])
+    np.testing.assert_array_equal(diff, [6.0, 3.0, 5.0])
+
+
+def test_paired_drops_diverged_pairs_and_restricts_by_label():
+    sweep = _sweep(seeds=(0,), probs=(0.1, 0.5), nan_instances=(2,))
+    assert sweep.diverged.tolist() == [False, False, True, False]
+    _, _, diff = grid.paired(sweep, np.arange(4.0))
+    np.testing.assert_array_equal(diff, [2.0])  # the p=0.1 pair is gone (diverged)
+    with pytest.raises(ValueError, match="no feature_probability 0.3; this sweep has 0.1, 0.5"):
+        grid.paired(sweep, np.arange(4.0), feature_probability=0.3)
+
+
+def test_a_run_without_stored_diagnostics_flags_its_runaways():
+    """Older runs stored no diagnostics; a final loss above the zero model's is a runaway."""
+    sweep = _sweep()
+    assert not sweep.diverged.any()
+    runaway = dataclasses.replace(sweep, meta={"final_loss": [0.01, 1e3, 0.01, 0.01]})
+    np.testing.assert_array_equal(runaway.diverged, [False, True, False, False])
+
+
+def test_figure_footer_counts_the_diverged_instances_left_out():
+
+    assert tables.run_label(_sweep()).endswith("none diverged")
+    assert tables.run_label(_sweep(nan_instances=(1, 2))).endswith(
+        "2 of 4 instances diverged (left out)")
+
+
+# ---- rules and decisions -------------------------------------------------------------------
+
+
+def test_the_rule_table_covers_the_study_and_is_well_formed():
+    keys = [c.rule.key for c in findings.CLAIMS]
+    assert len(set(keys)) == len(keys)
+    for c in findings.CLAIMS:
+        assert c.value in findings.VALUES
+        assert c.summary in ("mean", "onset")
+        assert (c.summary == "onset") == np.isfinite(c.level)
+    tests = {c.rule.test for c in findings.CLAIMS}
+    assert tests == {"equivalence", "difference"}
+
+
+# ---- per-seed summaries and the two views --------------------------------------------------
+
+
+def _grid(value_t, value_d, ok_t=None, ok_d=None, p=(1.0, 0.1, 0.01)):
+    value_t, value_d = np.asarray(value_t, float), np.asarray(value_d, float)
+    s = value_t.shape[0]
+    ones = np.ones_like(value_t, dtype=bool)
+    return findings.Grid(
+        seeds=np.arange(s), p=np.asarray(p), value={"ternary": value_t, "dense": value_d},
+        loss={"ternary": value_t * 0 + 0.2, "dense": value_d * 0 + 0.1},
+        ok={"ternary": ones if ok_t is None else ok_t, "dense": ones if ok_d is None else ok_d},
+        zero=np.ones_like(value_t))
+
+
+#: An equivalence and a difference rule for the claim tests (the verdict rules themselves are
+#: tested in analysis/test_verdicts.py).
+EQ = vd.Rule("eq", "the same", "equivalence", "m", "u", 0.1, 0, "same")
+LESS = vd.Rule("less", "smaller", "difference", "m", "u", 0.1, -1, "same")
+MEAN_CLAIM = findings.Claim(LESS, "x", "y", "n_represented")
+
+
+def test_per_seed_averages_the_cells_of_a_seed_first():
+    g = _grid([[1.0, 2.0, 3.0], [0.0, 0.0, 3.0]], [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    diff, by, _ = findings.per_seed(MEAN_CLAIM, g)
+    np.testing.assert_allclose(diff, [2.0, 1.0])  # one value per seed, not six cells
+    np.testing.assert_allclose(by["ternary"], [2.0, 1.0])
+    onset_claim = dataclasses.replace(MEAN_CLAIM, summary="onset", level=0.5)
+    g = _grid([[0.0, 0.0, 1.0]], [[0.0, 1.0, 1.0]])
+    diff, _, notes = findings.per_seed(onset_claim, g)
+    np.testing.assert_allclose(diff, [-1.0])  # ternary crosses at -1.5, dense at -0.5
+    assert notes["censored"]["ternary"].tolist() == [0]
+
+
+def test_loss_gap_is_per_seed_in_units_of_the_zero_model():
+    t = np.array([[0.3, 0.5], [0.2, 0.2]])
+    d = np.array([[0.1, 0.1], [0.1, 0.2]])
+    zero = np.array([[1.0, 2.0], [1.0, 2.0]])
+    np.testing.assert_allclose(findings.loss_gap(t, d, zero), [0.2, 0.05])
+    est, lo, hi = findings.best_gap(t, d, zero)
+    assert est == pytest.approx(np.mean([(0.2 - 0.1) / 1.0, (0.2 - 0.1) / 2.0]))
+    assert lo <= hi
+
+
+def test_as_trained_uses_only_seeds_whose_instances_all_converged():
+    vals = np.array([[1.0, 1.0, 1.0]] * 4)
+    ok = np.ones((4, 3), bool)
+    ok[0, 2] = False  # one non-converged instance drops the whole seed
+    v = findings.trained_view(MEAN_CLAIM, _grid(vals, vals * 0, ok_t=ok))
+    assert v.tested and v.diff.size == 3 and v.basis.startswith("3 of 4 seeds")
+    ok[1:3, 0] = False
+    v = findings.trained_view(MEAN_CLAIM, _grid(vals, vals * 0, ok_t=ok))
+    assert not v.tested and v.reason == "not_converged" and v.diff.size == 4
+    assert v.detail.startswith("1 of 4 seeds") and "9 of 12 pairs" in v.detail
+
+
+def _write_attainable(folder: Path, bound: float, trained: float, seeds=4,
+                      probs=(1.0, 0.1, 0.01)):
+    from bitjax.store import files as io
+
+    rows = [{"experiment": "x", "seed": s, "feature_probability": p, "alignable": "True",
+             "dense_loss": 0.1, "attainable_ternary": bound, "exact_ternary": "nan",
+             "trained_ternary_loss": trained, "trained_ternary_final_loss": 0.2}
+            for s in range(seeds) for p in probs]
+    io.write_csv(folder / "representable" / "attainable_x.csv", rows)
+
+
+def test_optimum_view_reasons(tmp_path):
+    vals = np.array([[1.0, 1.0, 1.0]] * 4)
+    g = _grid(vals, vals * 0)
+    v = findings.optimum_view(tmp_path, MEAN_CLAIM, g)
+    assert v.reason == "attainable" and "no bound for x/y" in v.detail
+    # Ternary attains the dense loss everywhere: a difference claim cannot hold at the optimum.
+    _write_attainable(tmp_path, bound=0.1, trained=0.1)
+    v = findings.optimum_view(tmp_path, MEAN_CLAIM, g)
+    assert v.reason == "theory" and not v.tested
+    np.testing.assert_allclose(v.gap, 0.0)
+    # The same data for an equivalence claim are tested (every seed reached its bound).
+    eq_claim = dataclasses.replace(MEAN_CLAIM, rule=EQ)
+    assert findings.optimum_view(tmp_path, eq_claim, g).tested
+    # Trained ternary 50% above the bound: not at the optimum.
+    _write_attainable(tmp_path, bound=0.1, trained=0.15)
+    v = findings.optimum_view(tmp_path, eq_claim, g)
+    assert v.reason == "attainable" and v.detail.startswith("0 of 4 seeds")
+
+
+def test_a_representable_table_from_another_run_is_not_used(tmp_path):
+    vals = np.array([[1.0, 1.0, 1.0]] * 4)
+    g = _grid(vals, vals * 0)
+    g.loss["ternary"] = g.loss["ternary"] * 3  # the run's losses differ from the table's
+    _write_attainable(tmp_path, bound=0.1, trained=0.1)
+    b = findings.bounds_for(tmp_path, MEAN_CLAIM, g)
+    assert not b.found and "another run" in b.why
+
+
+def test_a_missing_run_makes_its_claims_undecided(tmp_path):
+    """A results folder without the runs: every claim says so, and the text still renders."""
+    results = findings.evaluate(tmp_path)
+    for r in results:
+        for v in (r.optimum, r.trained):
+            assert (v.verdict, v.reason) == ("undecided", "missing")
+            assert str(tmp_path / r.claim.experiment) in v.detail
+    text = findings.render(results, tmp_path)
+    assert "undecided (no run: " in text and "intro: no run" in text
+    assert "family of all 0 p-values" in text
+
+
+def test_table_cells_escape_pipes():
+    assert findings._row("||W_i|| > 0.5", "b") == "| \\|\\|W_i\\|\\| > 0.5 | b |"
+
+
+def test_findings_does_not_reach_into_other_experiments():
+    source = Path(findings.__file__).read_text()
+    assert "_cli" not in source
+    for sibling in ("intro", "sparsity", "uniform", "correlated", "phase"):
+        assert f"from experiments import {sibling}" not in source
+        assert f"experiments.{sibling}" not in source.replace("python -m experiments.", "")
+
+
+# ---- the committed results -----------------------------------------------------------------
+
+
+def test_converged_reads_the_stored_diagnostic():
+    intro = findings._load(RESULTS, "intro")["intro"]
+    stored = np.asarray(intro.diagnostics["converged"], bool) & ~intro.diverged
+    np.testing.assert_array_equal(findings.converged(intro), stored)
+
+
+@pytest.mark.integration
+def test_generated_findings_on_the_committed_results():
+    """Every claim gets two computed verdicts; the exact intro comparison matches the CSV."""
+    from bitjax.store import files as io
+
+    results = findings.evaluate(RESULTS)
+    assert [r.claim.rule.key for r in results] == [c.rule.key for c in findings.CLAIMS]
+    for r in results:
+        for v in (r.optimum, r.trained):
+            assert v.verdict in vd.VERDICTS
+            assert (v.verdict == "undecided") == bool(v.reason)
+    text = findings.render(results, RESULTS)
+    rows = io.read_csv(RESULTS / "representable" / "intro_exact.csv")
+    k = sum(r["configuration"].startswith("two antipodal pairs") for r in rows)
+    assert f"two antipodal pairs at {k} of {len(rows)} sparsities" in text
+    for typed in ("likely cause", "show two antipodal pairs instead", "inconclusive"):
+        assert typed not in text
