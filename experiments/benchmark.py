@@ -43,7 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
-#: Reference: the paper's PyTorch notebook on a quiet 2-core CPU, instance-steps/s (issue 4).
+#: Reference: the paper's PyTorch notebook on a quiet 2-core CPU, instance-steps/s (timed
+#: with its own Model / generate_batch / optimize cells).
 REFERENCE_INSTANCE_STEPS = {
     "intro_5x2_i10": 6_900,
     "sweep_20x5_i400": 2_700,

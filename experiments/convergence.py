@@ -1,6 +1,6 @@
 """Convergence: can each kind reach the loss it can attain, and with which recipe?
 
-Question (issue 10): per-tensor b1.58 ``ternary`` trained with the paper's recipe ends well
+Question: per-tensor b1.58 ``ternary`` trained with the paper's recipe ends well
 above ternary solutions that exist. Is that the recipe? For two settings, sparsity (n=20,
 m=5, I_i = 0.7^i, 1-S = 1, 0.3, 0.1, 0.01) and intro (n=5, m=2, I_i = 0.9^i, 1-S = 1, 0.3,
 0.1, 0.05), every kind (dense and every quantized kind) is trained over lr (1e-3, 3e-3,
@@ -88,7 +88,7 @@ RECIPES = {
     # snapped, then quantized; each half follows the cosine schedule (annealed final tenth).
     "fp_cosine_anneal": dict(schedule="cosine", anneal_fraction=0.1, fp_fraction=0.5),
 }
-#: The two settings of the full study (issue 10 item 4): name -> model and data.
+#: The two settings of the full study: name -> model and data.
 SETTINGS = {
     "sparsity": dict(n_features=20, n_hidden=5, importance=(0.7,),
                      feature_probability=(1.0, 0.3, 0.1, 0.01)),
@@ -443,7 +443,7 @@ def choose_recipes(rows: list[dict]) -> list[dict]:
     decay) trained at the budget where every variant was trained (the most common budget),
     the one with the lowest geometric mean, over every (setting, 1-S) cell, of the median
     ratio to the kind's attainable loss; a recipe with an unusable cell (fewer than half the
-    seeds live) is not eligible. The rule is fixed before the data (issue 10, item 4)."""
+    seeds live) is not eligible. The rule is fixed before the data."""
     budgets = [r["budget"] for r in rows]
     budget = max(set(budgets), key=budgets.count)
     out = []
@@ -721,8 +721,8 @@ def explorer_pages(names: list[str]) -> dict[str, list[str]]:
 EXPERIMENT = Experiment(
     name="convergence",
     description="Can each kind reach the loss it can attain, and with which recipe (lr x "
-                "schedule x budget x init scale x weight decay)? The full preset is the study "
-                "of issue 10 (sparsity n=20, m=5 and intro n=5, m=2 settings).",
+                "schedule x budget x init scale x weight decay)? The full preset is the whole "
+                "study (sparsity n=20, m=5 and intro n=5, m=2 settings).",
     presets=PRESETS,
     analyse=analyse,
     explorer_pages=explorer_pages,

@@ -1,6 +1,6 @@
 """A PyTorch re-implementation of the reference training loop, for timing on this machine.
 
-It does what the paper's notebook does, as issue 4 describes it: the instances are a leading
+It does what the paper's notebook does: the instances are a leading
 tensor axis of one model, every iteration is one Python step (fresh batch from two
 ``torch.rand`` draws, forward, backward, AdamW), batch 1024. Only used by
 ``python -m experiments.benchmark --reference``, so that the speed ratio is measured on the
