@@ -20,9 +20,12 @@ import jax
 from bitjax import distributed
 
 #: Share of the free memory a chunk may take: CPU devices share the host's memory with
-#: everything else the process holds (a 10,000-instance n=400 sweep peaked at 22.9 GB of
-#: 24 with 90%), accelerators only with other programs.
-CPU_FRACTION = 0.75
+#: everything else the process holds, and XLA's memory analysis of a CPU chunk falls short
+#: of its real peak (a 10,000-instance n=400 sweep peaked at 22.9 GB of 24 with 90%; a
+#: 400,000-instance n=5 sweep, chunks planned at 8.5 GiB on each of 2 devices with 75%,
+#: was OOM-killed above 24 GB, and peaked at 18 GB with 50%), accelerators only with other
+#: programs.
+CPU_FRACTION = 0.5
 ACCELERATOR_FRACTION = 0.9
 
 

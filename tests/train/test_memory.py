@@ -96,7 +96,7 @@ def test_fit_group_always_shrinks_and_stops_at_one():
 
 
 def test_budget_fractions_and_state_check():
-    assert memory.budget_from_free(1000, "cpu") == 750
+    assert memory.budget_from_free(1000, "cpu") == 500
     assert memory.budget_from_free(1000, "gpu") == 900
     assert memory.budget_from_free(None, "cpu") is None
     memory.check_state_fits(100, 10, 5, 2, budget=500)  # exactly fits
