@@ -198,12 +198,8 @@ def make_estimator_sample(structure: data_lib.FeatureStructure, p, *, n_draws: i
     Returns:
       :class:`EstimatorSample`.
     """
-    p = np.atleast_2d(np.asarray(p, np.float64))
+    p = rep.checked_probabilities(p, structure)
     n = structure.n_features
-    if p.shape[1] != n:
-        raise ValueError(f"p has {p.shape[1]} features, the structure {n}")
-    if np.any(~np.isfinite(p)) or np.any(p <= 0) or np.any(p > 1):
-        raise ValueError("feature probabilities must be in (0, 1]")
     if n_draws < 1 or n_per_mask < 2 or n_min < 2:
         raise ValueError(f"need n_draws >= 1, n_per_mask >= 2 and n_min >= 2 (the standard "
                          f"error needs two draws per stratum), got {n_draws}, {n_per_mask}, "

@@ -315,6 +315,22 @@ def mask_probabilities(structure: data_lib.FeatureStructure, masks: np.ndarray,
     return prob
 
 
+def checked_probabilities(p, structure: data_lib.FeatureStructure) -> np.ndarray:
+    """``p`` as float64 ``[S, n]`` (one row per setting), checked against ``structure``.
+
+    Raises:
+      ValueError: a feature count other than the structure's, or a probability outside
+        (0, 1] (or not finite).
+    """
+    p = np.atleast_2d(np.asarray(p, np.float64))
+    n = structure.n_features
+    if p.shape[1] != n:
+        raise ValueError(f"p has {p.shape[1]} features, the structure {n}")
+    if np.any(~np.isfinite(p)) or np.any(p <= 0) or np.any(p > 1):
+        raise ValueError("feature probabilities must be in (0, 1]")
+    return p
+
+
 def make_sample(structure: data_lib.FeatureStructure, p, *, n_per_mask: int = 1024,
                 n_samples: int = 65_536, seed: int = 0, stratified: bool | None = None,
                 qmc: bool = True) -> Sample:
@@ -342,12 +358,8 @@ def make_sample(structure: data_lib.FeatureStructure, p, *, n_per_mask: int = 10
     Returns:
       :class:`Sample`.
     """
-    p = np.atleast_2d(np.asarray(p, np.float64))
+    p = checked_probabilities(p, structure)
     n = structure.n_features
-    if p.shape[1] != n:
-        raise ValueError(f"p has {p.shape[1]} features, the structure {n}")
-    if np.any(~np.isfinite(p)) or np.any(p <= 0) or np.any(p > 1):
-        raise ValueError("feature probabilities must be in (0, 1]")
     if stratified is None:
         stratified = n <= STRATIFY_MAX_FEATURES
     bits = jnp.asarray([seed & 0xFFFFFFFF, 0x5EED5EED], jnp.uint32)
