@@ -620,17 +620,18 @@ def fp_switch(cfg: SweepConfig, state: TrainState, arrays: InstanceArrays) -> Tr
 
     Returns:
       The state after the switch.
-
-    Known problem: on 2 CPU devices without instance groups, n=200, m=20 hangs inside the
-    chunk that contains the switch (not diagnosed; 1 device, m=5, or a chunk starting at
-    the switch ran).
     """
     step = state["step"]
     event = (state["fp_switch"] == step) & (state["fp_switch"] > 0)
 
     def switch(state):
-        new, al = jax.vmap(functools.partial(_switch_instance, cfg))(
-            state["params"], arrays.quantizer, arrays.importance)
+        # One instance at a time (lax.map, not vmap): jaxlib 0.10's CPU LAPACK kernels
+        # spread a batched SVD over the intra-op thread pool and block a pool thread while
+        # they wait, so two CPU devices each switching a batch deadlocked (all pool threads
+        # waiting on work queued behind them). Unbatched calls run inline; the switch
+        # happens once per run, so the sequential loop costs little.
+        new, al = jax.lax.map(lambda a: _switch_instance(cfg, *a),
+                              (state["params"], arrays.quantizer, arrays.importance))
 
         def pick(a, b):
             return jnp.where(event.reshape(-1, *([1] * (jnp.ndim(b) - 1))), a, b)

@@ -529,12 +529,12 @@ SHARDED_TRAIN = textwrap.dedent("""
 """)
 
 
-def _run_on_devices(code: str, *args, devices: int = 8) -> dict:
+def _run_on_devices(code: str, *args, devices: int = 8, timeout: float = 600) -> dict:
     env = dict(os.environ)
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
     env["JAX_PLATFORMS"] = "cpu"
     r = subprocess.run([sys.executable, "-c", code, *map(str, args)], cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=600)
+                       capture_output=True, text=True, timeout=timeout)
     assert r.returncode == 0, r.stderr[-3000:]
     return json.loads(r.stdout.strip().splitlines()[-1])
 
@@ -581,3 +581,31 @@ def test_checkpoint_written_on_8_devices_restores_on_3_and_loads_on_1(tmp_path):
     """)
     info = _run_on_devices(load, run, devices=1)
     assert info == {"step": 300, "shape": [14, 2, 6]}
+
+
+FP_SWITCH_ON_TWO_DEVICES = textwrap.dedent("""
+    import json, sys
+    import jax
+    from bitjax.config import SweepConfig
+    from bitjax.train.trainer import Trainer
+    cfg = SweepConfig(n_features=20, n_hidden=5, kind=("ternary",), seed=tuple(range(2000)),
+                      feature_probability=(0.1,), steps=4, history_every=2, chunk_size=4,
+                      batch_size=8, fp_fraction=0.5)
+    tr = Trainer(cfg)
+    state = tr.run(tr.init_state(), max_chunk_seconds=None)
+    host = tr.to_host(state)
+    print(json.dumps({"step": int(state["step"]), "mesh": tr.mesh.size,
+                      "switched": int((host["fp_gamma"] > 0).sum())}))
+""")
+
+
+@pytest.mark.integration
+def test_the_switch_to_the_lattice_on_two_cpu_devices_does_not_deadlock():
+    # 1,000 instances per device switching at once hung the 2-device CPU program: jaxlib's
+    # batched SVD parked both pool threads waiting for work queued behind them. The switch
+    # now runs its instances one at a time; the timeout turns a hang into a failure.
+    try:
+        info = _run_on_devices(FP_SWITCH_ON_TWO_DEVICES, devices=2, timeout=240)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the two-device run with a switch to the lattice hung")
+    assert info == {"step": 4, "mesh": 2, "switched": 2000}
