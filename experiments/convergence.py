@@ -27,9 +27,13 @@ trained at 3,000 steps, the lowest geometric mean over the 8 (setting, 1-S) cell
 median (over seeds) ratio to the attainable loss.
 
 Full precision first (preset ``fp``): both settings trained from scratch
-(cosine_anneal) and with the two-phase schedule (fp_cosine_anneal: SweepConfig.fp_fraction
-= 0.5, dense for the first half, rotated onto the lattice and snapped, then quantized), at
-3,000 steps, 10 seeds, every kind; preset ``fp_uniform``: the same two routes on the uniform
+(cosine_anneal), with the two-phase schedule (fp_cosine_anneal: SweepConfig.fp_fraction
+= 0.5, dense for the first half, rotated onto the lattice and snapped, then quantized), the
+two-phase schedule with a learned rotation through the quantized phase
+(fp_rotation_cosine_anneal) and from scratch with an annealed relaxation that reaches hard
+quantization halfway (relax_cosine_anneal), at 3,000 steps, 10 seeds, every kind (the
+quick and tiny presets keep their four recipes); preset ``fp_uniform``: the first two routes
+on the uniform
 plateau (n=200, m=20, I = 1, 1-S = 0.5, 0.35, 0.25; dense and ternary, lr 3e-3). Both
 routes share the budget (the dense phase counts). On the uniform plateau the attainable
 reference is the rounded dense solution of bitjax.analysis.representable (absmean rounding, a loose
@@ -87,7 +91,16 @@ RECIPES = {
     # Full precision first: dense for the first half, rotated onto the lattice and
     # snapped, then quantized; each half follows the cosine schedule (annealed final tenth).
     "fp_cosine_anneal": dict(schedule="cosine", anneal_fraction=0.1, fp_fraction=0.5),
+    # The same, with a learned rotation (Cayley, m x m per instance) trained through the
+    # quantized phase: the loss is rotation-invariant, so it only changes what rounds to what.
+    "fp_rotation_cosine_anneal": dict(schedule="cosine", anneal_fraction=0.1, fp_fraction=0.5,
+                                      learned_rotation=True),
+    # From scratch with an annealed relaxation: the quantizer is soft at the start and its
+    # strength grows to hard quantization halfway (SweepConfig.relax_fraction).
+    "relax_cosine_anneal": dict(schedule="cosine", anneal_fraction=0.1, relax_fraction=0.5),
 }
+#: The recipes of the quick and tiny presets (one part each).
+QUICK_RECIPES = ("constant", "constant_anneal", "cosine_anneal", "fp_cosine_anneal")
 #: The two settings of the full study: name -> model and data.
 SETTINGS = {
     "sparsity": dict(n_features=20, n_hidden=5, importance=(0.7,),
@@ -103,7 +116,8 @@ UNIFORM = dict(n_features=200, n_hidden=20, importance=(1.0,),
 UNIFORM_LRS = (3e-3,)
 #: The two-phase study: each setting from scratch and full precision first, at
 #: the middle budget.
-FP_PARTS = (("cosine_anneal", 3000, 1.0, 0.01), ("fp_cosine_anneal", 3000, 1.0, 0.01))
+FP_PARTS = tuple((recipe, 3000, 1.0, 0.01) for recipe in (
+    "cosine_anneal", "fp_cosine_anneal", "fp_rotation_cosine_anneal", "relax_cosine_anneal"))
 FULL_LRS = (1e-3, 3e-3, 1e-2)
 #: The full study's budgets (steps of batch 1024).
 FULL_BUDGETS = (1000, 3000, 10000)
@@ -155,7 +169,7 @@ def _parts(kinds, seeds: int, steps: int, **kw) -> dict[str, SweepConfig]:
     return {name: SweepConfig(
         n_features=N_FEATURES, n_hidden=N_HIDDEN, kind=tuple(kinds), seed=tuple(range(seeds)),
         feature_probability=PROBABILITIES, importance=(IMPORTANCE,), lr=LRS, steps=steps,
-        **recipe, **kw) for name, recipe in RECIPES.items()}
+        **RECIPES[name], **kw) for name in QUICK_RECIPES}
 
 
 def _full(kinds, seeds: int, budgets=FULL_BUDGETS, parts=FULL_PARTS, **kw
