@@ -3,7 +3,9 @@
 The curated surface: configure a sweep (:class:`SweepConfig`), train it into a run folder
 with checkpoints and resume (:func:`run_sweep`; the CLI ``python -m experiments.<name>`` is
 a thin shell over it), load a finished run (:func:`load_sweep`) as a labelled grid
-(``sweep.to_xarray()``) and analyse effective weights with :mod:`bitjax.analysis.metrics`.
+(``sweep.to_xarray()``) and analyse effective weights with :mod:`bitjax.analysis.metrics`
+(the neurons of the privileged-basis models with :mod:`bitjax.analysis.neurons`, adversarial
+vulnerability with :mod:`bitjax.analysis.adversarial`).
 On a CPU, :func:`use_cpu_devices` (called before any computation) gives one device per core.
 Importing bitjax has no side effects.
 
@@ -15,7 +17,7 @@ The package is stages over an engine: the core (:mod:`~bitjax.quant`, :mod:`~bit
 """
 
 from bitjax import analysis, convergence, data, layers, quant
-from bitjax.analysis import grid, metrics, results, stats
+from bitjax.analysis import adversarial, grid, metrics, neurons, results, stats
 from bitjax.analysis.results import LoadedSweep, SweepCollection, load_experiment, load_sweep
 from bitjax.config import AXES, SweepConfig, build_instances
 from bitjax.layers import KINDS, TiedToyModel
@@ -40,6 +42,7 @@ __all__ = [
     "SweepConfig",
     "TiedToyModel",
     "Trainer",
+    "adversarial",
     "analysis",
     "build_instances",
     "convergence",
@@ -50,6 +53,7 @@ __all__ = [
     "load_experiment",
     "load_sweep",
     "metrics",
+    "neurons",
     "quant",
     "results",
     "run_sweep",

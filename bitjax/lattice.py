@@ -176,26 +176,28 @@ def snap_error(W: Array, T: Array, gamma: Array) -> Array:
     return jnp.linalg.norm(jnp.asarray(W) - gamma * T)
 
 
-def is_alignable(W: Array, *, threshold: float = DEFAULT_THRESHOLD,
-                 angle_tol_deg: float = DEFAULT_ANGLE_TOL_DEG) -> tuple[Array, Array]:
-    """Whether one solution is axis-alignable, and its direction groups.
+class LineGroups(NamedTuple):
+    """The represented columns of one ``[m, n]`` solution grouped into lines through the
+    origin (:func:`line_groups`)."""
 
-    The rule of :func:`bitjax.analysis.representable.alignable` (ported for one traced instance):
-    the represented columns fall into at most ``m`` lines through the origin (members
-    parallel or antipodal within ``angle_tol_deg``), mutually orthogonal within the same
-    tolerance.
+    norms: Array  #: ``[n]`` column norms
+    rep: Array  #: ``[n]`` bool, norm above the threshold
+    cos: Array  #: ``[n, n]`` |cosine| between columns, clipped to [0, 1]
+    both: Array  #: ``[n, n]`` bool, both columns represented
+    ok: Array  #: every pair parallel/antipodal or orthogonal, at most ``m`` lines
+    group: Array  #: ``int32 [n]`` line ids in order of first appearance (-1: not represented)
+    n_groups: Array  #: lines found
 
-    Args:
-      W: ``[m, n]``.
-      threshold: represented-feature norm threshold.
-      angle_tol_deg: angular tolerance in degrees, in (0, 45).
 
-    Returns:
-      ``(ok, group)``: a boolean scalar and ``int32 [n]`` group ids in order of first
-      appearance (-1 for columns that are not represented).
+def line_groups(W: Array, threshold: float, angle_tol_deg: float) -> LineGroups:
+    """Group one solution's represented columns into lines through the origin.
+
+    Members of a line are parallel or antipodal within ``angle_tol_deg``; the solution is
+    alignable (``ok``) when every pair of represented columns is either in one line or
+    orthogonal within the same tolerance and there are at most ``m`` lines. The one
+    grouping rule of :func:`is_alignable` and of
+    :func:`bitjax.analysis.representable.alignable`.
     """
-    if not 0.0 < angle_tol_deg < 45.0:
-        raise ValueError(f"angle_tol_deg must be in (0, 45), got {angle_tol_deg}")
     m, n = W.shape
     norms = jnp.linalg.norm(W, axis=0)
     rep = norms > threshold
@@ -213,7 +215,28 @@ def is_alignable(W: Array, *, threshold: float = DEFAULT_THRESHOLD,
     group = jnp.where(rep, rank[jnp.minimum(leader, n - 1)], -1).astype(jnp.int32)
     same = group[:, None] == group[None, :]
     consistent = jnp.all(~both | (par == same))
-    return clean & consistent & (jnp.sum(is_leader) <= m), group
+    n_groups = jnp.sum(is_leader)
+    return LineGroups(norms, rep, c, both, clean & consistent & (n_groups <= m), group,
+                      n_groups)
+
+
+def is_alignable(W: Array, *, threshold: float = DEFAULT_THRESHOLD,
+                 angle_tol_deg: float = DEFAULT_ANGLE_TOL_DEG) -> tuple[Array, Array]:
+    """Whether one solution is axis-alignable, and its direction groups (:func:`line_groups`).
+
+    Args:
+      W: ``[m, n]``.
+      threshold: represented-feature norm threshold.
+      angle_tol_deg: angular tolerance in degrees, in (0, 45).
+
+    Returns:
+      ``(ok, group)``: a boolean scalar and ``int32 [n]`` group ids in order of first
+      appearance (-1 for columns that are not represented).
+    """
+    if not 0.0 < angle_tol_deg < 45.0:
+        raise ValueError(f"angle_tol_deg must be in (0, 45), got {angle_tol_deg}")
+    g = line_groups(W, threshold, angle_tol_deg)
+    return g.ok, g.group
 
 
 def _closed_form(w: Array, group: Array) -> Array:

@@ -577,8 +577,7 @@ def run_experiment(exp: Experiment, args: argparse.Namespace,
     from bitjax.train import memory
 
     for cfg in configs.values():  # before the folder is touched: a refusal leaves nothing
-        memory.check_host_fits(cfg.n_instances, memory.host_bytes_per_instance(
-            cfg.n_features, cfg.n_hidden, cfg.n_history), distributed.host_available_bytes())
+        memory.check_sweep_fits_host(cfg)
     with _holding(out, console):
         return _run_locked(exp, args, out, preset, configs, console)
 

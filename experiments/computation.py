@@ -43,7 +43,10 @@ instance of every part: loss, diverged, best restart or not, the neuron counts o
 polysemantic, diffuse: alive but no feature's share reaches the cut, mean features per
 alive neuron, mean monosemanticity) and the motif counts
 (features computed by a ReLU pair, neurons in such pairs, asymmetric-superposition
-motifs, distinct inhibiting neurons)); motif_summary.csv (per part, kind and sparsity:
+motifs, distinct inhibiting neurons) and the mean adversarial vulnerability (per feature:
+the largest change of its output per unit L2 perturbation of the other inputs, by a
+projected-gradient attack of radius 0.1; :mod:`bitjax.analysis.adversarial`));
+motif_summary.csv (per part, kind and sparsity:
 each of those counts and the loss, mean and 95% t CI over seeds, the best restart's value,
 and the paired difference kind - dense over seeds, same seed: same initial latent weights
 and data); motifs.csv (every motif of every best restart, named: feature, neurons,
@@ -72,8 +75,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bitjax.analysis import adversarial, neurons, stats
 from bitjax.analysis import grid as analysis
-from bitjax.analysis import neurons, stats
 from bitjax.analysis.results import LoadedSweep
 from bitjax.config import SweepConfig
 from bitjax.report import neuron_plots, plots
@@ -95,7 +98,9 @@ DIFFUSE = "n_diffuse"
 #: Per-instance motif counts (:func:`motif_counts`).
 MOTIF_MEASURES = ("n_abs_pairs", "n_pair_neurons", "n_asymmetric", "n_inhibitors")
 #: Everything summarised over seeds in motif_summary.csv (and the loss).
-MEASURES = (*NEURON_MEASURES, DIFFUSE, *MOTIF_MEASURES)
+#: Per-instance mean adversarial vulnerability (bitjax.analysis.adversarial, by PGD).
+VULNERABILITY = "mean_vulnerability"
+MEASURES = (*NEURON_MEASURES, DIFFUSE, *MOTIF_MEASURES, VULNERABILITY)
 
 
 def _config(n, m, importance, probs, seeds, steps, **kw) -> SweepConfig:
@@ -141,10 +146,7 @@ def motif_counts(pairs: neurons.AbsPairs, motifs: list[neurons.AsymmetricMotif]
                  ) -> dict[str, int]:
     """:data:`MOTIF_MEASURES` of one instance: features computed by a ReLU pair, distinct
     neurons in those pairs, asymmetric motifs, distinct inhibiting neurons."""
-    return {"n_abs_pairs": int(pairs.present.sum()),
-            "n_pair_neurons": int(np.unique(pairs.neurons[pairs.present]).size),
-            "n_asymmetric": len(motifs),
-            "n_inhibitors": len({mo.inhibitor for mo in motifs})}
+    return neurons.motif_counts(pairs, motifs)
 
 
 def instance_measures(sweep: LoadedSweep, eff: dict[str, np.ndarray] | None = None
@@ -156,6 +158,7 @@ def instance_measures(sweep: LoadedSweep, eff: dict[str, np.ndarray] | None = No
     out[DIFFUSE] = out["n_alive"] - out["n_monosemantic"] - out["n_polysemantic"]
     counts = [motif_counts(*instance_motifs(eff, i)) for i in range(sweep.n_instances)]
     out.update({k: np.array([c[k] for c in counts], np.float64) for k in MOTIF_MEASURES})
+    out[VULNERABILITY] = adversarial.summarise(sweep.vulnerability())[VULNERABILITY]
     return out
 
 

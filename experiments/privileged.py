@@ -22,7 +22,10 @@ by --dry-run (not run end to end); paper not measured (meant for one GPU).
 Outputs (in --out): experiment.json, sweep.json, manifest.json, metrics.csv,
 features.csv.gz, checkpoints/; neuron_summary.csv (per kind and sparsity, over seeds: mean
 and 95% CI of the monosemantic and polysemantic neuron counts, the mean features per alive
-neuron, the mean monosemanticity and the loss; the same for the best restart, the one with
+neuron, the mean monosemanticity, the mean adversarial vulnerability (per feature: the
+largest change of its output per unit L2 perturbation of the other inputs, by a
+projected-gradient attack of radius 0.1; :mod:`bitjax.analysis.adversarial`) and the
+loss; the same for the best restart, the one with
 the lowest final loss; and the paired difference of the mean monosemanticity kind - dense,
 same seed: same initial latent weights and data); neurons.csv (every neuron of every best
 restart: norm, features carried, monosemanticity, top feature and its weights);
@@ -46,8 +49,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bitjax.analysis import adversarial, neurons, stats
 from bitjax.analysis import grid as analysis
-from bitjax.analysis import neurons, stats
 from bitjax.analysis.results import LoadedSweep
 from bitjax.config import SweepConfig
 from bitjax.report import plots
@@ -60,7 +63,7 @@ PROBABILITIES = (1.0, 0.3, 0.1, 0.03, 0.01, 0.003, 0.001)
 NEURON_COLUMNS = ("norm", "n_features", "monosemanticity", "participation", "top_feature")
 #: Per-instance measures summarised over seeds (and for the best restart).
 SUMMARY_MEASURES = ("n_monosemantic", "n_polysemantic", "n_dead",
-                    "mean_features_per_neuron", "mean_monosemanticity")
+                    "mean_features_per_neuron", "mean_monosemanticity", "mean_vulnerability")
 
 
 def _config(n, m, probs, seeds, steps, **kw) -> SweepConfig:
@@ -81,9 +84,12 @@ PRESETS = {
 
 
 def neuron_measures(sweep: LoadedSweep) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """``(W_eff [I, m, n], neurons.neuron_metrics of it)`` for every instance."""
+    """``(W_eff [I, m, n], neurons.neuron_metrics of it)`` for every instance, with each
+    instance's ``mean_vulnerability`` (:meth:`LoadedSweep.vulnerability`)."""
     w = neurons.neuron_matrix(neurons.effective_params(sweep.config, sweep.params))
-    return w, neurons.neuron_metrics(w)
+    measures = neurons.neuron_metrics(w)
+    measures.update(adversarial.summarise(sweep.vulnerability()))
+    return w, measures
 
 
 def summary_rows(sweep: LoadedSweep, measures: dict[str, np.ndarray]) -> list[dict]:

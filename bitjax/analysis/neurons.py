@@ -57,6 +57,13 @@ fires (the exact circuit has 1).
 
 These are this module's operational definitions of the motifs the paper describes in
 words and pictures; the constants are stated choices, not published numbers.
+
+A loaded sweep of a privileged-basis model carries these measures in its tables
+(:func:`sweep_measures`, through ``LoadedSweep.neuron_measures``): the per-instance counts
+and means of :data:`SCALAR_NEURON_MEASURES` (and the computation model's
+:data:`MOTIF_MEASURES`) are columns of metrics.csv, the per-neuron arrays variables of
+``to_xarray()`` over a ``neuron`` dimension. A tied sweep has no neurons and its tables
+are unchanged.
 """
 
 from __future__ import annotations
@@ -70,9 +77,11 @@ from bitjax.config import SweepConfig, build_instances
 
 __all__ = [
     "ASYM_RATIO", "CARRY_SHARE", "DEAD_NORM", "INHIBIT_FRACTION", "KINK_TOL", "MIN_SLOPE",
+    "MOTIF_MEASURES", "PER_NEURON_MEASURES", "SCALAR_NEURON_MEASURES",
     "AbsPairs", "AsymmetricMotif", "abs_pairs", "asymmetric_motifs", "carried",
-    "effective_params", "features_per_neuron", "monosemanticity", "neuron_matrix",
-    "neuron_metrics", "neuron_norms", "participation", "path_slopes", "weight_shares",
+    "effective_params", "features_per_neuron", "monosemanticity", "motif_counts",
+    "neuron_matrix", "neuron_metrics", "neuron_norms", "participation", "path_slopes",
+    "sweep_measures", "weight_shares",
 ]
 
 #: Weight share (of a neuron's squared input norm) from which a neuron carries a feature.
@@ -329,3 +338,73 @@ def effective_params(config: SweepConfig, params: dict) -> dict[str, np.ndarray]
     for name in layers.bias_names(params):
         eff[name] = np.asarray(params[name])
     return eff
+
+
+# ----------------------------------------------------------------------------------------
+# The measures a loaded sweep puts in its tables (metrics.csv, to_xarray).
+
+#: Per-instance neuron counts and means of every privileged-basis sweep (metrics.csv
+#: columns; :func:`neuron_metrics`). ``n_diffuse``: alive neurons that carry no feature (no
+#: share reaches :data:`CARRY_SHARE`: the weight is spread over more than ``1 /
+#: CARRY_SHARE`` features, neither monosemantic nor polysemantic as counted).
+SCALAR_NEURON_MEASURES = ("n_alive", "n_dead", "n_monosemantic", "n_polysemantic",
+                          "n_diffuse", "mean_features_per_neuron", "mean_monosemanticity",
+                          "mean_participation")
+#: Per-instance motif counts of the computation model (:func:`motif_counts`).
+MOTIF_MEASURES = ("n_abs_pairs", "n_pair_neurons", "n_asymmetric", "n_inhibitors")
+#: Per-neuron arrays ``[I, m]``, named as ``to_xarray`` variables (``neuron_<measure>`` of
+#: :func:`neuron_metrics`), plus the per-feature ``neurons_per_feature`` ``[I, n]`` and the
+#: shares ``neuron_share`` ``[I, m, n]``.
+PER_NEURON_MEASURES = ("norm", "alive", "n_features", "monosemanticity", "participation",
+                       "top_feature")
+
+
+def motif_counts(pairs: AbsPairs, motifs: list[AsymmetricMotif]) -> dict[str, int]:
+    """:data:`MOTIF_MEASURES` of one instance: features computed by a ReLU pair, distinct
+    neurons in those pairs, asymmetric motifs, distinct inhibiting neurons."""
+    return {"n_abs_pairs": int(pairs.present.sum()),
+            "n_pair_neurons": int(np.unique(pairs.neurons[pairs.present]).size),
+            "n_asymmetric": len(motifs),
+            "n_inhibitors": len({mo.inhibitor for mo in motifs})}
+
+
+def sweep_measures(model: str, w: np.ndarray, eff: dict[str, np.ndarray] | None = None
+                   ) -> dict[str, dict[str, np.ndarray]]:
+    """The neuron measures of every instance of a privileged-basis sweep, for its tables.
+
+    Args:
+      model: the sweep's ``SweepConfig.model`` (``relu_hidden`` or ``abs_computation``).
+      w: the neuron-by-feature effective weights ``[I, m, n]`` (``LoadedSweep.W_eff``: the
+        effective ``W``, or ``W1``).
+      eff: every effective matrix and bias (:func:`effective_params`); needed for the motif
+        counts of ``abs_computation``.
+
+    Returns:
+      ``{"scalar": {name: [I]}, "neuron": {name: [I, m]}, "feature": {name: [I, n]},
+      "share": {"neuron_share": [I, m, n]}}``: the :data:`SCALAR_NEURON_MEASURES` (and
+      :data:`MOTIF_MEASURES` for the computation model; ints as int64, means as float64),
+      the :data:`PER_NEURON_MEASURES` as ``neuron_<name>``, ``neurons_per_feature`` and
+      the weight shares. Shares are of signed weights (``positive=False``), as in the
+      experiments' tables.
+
+    Raises:
+      ValueError: ``model`` is ``tied`` (no neurons), or ``abs_computation`` without
+        ``eff``.
+    """
+    if model == "tied":
+        raise ValueError("the tied model has no privileged basis: no neurons to measure")
+    w = np.asarray(w, np.float64)
+    m = neuron_metrics(w)
+    m["n_diffuse"] = m["n_alive"] - m["n_monosemantic"] - m["n_polysemantic"]
+    scalar = {k: np.asarray(m[k]) for k in SCALAR_NEURON_MEASURES}
+    if model == "abs_computation":
+        if eff is None:
+            raise ValueError("the computation model's motifs need its effective params")
+        counts = [motif_counts(abs_pairs(eff["W1"][i], eff["b1"][i], eff["W2"][i]),
+                               asymmetric_motifs(eff["W1"][i], eff["W2"][i]))
+                  for i in range(w.shape[0])]
+        scalar.update({k: np.array([c[k] for c in counts], np.int64) for k in MOTIF_MEASURES})
+    return {"scalar": scalar,
+            "neuron": {f"neuron_{k}": np.asarray(m[k]) for k in PER_NEURON_MEASURES},
+            "feature": {"neurons_per_feature": np.asarray(m["neurons_per_feature"])},
+            "share": {"neuron_share": weight_shares(w)}}

@@ -59,7 +59,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bitjax import data as data_lib
-from bitjax import quant
+from bitjax import lattice, quant
 from bitjax.analysis import metrics
 from bitjax.analysis.metrics import DEFAULT_THRESHOLD
 
@@ -112,32 +112,15 @@ class Alignment(NamedTuple):
 
 
 def _align_one(w: Array, threshold: float, angle_tol_deg: float, norm_rtol: float) -> Alignment:
-    m, n = w.shape
-    norms = jnp.linalg.norm(w, axis=0)
-    rep = norms > threshold
-    u = w / jnp.maximum(norms, 1e-12)
-    c = jnp.clip(jnp.abs(u.T @ u), 0.0, 1.0)
-    both = rep[:, None] & rep[None, :]
-    tol = math.radians(angle_tol_deg)
-    par = both & (c >= math.cos(tol))
-    orth = c <= math.sin(tol)
-    clean = jnp.all(~both | par | orth)
-    idx = jnp.arange(n)
-    leader = jnp.min(jnp.where(par, idx[None, :], n), axis=1)
-    is_leader = rep & (leader == idx)
-    rank = jnp.cumsum(is_leader) - 1
-    group = jnp.where(rep, rank[jnp.minimum(leader, n - 1)], -1)
-    same = group[:, None] == group[None, :]
-    consistent = jnp.all(~both | (par == same))
-    n_groups = jnp.sum(is_leader)
-    angle = jnp.degrees(jnp.arccos(c))  # angle between the two lines, in [0, 90]
+    n = w.shape[1]
+    g = lattice.line_groups(w, threshold, angle_tol_deg)
+    angle = jnp.degrees(jnp.arccos(g.cos))  # angle between the two lines, in [0, 90]
     err = jnp.minimum(angle, 90.0 - angle)
-    max_err = jnp.max(jnp.where(both & ~jnp.eye(n, dtype=bool), err, 0.0))
-    nmax = jnp.max(jnp.where(rep, norms, 0.0))
-    nmin = jnp.min(jnp.where(rep, norms, jnp.inf))
-    equal = jnp.where(jnp.any(rep), nmax <= nmin * (1.0 + norm_rtol), True)
-    return Alignment(clean & consistent & (n_groups <= m), equal, n_groups,
-                     jnp.sum(rep), group, max_err)
+    max_err = jnp.max(jnp.where(g.both & ~jnp.eye(n, dtype=bool), err, 0.0))
+    nmax = jnp.max(jnp.where(g.rep, g.norms, 0.0))
+    nmin = jnp.min(jnp.where(g.rep, g.norms, jnp.inf))
+    equal = jnp.where(jnp.any(g.rep), nmax <= nmin * (1.0 + norm_rtol), True)
+    return Alignment(g.ok, equal, g.n_groups, jnp.sum(g.rep), g.group, max_err)
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2, 3))

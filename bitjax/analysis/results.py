@@ -32,7 +32,9 @@ import numpy as np
 import xarray as xr
 
 from bitjax import convergence
+from bitjax.analysis import adversarial
 from bitjax.analysis import metrics as metrics_lib
+from bitjax.analysis import neurons as neurons_lib
 from bitjax.config import AXES, VECTOR_AXES, SweepConfig, build_instances, importance_vector
 from bitjax.layers import effective_weights_host, encoder, output_bias
 from bitjax.store.checkpoint import CheckpointError, read_run
@@ -171,6 +173,55 @@ class LoadedSweep:
             self._metric_cache[t] = jax.tree.map(np.asarray,
                                                  metrics_lib.all_metrics(self.W_eff, t))
         return self._metric_cache[t]
+
+    def neuron_measures(self) -> dict[str, dict[str, np.ndarray]]:
+        """The neuron measures of a privileged-basis sweep
+        (:func:`bitjax.analysis.neurons.sweep_measures`; computed once): per-instance
+        scalars (metrics.csv columns), per-neuron arrays, per-feature counts and shares.
+
+        Raises:
+          ValueError: the sweep's model is ``tied`` (no neurons).
+        """
+        if "neurons" not in self._metric_cache:
+            eff = None
+            if self.config.model == "abs_computation":
+                eff = neurons_lib.effective_params(self.config, self.params)
+            self._metric_cache["neurons"] = neurons_lib.sweep_measures(
+                self.config.model, self.W_eff, eff)
+        return self._metric_cache["neurons"]
+
+    def vulnerability(self, radius: float = adversarial.RADIUS,
+                      method: str | None = None) -> np.ndarray:
+        """Per-feature adversarial vulnerability ``[I, n]`` of every instance
+        (:mod:`bitjax.analysis.adversarial`: the largest change of feature ``i``'s output
+        per unit L2 radius when the other inputs of the one-hot ``e_i`` are perturbed;
+        :func:`~bitjax.analysis.adversarial.summarise` gives the per-instance mean and max).
+
+        Args:
+          radius: the attack radius.
+          method: ``"analytic"`` (tied models only, exact) or ``"pgd"`` (every model, a
+            projected-gradient lower bound); default analytic for a tied sweep, else pgd.
+        Returns:
+          ``[I, n]`` float64 (computed once per radius and method).
+        """
+        model = self.config.model
+        method = method or ("analytic" if model == "tied" else "pgd")
+        if method not in ("analytic", "pgd"):
+            raise ValueError(f"unknown method {method!r}; allowed: analytic, pgd")
+        if method == "analytic" and model != "tied":
+            raise ValueError(f"the analytic attack is exact for tied models only; "
+                             f"model={model!r} takes method='pgd'")
+        key = ("vulnerability", float(radius), method)
+        if key not in self._metric_cache:
+            if method == "analytic":
+                v = adversarial.analytic_tied(self.W_eff, self.b, radius,
+                                              self.config.activation)
+            else:
+                eff = (neurons_lib.effective_params(self.config, self.params)
+                       if model == "abs_computation" else {"W": self.W_eff, "b": self.b})
+                v = adversarial.pgd(model, eff, radius, activation=self.config.activation)
+            self._metric_cache[key] = v
+        return self._metric_cache[key]
 
     def __repr__(self) -> str:
         cfg = self.config
@@ -325,7 +376,12 @@ class LoadedSweep:
         every stored diagnostic, the per-feature ``norm``, ``superposition``,
         ``dimensionality``, ``relative_norm``, ``dimensionality_label`` (code) and ``bias``,
         ``W_eff`` and ``history``; each coded metric has a ``<name>_name`` label variable
-        and its labels in ``attrs["labels"]``.
+        and its labels in ``attrs["labels"]``. A privileged-basis sweep (``model`` not
+        ``tied``) adds its neuron measures (:meth:`neuron_measures`): the per-instance
+        counts and means, ``neuron_<measure>`` over a ``neuron`` dimension,
+        ``neurons_per_feature`` and the shares ``neuron_share`` (``neuron`` x ``feature``),
+        and its adversarial ``vulnerability`` per feature (:meth:`vulnerability`, at the
+        default radius) with ``mean_vulnerability`` and ``max_vulnerability``.
 
         Args:
           threshold: feature-norm cut for ``n_represented`` (default
@@ -356,6 +412,18 @@ class LoadedSweep:
                                           extra_dims=["feature"] if m[k].ndim == 2 else None)
         data["bias"] = self.grid(self.b, extra_dims=["feature"])
         data["W_eff"] = self.grid(self.W_eff, extra_dims=["hidden", "feature"])
+        if cfg.model != "tied":  # neurons: a tied sweep's variables stay as they were
+            nm = self.neuron_measures()
+            data.update({k: self.grid(v) for k, v in nm["scalar"].items()})
+            data.update({k: self.grid(v, extra_dims=["neuron"])
+                         for k, v in nm["neuron"].items()})
+            data.update({k: self.grid(v, extra_dims=["feature"])
+                         for k, v in nm["feature"].items()})
+            data.update({k: self.grid(v, extra_dims=["neuron", "feature"])
+                         for k, v in nm["share"].items()})
+            vul = self.vulnerability()
+            data["vulnerability"] = self.grid(vul, extra_dims=["feature"])
+            data.update({k: self.grid(v) for k, v in adversarial.summarise(vul).items()})
         hist = self.grid(self.history, extra_dims=["step"])
         data["history"] = hist.assign_coords(
             step=cfg.history_every * (1 + np.arange(self.history.shape[1])))
@@ -374,7 +442,10 @@ class LoadedSweep:
         return ds
 
     def scalar_columns(self, threshold: float | None = None) -> dict[str, np.ndarray]:
-        """Per-instance scalar columns: loss, diverged, the scalar metrics, diagnostics."""
+        """Per-instance scalar columns: loss, diverged, the scalar metrics, diagnostics;
+        for a privileged-basis sweep (``model`` not ``tied``) then the neuron counts and
+        means (:data:`bitjax.analysis.neurons.SCALAR_NEURON_MEASURES`, and the computation
+        model's :data:`~bitjax.analysis.neurons.MOTIF_MEASURES`)."""
         m = self.metrics(threshold)
         cols: dict[str, np.ndarray] = {"loss": self.loss,
                                        "diverged": self.diverged.astype(np.int64)}
@@ -383,6 +454,8 @@ class LoadedSweep:
         # Flags as 0/1 like ``diverged``; the stored ``diverged`` is merged into it already.
         cols.update({k: v.astype(np.int64) if v.dtype == bool else v
                      for k, v in self.diagnostics.items() if v.ndim == 1 and k != "diverged"})
+        if self.config.model != "tied":  # a tied sweep's columns stay as they were
+            cols.update(self.neuron_measures()["scalar"])
         return cols
 
     def to_dataframe(self, threshold: float | None = None):

@@ -8,7 +8,12 @@ the pages of a results tree share. It shows, for the instance picked with a slid
 axis (seed, feature probability, importance, lr, weight decay) and for every kind side by
 side (check boxes pick the kinds), the paper's row: the ``W^T W`` heat map on [-1, 1], the
 bias, the feature-norm bars coloured by superposition and, where ``m <= 2``, the weight
-diagram (each feature's column of W as a line from the origin). Below are the run's summary
+diagram (each feature's column of W as a line from the origin). For a privileged-basis model
+(``relu_hidden``, ``abs_computation``: ``W`` is then its neurons' input weights, ``W1`` of the
+computation model) each kind's row has a neuron view under it: every neuron's features'
+weight shares as a stacked bar coloured by feature (the paper's privileged-basis figure),
+with the monosemantic, polysemantic and dead neurons counted by the cuts of
+:mod:`bitjax.analysis.neurons`; a tied part's data are as before. Below are the run's summary
 curves (``D*`` and the final loss against ``1/(1-S)`` per kind, mean with a band over seeds)
 with the selected instances marked, their loss histories, and their divergence and
 convergence flags. Every colour has its legend (colour bars in each row, the kinds in the
@@ -68,6 +73,7 @@ from typing import Any
 
 import numpy as np
 
+from bitjax.analysis import neurons as neurons_lib
 from bitjax.analysis.stats import mean_ci_floats
 from bitjax.report import plots
 from bitjax.store import files as io
@@ -571,6 +577,53 @@ def _row_template(n: int, m: int) -> dict:
     return {"layout": layout, "traces": traces}
 
 
+def _model(cfg) -> str:
+    """The sweep's model family (``tied`` for a config written before the field)."""
+    return getattr(cfg, "model", "tied")
+
+
+def feature_colours(n: int) -> list[str]:
+    """One colour per feature for the neuron view: the ten qualitative colours of
+    matplotlib's tab10 (plotly's D3) up to ten features, else viridis from feature 0
+    (dark) to feature ``n - 1`` (yellow)."""
+    from plotly import colors
+
+    if n <= len(colors.qualitative.D3):
+        return list(colors.qualitative.D3[:n])
+    return colors.sample_colorscale("Viridis", [i / (n - 1) for i in range(n)])
+
+
+def _neuron_template(n: int, m: int) -> dict:
+    """Layout and traces of one kind's neuron view (privileged-basis models).
+
+    Each neuron ``k`` is a bar of its features' weight shares ``s_ki = W_ki^2 / ||W_k||^2``
+    (the rows of ``W``, or ``W1`` of the computation model), stacked and coloured by
+    feature (:func:`feature_colours`), as in the paper's privileged-basis figure: a
+    monosemantic neuron is one colour, a polysemantic one several, a dead one no bar. The
+    page fills the shares from the instance's weights and counts the neurons with the cuts
+    of :mod:`bitjax.analysis.neurons` in the title.
+    """
+    colours = feature_colours(n)
+    legend = n <= 20
+    title = "" if legend else (f" (colour: feature 0 dark to {n - 1} yellow)")
+    layout = {
+        # tall enough for the legend's one line per feature (about 20 px each)
+        "height": max(230, 100 + 20 * n) if legend else 230,
+        "margin": {"l": 45, "r": 75, "t": 45, "b": 35},
+        "barmode": "stack", "showlegend": legend, "bargap": 0.15,
+        "legend": {"font": {"size": 10}, "tracegroupgap": 0},
+        "title": {"text": title, "x": 0.01, "font": {"size": 13}},
+        "xaxis": {"title": {"text": "neuron"}, "tick0": 0, "dtick": 1 if m <= 20 else 5,
+                  "range": [-0.5, m - 0.5]},
+        "yaxis": {"title": {"text": "weight share"}, "range": [0, 1.02]},
+    }
+    traces = [{"type": "bar", "x": list(range(m)), "y": [], "name": f"feature {i}",
+               "marker": {"color": colours[i]},
+               "hovertemplate": f"neuron %{{x}}, feature {i}: share %{{y:.3f}}<extra></extra>"}
+              for i in range(n)]
+    return {"layout": layout, "traces": traces}
+
+
 def _scale(colours: list[str]) -> list:
     return [[i / (len(colours) - 1), c] for i, c in enumerate(colours)]
 
@@ -794,7 +847,13 @@ def _part_payload(part: _Part, history_level: int = 0, levels: int = 127,
             "summary": _summary_template(kinds, log_x, x_title,
                                          max([v for v in x if v is not None], default=1.0)),
             "history": _history_template(kinds),
+            # a privileged-basis model's neurons (a tied part's templates stay as they were)
+            **({} if _model(cfg) == "tied" else {"neurons": _neuron_template(n, m)}),
         }),
+        # the neuron view's cuts (bitjax.analysis.neurons); tied parts have no such key
+        **({} if _model(cfg) == "tied" else {
+            "neurons": {"model": _model(cfg), "carry_share": neurons_lib.CARRY_SHARE,
+                        "dead_norm": neurons_lib.DEAD_NORM}}),
     }
 
 
@@ -1312,6 +1371,34 @@ function rowFigure(P, d, k, i) {
   return t;
 }
 
+function neuronFigure(P, d, k, i) {
+  // Each neuron's weight shares s_ki = W_ki^2 / ||W_k||^2, stacked by feature, and the
+  // counts with the cuts of bitjax.analysis.neurons (P.neurons).
+  const t = clone(d.t.neurons), n = P.n, m = P.m, W = row(d.f.W, i, m * n);
+  const cut = P.neurons.carry_share, dead = P.neurons.dead_norm;
+  let mono = 0, poly = 0, nDead = 0, diffuse = 0;
+  for (let a = 0; a < n; a++) t.traces[a].y = [];
+  for (let h = 0; h < m; h++) {
+    let total = 0;
+    for (let a = 0; a < n; a++) total += W[a * m + h] * W[a * m + h];
+    const alive = Math.sqrt(total) >= dead;
+    let carried = 0;
+    for (let a = 0; a < n; a++) {
+      const s = total > 0 ? W[a * m + h] * W[a * m + h] / total : 0;
+      t.traces[a].y.push(s);
+      if (alive && s >= cut) carried++;
+    }
+    if (!alive) nDead++;
+    else if (carried === 1) mono++;
+    else if (carried >= 2) poly++;
+    else diffuse++;
+  }
+  t.layout.title.text = "<b>" + P.kinds[k] + "</b> neurons (" + P.neurons.model + "): " +
+    mono + " monosemantic · " + poly + " polysemantic · " + nDead + " dead" +
+    (diffuse ? " · " + diffuse + " diffuse" : "") + t.layout.title.text;
+  return t;
+}
+
 function render() {
   const P = DATA.parts[state.part], d = cache[state.part];
   const summary = clone(d.t.summary), history = clone(d.t.history);
@@ -1323,8 +1410,9 @@ function render() {
   let offAxis = false;
   P.kinds.forEach((kind, k) => {
     const div = document.getElementById("row-" + kind), i = instance(d, P, k);
-    const show = state.kinds[k];
+    const show = state.kinds[k], ndiv = document.getElementById("neurons-" + kind);
     div.style.display = show ? "" : "none";
+    if (ndiv) ndiv.style.display = show && i >= 0 ? "" : "none";
     for (let s = 0; s < 8; s++) summary.traces[8 * k + s].visible = show;
     history.traces[k].visible = show;
     if (i < 0) {  // a grid with a hole: say so instead of drawing
@@ -1333,6 +1421,7 @@ function render() {
     }
     if (!div.data) div.textContent = "";
     if (show) drawn.push(draw(div, rowFigure(P, d, k, i)));
+    if (show && ndiv) drawn.push(draw(ndiv, neuronFigure(P, d, k, i)));
     for (let s = 0; s < 2; s++) {  // s = 0: D*, s = 1: loss
       const base = ((combo * K + k) * 6 + 3 * s) * nx, tr = summary.traces.slice(8 * k + 4 * s);
       const col = o => Array.from(d.table.subarray(base + o * nx, base + (o + 1) * nx));
@@ -1383,7 +1472,10 @@ async function choosePart(pi) {
   for (const div of rows.children) Plotly.purge(div);
   rows.innerHTML = "";
   P.kinds.forEach(k => {
-    const div = document.createElement("div"); div.id = "row-" + k; rows.append(div); });
+    const div = document.createElement("div"); div.id = "row-" + k; rows.append(div);
+    if (P.neurons) {  // a privileged-basis model: its neurons below the kind's row
+      const nd = document.createElement("div"); nd.id = "neurons-" + k; rows.append(nd); }
+  });
   const nd = d.diverged.reduce((a, b) => a + b, 0), nLive = P.n_instances - nd;
   document.getElementById("info").innerHTML = (DATA.parts.length > 1 ? "part <b>" + esc(P.name) +
     "</b> · " : "") + "n = " + P.n + " features, m = " + P.m + " hidden, " + P.activation +

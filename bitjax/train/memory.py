@@ -13,11 +13,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 
 from bitjax import distributed
+
+if TYPE_CHECKING:
+    from bitjax.config import SweepConfig
 
 #: Share of the free memory a chunk may take: CPU devices share the host's memory with
 #: everything else the process holds, and XLA's memory analysis of a CPU chunk falls short
@@ -189,7 +192,20 @@ HOST_COPIES = 3
 HOST_FRACTION = 0.8
 
 
-def host_bytes_per_instance(n_features: int, n_hidden: int, n_history: int) -> int:
+def n_params(n_features: int, n_hidden: int, model: str = "tied") -> int:
+    """Parameters of one instance, a learned scale per weight matrix included.
+
+    The tied layout (``tied``, ``relu_hidden``): ``W [m, n]``, ``b [n]``, one scale. The
+    computation model (``abs_computation``): ``W1 [m, n]``, ``W2 [n, m]``, ``b1 [m]``,
+    ``b2 [n]``, two scales.
+    """
+    if model == "abs_computation":
+        return 2 * n_hidden * n_features + n_hidden + n_features + 2
+    return n_hidden * n_features + n_features + 1
+
+
+def host_bytes_per_instance(n_features: int, n_hidden: int, n_history: int,
+                            model: str = "tied") -> int:
     """Host bytes one instance needs outside the compiled chunk (see :data:`HOST_FIXED_BYTES`).
 
     The analysis's per-feature pair quantities (``W^T W``, ``[n, n]`` per instance, in
@@ -199,13 +215,21 @@ def host_bytes_per_instance(n_features: int, n_hidden: int, n_history: int) -> i
     Args:
       n_features, n_hidden: the model's sizes.
       n_history: loss-history points per instance.
+      model: the model family (``SweepConfig.model``; :func:`n_params`).
 
     Returns:
       Bytes.
     """
-    params = n_hidden * n_features + n_features + 1
+    params = n_params(n_features, n_hidden, model)
     return (HOST_FIXED_BYTES + 4 * HOST_COPIES * (params + n_history)
             + 3 * 8 * n_features * n_features)
+
+
+def check_sweep_fits_host(cfg: SweepConfig) -> None:
+    """:func:`check_host_fits` for the sweep ``cfg`` on this host's available memory."""
+    check_host_fits(cfg.n_instances, host_bytes_per_instance(
+        cfg.n_features, cfg.n_hidden, cfg.n_history, cfg.model),
+        distributed.host_available_bytes())
 
 
 def check_host_fits(n_instances: int, per_instance: int, available: int | None) -> None:

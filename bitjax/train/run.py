@@ -36,7 +36,6 @@ from typing import Any
 import jax
 import numpy as np
 
-from bitjax import distributed
 from bitjax.config import SweepConfig
 from bitjax.convergence import ConvergenceRule, zero_model_loss
 from bitjax.store import files as io
@@ -192,8 +191,7 @@ def estimate_seconds(cfg: SweepConfig, *, mesh=None, group_size: int | None = No
       An :class:`Estimate`.
     """
     _check_positive("probe_steps", probe_steps)
-    memory.check_host_fits(cfg.n_instances, memory.host_bytes_per_instance(
-        cfg.n_features, cfg.n_hidden, cfg.n_history), distributed.host_available_bytes())
+    memory.check_sweep_fits_host(cfg)
     probe = cfg.replace(steps=2 * probe_steps, chunk_size=probe_steps,
                         history_every=probe_steps)
     trainer = Trainer(probe, mesh=mesh, group_size=group_size, on_event=on_event)
@@ -340,8 +338,7 @@ def run_sweep(
                f"after each multiple of {every} steps")
 
     # Before anything is allocated: a sweep the host cannot hold is refused, not swapped.
-    memory.check_host_fits(cfg.n_instances, memory.host_bytes_per_instance(
-        cfg.n_features, cfg.n_hidden, cfg.n_history), distributed.host_available_bytes())
+    memory.check_sweep_fits_host(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     # One process per run folder (multi-host: the first process holds it for all).
     with _run_folder_lock(out_dir):

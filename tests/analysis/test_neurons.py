@@ -222,3 +222,97 @@ def test_dense_training_finds_the_relu_pair_circuits_at_n3_m6():
                 for i in range(inst.n)]
     # some restart computes every |x_i| with its own ReLU(x) + ReLU(-x) pair, near exactly
     assert any(c and loss[i] < 1e-4 for i, c in enumerate(circuits)), (circuits, loss)
+
+
+# ----------------------------------------------------------------------------------------
+# The neuron measures in a loaded sweep's tables.
+
+#: A tied sweep's scalar columns and to_xarray variables, written out: the neuron measures
+#: must not change them (metrics.csv of every tied run stays as it was).
+TIED_COLUMNS = ["loss", "diverged", "dims_per_feature", "frob_sq", "n_represented",
+                "zero_fraction", "sum_dimensionality", "mean_superposition",
+                "n_represented_relative", "geometry_m2", "geometry_m2_name", "converged"]
+TIED_VARIABLES = ["instance", "loss", "diverged", "dims_per_feature", "frob_sq",
+                  "n_represented", "zero_fraction", "sum_dimensionality",
+                  "mean_superposition", "n_represented_relative", "geometry_m2", "converged",
+                  "norm", "superposition", "dimensionality", "relative_norm",
+                  "dimensionality_label", "geometry_m2_name", "dimensionality_label_name",
+                  "bias", "W_eff", "history", "feature_probability_vector",
+                  "importance_vector"]
+
+
+def _sweep_of(model, w_eff, params=None):
+    """A LoadedSweep of one dense instance per row of ``w_eff`` (seeds), untrained."""
+    from pathlib import Path
+
+    from bitjax.analysis.results import LoadedSweep
+
+    i, m, n = w_eff.shape
+    cfg = SweepConfig(n_features=n, n_hidden=m, model=model, kind=("dense",),
+                      seed=tuple(range(i)), steps=10, chunk_size=10, history_every=10)
+    inst = build_instances(cfg)
+    params = params or {"W": w_eff.astype(np.float32), "b": np.zeros((i, n), np.float32)}
+    b = params["b2" if model == "abs_computation" else "b"]
+    return LoadedSweep(path=Path(model), config=cfg, coords=inst.coords, step=10,
+                       W=w_eff, b=b, W_eff=w_eff, history=np.zeros((i, 1), np.float32),
+                       meta={"final_loss": [0.0] * i}, name=model, params=params)
+
+
+def test_a_tied_sweeps_columns_and_variables_are_unchanged(fake_sweep):
+    sweep = fake_sweep([0, 1], [1.0], [0.1, 0.2, 0.3, 0.4], converged=[True] * 4)
+    assert list(sweep.scalar_columns()) == TIED_COLUMNS
+    assert list(sweep.to_xarray().data_vars) == TIED_VARIABLES
+    with pytest.raises(ValueError, match="no privileged basis"):
+        sweep.neuron_measures()
+
+
+def test_a_relu_hidden_sweeps_columns_hold_its_neuron_counts():
+    w = np.stack([W, W[[0, 0, 2, 2]]]).astype(np.float32)  # instance 1: two mono, two dead
+    sweep = _sweep_of("relu_hidden", w)
+    cols = sweep.scalar_columns()
+    assert list(cols) == TIED_COLUMNS[:-1] + list(neurons.SCALAR_NEURON_MEASURES)
+    np.testing.assert_array_equal(cols["n_monosemantic"], [1, 2])
+    np.testing.assert_array_equal(cols["n_polysemantic"], [2, 0])
+    np.testing.assert_array_equal(cols["n_dead"], [1, 2])
+    np.testing.assert_array_equal(cols["n_diffuse"], [0, 0])
+    np.testing.assert_allclose(cols["mean_features_per_neuron"], [2.0, 1.0])
+    np.testing.assert_allclose(cols["mean_monosemanticity"], [(1 + 0.64 + 1 / 3) / 3, 1.0])
+    assert "n_abs_pairs" not in cols
+    ds = sweep.to_xarray()
+    tied = [v for v in TIED_VARIABLES if v != "converged"]  # no diagnostics stored here
+    assert set(ds.data_vars) - set(tied) == {
+        *neurons.SCALAR_NEURON_MEASURES, "neurons_per_feature", "neuron_share",
+        *(f"neuron_{k}" for k in neurons.PER_NEURON_MEASURES),
+        "vulnerability", "mean_vulnerability", "max_vulnerability"}
+    mono = ds["neuron_monosemanticity"].sel(kind="dense").squeeze(drop=True)
+    assert mono.dims == ("seed", "neuron")
+    np.testing.assert_allclose(mono.sel(seed=0), [1.0, 0.64, np.nan, 1 / 3])
+    np.testing.assert_array_equal(
+        ds["neuron_n_features"].values.reshape(2, 4), [[1, 2, 0, 3], [1, 1, 0, 0]])
+    np.testing.assert_array_equal(ds["neurons_per_feature"].values.reshape(2, 3)[0],
+                                  [3, 2, 1])
+    share = ds["neuron_share"].values.reshape(2, 4, 3)
+    np.testing.assert_allclose(share[0, 1], [0.36, 0.64, 0.0])
+    assert ds["n_monosemantic"].values.ravel().tolist() == [1, 2]
+
+
+def test_a_computation_sweeps_columns_count_its_motifs():
+    w1, b1, w2 = _abs_circuit(2)
+    aw1, aw2 = _asymmetric()
+    # instance 0: the exact circuit of two features; instance 1: the asymmetric motif
+    # (padded with two silent neurons to the same m = 4).
+    w1s = np.stack([w1, np.vstack([aw1, np.zeros((2, 2))])])
+    w2s = np.stack([w2, np.hstack([aw2, np.zeros((2, 2))])])
+    params = {"W1": w1s.astype(np.float32), "b1": np.zeros((2, 4), np.float32),
+              "W2": w2s.astype(np.float32), "b2": np.zeros((2, 2), np.float32)}
+    sweep = _sweep_of("abs_computation", params["W1"], params)
+    cols = sweep.scalar_columns()
+    assert list(cols)[-len(neurons.MOTIF_MEASURES):] == list(neurons.MOTIF_MEASURES)
+    np.testing.assert_array_equal(cols["n_abs_pairs"], [2, 0])
+    np.testing.assert_array_equal(cols["n_pair_neurons"], [4, 0])
+    np.testing.assert_array_equal(cols["n_asymmetric"], [0, 1])
+    np.testing.assert_array_equal(cols["n_inhibitors"], [0, 1])
+    # neuron 0 of the motif reads x1 with a share 0.0625 / 1.0625 < CARRY_SHARE
+    np.testing.assert_array_equal(cols["n_monosemantic"], [4, 2])
+    np.testing.assert_array_equal(cols["n_dead"], [0, 2])
+    assert "n_asymmetric" in sweep.to_xarray()

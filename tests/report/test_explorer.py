@@ -505,3 +505,116 @@ def test_screenshot_of_any_page(shared_page, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main([str(shared_page), "--screenshot", "--out", str(tmp_path / "x.html")])
     assert exit_.value.code == 2 and "is a page, not a run folder" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------
+# The neuron view of the privileged-basis models.
+
+#: A tied part's payload keys, written out: the neuron view adds nothing to a tied page.
+TIED_PART_KEYS = ["name", "n", "m", "n_instances", "activation", "steps", "step",
+                  "history_every", "history_points", "history_steps", "history_level",
+                  "levels", "finished", "start", "kinds", "axes", "grid", "grid_delta",
+                  "ranges", "summary", "fields", "diverged", "flags", "values",
+                  "values_left_out", "templates"]
+#: Neurons by hand (n=3 features, m=4 neurons): neuron 0 monosemantic; 1 carries two
+#: features (shares .36, .64); 2 is dead (norm .05); 3 carries three equally. The second
+#: seed keeps neurons 0 and 2 twice: two monosemantic, two dead.
+NEURONS = np.array([[1.0, 0.0, 0.0], [0.6, 0.8, 0.0], [0.0, 0.0, 0.05], [0.5, -0.5, 0.5]])
+
+
+@pytest.fixture(scope="module")
+def neuron_sweep():
+    """An untrained ReLU-hidden LoadedSweep (dense, two seeds) with :data:`NEURONS`."""
+    from pathlib import Path
+
+    from bitjax.analysis.results import LoadedSweep
+    from bitjax.config import SweepConfig, build_instances
+
+    w = np.stack([NEURONS, NEURONS[[0, 0, 2, 2]]]).astype(np.float32)
+    cfg = SweepConfig(n_features=3, n_hidden=4, model="relu_hidden", kind=("dense",),
+                      seed=(0, 1), steps=10, chunk_size=10, history_every=10)
+    inst = build_instances(cfg)
+    b = np.zeros((2, 3), np.float32)
+    return LoadedSweep(path=Path("neurons"), config=cfg, coords=inst.coords, step=10, W=w,
+                       b=b, W_eff=w, history=np.full((2, 1), 0.05, np.float32),
+                       meta={"final_loss": [0.05, 0.06]}, name="neurons",
+                       params={"W": w, "b": b})
+
+
+@pytest.fixture(scope="module")
+def neuron_page(neuron_sweep, tmp_path_factory):
+    return write_explorer(neuron_sweep, tmp_path_factory.mktemp("neurons") / "explorer.html")
+
+
+def test_a_tied_page_has_no_neuron_view(page):
+    for part in read_payload(page)["parts"]:
+        assert list(part) == TIED_PART_KEYS
+        assert sorted(part["templates"]) == ["history", "row", "summary"]
+
+
+def test_the_neuron_view_of_a_relu_hidden_sweep(neuron_page, neuron_sweep):
+    from bitjax.analysis import neurons
+    from bitjax.report.explorer import feature_colours
+
+    (part,) = read_payload(neuron_page)["parts"]
+    assert list(part) == TIED_PART_KEYS + ["neurons"]
+    assert part["neurons"] == {"model": "relu_hidden", "carry_share": neurons.CARRY_SHARE,
+                               "dead_norm": neurons.DEAD_NORM}
+    view = part["templates"]["neurons"]
+    assert view["layout"]["barmode"] == "stack"
+    assert [t["name"] for t in view["traces"]] == ["feature 0", "feature 1", "feature 2"]
+    assert [t["marker"]["color"] for t in view["traces"]] == feature_colours(3)
+    assert all(t["x"] == [0, 1, 2, 3] for t in view["traces"])
+    # the page's shares come from the shipped weights (W^T per instance): within the
+    # packing they are the neurons module's, and so are the counts from the cuts
+    w = dequantize(part["fields"]["W"]).transpose(0, 2, 1)
+    np.testing.assert_allclose(neurons.weight_shares(w), neurons.weight_shares(
+        neuron_sweep.W_eff), atol=0.02)
+    got = neurons.neuron_metrics(w)
+    np.testing.assert_array_equal(got["n_monosemantic"], [1, 2])
+    np.testing.assert_array_equal(got["n_polysemantic"], [2, 0])
+    np.testing.assert_array_equal(got["n_dead"], [1, 2])
+
+
+def test_feature_colours_are_distinct_for_any_n():
+    from bitjax.report.explorer import feature_colours
+
+    for n in (1, 3, 10, 11, 100):
+        c = feature_colours(n)
+        assert len(c) == n == len(set(c))
+
+
+@pytest.mark.integration
+def test_the_neuron_view_in_headless_chromium(neuron_page, neuron_sweep):
+    why = browser_missing()
+    if why:
+        pytest.skip(f"no headless browser for the explorer test: {why}")
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from bitjax.analysis import neurons
+
+    with headless_chromium() as driver:
+        open_page(driver, neuron_page)
+        assert _console(driver) == []
+
+        def shown():
+            return driver.execute_script(
+                "const d = document.getElementById('neurons-dense');"
+                "return d && d.data ? [d.data.map(t => t.y), d.layout.title.text] : null")
+
+        ys, title = shown()
+        # trace a holds feature a's share in every neuron
+        np.testing.assert_allclose(np.asarray(ys).T, neurons.weight_shares(
+            neuron_sweep.W_eff[0]), atol=0.02)
+        assert "1 monosemantic · 2 polysemantic · 1 dead" in title
+        driver.find_element(By.ID, "axis-seed").send_keys(Keys.ARROW_RIGHT)
+        WebDriverWait(driver, 10).until(lambda d: shown()[1] != title)
+        ys, title = shown()
+        np.testing.assert_allclose(np.asarray(ys).T, neurons.weight_shares(
+            neuron_sweep.W_eff[1]), atol=0.02)
+        assert "2 monosemantic · 0 polysemantic · 2 dead" in title
+        driver.find_element(By.ID, "kind-dense").click()
+        assert not driver.find_element(By.ID, "neurons-dense").is_displayed()
+        assert _console(driver) == []

@@ -5,6 +5,8 @@ tested in train/test_trainer.py."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -111,6 +113,30 @@ def test_free_memory_is_known():
     free = distributed.free_memory_per_device(mesh)
     assert free is not None and free > 0
     if mesh.devices.flat[0].platform == "cpu":  # CPU devices share the host's memory
-        assert free <= distributed._host_available_bytes()
+        # Against the host's total, not a second reading of what is available: other
+        # processes allocate between two readings (the old comparison failed that way).
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        assert free <= total
     budget = memory.device_budget(mesh)
     assert 0 < budget < free
+
+
+@pytest.mark.parametrize("model", ["tied", "relu_hidden", "abs_computation"])
+def test_the_parameter_count_is_each_models_own(model):
+    import jax
+    import jax.numpy as jnp
+
+    from bitjax import layers
+
+    n, m = 7, 3
+    cls = layers.MODEL_CLASSES[model]
+    net = cls(n_features=n, n_hidden=m, quantizers=("ternary_lsq",), learnable_scale=True)
+    params = net.init(jax.random.key(0), jnp.zeros((1, n)), 0)["params"]
+    count = sum(x.size for x in jax.tree.leaves(params))  # with every learned scale
+    assert memory.n_params(n, m, model) == count
+    # the computation model's second matrix and biases count on the host too
+    extra = memory.host_bytes_per_instance(n, m, 10, model) - \
+        memory.host_bytes_per_instance(n, m, 10)
+    assert extra == 4 * memory.HOST_COPIES * (count - (m * n + n + 1))
+    if model == "abs_computation":
+        assert count == 2 * m * n + m + n + 2 and extra > 0
