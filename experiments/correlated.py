@@ -71,13 +71,14 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+import xarray as xr
 
 from bitjax.analysis import geometry, stats
 from bitjax.analysis import grid as analysis
 from bitjax.analysis.results import LoadedSweep
 from bitjax.config import SweepConfig
 from bitjax.report import plots
-from bitjax.report.tables import run_label
+from bitjax.report.tables import grid_frame, run_label
 from experiments._cli import Experiment, main
 
 KINDS = ("dense", "ternary")
@@ -327,25 +328,49 @@ SUMMARY_MEASURES = ("within_pair_cos", "orthogonal_fraction", "antipodal_fractio
                     "n_represented", "loss")
 
 
-def summary_rows(part: LoadedSweep, meas: dict[str, np.ndarray]) -> list[dict]:
+#: Columns of ``correlated_summary.csv`` and ``correlated_instances.csv``.
+SUMMARY_COLUMNS = ("part", "kind", "density", "measure", "mean", "ci95", "n_seeds",
+                   "best_seed")
+INSTANCE_COLUMNS = ("part", "instance", "kind", "seed", "density", *SUMMARY_MEASURES)
+
+
+def summary_table(part: LoadedSweep, meas: dict[str, np.ndarray]):
     """Per kind, measure and density (ascending): mean, 95% CI and count over seeds, and
-    the value of the lowest-loss seed."""
-    best = analysis.best_seed_grid(part, dense_first=False)
-    rows = []
-    for kind in part.config.kind:
-        for measure in SUMMARY_MEASURES:
-            if measure not in meas:
-                continue
-            ps, t = seed_table(part, meas[measure], kind)
-            mean, half = stats.mean_ci(t, axis=0)
-            n = np.sum(np.isfinite(t), axis=0)
-            for j, p in enumerate(ps):
-                b = int(best.sel(kind=kind)[j])
-                rows.append({"part": part.name, "kind": kind, "density": p,
-                             "measure": measure, "mean": mean[j], "ci95": half[j],
-                             "n_seeds": int(n[j]),
-                             "best_seed": meas[measure][b] if b >= 0 else np.nan})
-    return rows
+    the value of the lowest-loss seed (NaN where every seed diverged).
+
+    Returns:
+      A :class:`pandas.DataFrame` (:data:`SUMMARY_COLUMNS`), kind by kind (config order),
+      then measure (:data:`SUMMARY_MEASURES` order, those the part has), then density.
+    """
+    import pandas as pd
+
+    best = analysis.best_seed_grid(part, dense_first=False)  # -1: every seed diverged
+    ok = best.values >= 0
+    at = np.where(ok, best.values, 0)
+    measures = [m for m in SUMMARY_MEASURES if m in meas]
+    cells = []
+    for measure in measures:
+        sm = stats.mean_ci_over(analysis.kind_seed_grid(part, meas[measure],
+                                                        dense_first=False), "seed")
+        cells.append(xr.Dataset({
+            "mean": sm["mean"], "ci95": sm["ci95"], "n_seeds": sm["n"],
+            "best_seed": best.copy(data=np.where(ok, meas[measure][at], np.nan))}))
+    ds = xr.concat(cells, dim=pd.Index(measures, name="measure"))
+    df = grid_frame(ds, ("kind", "measure", "feature_probability"))
+    return df.rename(columns={"feature_probability": "density"}).assign(
+        part=part.name)[list(SUMMARY_COLUMNS)]
+
+
+def instance_table(part: LoadedSweep, meas: dict[str, np.ndarray]):
+    """One row per instance: its coordinates and every measure (empty: a measure the part
+    does not have).
+
+    Returns:
+      A :class:`pandas.DataFrame` (:data:`INSTANCE_COLUMNS`), in instance order.
+    """
+    df = part.to_dataframe()[["instance", "kind", "seed", "feature_probability"]]
+    df = df.rename(columns={"feature_probability": "density"}).assign(part=part.name)
+    return df.assign(**{m: meas.get(m) for m in SUMMARY_MEASURES})[list(INSTANCE_COLUMNS)]
 
 
 def analyse(parts: Mapping[str, LoadedSweep], out: Path) -> list[Path]:
@@ -356,7 +381,7 @@ def analyse(parts: Mapping[str, LoadedSweep], out: Path) -> list[Path]:
     files: list[Path] = []
     label = run_label(parts)
     meas = {name: geometry.instance_measures(part) for name, part in parts.items()}
-    rows, inst_rows = [], []
+    summaries, instances = [], []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN cells (nothing represented)
         for name, part in parts.items():
@@ -365,21 +390,13 @@ def analyse(parts: Mapping[str, LoadedSweep], out: Path) -> list[Path]:
                 files += draw_weights(part, meas[name], out, label)
             else:
                 files += draw_grams(part, out, label)
-            rows += summary_rows(part, meas[name])
-            c = part.coords
-            for i in range(part.n_instances):
-                r = {"part": name, "instance": i, "kind": c["kind"][i],
-                     "seed": int(c["seed"][i]), "density": float(c["feature_probability"][i])}
-                r.update({k: v[i] for k, v in meas[name].items()})
-                inst_rows.append(r)
+            summaries.append(summary_table(part, meas[name]))
+            instances.append(instance_table(part, meas[name]))
         files += draw_summary(parts, meas, out, label)
     files.append(out / "correlated_summary.csv")
-    io.write_csv(files[-1], rows,
-                 ["part", "kind", "density", "measure", "mean", "ci95", "n_seeds",
-                  "best_seed"])
-    cols = ["part", "instance", "kind", "seed", "density", *SUMMARY_MEASURES]
+    io.write_frames(files[-1], summaries)
     files.append(out / "correlated_instances.csv")
-    io.write_csv(files[-1], inst_rows, cols)
+    io.write_frames(files[-1], instances)
     return files
 
 

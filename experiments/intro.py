@@ -48,13 +48,14 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+import xarray as xr
 
 from bitjax.analysis import grid as analysis
 from bitjax.analysis import metrics, stats
 from bitjax.analysis.results import LoadedSweep
 from bitjax.config import SweepConfig, importance_vector
 from bitjax.report import plots
-from bitjax.report.tables import run_label
+from bitjax.report.tables import grid_frame, run_label
 from experiments._cli import Experiment, main
 
 N_FEATURES, N_HIDDEN, IMPORTANCE = 5, 2, 0.9
@@ -97,43 +98,48 @@ def _geometry_counts(codes: np.ndarray) -> str:
     return " ".join(f"{metrics.GEOMETRY_M2_LABELS[values[i]]}:{counts[i]}" for i in order)
 
 
-def summary_rows(sweep: LoadedSweep) -> list[dict]:
+def summary_table(sweep: LoadedSweep):
     """Per kind x probability: mean and 95% CI over seeds, the best seed's values, and how
-    many seeds take each m = 2 configuration (:func:`bitjax.analysis.metrics.geometry_m2`)."""
-    c, m = sweep.coords, sweep.metrics()
+    many seeds take each m = 2 configuration (:func:`bitjax.analysis.metrics.geometry_m2`).
+
+    Returns:
+      A :class:`pandas.DataFrame`, kind by kind, dense probability first; the best seed's
+      columns are empty (``best_seed_loss`` NaN) where every seed diverged.
+    """
+    m = sweep.metrics()
     grids = {name: analysis.kind_seed_grid(sweep, v) for name, v in (
         ("n_represented", m["n_represented"].astype(float)), ("loss", sweep.loss),
         ("sum_dimensionality", m["sum_dimensionality"]))}
-    summary = {name: stats.mean_ci_over(g, "seed") for name, g in grids.items()}
     diverged = analysis.kind_seed_grid(sweep, sweep.diverged, mask_diverged=False)
-    best = analysis.best_seed_grid(sweep)
-    probs = best["feature_probability"].values
+    best = analysis.best_seed_grid(sweep)  # instance per (kind, probability); -1: none
     geometry = m["geometry_m2"]
     # Diverged instances get -1 here: they are left out of the counts.
     geometry_grid = analysis.kind_seed_grid(
         sweep, np.where(sweep.diverged, metrics.GEOMETRY_NOT_M2, geometry),
         mask_diverged=False)
-    rows = []
-    for kind in best["kind"].values:
-        for pi, p in enumerate(probs):
-            b = int(best.sel(kind=kind)[pi])
-            row = {"kind": str(kind), "feature_probability": float(p),
-                   "n_seeds": int(diverged.sizes["seed"]),
-                   "n_diverged": int(diverged.sel(kind=kind)[:, pi].sum())}
-            for name, sm in summary.items():
-                cell = sm.sel(kind=kind).isel(feature_probability=pi)
-                row[f"{name}_mean"] = float(cell["mean"])
-                row[f"{name}_ci95"] = float(cell["ci95"])
-            row.update({
-                "best_seed": None if b < 0 else int(c["seed"][b]),
-                "best_seed_loss": np.nan if b < 0 else float(sweep.loss[b]),
-                "best_seed_n_represented": None if b < 0 else int(m["n_represented"][b]),
-                "best_seed_geometry": "" if b < 0 else metrics.geometry_m2_words(int(geometry[b])),
-                "geometry_counts": _geometry_counts(
-                    geometry_grid.sel(kind=kind).isel(feature_probability=pi).values),
-            })
-            rows.append(row)
-    return rows
+    data = {"n_seeds": xr.full_like(best, diverged.sizes["seed"]),
+            "n_diverged": diverged.sum("seed")}
+    for name, g in grids.items():
+        sm = stats.mean_ci_over(g, "seed")
+        data[f"{name}_mean"], data[f"{name}_ci95"] = sm["mean"], sm["ci95"]
+    # The best seed's values, cell by cell; empty where every seed diverged (an object
+    # column keeps the integers integers beside the empty cells).
+    ok = best.values >= 0
+    at = np.where(ok, best.values, 0)
+    words = np.array([metrics.geometry_m2_words(int(g)) for g in geometry[at].ravel()],
+                     dtype=object).reshape(at.shape)
+    data.update({
+        "best_seed": best.copy(data=np.where(ok, sweep.coords["seed"][at], None)),
+        "best_seed_loss": best.copy(data=np.where(ok, sweep.loss[at], np.nan)),
+        "best_seed_n_represented": best.copy(
+            data=np.where(ok, m["n_represented"][at].astype(np.int64), None)),
+        "best_seed_geometry": best.copy(data=np.where(ok, words, "")),
+        "geometry_counts": xr.apply_ufunc(_geometry_counts, geometry_grid,
+                                          input_core_dims=[["seed"]], vectorize=True,
+                                          output_dtypes=[object]),
+    })
+    return grid_frame(xr.Dataset(data), ("kind", "feature_probability"),
+                      ["kind", "feature_probability", *data])
 
 
 # ----------------------------------------------------------------------------------------
@@ -247,7 +253,7 @@ def analyse(parts: Mapping[str, LoadedSweep], out: Path) -> list[Path]:
     label = run_label(parts)
     files = [out / "summary.csv", out / "loss_gap.csv"]
     with stats.quiet_nan_warnings():
-        io.write_csv(files[0], summary_rows(sweep))
+        io.write_frames(files[0], [summary_table(sweep)])
         gap_rows, columns = analysis.loss_gap_parts({"intro": sweep})
         io.write_csv(files[1], gap_rows, columns=analysis.LOSS_GAP_COLUMNS)
         fig = plots.loss_gap_figure(

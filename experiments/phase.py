@@ -72,7 +72,7 @@ from bitjax.analysis import representable as rep
 from bitjax.analysis.results import LoadedSweep
 from bitjax.config import SweepConfig, importance_vector
 from bitjax.report import plots
-from bitjax.report.tables import run_label
+from bitjax.report.tables import grid_frame, run_label
 from experiments._cli import Experiment, main
 
 #: The colours of the phases in every figure, in code order (0, 1, 2 of
@@ -236,6 +236,79 @@ def agreement(table: dict, kind: str) -> dict[str, float]:
     }
 
 
+#: Columns of ``phase_cells.csv``.
+CELL_COLUMNS = ("part", "kind", "r", "density", "best_phase", "best_loss", "best_extra_norm",
+                "best_extra_max_cos", *[f"frac_{p}" for p in metrics.EXTRA_PHASES],
+                "n_restarts", "closed_form", "ideal_min_loss")
+#: Columns of ``phase_summary.csv`` (the agreement columns are empty for a part other than
+#: n=2, m=1, which has no closed form).
+SUMMARY_COLUMNS = ("part", "kind", "n_cells", "restarts_per_cell",
+                   *[f"share_{p}" for p in metrics.EXTRA_PHASES],
+                   *[f"restart_share_{p}" for p in metrics.EXTRA_PHASES],
+                   "agreement_all", "agreement_away", "agreement_restarts",
+                   "n_cells_compared", "n_cells_away", "median_loss_over_ideal")
+#: The columns of :func:`agreement` in ``phase_summary.csv``.
+AGREEMENT_COLUMNS = SUMMARY_COLUMNS[-6:]
+
+
+def cell_table(name: str, table: dict, is_n2m1: bool):
+    """One row per kind x r x density cell of :func:`phase_table`: the best restart's phase,
+    loss and extra-feature measures, the restart phase fractions, and for n=2, m=1 the
+    closed-form phase and the lowest idealised loss.
+
+    Returns:
+      A :class:`pandas.DataFrame` (:data:`CELL_COLUMNS`), kind by kind, r then density in
+      config order; a phase is empty where there is none.
+    """
+    kinds, cell = table["kinds"], ("kind", "r", "density")
+    rr, pp = np.meshgrid(table["r"], table["p"], indexing="ij")
+    pred = closed_form_phase(rr, pp) if is_n2m1 else np.full(rr.shape, -1)
+    names = np.array(("", *metrics.EXTRA_PHASES), dtype=object)  # by code + 1 (-1: none)
+
+    def per_kind(key):
+        return np.stack([table[k][key] for k in kinds])
+
+    frac = per_kind("frac")  # [K, 3, R, P]
+    data = {"best_phase": (cell, names[per_kind("best") + 1]),
+            "best_loss": (cell, per_kind("best_loss")),
+            "best_extra_norm": (cell, per_kind("best_norm")),
+            "best_extra_max_cos": (cell, per_kind("best_cos")),
+            **{f"frac_{p}": (cell, frac[:, k]) for k, p in enumerate(metrics.EXTRA_PHASES)},
+            "n_restarts": (cell, per_kind("n")),
+            "closed_form": (cell[1:], names[pred + 1]),
+            "ideal_min_loss": (cell[1:], rep.idealised_n2m1(rr, pp)["best"] if is_n2m1
+                               else np.full(rr.shape, np.nan))}
+    ds = xr.Dataset(data, coords={"kind": kinds, "r": table["r"], "density": table["p"]})
+    return grid_frame(ds, cell).assign(part=name)[list(CELL_COLUMNS)]
+
+
+def summary_table(name: str, table: dict, cells, n_restarts: int, is_n2m1: bool):
+    """Per kind, from its rows of :func:`cell_table`: the cells with a best restart, the
+    share of them in each phase, each phase's mean share of restarts over the cells, and
+    for n=2, m=1 the :func:`agreement` with the closed form.
+
+    Returns:
+      A :class:`pandas.DataFrame` (:data:`SUMMARY_COLUMNS`), one row per kind.
+    """
+    import pandas as pd
+
+    flags = cells.assign(valid=cells["best_phase"] != "",
+                         **{f"is_{p}": cells["best_phase"] == p for p in metrics.EXTRA_PHASES})
+    by = flags.groupby("kind", sort=False)
+    out = pd.DataFrame({"n_cells": by["valid"].sum()})
+    out["restarts_per_cell"] = n_restarts
+    for p in metrics.EXTRA_PHASES:
+        out[f"share_{p}"] = by[f"is_{p}"].sum() / out["n_cells"]
+    for p in metrics.EXTRA_PHASES:
+        out[f"restart_share_{p}"] = by[f"frac_{p}"].mean()
+    if is_n2m1:
+        out = out.join(pd.DataFrame.from_dict(
+            {k: agreement(table, k) for k in table["kinds"]}, orient="index"))
+    else:  # no closed form: the columns are empty
+        out = out.assign(**dict.fromkeys(AGREEMENT_COLUMNS))
+    return out.rename_axis("kind").reset_index().assign(part=name)[list(SUMMARY_COLUMNS)]
+
+
 def analyse(parts: Mapping[str, LoadedSweep], out: Path) -> list[Path]:
     from matplotlib.colors import BoundaryNorm, ListedColormap
     from matplotlib.patches import Patch
@@ -245,7 +318,7 @@ def analyse(parts: Mapping[str, LoadedSweep], out: Path) -> list[Path]:
     cmap = ListedColormap(PHASE_COLORS)
     cnorm = BoundaryNorm([-0.5, 0.5, 1.5, 2.5], 3)
     files: list[Path] = []
-    cell_rows, summary_rows = [], []
+    cells, summaries = [], []
     label = run_label(parts)
     for name, part in parts.items():
         cfg = part.config
@@ -304,47 +377,13 @@ def analyse(parts: Mapping[str, LoadedSweep], out: Path) -> list[Path]:
         plots.footer(fig, label)
         files += plots.save(fig, out / f"phase_fractions_{name}")
 
-        rr, pp = np.meshgrid(table["r"], table["p"], indexing="ij")
-        pred = closed_form_phase(rr, pp) if is_n2m1 else np.full(rr.shape, -1)
-        for kind in kinds:
-            t = table[kind]
-            for ri in range(len(table["r"])):
-                for pi in range(len(table["p"])):
-                    b = t["best"][ri, pi]
-                    cell_rows.append({
-                        "part": name, "kind": kind, "r": table["r"][ri],
-                        "density": table["p"][pi],
-                        "best_phase": metrics.EXTRA_PHASES[b] if b >= 0 else "",
-                        "best_loss": t["best_loss"][ri, pi],
-                        "best_extra_norm": t["best_norm"][ri, pi],
-                        "best_extra_max_cos": t["best_cos"][ri, pi],
-                        "frac_dropped": t["frac"][0, ri, pi],
-                        "frac_dedicated": t["frac"][1, ri, pi],
-                        "frac_superposed": t["frac"][2, ri, pi],
-                        "n_restarts": t["n"][ri, pi],
-                        "closed_form": (metrics.EXTRA_PHASES[pred[ri, pi]]
-                                        if pred[ri, pi] >= 0 else ""),
-                        "ideal_min_loss": (float(rep.idealised_n2m1(
-                            table["r"][ri], table["p"][pi])["best"]) if is_n2m1 else np.nan),
-                    })
-            valid = t["best"] >= 0
-            row = {"part": name, "kind": kind, "n_cells": int(valid.sum()),
-                   "restarts_per_cell": n_restarts}
-            for k, phase in enumerate(metrics.EXTRA_PHASES):
-                row[f"share_{phase}"] = float(np.mean(t["best"][valid] == k))
-                row[f"restart_share_{phase}"] = float(np.nanmean(t["frac"][k]))
-            row.update(agreement(table, kind) if is_n2m1 else {})
-            summary_rows.append(row)
+        cells.append(cell_table(name, table, is_n2m1))
+        summaries.append(summary_table(name, table, cells[-1], n_restarts, is_n2m1))
 
-    cols = ["part", "kind", "n_cells", "restarts_per_cell",
-            *[f"share_{p}" for p in metrics.EXTRA_PHASES],
-            *[f"restart_share_{p}" for p in metrics.EXTRA_PHASES],
-            "agreement_all", "agreement_away", "agreement_restarts", "n_cells_compared",
-            "n_cells_away", "median_loss_over_ideal"]
     files.append(out / "phase_summary.csv")
-    io.write_csv(files[-1], summary_rows, cols)
+    io.write_frames(files[-1], summaries)
     files.append(out / "phase_cells.csv")
-    io.write_csv(files[-1], cell_rows)
+    io.write_frames(files[-1], cells)
     return files
 
 

@@ -73,6 +73,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+import xarray as xr
 
 from bitjax.analysis import grid as analysis
 from bitjax.analysis import onsets, stats
@@ -80,7 +81,7 @@ from bitjax.analysis.metrics import DEFAULT_THRESHOLD
 from bitjax.analysis.results import LoadedSweep
 from bitjax.config import SweepConfig
 from bitjax.report import plots
-from bitjax.report.tables import run_label
+from bitjax.report.tables import grid_frame, run_label
 from experiments._cli import Experiment, main
 
 N_FEATURES, N_HIDDEN, IMPORTANCE = 20, 5, 0.7
@@ -158,29 +159,31 @@ SUMMARY_QUANTITIES = ("loss", "n_represented", "n_beyond_top_m", "superposition_
                       "mean_superposition", "min_bias", "bias_represented", "bias_dropped")
 
 
-def summary_rows(sweep: LoadedSweep) -> list[dict]:
-    """Per kind x probability: mean and 95% CI over seeds of every summary quantity."""
+def summary_table(sweep: LoadedSweep):
+    """Per kind x probability: mean and 95% CI over seeds of every summary quantity, and
+    the best seed (empty where every seed diverged).
+
+    Returns:
+      A :class:`pandas.DataFrame`, kind by kind, dense probability first.
+    """
     q = analysis.instance_quantities(sweep)
-    summary = {k: stats.mean_ci_over(analysis.kind_seed_grid(sweep, q[k]), "seed")
-               for k in SUMMARY_QUANTITIES}
     diverged = analysis.kind_seed_grid(sweep, sweep.diverged, mask_diverged=False)
-    best = analysis.best_seed_grid(sweep)
-    rows = []
-    for kind in best["kind"].values:
-        for pi, p in enumerate(best["feature_probability"].values):
-            b = int(best.sel(kind=kind)[pi])
-            row = {"part": sweep.name, "activation": sweep.config.activation,
-                   "kind": str(kind), "feature_probability": float(p),
-                   "n_seeds": int(diverged.sizes["seed"]),
-                   "n_diverged": int(diverged.sel(kind=kind)[:, pi].sum())}
-            for k, sm in summary.items():
-                cell = sm.sel(kind=kind).isel(feature_probability=pi)
-                row[f"{k}_mean"], row[f"{k}_ci95"] = float(cell["mean"]), float(cell["ci95"])
-            row["best_seed"] = None if b < 0 else int(sweep.coords["seed"][b])
-            row["best_seed_n_represented"] = (
-                None if b < 0 else int(sweep.metrics()["n_represented"][b]))
-            rows.append(row)
-    return rows
+    best = analysis.best_seed_grid(sweep)  # instance per (kind, probability); -1: none
+    data = {"n_seeds": xr.full_like(best, diverged.sizes["seed"]),
+            "n_diverged": diverged.sum("seed")}
+    for k in SUMMARY_QUANTITIES:
+        sm = stats.mean_ci_over(analysis.kind_seed_grid(sweep, q[k]), "seed")
+        data[f"{k}_mean"], data[f"{k}_ci95"] = sm["mean"], sm["ci95"]
+    # An object column keeps the integers integers beside the empty cells.
+    ok = best.values >= 0
+    at = np.where(ok, best.values, 0)
+    data["best_seed"] = best.copy(data=np.where(ok, sweep.coords["seed"][at], None))
+    data["best_seed_n_represented"] = best.copy(data=np.where(
+        ok, sweep.metrics()["n_represented"][at].astype(np.int64), None))
+    df = grid_frame(xr.Dataset(data), ("kind", "feature_probability"))
+    df.insert(0, "part", sweep.name)
+    df.insert(1, "activation", sweep.config.activation)
+    return df[["part", "activation", "kind", "feature_probability", *data]]
 
 
 def _probabilities(sweep: LoadedSweep) -> np.ndarray:
@@ -188,14 +191,22 @@ def _probabilities(sweep: LoadedSweep) -> np.ndarray:
     return np.sort(sweep.axes()["feature_probability"])[::-1]
 
 
-def onset_rows(sweep: LoadedSweep) -> list[dict]:
+def onset_table(sweep: LoadedSweep):
     """Onsets per kind (mean and 95% CI over seeds), then paired differences vs dense.
 
     Statistics: the grid-point onsets of :func:`bitjax.analysis.onsets.grid_onset_table`
     (``<condition>_first`` / ``_sustained``), then the per-seed interpolated ones of
     :func:`bitjax.analysis.onsets.interpolated_onset_table`
-    (``<condition>_interpolated_first`` / ``_sustained``).
+    (``<condition>_interpolated_first`` / ``_sustained``). The per-seed onsets become one
+    long table (statistic, kind, seed), which pandas groups per statistic and kind.
+
+    Returns:
+      A :class:`pandas.DataFrame` (:data:`ONSET_COLUMNS`): per statistic, its kinds, then
+      each quantized kind's ``"<kind> - dense"`` row (whose columns about 1-S itself are
+      empty).
     """
+    import pandas as pd
+
     table = onsets.grid_onset_table(sweep)
     probs = _probabilities(sweep)
     grid = f"{probs.max():.3g}..{probs.min():.3g} ({len(probs)} points)"
@@ -205,49 +216,68 @@ def onset_rows(sweep: LoadedSweep) -> list[dict]:
         table[name] = {k: {"p": d["p"], "censored": d["censored"],
                            "features": [""] * len(d["p"])} for k, d in by_kind.items()}
         definitions[name] = onsets.interpolated_definition(stat)
-    rows = []
-    for stat, by_kind in table.items():
-        for kind, d in by_kind.items():
-            p = d["p"]
-            logp = np.log10(p)
-            mean, ci = stats.mean_ci_floats(p)
-            lmean, lci = stats.mean_ci_floats(logp)
-            at_densest = d["censored"] if "censored" in d else p == probs.max()
-            rows.append({
-                "part": sweep.name, "statistic": stat, "kind": kind,
-                "definition": definitions[stat], "grid": grid,
-                "n_seeds": len(p), "n_found": int(np.isfinite(p).sum()),
-                "n_at_densest": int(np.sum(at_densest)),
-                "p_mean": mean, "p_ci95": ci, "log10_p_mean": lmean, "log10_p_ci95": lci,
-                "p_geomean": 10 ** lmean if np.isfinite(lmean) else np.nan,
-                "per_seed_values": " ".join(f"{v:.4g}" for v in p),
-                "per_seed_features": " | ".join(d["features"]),
-            })
-        if "dense" in by_kind:
-            base = np.log10(by_kind["dense"]["p"])
-            for kind, d in by_kind.items():
-                if kind == "dense":
-                    continue
-                diff = np.log10(d["p"]) - base  # paired: same seed = same init and data
-                lmean, lci = stats.mean_ci_floats(diff)
-                rows.append({
-                    "part": sweep.name, "statistic": stat, "kind": f"{kind} - dense",
-                    "definition": "paired per-seed difference of log10 onset 1-S "
-                                  "(negative = later onset, i.e. sparser; 10**mean = "
-                                  "geometric-mean ratio to dense)",
-                    "grid": grid,
-                    "n_seeds": len(diff), "n_found": int(np.isfinite(diff).sum()),
-                    "log10_p_mean": lmean, "log10_p_ci95": lci,
-                    "per_seed_values": " ".join(f"{v:.3g}" for v in diff),
-                })
-    return rows
+    order = {stat: j for j, stat in enumerate(table)}
+    seeds = pd.concat([pd.DataFrame({
+        "statistic": stat, "kind": kind, "seed": np.arange(len(d["p"])), "p": d["p"],
+        "at_densest": d["censored"] if "censored" in d else d["p"] == probs.max(),
+        "features": d["features"]}) for stat, by_kind in table.items()
+        for kind, d in by_kind.items()], ignore_index=True)
+
+    def per_kind(g) -> pd.Series:
+        p = g["p"].to_numpy()
+        mean, ci = stats.mean_ci_floats(p)
+        lmean, lci = stats.mean_ci_floats(np.log10(p))
+        return pd.Series({
+            "n_seeds": len(p), "n_found": int(np.isfinite(p).sum()),
+            "n_at_densest": int(g["at_densest"].sum()), "p_mean": mean, "p_ci95": ci,
+            "log10_p_mean": lmean, "log10_p_ci95": lci,
+            "p_geomean": 10 ** lmean if np.isfinite(lmean) else np.nan,
+            "per_seed_values": " ".join(f"{v:.4g}" for v in p),
+            "per_seed_features": " | ".join(g["features"])}, dtype=object)
+
+    def paired(g) -> pd.Series:
+        diff = g["diff"].to_numpy()
+        lmean, lci = stats.mean_ci_floats(diff)
+        return pd.Series({"n_seeds": len(diff), "n_found": int(np.isfinite(diff).sum()),
+                          "log10_p_mean": lmean, "log10_p_ci95": lci,
+                          "per_seed_values": " ".join(f"{v:.3g}" for v in diff)},
+                         dtype=object)
+
+    keys = ["statistic", "kind"]
+    kinds = seeds.groupby(keys, sort=False)[["p", "at_densest", "features"]].apply(per_kind)
+    frames = [kinds.reset_index().assign(block=0, definition=lambda f: f["statistic"].map(
+        definitions))]
+    # Paired: the same seed (same init and data) of each kind against dense.
+    logp = seeds.assign(logp=np.log10(seeds["p"])).pivot(
+        index=["statistic", "seed"], columns="kind", values="logp")
+    others = [k for k in dict.fromkeys(seeds["kind"]) if k != "dense"]
+    if "dense" in logp.columns and others:
+        diffs = pd.concat([pd.DataFrame({"diff": logp[k] - logp["dense"], "kind": k})
+                           for k in others]).reset_index()
+        pairs = diffs.groupby(keys, sort=False)[["diff"]].apply(paired).reset_index()
+        frames.append(pairs.assign(
+            block=1, kind=pairs["kind"] + " - dense",
+            definition="paired per-seed difference of log10 onset 1-S (negative = "
+                       "later onset, i.e. sparser; 10**mean = geometric-mean ratio to "
+                       "dense)",
+            **dict.fromkeys(("n_at_densest", "p_mean", "p_ci95", "p_geomean",
+                             "per_seed_features"))))
+    out = pd.concat(frames, ignore_index=True).assign(part=sweep.name, grid=grid)
+    out = out.assign(order=out["statistic"].map(order)).sort_values(
+        ["order", "block"], kind="stable")
+    return out[list(ONSET_COLUMNS)].reset_index(drop=True)
+
+
+def onset_rows(sweep: LoadedSweep) -> list[dict]:
+    """:func:`onset_table` as one dict per row."""
+    return onset_table(sweep).to_dict("records")
 
 
 ONSET_COLUMNS = ("part", "statistic", "kind", "definition", "grid", "n_seeds", "n_found",
                  "n_at_densest", "p_mean", "p_ci95", "log10_p_mean", "log10_p_ci95",
                  "p_geomean", "per_seed_values", "per_seed_features")
 
-def onset_seed_rows(sweep: LoadedSweep) -> list[dict]:
+def onset_seed_table(sweep: LoadedSweep):
     """One row per kind and seed: the interpolated onsets and the grid onsets.
 
     Columns: ``<condition>`` (the first crossing, interpolated; NaN: never),
@@ -257,35 +287,47 @@ def onset_seed_rows(sweep: LoadedSweep) -> list[dict]:
     and the grid-point onsets of :func:`bitjax.analysis.onsets.grid_onset_table` as
     ``<condition>_first_grid``, ``<condition>_sustained_grid`` and
     ``<condition>_first_grid_features`` (the features meeting the condition there).
+
+    Returns:
+      A :class:`pandas.DataFrame`, kind by kind (config order), then seed.
     """
     interp = onsets.interpolated_onset_table(sweep)
     grid = onsets.grid_onset_table(sweep)
     bad = analysis.kind_seed_grid(sweep, sweep.diverged, mask_diverged=False)
-    seeds = bad["seed"].values
-    rows = []
-    for kind in bad["kind"].values:
-        kind = str(kind)
-        n_bad = bad.sel(kind=kind).transpose("seed", "feature_probability").values.sum(1)
-        for si, seed in enumerate(seeds):
-            row = {"part": sweep.name, "kind": kind, "seed": int(seed),
-                   "n_points": int(bad.sizes["feature_probability"]),
-                   "n_diverged": int(n_bad[si])}
-            for cond in onsets.INTERPOLATED_ONSETS:
-                first = interp[f"{cond}_first"]
-                sus = interp[f"{cond}_sustained"]
-                row[cond] = float(first[kind]["p"][si])
-                row[f"{cond}_sustained"] = float(sus[kind]["p"][si])
-                row[f"{cond}_censored"] = int(first[kind]["censored"][si])
-                for name, table in ((cond, first), (f"{cond}_sustained", sus)):
-                    row[f"{name}_log10_minus_dense"] = (
-                        float(np.log10(table[kind]["p"][si])
-                              - np.log10(table["dense"]["p"][si]))
-                        if "dense" in table and kind != "dense" else np.nan)
-                for rule in onsets.ONSET_RULES:
-                    row[f"{cond}_{rule}_grid"] = float(grid[f"{cond}_{rule}"][kind]["p"][si])
-                row[f"{cond}_first_grid_features"] = grid[f"{cond}_first"][kind]["features"][si]
-            rows.append(row)
-    return rows
+    cells = bad.isel(feature_probability=0, drop=True)  # the (kind, seed) grid
+
+    def per_seed(table: dict, key: str = "p", dtype=float) -> xr.DataArray:
+        """``table[kind][key] [seeds]`` of every kind on the (kind, seed) grid."""
+        return cells.copy(data=np.array([table[str(k)][key] for k in cells["kind"].values],
+                                        dtype=dtype))
+
+    def minus_dense(table: dict) -> xr.DataArray:
+        """log10 onset minus the same seed's dense one (NaN for dense, or without it)."""
+        lp = np.log10(per_seed(table))
+        if "dense" not in table:
+            return xr.full_like(lp, np.nan)
+        return (lp - lp.sel(kind="dense", drop=True)).where(cells["kind"] != "dense")
+
+    data = {"n_points": xr.full_like(cells, bad.sizes["feature_probability"], dtype=np.int64),
+            "n_diverged": bad.sum("feature_probability")}
+    for cond in onsets.INTERPOLATED_ONSETS:
+        first, sus = interp[f"{cond}_first"], interp[f"{cond}_sustained"]
+        data[cond] = per_seed(first)
+        data[f"{cond}_sustained"] = per_seed(sus)
+        data[f"{cond}_censored"] = per_seed(first, "censored", np.int64)
+        data[f"{cond}_log10_minus_dense"] = minus_dense(first)
+        data[f"{cond}_sustained_log10_minus_dense"] = minus_dense(sus)
+        for rule in onsets.ONSET_RULES:
+            data[f"{cond}_{rule}_grid"] = per_seed(grid[f"{cond}_{rule}"])
+        data[f"{cond}_first_grid_features"] = per_seed(grid[f"{cond}_first"], "features",
+                                                       object)
+    df = grid_frame(xr.Dataset(data), ("kind", "seed")).assign(part=sweep.name)
+    return df[["part", "kind", "seed", *data]]
+
+
+def onset_seed_rows(sweep: LoadedSweep) -> list[dict]:
+    """:func:`onset_seed_table` as one dict per row."""
+    return onset_seed_table(sweep).to_dict("records")
 
 
 # ----------------------------------------------------------------------------------------
@@ -475,11 +517,16 @@ def notebook_published(p: float) -> int | None:
     return None
 
 
-def notebook_rows(sweep: LoadedSweep) -> list[dict]:
+def notebook_table(sweep: LoadedSweep):
     """The notebook anchor (n=100, m=20): per kind x probability, the features represented
     at the notebook's threshold 0.5 (mean, 95% t CI, min and max over seeds), the
     scale-free count (:func:`bitjax.analysis.metrics.n_represented_relative`), seeds converged where
-    the run stored convergence, and the notebook's published count where it has one."""
+    the run stored convergence, and the notebook's published count where it has one.
+
+    Returns:
+      A :class:`pandas.DataFrame`, kind by kind, dense probability first (``n_converged``
+      and ``notebook_published`` empty where there is none).
+    """
     # The notebook counts ||W_i|| > 0.5, the library's represented threshold (named here,
     # not the run's default, which an older run may have stored otherwise).
     counts = analysis.kind_seed_grid(
@@ -487,31 +534,23 @@ def notebook_rows(sweep: LoadedSweep) -> list[dict]:
     relative = analysis.kind_seed_grid(
         sweep, sweep.metrics()["n_represented_relative"].astype(float))
     conv = sweep.diagnostics.get("converged")
-    conv_grid = (None if conv is None else
-                 analysis.kind_seed_grid(sweep, np.asarray(conv, float),
-                                          mask_diverged=False))
     sm, rel = stats.mean_ci_over(counts, "seed"), stats.mean_ci_over(relative, "seed")
-    rows = []
-    for kind in counts["kind"].values:
-        for pi, p in enumerate(counts["feature_probability"].values):
-            per_seed = counts.sel(kind=kind).values[:, pi]
-            finite = per_seed[np.isfinite(per_seed)]
-            cell, rcell = sm.sel(kind=kind).isel(feature_probability=pi), \
-                rel.sel(kind=kind).isel(feature_probability=pi)
-            rows.append({
-                "kind": str(kind), "feature_probability": float(p),
-                "n_seeds": int(per_seed.size), "n_finite": int(finite.size),
-                "n_converged": (None if conv_grid is None else
-                                int(conv_grid.sel(kind=kind).values[:, pi].sum())),
-                "n_represented_mean": float(cell["mean"]),
-                "n_represented_ci95": float(cell["ci95"]),
-                "n_represented_min": float(finite.min()) if finite.size else np.nan,
-                "n_represented_max": float(finite.max()) if finite.size else np.nan,
-                "n_represented_relative_mean": float(rcell["mean"]),
-                "n_represented_relative_ci95": float(rcell["ci95"]),
-                "notebook_published": notebook_published(float(p)),
-            })
-    return rows
+    cells = sm["mean"]  # the (kind, probability) grid
+    n_converged = (xr.full_like(cells, None, dtype=object) if conv is None else
+                   analysis.kind_seed_grid(sweep, np.asarray(conv, float),
+                                           mask_diverged=False).sum("seed").astype(np.int64))
+    published = [notebook_published(float(p)) for p in cells["feature_probability"].values]
+    data = {"n_seeds": xr.full_like(cells, counts.sizes["seed"], dtype=np.int64),
+            "n_finite": counts.notnull().sum("seed"), "n_converged": n_converged,
+            "n_represented_mean": sm["mean"], "n_represented_ci95": sm["ci95"],
+            "n_represented_min": counts.min("seed"), "n_represented_max": counts.max("seed"),
+            "n_represented_relative_mean": rel["mean"],
+            "n_represented_relative_ci95": rel["ci95"],
+            "notebook_published": xr.DataArray(
+                np.array(published, dtype=object), dims="feature_probability",
+                coords={"feature_probability": cells["feature_probability"]})}
+    return grid_frame(xr.Dataset(data), ("kind", "feature_probability"),
+                      ["kind", "feature_probability", *data])
 
 
 def _draw_notebook(sweep: LoadedSweep, rows: list[dict], out: Path, label: str) -> list[Path]:
@@ -551,10 +590,9 @@ def analyse(parts: Mapping[str, LoadedSweep], out: Path) -> list[Path]:
     onset_parts = [p for name, p in parts.items() if name in ("relu", "zoom")]
     label = run_label(parts)
     with stats.quiet_nan_warnings():
-        io.write_csv(files[0], [r for part in parts.values() for r in summary_rows(part)])
-        io.write_csv(files[1], [r for part in onset_parts for r in onset_seed_rows(part)])
-        io.write_csv(files[2], [r for part in onset_parts for r in onset_rows(part)],
-                     columns=ONSET_COLUMNS)
+        io.write_frames(files[0], [summary_table(part) for part in parts.values()])
+        io.write_frames(files[1], [onset_seed_table(part) for part in onset_parts])
+        io.write_frames(files[2], [onset_table(part) for part in onset_parts])
         gap_rows, gap_files = _draw_loss_gap(parts, out, label)
         io.write_csv(files[3], gap_rows, columns=analysis.LOSS_GAP_COLUMNS)
         files += gap_files
@@ -562,10 +600,10 @@ def analyse(parts: Mapping[str, LoadedSweep], out: Path) -> list[Path]:
         if "zoom" in parts:
             files += _draw_zoom(parts["zoom"], out, label)
         if "notebook" in parts:
-            rows = notebook_rows(parts["notebook"])
-            io.write_csv(out / "notebook_counts.csv", rows)
+            counts = notebook_table(parts["notebook"])
+            io.write_frames(out / "notebook_counts.csv", [counts])
             files += [out / "notebook_counts.csv"]
-            files += _draw_notebook(parts["notebook"], rows, out, label)
+            files += _draw_notebook(parts["notebook"], counts.to_dict("records"), out, label)
     return files
 
 

@@ -42,6 +42,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+import xarray as xr
 
 from bitjax.analysis import grid as analysis
 from bitjax.analysis import metrics as metrics_lib
@@ -49,7 +50,7 @@ from bitjax.analysis import stats
 from bitjax.analysis.results import LoadedSweep
 from bitjax.config import SweepConfig
 from bitjax.report import plots
-from bitjax.report.tables import run_label
+from bitjax.report.tables import grid_frame, run_label
 from experiments._cli import Experiment, main
 
 
@@ -76,58 +77,64 @@ def dims_table(sweep: LoadedSweep) -> tuple[np.ndarray, dict[str, np.ndarray]]:
                for k in da["kind"].values}
 
 
-def summary_rows(sweep: LoadedSweep) -> list[dict]:
+#: Columns of ``dims_summary.csv``.
+SUMMARY_COLUMNS = ("kind", "feature_probability", "inv_probability", "n_seeds",
+                   "dims_per_feature", "dims_ci95", "dims_minus_dense",
+                   "dims_minus_dense_ci95", "loss", "n_represented")
+
+
+def summary_table(sweep: LoadedSweep):
     """Per kind and sparsity: D*, loss and features represented (mean, 95% CI over seeds) and
-    the paired difference of D* against dense (same seed: same init and same data)."""
+    the paired difference of D* against dense (same seed: same init and same data).
+
+    Returns:
+      A :class:`pandas.DataFrame` (:data:`SUMMARY_COLUMNS`), kind by kind, dense sparsity
+      first.
+    """
     m = sweep.metrics()
     grids = {name: analysis.kind_seed_grid(sweep, values) for name, values in
              (("dims", m["dims_per_feature"]), ("loss", sweep.loss),
               ("n_rep", m["n_represented"].astype(float)))}
     dims = grids["dims"]
-    kinds = [str(k) for k in dims["kind"].values]
-    probs = dims["feature_probability"].values
-    summaries = {name: stats.mean_ci_over(g, "seed") for name, g in grids.items()}
-    if "dense" in kinds:
+    s = {name: stats.mean_ci_over(g, "seed") for name, g in grids.items()}
+    if "dense" in dims["kind"].values:
         diff = stats.mean_ci_over(dims - dims.sel(kind="dense", drop=True), "seed")
-    rows = []
-    for kind in kinds:
-        d, lo, nr = (summaries[k].sel(kind=kind) for k in ("dims", "loss", "n_rep"))
-        f = diff.sel(kind=kind) if "dense" in kinds else None
-        for j, p in enumerate(probs):
-            rows.append({
-                "kind": kind, "feature_probability": float(p), "inv_probability": 1 / p,
-                "n_seeds": int(d["n"][j]),
-                "dims_per_feature": float(d["mean"][j]), "dims_ci95": float(d["ci95"][j]),
-                "dims_minus_dense": float(f["mean"][j]) if f is not None else np.nan,
-                "dims_minus_dense_ci95": float(f["ci95"][j]) if f is not None else np.nan,
-                "loss": float(lo["mean"][j]), "n_represented": float(nr["mean"][j]),
-            })
-    return rows
+    else:
+        diff = xr.full_like(s["dims"], np.nan, dtype=float)
+    ds = xr.Dataset({"inv_probability": 1 / dims["feature_probability"],
+                     "n_seeds": s["dims"]["n"], "dims_per_feature": s["dims"]["mean"],
+                     "dims_ci95": s["dims"]["ci95"], "dims_minus_dense": diff["mean"],
+                     "dims_minus_dense_ci95": diff["ci95"], "loss": s["loss"]["mean"],
+                     "n_represented": s["n_rep"]["mean"]})
+    return grid_frame(ds, ("kind", "feature_probability"), SUMMARY_COLUMNS)
 
 
-def cluster_rows(sweep: LoadedSweep) -> list[dict]:
+def cluster_table(sweep: LoadedSweep):
     """Per kind and sparsity: how many features sit at each dimensionality cluster (0, 3/8,
     2/5, 1/2, 2/3, 3/4, 1, or "other"; :func:`bitjax.analysis.metrics.dimensionality_labels`), mean
     and 95% t CI over seeds: where the D* curve has a plateau (1/2, the paper's 2/5), the
-    features should sit in that cluster, not average to it."""
+    features should sit in that cluster, not average to it.
+
+    Returns:
+      A :class:`pandas.DataFrame`: kind, feature_probability, inv_probability, n_seeds, then
+      ``n_<label>`` and ``n_<label>_ci95`` per label.
+    """
     codes = sweep.metrics()["dimensionality_label"]  # [I, n]
-    rows = []
-    grids = {}
-    for code, name in enumerate(metrics_lib.DIMENSIONALITY_LABELS):
-        grids[name] = stats.mean_ci_over(
-            analysis.kind_seed_grid(sweep, (codes == code).sum(1).astype(float)), "seed")
-    first = next(iter(grids.values()))
-    for kind in first["kind"].values:
-        for j, p in enumerate(first["feature_probability"].values):
-            row = {"kind": str(kind), "feature_probability": float(p),
-                   "inv_probability": 1 / float(p),
-                   "n_seeds": int(first["n"].sel(kind=kind)[j])}
-            for name, g in grids.items():
-                cell = g.sel(kind=kind).isel(feature_probability=j)
-                row[f"n_{name}"] = float(cell["mean"])
-                row[f"n_{name}_ci95"] = float(cell["ci95"])
-            rows.append(row)
-    return rows
+    counts = {name: stats.mean_ci_over(
+        analysis.kind_seed_grid(sweep, (codes == code).sum(1).astype(float)), "seed")
+        for code, name in enumerate(metrics_lib.DIMENSIONALITY_LABELS)}
+    first = next(iter(counts.values()))
+    data = {"inv_probability": 1 / first["feature_probability"], "n_seeds": first["n"]}
+    for name, g in counts.items():
+        data[f"n_{name}"] = g["mean"]
+        data[f"n_{name}_ci95"] = g["ci95"]
+    return grid_frame(xr.Dataset(data), ("kind", "feature_probability"),
+                             ["kind", "feature_probability", *data])
+
+
+def cluster_rows(sweep: LoadedSweep) -> list[dict]:
+    """:func:`cluster_table` as one dict per row."""
+    return cluster_table(sweep).to_dict("records")
 
 
 #: Colour of each D_i cluster in ``dims_clusters``, in stacking order from the dedicated
@@ -166,7 +173,7 @@ def analyse(parts: Mapping[str, LoadedSweep], out: Path) -> list[Path]:
     x, tables = dims_table(sweep)
     n_seeds = next(iter(tables.values())).shape[0]
     files = [out / "dims_summary.csv", out / "loss_gap.csv"]
-    io.write_csv(files[0], summary_rows(sweep))
+    io.write_frames(files[0], [summary_table(sweep)])
     with stats.quiet_nan_warnings():
         gap_rows, columns = analysis.loss_gap_parts({"uniform": sweep})
     io.write_csv(files[1], gap_rows, columns=analysis.LOSS_GAP_COLUMNS)
@@ -223,9 +230,10 @@ def analyse(parts: Mapping[str, LoadedSweep], out: Path) -> list[Path]:
     plots.footer(fig, label)
     files += plots.save(fig, out / "feature_dimensionality")
 
-    rows = cluster_rows(sweep)
-    io.write_csv(out / "dims_clusters.csv", rows)
-    files += [out / "dims_clusters.csv", *_draw_clusters(rows, cfg, out, label)]
+    clusters = cluster_table(sweep)
+    io.write_frames(out / "dims_clusters.csv", [clusters])
+    files += [out / "dims_clusters.csv",
+              *_draw_clusters(clusters.to_dict("records"), cfg, out, label)]
     return files
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import os
 import platform
@@ -113,6 +114,48 @@ def write_csv(path: str | Path, rows: Iterable[dict[str, Any]],
             w.writerow([_fmt(first.get(c)) for c in columns])
         for r in rows:
             w.writerow([_fmt(r.get(c)) for c in columns])
+
+
+#: Rows of a frame formatted at a time by :func:`write_frames`.
+FRAME_ROWS = 65_536
+
+
+def write_frames(path: str | Path, frames: Iterable[Any],
+                 columns: Iterable[str] | None = None) -> None:
+    """Tables (pandas DataFrames, blocks of one table) as one CSV, byte for byte what
+    :func:`write_csv` writes for the same rows: floats with 7 significant digits (NaN as
+    ``nan``), integers and strings as they are, the header once.
+
+    A table too large to hold whole comes as a generator of blocks; each block is written
+    as it comes (formatted :data:`FRAME_ROWS` rows at a time, so the text of a long frame
+    is never held whole), and the file is renamed into place once complete (a ``.gz`` path
+    is gzip-compressed as :func:`write_csv` does).
+
+    Args:
+      path: the file to write.
+      frames: DataFrames with the same columns (the first one's order, or ``columns``).
+      columns: the columns to write, in order (default: the first frame's).
+    """
+    frames = iter(frames)
+    first = next(frames, None)
+    columns = list(columns or (first.columns if first is not None else []))
+    with atomic_path(path) as tmp, _open_text(tmp, "w", gz=str(path).endswith(".gz")) as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(columns)
+        for frame in ([] if first is None else itertools.chain([first], frames)):
+            for start in range(0, len(frame), FRAME_ROWS):
+                rows = frame.iloc[start:start + FRAME_ROWS]
+                w.writerows(zip(*(_fmt_column(rows[c].to_numpy()) for c in columns),
+                                strict=True))
+
+
+def _fmt_column(values: np.ndarray) -> list:
+    """One column formatted as :func:`_fmt` formats each of its values."""
+    if values.dtype.kind == "f":
+        return [f"{v:.7g}" for v in values.astype(np.float64).tolist()]
+    if values.dtype.kind in "iub":
+        return values.tolist()
+    return [_fmt(v) for v in values.tolist()]
 
 
 def _fmt(v):
