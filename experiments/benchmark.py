@@ -7,6 +7,8 @@ data every step, every instance with its own data stream (as the notebook), dens
 Command:  python -m experiments.benchmark            (table on stdout)
           python -m experiments.benchmark --json     (machine-readable)
           python -m experiments.benchmark --workload uniform_400x30_i40 --steps 200
+          python -m experiments.benchmark --kind ternary --fp-first   (the two-phase
+                                                      schedule's price against --kind ternary)
           python -m experiments.benchmark --scaling  (compile time and throughput against the
                                                       instance count, into results/benchmark/)
 
@@ -74,7 +76,10 @@ WORKLOADS = {
 
 def workload_config(w: Workload, *, batch_size: int = 1024, chunk: int = 100,
                     data_sharing: str = "instance", rng_impl: str | None = None,
-                    kinds=("dense",)):
+                    kinds=("dense",), fp_first: bool = False):
+    """The workload as a sweep. ``fp_first``: the two-phase schedule, its switch at the end
+    of the first (warm-up) chunk, so the timed chunks are its quantized phase: the price of
+    the schedule per step against the same kind trained without it."""
     from bitjax.config import SweepConfig
 
     per_kind = max(1, w.n_instances // len(kinds))
@@ -84,7 +89,7 @@ def workload_config(w: Workload, *, batch_size: int = 1024, chunk: int = 100,
         n_features=w.n_features, n_hidden=w.n_hidden, kind=tuple(kinds), seed=(0,),
         feature_probability=probs, importance=(1.0,), steps=chunk * 1000,
         batch_size=batch_size, chunk_size=chunk, history_every=chunk,
-        data_sharing=data_sharing, **kw)
+        data_sharing=data_sharing, fp_fraction=1 / 1000 if fp_first else 0.0, **kw)
 
 
 def time_chunks(run_chunk: Callable[[], None], *, min_seconds: float, max_chunks: int,
@@ -207,14 +212,16 @@ def floors(cfg, rates: dict) -> dict:
 
 
 def run_benchmark(names, *, steps: int, data_sharing: str, rng_impl: str | None,
-                  min_seconds: float, reference: bool = False) -> list[dict]:
+                  min_seconds: float, reference: bool = False, kind: str = "dense",
+                  fp_first: bool = False) -> list[dict]:
     import jax
 
     rates = machine_rates(rng_impl or "hash")
     rows = []
     for name in names:
         w = WORKLOADS[name]
-        cfg = workload_config(w, chunk=steps, data_sharing=data_sharing, rng_impl=rng_impl)
+        cfg = workload_config(w, chunk=steps, data_sharing=data_sharing, rng_impl=rng_impl,
+                              kinds=(kind,), fp_first=fp_first)
         r = time_workload(cfg, min_seconds=min_seconds)
         ref = REFERENCE_INSTANCE_STEPS[name]
         measured = {}
@@ -230,7 +237,8 @@ def run_benchmark(names, *, steps: int, data_sharing: str, rng_impl: str | None,
         rows.append({"workload": name, **r, **floors(cfg, rates),
                      "reference_instance_steps_per_s": ref,
                      "ratio_vs_reference": r["instance_steps_per_s"] / ref, **measured,
-                     "data_sharing": data_sharing, "rng_impl": cfg.rng_impl,
+                     "data_sharing": data_sharing, "rng_impl": cfg.rng_impl, "kind": kind,
+                     "fp_first": fp_first,
                      "backend": jax.default_backend(),
                      "device": jax.devices()[0].device_kind,
                      "n_devices": jax.device_count()})
@@ -324,6 +332,12 @@ def main(argv=None) -> int:
                     help="instance: independent data per instance (as the reference); "
                          "seed: one draw shared by all instances of a seed")
     ap.add_argument("--rng-impl", default=None, help="JAX PRNG implementation")
+    ap.add_argument("--kind", default="dense", metavar="KIND",
+                    help="the weight kind of every instance (default dense; see bitjax.KINDS)")
+    ap.add_argument("--fp-first", action="store_true",
+                    help="train with the two-phase schedule (dense, then rotated onto the "
+                         "lattice and quantized), switching after the warm-up chunk: the "
+                         "timed chunks are its quantized phase")
     ap.add_argument("--json", action="store_true", help="print the rows as JSON")
     ap.add_argument("--reference", action="store_true",
                     help="also time the PyTorch reference loop here (needs torch) and give "
@@ -342,6 +356,12 @@ def main(argv=None) -> int:
     if args.steps < 1:
         print("error: --steps must be >= 1", file=sys.stderr)
         return 2
+    from bitjax.layers import KINDS
+
+    if args.kind not in KINDS:
+        print(f"error: --kind {args.kind!r} is not a kind; choose from {', '.join(KINDS)}",
+              file=sys.stderr)
+        return 2
     if args.scaling:
         run_scaling(args.scaling_out)
         return 0
@@ -352,7 +372,8 @@ def main(argv=None) -> int:
     print(HEADER, file=sys.stderr)
     rows = run_benchmark(args.workload or list(WORKLOADS), steps=args.steps,
                          data_sharing=args.data_sharing, rng_impl=args.rng_impl,
-                         min_seconds=args.min_seconds, reference=args.reference)
+                         min_seconds=args.min_seconds, reference=args.reference,
+                         kind=args.kind, fp_first=args.fp_first)
     if args.json:
         print(json.dumps(rows, indent=2))
     if args.out:

@@ -74,6 +74,18 @@ def test_benchmark_rejects_bad_steps(capsys):
     assert benchmark.main(["--steps", "0"]) == 2
 
 
+def test_benchmark_rejects_an_unknown_kind(capsys):
+    assert benchmark.main(["--kind", "quinary"]) == 2
+    assert "--kind 'quinary' is not a kind" in capsys.readouterr().err
+
+
+def test_the_fp_first_workload_switches_after_its_warm_up_chunk():
+    w = benchmark.WORKLOADS["intro_5x2_i10"]
+    cfg = benchmark.workload_config(w, chunk=20, kinds=("ternary",), fp_first=True)
+    assert cfg.kind == ("ternary",) and cfg.fp_steps == 20  # the end of the warm-up chunk
+    assert benchmark.workload_config(w, chunk=20, kinds=("ternary",)).fp_steps == 0
+
+
 @pytest.mark.integration  # an end-to-end run: the second tier
 def test_scaling_writes_table_figure_and_manifest(tmp_path):
     rows = benchmark.run_scaling(tmp_path, counts=(10, 30), steps=5, min_seconds=0.05)
