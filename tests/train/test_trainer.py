@@ -609,3 +609,27 @@ def test_the_switch_to_the_lattice_on_two_cpu_devices_does_not_deadlock():
     except subprocess.TimeoutExpired:
         pytest.fail("the two-device run with a switch to the lattice hung")
     assert info == {"step": 4, "mesh": 2, "switched": 2000}
+
+
+LEARNED_ROTATION_ON_TWO_DEVICES = textwrap.dedent("""
+    import json
+    from bitjax.config import SweepConfig
+    from bitjax.train.trainer import Trainer
+    cfg = SweepConfig(n_features=20, n_hidden=20, kind=("ternary",), seed=tuple(range(60)),
+                      feature_probability=(0.5,), steps=4, history_every=2, chunk_size=4,
+                      batch_size=8, learned_rotation=True)
+    tr = Trainer(cfg)
+    state = tr.run(tr.init_state(), max_chunk_seconds=None)
+    print(json.dumps({"step": int(state["step"]), "mesh": tr.mesh.size}))
+""")
+
+
+@pytest.mark.integration
+def test_a_learned_rotation_on_two_cpu_devices_does_not_deadlock():
+    # The Cayley rotation solved a batch of m x m systems every step with jaxlib's LAPACK
+    # LU, which parks pool threads the same way (m=20, 30 instances per device hung).
+    try:
+        info = _run_on_devices(LEARNED_ROTATION_ON_TWO_DEVICES, devices=2, timeout=240)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the two-device run with a learned rotation hung")
+    assert info == {"step": 4, "mesh": 2}
