@@ -10,16 +10,33 @@ family of claims are Holm-adjusted together (:func:`bitjax.analysis.stats.holm`)
 "undecided". :func:`rule_text` writes the rule as a sentence from the same fields, so the
 published rule is the rule applied.
 
+Three parts of the protocol guard against reading noise as an effect:
+
+* A local claim ("in a small range", "around some sparsities") is a rule with declared
+  ``windows`` of 1-S (:func:`decade_windows`, fixed with the rule): one paired t test per
+  window, Bonferroni over the windows for the claim (any window may show it), the
+  intersection-union test for its refutation (the opposite shown in every window).
+  A mean over the whole grid cannot see an effect confined to a few cells.
+* Each test enters the Holm family once (:func:`same_test_key`, :func:`holm_family`): two
+  views that test the same rule on the same per-seed values are one test, not two.
+* The theory's prediction is used the same way for "same" and "different" claims
+  (:func:`decide_by_optimum`): where the best-known ternary solutions reach the dense loss
+  (within a stated tolerance) the claim is decided by that fact, whatever its test.
+
 Onsets (the sparsity at which a quantity crosses a level) are estimated per seed by
 :func:`bitjax.analysis.onsets.bounded_onset`.
 
 References:
   Schuirmann 1987, J. Pharmacokinet. Biopharm. 15(6) (two one-sided tests).
   Holm 1979, Scand. J. Statist. 6(2) (step-down correction).
+  Berger 1982, "Multiparameter hypothesis testing and acceptance sampling",
+  Technometrics 24(4) (intersection-union tests need no correction).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,8 +50,15 @@ REASONS = {
     "not_converged": "not converged",
     "attainable": "attainable not reached",
     "power": "too little power",
-    "theory": "theory says no difference is possible",
     "missing": "no run",
+}
+#: Whether more compute can remove each reason (the opening of the findings says so).
+REMEDIES = {
+    "not_converged": "longer training or another recipe could remove it",
+    "attainable": "training closer to the best-known solutions, or measuring on them, "
+                  "could remove it",
+    "power": "more seeds could remove it",
+    "missing": "running the experiment removes it",
 }
 #: Kinds of test a rule can ask for.
 TESTS = ("equivalence", "difference")
@@ -60,9 +84,14 @@ class Rule:
         claimed direction makes the claim "not supported" rather than undecided).
       direction: for a difference, +1 if the claim says ternary - dense > 0, -1 if < 0;
         0 for an equivalence.
-      theory: what ternary.md section 6 predicts at the optimum: "same" (the dense optimum
+      theory: what the ternary theory predicts at the optimum: "same" (the dense optimum
         is reachable by ternary, so no difference is possible there) or "different" (a
-        real difference at the optimum is possible).
+        real difference at the optimum is possible). A prediction only, stated beside
+        the verdicts; the optimum view decides by the measured fact
+        (:func:`decide_by_optimum`).
+      windows: for a local difference claim, the declared windows of 1-S
+        (``lo <= 1-S < hi``; a window ending at 1 includes 1); the per-seed values are then
+        one column per window. Empty for a claim about the whole range.
     """
 
     key: str
@@ -73,6 +102,7 @@ class Rule:
     margin: float
     direction: int
     theory: str
+    windows: tuple[tuple[float, float], ...] = ()
 
     def __post_init__(self):
         if self.test not in TESTS:
@@ -85,10 +115,51 @@ class Rule:
             raise ValueError(f"rule {self.key}: an equivalence has direction 0")
         if self.theory not in ("same", "different"):
             raise ValueError(f"rule {self.key}: theory must be 'same' or 'different'")
+        if self.windows and self.test != "difference":
+            raise ValueError(f"rule {self.key}: windows need a difference test")
+        for lo, hi in self.windows:
+            if not 0.0 < lo < hi <= 1.0:
+                raise ValueError(f"rule {self.key}: a window needs 0 < lo < hi <= 1, got "
+                                 f"({lo:g}, {hi:g})")
+
+
+def decade_windows(lo: float, hi: float, per_decade: int) -> tuple[tuple[float, float], ...]:
+    """Adjacent windows of 1-S, each ``1/per_decade`` of a decade wide, tiling [lo, hi].
+
+    The tiling starts at ``hi`` and steps down, so it depends on the declared range and
+    width only, never on the data. Bounds are rounded to 4 significant digits.
+
+    Args:
+      lo, hi: the range, ``0 < lo < hi <= 1``.
+      per_decade: windows per decade of 1-S (>= 1).
+    Returns:
+      ``((lo_1, hi_1), ...)`` from the densest window down; the sparsest ends at ``lo``.
+    """
+    if not 0.0 < lo < hi <= 1.0 or per_decade < 1:
+        raise ValueError(f"decade_windows needs 0 < lo < hi <= 1 and per_decade >= 1, got "
+                         f"{lo!r}, {hi!r}, {per_decade!r}")
+    n = math.ceil(round(math.log10(hi / lo) * per_decade, 9))
+    edges = [float(f"{hi * 10.0 ** (-i / per_decade):.4g}") for i in range(n)] + [lo]
+    return tuple((edges[i + 1], edges[i]) for i in range(n))
+
+
+def in_window(p, window: tuple[float, float]) -> np.ndarray:
+    """Which values of 1-S lie in ``window`` (``lo <= p < hi``; a window ending at 1
+    includes 1). The bounds are compared with a relative tolerance of 1e-6, so a grid
+    stored in float32 (0.01 as 0.0099999998) falls into the window its label names."""
+    lo, hi = (b * (1.0 - 1e-6) for b in window)
+    p = np.asarray(p, dtype=np.float64)
+    return (p >= lo) & ((p < hi) | ((window[1] >= 1.0) & (p <= 1.0 + 1e-6)))
+
+
+def windows_text(windows) -> str:
+    """The windows as text, e.g. ``[0.1, 0.316), [0.316, 1]``."""
+    return ", ".join(f"[{lo:g}, {hi:g}]" if hi >= 1.0 else f"[{lo:g}, {hi:g})"
+                     for lo, hi in windows)
 
 
 def theory_text(rule: Rule) -> str:
-    """The theory's prediction at the optimum, in words (ternary.md section 6)."""
+    """The theory's prediction at the optimum, in words."""
     return ("same optimum possible (no difference at the optimum)" if rule.theory == "same"
             else "different optimum possible")
 
@@ -103,6 +174,18 @@ def rule_text(rule: Rule, n_tests: int | None = None, alpha: float = ALPHA) -> s
     """
     holm = f"Holm over the {n_tests} tests of the family" if n_tests else "Holm-adjusted"
     m, u = f"{rule.margin:g}", f" {rule.unit}" if rule.unit else ""
+    if rule.windows:
+        side = "< 0" if rule.direction < 0 else "> 0"
+        other = "> 0" if rule.direction < 0 else "< 0"
+        k = len(rule.windows)
+        return (f"one-sided paired t test in each of the {k} declared windows of 1-S "
+                f"({windows_text(rule.windows)}); the claim's p-value is {k} times the "
+                f"smallest (Bonferroni over the windows), then {holm}, α={alpha:g}: "
+                f"supported if ternary - dense {side} is shown in some window; refuted if "
+                f"ternary - dense {other} is shown in every window (intersection-union "
+                f"test); not supported if in every window the {1 - alpha:.0%} confidence "
+                f"bound excludes an effect of {m}{u} in the claimed direction; otherwise "
+                f"undecided (too little power)")
     if rule.test == "equivalence":
         return (f"equivalence by TOST with margin ±{m}{u} ({holm}, α={alpha:g}): supported "
                 f"if both one-sided tests reject (the {1 - 2 * alpha:.0%} CI lies inside "
@@ -130,6 +213,8 @@ class RawTests:
       p_support: p-value of the claim (TOST p, or the one-sided t test in the claimed
         direction).
       p_refute: p-value against it (|mean| > margin shown, or the opposite one-sided test).
+      window: for a windowed rule, the window whose test is reported (the smallest claim
+        p-value; n, mean, sd, low, high are that window's); -1 otherwise.
     """
 
     n: int
@@ -140,19 +225,23 @@ class RawTests:
     bound: float
     p_support: float
     p_refute: float
+    window: int = -1
 
 
 def raw_tests(rule: Rule, diff, alpha: float = ALPHA) -> RawTests:
     """The two unadjusted p-values (for and against the claim) of per-seed differences.
 
     Args:
-      rule: the rule (test, margin, direction).
-      diff: per-seed ternary - dense values (1-D; NaN = seed not usable).
+      rule: the rule (test, margin, direction, windows).
+      diff: per-seed ternary - dense values (1-D; NaN = seed not usable); for a rule with
+        windows ``[seeds, windows]``, one column per declared window.
       alpha: the level (sets the intervals).
     Returns:
       A :class:`RawTests`; p-values are NaN for fewer than two seeds.
     """
     d = np.asarray(diff, dtype=np.float64)
+    if rule.windows:
+        return _window_tests(rule, d, alpha)
     if rule.test == "equivalence":
         t = stats.tost_paired(d, rule.margin, alpha)
         up = stats.paired_t(d, "greater", rule.margin)
@@ -169,6 +258,90 @@ def raw_tests(rule: Rule, diff, alpha: float = ALPHA) -> RawTests:
     # for +1, minus its lower bound for -1 (both from the opposite one-sided interval).
     bound = o.high if rule.direction > 0 else -o.low
     return RawTests(s.n, s.mean, s.sd, two.low, two.high, float(bound), s.p, o.p)
+
+
+def _window_tests(rule: Rule, d: np.ndarray, alpha: float) -> RawTests:
+    """:func:`raw_tests` of a local claim: one test per declared window.
+
+    The claim ("ternary - dense has the claimed sign in some window") is the union of the
+    windows' claims: its p-value is Bonferroni's, k times the smallest, valid under any
+    dependence between windows. Its refutation ("the opposite sign in every window") is an
+    intersection: the largest of the windows' p-values, no correction needed (Berger 1982).
+    "Not supported" needs every window's confidence bound below the margin.
+    """
+    k = len(rule.windows)
+    if d.ndim != 2 or d.shape[1] != k:
+        raise ValueError(f"rule {rule.key}: per-seed values must be [seeds, {k} windows], got "
+                         f"shape {d.shape}")
+    per = [raw_tests(Rule(rule.key, rule.claim, rule.test, rule.measure, rule.unit,
+                          rule.margin, rule.direction, rule.theory), d[:, j], alpha)
+           for j in range(k)]
+    ps = np.array([r.p_support for r in per])
+    if not np.isfinite(ps).any():
+        first = per[0]
+        return RawTests(first.n, first.mean, first.sd, first.low, first.high, first.bound,
+                        np.nan, np.nan, 0)
+    j = int(np.nanargmin(ps))
+    pr = np.array([r.p_refute for r in per])
+    p_refute = float(np.max(pr)) if np.isfinite(pr).all() else np.nan
+    bounds = np.array([r.bound for r in per])
+    bound = float(np.max(bounds)) if np.isfinite(bounds).all() else np.inf
+    w = per[j]
+    return RawTests(w.n, w.mean, w.sd, w.low, w.high, bound, min(1.0, k * float(ps[j])),
+                    p_refute, j)
+
+
+def same_test_key(rule: Rule, diff) -> Hashable:
+    """What makes two tests the same test: the rule and the exact per-seed values.
+
+    Two views of a claim that end up testing the same rule on the same seeds' values (a view
+    whose seeds and measure coincide with another's) are one test; :func:`holm_family`
+    counts it once.
+    """
+    d = np.ascontiguousarray(np.asarray(diff, dtype=np.float64))
+    return (rule.key, rule.test, rule.margin, rule.direction, rule.windows, d.shape,
+            d.tobytes())
+
+
+def holm_family(entries: Sequence[tuple[Hashable, RawTests | None]]
+                ) -> tuple[list[tuple[float, float]], int]:
+    """Holm's adjustment over a family in which each test counts once.
+
+    Args:
+      entries: per view, ``(identity, raw)`` (:func:`same_test_key`, :func:`raw_tests`),
+        raw None for a view not tested.
+    Returns:
+      ``(adjusted, size)``: per entry the adjusted ``(p_support, p_refute)`` (NaN pair when
+      not tested; entries with one identity get the same pair), and the number of p-values
+      in the family.
+    """
+    unique: dict[Hashable, RawTests] = {}
+    for ident, raw in entries:
+        if raw is not None:
+            unique.setdefault(ident, raw)
+    keys = list(unique)
+    family = np.array([[unique[k].p_support, unique[k].p_refute] for k in keys],
+                      dtype=np.float64).reshape(-1, 2)
+    adj = stats.holm(family)
+    by = {k: (float(a[0]), float(a[1])) for k, a in zip(keys, adj, strict=True)}
+    out = [by[ident] if raw is not None else (math.nan, math.nan) for ident, raw in entries]
+    size = int(np.isfinite(family).sum())
+    return out, size
+
+
+def decide_by_optimum(rule: Rule, coincide: bool) -> tuple[str, str] | None:
+    """The optimum view's verdict where the fact decides it, else None (test the seeds).
+
+    Where the best-known ternary solutions reach the dense loss (``coincide``: within the
+    caller's stated tolerance in the stated share of the cells), ternary's optimum is the
+    dense one: an equivalence claim ("the same") is supported and a difference claim ("later
+    onset", "lower", ...) is not supported, whatever the theory predicted. Where they do not
+    coincide the claim is tested on the seeds like any other. The same rule for both kinds
+    of claim; the theory's prediction (``rule.theory``) only stands beside it.
+    """
+    if not coincide:
+        return None
+    return ("supported", "") if rule.test == "equivalence" else ("not supported", "")
 
 
 def decide(rule: Rule, raw: RawTests, p_support: float, p_refute: float,

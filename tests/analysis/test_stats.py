@@ -1,5 +1,6 @@
 """bitjax.analysis.stats: t intervals, the paired t test, TOST, Holm and the paired bootstrap,
-checked against values computed by hand (textbook formulas) on fixed samples."""
+checked against values computed by hand (textbook formulas) on fixed samples; best-of-seeds
+minima reported without an interval (the bootstrap's failure on them shown)."""
 
 from __future__ import annotations
 
@@ -117,3 +118,48 @@ def test_paired_bootstrap_keeps_the_pairing_and_is_reproducible():
     assert math.isnan(stats.paired_bootstrap_ci(a[:1], b[:1], best)[1])
     with pytest.raises(ValueError, match="same number of rows"):
         stats.paired_bootstrap_ci(a, b[:2], best)
+
+
+def _minima_far_apart():
+    """Six seeds, six cells; each cell's best ternary seed is a different seed (loss 0, the
+    others 1), dense is 1 everywhere: the best-of-seeds gap is -1, reached only by a
+    resample holding all six seeds (probability 6!/6^6 = 1.5%)."""
+    return 1.0 - np.eye(6), np.ones((6, 6))
+
+
+def _best_gap_stat(x, y):
+    return float(np.mean(np.min(x, axis=0) - np.min(y, axis=0)))
+
+
+def test_the_bootstrap_of_a_minimum_can_exclude_its_own_estimate():
+    """The failure mode that rules the bootstrap out for best-of-seeds minima: no resample
+    goes below the sample's minimum, so the 95% interval lies above the estimate."""
+    a, b = _minima_far_apart()
+    est, lo, hi = stats.paired_bootstrap_ci(a, b, _best_gap_stat)
+    assert est == -1.0 and not lo <= est <= hi
+
+
+def test_best_of_seeds_reports_the_value_and_no_interval():
+    a, b = _minima_far_apart()
+    best = stats.best_of_seeds(a, b, _best_gap_stat)
+    assert best.estimate == -1.0 and best.k == 6
+    assert best.quantile == pytest.approx(stats.min_quantile(6))
+    # No interval exists to exclude the estimate.
+    assert not any(hasattr(best, name) for name in ("low", "high", "ci"))
+    a[2] = np.nan  # a seed with nothing measured does not count
+    b[2] = np.nan
+    assert stats.best_of_seeds(a, b, lambda x, y: float(np.nanmin(x))).k == 5
+    with pytest.raises(ValueError, match="same number of rows"):
+        stats.best_of_seeds(a, b[:2], _best_gap_stat)
+
+
+def test_min_quantile_is_the_order_statistic_fact():
+    # 1 - 0.05^(1/5): the best of 5 seeds is at or below a seed's 45% quantile, 95% of the time.
+    assert stats.min_quantile(5) == pytest.approx(0.4507, abs=1e-4)
+    assert stats.min_quantile(1) == pytest.approx(0.95)
+    q = stats.min_quantile(20)
+    rng = np.random.default_rng(0)
+    draws = rng.uniform(size=(20000, 20)).min(axis=1)  # a uniform's q-quantile is q
+    assert np.mean(draws <= q) == pytest.approx(0.95, abs=0.005)
+    with pytest.raises(ValueError, match="k >= 1"):
+        stats.min_quantile(0)

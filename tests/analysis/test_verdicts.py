@@ -1,7 +1,9 @@
 """bitjax.analysis.verdicts: the decision rules of the findings protocol.
 
 Equivalence and difference rules decided every way on fixed samples, Holm-adjusted p-values
-deciding instead of the raw ones, and the rules' text (the findings' onsets:
+deciding instead of the raw ones, and the rules' text; local claims on declared windows
+(a local effect found, none found at the stated level), each test once in the Holm family,
+and the optimum's fact deciding both kinds of claim (the findings' onsets:
 analysis/test_onsets.py)."""
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+from bitjax.analysis import stats
 from bitjax.analysis import verdicts as vd
 
 EQ = vd.Rule("eq", "the same", "equivalence", "m", "u", 0.1, 0, "same")
@@ -71,3 +74,101 @@ def test_rule_text_follows_the_rule_fields():
         "undecided (not converged: 1 of 8)")
     with pytest.raises(ValueError, match="unknown verdict"):
         vd.verdict_text("maybe")
+
+
+# ---- local claims: declared windows ---------------------------------------------------------
+
+WINDOWS = vd.decade_windows(0.01, 1.0, 4)
+LOCAL = dataclasses.replace(LESS, key="local", windows=WINDOWS)
+
+
+def test_decade_windows_tile_the_declared_range_from_the_data_free_bounds():
+    assert WINDOWS[0] == (0.5623, 1.0) and WINDOWS[-1] == (0.01, 0.01778)
+    assert len(WINDOWS) == 8
+    assert all(WINDOWS[i][0] == WINDOWS[i + 1][1] for i in range(7))  # adjacent, no gap
+    grid = np.logspace(-2, 0, 40).astype(np.float32)  # labels stored in float32
+    member = np.array([vd.in_window(grid, w) for w in WINDOWS])
+    assert (member.sum(axis=0) == 1).all()  # every cell in exactly one window
+    assert vd.in_window(np.float32(0.01), (0.01, 0.1)) and vd.in_window(1.0, (0.1, 1.0))
+    assert not vd.in_window(0.1, (0.01, 0.1))
+    with pytest.raises(ValueError, match="windows need a difference test"):
+        dataclasses.replace(EQ, windows=WINDOWS)
+    with pytest.raises(ValueError, match="0 < lo < hi <= 1"):
+        dataclasses.replace(LESS, windows=((0.5, 0.2),))
+
+
+def _local_sample(rng, effect_window=None, effect=-0.2, sd=0.02, seeds=5):
+    """Per-seed window means [seeds, 8]; an effect in one window, and the opposite spread
+    over the other seven so the whole-grid mean is unchanged."""
+    d = rng.normal(0.0, sd, (seeds, len(WINDOWS)))
+    if effect_window is not None:
+        d[:, effect_window] += effect
+        d[:, np.arange(len(WINDOWS)) != effect_window] -= effect / (len(WINDOWS) - 1)
+    return d
+
+
+def test_a_local_effect_is_detected_in_its_window_and_missed_by_the_grid_mean():
+    rng = np.random.default_rng(3)
+    d = _local_sample(rng, effect_window=2)
+    raw = vd.raw_tests(LOCAL, d)
+    assert raw.window == 2 and raw.mean < -0.15
+    assert vd.decide(LOCAL, raw, raw.p_support, raw.p_refute) == ("supported", "")
+    # The same seeds summarised by their whole-grid mean: the effect is invisible.
+    assert _decide(LESS, d.mean(axis=1))[0] != "supported"
+
+
+def test_no_local_effect_is_not_detected_at_the_stated_level():
+    rng = np.random.default_rng(4)
+    # Small noise, no effect: every window's bound excludes the margin.
+    assert _decide(LOCAL, _local_sample(rng, sd=0.01)) == ("not supported", "")
+    # Under the null the claim is supported at most alpha of the time (Bonferroni over the
+    # windows keeps the family-wise rate): 400 null samples of 5 seeds.
+    hits = [_decide(LOCAL, rng.normal(0.0, 1.0, (5, 8)))[0] == "supported"
+            for _ in range(400)]
+    assert np.mean(hits) <= vd.ALPHA + 0.02
+
+
+def test_a_local_claim_is_refuted_only_by_the_opposite_in_every_window():
+    rng = np.random.default_rng(5)
+    everywhere = 0.3 + rng.normal(0.0, 0.02, (6, 8))
+    assert _decide(LOCAL, everywhere) == ("refuted", "")
+    one = rng.normal(0.0, 0.02, (6, 8))
+    one[:, 4] += 0.3  # the opposite in one window only: nothing refutes "some window"
+    assert _decide(LOCAL, one)[0] != "refuted"
+    with pytest.raises(ValueError, match=r"\[seeds, 8 windows\]"):
+        vd.raw_tests(LOCAL, everywhere[:, :3])
+    assert "8 declared windows" in vd.rule_text(LOCAL) and "[0.5623, 1]" in vd.rule_text(LOCAL)
+
+
+# ---- the Holm family: each test once ---------------------------------------------------------
+
+
+def test_each_test_enters_the_holm_family_once():
+    d = np.array([-0.35, 0.0, -0.3, -0.1, -0.25])  # one-sided p = 0.019
+    raw = vd.raw_tests(LESS, d)
+    key = vd.same_test_key(LESS, d)
+    assert key == vd.same_test_key(LESS, d.copy())
+    assert key != vd.same_test_key(LESS, d + 1e-9)
+    assert key != vd.same_test_key(EQ, d)
+    # The two views of a claim test the same values: one test, two p-values in the family.
+    adjusted, size = vd.holm_family([(key, raw), (key, raw), ("other", None)])
+    assert size == 2 and adjusted[0] == adjusted[1]
+    assert np.isnan(adjusted[2]).all()
+    assert vd.decide(LESS, raw, *adjusted[0])[0] == "supported"
+    # The old family counted it twice (four p-values) and lost the verdict.
+    twice = stats.holm([[raw.p_support, raw.p_refute]] * 2)
+    assert vd.decide(LESS, raw, *twice[0])[0] != "supported"
+
+
+# ---- the theory's prediction, used the same way for both kinds of claim ----------------------
+
+
+def test_the_optimum_fact_decides_equivalence_and_difference_alike():
+    different = dataclasses.replace(LESS, theory="different")
+    assert vd.decide_by_optimum(EQ, True) == ("supported", "")
+    assert vd.decide_by_optimum(LESS, True) == ("not supported", "")
+    # The measured fact decides, not the prediction.
+    assert vd.decide_by_optimum(different, True) == ("not supported", "")
+    for rule in (EQ, LESS, different):
+        assert vd.decide_by_optimum(rule, False) is None  # tested on the seeds instead
+    assert "theory" not in vd.REASONS and set(vd.REMEDIES) == set(vd.REASONS)
