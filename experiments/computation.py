@@ -74,13 +74,14 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+import xarray as xr
 
 from bitjax.analysis import adversarial, neurons, stats
 from bitjax.analysis import grid as analysis
 from bitjax.analysis.results import LoadedSweep
 from bitjax.config import SweepConfig
 from bitjax.report import neuron_plots, plots
-from bitjax.report.tables import run_label
+from bitjax.report.tables import grid_frame, run_label
 from experiments._cli import Experiment, main
 
 #: The sparsity grid of the n=100, m=40 part (as experiments.privileged's).
@@ -167,53 +168,71 @@ def best_instances(sweep: LoadedSweep) -> list[int]:
     return [int(i) for i in analysis.best_seed_grid(sweep).values.ravel()]
 
 
+def instance_table(name: str, sweep: LoadedSweep, measures: dict[str, np.ndarray]):
+    """One row per instance, in instance order: its coordinates, loss, whether it is its
+    cell's best restart, and every measure.
+
+    Returns:
+      A :class:`pandas.DataFrame`: part, instance, kind, seed, feature_probability, loss,
+      diverged, best_restart, then the measures in their order.
+    """
+    import pandas as pd
+
+    c, n = sweep.coords, sweep.n_instances
+    best = np.zeros(n, np.int64)
+    cells = np.asarray(best_instances(sweep))
+    best[cells[cells >= 0]] = 1  # -1: a cell whose seeds all diverged has none
+    cols = {"part": np.full(n, name, dtype=object), "instance": np.arange(n),
+            "kind": np.asarray(c["kind"]).astype(str), "seed": np.asarray(c["seed"]),
+            "feature_probability": np.asarray(c["feature_probability"], np.float64),
+            "loss": np.asarray(sweep.loss, np.float64),
+            "diverged": np.asarray(sweep.diverged).astype(np.int64), "best_restart": best}
+    cols.update({k: np.asarray(v) for k, v in measures.items()})
+    return pd.DataFrame(cols)
+
+
 def instance_rows(name: str, sweep: LoadedSweep, measures: dict[str, np.ndarray]
                   ) -> list[dict]:
-    """One row per instance: its coordinates, loss, whether it is its cell's best restart,
-    and every measure."""
-    best = set(best_instances(sweep))
-    c = sweep.coords
-    rows = []
-    for i in range(sweep.n_instances):
-        row = {"part": name, "instance": i, "kind": str(c["kind"][i]),
-               "seed": int(c["seed"][i]),
-               "feature_probability": float(c["feature_probability"][i]),
-               "loss": float(sweep.loss[i]), "diverged": int(sweep.diverged[i]),
-               "best_restart": int(i in best)}
-        row.update({k: v[i].item() for k, v in measures.items()})
-        rows.append(row)
-    return rows
+    """:func:`instance_table` as one dict per row."""
+    return instance_table(name, sweep, measures).to_dict("records")
+
+
+def summary_table(name: str, sweep: LoadedSweep, measures: dict[str, np.ndarray]):
+    """Per kind and sparsity: every measure and the loss, mean and 95% t CI over seeds,
+    the best restart's value, and the paired difference kind - dense (same seed).
+
+    Returns:
+      A :class:`pandas.DataFrame` over the labelled grid's (kind, sparsity) cells, kind by
+      kind, dense sparsity first: part, kind, feature_probability, n_seeds, best_instance,
+      ``<measure>``, ``<measure>_ci95`` and ``<measure>_best`` per measure (the loss last),
+      then (when the sweep has dense) ``<measure>_minus_dense`` and its CI per measure.
+    """
+    values = {**measures, "loss": np.asarray(sweep.loss, np.float64)}
+    grids = {k: analysis.kind_seed_grid(sweep, v) for k, v in values.items()}
+    best = analysis.best_seed_grid(sweep)
+    with stats.quiet_nan_warnings():
+        summaries = {k: stats.mean_ci_over(g, "seed") for k, g in grids.items()}
+        diffs = ({k: stats.mean_ci_over(g - g.sel(kind="dense", drop=True), "seed")
+                  for k, g in grids.items()} if "dense" in best["kind"].values else {})
+    found = best >= 0  # -1: every seed of the cell diverged, no best restart
+    data = {"part": name, "n_seeds": summaries["loss"]["n"], "best_instance": best}
+    for k, s in summaries.items():
+        data[k] = s["mean"]
+        data[f"{k}_ci95"] = s["ci95"]
+        at_best = np.asarray(values[k], np.float64)[best.where(found, 0).to_numpy()]
+        data[f"{k}_best"] = best.copy(data=at_best).where(found)
+    for k, d in diffs.items():
+        data[f"{k}_minus_dense"] = d["mean"]
+        data[f"{k}_minus_dense_ci95"] = d["ci95"]
+    dims = ("kind", "feature_probability")
+    columns = ["part", *dims, *(k for k in data if k != "part")]
+    return grid_frame(xr.Dataset(data), dims, columns)
 
 
 def summary_rows(name: str, sweep: LoadedSweep, measures: dict[str, np.ndarray]
                  ) -> list[dict]:
-    """Per kind and sparsity: every measure and the loss, mean and 95% t CI over seeds,
-    the best restart's value, and the paired difference kind - dense (same seed)."""
-    values = {**measures, "loss": np.asarray(sweep.loss, np.float64)}
-    grids = {k: analysis.kind_seed_grid(sweep, v) for k, v in values.items()}
-    best = analysis.best_seed_grid(sweep)
-    first = grids["loss"]
-    kinds = [str(k) for k in first["kind"].values]
-    with stats.quiet_nan_warnings():
-        summaries = {k: stats.mean_ci_over(g, "seed") for k, g in grids.items()}
-        diffs = ({k: stats.mean_ci_over(g - g.sel(kind="dense", drop=True), "seed")
-                  for k, g in grids.items()} if "dense" in kinds else {})
-    rows = []
-    for kind in kinds:
-        for j, p in enumerate(first["feature_probability"].values):
-            inst = int(best.sel(kind=kind).values[j])
-            row = {"part": name, "kind": kind, "feature_probability": float(p),
-                   "n_seeds": int(summaries["loss"]["n"].sel(kind=kind).values[j]),
-                   "best_instance": inst}
-            for k, s in summaries.items():
-                row[k] = float(s["mean"].sel(kind=kind).values[j])
-                row[f"{k}_ci95"] = float(s["ci95"].sel(kind=kind).values[j])
-                row[f"{k}_best"] = float(values[k][inst]) if inst >= 0 else np.nan
-            for k, d in diffs.items():
-                row[f"{k}_minus_dense"] = float(d["mean"].sel(kind=kind).values[j])
-                row[f"{k}_minus_dense_ci95"] = float(d["ci95"].sel(kind=kind).values[j])
-            rows.append(row)
-    return rows
+    """:func:`summary_table` as one dict per row."""
+    return summary_table(name, sweep, measures).to_dict("records")
 
 
 MOTIF_COLUMNS = ("part", "instance", "kind", "seed", "feature_probability", "loss", "motif",
@@ -221,10 +240,21 @@ MOTIF_COLUMNS = ("part", "instance", "kind", "seed", "feature_probability", "los
                  "cancelled")
 
 
-def motif_rows(name: str, sweep: LoadedSweep, eff: dict[str, np.ndarray]) -> list[dict]:
+def motif_table(name: str, sweep: LoadedSweep, eff: dict[str, np.ndarray]):
     """Every motif of every best restart, one row each: ``relu_pair`` (feature, its
     ``(k+, k-)`` neurons and their path slopes) or ``asymmetric`` (strong feature, weak
-    feature, shared neuron, inhibiting neuron, input-weight ratio, fraction cancelled)."""
+    feature, shared neuron, inhibiting neuron, input-weight ratio, fraction cancelled).
+
+    A motif is a variable-length list per instance, not a cell of the grid, so its rows
+    are collected per best restart; a column a motif does not have is ``None`` (written
+    empty).
+
+    Returns:
+      A :class:`pandas.DataFrame` with :data:`MOTIF_COLUMNS` (object columns, each value
+      as the motif gives it).
+    """
+    import pandas as pd
+
     c = sweep.coords
     rows = []
     for inst in best_instances(sweep):
@@ -244,7 +274,23 @@ def motif_rows(name: str, sweep: LoadedSweep, eff: dict[str, np.ndarray]) -> lis
                          "weak_feature": mo.weak, "neurons": str(mo.neuron),
                          "inhibitor": mo.inhibitor, "ratio": mo.ratio,
                          "cancelled": mo.cancelled})
-    return rows
+    return pd.DataFrame([[r.get(k) for k in MOTIF_COLUMNS] for r in rows],
+                        columns=list(MOTIF_COLUMNS), dtype=object)
+
+
+def motif_rows(name: str, sweep: LoadedSweep, eff: dict[str, np.ndarray]) -> list[dict]:
+    """:func:`motif_table` as one dict per row (a column the motif does not have left
+    out)."""
+    return [{k: v for k, v in r.items() if v is not None}
+            for r in motif_table(name, sweep, eff).to_dict("records")]
+
+
+def _aligned(frames: list) -> list:
+    """Tables of several parts in the first one's columns, a column a later part lacks
+    ``None`` (written empty, as a row without that key was)."""
+    columns = list(frames[0].columns) if frames else []
+    return [f.assign(**{k: np.full(len(f), None, dtype=object)
+                        for k in columns if k not in f.columns}) for f in frames]
 
 
 # ----------------------------------------------------------------------------------------
@@ -390,16 +436,15 @@ def analyse(parts: Mapping[str, LoadedSweep], out: Path) -> list[Path]:
     names = [n for n in (CIRCUITS, SPARSITY) if n in parts]
     effs = {n: effective(parts[n]) for n in names}
     measures = {n: instance_measures(parts[n], effs[n]) for n in names}
-    inst_rows, rows, motifs = [], [], []
-    for n in names:
-        inst_rows += instance_rows(n, parts[n], measures[n])
-        rows += summary_rows(n, parts[n], measures[n])
-        motifs += motif_rows(n, parts[n], effs[n])
+    instances = [instance_table(n, parts[n], measures[n]) for n in names]
+    summaries = [summary_table(n, parts[n], measures[n]) for n in names]
+    motifs = [motif_table(n, parts[n], effs[n]) for n in names]
+    rows = [r for f in summaries for r in f.to_dict("records")]
     files = [out / "motif_instances.csv", out / "motif_summary.csv", out / "motifs.csv",
              out / "loss_gap.csv"]
-    io.write_csv(files[0], inst_rows)
-    io.write_csv(files[1], rows)
-    io.write_csv(files[2], motifs, columns=MOTIF_COLUMNS)
+    io.write_frames(files[0], _aligned(instances))
+    io.write_frames(files[1], _aligned(summaries))
+    io.write_frames(files[2], motifs, columns=MOTIF_COLUMNS)
     with stats.quiet_nan_warnings():
         gap_rows, columns = analysis.loss_gap_parts(
             {n: parts[n] for n in names},

@@ -68,14 +68,15 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+import xarray as xr
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FormatStrFormatter
 
 from bitjax import layers
 from bitjax.analysis.results import LoadedSweep
-from bitjax.config import SweepConfig
+from bitjax.config import AXES, SweepConfig
 from bitjax.report import plots
-from bitjax.report.tables import run_label
+from bitjax.report.tables import grid_frame, run_label
 from experiments._cli import Experiment, main
 
 N_FEATURES, N_HIDDEN, IMPORTANCE = 20, 5, 0.7
@@ -379,73 +380,157 @@ def _median(values: np.ndarray) -> float:
     return _quantile(values, 0.5)
 
 
-def cell_rows(parts: Mapping[str, LoadedSweep], infos: Mapping[str, dict],
-              losses: Mapping[str, np.ndarray], refs: dict) -> list[dict]:
+#: The axes a row of ``cells.csv`` keeps; it pools its instances over the others (the
+#: seeds, and a part's one importance and weight decay).
+CELL_AXES = ("kind", "feature_probability", "lr")
+POOLED_AXES = tuple(a for a in AXES if a not in CELL_AXES)
+#: Columns of ``cells.csv`` (and ``best.csv``).
+CELL_COLUMNS = ("setting", "recipe", "budget", "init_scale", "weight_decay", "part", "kind",
+                "feature_probability", "lr", "n_seeds", "n_diverged", "n_converged",
+                "loss_median", "loss_q25", "loss_q75", "loss_min", "attainable",
+                "attainable_source", "ratio_median", "ratio_q25", "ratio_q75", "ratio_min",
+                "n_reached", "ratio_to_dense_median", "final_loss_median",
+                "code_changed_fraction_median")
+#: The recipe column of a ``best.csv`` row whose cells are all unusable.
+NONE_USABLE = "none usable (diverged)"
+
+
+def _pooled_quantile(values: xr.DataArray, live: xr.DataArray, q: float) -> xr.DataArray:
+    """The ``q``-quantile of each cell's live, finite values (NaN where there are none),
+    pooled over :data:`POOLED_AXES`. Each cell's values keep their dtype (a float32
+    loss's quantile is interpolated in float32), so the table's digits do not depend on
+    how the cells are laid out."""
+    def per_cell(v: np.ndarray, m: np.ndarray) -> np.ndarray:
+        v = v.reshape(*v.shape[:-len(POOLED_AXES)], -1)
+        m = m.reshape(v.shape)
+        out = np.empty(v.shape[:-1])
+        for ix in np.ndindex(out.shape):  # positions on the grid: no value search
+            out[ix] = _quantile(v[ix][m[ix]], q)
+        return out
+
+    return xr.apply_ufunc(per_cell, values, live,
+                          input_core_dims=[list(POOLED_AXES)] * 2)
+
+
+def _references(refs: dict, setting: str, axes: Mapping[str, np.ndarray]) -> xr.Dataset:
+    """The attainable loss and its source per kind and 1-S (its lattice's reference), and
+    dense's, as grids over ``kind`` and ``feature_probability``."""
+    kinds, probs = axes["kind"], axes["feature_probability"]
+    ref = [[refs.get((setting, float(p)), {}) for p in probs] for _ in kinds]
+    att = [[r.get(layers.KINDS[k].lattice, (np.nan, "")) for r in row]
+           for k, row in zip(kinds, ref, strict=True)]
+    coords = {"kind": kinds, "feature_probability": probs}
+    dims = ("kind", "feature_probability")
+    return xr.Dataset(
+        {"attainable": (dims, np.array([[a[0] for a in row] for row in att], float)),
+         "attainable_source": (dims, np.array([[a[1] for a in row] for row in att],
+                                              dtype=object)),
+         "dense_ref": (dims, np.array([[r.get("dense", (np.nan, ""))[0] for r in row]
+                                       for row in ref], float))},
+        coords=coords)
+
+
+def cell_table(parts: Mapping[str, LoadedSweep], infos: Mapping[str, dict],
+               losses: Mapping[str, np.ndarray], refs: dict):
     """One row per part x kind x 1-S x lr (a cell of seeds): the same-sample loss over the
     live seeds (median, quartiles, min), its ratio to the kind's attainable loss and to
     dense's, seeds within :data:`REACHED` of the attainable loss, seeds converged and
-    diverged, the evaluated final loss and the codes changed over the last stretch."""
-    rows = []
+    diverged, the evaluated final loss and the codes changed over the last stretch.
+
+    Each part's per-instance arrays become grids over the sweep axes
+    (:meth:`~bitjax.analysis.results.LoadedSweep.grid`), reduced over
+    :data:`POOLED_AXES`, so a cell is a position on the grid, never a value looked up.
+
+    Returns:
+      A :class:`pandas.DataFrame` (:data:`CELL_COLUMNS`), part by part, each in its kind,
+      1-S and lr order.
+    """
+    import pandas as pd
+
+    frames = []
     for name, sweep in parts.items():
-        info, loss = infos[name], losses[name]
-        diag, bad = sweep.diagnostics, sweep.diverged
-        conv = np.asarray(diag.get("converged", np.zeros(sweep.n_instances)), bool)
-        changed = np.asarray(diag.get("code_changed_fraction",
-                                      np.full(sweep.n_instances, np.nan)), float)
-        for kind in sweep.config.kind:
-            for p in sweep.config.feature_probability:
-                ref = refs.get((info["setting"], float(p)), {})
-                att, source = ref.get(layers.KINDS[kind].lattice, (np.nan, ""))
-                dense_ref = ref.get("dense", (np.nan, ""))[0]
-                for lr in sweep.config.lr:
-                    idx = sweep.select(kind=kind, feature_probability=p, lr=lr)
-                    live = idx[~bad[idx] & np.isfinite(loss[idx])]
-                    ratio = loss[live] / att
-                    rows.append({
-                        **{k: info[k] for k in ("setting", "recipe", "budget", "init_scale",
-                                                "weight_decay")},
-                        "part": name, "kind": kind, "feature_probability": float(p),
-                        "lr": float(lr), "n_seeds": len(idx),
-                        "n_diverged": int(bad[idx].sum()),
-                        "n_converged": int(conv[live].sum()),
-                        "loss_median": _median(loss[live]),
-                        "loss_q25": _quantile(loss[live], 0.25),
-                        "loss_q75": _quantile(loss[live], 0.75),
-                        "loss_min": _quantile(loss[live], 0.0),
-                        "attainable": att, "attainable_source": source,
-                        "ratio_median": _median(ratio),
-                        "ratio_q25": _quantile(ratio, 0.25),
-                        "ratio_q75": _quantile(ratio, 0.75),
-                        "ratio_min": _quantile(ratio, 0.0),
-                        "n_reached": int(np.sum(ratio <= REACHED)),
-                        "ratio_to_dense_median": _median(loss[live] / dense_ref),
-                        "final_loss_median": _median(sweep.loss[live]),
-                        "code_changed_fraction_median": _median(changed[live]),
-                    })
-    return rows
+        info, n = infos[name], sweep.n_instances
+        diag = sweep.diagnostics
+        loss = sweep.grid(losses[name])
+        bad = sweep.grid(np.asarray(sweep.diverged, bool))
+        live = ~bad & np.isfinite(loss)
+        conv = sweep.grid(np.asarray(diag.get("converged", np.zeros(n)), bool))
+        changed = sweep.grid(np.asarray(diag.get("code_changed_fraction",
+                                                 np.full(n, np.nan)), float))
+        ref = _references(refs, info["setting"], sweep.axes())
+        ratio = loss / ref["attainable"]
+        cols = {"n_seeds": bad.count(POOLED_AXES), "n_diverged": bad.sum(POOLED_AXES),
+                 "n_converged": (conv & live).sum(POOLED_AXES)}
+        for col, q in (("median", 0.5), ("q25", 0.25), ("q75", 0.75), ("min", 0.0)):
+            cols[f"loss_{col}"] = _pooled_quantile(loss, live, q)
+        cols["attainable"] = ref["attainable"]
+        cols["attainable_source"] = ref["attainable_source"]
+        for col, q in (("median", 0.5), ("q25", 0.25), ("q75", 0.75), ("min", 0.0)):
+            cols[f"ratio_{col}"] = _pooled_quantile(ratio, live, q)
+        cols["n_reached"] = ((ratio <= REACHED) & live).sum(POOLED_AXES)
+        cols["ratio_to_dense_median"] = _pooled_quantile(loss / ref["dense_ref"], live, 0.5)
+        cols["final_loss_median"] = _pooled_quantile(sweep.grid(sweep.loss), live, 0.5)
+        cols["code_changed_fraction_median"] = _pooled_quantile(changed, live, 0.5)
+        ds = xr.Dataset(cols).assign(
+            {**{k: info[k] for k in ("setting", "recipe", "budget", "init_scale")},
+             "part": name})
+        # The part's weight decay, not the grid's axis of that name (pooled away above).
+        ds["weight_decay"] = info["weight_decay"]
+        frames.append(grid_frame(ds, CELL_AXES, CELL_COLUMNS))
+    if not frames:
+        return pd.DataFrame(columns=list(CELL_COLUMNS))
+    return pd.concat(frames, ignore_index=True)
 
 
-def _usable(r: dict) -> bool:
-    """A cell counts when at least half its seeds are live (finite, not diverged)."""
-    return np.isfinite(r["ratio_median"]) and 2 * (r["n_seeds"] - r["n_diverged"]) >= \
-        r["n_seeds"]
+def cell_rows(parts: Mapping[str, LoadedSweep], infos: Mapping[str, dict],
+              losses: Mapping[str, np.ndarray], refs: dict) -> list[dict]:
+    """:func:`cell_table` as one dict per row."""
+    return cell_table(parts, infos, losses, refs).to_dict("records")
+
+
+def _usable(cells):
+    """Cells that count: at least half their seeds live (finite, not diverged)."""
+    return np.isfinite(cells["ratio_median"]) & \
+        (2 * (cells["n_seeds"] - cells["n_diverged"]) >= cells["n_seeds"])
+
+
+def best_table(cells):
+    """Per setting x kind x 1-S (in order of first appearance): the cell (recipe, budget,
+    lr, init scale, weight decay) with the lowest median same-sample loss among cells with
+    at least half the seeds live; where there is none, a row of the setting, kind, 1-S and
+    :data:`NONE_USABLE` whose other cells are ``None`` (written empty).
+
+    Args:
+      cells: :func:`cell_table`'s frame (at least the columns :func:`best_rows` reads).
+    Returns:
+      A :class:`pandas.DataFrame` with ``cells``'s columns, or only the four named above
+      if the first group has no usable cell (the columns the table was always written
+      with: those of its first row).
+    """
+    import pandas as pd
+
+    keys = ["setting", "kind", "feature_probability"]
+    groups = pd.MultiIndex.from_frame(cells[keys].drop_duplicates())
+    pick = cells[_usable(cells)].groupby(keys, sort=False)["loss_median"].idxmin()
+    pick = pick.reindex(groups)
+    if pick.notna().all():
+        return cells.loc[pick.to_numpy(int)].reset_index(drop=True)
+    columns = list(cells.columns) if pd.notna(pick.iloc[0]) else [*keys, "recipe"]
+    table = cells.astype(object)
+    rows = [table.loc[int(i), columns].to_dict() if pd.notna(i) else
+            {**dict.fromkeys(columns), **dict(zip(keys, key, strict=True)),
+             "recipe": NONE_USABLE}
+            for key, i in pick.items()]
+    return pd.DataFrame(rows, columns=columns, dtype=object)
 
 
 def best_rows(rows: list[dict]) -> list[dict]:
-    """Per setting x kind x 1-S: the cell (recipe, budget, lr, init scale, weight decay)
-    with the lowest median same-sample loss among cells with at least half the seeds live."""
-    out = []
-    keys = list(dict.fromkeys((r["setting"], r["kind"], r["feature_probability"])
-                              for r in rows))
-    for setting, kind, p in keys:
-        cands = [r for r in rows if (r["setting"], r["kind"], r["feature_probability"])
-                 == (setting, kind, p) and _usable(r)]
-        if not cands:
-            out.append({"setting": setting, "kind": kind, "feature_probability": p,
-                        "recipe": "none usable (diverged)"})
-            continue
-        out.append(dict(min(cands, key=lambda r: r["loss_median"])))
-    return out
+    """:func:`best_table` of rows of :func:`cell_rows`, as one dict per row (an empty cell
+    left out)."""
+    import pandas as pd
+
+    return [{k: v for k, v in r.items() if v is not None}
+            for r in best_table(pd.DataFrame(rows)).to_dict("records")]
 
 
 def _recipe_key(r: dict) -> tuple:
@@ -703,14 +788,17 @@ def analyse(parts: Mapping[str, LoadedSweep], out: Path) -> list[Path]:
     infos = {name: part_info(name, sweep) for name, sweep in parts.items()}
     losses = {name: same_sample_losses(sweep) for name, sweep in parts.items()}
     refs = attainable_references(parts, infos, losses)
-    rows = cell_rows(parts, infos, losses, refs)
-    best = best_rows(rows)
+    cells = cell_table(parts, infos, losses, refs)
+    best = best_table(cells)
+    rows = cells.to_dict("records")
     chosen = choose_recipes(rows)
     files = [out / "cells.csv", out / "best.csv", out / "chosen.csv", out / "best.md"]
-    io.write_csv(files[0], rows)
-    io.write_csv(files[1], best)
+    io.write_frames(files[0], [cells])
+    io.write_frames(files[1], [best])
     io.write_csv(files[2], chosen)
-    io.write_text(files[3], _markdown(best, chosen))
+    io.write_text(files[3], _markdown(
+        [{k: v for k, v in r.items() if v is not None} for r in best.to_dict("records")],
+        chosen))
     label = run_label(parts)
     with stats.quiet_nan_warnings():
         files += _draw_budget(rows, chosen, out, label, "ratio")

@@ -48,13 +48,14 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+import xarray as xr
 
 from bitjax.analysis import adversarial, neurons, stats
 from bitjax.analysis import grid as analysis
 from bitjax.analysis.results import LoadedSweep
 from bitjax.config import SweepConfig
 from bitjax.report import plots
-from bitjax.report.tables import run_label
+from bitjax.report.tables import grid_frame, run_label
 from experiments._cli import Experiment, main
 
 #: The paper's sparsity grid (as in experiments.sparsity's relu part).
@@ -92,56 +93,74 @@ def neuron_measures(sweep: LoadedSweep) -> tuple[np.ndarray, dict[str, np.ndarra
     return w, measures
 
 
-def summary_rows(sweep: LoadedSweep, measures: dict[str, np.ndarray]) -> list[dict]:
+def summary_table(sweep: LoadedSweep, measures: dict[str, np.ndarray]):
     """Per kind and sparsity: each of :data:`SUMMARY_MEASURES` and the loss, mean and 95%
     CI over seeds and at the best restart, and the paired mean-monosemanticity difference
-    against dense."""
-    grids = {k: analysis.kind_seed_grid(sweep, np.asarray(measures[k], np.float64))
-             for k in SUMMARY_MEASURES}
-    grids["loss"] = analysis.kind_seed_grid(sweep, sweep.loss)
+    against dense.
+
+    Returns:
+      A :class:`pandas.DataFrame` over the labelled grid's (kind, sparsity) cells, kind by
+      kind, dense sparsity first: kind, feature_probability, n_seeds, best_instance, then
+      ``<measure>``, ``<measure>_ci95`` and ``<measure>_best`` per measure (the loss last),
+      then (when the sweep has dense) ``monosemanticity_minus_dense`` and its CI.
+    """
+    values = {k: np.asarray(measures[k], np.float64) for k in SUMMARY_MEASURES}
+    values["loss"] = sweep.loss
+    grids = {k: analysis.kind_seed_grid(sweep, v) for k, v in values.items()}
     best = analysis.best_seed_grid(sweep)
     mono = grids["mean_monosemanticity"]
-    kinds = [str(k) for k in mono["kind"].values]
     with stats.quiet_nan_warnings():
         summaries = {k: stats.mean_ci_over(g, "seed") for k, g in grids.items()}
         diff = (stats.mean_ci_over(mono - mono.sel(kind="dense", drop=True), "seed")
-                if "dense" in kinds else None)
-    rows = []
-    for kind in kinds:
-        for j, p in enumerate(mono["feature_probability"].values):
-            inst = int(best.sel(kind=kind).values[j])
-            row = {"kind": kind, "feature_probability": float(p),
-                   "n_seeds": int(summaries["loss"]["n"].sel(kind=kind).values[j]),
-                   "best_instance": inst}
-            for k, s in summaries.items():
-                row[k] = float(s["mean"].sel(kind=kind).values[j])
-                row[f"{k}_ci95"] = float(s["ci95"].sel(kind=kind).values[j])
-                values = sweep.loss if k == "loss" else np.asarray(measures[k], np.float64)
-                row[f"{k}_best"] = float(values[inst]) if inst >= 0 else np.nan
-            if diff is not None:
-                row["monosemanticity_minus_dense"] = float(
-                    diff["mean"].sel(kind=kind).values[j])
-                row["monosemanticity_minus_dense_ci95"] = float(
-                    diff["ci95"].sel(kind=kind).values[j])
-            rows.append(row)
-    return rows
+                if "dense" in mono["kind"].values else None)
+    found = best >= 0  # -1: every seed of the cell diverged, no best restart
+    data = {"n_seeds": summaries["loss"]["n"], "best_instance": best}
+    for k, s in summaries.items():
+        data[k] = s["mean"]
+        data[f"{k}_ci95"] = s["ci95"]
+        at_best = np.asarray(values[k])[best.where(found, 0).to_numpy()]
+        data[f"{k}_best"] = best.copy(data=at_best.astype(np.float64)).where(found)
+    if diff is not None:
+        data["monosemanticity_minus_dense"] = diff["mean"]
+        data["monosemanticity_minus_dense_ci95"] = diff["ci95"]
+    dims = ("kind", "feature_probability")
+    return grid_frame(xr.Dataset(data), dims, [*dims, *data])
+
+
+def summary_rows(sweep: LoadedSweep, measures: dict[str, np.ndarray]) -> list[dict]:
+    """:func:`summary_table` as one dict per row."""
+    return summary_table(sweep, measures).to_dict("records")
+
+
+def neuron_table(sweep: LoadedSweep, w: np.ndarray, measures: dict[str, np.ndarray],
+                 best_instances: list[int]):
+    """One row per neuron of each best restart (those not -1, in order): instance, kind,
+    feature_probability, seed, neuron, :data:`NEURON_COLUMNS`, then its weights ``w_<i>``.
+
+    Returns:
+      A :class:`pandas.DataFrame` (no rows when there is no best restart).
+    """
+    import pandas as pd
+
+    inst = np.array([i for i in best_instances if i >= 0], dtype=np.int64)
+    m, n = w.shape[1:]
+    cols = {"instance": np.repeat(inst, m)}
+    # The instances' coordinates by position (the grid's instance order), no value search.
+    cols["kind"] = np.asarray(sweep.coords["kind"])[cols["instance"]].astype(str)
+    cols["feature_probability"] = np.asarray(sweep.coords["feature_probability"],
+                                             np.float64)[cols["instance"]]
+    cols["seed"] = np.asarray(sweep.coords["seed"])[cols["instance"]]
+    cols["neuron"] = np.tile(np.arange(m), len(inst))
+    cols.update({c: np.asarray(measures[c])[inst].reshape(-1) for c in NEURON_COLUMNS})
+    weights = np.asarray(w)[inst].reshape(-1, n).astype(np.float64)
+    cols.update({f"w_{i}": weights[:, i] for i in range(n)})
+    return pd.DataFrame(cols)
 
 
 def neuron_rows(sweep: LoadedSweep, w: np.ndarray, measures: dict[str, np.ndarray],
                 best_instances: list[int]) -> list[dict]:
-    """One row per neuron of each best restart: its measures and its weights."""
-    rows = []
-    for inst in best_instances:
-        if inst < 0:
-            continue
-        for k in range(w.shape[1]):
-            row = {"instance": inst, "kind": str(sweep.coords["kind"][inst]),
-                   "feature_probability": float(sweep.coords["feature_probability"][inst]),
-                   "seed": int(sweep.coords["seed"][inst]), "neuron": k}
-            row.update({c: measures[c][inst, k].item() for c in NEURON_COLUMNS})
-            row.update({f"w_{i}": float(w[inst, k, i]) for i in range(w.shape[2])})
-            rows.append(row)
-    return rows
+    """:func:`neuron_table` as one dict per row."""
+    return neuron_table(sweep, w, measures, best_instances).to_dict("records")
 
 
 def neuron_order(w: np.ndarray) -> np.ndarray:
@@ -236,12 +255,14 @@ def analyse(parts: Mapping[str, LoadedSweep], out: Path) -> list[Path]:
     sweep = parts["privileged"]
     label = run_label(parts)
     w, measures = neuron_measures(sweep)
-    rows = summary_rows(sweep, measures)
+    summary = summary_table(sweep, measures)
+    rows = summary.to_dict("records")
     best = analysis.best_seed_grid(sweep)
     files = [out / "neuron_summary.csv", out / "neurons.csv", out / "loss_gap.csv"]
-    io.write_csv(files[0], rows)
-    io.write_csv(files[1], neuron_rows(sweep, w, measures,
-                                       [int(i) for i in best.values.ravel()]))
+    io.write_frames(files[0], [summary])
+    table = neuron_table(sweep, w, measures, [int(i) for i in best.values.ravel()])
+    # No best restart: an empty file with an empty header, as the table always had.
+    io.write_frames(files[1], [table] if len(table) else [])
     with stats.quiet_nan_warnings():
         gap_rows, columns = analysis.loss_gap_parts({"privileged": sweep})
     io.write_csv(files[2], gap_rows, columns=analysis.LOSS_GAP_COLUMNS)

@@ -525,7 +525,7 @@ def _phase_section(results, out, s, log):
     if not trained:
         log(f"  {cells_path} not found: trained phase panels left empty")
     summary, timings = {}, {}
-    cmp_rows = []
+    cmp_tables = []
     for part, n, m in (("n2m1", 2, 1), ("n3m2", 3, 2)):
         dens, rs, p, imp = _phase_grid(n, s["grid"])
         t0 = time.perf_counter()
@@ -555,32 +555,51 @@ def _phase_section(results, out, s, log):
         tr = [r for r in trained if r["part"] == part]
         tgrid = {}
         if tr:
-            td = np.unique([float(r["density"]) for r in tr])
-            trr = np.unique([float(r["r"]) for r in tr])
-            p2 = np.repeat(td[:, None], n, 1)
-            imp2 = np.concatenate([np.ones((len(trr), n - 1)), trr[:, None]], 1)
-            ex2, phase2 = _exact_phase(n, m, td, trr, p2, imp2, s)
-            # The exact grid is built from the table's own labels: each row finds its cell
-            # by label.
-            d_at = {v: i for i, v in enumerate(td.tolist())}
-            c_at = {v: i for i, v in enumerate(trr.tolist())}
-            for r in tr:
-                d, c = d_at[float(r["density"])], c_at[float(r["r"])]
-                tgrid.setdefault(r["kind"], {})[(d, c)] = r["best_phase"]
-                cmp_rows.append({"part": part, "kind": r["kind"], "r": float(r["r"]),
-                                 "density": float(r["density"]),
-                                 "trained_best_phase": r["best_phase"],
-                                 "trained_best_loss": float(r["best_loss"]),
-                                 "exact_ternary_phase": phase2[d, c],
-                                 "exact_ternary_loss": ex2.loss[d, c],
-                                 "ratio_trained_to_exact": float(r["best_loss"]) / ex2.loss[d, c]})
-            for kind in tgrid:
-                sel = [q for q in cmp_rows if q["part"] == part and q["kind"] == kind]
+            cmp, at_d, at_c = _trained_vs_exact(part, n, m, tr, s)
+            cmp_tables.append(cmp)
+            for kind, d, c, best_phase in zip(cmp["kind"], at_d.tolist(), at_c.tolist(),
+                                              cmp["trained_best_phase"], strict=True):
+                tgrid.setdefault(kind, {})[(d, c)] = best_phase
+            agrees = cmp["trained_best_phase"] == cmp["exact_ternary_phase"]
+            for kind, share in agrees.groupby(cmp["kind"], sort=False).mean().items():
                 summary[f"{part}_trained_{kind}_agrees_with_exact_ternary_phase"] = float(
-                    np.mean([q["trained_best_phase"] == q["exact_ternary_phase"] for q in sel]))
+                    share)
         _phase_figure(part, dens, rs, phase, cf, tgrid, tr, out, plots)
-    io.write_csv(out / "phase_trained_vs_exact.csv", cmp_rows)
+    # No trained cells: an empty file with an empty header, as the table always had.
+    io.write_frames(out / "phase_trained_vs_exact.csv", cmp_tables)
     return summary, timings
+
+
+def _trained_vs_exact(part: str, n: int, m: int, tr: list[dict], s: dict):
+    """The trained phase cells of one part (rows of ``phase_cells.csv``, in order) beside
+    the exact ternary phase and loss on the trained grid itself.
+
+    The exact grid is built from the table's own labels, and each row's cell is its
+    position in them (``numpy.unique``'s inverse), not a value looked up.
+
+    Returns:
+      ``(table, d, c)``: a :class:`pandas.DataFrame` (part, kind, r, density,
+      trained_best_phase, trained_best_loss, exact_ternary_phase, exact_ternary_loss,
+      ratio_trained_to_exact) and each row's density and r position on that grid.
+    """
+    import pandas as pd
+
+    td, d = np.unique(np.array([float(r["density"]) for r in tr]), return_inverse=True)
+    trr, c = np.unique(np.array([float(r["r"]) for r in tr]), return_inverse=True)
+    p2 = np.repeat(td[:, None], n, 1)
+    imp2 = np.concatenate([np.ones((len(trr), n - 1)), trr[:, None]], 1)
+    ex2, phase2 = _exact_phase(n, m, td, trr, p2, imp2, s)
+    loss = np.array([float(r["best_loss"]) for r in tr])
+    cmp = pd.DataFrame({"part": part, "kind": [r["kind"] for r in tr], "r": trr[c],
+                        "density": td[d],
+                        "trained_best_phase": [r["best_phase"] for r in tr],
+                        "trained_best_loss": loss, "exact_ternary_phase": phase2[d, c],
+                        "exact_ternary_loss": ex2.loss[d, c],
+                        # In the exact loss's precision (a Python float over a numpy
+                        # float32 is a float32), as each row's ratio always was.
+                        "ratio_trained_to_exact": (loss.astype(np.result_type(ex2.loss, 1.0))
+                                                   / ex2.loss[d, c])})
+    return cmp, d, c
 
 
 def _phase_figure(part, dens, rs, phase, cf, tgrid, tr, out, plots):

@@ -901,49 +901,69 @@ def _evaluate(sols, imp, sample, activation, trained_valid=None) -> dict:
 TABLE_FILE = "best_known.csv"
 
 
-def instance_rows(best: BestKnown, coords: dict | None = None) -> list[dict]:
-    """One row per instance: coordinates (when given) and every per-instance column.
+def instance_table(best: BestKnown, coords: dict | None = None):
+    """One row per instance, in instance order: coordinates (when given) and every
+    per-instance column.
 
     Args:
       best: :func:`best_known` output.
       coords: optional coordinates ``{name: [I]}`` to lead each row.
 
     Returns:
-      Rows for :func:`bitjax.store.files.write_csv`.
+      A :class:`pandas.DataFrame` (for :func:`bitjax.store.files.write_frames`): the
+      coordinates, method, loss and se, dense_loss and dense_se, diff_to_dense and diff_se,
+      ratio_to_dense (NaN where the dense loss is not positive), best_dense_loss, tight,
+      alignable, source_instance, lattice, gamma (with per-feature scales their mean over
+      the non-zero columns, and gamma_per_feature), nnz_per_column, nonzero_columns,
+      mean_nnz_of_nonzero_columns (0 without any), then ``candidate_<method>``.
     """
-    rows = []
-    for i in range(len(best.loss)):
-        row = {k: np.asarray(v)[i].item() for k, v in (coords or {}).items()}
-        nnz = best.nnz_per_column[i]
-        row.update({
-            "method": str(best.method[i]), "loss": float(best.loss[i]), "se": float(best.se[i]),
-            "dense_loss": float(best.dense_loss[i]), "dense_se": float(best.dense_se[i]),
-            "diff_to_dense": float(best.diff[i]), "diff_se": float(best.diff_se[i]),
-            "ratio_to_dense": float(best.loss[i] / best.dense_loss[i])
-            if best.dense_loss[i] > 0 else float("nan"),
-            "best_dense_loss": float(best.best_dense_loss[i]),
-            "tight": bool(best.tight[i]), "alignable": bool(best.alignable[i]),
-            "source_instance": int(best.source[i]),
-            "lattice": best.kind,
-            **_gamma_columns(np.asarray(best.gamma[i]), nnz),
-            "nnz_per_column": " ".join(str(int(v)) for v in nnz),
-            "nonzero_columns": int(np.sum(nnz > 0)),
-            "mean_nnz_of_nonzero_columns": float(nnz[nnz > 0].mean()) if np.any(nnz > 0)
-            else 0.0,
-        })
-        row.update({f"candidate_{k}": float(v[i]) for k, v in best.candidates.items()})
-        rows.append(row)
-    return rows
+    import pandas as pd
+
+    n_inst = len(best.loss)
+    nnz = np.asarray(best.nnz_per_column)
+    loss, dense = np.asarray(best.loss), np.asarray(best.dense_loss)
+    cols = {k: np.asarray(v) for k, v in (coords or {}).items()}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(dense > 0, loss / dense, np.nan)
+    cols.update({
+        "method": np.asarray(best.method).astype(str), "loss": loss, "se": best.se,
+        "dense_loss": dense, "dense_se": best.dense_se, "diff_to_dense": best.diff,
+        "diff_se": best.diff_se, "ratio_to_dense": ratio,
+        "best_dense_loss": best.best_dense_loss,
+        "tight": np.asarray(best.tight, bool), "alignable": np.asarray(best.alignable, bool),
+        "source_instance": np.asarray(best.source).astype(np.int64),
+        "lattice": np.full(n_inst, best.kind, dtype=object)})
+    cols.update(_gamma_columns(np.asarray(best.gamma), nnz))
+    used = nnz > 0
+    count = used.sum(1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean_nnz = np.where(count > 0, nnz.sum(1, where=used) / count, 0.0)
+    cols.update({"nnz_per_column": [" ".join(str(int(v)) for v in row) for row in nnz],
+                 "nonzero_columns": count.astype(np.int64),
+                 "mean_nnz_of_nonzero_columns": mean_nnz})
+    cols.update({f"candidate_{k}": np.asarray(v, np.float64)
+                 for k, v in best.candidates.items()})
+    return pd.DataFrame({k: np.asarray(v).astype(np.float64) if np.asarray(v).dtype.kind == "f"
+                         else v for k, v in cols.items()}, index=pd.RangeIndex(n_inst))
+
+
+def instance_rows(best: BestKnown, coords: dict | None = None) -> list[dict]:
+    """:func:`instance_table` as one dict per instance."""
+    return instance_table(best, coords).to_dict("records")
 
 
 def _gamma_columns(gamma: np.ndarray, nnz: np.ndarray) -> dict:
-    """``gamma`` of one instance as table columns: the scale, or with per-feature scales their
-    mean over the non-zero columns and every column's scale."""
-    if gamma.ndim == 0:
-        return {"gamma": float(gamma)}
-    used = gamma[nnz > 0]
-    return {"gamma": float(used.mean()) if used.size else float("nan"),
-            "gamma_per_feature": " ".join(f"{float(v):.6g}" for v in gamma)}
+    """``gamma [I]`` or per-feature ``[I, n]`` as table columns: the scale, or with
+    per-feature scales their mean over each instance's non-zero columns (NaN without any)
+    and every column's scale."""
+    if gamma.ndim == 1:
+        return {"gamma": gamma.astype(np.float64)}
+    # Each instance's mean over its own columns, as one sample (the same rounding as a mean
+    # of that instance alone).
+    means = [float(g[u].mean()) if u.any() else float("nan")
+             for g, u in zip(gamma, nnz > 0, strict=True)]
+    return {"gamma": np.array(means, np.float64),
+            "gamma_per_feature": [" ".join(f"{float(v):.6g}" for v in g) for g in gamma]}
 
 
 def _binary_canonical(T: np.ndarray) -> np.ndarray:
@@ -1032,5 +1052,7 @@ def write_run(out_dir, source, dense_index, best: BestKnown, *, extra_meta: dict
     io.write_json(out / SWEEP_FILE, cfg.to_dict())
     coords = {k: np.asarray(source.coords[k])[dense_index] for k in source.coords
               if k not in ("kind", "instance")}
-    io.write_csv(out / TABLE_FILE, instance_rows(best, coords))
+    table = instance_table(best, coords)
+    # No instances: an empty file with an empty header, as the table always had.
+    io.write_frames(out / TABLE_FILE, [table] if len(table) else [])
     return out

@@ -158,65 +158,97 @@ LOSS_GAP_COLUMNS = (
     "gap_converged_mean", "gap_converged_ci95", "per_seed_gap")
 
 
-def loss_gap_rows(gap: xr.Dataset, part: str = "") -> list[dict]:
+def loss_gap_frame(gap: xr.Dataset, part: str = ""):
     """Per kind and sparsity: the paired loss gap's mean, 95% t CI and best of seeds.
+
+    Every statistic is reduced over the ``seed`` dimension of the labelled grid at once
+    (each cell's seeds a contiguous 1-D sample, as :func:`bitjax.analysis.stats.mean_ci_floats`
+    reduces one), and the Dataset over ``(kind, feature_probability)`` becomes the table.
 
     Args:
       gap: :func:`loss_gap`'s Dataset.
       part: the part name written in every row.
 
     Returns:
-      Rows with :data:`LOSS_GAP_COLUMNS`: ``n_pairs`` seeds where neither instance diverged
-      (the sample); ``gap_mean`` +- ``gap_ci95`` (Student t, :func:`bitjax.analysis.stats.mean_ci`)
-      of ``loss - loss_base``; ``gap_best_of_seeds``: the best (lowest) loss of the kind
-      minus the best of the base, over non-diverged seeds (the paper keeps the best
-      restart); ``ratio_geomean`` and its CI: the mean and t CI of ``log10(loss /
-      loss_base)``, raised back to a ratio; ``n_converged`` / ``n_converged_base`` /
-      ``n_pairs_converged`` and the gap over the pairs where both converged (empty when the
-      run stores no convergence diagnostic); ``per_seed_gap``: every seed's gap, in seed
-      order (``nan`` where a member diverged).
+      A :class:`pandas.DataFrame` with :data:`LOSS_GAP_COLUMNS`, kind by kind (in the
+      grid's order), each in the grid's sparsity order: ``n_pairs`` seeds where neither
+      instance diverged (the sample); ``gap_mean`` +- ``gap_ci95`` (Student t,
+      :func:`bitjax.analysis.stats.mean_ci`) of ``loss - loss_base``;
+      ``gap_best_of_seeds``: the best (lowest) loss of the kind minus the best of the base,
+      over non-diverged seeds (the paper keeps the best restart); ``ratio_geomean`` and its
+      CI: the mean and t CI of ``log10(loss / loss_base)``, raised back to a ratio;
+      ``n_converged`` / ``n_converged_base`` / ``n_pairs_converged`` and the gap over the
+      pairs where both converged (``None``, written empty, and NaN when the run stores no
+      convergence diagnostic); ``per_seed_gap``: every seed's gap, in seed order (``nan``
+      where a member diverged).
     """
     base = gap.attrs.get("base", "dense")
     has_conv = bool(gap.attrs.get("has_converged", "converged" in gap))
-    rows = []
-    for kind in gap["kind"].values:
-        g = gap.sel(kind=kind)
-        for pi, p in enumerate(g["feature_probability"].values):
-            cell = g.isel(feature_probability=pi)
-            d = cell["gap"].values
-            mean, half = stats.mean_ci_floats(d)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                lmean, lhalf = stats.mean_ci_floats(np.log10(cell["ratio"].values))
-            lk, lb = cell["loss"].values, cell["loss_base"].values
-            fk, fb = np.isfinite(lk), np.isfinite(lb)
-            best_k = float(lk[fk].min()) if fk.any() else np.nan
-            best_b = float(lb[fb].min()) if fb.any() else np.nan
-            row = {
-                "part": part, "kind": str(kind), "base": base, "feature_probability": float(p),
-                "n_seeds": int(d.size), "n_pairs": int(np.isfinite(d).sum()),
-                "n_diverged": int(cell["diverged"].values.sum()),
-                "n_diverged_base": int(cell["diverged_base"].values.sum()),
-                "loss_mean": stats.mean_ci_floats(lk)[0],
-                "loss_base_mean": stats.mean_ci_floats(lb)[0],
-                "gap_mean": mean, "gap_ci95": half,
-                "gap_best_of_seeds": best_k - best_b,
-                "ratio_geomean": 10 ** lmean if np.isfinite(lmean) else np.nan,
-                "ratio_ci95_low": 10 ** (lmean - lhalf) if np.isfinite(lhalf) else np.nan,
-                "ratio_ci95_high": 10 ** (lmean + lhalf) if np.isfinite(lhalf) else np.nan,
-                "ratio_best_of_seeds": best_k / best_b if best_b > 0 else np.nan,
-                "n_converged": None, "n_converged_base": None, "n_pairs_converged": None,
-                "gap_converged_mean": np.nan, "gap_converged_ci95": np.nan,
-                "per_seed_gap": " ".join(f"{v:.4g}" for v in d),
-            }
-            if has_conv:
-                ck, cb = cell["converged"].values, cell["converged_base"].values
-                both = ck & cb & np.isfinite(d)
-                cmean, chalf = stats.mean_ci_floats(np.where(both, d, np.nan))
-                row.update({"n_converged": int(ck.sum()), "n_converged_base": int(cb.sum()),
-                            "n_pairs_converged": int(both.sum()),
-                            "gap_converged_mean": cmean, "gap_converged_ci95": chalf})
-            rows.append(row)
-    return rows
+    dims = ("kind", "feature_probability")
+    shape = (gap.sizes["kind"], gap.sizes["feature_probability"])
+
+    def seeds_last(name: str) -> np.ndarray:
+        # C order with seed last: each cell's seeds are one contiguous row, reduced as
+        # the 1-D sample of that cell.
+        da = gap[name].broadcast_like(gap["gap"]).transpose(*dims, "seed")
+        return np.ascontiguousarray(da.to_numpy())
+
+    def pow10(x: np.ndarray) -> np.ndarray:
+        # Python's float power, value by value (numpy's vector power may round otherwise).
+        return np.array([10 ** v if np.isfinite(v) else np.nan for v in x.ravel().tolist()],
+                        dtype=np.float64).reshape(x.shape)
+
+    d_raw = seeds_last("gap")
+    d = d_raw.astype(np.float64)
+    mean, half = stats.mean_ci(d, axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lmean, lhalf = stats.mean_ci(np.log10(seeds_last("ratio")).astype(np.float64),
+                                     axis=-1)
+    lk, lb = seeds_last("loss"), seeds_last("loss_base")
+    best_k, best_b = (np.where(np.isfinite(v), v, np.inf).min(-1).astype(np.float64)
+                      for v in (lk, lb))
+    best_k[np.isinf(best_k)] = np.nan
+    best_b[np.isinf(best_b)] = np.nan
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio_best = np.where(best_b > 0, best_k / best_b, np.nan)
+    cols = {
+        "n_seeds": np.full(shape, d.shape[-1]), "n_pairs": np.isfinite(d).sum(-1),
+        "n_diverged": seeds_last("diverged").sum(-1),
+        "n_diverged_base": seeds_last("diverged_base").sum(-1),
+        "loss_mean": stats.mean_ci(lk.astype(np.float64), axis=-1)[0],
+        "loss_base_mean": stats.mean_ci(lb.astype(np.float64), axis=-1)[0],
+        "gap_mean": mean, "gap_ci95": half, "gap_best_of_seeds": best_k - best_b,
+        "ratio_geomean": pow10(lmean),
+        "ratio_ci95_low": np.where(np.isfinite(lhalf), pow10(lmean - lhalf), np.nan),
+        "ratio_ci95_high": np.where(np.isfinite(lhalf), pow10(lmean + lhalf), np.nan),
+        "ratio_best_of_seeds": ratio_best,
+        "per_seed_gap": np.array([" ".join(f"{v:.4g}" for v in row)
+                                  for row in d_raw.reshape(-1, d.shape[-1])],
+                                 dtype=object).reshape(shape),
+    }
+    if has_conv:
+        ck, cb = seeds_last("converged"), seeds_last("converged_base")
+        both = ck & cb & np.isfinite(d)
+        cmean, chalf = stats.mean_ci(np.where(both, d, np.nan), axis=-1)
+        cols.update({"n_converged": ck.sum(-1), "n_converged_base": cb.sum(-1),
+                     "n_pairs_converged": both.sum(-1), "gap_converged_mean": cmean,
+                     "gap_converged_ci95": chalf})
+    else:
+        none = np.full(shape, None, dtype=object)
+        cols.update({"n_converged": none, "n_converged_base": none,
+                     "n_pairs_converged": none, "gap_converged_mean": np.full(shape, np.nan),
+                     "gap_converged_ci95": np.full(shape, np.nan)})
+    coords = {k: gap[k].to_numpy() for k in dims}
+    ds = xr.Dataset({k: (dims, v) for k, v in cols.items()}, coords=coords)
+    ds["kind"] = ds["kind"].astype(str)
+    df = ds.assign(part=part, base=base).to_dataframe(dim_order=list(dims)).reset_index()
+    return df[list(LOSS_GAP_COLUMNS)]
+
+
+def loss_gap_rows(gap: xr.Dataset, part: str = "") -> list[dict]:
+    """:func:`loss_gap_frame` as one dict per row (``None`` where the run stores no
+    convergence diagnostic)."""
+    return loss_gap_frame(gap, part).to_dict("records")
 
 
 def loss_gap_parts(parts, base: str = "dense", titles=None

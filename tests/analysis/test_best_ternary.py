@@ -451,3 +451,37 @@ def test_write_run_records_the_lattice(tmp_path, tiny_config, kind):
         np.testing.assert_allclose(run.W_eff, want, rtol=1e-5, atol=1e-7)
         assert "gamma_per_feature" in (out / bt.TABLE_FILE).read_text().splitlines()[0]
     np.testing.assert_allclose(run.loss, best.loss, rtol=1e-6)
+
+
+def test_instance_table_of_empty_patterns_and_a_zero_dense_loss(tmp_path):
+    """An all-zero pattern has no non-zero column: its per-feature gamma mean is NaN and
+    its mean non-zeros 0; a dense loss of 0 gives no ratio (NaN); with no instance the
+    table is empty."""
+    from bitjax.store import files as io
+
+    nnz = np.array([[2, 0, 1], [0, 0, 0]])
+    f = np.array([0.5, 0.25])
+    best = bt.BestKnown(
+        T=np.zeros((2, 2, 3), np.int8), gamma=np.array([[1.0, 9.0, 3.0], [2.0, 2.0, 2.0]]),
+        bias=np.zeros((2, 3)), loss=f, se=f / 10, method=np.array(["polish", "zero"]),
+        candidates={"polish": f, "zero": np.array([np.nan, 0.25])},
+        dense_loss=np.array([0.25, 0.0]), dense_se=f, diff=f, diff_se=f,
+        tight=np.array([True, False]), nnz_per_column=nnz, alignable=np.array([False, True]),
+        seconds={}, source=np.array([0, 1]), best_dense_loss=f,
+        kind="ternary_per_feature")
+    table = bt.instance_table(best, {"seed": np.array([3, 4])})
+    io.write_frames(tmp_path / "t.csv", [table])
+    first, second = io.read_csv(tmp_path / "t.csv")
+    assert (first["seed"], first["method"], first["lattice"]) == ("3", "polish",
+                                                                  "ternary_per_feature")
+    assert float(first["gamma"]) == 2.0 and first["gamma_per_feature"] == "1 9 3"
+    assert (first["nnz_per_column"], first["nonzero_columns"]) == ("2 0 1", "2")
+    assert float(first["mean_nnz_of_nonzero_columns"]) == 1.5
+    assert float(first["ratio_to_dense"]) == 2.0 and first["tight"] == "True"
+    assert second["gamma"] == "nan" and second["mean_nnz_of_nonzero_columns"] == "0"
+    assert second["ratio_to_dense"] == "nan" and second["candidate_zero"] == "0.25"
+    assert first["candidate_zero"] == "nan" and second["nonzero_columns"] == "0"
+    empty = best._replace(**{k: v[:0] for k, v in best._asdict().items()
+                             if isinstance(v, np.ndarray)},
+                          candidates={k: v[:0] for k, v in best.candidates.items()})
+    assert len(bt.instance_table(empty)) == 0 and bt.instance_rows(empty) == []

@@ -79,3 +79,31 @@ def test_loss_gap_parts_and_figure(fake_sweep, tmp_path):
     plots._gap_yscale(axes[0, 1], np.array([-1e-5, 2e-3, 0.1, 0.2]))
     assert axes[0, 0].get_yscale() == "log" and axes[0, 1].get_yscale() == "symlog"
     plots.close(fig)
+
+
+def test_loss_gap_frame_writes_missing_cells_as_the_rows_did(fake_sweep, tmp_path):
+    """Without a convergence diagnostic the converged counts are empty cells (the rows held
+    None), and a sparsity where every ternary seed diverged has NaN statistics, not an
+    error or a zero."""
+    from bitjax.store import files
+
+    dense = [0.010, 0.002, 0.012, 0.003]
+    ternary = [5.0, 0.004, 5.0, 0.009]  # both seeds run away at 1-S = 1
+    gap = analysis.loss_gap(fake_sweep((0, 1), (1.0, 0.1), dense + ternary))
+    frame = analysis.loss_gap_frame(gap, part="x")
+    assert list(frame.columns) == list(analysis.LOSS_GAP_COLUMNS)
+    files.write_frames(tmp_path / "gap.csv", [frame])
+    with stats.quiet_nan_warnings():
+        files.write_csv(tmp_path / "rows.csv", analysis.loss_gap_rows(gap, part="x"),
+                        columns=analysis.LOSS_GAP_COLUMNS)
+    assert (tmp_path / "gap.csv").read_bytes() == (tmp_path / "rows.csv").read_bytes()
+    (all_diverged, fine) = files.read_csv(tmp_path / "gap.csv")
+    assert (all_diverged["n_pairs"], all_diverged["n_diverged"]) == ("0", "2")
+    for col in ("gap_mean", "gap_ci95", "gap_best_of_seeds", "ratio_geomean",
+                "ratio_best_of_seeds", "gap_converged_mean"):
+        assert all_diverged[col] == "nan", col
+    assert all_diverged["per_seed_gap"] == "nan nan"
+    for row in (all_diverged, fine):
+        assert row["n_converged"] == row["n_converged_base"] == row["n_pairs_converged"] == ""
+    assert float(fine["gap_mean"]) == pytest.approx(np.mean([0.002, 0.006]))
+    assert float(fine["loss_base_mean"]) == pytest.approx(0.0025)

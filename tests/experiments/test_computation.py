@@ -137,3 +137,60 @@ def test_dense_computes_every_feature_with_a_relu_pair_as_in_the_paper():
     assert pairs.present.all(), pairs  # a ReLU(x) + ReLU(-x) pair for every feature
     assert computation.motif_counts(pairs, motifs)["n_pair_neurons"] == 6
     np.testing.assert_allclose(pairs.slopes, 1.0, atol=0.05)  # y_i = |x_i|
+
+
+def test_summary_and_instance_tables_of_a_cell_whose_seeds_all_diverged(fake_sweep,
+                                                                        tmp_path):
+    """A cell with every seed diverged: no best restart (-1, NaN at it), no instance of it
+    marked best; a later part lacking a column is written with that cell empty."""
+    sweep = fake_sweep((0, 1), (1.0, 0.1), [0.1, 0.01, 0.2, 0.02, 5.0, 0.03, 5.0, 0.01])
+    rng = np.random.default_rng(0)
+    measures = {k: rng.random(sweep.n_instances) for k in computation.MEASURES}
+    summary = computation.summary_table("p", sweep, measures)
+    inst = computation.instance_table("p", sweep, measures)
+    short = computation.summary_table("q", sweep, measures).drop(columns=["loss_best"])
+    io.write_frames(tmp_path / "s.csv", computation._aligned([summary, short]))
+    io.write_frames(tmp_path / "i.csv", [inst])
+    rows = io.read_csv(tmp_path / "s.csv")
+    assert [(r["part"], r["kind"], r["feature_probability"]) for r in rows] == [
+        (p, k, f) for p in "pq" for k in ("dense", "ternary") for f in ("1", "0.1")]
+    gone = rows[2]
+    assert (gone["best_instance"], gone["loss_best"], gone["n_alive_best"]) == ("-1", "nan",
+                                                                              "nan")
+    assert rows[3]["best_instance"] == "7" and float(rows[3]["loss_best"]) == 0.01
+    assert [r["loss_best"] for r in rows[4:]] == [""] * 4
+    assert float(rows[2]["loss_minus_dense"]) != float(rows[2]["loss_minus_dense"])  # NaN
+    best = [r["best_restart"] for r in io.read_csv(tmp_path / "i.csv")]
+    assert best == ["1", "1", "0", "0", "0", "0", "0", "1"]
+
+
+def test_motif_table_leaves_the_columns_a_motif_lacks_empty(fake_sweep, tmp_path):
+    """relu_pair rows have no weak feature, inhibitor, ratio or cancelled fraction, and
+    asymmetric rows no slopes: those cells are empty in motifs.csv (not ``nan``); a cell
+    whose seeds all diverged has no best restart and so no motif rows."""
+    loss = [0.1, 0.01, 0.2, 0.02, 5.0, 0.03, 5.0, 0.01]  # ternary at p = 1 runs away
+    w1, b1, w2 = _exact_circuit(3)
+    pair_eff = {"W1": np.repeat(w1[None], 8, 0), "b1": np.repeat(b1[None], 8, 0),
+                "W2": np.repeat(w2[None], 8, 0), "b2": np.zeros((8, 3))}
+    asym_eff = {"W1": np.repeat(np.array([[[2.0, 0.5], [1.0, 0.0]]]), 8, 0),
+                "b1": np.zeros((8, 2)),
+                "W2": np.repeat(np.array([[[0.5, 0.0], [2.0, -2.5]]]), 8, 0),
+                "b2": np.zeros((8, 2))}
+    tables = [computation.motif_table(name, fake_sweep((0, 1), (1.0, 0.1), loss), eff)
+              for name, eff in (("pairs", pair_eff), ("asym", asym_eff))]
+    io.write_frames(tmp_path / "m.csv", tables, columns=computation.MOTIF_COLUMNS)
+    rows = io.read_csv(tmp_path / "m.csv")
+    pairs = [r for r in rows if r["part"] == "pairs"]
+    asym = [r for r in rows if r["part"] == "asym"]
+    # best restarts: dense 0 (p 1) and 1 (p 0.1), ternary 7 (p 0.1); 3 pairs each
+    assert [r["instance"] for r in pairs] == ["0"] * 3 + ["1"] * 3 + ["7"] * 3
+    assert {r["motif"] for r in pairs} == {"relu_pair"} and pairs[0]["slopes"] != ""
+    assert all(r[k] == "" for r in pairs for k in ("weak_feature", "inhibitor", "ratio",
+                                                   "cancelled"))
+    assert [r["instance"] for r in asym] == ["0", "1", "7"]
+    assert all(r["motif"] == "asymmetric" and r["slopes"] == "" and r["ratio"] != ""
+               for r in asym)
+    assert (asym[0]["feature"], asym[0]["weak_feature"], asym[0]["inhibitor"]) == ("0", "1",
+                                                                                   "1")
+    assert computation.motif_rows("asym", fake_sweep((0, 1), (1.0, 0.1), loss),
+                                  asym_eff)[0].keys() >= {"ratio", "cancelled"}

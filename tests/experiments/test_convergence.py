@@ -150,3 +150,29 @@ def test_every_kind_is_measured_against_its_lattice_family():
         "ternary", "twn", "bitlinear", "ternary_absmean_grad", "ternary_lsq"}
     assert family["dense"] == "dense" and family["binary"] == "binary"
     assert family["ternary_per_feature"] == "ternary_per_feature"
+
+
+def test_best_table_writes_an_unusable_group_as_the_rows_did(tmp_path):
+    """A (setting, kind, 1-S) with no usable cell is a row of its keys and the recipe
+    column, every other cell empty (not ``nan``); when it comes first, the table has only
+    those four columns, as the first row's keys set them."""
+    import pandas as pd
+
+    from bitjax.store import files
+
+    rows = [_row("dense", "x", 1e-2, "a", 1.0, 1.1, n_div=8),
+            _row("binary", "x", 1e-2, "a", 1.0, 0.9, n_div=6),
+            _row("binary", "y", 1e-3, "a", 1.0, 1.2),
+            _row("binary", "y", 1e-3, "a", 0.1, float("nan"))]
+    rows[0]["ratio_median"] = float("nan")
+    rows[-1]["loss_median"] = 2.0
+    cells = pd.DataFrame(rows)
+    files.write_frames(tmp_path / "dense_first.csv", [C.best_table(cells)])
+    assert (tmp_path / "dense_first.csv").read_text().splitlines() == [
+        "setting,kind,feature_probability,recipe", f"a,dense,1,{C.NONE_USABLE}",
+        "a,binary,1,y", f"a,binary,0.1,{C.NONE_USABLE}"]
+    files.write_frames(tmp_path / "binary_first.csv", [C.best_table(cells.iloc[1:])])
+    header, *lines = (tmp_path / "binary_first.csv").read_text().splitlines()
+    assert header.split(",") == list(cells.columns)
+    assert lines[0] == "a,y,3000,1,0.01,binary,1,0.001,8,0,8,1.2,1.2,0"
+    assert lines[1] == ",".join(["a", C.NONE_USABLE, "", "", "", "binary", "0.1"] + [""] * 7)

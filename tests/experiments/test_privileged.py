@@ -105,3 +105,34 @@ def test_dense_neurons_go_from_monosemantic_to_polysemantic_as_in_the_paper():
     assert out["n_monosemantic"][best[1.0]] == 5  # one feature per neuron on dense data
     assert out["n_polysemantic"][best[0.01]] >= 4  # superposed in the neurons when sparse
     assert out["mean_monosemanticity"][best[0.01]] < 0.7
+
+
+def test_tables_of_a_cell_whose_seeds_all_diverged(fake_sweep, tmp_path):
+    """A (kind, sparsity) cell with every seed diverged has no best restart: its summary
+    row says -1 and NaN at the best restart, and it has no neuron rows."""
+    from bitjax.analysis import grid
+
+    # dense (seed 0: p 1, 0.1; seed 1), ternary likewise; ternary at p = 1 runs away
+    sweep = fake_sweep((0, 1), (1.0, 0.1), [0.1, 0.01, 0.2, 0.02, 5.0, 0.03, 5.0, 0.01])
+    n_inst, m, n = sweep.n_instances, 2, 4
+    rng = np.random.default_rng(0)
+    measures = {k: rng.random(n_inst) for k in privileged.SUMMARY_MEASURES}
+    measures.update({k: rng.random((n_inst, m)) for k in privileged.NEURON_COLUMNS})
+    summary = privileged.summary_table(sweep, measures)
+    io.write_frames(tmp_path / "s.csv", [summary])
+    rows = {(r["kind"], r["feature_probability"]): r for r in io.read_csv(tmp_path / "s.csv")}
+    gone = rows["ternary", "1"]
+    assert (gone["n_seeds"], gone["best_instance"]) == ("0", "-1")
+    assert gone["loss"] == gone["loss_best"] == gone["mean_monosemanticity_best"] == "nan"
+    kept = rows["ternary", "0.1"]
+    assert (kept["n_seeds"], kept["best_instance"]) == ("2", "7")
+    assert float(kept["loss_best"]) == pytest.approx(0.01)
+    assert float(kept["n_dead_best"]) == pytest.approx(measures["n_dead"][7])
+    assert float(rows["dense", "1"]["monosemanticity_minus_dense"]) == 0.0
+    best = [int(i) for i in grid.best_seed_grid(sweep).values.ravel()]
+    assert -1 in best
+    w = rng.random((n_inst, m, n))
+    table = privileged.neuron_table(sweep, w, measures, best)
+    assert len(table) == m * 3 and -1 not in set(table["instance"])
+    assert table["w_3"].tolist() == w[[i for i in best if i >= 0], :, 3].ravel().tolist()
+    assert len(privileged.neuron_table(sweep, w, measures, [-1, -1])) == 0
