@@ -588,7 +588,7 @@ def _run_locked(exp: Experiment, args: argparse.Namespace, out: Path, preset: st
     import jax
 
     from bitjax import distributed
-    from bitjax.store import files as io
+    from bitjax.store import files as store_files
     from bitjax.store import layout
     from bitjax.store.folder import write_status
     from bitjax.train.run import Interrupted
@@ -623,7 +623,7 @@ def _run_locked(exp: Experiment, args: argparse.Namespace, out: Path, preset: st
     distributed.barrier("bitjax-run-folder-ready")
 
     t0 = time.perf_counter()
-    git = io.git_commit()  # the code that trains, even if HEAD moves during a long run
+    git = store_files.git_commit()  # the code that trains, even if HEAD moves during a long run
     mesh = distributed.make_mesh(args.devices) if args.devices else None
     stats = {}
     names = list(configs)
@@ -967,7 +967,7 @@ def dry_run(exp: Experiment, out: Path, preset: str, configs: dict[str, Any],
 
 def replot(exp: Experiment, out: Path, console: Console | None = None) -> dict[str, Part]:
     """Redraw the tables and figures of the finished run in ``out`` from its checkpoints."""
-    from bitjax.store import files as io
+    from bitjax.store import files as store_files
     from bitjax.store import layout
     from bitjax.store.layout import MANIFEST_FILE
 
@@ -988,14 +988,14 @@ def replot(exp: Experiment, out: Path, console: Console | None = None) -> dict[s
         manifest_path = out / MANIFEST_FILE
         if manifest_path.exists():
             # The weights still come from the training commit; say which code drew the files.
-            manifest = io.json.loads(manifest_path.read_text())
-            manifest["replotted"] = {"git": io.git_commit(),
+            manifest = store_files.json.loads(manifest_path.read_text())
+            manifest["replotted"] = {"git": store_files.git_commit(),
                                      "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                      "files": sorted(str(Path(f).relative_to(out))
                                                      for f in files)}
-            manifest["sha256"] = {**manifest.get("sha256", {}), **io.checksums(
+            manifest["sha256"] = {**manifest.get("sha256", {}), **store_files.checksums(
                 [f for f in files if Path(f).is_file()], out)}
-            io.write_json(manifest_path, manifest)
+            store_files.write_json(manifest_path, manifest)
     except PermissionError as e:
         raise UsageError(f"--replot: cannot write in {out}: {e.strerror or e} "
                          f"({e.filename})") from None
@@ -1074,7 +1074,7 @@ def _write_tables(parts: Mapping[str, Part]) -> list[Path]:
 
 def _write_manifest(exp, out, preset, configs, stats, files, wall, git,
                     interrupted: str | None = None) -> None:
-    from bitjax.store import files as io
+    from bitjax.store import files as store_files
     from bitjax.store import layout
 
     layout.write_experiment(out, exp.name, preset, configs)
@@ -1086,7 +1086,7 @@ def _write_manifest(exp, out, preset, configs, stats, files, wall, git,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "wall_seconds": round(wall, 2),
         "parts": stats,
-        "environment": io.environment(),
+        "environment": store_files.environment(),
         **({"interrupted": interrupted} if interrupted else {}),
     }, files)
 

@@ -276,7 +276,7 @@ def run_scaling(out: Path, counts=SCALING_COUNTS, *, steps: int = 5,
                 min_seconds: float = 2.0) -> list[dict]:
     """Compile time and throughput of sweep_20x5 against the number of instances."""
     from bitjax.report import plots
-    from bitjax.store import files as io
+    from bitjax.store import files as store_files
 
     rows = []
     for count in counts:
@@ -291,9 +291,9 @@ def run_scaling(out: Path, counts=SCALING_COUNTS, *, steps: int = 5,
                      "state_bytes_per_instance": r["state_bytes_per_instance"]})
         print(f"{count:>6} instances: compile {r['compile_s']:.2f} s, "
               f"{r['instance_steps_per_s']:,.0f} instance-steps/s", file=sys.stderr, flush=True)
-    io.write_csv(out / "scaling.csv", rows)
-    io.write_json(out / "scaling.json", {
-        "environment": io.environment(), "git": io.git_commit(),
+    store_files.write_csv(out / "scaling.csv", rows)
+    store_files.write_json(out / "scaling.json", {
+        "environment": store_files.environment(), "git": store_files.git_commit(),
         "settings": {"workload": "sweep_20x5", "steps_per_call": steps,
                      "min_seconds": min_seconds, "counts": list(counts)},
         "rows": rows})
@@ -387,10 +387,11 @@ def _bytes(n) -> str:
 
 def write_tables(rows: list[dict], out: Path) -> None:
     """``benchmark.json`` (every field) and ``benchmark.md`` (the table) into ``out``."""
-    from bitjax.store import files as io
+    from bitjax.store import files as store_files
 
-    io.write_json(out / "benchmark.json", {"environment": io.environment(),
-                                           "git": io.git_commit(), "rows": rows})
+    store_files.write_json(out / "benchmark.json", {"environment": store_files.environment(),
+                                                    "git": store_files.git_commit(),
+                                                    "rows": rows})
     import jax
 
     devices = f"{jax.device_count()} x {jax.devices()[0].device_kind}"
@@ -414,7 +415,7 @@ def write_tables(rows: list[dict], out: Path) -> None:
             f"{r['compile_s']:.2f} | {r['rng_floor_steps_s']:,.0f} | "
             f"{r['flop_floor_steps_s']:,.0f} | {r['bytes_floor_steps_s']:,.0f} | {here} | "
             f"{r['state_bytes_per_instance']:,.0f} | {_bytes(r.get('step_bytes_per_instance'))} |")
-    io.write_text(out / "benchmark.md", "\n".join(lines) + "\n")
+    store_files.write_text(out / "benchmark.md", "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

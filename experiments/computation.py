@@ -431,7 +431,7 @@ def draw_motif_counts(rows: list[dict], cfgs: Mapping[str, SweepConfig], out: Pa
 
 
 def analyse(parts: Mapping[str, LoadedSweep], out: Path) -> list[Path]:
-    from bitjax.store import files as io
+    from bitjax.store import files as store_files
 
     names = [n for n in (CIRCUITS, SPARSITY) if n in parts]
     effs = {n: effective(parts[n]) for n in names}
@@ -442,15 +442,15 @@ def analyse(parts: Mapping[str, LoadedSweep], out: Path) -> list[Path]:
     rows = [r for f in summaries for r in f.to_dict("records")]
     files = [out / "motif_instances.csv", out / "motif_summary.csv", out / "motifs.csv",
              out / "loss_gap.csv"]
-    io.write_frames(files[0], _aligned(instances))
-    io.write_frames(files[1], _aligned(summaries))
-    io.write_frames(files[2], motifs, columns=MOTIF_COLUMNS)
+    store_files.write_frames(files[0], _aligned(instances))
+    store_files.write_frames(files[1], _aligned(summaries))
+    store_files.write_frames(files[2], motifs, columns=MOTIF_COLUMNS)
     with stats.quiet_nan_warnings():
         gap_rows, columns = analysis.loss_gap_parts(
             {n: parts[n] for n in names},
             titles={n: f"{n}, n={parts[n].config.n_features}, m={parts[n].config.n_hidden}"
                     for n in names})
-    io.write_csv(files[3], gap_rows, columns=analysis.LOSS_GAP_COLUMNS)
+    store_files.write_csv(files[3], gap_rows, columns=analysis.LOSS_GAP_COLUMNS)
     if CIRCUITS in parts:
         files += draw_circuits(parts[CIRCUITS], effs[CIRCUITS], out,
                                _label(parts, [CIRCUITS]))

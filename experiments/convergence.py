@@ -783,7 +783,7 @@ def _draw_controls(rows, chosen, out: Path, label: str) -> list[Path]:
 
 def analyse(parts: Mapping[str, LoadedSweep], out: Path) -> list[Path]:
     from bitjax.analysis import stats
-    from bitjax.store import files as io
+    from bitjax.store import files as store_files
 
     infos = {name: part_info(name, sweep) for name, sweep in parts.items()}
     losses = {name: same_sample_losses(sweep) for name, sweep in parts.items()}
@@ -793,10 +793,10 @@ def analyse(parts: Mapping[str, LoadedSweep], out: Path) -> list[Path]:
     rows = cells.to_dict("records")
     chosen = choose_recipes(rows)
     files = [out / "cells.csv", out / "best.csv", out / "chosen.csv", out / "best.md"]
-    io.write_frames(files[0], [cells])
-    io.write_frames(files[1], [best])
-    io.write_csv(files[2], chosen)
-    io.write_text(files[3], _markdown(
+    store_files.write_frames(files[0], [cells])
+    store_files.write_frames(files[1], [best])
+    store_files.write_csv(files[2], chosen)
+    store_files.write_text(files[3], _markdown(
         [{k: v for k, v in r.items() if v is not None} for r in best.to_dict("records")],
         chosen))
     label = run_label(parts)

@@ -376,7 +376,7 @@ def instance_table(part: LoadedSweep, meas: dict[str, np.ndarray]):
 def analyse(parts: Mapping[str, LoadedSweep], out: Path) -> list[Path]:
     import warnings
 
-    from bitjax.store import files as io
+    from bitjax.store import files as store_files
 
     files: list[Path] = []
     label = run_label(parts)
@@ -394,9 +394,9 @@ def analyse(parts: Mapping[str, LoadedSweep], out: Path) -> list[Path]:
             instances.append(instance_table(part, meas[name]))
         files += draw_summary(parts, meas, out, label)
     files.append(out / "correlated_summary.csv")
-    io.write_frames(files[-1], summaries)
+    store_files.write_frames(files[-1], summaries)
     files.append(out / "correlated_instances.csv")
-    io.write_frames(files[-1], instances)
+    store_files.write_frames(files[-1], instances)
     return files
 
 

@@ -68,7 +68,7 @@ from bitjax.analysis import grid as analysis
 from bitjax.analysis import verdicts as vd
 from bitjax.analysis.results import LoadedSweep, SweepCollection, load_experiment
 from bitjax.analysis.verdicts import Rule
-from bitjax.store import files as io
+from bitjax.store import files as store_files
 from bitjax.store.checkpoint import CheckpointError
 
 #: A trained ternary instance is "at its optimum" within this factor of its attainable loss.
@@ -369,7 +369,7 @@ def bounds_for(results: Path, claim: Claim, g: Grid) -> Bounds:
     if path is None:
         return Bounds(False, f"no attainable bound for {claim.experiment}/{claim.part} "
                              f"(no {' or '.join(names)} in {folder})")
-    rows = io.read_csv(path)
+    rows = store_files.read_csv(path)
     shape = (len(g.seeds), len(g.p))
     out = {k: np.full(shape, np.nan)
            for k in ("bound", "dense", "trained", "run_trained", "tight")}
@@ -614,7 +614,7 @@ def exact_intro(results: Path, claim: Claim) -> tuple[str, tuple[str, str] | Non
     path = results / "representable" / "intro_exact.csv"
     if not path.exists():
         return f"no {path.name}", None
-    rows = io.read_csv(path)
+    rows = store_files.read_csv(path)
     words = metrics.geometry_m2_words(metrics.GEOMETRY_M2_LABELS.index(ANTIPODAL_PAIRS))
 
     def antipodal(name: str) -> bool:  # the table's words, with the lattice frame after them
@@ -1021,7 +1021,7 @@ def _phase_line(results: Path) -> str:
     path = results / "phase" / "phase_summary.csv"
     if not path.exists():
         return ""
-    rows = {(r["part"], r["kind"]): r for r in io.read_csv(path)}
+    rows = {(r["part"], r["kind"]): r for r in store_files.read_csv(path)}
     d, t = rows.get(("n2m1", "dense")), rows.get(("n2m1", "ternary"))
     if not (d and t):
         return ""
@@ -1050,7 +1050,7 @@ def main(argv=None) -> int:
         print(f"error: a result run is missing or unfinished: {e}", file=sys.stderr)
         return 2
     out = args.out or args.results / "FINDINGS.md"
-    io.write_text(out, text)
+    store_files.write_text(out, text)
     print(f"wrote {out}", file=sys.stderr)
     return 0
 

@@ -247,15 +247,15 @@ def _draw_curves(sweep: LoadedSweep, out: Path, label: str) -> list[Path]:
 
 
 def analyse(parts: Mapping[str, LoadedSweep], out: Path) -> list[Path]:
-    from bitjax.store import files as io
+    from bitjax.store import files as store_files
 
     sweep = parts["intro"]
     label = run_label(parts)
     files = [out / "summary.csv", out / "loss_gap.csv"]
     with stats.quiet_nan_warnings():
-        io.write_frames(files[0], [summary_table(sweep)])
+        store_files.write_frames(files[0], [summary_table(sweep)])
         gap_rows, columns = analysis.loss_gap_parts({"intro": sweep})
-        io.write_csv(files[1], gap_rows, columns=analysis.LOSS_GAP_COLUMNS)
+        store_files.write_csv(files[1], gap_rows, columns=analysis.LOSS_GAP_COLUMNS)
         fig = plots.loss_gap_figure(
             columns, title=f"Loss gap at the end of training, paired by seed (same init and "
                            f"data), n={N_FEATURES}, m={N_HIDDEN}, I_i = {IMPORTANCE}^i")

@@ -313,7 +313,7 @@ def analyse(parts: Mapping[str, LoadedSweep], out: Path) -> list[Path]:
     from matplotlib.colors import BoundaryNorm, ListedColormap
     from matplotlib.patches import Patch
 
-    from bitjax.store import files as io
+    from bitjax.store import files as store_files
 
     cmap = ListedColormap(PHASE_COLORS)
     cnorm = BoundaryNorm([-0.5, 0.5, 1.5, 2.5], 3)
@@ -381,9 +381,9 @@ def analyse(parts: Mapping[str, LoadedSweep], out: Path) -> list[Path]:
         summaries.append(summary_table(name, table, cells[-1], n_restarts, is_n2m1))
 
     files.append(out / "phase_summary.csv")
-    io.write_frames(files[-1], summaries)
+    store_files.write_frames(files[-1], summaries)
     files.append(out / "phase_cells.csv")
-    io.write_frames(files[-1], cells)
+    store_files.write_frames(files[-1], cells)
     return files
 
 

@@ -250,7 +250,7 @@ def _draw_monosemanticity(rows: list[dict], out: Path, label: str) -> list[Path]
 
 
 def analyse(parts: Mapping[str, LoadedSweep], out: Path) -> list[Path]:
-    from bitjax.store import files as io
+    from bitjax.store import files as store_files
 
     sweep = parts["privileged"]
     label = run_label(parts)
@@ -259,13 +259,13 @@ def analyse(parts: Mapping[str, LoadedSweep], out: Path) -> list[Path]:
     rows = summary.to_dict("records")
     best = analysis.best_seed_grid(sweep)
     files = [out / "neuron_summary.csv", out / "neurons.csv", out / "loss_gap.csv"]
-    io.write_frames(files[0], [summary])
+    store_files.write_frames(files[0], [summary])
     table = neuron_table(sweep, w, measures, [int(i) for i in best.values.ravel()])
     # No best restart: an empty file with an empty header, as the table always had.
-    io.write_frames(files[1], [table] if len(table) else [])
+    store_files.write_frames(files[1], [table] if len(table) else [])
     with stats.quiet_nan_warnings():
         gap_rows, columns = analysis.loss_gap_parts({"privileged": sweep})
-    io.write_csv(files[2], gap_rows, columns=analysis.LOSS_GAP_COLUMNS)
+    store_files.write_csv(files[2], gap_rows, columns=analysis.LOSS_GAP_COLUMNS)
     files += _draw_bars(sweep, w, best, out, label)
     files += _draw_monosemanticity(rows, out, label)
     cfg = sweep.config

@@ -518,10 +518,10 @@ def _phase_section(results, out, s, log):
     """(b) exact ternary phase diagrams beside the closed form and the trained diagrams."""
     from bitjax.analysis import representable as rep
     from bitjax.report import plots
-    from bitjax.store import files as io
+    from bitjax.store import files as store_files
 
     cells_path = results / "phase" / "phase_cells.csv"
-    trained = io.read_csv(cells_path) if cells_path.exists() else []
+    trained = store_files.read_csv(cells_path) if cells_path.exists() else []
     if not trained:
         log(f"  {cells_path} not found: trained phase panels left empty")
     summary, timings = {}, {}
@@ -544,7 +544,7 @@ def _phase_section(results, out, s, log):
                     row.update(closed_form_phase=cf["phase"][d, c],
                                closed_form_loss=cf["best"][d, c])
                 rows.append(row)
-        io.write_csv(out / f"exact_phase_{part}.csv", rows)
+        store_files.write_csv(out / f"exact_phase_{part}.csv", rows)
         if cf is not None:
             summary["n2m1_exact_vs_closed_form_phase_agreement"] = float(
                 np.mean(phase == cf["phase"]))
@@ -566,7 +566,7 @@ def _phase_section(results, out, s, log):
                     share)
         _phase_figure(part, dens, rs, phase, cf, tgrid, tr, out, plots)
     # No trained cells: an empty file with an empty header, as the table always had.
-    io.write_frames(out / "phase_trained_vs_exact.csv", cmp_tables)
+    store_files.write_frames(out / "phase_trained_vs_exact.csv", cmp_tables)
     return summary, timings
 
 
@@ -656,7 +656,7 @@ def _intro_section(results, out, s, intro_sweep, log):
     from bitjax import data
     from bitjax.analysis import representable as rep
     from bitjax.report import plots
-    from bitjax.store import files as io
+    from bitjax.store import files as store_files
 
     n, m = 5, 2
     probs = 20.0 ** -np.linspace(0.0, 1.0, s["intro_points"])
@@ -692,7 +692,7 @@ def _intro_section(results, out, s, intro_sweep, log):
             row["dense_best_configuration"] = rep.configuration_name(intro_sweep.W_eff[best])
         dense_best.append(best)
         rows.append(row)
-    io.write_csv(out / "intro_exact.csv", rows)
+    store_files.write_csv(out / "intro_exact.csv", rows)
     # Figure: exact ternary optimum per sparsity, and the best trained dense seed.
     nrow = 2 if intro_sweep is not None else 1
     fig, axes = plots.new_figure(nrow, len(probs), size=(1.6, 1.9))
@@ -785,7 +785,7 @@ def main(argv=None) -> int:
     if (code := start_tool()) is not None:  # one CPU device per core, as the experiments
         return code
     args = _parse(sys.argv[1:] if argv is None else argv)
-    from bitjax.store import files as io
+    from bitjax.store import files as store_files
 
     results, out = Path(args.results), Path(args.out)
     if not results.is_dir():
@@ -831,7 +831,7 @@ def main(argv=None) -> int:
         timings[f"table_{name}"] = time.perf_counter() - t0
         tables[name] = rows
         if rows:
-            io.write_csv(out / f"attainable_{name}.csv", rows)
+            store_files.write_csv(out / f"attainable_{name}.csv", rows)
         if extra is not None:
             bests[name] = extra
             timings[f"best_known_{name}"] = extra["seconds"]
@@ -846,12 +846,12 @@ def main(argv=None) -> int:
     from bitjax.analysis import metrics
     from bitjax.analysis import representable as rep
 
-    io.write_json(out / "manifest.json", {
+    store_files.write_json(out / "manifest.json", {
         "experiment": "representable",
         "command": "python -m experiments.representable " + " ".join(
             sys.argv[1:] if argv is None else argv),
-        "git": io.git_commit(),
-        "environment": io.environment(),
+        "git": store_files.git_commit(),
+        "environment": store_files.environment(),
         "settings": {**s, "quick": args.quick, "runs": runs, "missing_runs": missing,
                      "alignability": {"threshold": metrics.DEFAULT_THRESHOLD,
                                       "angle_tol_deg": rep.DEFAULT_ANGLE_TOL_DEG,

@@ -583,25 +583,25 @@ def _draw_notebook(sweep: LoadedSweep, rows: list[dict], out: Path, label: str) 
 
 
 def analyse(parts: Mapping[str, LoadedSweep], out: Path) -> list[Path]:
-    from bitjax.store import files as io
+    from bitjax.store import files as store_files
 
     files = [out / "summary.csv", out / "onsets.csv", out / "onset_summary.csv",
              out / "loss_gap.csv"]
     onset_parts = [p for name, p in parts.items() if name in ("relu", "zoom")]
     label = run_label(parts)
     with stats.quiet_nan_warnings():
-        io.write_frames(files[0], [summary_table(part) for part in parts.values()])
-        io.write_frames(files[1], [onset_seed_table(part) for part in onset_parts])
-        io.write_frames(files[2], [onset_table(part) for part in onset_parts])
+        store_files.write_frames(files[0], [summary_table(part) for part in parts.values()])
+        store_files.write_frames(files[1], [onset_seed_table(part) for part in onset_parts])
+        store_files.write_frames(files[2], [onset_table(part) for part in onset_parts])
         gap_rows, gap_files = _draw_loss_gap(parts, out, label)
-        io.write_csv(files[3], gap_rows, columns=analysis.LOSS_GAP_COLUMNS)
+        store_files.write_csv(files[3], gap_rows, columns=analysis.LOSS_GAP_COLUMNS)
         files += gap_files
         files += _draw_grid(parts, out)
         if "zoom" in parts:
             files += _draw_zoom(parts["zoom"], out, label)
         if "notebook" in parts:
             counts = notebook_table(parts["notebook"])
-            io.write_frames(out / "notebook_counts.csv", [counts])
+            store_files.write_frames(out / "notebook_counts.csv", [counts])
             files += [out / "notebook_counts.csv"]
             files += _draw_notebook(parts["notebook"], counts.to_dict("records"), out, label)
     return files

@@ -165,7 +165,7 @@ def _draw_clusters(rows: list[dict], cfg, out: Path, label: str) -> list[Path]:
 
 
 def analyse(parts: Mapping[str, LoadedSweep], out: Path) -> list[Path]:
-    from bitjax.store import files as io
+    from bitjax.store import files as store_files
 
     sweep = parts["uniform"]
     cfg = sweep.config
@@ -173,10 +173,10 @@ def analyse(parts: Mapping[str, LoadedSweep], out: Path) -> list[Path]:
     x, tables = dims_table(sweep)
     n_seeds = next(iter(tables.values())).shape[0]
     files = [out / "dims_summary.csv", out / "loss_gap.csv"]
-    io.write_frames(files[0], [summary_table(sweep)])
+    store_files.write_frames(files[0], [summary_table(sweep)])
     with stats.quiet_nan_warnings():
         gap_rows, columns = analysis.loss_gap_parts({"uniform": sweep})
-    io.write_csv(files[1], gap_rows, columns=analysis.LOSS_GAP_COLUMNS)
+    store_files.write_csv(files[1], gap_rows, columns=analysis.LOSS_GAP_COLUMNS)
     fig = plots.loss_gap_figure(
         columns, inverse_x=True,
         title=f"Loss gap at the end of training, paired by seed (same init and data),\n"
@@ -231,7 +231,7 @@ def analyse(parts: Mapping[str, LoadedSweep], out: Path) -> list[Path]:
     files += plots.save(fig, out / "feature_dimensionality")
 
     clusters = cluster_table(sweep)
-    io.write_frames(out / "dims_clusters.csv", [clusters])
+    store_files.write_frames(out / "dims_clusters.csv", [clusters])
     files += [out / "dims_clusters.csv",
               *_draw_clusters(clusters.to_dict("records"), cfg, out, label)]
     return files

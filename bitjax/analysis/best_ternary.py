@@ -1000,7 +1000,7 @@ def write_run(out_dir, source, dense_index, best: BestKnown, *, extra_meta: dict
 
     from bitjax.config import build_instances
     from bitjax.layers import effective_weights_host
-    from bitjax.store import files as io
+    from bitjax.store import files as store_files
     from bitjax.store.checkpoint import Checkpointer
     from bitjax.store.layout import SWEEP_FILE
 
@@ -1049,10 +1049,10 @@ def write_run(out_dir, source, dense_index, best: BestKnown, *, extra_meta: dict
         ckpt.save(0, state, meta)
     finally:
         ckpt.close()
-    io.write_json(out / SWEEP_FILE, cfg.to_dict())
+    store_files.write_json(out / SWEEP_FILE, cfg.to_dict())
     coords = {k: np.asarray(source.coords[k])[dense_index] for k in source.coords
               if k not in ("kind", "instance")}
     table = instance_table(best, coords)
     # No instances: an empty file with an empty header, as the table always had.
-    io.write_frames(out / TABLE_FILE, [table] if len(table) else [])
+    store_files.write_frames(out / TABLE_FILE, [table] if len(table) else [])
     return out

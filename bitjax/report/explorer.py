@@ -76,7 +76,7 @@ import numpy as np
 from bitjax.analysis import neurons as neurons_lib
 from bitjax.analysis.stats import mean_ci_floats
 from bitjax.report import plots
-from bitjax.store import files as io
+from bitjax.store import files as store_files
 from bitjax.store.layout import is_run, part_folders
 
 #: Sweep axes shown as sliders, in this order (``*_index`` when the axis holds vectors).
@@ -936,7 +936,7 @@ def write_explorer(source, out_html: Path, *, title: str | None = None,
             break
     # Through a temporary file and a rename: a full disk never leaves a truncated page
     # under the real name.
-    io.write_text(out_html, html)
+    store_files.write_text(out_html, html)
     return out_html
 
 
@@ -974,7 +974,7 @@ def write_shared_plotlyjs(folder: Path) -> Path:
     except OSError:
         same = False
     if not same:
-        io.write_text(path, text)
+        store_files.write_text(path, text)
     return path
 
 
@@ -1184,7 +1184,7 @@ def screenshot(html: Path, png: Path, *, width: int = 1400) -> dict:
         shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
             "format": "png", "captureBeyondViewport": True,
             "clip": {"x": 0, "y": 0, "width": size[0], "height": size[1], "scale": 1}})
-        with io.atomic_path(png) as tmp:  # never a truncated image under the real name
+        with store_files.atomic_path(png) as tmp:  # never a truncated image under the real name
             tmp.write_bytes(base64.b64decode(shot["data"]))
         errors = [f'{e["level"]}: {e["message"]}' for e in driver.get_log("browser")
                   if e["level"] in ("SEVERE", "WARNING")]

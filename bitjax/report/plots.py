@@ -152,10 +152,10 @@ def close(fig) -> None:
 
 def save(fig, stem) -> list:
     """Write ``fig`` as ``stem.png`` and ``stem.pdf`` (atomically) and close it; the paths."""
-    from bitjax.store import files as io
+    from bitjax.store import files as store_files
 
     try:
-        return io.save_figure(fig, stem)
+        return store_files.save_figure(fig, stem)
     finally:
         close(fig)
 

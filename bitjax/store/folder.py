@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from bitjax.store import files as io
+from bitjax.store import files as store_files
 from bitjax.store.layout import LOCK_FILE, STATUS_FILE
 
 try:  # POSIX; elsewhere runs are not locked (stated in lock_folder's docstring)
@@ -154,7 +154,7 @@ def write_status(folder: str | Path, state: str, **fields: Any) -> None:
     status.update(state=state, pid=os.getpid(), host=socket.gethostname(),
                   updated=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     try:
-        io.write_json(Path(folder) / STATUS_FILE, status)
+        store_files.write_json(Path(folder) / STATUS_FILE, status)
     except OSError:
         pass
 

@@ -38,7 +38,7 @@ import numpy as np
 
 from bitjax.config import SweepConfig
 from bitjax.convergence import ConvergenceRule, zero_model_loss
-from bitjax.store import files as io
+from bitjax.store import files as store_files
 from bitjax.store.checkpoint import Checkpointer, config_diff
 from bitjax.store.folder import lock_folder, write_status
 from bitjax.store.layout import SWEEP_FILE
@@ -441,7 +441,7 @@ def _train(cfg: SweepConfig, out_dir: Path, trainer, ckpt: Checkpointer, *, resu
     if state is None:
         state = trainer.init_state(init_params)
     # Before training, so an interrupted run folder says what it is training.
-    io.write_json(out_dir / SWEEP_FILE, cfg.to_dict())
+    store_files.write_json(out_dir / SWEEP_FILE, cfg.to_dict())
 
     start_step = int(state["step"])
     _status(out_dir, "running", step=start_step, steps=cfg.steps, message=None)

@@ -457,7 +457,7 @@ def test_instance_table_of_empty_patterns_and_a_zero_dense_loss(tmp_path):
     """An all-zero pattern has no non-zero column: its per-feature gamma mean is NaN and
     its mean non-zeros 0; a dense loss of 0 gives no ratio (NaN); with no instance the
     table is empty."""
-    from bitjax.store import files as io
+    from bitjax.store import files as store_files
 
     nnz = np.array([[2, 0, 1], [0, 0, 0]])
     f = np.array([0.5, 0.25])
@@ -470,8 +470,8 @@ def test_instance_table_of_empty_patterns_and_a_zero_dense_loss(tmp_path):
         seconds={}, source=np.array([0, 1]), best_dense_loss=f,
         kind="ternary_per_feature")
     table = bt.instance_table(best, {"seed": np.array([3, 4])})
-    io.write_frames(tmp_path / "t.csv", [table])
-    first, second = io.read_csv(tmp_path / "t.csv")
+    store_files.write_frames(tmp_path / "t.csv", [table])
+    first, second = store_files.read_csv(tmp_path / "t.csv")
     assert (first["seed"], first["method"], first["lattice"]) == ("3", "polish",
                                                                   "ternary_per_feature")
     assert float(first["gamma"]) == 2.0 and first["gamma_per_feature"] == "1 9 3"

@@ -13,7 +13,7 @@ import pytest
 from bitjax.analysis import grid as analysis
 from bitjax.analysis import metrics, results, stats
 from bitjax.report import tables
-from bitjax.store import files as io
+from bitjax.store import files as store_files
 from bitjax.store.checkpoint import CheckpointError
 
 # The trained runs here (100 steps, history every 50) are too few steps for the convergence
@@ -212,7 +212,7 @@ def test_dataframe_has_one_row_per_instance(sweep):
 def test_csv_round_trip(sweep, tmp_path):
     files = tables.write_tables(sweep, tmp_path)
     assert [f.name for f in files] == ["metrics.csv", "features.csv.gz"]
-    rows = io.read_csv(files[0])
+    rows = store_files.read_csv(files[0])
     assert list(rows[0])[:10] == ["instance", "kind", "seed", "feature_probability",
                                   "importance_index", "lr", "weight_decay", "loss",
                                   "diverged", "dims_per_feature"]
@@ -221,7 +221,7 @@ def test_csv_round_trip(sweep, tmp_path):
     for col in ("loss", "dims_per_feature", "n_represented", "lr"):
         np.testing.assert_allclose([float(r[col]) for r in rows], df[col].values, rtol=1e-6)
     assert [r["kind"] for r in rows] == list(df["kind"])
-    feats = io.read_csv(files[1])
+    feats = store_files.read_csv(files[1])
     assert len(feats) == sweep.n_instances * sweep.config.n_features
     np.testing.assert_allclose([float(r["bias"]) for r in feats], sweep.b.ravel(), rtol=1e-6)
 
@@ -372,7 +372,7 @@ def test_code_names():
 
 def test_tables_carry_the_measures(columns_sweep, tmp_path):
     tables.write_tables(columns_sweep, tmp_path)
-    rows = io.read_csv(tmp_path / "metrics.csv")
+    rows = store_files.read_csv(tmp_path / "metrics.csv")
     m = columns_sweep.metrics()
     assert len(rows) == columns_sweep.n_instances
     for i, r in enumerate(rows):
@@ -380,7 +380,7 @@ def test_tables_carry_the_measures(columns_sweep, tmp_path):
         code = int(r["geometry_m2"])
         assert code >= 0  # every instance here has m = 2
         assert r["geometry_m2_name"] == metrics.GEOMETRY_M2_LABELS[code]
-    feats = io.read_csv(tmp_path / "features.csv.gz")
+    feats = store_files.read_csv(tmp_path / "features.csv.gz")
     assert len(feats) == columns_sweep.n_instances * columns_sweep.config.n_features
     rel = np.array([float(f["relative_norm"]) for f in feats])
     rel = rel.reshape(columns_sweep.n_instances, -1)

@@ -48,9 +48,9 @@ def cli(out: Path, *extra: str) -> int:
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
-    from bitjax.store import files as io
+    from bitjax.store import files as store_files
 
-    return io.read_csv(path)
+    return store_files.read_csv(path)
 
 
 def checkpoint_steps(run: Path) -> list[int]:
@@ -655,14 +655,14 @@ def test_results_files_get_the_umask_mode(tmp_path, umask, mode):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from bitjax.store import files as io
+    from bitjax.store import files as store_files
 
     old = os.umask(umask)
     try:
-        io.write_json(tmp_path / "a.json", {"x": 1})
-        io.write_csv(tmp_path / "a.csv", [{"x": 1.0}])
+        store_files.write_json(tmp_path / "a.json", {"x": 1})
+        store_files.write_csv(tmp_path / "a.csv", [{"x": 1.0}])
         fig = plt.figure()
-        written = io.save_figure(fig, tmp_path / "fig")
+        written = store_files.save_figure(fig, tmp_path / "fig")
         plt.close(fig)
     finally:
         os.umask(old)

@@ -10,8 +10,13 @@ import pytest
 
 from bitjax.analysis import neurons
 from bitjax.config import build_instances
-from bitjax.store import files as io
+from bitjax.store import files as store_files
 from experiments import _cli, computation
+
+#: The experiment the ``tiny_run`` fixture (tests/experiments/conftest.py) runs, and the
+#: warning the run must give (200 steps: too few for the convergence rule to judge).
+TINY_EXPERIMENT = computation.EXPERIMENT
+TINY_WARNS = "too few steps"
 
 
 def test_presets_validate_and_are_the_papers_setups():
@@ -74,17 +79,12 @@ def test_motif_counts_of_an_asymmetric_motif():
 
 
 @pytest.mark.integration  # an end-to-end run: the second tier
-def test_computation_tiny_end_to_end(tmp_path):
-    out = tmp_path / "run"
-    with pytest.warns(UserWarning, match="too few steps"):  # 200 steps: not judged
-        rc = _cli.main(computation.EXPERIMENT, ["--preset", "tiny", "--out", str(out),
-                                                "--no-progress"])
-    assert rc == 0
-    for stem in ("circuits", "neuron_features", "motif_counts", "loss_gap"):
-        for ext in ("png", "pdf"):
-            assert (out / f"{stem}.{ext}").stat().st_size > 0
+def test_computation_tiny_end_to_end(tiny_run):
+    out = tiny_run.out
+    tiny_run.assert_files(tiny_run.figures(("circuits", "neuron_features", "motif_counts",
+                                            "loss_gap")))
     parts = computation.PRESETS["tiny"](None)
-    inst = io.read_csv(out / "motif_instances.csv")
+    inst = store_files.read_csv(out / "motif_instances.csv")
     assert len(inst) == sum(c.n_instances for c in parts.values())
     assert set(computation.MEASURES) <= set(inst[0])
     for r in inst:
@@ -94,18 +94,18 @@ def test_computation_tiny_end_to_end(tmp_path):
                 + float(r["n_diffuse"]) == float(r["n_alive"]) <= cfg.n_hidden)
     best = [r for r in inst if r["best_restart"] == "1"]
     assert len(best) == sum(len(c.kind) * len(c.feature_probability) for c in parts.values())
-    summary = io.read_csv(out / "motif_summary.csv")
+    summary = store_files.read_csv(out / "motif_summary.csv")
     assert {(r["part"], r["kind"], float(r["feature_probability"])) for r in summary} == {
         (name, k, p) for name, c in parts.items() for k in c.kind
         for p in c.feature_probability}
     for r in summary:
         if r["kind"] == "dense":  # paired with itself
             assert float(r["n_abs_pairs_minus_dense"]) == 0.0
-    motifs = io.read_csv(out / "motifs.csv")
+    motifs = store_files.read_csv(out / "motifs.csv")
     assert {r["motif"] for r in motifs} <= {"relu_pair", "asymmetric"}
     assert (out / "motifs.csv").read_text().splitlines()[0].split(",") == list(
         computation.MOTIF_COLUMNS)
-    gap = io.read_csv(out / "loss_gap.csv")
+    gap = store_files.read_csv(out / "loss_gap.csv")
     assert {(r["part"], r["kind"]) for r in gap} == {(name, "ternary") for name in parts}
 
 
@@ -149,9 +149,9 @@ def test_summary_and_instance_tables_of_a_cell_whose_seeds_all_diverged(fake_swe
     summary = computation.summary_table("p", sweep, measures)
     inst = computation.instance_table("p", sweep, measures)
     short = computation.summary_table("q", sweep, measures).drop(columns=["loss_best"])
-    io.write_frames(tmp_path / "s.csv", computation._aligned([summary, short]))
-    io.write_frames(tmp_path / "i.csv", [inst])
-    rows = io.read_csv(tmp_path / "s.csv")
+    store_files.write_frames(tmp_path / "s.csv", computation._aligned([summary, short]))
+    store_files.write_frames(tmp_path / "i.csv", [inst])
+    rows = store_files.read_csv(tmp_path / "s.csv")
     assert [(r["part"], r["kind"], r["feature_probability"]) for r in rows] == [
         (p, k, f) for p in "pq" for k in ("dense", "ternary") for f in ("1", "0.1")]
     gone = rows[2]
@@ -160,7 +160,7 @@ def test_summary_and_instance_tables_of_a_cell_whose_seeds_all_diverged(fake_swe
     assert rows[3]["best_instance"] == "7" and float(rows[3]["loss_best"]) == 0.01
     assert [r["loss_best"] for r in rows[4:]] == [""] * 4
     assert float(rows[2]["loss_minus_dense"]) != float(rows[2]["loss_minus_dense"])  # NaN
-    best = [r["best_restart"] for r in io.read_csv(tmp_path / "i.csv")]
+    best = [r["best_restart"] for r in store_files.read_csv(tmp_path / "i.csv")]
     assert best == ["1", "1", "0", "0", "0", "0", "0", "1"]
 
 
@@ -178,8 +178,8 @@ def test_motif_table_leaves_the_columns_a_motif_lacks_empty(fake_sweep, tmp_path
                 "b2": np.zeros((8, 2))}
     tables = [computation.motif_table(name, fake_sweep((0, 1), (1.0, 0.1), loss), eff)
               for name, eff in (("pairs", pair_eff), ("asym", asym_eff))]
-    io.write_frames(tmp_path / "m.csv", tables, columns=computation.MOTIF_COLUMNS)
-    rows = io.read_csv(tmp_path / "m.csv")
+    store_files.write_frames(tmp_path / "m.csv", tables, columns=computation.MOTIF_COLUMNS)
+    rows = store_files.read_csv(tmp_path / "m.csv")
     pairs = [r for r in rows if r["part"] == "pairs"]
     asym = [r for r in rows if r["part"] == "asym"]
     # best restarts: dense 0 (p 1) and 1 (p 0.1), ternary 7 (p 0.1); 3 pairs each

@@ -11,22 +11,21 @@ import pytest
 from bitjax import convergence
 from bitjax.analysis.results import LoadedSweep
 from bitjax.config import build_instances
-from bitjax.store import files as io
-from experiments import _cli, correlated
+from bitjax.store import files as store_files
+from experiments import correlated
+
+#: The experiment the ``tiny_run`` fixture (tests/experiments/conftest.py) runs.
+TINY_EXPERIMENT = correlated.EXPERIMENT
 
 
 # The tiny preset trains 100-200 steps, too few for the convergence rule to judge; the
 # files it writes are the point here.
 @pytest.mark.filterwarnings("ignore:.*too few steps for the convergence rule")
 @pytest.mark.integration  # an end-to-end run: the second tier
-def test_correlated_tiny_end_to_end(tmp_path):
-    rc = _cli.main(correlated.EXPERIMENT, ["--preset", "tiny", "--out", str(tmp_path),
-                                           "--no-progress"])
-    assert rc == 0
-    for stem in ("weights_three_corr", "gram_anti20", "summary"):
-        for ext in ("png", "pdf"):
-            assert (tmp_path / f"{stem}.{ext}").stat().st_size > 0
-    rows = io.read_csv(tmp_path / "correlated_summary.csv")
+def test_correlated_tiny_end_to_end(tiny_run):
+    out = tiny_run.out
+    tiny_run.assert_files(tiny_run.figures(("weights_three_corr", "gram_anti20", "summary")))
+    rows = store_files.read_csv(out / "correlated_summary.csv")
     got = {(r["part"], r["kind"], r["measure"]) for r in rows}
     for kind in ("dense", "ternary"):
         for m in ("within_pair_cos", "collapse_fraction", "n_represented"):
@@ -34,7 +33,7 @@ def test_correlated_tiny_end_to_end(tmp_path):
         for m in ("within_set_abs_cos", "cross_set_abs_cos", "within_set_sq_dot",
                   "cross_set_sq_dot"):
             assert ("anti20", kind, m) in got
-    assert len(io.read_csv(tmp_path / "correlated_instances.csv")) == 16  # 2 parts x 8
+    assert len(store_files.read_csv(out / "correlated_instances.csv")) == 16  # 2 parts x 8
 
 
 def _fake_part(name, cfg, rng):
@@ -58,7 +57,7 @@ def test_correlated_analysis_covers_every_part(tmp_path, monkeypatch):
         fig.savefig(target, dpi=20)
         return [target]
 
-    monkeypatch.setattr(io, "save_figure", quick_save)
+    monkeypatch.setattr(store_files, "save_figure", quick_save)
     rng = np.random.default_rng(1)
     cfgs = correlated._parts(2, 10, 2, 2, batch_size=8, chunk_size=10, history_every=10)
     parts = {name: _fake_part(name, cfg, rng) for name, cfg in cfgs.items()}
@@ -69,7 +68,7 @@ def test_correlated_analysis_covers_every_part(tmp_path, monkeypatch):
     for name in correlated.SET_PARTS:
         assert f"gram_{name}.png" in names
     assert "summary.png" in names
-    rows = io.read_csv(tmp_path / "correlated_summary.csv")
+    rows = store_files.read_csv(tmp_path / "correlated_summary.csv")
     got = {(r["part"], r["measure"]) for r in rows}
     assert ("corr_pairs", "within_pair_cos") in got
     assert ("anti_pairs", "within_pair_cos") in got

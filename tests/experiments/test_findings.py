@@ -198,13 +198,13 @@ def test_seed_selections_all_seeds_and_per_cell_pairs():
 
 def _write_attainable(folder: Path, bound: float, trained: float, seeds=4,
                       probs=(1.0, 0.1, 0.01)):
-    from bitjax.store import files as io
+    from bitjax.store import files as store_files
 
     rows = [{"experiment": "x", "seed": s, "feature_probability": p, "alignable": "True",
              "dense_loss": 0.1, "attainable_ternary": bound, "exact_ternary": "nan",
              "trained_ternary_loss": trained, "trained_ternary_final_loss": 0.2}
             for s in range(seeds) for p in probs]
-    io.write_csv(folder / "representable" / "attainable_x.csv", rows)
+    store_files.write_csv(folder / "representable" / "attainable_x.csv", rows)
 
 
 def test_optimum_view_reasons(tmp_path):
@@ -345,7 +345,7 @@ def test_converged_reads_the_stored_diagnostic():
 @pytest.mark.integration
 def test_generated_findings_on_the_committed_results():
     """Every claim gets two computed verdicts; the exact intro comparison matches the CSV."""
-    from bitjax.store import files as io
+    from bitjax.store import files as store_files
 
     results = findings.evaluate(RESULTS)
     assert [r.claim.rule.key for r in results] == [c.rule.key for c in findings.CLAIMS]
@@ -354,7 +354,7 @@ def test_generated_findings_on_the_committed_results():
             assert v.verdict in vd.VERDICTS
             assert (v.verdict == "undecided") == bool(v.reason)
     text = findings.render(results, RESULTS)
-    rows = io.read_csv(RESULTS / "representable" / "intro_exact.csv")
+    rows = store_files.read_csv(RESULTS / "representable" / "intro_exact.csv")
     k = sum(r["configuration"].startswith("two antipodal pairs") for r in rows)
     assert f"two antipodal pairs at {k} of {len(rows)} sparsities" in text
     for typed in ("likely cause", "show two antipodal pairs instead", "inconclusive"):

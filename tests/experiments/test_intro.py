@@ -11,48 +11,30 @@ import numpy as np
 import pytest
 
 from bitjax.analysis import metrics
-from bitjax.store import files as io
+from bitjax.store import files as store_files
 from bitjax.store.layout import EXPERIMENT_FILE
 from experiments import intro, sparsity
 from experiments._cli import main
 
+#: The experiment the ``tiny_run`` fixture (tests/experiments/conftest.py) runs.
+TINY_EXPERIMENT = intro.EXPERIMENT
 INTRO_FIGURES = ("weights_2d", "loss_and_features", "loss_gap")
-
-
-def _run(exp, out, *extra):
-    return main(exp, ["--preset", "tiny", "--out", str(out), "--no-progress", *extra])
-
-
-def _figures(out, stems):
-    return [out / f"{s}.{ext}" for s in stems for ext in ("png", "pdf")]
-
-
-def _assert_files(files):
-    for f in files:
-        assert f.is_file() and f.stat().st_size > 0, f
-
-
-@pytest.fixture(scope="module")
-def intro_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("intro")
-    assert _run(intro.EXPERIMENT, out) == 0
-    return out
 
 
 # The tiny preset trains 100-200 steps, too few for the convergence rule to judge; the
 # files it writes are the point here.
 @pytest.mark.filterwarnings("ignore:.*too few steps for the convergence rule")
 @pytest.mark.integration  # an end-to-end run: the second tier
-def test_intro_tiny_end_to_end(intro_run):
-    out = intro_run
+def test_intro_tiny_end_to_end(tiny_run):
+    out = tiny_run.out
     cfg = intro.PRESETS["tiny"](None)["intro"]
-    _assert_files([out / f for f in (EXPERIMENT_FILE, "manifest.json", "metrics.csv",
-                                     "features.csv.gz", "summary.csv", "explorer.html")]
-                  + _figures(out, INTRO_FIGURES))
+    tiny_run.assert_files([out / f for f in (EXPERIMENT_FILE, "manifest.json", "metrics.csv",
+                                             "features.csv.gz", "summary.csv", "explorer.html")]
+                          + tiny_run.figures(INTRO_FIGURES))
     assert (out / "checkpoints").is_dir()
-    assert len(io.read_csv(out / "metrics.csv")) == cfg.n_instances
+    assert len(store_files.read_csv(out / "metrics.csv")) == cfg.n_instances
 
-    rows = io.read_csv(out / "summary.csv")
+    rows = store_files.read_csv(out / "summary.csv")
     assert len(rows) == len(cfg.kind) * len(cfg.feature_probability)
     assert {(r["kind"], round(float(r["feature_probability"]), 6)) for r in rows} == {
         (k, round(p, 6)) for k in cfg.kind for p in cfg.feature_probability}
@@ -66,7 +48,7 @@ def test_intro_tiny_end_to_end(intro_run):
                                            range(len(metrics.GEOMETRY_M2_LABELS))}
         counts = [int(x.rsplit(":", 1)[1]) for x in r["geometry_counts"].split()]
         assert sum(counts) == len(cfg.seed) - int(r["n_diverged"])
-    gap = io.read_csv(out / "loss_gap.csv")
+    gap = store_files.read_csv(out / "loss_gap.csv")
     assert len(gap) == (len(cfg.kind) - 1) * len(cfg.feature_probability)
     assert {r["kind"] for r in gap} == set(cfg.kind) - {"dense"}
 
@@ -74,16 +56,16 @@ def test_intro_tiny_end_to_end(intro_run):
 # The tiny preset's run (its fixture) is too short for the convergence rule to judge.
 @pytest.mark.filterwarnings("ignore:.*too few steps for the convergence rule")
 @pytest.mark.integration  # an end-to-end run: the second tier
-def test_intro_replot_redraws_the_same_tables(intro_run):
-    out = intro_run
-    before = {f: io.read_csv(out / f) for f in ("summary.csv", "loss_gap.csv")}
-    redrawn = [out / "summary.csv", out / "loss_gap.csv", *_figures(out, INTRO_FIGURES)]
+def test_intro_replot_redraws_the_same_tables(tiny_run):
+    out = tiny_run.out
+    before = {f: store_files.read_csv(out / f) for f in ("summary.csv", "loss_gap.csv")}
+    redrawn = [out / "summary.csv", out / "loss_gap.csv", *tiny_run.figures(INTRO_FIGURES)]
     for f in redrawn:
         f.unlink()
     assert main(intro.EXPERIMENT, ["--out", str(out), "--replot"]) == 0
-    _assert_files(redrawn)
+    tiny_run.assert_files(redrawn)
     for f, rows in before.items():
-        assert io.read_csv(out / f) == rows
+        assert store_files.read_csv(out / f) == rows
 
 
 def test_presets_match_their_docstrings():

@@ -13,8 +13,11 @@ from bitjax import convergence
 from bitjax.analysis import metrics
 from bitjax.analysis.results import LoadedSweep
 from bitjax.config import build_instances
-from bitjax.store import files as io
-from experiments import _cli, phase
+from bitjax.store import files as store_files
+from experiments import phase
+
+#: The experiment the ``tiny_run`` fixture (tests/experiments/conftest.py) runs.
+TINY_EXPERIMENT = phase.EXPERIMENT
 
 # ------------------------------------------------------------------------------------------
 # End to end (tiny presets, in process).
@@ -27,21 +30,17 @@ from experiments import _cli, phase
 @pytest.mark.filterwarnings("ignore:.*too few steps for the convergence rule")
 @pytest.mark.filterwarnings("ignore:.*instance\\(s\\) of part .* diverged")
 @pytest.mark.integration  # an end-to-end run: the second tier
-def test_phase_tiny_end_to_end(tmp_path):
-    rc = _cli.main(phase.EXPERIMENT, ["--preset", "tiny", "--out", str(tmp_path),
-                                      "--no-progress"])
-    assert rc == 0
+def test_phase_tiny_end_to_end(tiny_run):
+    out = tiny_run.out
     for name in ("n2m1", "n3m2"):
-        for stem in (f"phase_{name}", f"phase_fractions_{name}"):
-            for ext in ("png", "pdf"):
-                assert (tmp_path / f"{stem}.{ext}").stat().st_size > 0
-        assert (tmp_path / name / "metrics.csv").exists()
-    summary = io.read_csv(tmp_path / "phase_summary.csv")
+        tiny_run.assert_files(tiny_run.figures((f"phase_{name}", f"phase_fractions_{name}")))
+        assert (out / name / "metrics.csv").exists()
+    summary = store_files.read_csv(out / "phase_summary.csv")
     assert {(r["part"], r["kind"]) for r in summary} == {
         (p, k) for p in ("n2m1", "n3m2") for k in ("dense", "ternary")}
     n2 = [r for r in summary if r["part"] == "n2m1"]
     assert all(0.0 <= float(r["agreement_all"]) <= 1.0 for r in n2)
-    cells = io.read_csv(tmp_path / "phase_cells.csv")
+    cells = store_files.read_csv(out / "phase_cells.csv")
     assert len(cells) == 2 * 2 * 3 * 3  # parts x kinds x 3x3 grid
     assert {r["best_phase"] for r in cells} <= set(metrics.EXTRA_PHASES)
     for r in cells:

@@ -8,8 +8,13 @@ import numpy as np
 import pytest
 
 from bitjax.config import build_instances
-from bitjax.store import files as io
-from experiments import _cli, privileged
+from bitjax.store import files as store_files
+from experiments import privileged
+
+#: The experiment the ``tiny_run`` fixture (tests/experiments/conftest.py) runs, and the
+#: warning the run must give (200 steps: too few for the convergence rule to judge).
+TINY_EXPERIMENT = privileged.EXPERIMENT
+TINY_WARNS = "too few steps"
 
 
 def test_presets_are_the_papers_setting():
@@ -50,23 +55,17 @@ def test_stacked_bars_put_positive_weights_up_and_negative_down():
 
 
 @pytest.mark.integration  # an end-to-end run: the second tier
-def test_privileged_tiny_end_to_end(tmp_path):
-    out = tmp_path / "run"
-    with pytest.warns(UserWarning, match="too few steps"):  # 200 steps: not judged
-        rc = _cli.main(privileged.EXPERIMENT, ["--preset", "tiny", "--out", str(out),
-                                               "--no-progress"])
-    assert rc == 0
-    for stem in ("neuron_bars", "monosemanticity", "loss_gap"):
-        for ext in ("png", "pdf"):
-            assert (out / f"{stem}.{ext}").stat().st_size > 0
+def test_privileged_tiny_end_to_end(tiny_run):
+    out = tiny_run.out
+    tiny_run.assert_files(tiny_run.figures(("neuron_bars", "monosemanticity", "loss_gap")))
     cfg = privileged.PRESETS["tiny"](None)["privileged"]
-    summary = io.read_csv(out / "neuron_summary.csv")
+    summary = store_files.read_csv(out / "neuron_summary.csv")
     assert {(r["kind"], float(r["feature_probability"])) for r in summary} == {
         (k, p) for k in cfg.kind for p in cfg.feature_probability}
     for r in summary:
         assert 0 <= float(r["n_monosemantic"]) + float(r["n_polysemantic"]) <= cfg.n_hidden
         assert 1 / cfg.n_features <= float(r["mean_monosemanticity_best"]) <= 1.0
-    rows = io.read_csv(out / "neurons.csv")
+    rows = store_files.read_csv(out / "neurons.csv")
     inst = build_instances(cfg)
     assert len(rows) == len(cfg.kind) * len(cfg.feature_probability) * cfg.n_hidden
     assert {r["kind"] for r in rows} == set(inst.coords["kind"])
@@ -119,8 +118,9 @@ def test_tables_of_a_cell_whose_seeds_all_diverged(fake_sweep, tmp_path):
     measures = {k: rng.random(n_inst) for k in privileged.SUMMARY_MEASURES}
     measures.update({k: rng.random((n_inst, m)) for k in privileged.NEURON_COLUMNS})
     summary = privileged.summary_table(sweep, measures)
-    io.write_frames(tmp_path / "s.csv", [summary])
-    rows = {(r["kind"], r["feature_probability"]): r for r in io.read_csv(tmp_path / "s.csv")}
+    store_files.write_frames(tmp_path / "s.csv", [summary])
+    rows = {(r["kind"], r["feature_probability"]): r
+            for r in store_files.read_csv(tmp_path / "s.csv")}
     gone = rows["ternary", "1"]
     assert (gone["n_seeds"], gone["best_instance"]) == ("0", "-1")
     assert gone["loss"] == gone["loss_best"] == gone["mean_monosemanticity_best"] == "nan"

@@ -10,57 +10,41 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bitjax.store import files as io
+from bitjax.store import files as store_files
 from bitjax.store.layout import EXPERIMENT_FILE, SWEEP_FILE
 from experiments import sparsity
 from experiments._cli import main
 
+#: The experiment the ``tiny_run`` fixture (tests/experiments/conftest.py) runs.
+TINY_EXPERIMENT = sparsity.EXPERIMENT
 SPARSITY_FIGURES = ("weights_by_sparsity", "zoom", "loss_gap", "notebook_counts")
-
-
-def _run(exp, out, *extra):
-    return main(exp, ["--preset", "tiny", "--out", str(out), "--no-progress", *extra])
-
-
-def _figures(out, stems):
-    return [out / f"{s}.{ext}" for s in stems for ext in ("png", "pdf")]
-
-
-def _assert_files(files):
-    for f in files:
-        assert f.is_file() and f.stat().st_size > 0, f
-
-
-@pytest.fixture(scope="module")
-def sparsity_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("sparsity")
-    assert _run(sparsity.EXPERIMENT, out) == 0
-    return out
 
 
 # The tiny preset trains 100-200 steps, too few for the convergence rule to judge; the
 # files it writes are the point here.
 @pytest.mark.filterwarnings("ignore:.*too few steps for the convergence rule")
 @pytest.mark.integration  # an end-to-end run: the second tier
-def test_sparsity_tiny_end_to_end(sparsity_run):
-    out = sparsity_run
+def test_sparsity_tiny_end_to_end(tiny_run):
+    out = tiny_run.out
     cfgs = sparsity.PRESETS["tiny"](None)
     assert set(cfgs) == {"relu", "linear", "zoom", "notebook"}
     assert cfgs["linear"].activation == "linear"
     nb = cfgs["notebook"]
     assert (nb.n_features, nb.n_hidden) == (sparsity.NOTEBOOK_N, sparsity.NOTEBOOK_M)
     for name, cfg in cfgs.items():
-        _assert_files([out / name / f for f in (SWEEP_FILE, "metrics.csv", "features.csv.gz")])
-        assert len(io.read_csv(out / name / "metrics.csv")) == cfg.n_instances
-    _assert_files([out / f for f in (EXPERIMENT_FILE, "manifest.json", "summary.csv",
-                                     "onsets.csv", "notebook_counts.csv", "explorer.html")]
-                  + _figures(out, SPARSITY_FIGURES))
+        tiny_run.assert_files([out / name / f
+                               for f in (SWEEP_FILE, "metrics.csv", "features.csv.gz")])
+        assert len(store_files.read_csv(out / name / "metrics.csv")) == cfg.n_instances
+    tiny_run.assert_files([out / f for f in (EXPERIMENT_FILE, "manifest.json", "summary.csv",
+                                             "onsets.csv", "notebook_counts.csv",
+                                             "explorer.html")]
+                          + tiny_run.figures(SPARSITY_FIGURES))
     # One explorer page for the multi-part run, with every part in it.
     from bitjax.report.explorer import read_payload
 
     assert {p["name"] for p in read_payload(out / "explorer.html")["parts"]} == set(cfgs)
 
-    summary = io.read_csv(out / "summary.csv")
+    summary = store_files.read_csv(out / "summary.csv")
     expected = {(name, k, round(p, 6)) for name, cfg in cfgs.items() for k in cfg.kind
                 for p in cfg.feature_probability}
     got = [(r["part"], r["kind"], round(float(r["feature_probability"]), 6)) for r in summary]
@@ -71,10 +55,10 @@ def test_sparsity_tiny_end_to_end(sparsity_run):
 
     # notebook_counts.csv: per kind and probability, the count at 0.5 over the seeds, and
     # the notebook's published count at its grid points only (1-S = 1 is one of them)
-    counts = io.read_csv(out / "notebook_counts.csv")
+    counts = store_files.read_csv(out / "notebook_counts.csv")
     assert sorted((r["kind"], round(float(r["feature_probability"]), 6)) for r in counts) == \
         sorted((k, round(p, 6)) for k in nb.kind for p in nb.feature_probability)
-    metrics = io.read_csv(out / "notebook" / "metrics.csv")
+    metrics = store_files.read_csv(out / "notebook" / "metrics.csv")
     for r in counts:
         seeds = [float(m["n_represented"]) for m in metrics if m["kind"] == r["kind"]
                  and np.isclose(float(m["feature_probability"]), float(r["feature_probability"]))]
@@ -92,7 +76,7 @@ def test_sparsity_tiny_end_to_end(sparsity_run):
                      "superposition_onset_interpolated_sustained",
                      "negative_bias_onset_interpolated_first",
                      "negative_bias_onset_interpolated_sustained")
-    onsets = io.read_csv(out / "onset_summary.csv")
+    onsets = store_files.read_csv(out / "onset_summary.csv")
     keys = {(r["part"], r["statistic"], r["kind"]) for r in onsets}
     assert keys == {(part, stat, kind) for part in ("relu", "zoom") for stat in summary_stats
                     for kind in ("dense", "ternary", "ternary - dense")}
@@ -101,7 +85,7 @@ def test_sparsity_tiny_end_to_end(sparsity_run):
         assert int(r["n_seeds"]) == len(cfgs[r["part"]].seed)
         assert 0 <= int(r["n_found"]) <= int(r["n_seeds"])
     # onsets.csv: one row per part, kind and seed
-    per_seed = io.read_csv(out / "onsets.csv")
+    per_seed = store_files.read_csv(out / "onsets.csv")
     assert sorted((r["part"], r["kind"], int(r["seed"])) for r in per_seed) == sorted(
         (part, k, s) for part in ("relu", "zoom") for k in cfgs[part].kind
         for s in cfgs[part].seed)
@@ -109,7 +93,7 @@ def test_sparsity_tiny_end_to_end(sparsity_run):
         for col in ("superposition_onset", "negative_bias_onset"):
             p = float(r[col])
             assert np.isnan(p) or min(cfgs[r["part"]].feature_probability) <= p <= 1.0
-    gap = io.read_csv(out / "loss_gap.csv")
+    gap = store_files.read_csv(out / "loss_gap.csv")
     assert {(r["part"], r["kind"]) for r in gap} == {(p, "ternary") for p in cfgs}
     assert len(gap) == sum(len(c.feature_probability) for c in cfgs.values())
 
@@ -117,17 +101,17 @@ def test_sparsity_tiny_end_to_end(sparsity_run):
 # The tiny preset's run (its fixture) is too short for the convergence rule to judge.
 @pytest.mark.filterwarnings("ignore:.*too few steps for the convergence rule")
 @pytest.mark.integration  # an end-to-end run: the second tier
-def test_sparsity_replot_redraws_the_same_tables(sparsity_run):
-    out = sparsity_run
+def test_sparsity_replot_redraws_the_same_tables(tiny_run):
+    out = tiny_run.out
     tables = ("summary.csv", "onsets.csv", "onset_summary.csv", "loss_gap.csv")
-    before = {f: io.read_csv(out / f) for f in tables}
-    redrawn = [*(out / f for f in tables), *_figures(out, SPARSITY_FIGURES)]
+    before = {f: store_files.read_csv(out / f) for f in tables}
+    redrawn = [*(out / f for f in tables), *tiny_run.figures(SPARSITY_FIGURES)]
     for f in redrawn:
         f.unlink()
     assert main(sparsity.EXPERIMENT, ["--out", str(out), "--replot"]) == 0
-    _assert_files(redrawn)
+    tiny_run.assert_files(redrawn)
     for f, rows in before.items():
-        assert io.read_csv(out / f) == rows
+        assert store_files.read_csv(out / f) == rows
 
 
 def test_notebook_grid_and_published_counts():

@@ -286,8 +286,8 @@ def test_shared_plotlyjs(shared_page, sweep_a, tmp_path, monkeypatch):
     assert read_payload(shared_page)["plotly_src"] == f"../{js.name}"
 
     # written once: a second page of the tree finds the same bytes and writes nothing
-    written, real = [], explorer.io.write_text
-    monkeypatch.setattr(explorer.io, "write_text",
+    written, real = [], explorer.store_files.write_text
+    monkeypatch.setattr(explorer.store_files, "write_text",
                         lambda path, text: written.append(path) or real(path, text))
     second = write_explorer(sweep_a, results / "b" / "c" / "explorer.html", plotlyjs=results)
     assert written == [second] and f'src="../../{js.name}"' in second.read_text()

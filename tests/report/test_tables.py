@@ -14,7 +14,7 @@ import pytest
 from bitjax.analysis.results import LoadedSweep, code_names
 from bitjax.config import SweepConfig, build_instances
 from bitjax.report import tables
-from bitjax.store import files as io
+from bitjax.store import files as store_files
 
 
 def _sweep(rng) -> LoadedSweep:
@@ -40,12 +40,12 @@ def _sweep(rng) -> LoadedSweep:
 def _reference(sweep: LoadedSweep, out: Path) -> list[Path]:
     """The tables written row by row, one dict per row (what the frames must reproduce)."""
     cols = sweep.scalar_columns()
-    io.write_csv(out / "metrics.csv", (
+    store_files.write_csv(out / "metrics.csv", (
         {**{k: v[i].item() for k, v in sweep.coords.items()},
          **{k: v[i].item() for k, v in cols.items()}} for i in range(sweep.n_instances)))
     m = sweep.metrics()
     label = code_names("dimensionality_label", m["dimensionality_label"])
-    io.write_csv(out / "features.csv.gz", (
+    store_files.write_csv(out / "features.csv.gz", (
         {"instance": i, "feature": f, "norm": m["norm"][i, f],
          "superposition": m["superposition"][i, f],
          "dimensionality": m["dimensionality"][i, f], "bias": sweep.b[i, f],
@@ -80,15 +80,15 @@ def test_feature_blocks_do_not_change_the_table(rng, tmp_path):
     assert len(blocks) == -(-sweep.n_instances // 7)
     pd.testing.assert_frame_equal(pd.concat(blocks, ignore_index=True), whole)
     assert whole["instance"].tolist() == np.repeat(np.arange(sweep.n_instances), 5).tolist()
-    io.write_frames(tmp_path / "a.csv", blocks)
-    io.write_frames(tmp_path / "b.csv", [whole])
+    store_files.write_frames(tmp_path / "a.csv", blocks)
+    store_files.write_frames(tmp_path / "b.csv", [whole])
     assert _same(tmp_path / "a.csv", tmp_path / "b.csv")
 
 
 def test_write_frames_formats_long_frames_in_chunks(rng, tmp_path, monkeypatch):
     sweep = _sweep(rng)
     tables.write_tables(sweep, tmp_path / "whole")
-    monkeypatch.setattr(io, "FRAME_ROWS", 5)  # a frame of 72 instances in 15 chunks
+    monkeypatch.setattr(store_files, "FRAME_ROWS", 5)  # a frame of 72 instances in 15 chunks
     got = tables.write_tables(sweep, tmp_path / "chunked")
     for path in got:
         assert _same(path, tmp_path / "whole" / path.name), path.name
@@ -100,10 +100,10 @@ def test_write_frames_formats_as_write_csv(tmp_path):
         "f64": [1 / 3, np.inf, 123456789.0, 2.0],
         "int": np.array([1, -2, 3, 4], np.int64), "flag": [True, False, True, False],
         "text": ["a", "b, with comma", 'q"uote', ""], "maybe": [None, 1.5, "x", 2]})
-    io.write_frames(tmp_path / "frame.csv", [frame])
-    io.write_csv(tmp_path / "rows.csv", frame.to_dict("records"))
+    store_files.write_frames(tmp_path / "frame.csv", [frame])
+    store_files.write_csv(tmp_path / "rows.csv", frame.to_dict("records"))
     assert _same(tmp_path / "frame.csv", tmp_path / "rows.csv")
-    io.write_frames(tmp_path / "cols.csv", [frame], columns=["text", "int"])
+    store_files.write_frames(tmp_path / "cols.csv", [frame], columns=["text", "int"])
     assert (tmp_path / "cols.csv").read_text().splitlines()[:2] == ["text,int", "a,1"]
 
 
@@ -116,6 +116,6 @@ def test_write_frames_is_atomic(tmp_path):
         raise RuntimeError("interrupted")
 
     with pytest.raises(RuntimeError):
-        io.write_frames(path, frames())
+        store_files.write_frames(path, frames())
     assert path.read_text() == "old\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.csv"]

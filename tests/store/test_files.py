@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bitjax.store import files as io
+from bitjax.store import files as store_files
 
 
 def _full_disk_after(n_bytes: int):
@@ -29,7 +29,7 @@ def test_a_write_that_fails_leaves_the_old_file_and_no_temporary(tmp_path, monke
     target.write_text("the old page")
     monkeypatch.setattr(Path, "write_text", _full_disk_after(10))
     with pytest.raises(OSError, match="No space left"):
-        io.write_text(target, "a new page, much longer than ten characters")
+        store_files.write_text(target, "a new page, much longer than ten characters")
     monkeypatch.undo()
     assert target.read_text() == "the old page"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["explorer.html"]
@@ -37,7 +37,7 @@ def test_a_write_that_fails_leaves_the_old_file_and_no_temporary(tmp_path, monke
 
 def test_csv_streams_through_a_temporary_file(tmp_path):
     rows = ({"a": i, "b": i / 3} for i in range(3))  # a generator: never held as a list
-    io.write_csv(tmp_path / "t.csv", rows)
+    store_files.write_csv(tmp_path / "t.csv", rows)
     assert (tmp_path / "t.csv").read_text() == "a,b\n0,0\n1,0.3333333\n2,0.6666667\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.csv"]
 
@@ -56,7 +56,7 @@ def test_a_full_disk_while_writing_the_explorer_keeps_the_old_page(tmp_path, mon
 
 
 def test_git_commit_reads_the_repository():
-    info = io.git_commit()
+    info = store_files.git_commit()
     assert info["commit"] is None or len(info["commit"]) == 40
     assert "source" not in info
 
@@ -65,20 +65,21 @@ def test_declared_commit_wins(tmp_path, monkeypatch):
     monkeypatch.setenv("BITJAX_COMMIT", "abc123")
     monkeypatch.setenv("BITJAX_DIRTY", "1")
     # A copy of a tree with no .git: the declared commit, marked as declared.
-    assert io.git_commit(tmp_path) == {"commit": "abc123", "dirty": True,
-                                       "source": "BITJAX_COMMIT"}
+    assert store_files.git_commit(tmp_path) == {"commit": "abc123", "dirty": True,
+                                                "source": "BITJAX_COMMIT"}
     monkeypatch.setenv("BITJAX_DIRTY", "0")
-    assert io.git_commit(tmp_path)["dirty"] is False
+    assert store_files.git_commit(tmp_path)["dirty"] is False
     # A copy's .git can be stale, so the declaration wins over the repository too.
-    assert io.git_commit()["commit"] == "abc123"
+    assert store_files.git_commit()["commit"] == "abc123"
     monkeypatch.delenv("BITJAX_COMMIT")
-    if shutil.which("git") and (io.Path(io.__file__).resolve().parent.parent / ".git").exists():
-        assert io.git_commit()["commit"] != "abc123"
+    repo = Path(store_files.__file__).resolve().parent.parent
+    if shutil.which("git") and (repo / ".git").exists():
+        assert store_files.git_commit()["commit"] != "abc123"
 
 
 def test_no_git_and_nothing_declared(tmp_path, monkeypatch):
     monkeypatch.delenv("BITJAX_COMMIT", raising=False)
-    assert io.git_commit(tmp_path) == {"commit": None, "dirty": None}
+    assert store_files.git_commit(tmp_path) == {"commit": None, "dirty": None}
 
 
 def test_a_copy_inside_another_repository_records_no_commit(tmp_path, monkeypatch):
@@ -93,7 +94,7 @@ def test_a_copy_inside_another_repository_records_no_commit(tmp_path, monkeypatc
     subprocess.run(["git", "-C", str(other), "-c", "user.email=a@b", "-c", "user.name=a",
                     "commit", "-qm", "x"], check=True)
     # an installed bitjax under venv/ of that repository: its HEAD is not bitjax's commit
-    assert io.git_commit(other / "venv") == {"commit": None, "dirty": None}
+    assert store_files.git_commit(other / "venv") == {"commit": None, "dirty": None}
 
 
 def test_a_dirty_tree_names_its_changed_files(tmp_path, monkeypatch):
@@ -109,10 +110,10 @@ def test_a_dirty_tree_names_its_changed_files(tmp_path, monkeypatch):
     subprocess.run(["git", "-C", str(repo), "add", "."], check=True)
     subprocess.run(["git", "-C", str(repo), "-c", "user.email=a@b", "-c", "user.name=a",
                     "commit", "-qm", "x"], check=True)
-    assert io.git_commit(repo)["dirty"] is False
+    assert store_files.git_commit(repo)["dirty"] is False
     (repo / "bitjax" / "__init__.py").write_text("x = 1\n")
     (repo / "results" / "a.csv").write_text("2")  # results are what runs rewrite: not code
-    info = io.git_commit(repo)
+    info = store_files.git_commit(repo)
     assert info["dirty"] is True and info["dirty_files"] == ["bitjax/__init__.py"]
 
 
@@ -121,5 +122,5 @@ def test_checksums_are_sha256_by_relative_path(tmp_path):
 
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "f.txt").write_bytes(b"abc")
-    sums = io.checksums([tmp_path / "sub" / "f.txt"], tmp_path)
+    sums = store_files.checksums([tmp_path / "sub" / "f.txt"], tmp_path)
     assert sums == {"sub/f.txt": hashlib.sha256(b"abc").hexdigest()}

@@ -410,13 +410,13 @@ def test_resume_removes_what_an_interrupted_save_left(cfg, straight, tmp_path):
 
 
 def test_a_library_run_folder_has_the_command_lines_tables(cfg, straight, capsys):
-    from bitjax.store import files as io
+    from bitjax.store import files as store_files
 
     _, out, _, _ = straight
-    rows = io.read_csv(out / "metrics.csv")
+    rows = store_files.read_csv(out / "metrics.csv")
     assert len(rows) == cfg.n_instances
     np.testing.assert_allclose([float(r["loss"]) for r in rows], straight[0].loss, rtol=1e-6)
-    assert len(io.read_csv(out / "features.csv.gz")) == cfg.n_instances * cfg.n_features
+    assert len(store_files.read_csv(out / "features.csv.gz")) == cfg.n_instances * cfg.n_features
 
 
 def test_a_library_run_shows_a_bar_unless_told_not_to(cfg, tmp_path, capsys):

@@ -1,0 +1,61 @@
+"""The tiny-preset end-to-end run the experiment test modules share.
+
+A test module that checks its experiment's tiny preset end to end names the experiment in a
+module attribute, ``TINY_EXPERIMENT = <module>.EXPERIMENT``, and asks for the ``tiny_run``
+fixture: the preset is trained once per module, in-process, through the shared command line,
+into a fresh temporary folder. A module whose test asserts the run's warning names it in
+``TINY_WARNS`` (a regular expression of a ``UserWarning``); the others filter the warnings
+they expect with marks on the tests that use the run, which pytest applies to the fixture's
+setup as well.
+
+The file helpers live on the returned :class:`TinyRun` rather than in a module the tests
+import: under ``--import-mode=importlib`` (pyproject.toml) nothing is added to ``sys.path``,
+so a helper module beside the tests cannot be imported by them, while pytest loads this
+file itself (and rewrites its asserts, so a failing check reports the file it was given).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from experiments._cli import Experiment, main
+
+#: The formats every figure is written in.
+FIGURE_FORMATS = ("png", "pdf")
+
+
+@dataclass(frozen=True)
+class TinyRun:
+    """A finished tiny-preset run: its experiment and output folder, with file checks."""
+
+    experiment: Experiment
+    out: Path
+
+    def figures(self, stems) -> list[Path]:
+        """The files of the figures ``stems`` in the run's folder, every format."""
+        return [self.out / f"{s}.{ext}" for s in stems for ext in FIGURE_FORMATS]
+
+    @staticmethod
+    def assert_files(files) -> None:
+        """Every one of ``files`` exists and is not empty."""
+        for f in files:
+            assert f.is_file() and f.stat().st_size > 0, f
+
+
+@pytest.fixture(scope="module")
+def tiny_run(request, tmp_path_factory) -> TinyRun:
+    """The test module's ``TINY_EXPERIMENT`` run with its tiny preset, once per module."""
+    exp = request.module.TINY_EXPERIMENT
+    out = tmp_path_factory.mktemp(exp.name)
+    argv = ["--preset", "tiny", "--out", str(out), "--no-progress"]
+    expected = getattr(request.module, "TINY_WARNS", None)
+    if expected is None:
+        rc = main(exp, argv)
+    else:
+        with pytest.warns(UserWarning, match=expected):
+            rc = main(exp, argv)
+    assert rc == 0
+    return TinyRun(exp, out)
