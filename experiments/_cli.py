@@ -686,8 +686,12 @@ def _run_locked(exp: Experiment, args: argparse.Namespace, out: Path, preset: st
                    f"is complete): free space, then: {replot_cmd}")
             write_status(out, "failed", message=msg, command=replot_cmd)
             raise UsageError(msg) from None
-        write_status(out, "failed", message=f"{type(e).__name__}: {str(e)[:500]}",
-                     command=replot_cmd)
+        failed = f"{type(e).__name__}: {str(e)[:500]}"
+        # Training is complete: its record (commit, timings) must not be lost with the figures.
+        _write_manifest(exp, out, preset, configs, stats, files, time.perf_counter() - t0,
+                        git, interrupted=f"the analysis failed ({failed}); training is "
+                        f"complete; draw the figures with: {replot_cmd}")
+        write_status(out, "failed", message=failed, command=replot_cmd)
         raise
     _write_manifest(exp, out, preset, configs, stats, files, time.perf_counter() - t0, git)
     write_status(out, "finished", message=f"trained; wrote {len(files)} files")
@@ -986,16 +990,22 @@ def replot(exp: Experiment, out: Path, console: Console | None = None) -> dict[s
         files: list[Path] = []
         _analyse(exp, parts, out, Provenance.from_folder(out), files)
         manifest_path = out / MANIFEST_FILE
-        if manifest_path.exists():
-            # The weights still come from the training commit; say which code drew the files.
-            manifest = store_files.json.loads(manifest_path.read_text())
-            manifest["replotted"] = {"git": store_files.git_commit(),
-                                     "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                     "files": sorted(str(Path(f).relative_to(out))
-                                                     for f in files)}
-            manifest["sha256"] = {**manifest.get("sha256", {}), **store_files.checksums(
-                [f for f in files if Path(f).is_file()], out)}
-            store_files.write_json(manifest_path, manifest)
+        # The weights still come from the training commit; say which code drew the files.
+        # A run whose analysis failed before its manifest was written gets one here, which
+        # says that the training record is missing rather than leaving the folder without.
+        manifest = (store_files.json.loads(manifest_path.read_text())
+                    if manifest_path.exists() else
+                    {"experiment": exp.name, "preset": saved.get("preset"), "git": None,
+                     "training_record": "missing: the run's analysis failed before its "
+                                        "manifest was written",
+                     "environment": store_files.environment()})
+        manifest["replotted"] = {"git": store_files.git_commit(),
+                                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                 "files": sorted(str(Path(f).relative_to(out))
+                                                 for f in files)}
+        manifest["sha256"] = {**manifest.get("sha256", {}), **store_files.checksums(
+            [f for f in files if Path(f).is_file()], out)}
+        store_files.write_json(manifest_path, manifest)
     except PermissionError as e:
         raise UsageError(f"--replot: cannot write in {out}: {e.strerror or e} "
                          f"({e.filename})") from None

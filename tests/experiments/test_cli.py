@@ -356,6 +356,27 @@ def test_a_full_disk_while_drawing_is_one_line_and_exit_2(tmp_path, capsys):
 
 
 @pytest.mark.integration
+def test_a_failed_analysis_keeps_the_training_record_and_replot_finishes_it(tmp_path):
+    out = tmp_path / "run"
+
+    def broken(parts, out_dir):
+        raise AttributeError("a bug in the analysis")
+
+    with pytest.raises(AttributeError, match="a bug in the analysis"):
+        _cli.main(_tiny(broken), ["--preset", "tiny", "--out", str(out), "--no-progress"])
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["git"]["commit"] and manifest["parts"]  # the training record is kept
+    assert "the analysis failed (AttributeError: a bug in the analysis)" in \
+        manifest["interrupted"] and "--replot" in manifest["interrupted"]
+    assert json.loads((out / "status.json").read_text())["state"] == "failed"
+    # A folder without a manifest (a run from before this record) gets one from --replot.
+    (out / "manifest.json").unlink()
+    assert _cli.main(_tiny(), ["--out", str(out), "--replot", "--no-progress"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["training_record"].startswith("missing") and manifest["replotted"]["git"]
+
+
+@pytest.mark.integration
 def test_replot_of_a_damaged_final_checkpoint_is_one_line_then_resume_recovers(run_copy,
                                                                                capsys):
     final = run_copy / "checkpoints" / str(checkpoint_steps(run_copy)[-1])
