@@ -401,17 +401,8 @@ def draw_motif_counts(rows: list[dict], cfgs: Mapping[str, SweepConfig], out: Pa
         part_rows = [row for row in rows if row["part"] == name]
         for c, (key, words) in enumerate(panels):
             ax = axes[r, c]
-            for kind in dict.fromkeys(row["kind"] for row in part_rows):
-                kr = sorted((row for row in part_rows if row["kind"] == kind),
-                            key=lambda row: -row["feature_probability"])
-                x = np.array([row["feature_probability"] for row in kr])
-                mean = np.array([row[key] for row in kr])
-                half = np.array([row[f"{key}_ci95"] for row in kr])
-                color = plots.kind_color(kind)
-                plots.curve_with_band(ax, x, mean, mean - half, mean + half, label=kind,
-                                      color=color)
-                ax.plot(x, [row[f"{key}_best"] for row in kr], ls="--", color=color, lw=1,
-                        label=f"{kind}, best restart")
+            plots.mean_and_best_by_kind(ax, part_rows, key,
+                                        dict.fromkeys(row["kind"] for row in part_rows))
             if len({row["feature_probability"] for row in part_rows}) > 1:
                 ax.set_xscale("log")
                 ax.invert_xaxis()

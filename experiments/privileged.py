@@ -225,17 +225,7 @@ def _draw_monosemanticity(rows: list[dict], out: Path, label: str) -> list[Path]
     fig, axes = plots.new_figure(1, len(panels), size=(4.0, 3.2))
     fig.subplots_adjust(wspace=0.4)
     for ax, (key, words) in zip(axes[0], panels, strict=True):
-        for kind in kinds:
-            kr = sorted((r for r in rows if r["kind"] == kind),
-                        key=lambda r: -r["feature_probability"])
-            x = np.array([r["feature_probability"] for r in kr])
-            mean = np.array([r[key] for r in kr])
-            half = np.array([r[f"{key}_ci95"] for r in kr])
-            color = plots.kind_color(kind)
-            plots.curve_with_band(ax, x, mean, mean - half, mean + half, label=kind,
-                                  color=color)
-            ax.plot(x, [r[f"{key}_best"] for r in kr], ls="--", color=color, lw=1,
-                    label=f"{kind}, best restart")
+        plots.mean_and_best_by_kind(ax, rows, key, kinds)
         ax.set_xscale("log")
         ax.invert_xaxis()
         ax.set_xlabel("1 - S (sparser to the right)")

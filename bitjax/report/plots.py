@@ -24,6 +24,22 @@ def kind_color(kind: str) -> str:
     return k.colour if k is not None else "tab:gray"
 
 
+def mean_and_best_by_kind(ax, rows, key: str, kinds) -> None:
+    """Per kind, ``key``'s mean over restarts with its 95% band (``<key>_ci95``) and its best
+    restart (``<key>_best``, dashed) against the feature probability, from table rows (one
+    per kind and probability)."""
+    for kind in kinds:
+        kr = sorted((r for r in rows if r["kind"] == kind),
+                    key=lambda r: -r["feature_probability"])
+        x = np.array([r["feature_probability"] for r in kr])
+        mean = np.array([r[key] for r in kr])
+        half = np.array([r[f"{key}_ci95"] for r in kr])
+        color = kind_color(kind)
+        curve_with_band(ax, x, mean, mean - half, mean + half, label=kind, color=color)
+        ax.plot(x, [r[f"{key}_best"] for r in kr], ls="--", color=color, lw=1,
+                label=f"{kind}, best restart")
+
+
 def curve_with_band(ax, x: np.ndarray, mean: np.ndarray, lo: np.ndarray | None = None,
                     hi: np.ndarray | None = None, *, label: str | None, color: str,
                     ls: str = "-"):

@@ -19,8 +19,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from bitjax import convergence
+from bitjax.analysis.results import LoadedSweep
+from bitjax.config import build_instances
 from experiments._cli import Experiment, main
 
 #: The formats every figure is written in.
@@ -59,3 +63,23 @@ def tiny_run(request, tmp_path_factory) -> TinyRun:
             rc = main(exp, argv)
     assert rc == 0
     return TinyRun(exp, out)
+
+
+def _fake_part(name, cfg, rng) -> LoadedSweep:
+    inst = build_instances(cfg)
+    n_inst = inst.n
+    w = rng.normal(size=(n_inst, cfg.n_hidden, cfg.n_features)).astype(np.float32)
+    zero = convergence.zero_model_loss(inst.p, inst.importance, cfg.structure)
+    loss = zero * rng.uniform(0.05, 0.95, n_inst)
+    return LoadedSweep(path=Path(name), config=cfg, coords=inst.coords, step=cfg.steps, W=w,
+                       b=np.zeros((n_inst, cfg.n_features), np.float32), W_eff=w,
+                       history=np.zeros((n_inst, 1), np.float32),
+                       meta={"final_loss": loss.tolist()}, name=name)
+
+
+@pytest.fixture
+def fake_part():
+    """``fake_part(name, cfg, rng)``: a LoadedSweep of random weights and losses (no
+    training) named ``name``. The losses lie below the zero model's, so no instance counts
+    as a runaway."""
+    return _fake_part

@@ -8,9 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bitjax import convergence
-from bitjax.analysis.results import LoadedSweep
-from bitjax.config import build_instances
 from bitjax.store import files as store_files
 from experiments import correlated
 
@@ -36,22 +33,9 @@ def test_correlated_tiny_end_to_end(tiny_run):
     assert len(store_files.read_csv(out / "correlated_instances.csv")) == 16  # 2 parts x 8
 
 
-def _fake_part(name, cfg, rng):
-    """A LoadedSweep of random weights and losses (no training) named ``name``.
-
-    The losses lie below the zero model's, so no instance counts as a runaway."""
-    inst = build_instances(cfg)
-    n_inst = inst.n
-    w = rng.normal(size=(n_inst, cfg.n_hidden, cfg.n_features)).astype(np.float32)
-    zero = convergence.zero_model_loss(inst.p, inst.importance, cfg.structure)
-    loss = zero * rng.uniform(0.05, 0.95, n_inst)
-    return LoadedSweep(path=Path(name), config=cfg, coords=inst.coords, step=cfg.steps, W=w,
-                       b=np.zeros((n_inst, cfg.n_features), np.float32), W_eff=w,
-                       history=np.zeros((n_inst, 1), np.float32),
-                       meta={"final_loss": loss.tolist()}, name=name)
 
 
-def test_correlated_analysis_covers_every_part(tmp_path, monkeypatch):
+def test_correlated_analysis_covers_every_part(tmp_path, monkeypatch, fake_part):
     def quick_save(fig, stem):  # the figure code runs in full; only the file is cheap
         target = Path(f"{stem}.png")
         fig.savefig(target, dpi=20)
@@ -60,7 +44,7 @@ def test_correlated_analysis_covers_every_part(tmp_path, monkeypatch):
     monkeypatch.setattr(store_files, "save_figure", quick_save)
     rng = np.random.default_rng(1)
     cfgs = correlated._parts(2, 10, 2, 2, batch_size=8, chunk_size=10, history_every=10)
-    parts = {name: _fake_part(name, cfg, rng) for name, cfg in cfgs.items()}
+    parts = {name: fake_part(name, cfg, rng) for name, cfg in cfgs.items()}
     files = correlated.analyse(parts, tmp_path)
     names = {f.name for f in files}
     for name in correlated.PAIR_PARTS:

@@ -3,16 +3,11 @@ classification, the closed-form n=2, m=1 boundary and the phase table."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import chex
 import numpy as np
 import pytest
 
-from bitjax import convergence
 from bitjax.analysis import metrics
-from bitjax.analysis.results import LoadedSweep
-from bitjax.config import build_instances
 from bitjax.store import files as store_files
 from experiments import phase
 
@@ -73,27 +68,14 @@ def test_phase_presets_shape():
     assert quick["n2m1"].n_instances == 12 * 12 * 3 * 2
 
 
-def _fake_part(name, cfg, rng):
-    """A LoadedSweep of random weights and losses (no training) named ``name``.
-
-    The losses lie below the zero model's, so no instance counts as a runaway."""
-    inst = build_instances(cfg)
-    n_inst = inst.n
-    w = rng.normal(size=(n_inst, cfg.n_hidden, cfg.n_features)).astype(np.float32)
-    zero = convergence.zero_model_loss(inst.p, inst.importance, cfg.structure)
-    loss = zero * rng.uniform(0.05, 0.95, n_inst)
-    return LoadedSweep(path=Path(name), config=cfg, coords=inst.coords, step=cfg.steps, W=w,
-                       b=np.zeros((n_inst, cfg.n_features), np.float32), W_eff=w,
-                       history=np.zeros((n_inst, 1), np.float32),
-                       meta={"final_loss": loss.tolist()}, name=name)
 
 
-def test_phase_table_refuses_to_average_over_a_varying_axis(tmp_path):
+def test_phase_table_refuses_to_average_over_a_varying_axis(tmp_path, fake_part):
     rng = np.random.default_rng(2)
     cfg = phase._config(2, 1, 2, 2, 2, 10, batch_size=8, chunk_size=10, history_every=10)
-    table = phase.phase_table(_fake_part("n2m1", cfg, rng))
+    table = phase.phase_table(fake_part("n2m1", cfg, rng))
     chex.assert_shape(table["dense"]["best"], (2, 2))
     np.testing.assert_allclose(table["r"], [0.1, 10.0])
     assert (table["dense"]["n"] == 2).all()
     with pytest.raises(ValueError, match="varies lr"):
-        phase.phase_table(_fake_part("n2m1", cfg.replace(lr=(1e-3, 1e-2)), rng))
+        phase.phase_table(fake_part("n2m1", cfg.replace(lr=(1e-3, 1e-2)), rng))

@@ -583,6 +583,14 @@ def test_checkpoint_written_on_8_devices_restores_on_3_and_loads_on_1(tmp_path):
     assert info == {"step": 300, "shape": [14, 2, 6]}
 
 
+def _finishes_on_two_devices(code: str, what: str) -> dict:
+    # A deadlock never returns: the timeout turns a hang into a failure naming the case.
+    try:
+        return _run_on_devices(code, devices=2, timeout=240)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the two-device run with {what} hung")
+
+
 FP_SWITCH_ON_TWO_DEVICES = textwrap.dedent("""
     import json, sys
     import jax
@@ -604,10 +612,7 @@ def test_the_switch_to_the_lattice_on_two_cpu_devices_does_not_deadlock():
     # 1,000 instances per device switching at once hung the 2-device CPU program: jaxlib's
     # batched SVD parked both pool threads waiting for work queued behind them. The switch
     # now runs its instances one at a time; the timeout turns a hang into a failure.
-    try:
-        info = _run_on_devices(FP_SWITCH_ON_TWO_DEVICES, devices=2, timeout=240)
-    except subprocess.TimeoutExpired:
-        pytest.fail("the two-device run with a switch to the lattice hung")
+    info = _finishes_on_two_devices(FP_SWITCH_ON_TWO_DEVICES, "a switch to the lattice")
     assert info == {"step": 4, "mesh": 2, "switched": 2000}
 
 
@@ -628,8 +633,5 @@ LEARNED_ROTATION_ON_TWO_DEVICES = textwrap.dedent("""
 def test_a_learned_rotation_on_two_cpu_devices_does_not_deadlock():
     # The Cayley rotation solved a batch of m x m systems every step with jaxlib's LAPACK
     # LU, which parks pool threads the same way (m=20, 30 instances per device hung).
-    try:
-        info = _run_on_devices(LEARNED_ROTATION_ON_TWO_DEVICES, devices=2, timeout=240)
-    except subprocess.TimeoutExpired:
-        pytest.fail("the two-device run with a learned rotation hung")
+    info = _finishes_on_two_devices(LEARNED_ROTATION_ON_TWO_DEVICES, "a learned rotation")
     assert info == {"step": 4, "mesh": 2}
