@@ -533,60 +533,74 @@ def best_rows(rows: list[dict]) -> list[dict]:
             for r in best_table(pd.DataFrame(rows)).to_dict("records")]
 
 
-def _recipe_key(r: dict) -> tuple:
-    return (r["recipe"], r["lr"], r["init_scale"], r["weight_decay"])
+#: The columns that name a recipe variant (with the budget, a cell's training recipe).
+RECIPE = ["recipe", "lr", "init_scale", "weight_decay"]
 
 
-def choose_recipes(rows: list[dict]) -> list[dict]:
+def choose_recipes(cells):
     """The recipe each kind should use: among the recipes (schedule, lr, init scale, weight
-    decay) trained at the budget where every variant was trained (the most common budget),
-    the one with the lowest geometric mean, over every (setting, 1-S) cell, of the median
-    ratio to the kind's attainable loss; a recipe with an unusable cell (fewer than half the
-    seeds live) is not eligible. The rule is fixed before the data."""
-    budgets = [r["budget"] for r in rows]
-    budget = max(set(budgets), key=budgets.count)
+    decay) trained at the budget where every variant was trained (the most common budget;
+    the smallest on a tie), the one with the lowest geometric mean, over every
+    (setting, 1-S) cell, of the median ratio to the kind's attainable loss; a recipe with an
+    unusable cell (fewer than half the seeds live) is not eligible. The rule is fixed before
+    the data.
+
+    Args:
+      cells: the cell table (:func:`cell_table`; a :class:`pandas.DataFrame`, or its rows).
+
+    Returns:
+      A :class:`pandas.DataFrame`, one row per kind in the table's order; a kind with no
+      eligible recipe has recipe "none eligible" and NaN elsewhere.
+    """
+    import pandas as pd
+
+    cells = pd.DataFrame(cells)
+    counts = cells["budget"].value_counts()
+    budget = int(counts[counts == counts.max()].index.min())
+    at = cells[cells["budget"] == budget].assign(usable=lambda t: _usable(t),
+                                                 reached=lambda t: t["ratio_median"] <= REACHED)
+    scores = {}  # kind -> the eligible recipes' rows (best first)
+    for kind in cells["kind"].unique():
+        mine = at[at["kind"] == kind]
+        n_cells = len(mine.drop_duplicates(["setting", "feature_probability"]))
+        per = mine.groupby(RECIPE, sort=False).agg(
+            n=("ratio_median", "size"), usable=("usable", "all"),
+            score=("ratio_median", lambda r: float(np.exp(np.mean(np.log(r.to_numpy()))))),
+            cells_reached=("reached", "sum"), n_cells=("reached", "size"),
+            seeds_reached=("n_reached", "sum"), seeds_converged=("n_converged", "sum"),
+            seeds=("n_seeds", "sum"))
+        scores[kind] = per[(per["n"] >= n_cells) & per["usable"]].sort_values(
+            "score", kind="stable")
+    shared = scores.get(SHARED_BY)
+    shared = None if shared is None or shared.empty else shared.index[0]
     out = []
-    all_scores: dict[str, dict] = {}
-    for kind in dict.fromkeys(r["kind"] for r in rows):
-        cells = [r for r in rows if r["kind"] == kind and r["budget"] == budget]
-        n_cells = len({(r["setting"], r["feature_probability"]) for r in cells})
-        scores = []
-        for key in dict.fromkeys(_recipe_key(r) for r in cells):
-            mine = [r for r in cells if _recipe_key(r) == key]
-            if len(mine) < n_cells or not all(_usable(r) for r in mine):
-                continue
-            ratios = np.array([r["ratio_median"] for r in mine])
-            scores.append((float(np.exp(np.mean(np.log(ratios)))), key, mine))
-        if not scores:
+    for kind, per in scores.items():
+        if per.empty:
             out.append({"kind": kind, "budget": budget, "recipe": "none eligible"})
             continue
-        scores.sort(key=lambda t: t[0])
-        all_scores[kind] = {k: sc for sc, k, _ in scores}
-        score, key, mine = scores[0]
-        runner = scores[1][0] if len(scores) > 1 else float("nan")
-        out.append({"kind": kind, "budget": budget, "recipe": key[0], "lr": key[1],
-                    "init_scale": key[2], "weight_decay": key[3], "score": score,
-                    "runner_up_score": runner, "n_recipes": len(scores),
-                    "cells_reached": sum(r["ratio_median"] <= REACHED for r in mine),
-                    "n_cells": len(mine),
-                    "seeds_reached": sum(r["n_reached"] for r in mine),
-                    "seeds_converged": sum(r["n_converged"] for r in mine),
-                    "seeds": sum(r["n_seeds"] for r in mine)})
+        first = per.iloc[0]
+        out.append({"kind": kind, "budget": budget,
+                    **dict(zip(RECIPE, per.index[0], strict=True)),
+                    "score": first["score"],
+                    "runner_up_score": per["score"].iloc[1] if len(per) > 1 else np.nan,
+                    "n_recipes": len(per),
+                    **{c: int(first[c]) for c in ("cells_reached", "n_cells", "seeds_reached",
+                                                   "seeds_converged", "seeds")}})
     # The experiments train every kind of a run in one compiled sweep (paired by seed), so
     # they share one recipe: the one chosen for SHARED_BY (the kind the study is about).
     # Each kind's score under it stands beside its own best.
-    shared = next((c for c in out if c["kind"] == SHARED_BY and "lr" in c), None)
-    for c in out:
-        key = None if shared is None else _recipe_key(shared)
-        c["score_with_shared_recipe"] = all_scores.get(c["kind"], {}).get(key, float("nan"))
-    return out
+    chosen = pd.DataFrame(out)
+    chosen["score_with_shared_recipe"] = [
+        scores[k]["score"].get(shared, np.nan) if shared is not None else np.nan
+        for k in chosen["kind"]]
+    return chosen
 
 
 def _f(x: float, spec: str = ".3g") -> str:
     return "-" if not np.isfinite(x) else format(x, spec)
 
 
-def _markdown(best: list[dict], chosen: list[dict]) -> str:
+def _markdown(best: list[dict], chosen) -> str:
     lines = ["## The recipe chosen per kind", "",
              f"Rule (fixed before the data): among the recipes trained at the common budget, the "
              f"lowest geometric mean over every (setting, 1-S) cell of the median ratio of the "
@@ -599,8 +613,8 @@ def _markdown(best: list[dict], chosen: list[dict]) -> str:
              "ratio) | runner-up | cells reached (median) | seeds reached | seeds converged | "
              f"score with {SHARED_BY}'s recipe |",
              "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for c in chosen:
-        if "lr" not in c:
+    for c in chosen.to_dict("records"):
+        if c["recipe"] == "none eligible":
             lines.append(f"| {c['kind']} | {c['budget']} | none eligible |" + " |" * 9)
             continue
         lines.append(
@@ -635,52 +649,47 @@ def _markdown(best: list[dict], chosen: list[dict]) -> str:
 # ----------------------------------------------------------------------------------------
 # Figures
 
-def _lr_of(chosen: list[dict], kind: str) -> float | None:
-    c = next((c for c in chosen if c["kind"] == kind), None)
-    return None if c is None or "lr" not in c else c["lr"]
+def _lr_of(chosen, kind: str) -> float | None:
+    lr = chosen.set_index("kind")["lr"].get(kind, np.nan) if "lr" in chosen else np.nan
+    return None if not np.isfinite(lr) else float(lr)
 
 
-def _curve(rows, setting, kind, p, recipe, lr):
-    """``(budgets, rows)`` of one kind's recipe at the default init scale and weight decay."""
-    pts = sorted((r["budget"], r) for r in rows
-                 if (r["setting"], r["kind"], r["feature_probability"], r["recipe"], r["lr"],
-                     r["init_scale"], r["weight_decay"])
-                 == (setting, kind, p, recipe, lr, 1.0, 0.01))
-    return [b for b, _ in pts], [r for _, r in pts]
-
-
-def _draw_budget(rows, chosen, out: Path, label: str, field: str) -> list[Path]:
+def _draw_budget(cells, chosen, out: Path, label: str, field: str) -> list[Path]:
     """One panel per setting and kind: ``field`` = ``ratio`` (median ratio to the attainable
     loss, band: seed quartiles) or ``converged`` (fraction of the live seeds converged)
     against the budget, one colour per 1-S; cosine_anneal solid, constant dashed; each kind
     at its chosen lr."""
-    settings = list(dict.fromkeys(r["setting"] for r in rows))
-    kinds = list(dict.fromkeys(r["kind"] for r in rows))
+    settings = list(cells["setting"].unique())
+    kinds = list(cells["kind"].unique())
     ncol = min(4, len(kinds))
     per_setting = -(-len(kinds) // ncol)
     fig, axes = plots.new_figure(len(settings) * per_setting, ncol, size=(2.8, 2.2))
-    budgets = sorted({r["budget"] for r in rows})
+    budgets = sorted(cells["budget"].unique().tolist())
+    # Each curve: one recipe's cells across the budget, at the default init scale and
+    # weight decay, selected by its labels.
+    curves = {key: g.sort_values("budget", kind="stable") for key, g in cells.groupby(
+        ["setting", "kind", "feature_probability", *RECIPE], sort=False)}
+    by_setting = {st: sorted(g["feature_probability"].unique().tolist(), reverse=True)
+                  for st, g in cells.groupby("setting", sort=False)}
     for i, setting in enumerate(settings):
-        probs = sorted({r["feature_probability"] for r in rows if r["setting"] == setting},
-                       reverse=True)
+        probs = by_setting[setting]
         for k, kind in enumerate(kinds):
             ax = axes[i * per_setting + k // ncol, k % ncol]
             lr = _lr_of(chosen, kind)
             for j, p in enumerate(probs):
                 for recipe, ls in (("cosine_anneal", "-"), ("constant", "--")):
-                    xs, rs = _curve(rows, setting, kind, p, recipe, lr)
-                    if not xs or lr is None:
+                    rs = curves.get((setting, kind, p, recipe, lr, 1.0, 0.01))
+                    if rs is None or lr is None:
                         continue
                     band = field == "ratio" and recipe == "cosine_anneal"
                     if field == "ratio":
-                        y = [r["ratio_median"] for r in rs]
+                        y = rs["ratio_median"]
                     else:
-                        y = [r["n_converged"] / max(r["n_seeds"] - r["n_diverged"], 1)
-                             for r in rs]
+                        y = rs["n_converged"] / np.maximum(rs["n_seeds"] - rs["n_diverged"], 1)
                     plots.curve_with_band(
-                        ax, np.array(xs, float), np.array(y, float),
-                        np.array([r["ratio_q25"] for r in rs], float) if band else None,
-                        np.array([r["ratio_q75"] for r in rs], float) if band else None,
+                        ax, rs["budget"].to_numpy(float), y.to_numpy(float),
+                        rs["ratio_q25"].to_numpy(float) if band else None,
+                        rs["ratio_q75"].to_numpy(float) if band else None,
                         label=f"1-S = {p:g}" if recipe == "cosine_anneal" else None,
                         color=f"C{j}", ls=ls)
             ax.set_xscale("log")
@@ -706,8 +715,6 @@ def _draw_budget(rows, chosen, out: Path, label: str, field: str) -> list[Path]:
         for k in range(len(kinds), per_setting * ncol):
             axes[i * per_setting + k // ncol, k % ncol].set_axis_off()
     # Colour j is the j-th densest 1-S of each setting; name the values of every setting.
-    by_setting = {st: sorted({r["feature_probability"] for r in rows if r["setting"] == st},
-                             reverse=True) for st in settings}
     handles = []
     for j in range(max(len(v) for v in by_setting.values())):
         vals = {st: v[j] for st, v in by_setting.items() if j < len(v)}
@@ -734,15 +741,18 @@ def _draw_budget(rows, chosen, out: Path, label: str, field: str) -> list[Path]:
                                   else "converged_vs_budget"))
 
 
-def _draw_controls(rows, chosen, out: Path, label: str) -> list[Path]:
+def _draw_controls(cells, chosen, out: Path, label: str) -> list[Path]:
     """At the common budget: per kind, the geometric-mean ratio to attainable over the
     (setting, 1-S) cells of each setting for every recipe variant trained there."""
-    budget = chosen[0]["budget"]
-    settings = list(dict.fromkeys(r["setting"] for r in rows))
-    kinds = list(dict.fromkeys(r["kind"] for r in rows))
-    variants = list(dict.fromkeys(_recipe_key(r)[0:1] + _recipe_key(r)[2:] for r in rows
-                                  if r["budget"] == budget))
-    lrs = sorted({r["lr"] for r in rows})
+    budget = int(chosen["budget"].iloc[0])
+    settings = list(cells["setting"].unique())
+    kinds = list(cells["kind"].unique())
+    at = cells[(cells["budget"] == budget) & np.isfinite(cells["ratio_median"])]
+    variant = ["recipe", "init_scale", "weight_decay"]
+    variants = list(dict.fromkeys(
+        cells.loc[cells["budget"] == budget, variant].itertuples(index=False, name=None)))
+    lrs = sorted(cells["lr"].unique().tolist())
+    groups = dict(iter(at.groupby(["setting", "kind", "lr", *variant], sort=False)))
     markers = "osD^v<>"
     fig, axes = plots.new_figure(1, len(settings), size=(5.0, 3.4))
     slots = len(variants) * len(lrs)
@@ -750,16 +760,13 @@ def _draw_controls(rows, chosen, out: Path, label: str) -> list[Path]:
         for k, kind in enumerate(kinds):
             for vi, var in enumerate(variants):
                 for li, lr in enumerate(lrs):
-                    mine = [r for r in rows if r["setting"] == setting and r["kind"] == kind
-                            and r["budget"] == budget and r["lr"] == lr
-                            and (r["recipe"], r["init_scale"], r["weight_decay"]) == var
-                            and np.isfinite(r["ratio_median"])]
-                    if not mine:
+                    mine = groups.get((setting, kind, lr, *var))
+                    if mine is None:
                         continue
-                    g = float(np.exp(np.mean(np.log([r["ratio_median"] for r in mine]))))
+                    g = float(np.exp(np.mean(np.log(mine["ratio_median"].to_numpy()))))
                     x = k + ((vi * len(lrs) + li) - (slots - 1) / 2) * 0.85 / slots
                     ax.plot([x], [g], markers[li % len(markers)], ms=3, color=f"C{vi}",
-                            mfc="none" if not all(_usable(r) for r in mine) else f"C{vi}")
+                            mfc="none" if not _usable(mine).all() else f"C{vi}")
         ax.set_yscale("log")
         ax.axhline(REACHED, color="0.5", lw=0.7, ls=":")
         ax.set_xticks(range(len(kinds)))
@@ -790,20 +797,19 @@ def analyse(parts: Mapping[str, LoadedSweep], out: Path) -> list[Path]:
     refs = attainable_references(parts, infos, losses)
     cells = cell_table(parts, infos, losses, refs)
     best = best_table(cells)
-    rows = cells.to_dict("records")
-    chosen = choose_recipes(rows)
+    chosen = choose_recipes(cells)
     files = [out / "cells.csv", out / "best.csv", out / "chosen.csv", out / "best.md"]
     store_files.write_frames(files[0], [cells])
     store_files.write_frames(files[1], [best])
-    store_files.write_csv(files[2], chosen)
+    store_files.write_frames(files[2], [chosen])
     store_files.write_text(files[3], _markdown(
         [{k: v for k, v in r.items() if v is not None} for r in best.to_dict("records")],
         chosen))
     label = run_label(parts)
     with stats.quiet_nan_warnings():
-        files += _draw_budget(rows, chosen, out, label, "ratio")
-        files += _draw_budget(rows, chosen, out, label, "converged")
-        files += _draw_controls(rows, chosen, out, label)
+        files += _draw_budget(cells, chosen, out, label, "ratio")
+        files += _draw_budget(cells, chosen, out, label, "converged")
+        files += _draw_controls(cells, chosen, out, label)
     return files
 
 

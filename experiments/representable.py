@@ -145,7 +145,7 @@ def _experiment_table(name, run_dir, s, log, out=None):
     dense = np.flatnonzero(kinds == "dense")
     if len(dense) == 0:
         log(f"  {name}: no dense instances, skipped")
-        return [], None
+        return None, sweep, None
     p, imp = _vectors(sweep, dense)
     st = cfg.structure
     small = cfg.n_features <= rep.STRATIFY_MAX_FEATURES
@@ -176,40 +176,37 @@ def _experiment_table(name, run_dir, s, log, out=None):
         exact = ex.loss[p_inv.reshape(-1), i_inv.reshape(-1)]
         log(f"  {name}: exact optimum for {len(up)} x {len(ui)} cells in {ex.seconds:.1f} s "
             f"({ex.n_patterns} patterns, {ex.n_grams} Grams, {ex.n_shapes} shapes)")
+    import pandas as pd
+
     al = att.alignment
-    rows = []
     seeds = np.asarray(sweep.coords["seed"])[dense]
-    for j in range(len(dense)):
-        best_bound = np.nanmin([att.ternary[j], exact[j]])
-        t_loss, t_final = trained.get("ternary", (np.full(len(dense), np.nan),) * 2)
-        row = {
-            "experiment": name, "seed": int(seeds[j]),
-            "feature_probability": float(p[j, 0]),
-            "extra_importance": float(imp[j, -1]),
-            "activation": cfg.activation,
-            "alignable": bool(al.alignable[j]), "equal_norms": bool(al.equal_norms[j]),
-            "n_groups": int(al.n_groups[j]), "n_represented": int(al.n_represented[j]),
-            "max_angle_error_deg": float(al.max_angle_error_deg[j]),
-            "dense_final_loss": float(final[dense[j]]),
-            "dense_loss": float(att.dense[j]),
-            "attainable_ternary": float(att.ternary[j]),
-            "attainable_ternary_gamma": float(att.ternary_scale[j]),
-            "attainable_ternary_per_feature": float(att.ternary_per_feature[j]),
-            "exact_ternary": float(exact[j]),
-            "trained_ternary_final_loss": float(t_final[j]),
-            "trained_ternary_loss": float(t_loss[j]),
-            # An exact optimum of 0 (anticorrelated pairs) makes the ratio infinite.
-            "ratio_trained_to_bound": _ratio(t_loss[j], best_bound),
-            "ratio_bound_to_dense": _ratio(best_bound, att.dense[j]),
-        }
-        if "ternary_per_feature" in trained:
-            row["trained_ternary_per_feature_loss"] = float(trained["ternary_per_feature"][0][j])
-        rows.append(row)
+    nan = np.full(len(dense), np.nan)
+    t_loss, t_final = trained.get("ternary", (nan, nan))
+    best_bound = np.fmin(att.ternary, exact)
+    table = pd.DataFrame({
+        "experiment": name, "seed": seeds.astype(int),
+        "feature_probability": p[:, 0], "extra_importance": imp[:, -1],
+        "activation": cfg.activation,
+        "alignable": np.asarray(al.alignable, bool),
+        "equal_norms": np.asarray(al.equal_norms, bool),
+        "n_groups": np.asarray(al.n_groups, int),
+        "n_represented": np.asarray(al.n_represented, int),
+        "max_angle_error_deg": al.max_angle_error_deg,
+        "dense_final_loss": final[dense], "dense_loss": att.dense,
+        "attainable_ternary": att.ternary, "attainable_ternary_gamma": att.ternary_scale,
+        "attainable_ternary_per_feature": att.ternary_per_feature,
+        "exact_ternary": exact,
+        "trained_ternary_final_loss": t_final, "trained_ternary_loss": t_loss,
+        # An exact optimum of 0 (anticorrelated pairs) makes the ratio infinite.
+        "ratio_trained_to_bound": _ratios(t_loss, best_bound),
+        "ratio_bound_to_dense": _ratios(best_bound, att.dense),
+    })
+    if "ternary_per_feature" in trained:
+        table["trained_ternary_per_feature_loss"] = trained["ternary_per_feature"][0]
     best = None
     if out is not None and s.get("best_known"):
         best = _best_known_part(name, sweep, dense, p, imp, twins.get("ternary"), s, out, log)
-        for row, extra in zip(rows, _best_columns(best), strict=True):
-            row.update(extra)
+        table = pd.concat([table, _best_columns(best)], axis=1)
         for kind in s.get("lattices", ()):
             twin = _twins(sweep, dense, kind) if kind in set(kinds) else None
             _best_known_part(name, sweep, dense, p, imp, twin, s, out, log, kind=kind)
@@ -218,7 +215,7 @@ def _experiment_table(name, run_dir, s, log, out=None):
     if best is not None:
         extra = {"best": best[0], "seconds": best[1], "p": p[:, 0], "importance": imp,
                  "W_dense": sweep.W_eff[dense], "seeds": seeds, "m": cfg.n_hidden}
-    return rows, sweep, extra
+    return table, sweep, extra
 
 
 def _best_known_part(name, sweep, dense, p, imp, twin, s, out, log, kind="ternary"):
@@ -261,35 +258,38 @@ def _best_known_part(name, sweep, dense, p, imp, twin, s, out, log, kind="ternar
 
 
 def _best_columns(best_and_seconds):
-    """Per dense instance: the best-known columns added to attainable_<experiment>.csv."""
+    """Per dense instance (a :class:`pandas.DataFrame`, one row each): the best-known
+    columns added to attainable_<experiment>.csv."""
+    import pandas as pd
+
     best, _ = best_and_seconds
-    out = []
-    for i in range(len(best.loss)):
-        nnz = best.nnz_per_column[i]
-        trained = best.candidates["trained"][i]
-        out.append({
-            "best_known_ternary": float(best.loss[i]), "best_known_se": float(best.se[i]),
-            "best_known_method": str(best.method[i]), "best_known_gamma": float(best.gamma[i]),
-            "best_known_nonzero_columns": int(np.sum(nnz > 0)),
-            "best_known_nnz_per_column": " ".join(str(int(v)) for v in nnz),
-            "estimator_dense_loss": float(best.dense_loss[i]),
-            "estimator_dense_se": float(best.dense_se[i]),
-            "best_known_minus_dense": float(best.diff[i]),
-            "best_known_minus_dense_se": float(best.diff_se[i]),
-            "best_known_tight": bool(best.tight[i]),
-            "best_known_source_row": int(best.source[i]),
-            "estimator_best_dense_loss": float(best.best_dense_loss[i]),
-            "trained_ternary_estimated": float(trained),
-            "ratio_trained_to_best_known": _ratio(trained, best.loss[i]),
-            "ratio_best_known_to_dense": _ratio(best.loss[i], best.dense_loss[i]),
-        })
-    return out
+    nnz = np.asarray(best.nnz_per_column)
+    trained = np.asarray(best.candidates["trained"])
+    return pd.DataFrame({
+        "best_known_ternary": best.loss, "best_known_se": best.se,
+        "best_known_method": np.asarray(best.method).astype(str),
+        "best_known_gamma": best.gamma,
+        "best_known_nonzero_columns": np.sum(nnz > 0, axis=-1).astype(int),
+        "best_known_nnz_per_column": [" ".join(str(int(v)) for v in row) for row in nnz],
+        "estimator_dense_loss": best.dense_loss, "estimator_dense_se": best.dense_se,
+        "best_known_minus_dense": best.diff, "best_known_minus_dense_se": best.diff_se,
+        "best_known_tight": np.asarray(best.tight, bool),
+        "best_known_source_row": np.asarray(best.source, int),
+        "estimator_best_dense_loss": best.best_dense_loss,
+        "trained_ternary_estimated": trained,
+        "ratio_trained_to_best_known": _ratios(trained, best.loss),
+        "ratio_best_known_to_dense": _ratios(best.loss, best.dense_loss),
+    })
 
 
-def _ratio(a: float, b: float) -> float:
-    if not (np.isfinite(a) and np.isfinite(b)):
-        return float("nan")
-    return float(a / b) if b > 0 else (float("inf") if a > 0 else float("nan"))
+def _ratios(a, b) -> np.ndarray:
+    """``a / b`` element-wise in the operands' own precision; NaN where either is not
+    finite, infinite where only ``b`` is 0 (and ``a`` positive)."""
+    a, b = np.asarray(a), np.asarray(b)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = a / b
+    r = np.where(b > 0, r, np.where(a > 0, np.inf, np.nan))
+    return np.where(np.isfinite(a) & np.isfinite(b), r, np.nan)
 
 
 def _ratio_figure(tables, out):
@@ -297,17 +297,17 @@ def _ratio_figure(tables, out):
 
     from bitjax.report import plots
 
-    names = [n for n, rows in tables.items() if rows]
+    names = [n for n, t in tables.items() if t is not None]
     cols = 4
     nrows = int(np.ceil(len(names) / cols))
     fig, axes = plots.new_figure(nrows, cols, size=(3.2, 2.7))
     for ax in axes.ravel()[len(names):]:
         ax.set_axis_off()
     for ax, name in zip(axes.ravel(), names, strict=False):
-        rows = tables[name]
-        p = np.array([r["feature_probability"] for r in rows])
-        ratio = np.array([r["ratio_trained_to_bound"] for r in rows])
-        al = np.array([r["alignable"] for r in rows])
+        t = tables[name]
+        p = t["feature_probability"].to_numpy()
+        ratio = t["ratio_trained_to_bound"].to_numpy()
+        al = t["alignable"].to_numpy(bool)
         ok = np.isfinite(ratio) & (ratio > 0)
         ax.set_title(name, fontsize=8)
         if not ok.any():
@@ -516,6 +516,8 @@ def _exact_phase(n, m, dens, rs, p, imp, s):
 
 def _phase_section(results, out, s, log):
     """(b) exact ternary phase diagrams beside the closed form and the trained diagrams."""
+    import xarray as xr
+
     from bitjax.analysis import representable as rep
     from bitjax.report import plots
     from bitjax.store import files as store_files
@@ -532,19 +534,19 @@ def _phase_section(results, out, s, log):
         ex, phase = _exact_phase(n, m, dens, rs, p, imp, s)
         timings[part] = time.perf_counter() - t0
         log(f"  {part}: exact {len(dens)} x {len(rs)} grid in {timings[part]:.1f} s")
-        rows = []
         cf = rep.idealised_n2m1(rs[None, :], dens[:, None]) if part == "n2m1" else None
-        for d in range(len(dens)):
-            for c in range(len(rs)):
-                row = {"density": dens[d], "r": rs[c], "exact_phase": phase[d, c],
-                       "exact_loss": ex.loss[d, c], "gamma": ex.scale[d, c],
-                       "pattern": str(ex.pattern[d, c].tolist()),
-                       "runner_up_loss": ex.runner_up[d, c]}
-                if cf is not None:
-                    row.update(closed_form_phase=cf["phase"][d, c],
-                               closed_form_loss=cf["best"][d, c])
-                rows.append(row)
-        store_files.write_csv(out / f"exact_phase_{part}.csv", rows)
+        cell = ("density", "r")
+        patterns = np.array([str(t.tolist()) for t in ex.pattern.reshape(-1, m, n)],
+                            dtype=object).reshape(phase.shape)
+        grid = xr.Dataset({"exact_phase": (cell, phase), "exact_loss": (cell, ex.loss),
+                           "gamma": (cell, ex.scale), "pattern": (cell, patterns),
+                           "runner_up_loss": (cell, ex.runner_up)},
+                          coords={"density": dens, "r": rs})
+        if cf is not None:
+            grid["closed_form_phase"] = (cell, np.asarray(cf["phase"]))
+            grid["closed_form_loss"] = (cell, np.asarray(cf["best"]))
+        store_files.write_frames(out / f"exact_phase_{part}.csv",
+                                 [grid.to_dataframe().reset_index()])
         if cf is not None:
             summary["n2m1_exact_vs_closed_form_phase_agreement"] = float(
                 np.mean(phase == cf["phase"]))
@@ -746,17 +748,17 @@ def _wrap(text: str, width: int = 22) -> str:
 
 def _summary(tables) -> dict:
     out = {}
-    for name, rows in tables.items():
-        if not rows:
+    for name, t in tables.items():
+        if t is None:
             continue
-        al = np.array([r["alignable"] for r in rows])
-        ratio = np.array([r["ratio_trained_to_bound"] for r in rows])
-        bd = np.array([r["ratio_bound_to_dense"] for r in rows])
-        twin = np.isfinite([r["trained_ternary_loss"] for r in rows])
+        al = t["alignable"].to_numpy(bool)
+        ratio = t["ratio_trained_to_bound"].to_numpy()
+        bd = t["ratio_bound_to_dense"].to_numpy()
+        twin = np.isfinite(t["trained_ternary_loss"].to_numpy())
         fin = np.isfinite(ratio)
         bda = bd[al & np.isfinite(bd)]
         out[name] = {
-            "dense_instances": len(rows),
+            "dense_instances": len(t),
             "alignable": int(al.sum()),
             "bound_over_dense_median_alignable": float(np.median(bda)) if len(bda) else None,
             "trained_ternary_over_bound_median": float(np.median(ratio[fin])) if fin.any()
@@ -764,17 +766,17 @@ def _summary(tables) -> dict:
             "trained_ternary_within_5pct_of_bound": int(np.sum(ratio[twin] <= 1.05)),
             "with_trained_twin": int(twin.sum()),
         }
-        if "best_known_ternary" in rows[0]:
-            bk = np.array([r["ratio_best_known_to_dense"] for r in rows], float)
-            tr = np.array([r["ratio_trained_to_best_known"] for r in rows], float)
-            meth = [r["best_known_method"] for r in rows]
+        if "best_known_ternary" in t:
+            bk = t["ratio_best_known_to_dense"].to_numpy(float)
+            tr = t["ratio_trained_to_best_known"].to_numpy(float)
+            meth = t["best_known_method"].value_counts()
             out[name].update({
                 "best_known_over_dense_median": float(np.nanmedian(bk)),
                 "best_known_over_dense_max": float(np.nanmax(bk)),
-                "best_known_tight": int(sum(r["best_known_tight"] for r in rows)),
+                "best_known_tight": int(t["best_known_tight"].sum()),
                 "trained_ternary_over_best_known_median": float(np.nanmedian(tr))
                 if np.isfinite(tr).any() else None,
-                "best_known_methods": {m: meth.count(m) for m in sorted(set(meth))},
+                "best_known_methods": {m: int(meth[m]) for m in sorted(meth.index)},
             })
     return out
 
@@ -827,11 +829,11 @@ def main(argv=None) -> int:
     for r in runs:
         name = r.replace("/", "_")
         t0 = time.perf_counter()
-        rows, sweep, extra = _experiment_table(name, results / r, s, log, out)
+        table, sweep, extra = _experiment_table(name, results / r, s, log, out)
         timings[f"table_{name}"] = time.perf_counter() - t0
-        tables[name] = rows
-        if rows:
-            store_files.write_csv(out / f"attainable_{name}.csv", rows)
+        tables[name] = table
+        if table is not None:
+            store_files.write_frames(out / f"attainable_{name}.csv", [table])
         if extra is not None:
             bests[name] = extra
             timings[f"best_known_{name}"] = extra["seconds"]

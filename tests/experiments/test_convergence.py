@@ -51,7 +51,9 @@ def test_choose_recipes_geometric_mean_and_eligibility():
         rows.append(_row("ternary", "z", 3e-3, s, p, 1.01, n_div=n_div))
     # A budget with fewer variants does not decide the choice.
     rows.append(_row("ternary", "x", 1e-3, "a", 1.0, 0.5, budget=1000))
-    (chosen,) = C.choose_recipes(rows)
+    table = C.choose_recipes(rows)
+    assert list(table["kind"]) == ["ternary"]
+    chosen = table.iloc[0]
     assert (chosen["recipe"], chosen["lr"], chosen["budget"]) == ("y", 1e-2, 3000)
     assert chosen["score"] == pytest.approx(1.5)
     assert chosen["runner_up_score"] == pytest.approx(4.0 ** (1 / 3))
