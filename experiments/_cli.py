@@ -411,6 +411,8 @@ def main(exp: Experiment, argv: list[str] | None = None) -> int:
                 console.print(f"error: {e}")
                 return 1
             except Interrupted as e:
+                if e.dropped is not None and argv is None:
+                    _exit_now(128 + e.signum)
                 return 128 + e.signum
     except Signalled as e:
         if not getattr(e, "reported", False):
@@ -418,6 +420,15 @@ def main(exp: Experiment, argv: list[str] | None = None) -> int:
                           "trained or written")
         return 128 + e.signum
     return 0
+
+
+def _exit_now(code: int) -> None:
+    """End the process at once: a chunk given up on a signal is still computing, and a
+    normal exit would wait for it (minutes, on a huge sweep). Everything to keep is on disk
+    (the checkpoint, the status file); the folder lock goes with the process."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def choose_preset(requested: str | None) -> tuple[str, str]:
@@ -874,6 +885,14 @@ def _train_part(exp: Experiment, cfg, run_dir: Path, out: Path, args: argparse.N
             console.print(f"\ninterrupted by signal {e.signum} as {label.strip() or 'the part'}"
                           f" finished (final checkpoint at step {e.step}); the other parts "
                           f"are not trained. Continue with:\n  {resume}")
+        elif e.dropped is not None:
+            kept = (f"the last checkpoint (step {e.step}/{cfg.steps}) in "
+                    f"{e.out_dir / 'checkpoints'} is kept" if e.step is not None else
+                    "no checkpoint was written yet, so a resume starts from step 0")
+            console.print(f"\ninterrupted by signal {e.signum} during steps {e.dropped[0]}-"
+                          f"{e.dropped[1]}: one compiled chunk of this sweep runs longer than "
+                          f"a signal should wait, so those steps were given up; {kept}. "
+                          f"Resume with:\n  {resume}")
         else:
             console.print(f"\ninterrupted by signal {e.signum} at step {e.step}/{cfg.steps}; "
                           f"checkpoint written to {e.out_dir / 'checkpoints'}. Resume with:\n"

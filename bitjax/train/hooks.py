@@ -16,6 +16,7 @@ Each hook has ``after_chunk(state, info)``; the order of the list is the order t
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -35,21 +36,42 @@ class Hook(Protocol):
         """Act on the training state after the chunk that ended at ``info.step``."""
 
 
+#: Seconds a signal waits for the compiled chunk in flight to end before the run gives up
+#: on it (:meth:`StopRequests.overdue`): chunks are kept near ``max_chunk_seconds``, but
+#: one step of a huge sweep can take minutes, longer than a scheduler's grace period.
+STOP_GRACE_SECONDS = 5.0
+
+
 class StopRequests:
     """Signals received (filled by the run loop's handlers) and the caller's ``should_stop``.
 
     Args:
       should_stop: polled between chunks; True stops the run at the next chunk end.
+      grace_seconds: how long a signal waits for the chunk in flight (:meth:`overdue`).
     """
 
-    def __init__(self, should_stop: Callable[[], bool] | None = None):
+    def __init__(self, should_stop: Callable[[], bool] | None = None,
+                 grace_seconds: float = STOP_GRACE_SECONDS):
         self.signals: list[int] = []
         self._should_stop = should_stop
+        self.grace_seconds = grace_seconds
+        self._first_seen: float | None = None
 
     def requested(self) -> bool:
         """Whether a signal arrived or the caller asked to stop."""
         return bool(self.signals) or (self._should_stop is not None
                                       and bool(self._should_stop()))
+
+    def overdue(self) -> bool:
+        """Whether a signal has waited ``grace_seconds`` for the chunk in flight (polled by
+        :meth:`Trainer.run` while a chunk computes; the caller's ``should_stop`` waits for
+        the chunk's end, a signal does not wait longer than this)."""
+        if not self.signals:
+            return False
+        now = time.monotonic()
+        if self._first_seen is None:
+            self._first_seen = now
+        return now - self._first_seen >= self.grace_seconds
 
     def after_chunk(self, state: Any, info: ChunkInfo) -> None:
         """Nothing to do: the run loop polls :meth:`requested`."""
@@ -114,8 +136,15 @@ class UntilConverged:
                            if self.cfg.anneal_steps else ""))
 
 
+#: Seconds of training after which a checkpoint is written even between two of the step
+#: cadence's (``checkpoint_every``): a run whose steps are slow (a huge sweep) then loses at
+#: most this much work to a kill or to a signal that cannot wait for its chunk.
+CHECKPOINT_SECONDS = 600.0
+
+
 class PeriodicCheckpoint:
-    """Save a checkpoint at the cadence of ``ckpt`` (:meth:`Checkpointer.maybe_save`).
+    """Save a checkpoint at the cadence of ``ckpt`` (:meth:`Checkpointer.maybe_save`), and
+    after ``every_seconds`` of training without one.
 
     Args:
       ckpt: the run's checkpointer.
@@ -124,22 +153,33 @@ class PeriodicCheckpoint:
       notify: one-line notices.
       on_saved: called with the step after each save (the run folder's status).
       hold: while it returns True no checkpoint is written (a phase change is due).
+      every_seconds: wall-clock seconds after the last save (or the start) at which a chunk
+        end is saved whatever its step.
     """
 
     def __init__(self, ckpt: Checkpointer, end: int, meta: dict[str, Any],
                  notify: Callable[[str], None], on_saved: Callable[[int], None],
-                 hold: Callable[[], bool] = lambda: False):
+                 hold: Callable[[], bool] = lambda: False,
+                 every_seconds: float = CHECKPOINT_SECONDS):
         self.ckpt = ckpt
         self.end = end
         self.meta = meta
         self.notify = notify
         self.on_saved = on_saved
         self.hold = hold
+        self.every_seconds = every_seconds
+        self._last = time.monotonic()
 
     def after_chunk(self, state: Any, info: ChunkInfo) -> None:
         step = int(info.step)
-        if step < self.end and not self.hold() and self.ckpt.maybe_save(step, state,
-                                                                        self.meta):
+        if step >= self.end or self.hold():
+            return
+        due = time.monotonic() - self._last >= self.every_seconds
+        saved = self.ckpt.maybe_save(step, state, self.meta)
+        if not saved and due:
+            saved = self.ckpt.save(step, state, self.meta)
+        if saved:
+            self._last = time.monotonic()
             self.notify(f"checkpoint at step {step}")
             self.on_saved(step)
 

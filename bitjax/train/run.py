@@ -44,7 +44,7 @@ from bitjax.store.folder import lock_folder, write_status
 from bitjax.store.layout import SWEEP_FILE
 from bitjax.train import hooks, memory
 from bitjax.train.diagnose import sweep_diagnostics
-from bitjax.train.trainer import ChunkInfo, IncompatibleStateError, Trainer
+from bitjax.train.trainer import ChunkAbandoned, ChunkInfo, IncompatibleStateError, Trainer
 
 #: Config fields a resumed run may change: they do not alter what was already trained.
 SAFE_TO_CHANGE = frozenset({"steps", "chunk_size", "eval_batches"})
@@ -68,17 +68,31 @@ class Interrupted(Exception):  # noqa: N818 - the name says what happened, like 
       step: the step of the checkpoint just written.
       out_dir: the run folder; ``run_sweep(cfg, out_dir, resume=True)`` continues it.
       finished: training had ended; the checkpoint at ``step`` is the final one.
+      dropped: ``(start, end)`` when the signal could not wait for the compiled chunk in
+        flight (one step of a huge sweep can take minutes): those steps were given up and
+        ``step`` is the last checkpoint already on disk (``None``: there is none, a resume
+        starts from step 0); ``None`` when the chunk ended and ``step`` was just written.
     """
 
-    def __init__(self, signum: int, step: int, out_dir: Path, finished: bool = False):
+    def __init__(self, signum: int, step: int | None, out_dir: Path, finished: bool = False,
+                 dropped: tuple[int, int] | None = None):
         self.signum = int(signum)
-        self.step = int(step)
+        self.step = None if step is None else int(step)
         self.out_dir = Path(out_dir)
         self.finished = bool(finished)
-        what = ("training had finished; the final checkpoint" if finished
-                else "checkpoint")
-        super().__init__(f"interrupted by signal {self.signum} at step {self.step}; "
-                         f"{what} written to {self.out_dir}")
+        self.dropped = dropped
+        if dropped is not None:
+            kept = ("no checkpoint was written yet: a resume starts from step 0"
+                    if step is None else f"the last checkpoint (step {step}) is kept")
+            text = (f"interrupted by signal {self.signum} during steps {dropped[0]}-"
+                    f"{dropped[1]}, which were given up (the compiled chunk would not have "
+                    f"ended soon); {kept} in {self.out_dir}")
+        else:
+            what = ("training had finished; the final checkpoint" if finished
+                    else "checkpoint")
+            text = (f"interrupted by signal {self.signum} at step {self.step}; "
+                    f"{what} written to {self.out_dir}")
+        super().__init__(text)
 
 
 @dataclass(frozen=True)
@@ -477,10 +491,13 @@ def _train(cfg: SweepConfig, out_dir: Path, trainer, ckpt: Checkpointer, *, resu
     def phase_over() -> bool:
         return stop.requested() or (conv is not None and conv.met)
 
+    # A signal does not wait minutes for a long chunk (one process only: the processes of
+    # a multi-host run must run the same chunks).
+    abandon = stop.overdue if jax.process_count() == 1 else None
     t0 = time.perf_counter()
-    with _signals_to_flag(handle_signals, stop.signals):
+    with _signals_to_flag(handle_signals, stop.signals), _given_up(stop, ckpt, out_dir):
         state = trainer.run(state, until=end, on_chunk=on_chunk, should_stop=phase_over,
-                            max_chunk_seconds=max_chunk_seconds)
+                            max_chunk_seconds=max_chunk_seconds, abandon=abandon)
         step = int(state["step"])
         if conv is not None and conv.met and not stop.signals:
             end = hooks.end_after(cfg, step)
@@ -490,7 +507,7 @@ def _train(cfg: SweepConfig, out_dir: Path, trainer, ckpt: Checkpointer, *, resu
                 checkpoint.end = end
                 state = trainer.run(state, until=end, on_chunk=on_chunk,
                                     should_stop=stop.requested,
-                                    max_chunk_seconds=max_chunk_seconds)
+                                    max_chunk_seconds=max_chunk_seconds, abandon=abandon)
                 step = int(state["step"])
         train_seconds = time.perf_counter() - t0 - (trainer.compile_seconds - compile_before)
         if step < end:
@@ -516,6 +533,18 @@ def _train(cfg: SweepConfig, out_dir: Path, trainer, ckpt: Checkpointer, *, resu
         # complete on disk (finished); either way the caller asked to stop and must hear it.
         raise Interrupted(stop.signals[0], step, out_dir, finished=finished)
     return result
+
+
+@contextmanager
+def _given_up(stop: hooks.StopRequests, ckpt: Checkpointer, out_dir: Path):
+    """A chunk abandoned on a signal (:class:`ChunkAbandoned`) as :class:`Interrupted`
+    naming the last checkpoint on disk."""
+    try:
+        yield
+    except ChunkAbandoned as e:
+        saved = ckpt.steps()
+        raise Interrupted(stop.signals[0], saved[-1] if saved else None, out_dir,
+                          dropped=(e.start_step, e.end_step)) from None
 
 
 def _finish(cfg, out_dir, trainer, ckpt, state, step, meta, rule, train_seconds, start_step,

@@ -35,6 +35,39 @@ class IncompatibleStateError(ValueError):
     """A host state (a restored checkpoint, say) that this trainer cannot resume from."""
 
 
+class ChunkAbandoned(Exception):  # noqa: N818 - names what happened
+    """:meth:`Trainer.run` stopped waiting for a compiled chunk (its ``abandon`` said so).
+
+    The chunk's input state was donated to it, so the steps it was running are lost; the
+    computation itself may still be running, and the process should end soon.
+
+    Attributes:
+      start_step: the step the chunk started from.
+      end_step: the step it would have reached.
+    """
+
+    def __init__(self, start_step: int, end_step: int):
+        self.start_step = int(start_step)
+        self.end_step = int(end_step)
+        super().__init__(f"the chunk of steps {start_step}-{end_step} was abandoned")
+
+
+def wait_for_chunk(step: Any, abandon: Callable[[], bool] | None, start_step: int,
+                   end_step: int) -> int:
+    """The value of a chunk's output ``step`` once it is computed; while it is not, poll
+    ``abandon`` (a few ms at first, then every 50 ms) and raise :class:`ChunkAbandoned`
+    when it returns True. The main thread waits in Python, so signal handlers run
+    meanwhile (a blocking read of the array would hold them until the chunk ends)."""
+    if abandon is not None:
+        pause = 0.001
+        while not step.is_ready():
+            if abandon():
+                raise ChunkAbandoned(start_step, end_step)
+            time.sleep(pause)
+            pause = min(2 * pause, 0.05)
+    return int(step)
+
+
 @dataclass(frozen=True)
 class ChunkInfo:
     """Progress after one compiled chunk, handed to ``Trainer.run``'s ``on_chunk``.
@@ -433,6 +466,7 @@ class Trainer:
         on_chunk: Callable[[TrainState, ChunkInfo], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
         max_chunk_seconds: float | None = None,
+        abandon: Callable[[], bool] | None = None,
     ) -> TrainState:
         """Train from ``state["step"]`` to ``until`` (default ``cfg.steps``) in chunks.
 
@@ -456,9 +490,16 @@ class Trainer:
             travels in the state). Every window boundary is a chunk end. One compiled
             program serves every length (its step count is an argument). ``None``: chunks
             of ``cfg.chunk_size`` (a run resumed inside a window first completes it).
+          abandon: polled while a chunk computes; a true return gives up waiting for it
+            and raises :class:`ChunkAbandoned` (the steps of that chunk are lost: its input
+            was donated). For a stop that cannot wait for a long chunk (one step of a huge
+            sweep can take minutes).
 
         Returns:
           The state after the last chunk run.
+
+        Raises:
+          ChunkAbandoned: ``abandon`` returned True while a chunk was computing.
         """
         cfg = self.cfg
         until = cfg.steps if until is None else until
@@ -479,7 +520,7 @@ class Trainer:
                 fn, count = self.compiled_chunk(None), (self.step_count(n),)
             t0 = time.perf_counter()
             state = fn(state, self.arrays, self.streams, *count)
-            step = int(state["step"])  # waits for the chunk
+            step = wait_for_chunk(state["step"], abandon, step, step + n)
             dt = time.perf_counter() - t0
             train_seconds += dt
             self._seconds_per_step = dt / n

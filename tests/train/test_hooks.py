@@ -86,10 +86,18 @@ def test_until_converged_is_not_checked_in_the_budgets_annealed_phase():
 
 
 class _Recorder:
-    def __init__(self):
+    """A checkpointer that records its saves; ``every``: its step cadence (None: each)."""
+
+    def __init__(self, every: int | None = None):
         self.saved: list[int] = []
+        self.every = every
 
     def maybe_save(self, step, state, meta) -> bool:
+        if self.every is not None and step % self.every:
+            return False
+        return self.save(step, state, meta)
+
+    def save(self, step, state, meta) -> bool:
         self.saved.append(step)
         return True
 
@@ -103,6 +111,29 @@ def test_periodic_checkpoint_holds_while_a_phase_change_is_due_and_skips_the_end
     hook.after_chunk(None, _info(200))
     hook.after_chunk(None, _info(1000))  # the final save is the run's, not this hook's
     assert rec.saved == [200] and seen == [200]
+
+
+def test_periodic_checkpoint_saves_between_cadence_steps_once_its_time_is_up():
+    rec, seen = _Recorder(every=1000), []
+    hook = hooks.PeriodicCheckpoint(rec, end=5000, meta={}, notify=print, on_saved=seen.append,
+                                    every_seconds=0.0)  # always due: every chunk end is saved
+    hook.after_chunk(None, _info(150))
+    hook.after_chunk(None, _info(300))
+    assert rec.saved == [150, 300] and seen == [150, 300]
+    later = hooks.PeriodicCheckpoint(_Recorder(every=1000), end=5000, meta={}, notify=print,
+                                     on_saved=seen.append, every_seconds=3600.0)
+    later.after_chunk(None, _info(150))  # neither a cadence step nor an hour of training
+    assert later.ckpt.saved == []
+
+
+def test_stop_requests_is_overdue_once_a_signal_has_waited_its_grace():
+    assert not hooks.StopRequests(grace_seconds=0.0).overdue()  # no signal: never
+    now = hooks.StopRequests(grace_seconds=0.0)
+    now.signals.append(15)
+    assert now.overdue()
+    patient = hooks.StopRequests(grace_seconds=3600.0)
+    patient.signals.append(15)
+    assert patient.requested() and not patient.overdue()
 
 
 def test_hooks_run_in_order_and_progress_is_silent_after_a_signal():

@@ -163,6 +163,60 @@ def test_signal_writes_a_checkpoint_and_raises_interrupted(cfg, tmp_path):
     assert signal.getsignal(signal.SIGINT) is before  # handlers restored
 
 
+def test_a_signal_that_cannot_wait_for_its_chunk_gives_it_up_and_keeps_the_last_checkpoint(
+        cfg, tmp_path, monkeypatch):
+    """One step of a huge sweep can take minutes: a signal waits the grace period for the
+    chunk in flight, then the run gives those steps up and names the checkpoint on disk.
+    Here the chunk never ends (a wait that always reports it computing), and the grace is
+    over as soon as the signal is seen; the signal comes during the fourth chunk."""
+    from bitjax.train import hooks
+    from bitjax.train import trainer as trainer_mod
+
+    real_wait = trainer_mod.wait_for_chunk
+    waits = []
+
+    def slow_fourth(step, abandon, start, end):
+        waits.append(start)
+        if len(waits) < 4:
+            return real_wait(step, abandon, start, end)
+        os.kill(os.getpid(), signal.SIGTERM)  # the handler runs before kill returns
+        assert abandon()  # the trainer polls this while the chunk computes
+        raise trainer_mod.ChunkAbandoned(start, end)
+
+    monkeypatch.setattr(trainer_mod, "wait_for_chunk", slow_fourth)
+    monkeypatch.setattr(hooks.StopRequests, "overdue", lambda self: bool(self.signals))
+    before = signal.getsignal(signal.SIGTERM)
+    out = tmp_path / "run"
+    with pytest.raises(Interrupted) as e:
+        run_sweep(cfg, out, checkpoint_every=100, progress_bar=False, max_chunk_seconds=None)
+    assert e.value.signum == signal.SIGTERM and not e.value.finished
+    assert e.value.dropped == (150, 200)  # chunks of 50: the fourth runs 150-200
+    assert e.value.step == 100 and steps_in(out) == [100]  # the last periodic checkpoint
+    assert "150-200" in str(e.value) and "step 100" in str(e.value)
+    assert signal.getsignal(signal.SIGTERM) is before  # handlers restored
+    monkeypatch.setattr(trainer_mod, "wait_for_chunk", real_wait)
+    resumed = run_sweep(cfg, out, resume=True, progress_bar=False)
+    assert resumed.step == cfg.steps and resumed.steps_this_run == cfg.steps - 100
+
+
+def test_a_signal_before_any_checkpoint_gives_up_the_chunk_and_says_nothing_is_saved(
+        cfg, tmp_path, monkeypatch):
+    from bitjax.train import hooks
+    from bitjax.train import trainer as trainer_mod
+
+    def never_ends(step, abandon, start, end):
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert abandon()
+        raise trainer_mod.ChunkAbandoned(start, end)
+
+    monkeypatch.setattr(trainer_mod, "wait_for_chunk", never_ends)
+    monkeypatch.setattr(hooks.StopRequests, "overdue", lambda self: bool(self.signals))
+    with pytest.raises(Interrupted) as e:
+        run_sweep(cfg, tmp_path / "run", progress_bar=False, max_chunk_seconds=None)
+    assert e.value.step is None and e.value.dropped == (0, 50)
+    assert "resume starts from step 0" in str(e.value)
+
+
 def test_a_signal_while_the_handlers_are_restored_is_not_lost(cfg, tmp_path, monkeypatch):
     """A SIGINT that arrives as the run loop puts the caller's handler back (after its last
     look at the signals of a finished run) still reaches the caller as Interrupted."""

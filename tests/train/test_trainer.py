@@ -635,3 +635,35 @@ def test_a_learned_rotation_on_two_cpu_devices_does_not_deadlock():
     # LU, which parks pool threads the same way (m=20, 30 instances per device hung).
     info = _finishes_on_two_devices(LEARNED_ROTATION_ON_TWO_DEVICES, "a learned rotation")
     assert info == {"step": 4, "mesh": 2}
+
+
+class _Computing:
+    """A chunk's output step that reports itself computing ``polls`` times, then ready."""
+
+    def __init__(self, polls: int, value: int = 7):
+        self.polls, self.value = polls, value
+
+    def is_ready(self) -> bool:
+        self.polls -= 1
+        return self.polls < 0
+
+    def __int__(self) -> int:
+        return self.value
+
+
+def test_the_wait_for_a_chunk_polls_abandon_until_the_chunk_ends():
+    from bitjax.train.trainer import wait_for_chunk
+
+    asked = []
+    assert wait_for_chunk(_Computing(3), lambda: asked.append(1) and False, 0, 7) == 7
+    assert len(asked) == 3  # asked while computing, not once it was ready
+    assert wait_for_chunk(_Computing(0), lambda: True, 0, 7) == 7  # ready: never given up
+
+
+def test_the_wait_for_a_chunk_gives_it_up_when_abandon_says_so():
+    from bitjax.train.trainer import ChunkAbandoned, wait_for_chunk
+
+    with pytest.raises(ChunkAbandoned) as e:
+        wait_for_chunk(_Computing(10**9), lambda: True, 40, 90)
+    assert (e.value.start_step, e.value.end_step) == (40, 90)
+
