@@ -37,9 +37,18 @@ class Hook(Protocol):
 
 
 #: Seconds a signal waits for the compiled chunk in flight to end before the run gives up
-#: on it (:meth:`StopRequests.overdue`): chunks are kept near ``max_chunk_seconds``, but
-#: one step of a huge sweep can take minutes, longer than a scheduler's grace period.
-STOP_GRACE_SECONDS = 5.0
+#: on it (:meth:`StopRequests.overdue`; at least 1.5 x the run's ``max_chunk_seconds``, so
+#: a chunk of the usual length always ends and is saved): one step of a huge sweep can
+#: take minutes, longer than a scheduler waits between its SIGTERM and its SIGKILL.
+STOP_GRACE_SECONDS = 15.0
+
+
+def grace_for(max_chunk_seconds: float | None) -> float:
+    """How long a signal waits for the chunk in flight, for chunks of about
+    ``max_chunk_seconds`` (``None``: :data:`STOP_GRACE_SECONDS`)."""
+    if max_chunk_seconds is None:
+        return STOP_GRACE_SECONDS
+    return max(STOP_GRACE_SECONDS, 1.5 * float(max_chunk_seconds))
 
 
 class StopRequests:

@@ -474,7 +474,7 @@ def _train(cfg: SweepConfig, out_dir: Path, trainer, ckpt: Checkpointer, *, resu
 
     compile_before = trainer.compile_seconds
     # The policies between chunks, composed in the order they run (bitjax.train.hooks).
-    stop = hooks.StopRequests(should_stop)
+    stop = hooks.StopRequests(should_stop, grace_seconds=hooks.grace_for(max_chunk_seconds))
     conv = None
     if until_converged:
         conv = hooks.UntilConverged(

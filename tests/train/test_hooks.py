@@ -134,6 +134,9 @@ def test_stop_requests_is_overdue_once_a_signal_has_waited_its_grace():
     patient = hooks.StopRequests(grace_seconds=3600.0)
     patient.signals.append(15)
     assert patient.requested() and not patient.overdue()
+    # A chunk of the usual length (about max_chunk_seconds) always gets to end.
+    assert hooks.grace_for(30.0) == 45.0
+    assert hooks.grace_for(1.0) == hooks.grace_for(None) == hooks.STOP_GRACE_SECONDS
 
 
 def test_hooks_run_in_order_and_progress_is_silent_after_a_signal():
