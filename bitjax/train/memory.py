@@ -11,6 +11,7 @@ asks the devices (and, in a multi-host run, every process) what is free.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -27,7 +28,9 @@ if TYPE_CHECKING:
 #: of its real peak (a 10,000-instance n=400 sweep peaked at 22.9 GB of 24 with 90%; a
 #: 400,000-instance n=5 sweep, chunks planned at 8.5 GiB on each of 2 devices with 75%,
 #: was OOM-killed above 24 GB, and peaked at 18 GB with 50%), accelerators only with other
-#: programs.
+#: programs. At n=5 most of that shortfall was YNNPACK's packed dot operands, which
+#: :func:`chunk_bytes` now counts (:func:`library_scratch_bytes`); the fraction was set
+#: before that, so it now leaves such sweeps more headroom than they needed.
 CPU_FRACTION = 0.5
 ACCELERATOR_FRACTION = 0.9
 
@@ -47,8 +50,9 @@ def chunk_bytes(compiled: Any) -> int | None:
       compiled: a ``jax.stages.Compiled``.
 
     Returns:
-      Temporaries plus the outputs not aliased to donated inputs; ``None`` where the
-      backend gives no memory analysis.
+      Temporaries plus the outputs not aliased to donated inputs (XLA's memory analysis),
+      plus the largest buffer a YNNPACK fusion of the program allocates for itself
+      (:func:`library_scratch_bytes`); ``None`` where the backend gives no memory analysis.
     """
     try:
         ma = compiled.memory_analysis()
@@ -56,7 +60,125 @@ def chunk_bytes(compiled: Any) -> int | None:
         return None
     if ma is None:
         return None
-    return int(ma.temp_size_in_bytes + max(0, ma.output_size_in_bytes - ma.alias_size_in_bytes))
+    xla = int(ma.temp_size_in_bytes + max(0, ma.output_size_in_bytes - ma.alias_size_in_bytes))
+    try:
+        text = compiled.as_text()
+    except Exception:  # noqa: BLE001 - a program without its HLO text: XLA's figure alone
+        text = None
+    return xla + (library_scratch_bytes(text) if isinstance(text, str) else 0)
+
+
+#: The fusion kind XLA's CPU backend gives the fusions it hands to YNNPACK.
+YNN_FUSION_KIND = "__ynn_fusion"
+#: YNNPACK pads the columns of a packed dot operand to this multiple (measured with jaxlib
+#: 0.10.2 on an AVX-512 Xeon: a batched ``[b, n, k] f32`` operand of n = 5, 7, 9, 12, 13, 15,
+#: 16 was packed into ``b * k * align(n, 4) * 4`` bytes, each the size of one allocation).
+YNN_ALIGN_N = 4
+
+_ITEMSIZE = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4,
+             "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8, "c64": 8, "c128": 16}
+_SHAPE = re.compile(r"(\w+)\[([\d,]*)\](?:\{([\d,]*)[^}]*\})?")
+_INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%([\w.\-]+)\s*=\s*(\S+)\s+(\w[\w\-]*)\((.*)$")
+_COMPUTATION = re.compile(r"^(?:ENTRY\s+)?%([\w.\-]+)\s*\(.*->.*\{$")
+_FUSION_CALL = re.compile(r"\bcalls=%([\w.\-]+)")
+_DIMS = r"={([\d,]*)}"
+
+
+def _shape(text: str) -> tuple[str, tuple[int, ...], tuple[int, ...]] | None:
+    """``(dtype, dims, layout)`` of an HLO array shape (``f32[2,5]{1,0}``); layout minor first."""
+    m = _SHAPE.fullmatch(text)
+    if m is None:
+        return None
+    dims = tuple(int(d) for d in m.group(2).split(",") if d)
+    layout = tuple(int(d) for d in (m.group(3) or "").split(",") if d)
+    return m.group(1), dims, layout or tuple(reversed(range(len(dims))))
+
+
+def _dims_of(attrs: str, name: str) -> tuple[int, ...]:
+    m = re.search(name + _DIMS, attrs)
+    return tuple(int(d) for d in m.group(1).split(",") if d) if m else ()
+
+
+def packed_rhs_bytes(rhs: str, batch_dims: tuple[int, ...],
+                     contracting_dims: tuple[int, ...]) -> int:
+    """Bytes YNNPACK packs a dot's right operand into, if it must; 0 if it reads it in place.
+
+    A right operand whose minor-most (contiguous) dimension is contracted is "transposed"
+    for YNNPACK, which then always packs it (``should_pack_b``): for every batch element, its
+    ``k`` contracted values times its ``n`` free ones padded to :data:`YNN_ALIGN_N`. The
+    pack is made for the whole batch before the dot runs and freed after it. An operand
+    with a free dimension minor-most is packed only where the other operand is over ten
+    kernel blocks tall (otherwise read in place); in this library's dots such an operand
+    is a weight matrix, a small share of the other operand, and is not counted.
+
+    Args:
+      rhs: the operand's HLO shape, ``f32[I,5,1024]{2,1,0}``.
+      batch_dims, contracting_dims: the dot's ``rhs_batch_dims`` and
+        ``rhs_contracting_dims``.
+    """
+    shape = _shape(rhs)
+    if shape is None or shape[0] not in _ITEMSIZE or not shape[1] or not contracting_dims:
+        return 0
+    dtype, dims, layout = shape
+    if layout[0] not in contracting_dims:
+        return 0
+    free = [d for d in range(len(dims)) if d not in batch_dims and d not in contracting_dims]
+    n = math.prod(dims[d] for d in free)
+    return (_ITEMSIZE[dtype] * math.prod(dims[d] for d in batch_dims)
+            * math.prod(dims[d] for d in contracting_dims) * (-(-n // YNN_ALIGN_N) * YNN_ALIGN_N))
+
+
+def library_scratch_bytes(hlo_text: str) -> int:
+    """The largest buffer a YNNPACK fusion of an optimised HLO module allocates for itself.
+
+    XLA's CPU backend hands some fusions (batched dots among them) to YNNPACK, whose
+    packed operands live outside XLA's buffer assignment, so the memory analysis does not
+    count them. Each dot's pack (:func:`packed_rhs_bytes`) lives while that fusion runs;
+    a device runs one fusion at a time, so the largest is what its peak gains. For the
+    dense+ternary n=5 sweep on 2 CPU devices (batch 1024) it is ``[instances, 1024, 8]``
+    float32, 32 KiB per instance, next to about 70 KiB of XLA temporaries.
+
+    Args:
+      hlo_text: ``compiled.as_text()``.
+
+    Returns:
+      Bytes (0: no YNNPACK dot that packs an operand).
+    """
+    # Computations: a header line "%name (params) -> shape {", instructions, "}".
+    computations: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    ynn_called: list[str] = []
+    for line in hlo_text.splitlines():
+        header = _COMPUTATION.match(line)
+        if header:
+            current = computations.setdefault(header.group(1), [])
+            continue
+        if line.startswith("}"):
+            current = None
+            continue
+        if current is not None:
+            current.append(line)
+            if YNN_FUSION_KIND in line and " fusion(" in line:
+                call = _FUSION_CALL.search(line)
+                if call:
+                    ynn_called.append(call.group(1))
+    largest = 0
+    for name in ynn_called:
+        shapes: dict[str, str] = {}
+        for line in computations.get(name, ()):
+            m = _INSTRUCTION.match(line)
+            if m is None:
+                continue
+            shapes[m.group(1)] = m.group(2)
+            if m.group(3) != "dot":
+                continue
+            operands = re.findall(r"%([\w.\-]+)", m.group(4).split(")")[0])
+            if len(operands) != 2 or operands[1] not in shapes:
+                continue
+            largest = max(largest, packed_rhs_bytes(
+                shapes[operands[1]], _dims_of(m.group(4), "rhs_batch_dims"),
+                _dims_of(m.group(4), "rhs_contracting_dims")))
+    return largest
 
 
 def budget_from_free(free: int | None, platform: str) -> int | None:

@@ -140,3 +140,94 @@ def test_the_parameter_count_is_each_models_own(model):
     assert extra == 4 * memory.HOST_COPIES * (count - (m * n + n + 1))
     if model == "abs_computation":
         assert count == 2 * m * n + m + n + 2 and extra > 0
+
+
+# An optimised CPU module in the form compiled.as_text() prints: the weight-gradient dot of
+# the n=5, m=2 model (x [I, 5, batch] contracted over the batch, its minor dimension) as a
+# YNNPACK fusion, a forward dot whose right operand is read in place, and the same
+# transposed dot as an ordinary (non-YNNPACK) fusion.
+_YNN = ('backend_config={"fusion_config":{"kind":"__ynn_fusion"},'
+        '"outer_dimension_partitions":[]}')
+_BATCHED = "lhs_batch_dims={0}, lhs_contracting_dims={2}, rhs_batch_dims={0}, "
+_HLO = "\n".join([
+    "HloModule jit__train_chunk, is_scheduled=true",
+    "",
+    "%fused_computation.16 (param_0.19: f32[200,2,1024], param_1.25: f32[200,5,1024]) -> "
+    "f32[200,2,5] {",
+    "  %param_0.19 = f32[200,2,1024]{2,1,0} parameter(0)",
+    "  %param_1.25 = f32[200,5,1024]{2,1,0} parameter(1)",
+    "  ROOT %dot.112 = f32[200,2,5]{2,1,0} dot(%param_0.19, %param_1.25), " + _BATCHED
+    + 'rhs_contracting_dims={2}, metadata={op_name="dot_general"}',
+    "}",
+    "",
+    "%fused_computation.17 (param_0.20: f32[200,2,5], param_1.26: f32[200,5,1024]) -> "
+    "f32[200,2,1024] {",
+    "  %param_0.20 = f32[200,2,5]{2,1,0} parameter(0)",
+    "  %param_1.26 = f32[200,5,1024]{2,1,0} parameter(1)",
+    "  ROOT %dot.113 = f32[200,2,1024]{2,1,0} dot(%param_0.20, %param_1.26), " + _BATCHED
+    + "rhs_contracting_dims={1}",
+    "}",
+    "",
+    "%fused_computation.18 (param_0.21: f32[300,2,1024], param_1.27: f32[300,9,1024]) -> "
+    "f32[300,2,9] {",
+    "  %param_0.21 = f32[300,2,1024]{2,1,0} parameter(0)",
+    "  %param_1.27 = f32[300,9,1024]{2,1,0} parameter(1)",
+    "  ROOT %dot.114 = f32[300,2,9]{2,1,0} dot(%param_0.21, %param_1.27), " + _BATCHED
+    + "rhs_contracting_dims={2}",
+    "}",
+    "",
+    "ENTRY %main.1 (a.1: f32[200,2,1024], b.1: f32[200,5,1024], w.1: f32[200,2,5], "
+    "c.1: f32[300,2,1024], d.1: f32[300,9,1024]) -> (f32[200,2,5], f32[200,2,1024], "
+    "f32[300,2,9]) {",
+    "  %a.1 = f32[200,2,1024]{2,1,0} parameter(0)",
+    "  %b.1 = f32[200,5,1024]{2,1,0} parameter(1)",
+    "  %w.1 = f32[200,2,5]{2,1,0} parameter(2)",
+    "  %c.1 = f32[300,2,1024]{2,1,0} parameter(3)",
+    "  %d.1 = f32[300,9,1024]{2,1,0} parameter(4)",
+    "  %ynn_fusion.16 = f32[200,2,5]{2,1,0} fusion(%a.1, %b.1), kind=kCustom, "
+    "calls=%fused_computation.16, " + _YNN,
+    "  %ynn_fusion.17 = f32[200,2,1024]{2,1,0} fusion(%w.1, %b.1), kind=kCustom, "
+    "calls=%fused_computation.17, " + _YNN,
+    "  %dot_fusion = f32[300,2,9]{2,1,0} fusion(%c.1, %d.1), kind=kOutput, "
+    "calls=%fused_computation.18",
+    "  ROOT %tuple = (f32[200,2,5]{2,1,0}, f32[200,2,1024]{2,1,0}, f32[300,2,9]{2,1,0}) "
+    "tuple(%ynn_fusion.16, %ynn_fusion.17, %dot_fusion)",
+    "}",
+    ""])
+
+
+def test_a_ynnpack_dot_counts_its_packed_operand_in_exact_bytes():
+    # x [200, 5, 1024] contracted over its minor dimension: packed as 200 x 1024 x 8 floats
+    # (5 columns padded to 8); the forward dot reads x in place; the 300-instance dot is
+    # XLA's own fusion (its buffers are in the memory analysis), so it adds nothing.
+    assert memory.library_scratch_bytes(_HLO) == 200 * 1024 * 8 * 4 == 6_553_600
+    assert memory.packed_rhs_bytes("f32[300,9,1024]{2,1,0}", (0,), (2,)) == 300 * 1024 * 12 * 4
+    assert memory.packed_rhs_bytes("f32[300,9,1024]{2,1,0}", (0,), (1,)) == 0
+    assert memory.packed_rhs_bytes("bf16[7,16,64]{2,1,0}", (0,), (2,)) == 7 * 64 * 16 * 2
+    # the same dims with the contracted dimension not minor-most (layout {1,2,0}): in place
+    assert memory.packed_rhs_bytes("f32[300,9,1024]{1,2,0}", (0,), (2,)) == 0
+    assert memory.library_scratch_bytes(_HLO.replace("__ynn_fusion", "__other")) == 0
+
+    class WithText(_Compiled):
+        def as_text(self):
+            return _HLO
+
+    # XLA's temporaries plus unaliased outputs (1,000 + 0), then the largest pack.
+    assert memory.chunk_bytes(WithText(1_000)) == 1_000 + 6_553_600
+    assert memory.chunk_bytes(_Compiled(1_000)) == 1_000  # no HLO text: XLA's figure
+
+
+def test_a_compiled_batched_dot_is_planned_with_its_pack():
+    import jax
+    import jax.numpy as jnp
+
+    f = jax.jit(lambda a, b: jnp.einsum("ibk,ink->ibn", a, b))
+    compiled = f.lower(jax.ShapeDtypeStruct((6, 2, 1024), jnp.float32),
+                       jax.ShapeDtypeStruct((6, 5, 1024), jnp.float32)).compile()
+    text = compiled.as_text()
+    if memory.YNN_FUSION_KIND not in text:
+        pytest.skip("this backend hands no dot to YNNPACK")
+    assert memory.library_scratch_bytes(text) == 6 * 1024 * 8 * 4
+    ma = compiled.memory_analysis()
+    assert memory.chunk_bytes(compiled) == (ma.temp_size_in_bytes + ma.output_size_in_bytes
+                                            - ma.alias_size_in_bytes + 6 * 1024 * 8 * 4)
