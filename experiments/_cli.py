@@ -979,7 +979,9 @@ def dry_run(exp: Experiment, out: Path, preset: str, configs: dict[str, Any],
         lines.append(
             f"  {name}: {_describe(cfg)}; about {_fmt_seconds(est.total_seconds)} "
             f"(compile {_fmt_seconds(est.compile_seconds)}, "
-            f"{est.steps_per_second:,.1f} steps/s timed over {est.probe_steps} steps on "
+            + (f"the switch to the lattice {_fmt_seconds(est.switch_seconds)}, "
+               if cfg.has_fp_phase else "")
+            + f"{est.steps_per_second:,.1f} steps/s timed over {est.probe_steps} steps on "
             f"{est.devices} device(s), {est.instances_per_group} instance(s) per device at a "
             "time)")
     if len(configs) > 1:

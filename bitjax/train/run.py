@@ -172,11 +172,13 @@ class Estimate:
       compile_seconds: compiling the training program (measured where it was first compiled
         in this process).
       steps_per_second: training rate of the whole sweep (measured).
-      total_seconds: ``compile_seconds + steps / steps_per_second`` (checkpoint writes and
-        the final evaluation are not included).
+      total_seconds: ``compile_seconds + steps / steps_per_second + switch_seconds``
+        (checkpoint writes and the final evaluation are not included).
       probe_steps: the steps timed.
       devices: devices the instance axis is split over.
       instances_per_group: instances trained at a time on each device.
+      switch_seconds: the switch to the lattice of the two-phase schedule, once per run
+        (measured: a chunk holding it less a chunk without; 0 without a dense phase).
     """
 
     compile_seconds: float
@@ -185,6 +187,18 @@ class Estimate:
     probe_steps: int
     devices: int
     instances_per_group: int
+    switch_seconds: float = 0.0
+
+
+def probe_config(cfg: SweepConfig, probe_steps: int) -> SweepConfig:
+    """The sweep :func:`estimate_seconds` times: ``cfg`` with chunks and history points of
+    ``probe_steps`` steps, two chunks long; with a dense phase three, its switch to the
+    lattice at the start of the second (after the warm-up)."""
+    if not cfg.has_fp_phase:
+        return cfg.replace(steps=2 * probe_steps, chunk_size=probe_steps,
+                           history_every=probe_steps)
+    return cfg.replace(steps=3 * probe_steps, chunk_size=probe_steps,
+                       history_every=probe_steps, fp_fraction=1 / 3)
 
 
 def estimate_seconds(cfg: SweepConfig, *, mesh=None, group_size: int | None = None,
@@ -194,7 +208,10 @@ def estimate_seconds(cfg: SweepConfig, *, mesh=None, group_size: int | None = No
 
     The probe trains the same instances with the same batch on the same devices, with
     ``steps``, ``chunk_size`` and ``history_every`` shrunk to the probe, so it costs one
-    compile and ``2 * probe_steps`` steps, and writes nothing.
+    compile and ``2 * probe_steps`` steps, and writes nothing. With a dense phase the probe
+    switches to the lattice after its warm-up chunk and times that chunk too, so the rate
+    is that of steps alone and the switch (once per run) is added on its own
+    (``3 * probe_steps`` steps).
 
     Args:
       cfg: the sweep.
@@ -206,20 +223,31 @@ def estimate_seconds(cfg: SweepConfig, *, mesh=None, group_size: int | None = No
     """
     _check_positive("probe_steps", probe_steps)
     memory.check_sweep_fits_host(cfg)
-    probe = cfg.replace(steps=2 * probe_steps, chunk_size=probe_steps,
-                        history_every=probe_steps)
+    fp = cfg.has_fp_phase
+    probe = probe_config(cfg, probe_steps)
+    chunks = probe.steps // probe_steps
     trainer = Trainer(probe, mesh=mesh, group_size=group_size, on_event=on_event)
+
+    def timed_chunk(state, until):
+        t0 = time.perf_counter()
+        state = trainer.run(state, until=until, max_chunk_seconds=None)
+        int(state["step"])  # waits for the chunk
+        return state, time.perf_counter() - t0
+
     state = trainer.run(trainer.init_state(), until=probe_steps, max_chunk_seconds=None)
-    t0 = time.perf_counter()
-    state = trainer.run(state, until=2 * probe_steps, max_chunk_seconds=None)
-    int(state["step"])  # waits for the chunk
-    rate = probe_steps / max(time.perf_counter() - t0, 1e-9)
+    with_switch = 0.0
+    if fp:
+        state, with_switch = timed_chunk(state, 2 * probe_steps)
+    state, seconds = timed_chunk(state, chunks * probe_steps)
+    rate = probe_steps / max(seconds, 1e-9)
+    switch_seconds = max(0.0, with_switch - seconds) if fp else 0.0
     # What compiling costs a fresh process (the probe's program may already be built here).
     compile_seconds = float(trainer.compile_cost_seconds)
     return Estimate(compile_seconds=compile_seconds, steps_per_second=rate,
-                    total_seconds=compile_seconds + cfg.steps / rate,
+                    total_seconds=compile_seconds + cfg.steps / rate + switch_seconds,
                     probe_steps=probe_steps, devices=int(trainer.mesh.size),
-                    instances_per_group=int(trainer.group or trainer.instances_per_device))
+                    instances_per_group=int(trainer.group or trainer.instances_per_device),
+                    switch_seconds=switch_seconds)
 
 
 def run_sweep(
