@@ -408,8 +408,10 @@ def main(exp: Experiment, argv: list[str] | None = None) -> int:
                 console.print(f"error: {e}")
                 return 2
             except MemoryError as e:  # raised before training starts: nothing to lose
+                # A sweep larger than the machine: the request, not the program, is at
+                # fault, so the usage error's exit status.
                 console.print(f"error: {e}")
-                return 1
+                return 2
             except Interrupted as e:
                 if e.dropped is not None and argv is None:
                     _exit_now(128 + e.signum)
