@@ -83,3 +83,28 @@ def fake_part():
     training) named ``name``. The losses lie below the zero model's, so no instance counts
     as a runaway."""
     return _fake_part
+
+
+def _train_program(cfg):
+    """Train ``cfg`` with the compiled program in one call (no trainer, no devices split);
+    ``(instances, host params, the last history point's loss)``."""
+    import functools
+
+    import jax
+
+    from bitjax.train import program
+
+    inst = build_instances(cfg)
+    arrays, streams = program.instance_arrays(inst), program.stream_arrays(inst)
+    keys = cfg.data_plan.stream_keys(streams.stream_seed, streams.stream_salt)
+    state = jax.jit(functools.partial(program.train_steps, cfg, cfg.steps))(
+        program.init_state(cfg, arrays), arrays, keys)
+    return inst, jax.device_get(state["params"]), np.asarray(state["history"])[:, -1]
+
+
+@pytest.fixture
+def train_program():
+    """Factory: ``train_program(cfg)`` -> ``(instances, host params, final-window loss)``,
+    the reproduction tests' way to train a paper preset."""
+    return _train_program
+

@@ -3,8 +3,6 @@ preset end to end, and (slow) the paper's |x| circuit from dense training."""
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 import pytest
 
@@ -109,27 +107,13 @@ def test_computation_tiny_end_to_end(tiny_run):
     assert {(r["part"], r["kind"]) for r in gap} == {(name, "ternary") for name in parts}
 
 
-def _train(cfg):
-    """Train ``cfg`` with the compiled program; ``(instances, host params, final loss)``."""
-    import jax
-
-    from bitjax.train import program
-
-    inst = build_instances(cfg)
-    arrays, streams = program.instance_arrays(inst), program.stream_arrays(inst)
-    keys = cfg.data_plan.stream_keys(streams.stream_seed, streams.stream_salt)
-    state = jax.jit(functools.partial(program.train_steps, cfg, cfg.steps))(
-        program.init_state(cfg, arrays), arrays, keys)
-    return inst, jax.device_get(state["params"]), np.asarray(state["history"])[:, -1]
-
-
 @pytest.mark.slow
-def test_dense_computes_every_feature_with_a_relu_pair_as_in_the_paper():
+def test_dense_computes_every_feature_with_a_relu_pair_as_in_the_paper(train_program):
     # The paper's small computation model (n=3 features on m=6 neurons) on dense data, the
     # best of a few restarts of the experiment's paper preset and recipe.
     cfg = computation.PRESETS["paper"](8)["circuits"].replace(
         kind=("dense",), feature_probability=(1.0,), chunk_size=10_000, history_every=1_000)
-    inst, params, loss = _train(cfg)
+    inst, params, loss = train_program(cfg)
     eff = neurons.effective_params(cfg, params)
     best = int(np.argmin(loss))
     pairs, motifs = computation.instance_motifs(eff, best)

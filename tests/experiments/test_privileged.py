@@ -71,24 +71,8 @@ def test_privileged_tiny_end_to_end(tiny_run):
     assert {r["kind"] for r in rows} == set(inst.coords["kind"])
 
 
-def _train_dense(cfg):
-    """Train ``cfg`` with the compiled program; ``(host params, final-window loss)``."""
-    import functools
-
-    import jax
-
-    from bitjax.train import program
-
-    inst = build_instances(cfg)
-    arrays, streams = program.instance_arrays(inst), program.stream_arrays(inst)
-    keys = cfg.data_plan.stream_keys(streams.stream_seed, streams.stream_salt)
-    state = jax.jit(functools.partial(program.train_steps, cfg, cfg.steps))(
-        program.init_state(cfg, arrays), arrays, keys)
-    return inst, jax.device_get(state["params"]), np.asarray(state["history"])[:, -1]
-
-
 @pytest.mark.slow
-def test_dense_neurons_go_from_monosemantic_to_polysemantic_as_in_the_paper():
+def test_dense_neurons_go_from_monosemantic_to_polysemantic_as_in_the_paper(train_program):
     from bitjax.analysis import neurons
 
     # The paper's setting (n=10, m=5, I=0.75^i), its best-of-restarts, trained to
@@ -96,7 +80,7 @@ def test_dense_neurons_go_from_monosemantic_to_polysemantic_as_in_the_paper():
     cfg = privileged.PRESETS["paper"](8)["privileged"].replace(
         kind=("dense",), feature_probability=(1.0, 0.01), lr=(3e-3,), schedule="cosine",
         weight_decay=(0.0,), chunk_size=10_000, history_every=1_000)
-    inst, params, loss = _train_dense(cfg)
+    inst, params, loss = train_program(cfg)
     w = neurons.neuron_matrix(neurons.effective_params(cfg, params))
     out = neurons.neuron_metrics(w)
     p = inst.coords["feature_probability"]
