@@ -17,6 +17,7 @@ run experiments.uniform --preset notebook $RECIPE --out results/uniform
 python -m experiments.representable --out results/representable
 # The neuron models keep the paper's own recipe (the convergence study chose on the tied model).
 run experiments.privileged --preset quick --steps 10000 --out results/privileged
+run experiments.computation --preset quick --out results/computation
 # The convergence study: about 50 min on an idle 2-core CPU; its four training routes
 # (from scratch, full precision first, + learned rotation, relaxation): about 1 h shared.
 run experiments.convergence --preset full --out results/convergence
@@ -24,6 +25,6 @@ run experiments.convergence --preset fp --out results/convergence_fp
 python -m experiments.findings
 # On a GPU: python -m experiments.benchmark --reference --out results/benchmark/h200
 #           python -m experiments.benchmark --scaling --scaling-out results/benchmark/h200
-for name in intro sparsity uniform correlated phase convergence convergence_fp privileged; do
+for name in intro sparsity uniform correlated phase convergence convergence_fp privileged computation; do
     python -m experiments.explore "results/$name" --plotlyjs-dir results --screenshot
 done
