@@ -35,6 +35,14 @@ words, generated from the verdicts.
   over cells), reported with no interval: a minimum has no valid bootstrap interval, so the
   text gives the distribution-free fact about the best of k seeds instead
   (bitjax.analysis.stats.best_of_seeds).
+* The neuron claims (:data:`NEURON_CLAIMS`, the project's own questions, not the study's)
+  ask of the two privileged-basis models (results/privileged: h = ReLU(W x); results/
+  computation: the |x| model with untied W1, W2) whether ternary neurons are more
+  monosemantic at equal loss and whether ternary changes when computation goes into
+  superposition, each both ways (a one-sided difference and a TOST equivalence). Their
+  hidden basis is privileged, so the loss is not rotation-invariant and the optimum view's
+  lattice argument does not carry over (:data:`NO_OPTIMUM`): they are judged as trained
+  only, in their own section, with the loss gap beside every comparison.
 * All p-values of the tests carried out (for and against each claim, both views) form one
   Holm family in which each test counts once; verdicts are supported / not supported /
   refuted / undecided (with the reason: not converged, attainable not reached, too little
@@ -63,7 +71,7 @@ from pathlib import Path
 import numpy as np
 
 from bitjax import convergence
-from bitjax.analysis import geometry, metrics, onsets, stats
+from bitjax.analysis import geometry, metrics, neurons, onsets, stats
 from bitjax.analysis import grid as analysis
 from bitjax.analysis import verdicts as vd
 from bitjax.analysis.results import LoadedSweep, SweepCollection, load_experiment
@@ -116,6 +124,9 @@ class Claim:
       p_range: the cells used, ``lo <= 1-S <= hi`` (the whole run's grid by default).
       level: the onset's crossing level (onset summaries only).
       exact: use results/representable/intro_exact.csv for the optimum view (intro only).
+      trained_only: judged in the "as trained" view only (the neuron claims: the optimum
+        view's argument does not apply to the run's model, :data:`NO_OPTIMUM` says why);
+        its optimum view is neither tested nor in the Holm family.
     """
 
     rule: Rule
@@ -126,6 +137,7 @@ class Claim:
     p_range: tuple[float, float] = (0.0, 1.0)
     level: float = math.nan
     exact: bool = False
+    trained_only: bool = False
 
     @property
     def where(self) -> str:
@@ -150,7 +162,7 @@ def _rule(key, claim, test, measure, unit, margin, direction, theory, windows=()
 #: range of 1-S (a quarter of a decade for the 40-point uniform grid, about five points
 #: each; a decade for the 7-point sparsity grid, two or three points each), fixed from the
 #: grid's range and never from the values.
-CLAIMS: tuple[Claim, ...] = (
+STUDY_CLAIMS: tuple[Claim, ...] = (
     Claim(_rule("emerges", "Superposition emerges much as in dense models", "equivalence",
                 "mean over the cells of the features represented (||W_i|| > "
                 f"{metrics.DEFAULT_THRESHOLD:g})", "features", 1.0, 0, "same"),
@@ -198,6 +210,88 @@ CLAIMS: tuple[Claim, ...] = (
           "correlated", "sets20", "within_set_abs_cos"),
 )
 
+#: Why the neuron claims (``Claim.trained_only``) have no "at the optimum" view, per run.
+#: The optimum view rests on the tied model's loss being invariant under rotations of the
+#: hidden space: a rotated dense optimum can then be put near the ternary lattice, which
+#: is how results/representable finds the best-known ternary solutions it is decided by.
+NO_OPTIMUM = {
+    "privileged": "its loss is not invariant under rotations of the hidden space (the "
+                  "ReLU on h = ReLU(W x) makes the neuron basis privileged), so a dense "
+                  "optimum cannot be rotated onto the ternary lattice: the lattice and "
+                  "best-known-ternary argument of the optimum view does not carry over",
+    "computation": "its hidden layer h = ReLU(W1 x + b1) makes the neuron basis "
+                   "privileged as well (untied W1, W2), so the same lattice argument does "
+                   "not carry over",
+}
+
+#: The neuron claims of the two privileged-basis models (not claims of the BitNet study: the
+#: project's own questions "are ternary neurons more monosemantic, at equal loss?" and
+#: "does ternary change when computation goes into superposition?"), fixed here before any
+#: result is read and judged as trained only (:data:`NO_OPTIMUM`). Each question is asked
+#: both ways, a one-sided difference and a TOST equivalence on the same measure, so it can
+#: come out either way. Margins: 0.05 in a monosemanticity score (as for superposition and
+#: D* above); half a neuron of the m=5 (privileged) per instance; a quarter of a feature
+#: per neuron; a quarter of a decade of 1-S for an onset (half the spacing of the 7-point
+#: sparsity grid, the smallest shift it resolves); half a feature of the n=3 circuits
+#: model; one motif per instance. The onset of computation in superposition reads the
+#: cut-free count of features per neuron (participation, 1 / sum_i s_ki^2): the counted
+#: features stop at 1 / CARRY_SHARE = 10 per neuron, and a ternary neuron with more than
+#: ten equal non-zero weights would count as carrying none.
+NEURON_CLAIMS: tuple[Claim, ...] = (
+    Claim(_rule("priv_mono_more", "Ternary neurons are more monosemantic (privileged "
+                "basis)", "difference", "mean over the cells of the mean monosemanticity "
+                "score of the alive neurons (the dominant feature's share of a neuron's "
+                "squared input weights)", "", 0.05, 1, "different"),
+          "privileged", "privileged", "mean_monosemanticity", trained_only=True),
+    Claim(_rule("priv_mono_same", "Ternary neurons are as monosemantic as dense ones "
+                "(privileged basis)", "equivalence", "mean over the cells of the mean "
+                "monosemanticity score of the alive neurons", "", 0.05, 0, "different"),
+          "privileged", "privileged", "mean_monosemanticity", trained_only=True),
+    Claim(_rule("priv_n_mono", "Ternary has more monosemantic neurons (privileged basis)",
+                "difference", "mean over the cells of the number of monosemantic neurons "
+                f"(alive, carrying one feature at weight share >= {neurons.CARRY_SHARE:g})",
+                "neurons", 0.5, 1, "different"),
+          "privileged", "privileged", "n_monosemantic", trained_only=True),
+    Claim(_rule("priv_n_poly", "Ternary has fewer polysemantic neurons (privileged basis)",
+                "difference", "mean over the cells of the number of polysemantic neurons "
+                f"(alive, carrying two or more features at weight share >= "
+                f"{neurons.CARRY_SHARE:g})", "neurons", 0.5, -1, "different"),
+          "privileged", "privileged", "n_polysemantic", trained_only=True),
+    Claim(_rule("priv_features", "Ternary neurons carry fewer features (privileged basis)",
+                "difference", "mean over the cells of the mean number of features an "
+                f"alive neuron carries (weight share >= {neurons.CARRY_SHARE:g})",
+                "features", 0.25, -1, "different"),
+          "privileged", "privileged", "mean_features_per_neuron", trained_only=True),
+    Claim(_rule("comp_onset_later", "Ternary puts computation into superposition later "
+                "(n=100, m=40)", "difference", "onset in log10(1-S) of the mean "
+                "participation of the alive neurons of W1 (the cut-free effective number "
+                "of features per neuron)", "decades", 0.25, -1, "different"),
+          "computation", "sparsity", "mean_participation", "onset", level=2.0,
+          trained_only=True),
+    Claim(_rule("comp_onset_same", "Computation goes into superposition at the same "
+                "sparsity (n=100, m=40)", "equivalence", "onset in log10(1-S) of the mean "
+                "participation of the alive neurons of W1", "decades", 0.25, 0,
+                "different"),
+          "computation", "sparsity", "mean_participation", "onset", level=2.0,
+          trained_only=True),
+    Claim(_rule("comp_pairs_fewer", "Ternary computes fewer features with a ReLU(x) + "
+                "ReLU(-x) pair (n=3, m=6)", "difference", "mean over the cells of the "
+                "features computed by a ReLU pair (bitjax.analysis.neurons.abs_pairs)",
+                "features", 0.5, -1, "different"),
+          "computation", "circuits", "n_abs_pairs", trained_only=True),
+    Claim(_rule("comp_pairs_same", "Ternary keeps the ReLU(x) + ReLU(-x) circuits (n=3, "
+                "m=6)", "equivalence", "mean over the cells of the features computed by a "
+                "ReLU pair", "features", 0.5, 0, "different"),
+          "computation", "circuits", "n_abs_pairs", trained_only=True),
+    Claim(_rule("comp_asymmetric", "Ternary has fewer asymmetric-superposition motifs "
+                "(n=100, m=40)", "difference", "mean over the cells of the asymmetric-"
+                "superposition motifs with an inhibiting neuron (bitjax.analysis.neurons"
+                ".asymmetric_motifs)", "motif", 1.0, -1, "different"),
+          "computation", "sparsity", "n_asymmetric", trained_only=True),
+)
+#: Every claim, in the order of the family and the file: the study's, then the neurons'.
+CLAIMS: tuple[Claim, ...] = STUDY_CLAIMS + NEURON_CLAIMS
+
 
 # ---- per-instance values -------------------------------------------------------------------
 
@@ -226,6 +320,11 @@ VALUES: dict[str, Callable[[LoadedSweep], np.ndarray]] = {
     "abs_within_pair_cos": lambda s: np.abs(geometry.instance_measures(s)["within_pair_cos"]),
     "within_pair_cos": lambda s: geometry.instance_measures(s)["within_pair_cos"],
     "within_set_abs_cos": lambda s: geometry.instance_measures(s)["within_set_abs_cos"],
+    **{name: (lambda s, name=name: np.asarray(s.neuron_measures()["scalar"][name],
+                                              np.float64))
+       for name in ("mean_monosemanticity", "n_monosemantic", "n_polysemantic",
+                    "mean_features_per_neuron", "mean_participation", "n_abs_pairs",
+                    "n_asymmetric")},
 }
 
 
@@ -632,9 +731,18 @@ def exact_intro(results: Path, claim: Claim) -> tuple[str, tuple[str, str] | Non
     return text, (verdict, "")
 
 
+def no_optimum_view(claim: Claim) -> View:
+    """The optimum view of a claim judged as trained only: not measured, never tested, and
+    left out of the Holm family, its verdict and opening (:data:`NO_OPTIMUM` says why)."""
+    return View("at the optimum", basis="not judged at the optimum: "
+                + NO_OPTIMUM[claim.experiment])
+
+
 def _missing(claim: Claim, why: str) -> Result:
-    """Both views undecided: the run the claim needs does not exist."""
-    views = [View(name, basis=why, reason="missing", detail=why)
+    """Both views undecided: the run the claim needs does not exist (the optimum view of a
+    claim judged as trained only stays :func:`no_optimum_view`)."""
+    views = [no_optimum_view(claim) if claim.trained_only and name == "at the optimum"
+             else View(name, basis=why, reason="missing", detail=why)
              for name in ("at the optimum", "as trained")]
     other = {sel: View("as trained", basis=why, reason="missing", detail=why)
              for sel in SELECTIONS if sel != "converged"}
@@ -667,7 +775,9 @@ def evaluate(results: Path) -> list[Result]:
                                        f"{claim.part!r}"))
             continue
         g = claim_grid(parts[claim.part], claim)
-        out.append(Result(claim, optimum_view(results, claim, g), trained_view(claim, g),
+        optimum = (no_optimum_view(claim) if claim.trained_only
+                   else optimum_view(results, claim, g))
+        out.append(Result(claim, optimum, trained_view(claim, g),
                           {sel: trained_view(claim, g, sel) for sel in SELECTIONS
                            if sel != "converged"}))
     decide_family(out)
@@ -811,13 +921,25 @@ def _claim_words(claim: Claim) -> str:
     return text[:1].lower() + text[1:] if text.split()[0].isalpha() else text
 
 
-def _view_sentence(name: str, pairs: list[tuple[Claim, View]]) -> str:
-    """One view's verdicts as one paragraph, grouped by :data:`PLAIN` (undecided claims
-    are listed with their reasons separately)."""
+#: The same for the neuron claims, which are the project's questions, not the study's.
+NEURON_PLAIN = {
+    ("difference", "supported"): "shown",
+    ("difference", "refuted"): "the opposite is shown",
+    ("difference", "not supported"): "no difference of the size that matters",
+    ("equivalence", "supported"): "ternary is the same as dense within the margin",
+    ("equivalence", "refuted"): "ternary differs from dense by more than the margin",
+    ("equivalence", "not supported"): "neither shown the same nor shown different",
+}
+
+
+def _view_sentence(name: str, pairs: list[tuple[Claim, View]], plain=None) -> str:
+    """One view's verdicts as one paragraph, grouped by ``plain`` (:data:`PLAIN` by
+    default; undecided claims are listed with their reasons separately)."""
+    plain = PLAIN if plain is None else plain
     groups: dict[str, list[str]] = {}
     for claim, v in pairs:
         if v.verdict != "undecided":
-            groups.setdefault(PLAIN[(claim.rule.test, v.verdict)], []).append(
+            groups.setdefault(plain[(claim.rule.test, v.verdict)], []).append(
                 _claim_words(claim))
     undecided = sum(v.verdict == "undecided" for _, v in pairs)
     bits = [f"{words}: {'; '.join(claims)}" for words, claims in groups.items()]
@@ -835,10 +957,35 @@ def _study_text() -> str:
     return f"the {STUDY['kind']} \"{STUDY['title']}\" ({who}{link})"
 
 
+def _judged_views(r: Result) -> list[tuple[str, View]]:
+    """The views a claim is judged in (a claim judged as trained only has one)."""
+    views = [("as trained", r.trained)]
+    return views if r.claim.trained_only else [("at the optimum", r.optimum), *views]
+
+
+def _gap_sentence(results: list[Result]) -> str:
+    """The as-trained loss gap of each run and part the claims read (per seed, mean ± 95% t
+    half-width): the "at equal loss?" beside the neuron verdicts."""
+    bits = {}
+    for r in results:
+        c, v = r.claim, r.trained
+        key = f"{c.experiment}/{c.part}"
+        if key not in bits and v.gap.size:
+            bits[key] = f"{key} {_fmt_ci(v.gap)} ({v.basis})"
+    if not bits:
+        return "No loss gap: no run."
+    return ("Loss gap as trained, (L_ternary - L_dense) / L_zero per seed over the claims' "
+            "cells: " + "; ".join(bits.values()) + ".")
+
+
 def opening(results: list[Result]) -> list[str]:
     """The answer in plain words, generated from the verdicts: what differs at the optimum,
     what differs as trained and by which route, what is undecided and why (and whether more
-    compute can remove it), and which verdicts change with the seed selection."""
+    compute can remove it), and which verdicts change with the seed selection. The neuron
+    claims (judged as trained only) get their own sentence, with the loss gap of their
+    runs."""
+    study = [r for r in results if not r.claim.trained_only]
+    neuron = [r for r in results if r.claim.trained_only]
     lines = [
         "## The answer in plain words",
         "",
@@ -847,13 +994,20 @@ def opening(results: list[Result]) -> list[str]:
         "rules fixed before the data were read; `ternary` here is BitNet b1.58. Each "
         "claim is judged in two views: at the optimum (the best-known ternary solutions "
         "against dense) and as trained "
-        f"({TRAINED_ROUTE}).",
+        f"({TRAINED_ROUTE})."
+        + (f" The project's own questions about the neurons of the privileged-basis models "
+           f"({', '.join(dict.fromkeys(r.claim.experiment for r in neuron))}; "
+           f"{len(neuron)} claims, not claims of the study) follow, judged as trained only "
+           "(their section says why)." if neuron else ""),
         "",
-        "- " + _view_sentence("At the optimum", [(r.claim, r.optimum) for r in results]),
-        "- " + _view_sentence("As trained", [(r.claim, r.trained) for r in results]),
+        "- " + _view_sentence("At the optimum", [(r.claim, r.optimum) for r in study]),
+        "- " + _view_sentence("As trained", [(r.claim, r.trained) for r in study]),
     ]
-    open_ = [(r.claim, name, v) for r in results
-             for name, v in (("at the optimum", r.optimum), ("as trained", r.trained))
+    if neuron:
+        lines.append("- " + _view_sentence(
+            "Neurons of the privileged-basis models, as trained only",
+            [(r.claim, r.trained) for r in neuron], NEURON_PLAIN) + " " + _gap_sentence(neuron))
+    open_ = [(r.claim, name, v) for r in results for name, v in _judged_views(r)
              if v.verdict == "undecided"]
     if open_:
         by_reason: dict[str, dict[str, list[str]]] = {}
@@ -889,6 +1043,7 @@ def render(results: list[Result], folder: Path) -> str:
     """FINDINGS.md: the answer in plain words, the protocol, the rule table, the verdicts
     (with the seed-selection sensitivity), one table per claim, context."""
     k = n_tests(results)
+    study = [r for r in results if not r.claim.trained_only]
     q5, q20 = stats.min_quantile(5), stats.min_quantile(20)
     lines = [
         "# Findings: the BitNet toy-model claims, tested",
@@ -941,6 +1096,9 @@ def render(results: list[Result], folder: Path) -> str:
         f"- Holm's correction over the family of all {k} p-values computed (for and against "
         f"each distinct test, both views; two views testing the same values are one test); "
         f"α = {vd.ALPHA:g}. p columns: for / against the claim (raw, then Holm-adjusted).",
+        "- The neuron claims of the privileged-basis models (their own section below) use "
+        "the same unit, summaries, seed selections and decision rules, are judged as "
+        "trained only, and join the same Holm family once each.",
         "",
         "## Rule table (fixed in experiments/findings.py before the data are read)",
         "",
@@ -948,29 +1106,22 @@ def render(results: list[Result], folder: Path) -> str:
         "direction | theory at the optimum | decision rule |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for r in results:
+    for r in study:
         c, ru = r.claim, r.claim.rule
-        direction = ("none (equivalence)" if ru.direction == 0 else
-                     "ternary > dense" if ru.direction > 0 else "ternary < dense")
-        level = f" (level {c.level:g})" if c.summary == "onset" else ""
-        lines.append(_row(ru.claim, c.where, ru.measure + level, ru.test,
-                          f"{ru.margin:g} {ru.unit}".strip(), direction, vd.theory_text(ru),
+        lines.append(_row(ru.claim, c.where, *_rule_cells(c)[:4], vd.theory_text(ru),
                           vd.rule_text(ru) + _exact_rule(c)))
     lines += ["", "## Verdicts", "",
               "| claim | theory at the optimum | at the optimum | as trained |",
               "|---|---|---|---|"]
-    for r in results:
+    for r in study:
         lines.append(_row(r.claim.rule.claim, vd.theory_text(r.claim.rule),
                           *(_view_verdict(v) for v in (r.optimum, r.trained))))
     lines += ["", "### As trained, by seed selection (sensitivity)", "",
               "| claim | " + " | ".join(SELECTIONS.values()) + " |",
               "|---|" + "---|" * len(SELECTIONS)]
-    for r in results:
-        views = [r.trained] + [r.sensitivity[s] for s in SELECTIONS if s != "converged"]
-        lines.append(_row(r.claim.rule.claim, *(
-            f"{vd.verdict_text(v.verdict, v.reason)} ({v.basis})" for v in views)))
+    lines += _selection_rows(study)
     lines += ["", "## Measurements per claim", ""]
-    for r in results:
+    for r in study:
         lines += [f"### {r.claim.rule.claim}", "",
                   f"{r.claim.where}; measure: {r.claim.rule.measure}. Theory: "
                   f"{vd.theory_text(r.claim.rule)}.", "",
@@ -979,11 +1130,89 @@ def render(results: list[Result], folder: Path) -> str:
                   "notes |",
                   "|---|---|---|---|---|---|---|---|---|",
                   _view_row(r.claim.rule, r.optimum), _view_row(r.claim.rule, r.trained), ""]
+    lines += neuron_section([r for r in results if r.claim.trained_only], folder)
     lines += ["## Context", "", convergence_line(folder)]
     phase = _phase_line(folder)
     if phase:
         lines.append(phase)
     return "\n".join(lines) + "\n"
+
+
+def _rule_cells(c: Claim) -> tuple[str, str, str, str]:
+    """A rule table row's measure (with an onset's level), test, margin and direction."""
+    ru = c.rule
+    direction = ("none (equivalence)" if ru.direction == 0 else
+                 "ternary > dense" if ru.direction > 0 else "ternary < dense")
+    level = f" (level {c.level:g})" if c.summary == "onset" else ""
+    return ru.measure + level, ru.test, f"{ru.margin:g} {ru.unit}".strip(), direction
+
+
+def _selection_rows(results: list[Result]) -> list[str]:
+    """The as-trained verdict of each claim on every seed selection, one row per claim."""
+    rows = []
+    for r in results:
+        views = [r.trained] + [r.sensitivity[s] for s in SELECTIONS if s != "converged"]
+        rows.append(_row(r.claim.rule.claim, *(
+            f"{vd.verdict_text(v.verdict, v.reason)} ({v.basis})" for v in views)))
+    return rows
+
+
+def _representable_text(folder: Path, run: str) -> str:
+    """Whether results/representable holds an attainable table for ``run`` (read, not
+    assumed); one there would not be used, since its argument does not carry over."""
+    found = sorted((folder / "representable").glob(f"attainable_{run}*.csv"))
+    if not found:
+        return f"results/representable holds no attainable ternary loss for {run}"
+    return (f"results/representable's {', '.join(f.name for f in found)} is not used for "
+            "these claims")
+
+
+def neuron_section(results: list[Result], folder: Path) -> list[str]:
+    """The neuron claims' section: why they are judged as trained only (from
+    :data:`NO_OPTIMUM` and what results/representable holds), their rule table, verdicts by
+    seed selection, and one measurement table per claim with the loss gap beside the
+    measure. Empty without neuron claims."""
+    if not results:
+        return []
+    runs = list(dict.fromkeys(r.claim.experiment for r in results))
+    lines = [
+        "## Neurons: dense vs ternary in the privileged-basis models (as trained only)",
+        "",
+        "The project's own questions, not claims of the study: are ternary neurons more "
+        "monosemantic, at equal loss, and does ternary change when computation goes into "
+        "superposition? Each is asked both ways (a one-sided paired difference and a TOST "
+        "equivalence on one measure) so it can come out either way; the loss gap is shown "
+        "beside every comparison. The measures read the effective weights (gamma * T for "
+        "ternary) through bitjax.analysis.neurons.",
+        "",
+        *(f"- {run}: not judged at the optimum, because {NO_OPTIMUM[run]}; "
+          f"{_representable_text(folder, run)}." for run in runs),
+        "- So these claims have no \"at the optimum\" view: no best-known ternary solution "
+        "decides them and no trained ternary instance can be checked against an attainable "
+        "loss. They are judged as trained only (primary selection: seeds with every compared "
+        "instance converged), in the one Holm family of this file.",
+        "",
+        "### Rule table (fixed in experiments/findings.py before the data are read)",
+        "",
+        "| claim | run and cells | per-seed measure (ternary - dense) | test | margin | "
+        "direction | decision rule |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(_row(r.claim.rule.claim, r.claim.where, *_rule_cells(r.claim),
+                          vd.rule_text(r.claim.rule)))
+    lines += ["", "### Verdicts as trained, by seed selection", "",
+              "| claim | " + " | ".join(SELECTIONS.values()) + " |",
+              "|---|" + "---|" * len(SELECTIONS), *_selection_rows(results), ""]
+    for r in results:
+        lines += [f"### {r.claim.rule.claim}", "",
+                  f"{r.claim.where}; measure: {r.claim.rule.measure}.", "",
+                  "| view | seeds used | loss gap per seed | loss gap best-of-seeds | "
+                  "measure dense / ternary | ternary - dense | p for / against | verdict | "
+                  "notes |",
+                  "|---|---|---|---|---|---|---|---|---|",
+                  _view_row(r.claim.rule, r.trained), ""]
+    return lines
 
 
 def _exact_rule(claim: Claim) -> str:

@@ -247,7 +247,7 @@ def test_a_missing_run_makes_its_claims_undecided(tmp_path):
     """A results folder without the runs: every claim says so, and the text still renders."""
     results = findings.evaluate(tmp_path)
     for r in results:
-        for v in (r.optimum, r.trained):
+        for v in (r.trained,) if r.claim.trained_only else (r.optimum, r.trained):
             assert (v.verdict, v.reason) == ("undecided", "missing")
             assert str(tmp_path / r.claim.experiment) in v.detail
     text = findings.render(results, tmp_path)
@@ -350,7 +350,7 @@ def test_generated_findings_on_the_committed_results():
     results = findings.evaluate(RESULTS)
     assert [r.claim.rule.key for r in results] == [c.rule.key for c in findings.CLAIMS]
     for r in results:
-        for v in (r.optimum, r.trained):
+        for v in (r.trained,) if r.claim.trained_only else (r.optimum, r.trained):
             assert v.verdict in vd.VERDICTS
             assert (v.verdict == "undecided") == bool(v.reason)
     text = findings.render(results, RESULTS)
@@ -359,3 +359,135 @@ def test_generated_findings_on_the_committed_results():
     assert f"two antipodal pairs at {k} of {len(rows)} sparsities" in text
     for typed in ("likely cause", "show two antipodal pairs instead", "inconclusive"):
         assert typed not in text
+
+
+# ---- the neuron claims (privileged-basis models, judged as trained only) --------------------
+
+
+def _neuron_claim(key):
+    return next(c for c in findings.NEURON_CLAIMS if c.rule.key == key)
+
+
+def test_neuron_claims_are_asked_both_ways_and_judged_as_trained_only():
+    """Each neuron question has a difference and an equivalence on one measure of one run, so
+    it can come out either way; every neuron claim says why it has no optimum view."""
+    assert findings.CLAIMS == findings.STUDY_CLAIMS + findings.NEURON_CLAIMS
+    assert not any(c.trained_only for c in findings.STUDY_CLAIMS)
+    for c in findings.NEURON_CLAIMS:
+        assert c.trained_only and c.value in findings.VALUES
+        assert c.experiment in findings.NO_OPTIMUM and not c.rule.windows
+    for run in ("privileged", "computation"):
+        tests = {}
+        for c in findings.NEURON_CLAIMS:
+            if c.experiment == run:
+                tests.setdefault((c.part, c.value, c.summary, c.level), set()).add(c.rule.test)
+        assert {"difference", "equivalence"} in tests.values()
+
+
+def _neuron_results(claims, grid_):
+    """Results of ``claims`` on one hand-made grid, decided in one family."""
+    out = []
+    for c in claims:
+        other = {sel: findings.trained_view(c, grid_, sel)
+                 for sel in findings.SELECTIONS if sel != "converged"}
+        out.append(findings.Result(c, findings.no_optimum_view(c),
+                                   findings.trained_view(c, grid_), other))
+    findings.decide_family(out)
+    return {r.claim.rule.key: r for r in out}
+
+
+def test_more_monosemantic_ternary_neurons_are_shown_and_equal_ones_are_not():
+    """Known answers on 8 seeds x 7 sparsities: ternary 0.2 more monosemantic in every cell
+    supports "more" and refutes "the same"; ternary equal to dense up to noise of 0.005 makes
+    "more" not supported (its bound is below the 0.05 margin) and supports "the same"."""
+    p = (1.0, 0.3, 0.1, 0.03, 0.01, 0.003, 0.001)
+    rng = np.random.default_rng(1)
+    dense = rng.uniform(0.4, 0.7, (8, 7))
+    claims = [_neuron_claim("priv_mono_more"), _neuron_claim("priv_mono_same")]
+    more = _neuron_results(claims, _grid(dense + 0.2 + rng.normal(0, 0.01, (8, 7)), dense,
+                                         p=p))
+    assert more["priv_mono_more"].trained.verdict == "supported"
+    assert more["priv_mono_same"].trained.verdict == "refuted"
+    same = _neuron_results(claims, _grid(dense + rng.normal(0, 0.005, (8, 7)), dense, p=p))
+    assert same["priv_mono_more"].trained.verdict == "not supported"
+    assert same["priv_mono_same"].trained.verdict == "supported"
+    for r in (*more.values(), *same.values()):
+        # The optimum view is neither tested nor in the family; the loss gap is beside it.
+        assert r.optimum.raw is None and not r.optimum.tested
+        np.testing.assert_allclose(r.trained.gap, 0.1)  # _grid: 0.2 - 0.1 over L_zero = 1
+    assert findings.n_tests(list(more.values())) == 4
+
+
+def test_a_later_onset_of_computation_in_superposition_is_shown_per_seed():
+    """Features per neuron crossing the level at 1-S = 0.1 (dense) and 0.01 (ternary): a
+    whole decade later, supported; the reverse order refutes it."""
+    p = (1.0, 0.3, 0.1, 0.03, 0.01, 0.003, 0.001)
+    claim = _neuron_claim("comp_onset_later")
+    rng = np.random.default_rng(2)
+    step = np.array(p) <= 0.1
+    dense = np.where(step, 3.0, 1.0) + rng.uniform(0, 0.1, (6, 7))
+    ternary = np.where(np.array(p) <= 0.01, 3.0, 1.0) + rng.uniform(0, 0.1, (6, 7))
+    later = _neuron_results([claim], _grid(ternary, dense, p=p))[claim.rule.key].trained
+    assert later.verdict == "supported"
+    np.testing.assert_allclose(later.diff, -1.0, atol=0.3)
+    earlier = _neuron_results([claim], _grid(dense, ternary, p=p))[claim.rule.key].trained
+    assert earlier.verdict == "refuted"
+
+
+def test_missing_neuron_runs_render_their_own_section(tmp_path):
+    """No runs: the neuron claims are undecided (no run) as trained, have no optimum view,
+    and the section says why from the rule table; the opening names them."""
+    results = findings.evaluate(tmp_path)
+    neuron = [r for r in results if r.claim.trained_only]
+    assert [r.claim for r in neuron] == list(findings.NEURON_CLAIMS)
+    for r in neuron:
+        assert (r.trained.verdict, r.trained.reason) == ("undecided", "missing")
+        assert r.optimum.raw is None and r.optimum.reason == ""
+    text = findings.render(results, tmp_path)
+    section = text[text.index("## Neurons"):text.index("## Context")]
+    for run, why in findings.NO_OPTIMUM.items():
+        assert (f"- {run}: not judged at the optimum, because {why}; results/representable "
+                f"holds no attainable ternary loss for {run}.") in section
+    study_tables = text[text.index("## Protocol"):text.index("## Neurons")]
+    for c in findings.NEURON_CLAIMS:
+        assert f"### {c.rule.claim}" in section and f"| {c.rule.claim} |" in section
+        assert c.rule.claim not in study_tables  # not in the study's tables
+    opening = "\n".join(findings.opening(results))
+    assert "**Neurons of the privileged-basis models, as trained only**" in opening
+    assert "ternary neurons are more monosemantic (privileged basis) (as trained)" in opening
+    assert "(privileged basis) (at the optimum)" not in opening
+
+
+def test_neuron_values_are_read_from_the_sweeps_neuron_measures():
+    """A hand-made relu_hidden sweep: every dense instance has two monosemantic neurons,
+    every ternary one a neuron that reads two features; the claims' grids read the sweep's
+    neuron measures per kind and seed, and each seed's difference is one neuron fewer."""
+    cfg = SweepConfig(n_features=3, n_hidden=2, model="relu_hidden", kind=("dense", "ternary"),
+                      seed=(0, 1, 2, 3), feature_probability=(1.0, 0.1), steps=10,
+                      chunk_size=10, history_every=10)
+    inst = build_instances(cfg)
+    w = np.zeros((inst.n, 2, 3), np.float32)
+    w[:, 0, 0] = w[:, 1, 1] = 1.0
+    ternary = np.asarray(inst.coords["kind"]) == "ternary"
+    w[ternary, 1, 2] = 1.0
+    sweep = LoadedSweep(path=Path("fake"), config=cfg, coords=inst.coords, step=10, W=w,
+                        b=np.zeros((inst.n, 3), np.float32), W_eff=w,
+                        history=np.zeros((inst.n, 1), np.float32),
+                        meta={"final_loss": [0.01] * inst.n})
+    claim = _neuron_claim("priv_n_mono")
+    g = findings.claim_grid(sweep, claim)
+    np.testing.assert_array_equal(g.value["dense"], np.full((4, 2), 2.0))
+    np.testing.assert_array_equal(g.value["ternary"], np.full((4, 2), 1.0))
+    mono = findings.claim_grid(sweep, _neuron_claim("priv_mono_more")).value
+    np.testing.assert_allclose(mono["ternary"], 0.75)  # (1 + 1/2) / 2 alive neurons
+    diff, _, _ = findings.per_seed(claim, g)
+    np.testing.assert_array_equal(diff, -1.0)
+
+
+def test_the_neuron_section_reads_what_representable_holds(tmp_path):
+    assert findings._representable_text(tmp_path, "privileged") == (
+        "results/representable holds no attainable ternary loss for privileged")
+    (tmp_path / "representable").mkdir()
+    (tmp_path / "representable" / "attainable_privileged.csv").write_text("seed\n")
+    assert "attainable_privileged.csv is not used" in findings._representable_text(
+        tmp_path, "privileged")
