@@ -274,13 +274,19 @@ def _describe(cfg) -> str:
 
 
 #: Named recipes for ``--recipe``: the paper's (its notebook: AdamW, lr 1e-3, weight decay
-#: 0.01, constant) and the one every committed result in results/ was trained with (the
-#: convergence study's choice: results/convergence/best.md). Single recipe flags override.
+#: 0.01, constant), the one every committed training result in results/ was trained with
+#: (the convergence study's choice from scratch: results/convergence/best.md), and full
+#: precision first (per-tensor ternary's choice in the two-phase study,
+#: results/convergence_fp/chosen.csv: dense for the first half of the budget, rotated onto
+#: the lattice and snapped, then quantized, each half on the cosine schedule with an
+#: annealed last tenth). Single recipe flags override.
 RECIPES: dict[str, dict[str, Any]] = {
     "paper": {"schedule": "constant", "anneal_fraction": 0.0, "lr": (1e-3,),
               "weight_decay": (0.01,), "init_scale": 1.0, "fp_fraction": 0.0},
     "committed": {"schedule": "cosine", "anneal_fraction": 0.1, "lr": (3e-3,),
                   "weight_decay": (0.0,), "init_scale": 1.0, "fp_fraction": 0.0},
+    "fp_first": {"schedule": "cosine", "anneal_fraction": 0.1, "lr": (1e-2,),
+                 "weight_decay": (0.01,), "init_scale": 1.0, "fp_fraction": 0.5},
 }
 
 
@@ -326,9 +332,13 @@ def build_parser(exp: Experiment) -> argparse.ArgumentParser:
         "results/convergence chose one per kind: results/convergence/chosen.csv)")
     recipe.add_argument("--recipe", choices=list(RECIPES), default=None,
                         help="a named recipe: paper (AdamW lr 1e-3, weight decay 0.01, "
-                             "constant: the paper's notebook) or committed (cosine, annealed "
+                             "constant: the paper's notebook), committed (cosine, annealed "
                              "last 0.1, lr 3e-3, weight decay 0: what every run in results/ "
-                             "used); the flags below override its fields")
+                             "used) or fp_first (quantized kinds train dense for the first "
+                             "half of the steps, are rotated onto the lattice, then train "
+                             "quantized; cosine, annealed last 0.1, lr 1e-2, weight decay "
+                             "0.01: the two-phase study's choice for ternary); the flags "
+                             "below override its fields")
     recipe.add_argument("--schedule", default=None, metavar="NAME",
                         help="learning-rate schedule after any warmup: constant, or linear / "
                              "cosine (decay to 0 at the last step)")

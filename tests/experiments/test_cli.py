@@ -975,6 +975,20 @@ def test_the_committed_recipe_is_the_one_results_used():
         assert _cli.recipe_name(SweepConfig.from_dict(d)) == "committed"
 
 
+def test_the_fp_first_recipe_is_ternarys_choice_in_the_two_phase_study():
+    from bitjax.store import files as store_files
+    from experiments import convergence
+
+    chosen = {r["kind"]: r for r in store_files.read_csv(
+        _cli._REPO_RESULTS / "convergence_fp" / "chosen.csv")}["ternary"]
+    route = convergence.RECIPES[chosen["recipe"]]
+    assert _cli.RECIPES["fp_first"] == {
+        "schedule": route["schedule"], "anneal_fraction": route["anneal_fraction"],
+        "fp_fraction": route.get("fp_fraction", 0.0), "lr": (float(chosen["lr"]),),
+        "weight_decay": (float(chosen["weight_decay"]),),
+        "init_scale": float(chosen["init_scale"])}
+
+
 @pytest.mark.integration  # a whole (tiny) run
 def test_a_run_states_its_recipe_first_and_its_outputs_last(tmp_path, capsys):
     from experiments import uniform
