@@ -704,12 +704,11 @@ def _window_end(cfg, state):
     return out
 
 
-def _history_block(cfg, arrays, stream_keys, state, _=None):
-    # One whole window: its start, history_every steps, its column written.
-    state = _window_start(cfg, arrays, state)
+def _whole_window(cfg, arrays, stream_keys, state):
+    # The history_every steps of a window (after its start), then its column written.
     state, _ = jax.lax.scan(_step_body(cfg, arrays, stream_keys), state, None,
                             length=cfg.history_every)
-    return _window_end(cfg, state), None
+    return _window_end(cfg, state)
 
 
 def _window_steps(cfg, arrays, stream_keys, state, count):
@@ -750,12 +749,19 @@ def train_steps(cfg: SweepConfig, n_steps: int | Array, state: TrainState,
                          functools.partial(_window_end, cfg), lambda s: s, state)
     rest = n - head
     blocks = rest // every
-    block = functools.partial(_history_block, cfg, arrays, stream_keys)
-    state = jax.lax.fori_loop(0, blocks, lambda _, s: block(s)[0], state)
     tail = rest - blocks * every
-    state = jax.lax.cond(tail > 0, functools.partial(_window_start, cfg, arrays),
-                         lambda s: s, state)
-    return _window_steps(cfg, arrays, stream_keys, state, tail)
+    # The whole windows and the start of the next one (when steps remain) are one loop, so
+    # the window-start work is compiled once: with a dense phase it holds the switch to the
+    # lattice, a large program whose every buffer the CPU runtime sets up at each call even
+    # where the switch does not run, so each further copy would cost every chunk.
+    whole = functools.partial(_whole_window, cfg, arrays, stream_keys)
+    part = functools.partial(_window_steps, cfg, arrays, stream_keys, count=tail)
+
+    def window(i, s):
+        s = _window_start(cfg, arrays, s)
+        return jax.lax.cond(i < blocks, whole, part, s)
+
+    return jax.lax.fori_loop(0, blocks + (tail > 0).astype(blocks.dtype), window, state)
 
 
 def map_groups(fn: Callable, group: int, *trees):

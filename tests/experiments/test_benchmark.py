@@ -124,3 +124,15 @@ def test_the_benchmark_uses_the_cpu_devices_the_experiments_use(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert "3 cpu device(s)" in r.stderr
     assert (tmp_path / "benchmark.md").read_text().startswith("Devices: 3 x cpu")
+
+
+def test_a_two_phase_workload_warms_up_through_its_switch():
+    from experiments import benchmark
+
+    w = benchmark.WORKLOADS["intro_5x2_i10"]
+    plain = benchmark.workload_config(w, chunk=10, kinds=("ternary",))
+    fp = benchmark.workload_config(w, chunk=10, kinds=("ternary",), fp_first=True)
+    assert benchmark.warmup_chunks(plain) == 1
+    # The switch happens at the start of the chunk after fp_steps: the second, also warm-up.
+    assert fp.fp_steps == fp.chunk_size and benchmark.warmup_chunks(fp) == 2
+

@@ -364,6 +364,19 @@ def test_resume_across_the_switch_is_bitwise(cfg, reference):
     chex.assert_trees_all_equal(tr.to_host(state), ref)
 
 
+def test_the_switch_is_compiled_once_in_a_chunk(cfg):
+    # The CPU runtime sets up every buffer of a program at each call, whether its branch
+    # runs or not, so each copy of the switch (a large program: its SVDs are its custom
+    # calls) costs every chunk. A chunk of any length (head, whole windows, tail) holds one.
+    tr = _trainer(cfg)
+    chunk = tr.compiled_chunk(None)
+    switch = jax.jit(program.fp_switch, static_argnums=0).lower(
+        cfg, tr.init_state(), tr.arrays).compile()
+    calls = switch.as_text().count("custom-call(")
+    assert calls > 0
+    assert chunk.as_text().count("custom-call(") == calls
+
+
 def test_two_devices_in_groups_train_as_one(cfg, reference):
     # The switch runs inside each device's share, one group at a time (lax.cond per group).
     _, ref = reference
