@@ -58,7 +58,31 @@ def start_tool() -> int | None:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if getattr(signal.getsignal(signal.SIGTERM), "start_up", False):
+        # A command line of a tool that trains nothing (findings, representable, the
+        # benchmark, explore): from here a signal stops it with a line that says what is
+        # left, not the start-up's "nothing was written".
+        _exit_on_signals(": stopped before it finished: each file it wrote is whole (written "
+                         "under a temporary name, then renamed), the others were not "
+                         "written", start_up=False)
     return None
+
+
+def _exit_on_signals(what: str, *, start_up: bool) -> None:
+    """SIGINT/SIGTERM end the process at once with one line ("interrupted by signal N"
+    and ``what``) and 128 + the signal; ``start_up`` marks the handler as the start-up one
+    (:func:`start_tool` replaces only that)."""
+
+    def handler(signum, _frame):
+        try:
+            os.write(2, f"\ninterrupted by signal {signum}{what}\n".encode())
+        except OSError:
+            pass
+        os._exit(128 + signum)
+
+    handler.start_up = start_up
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handler)
 
 
 def exit_on_signals_while_starting() -> None:
@@ -66,14 +90,4 @@ def exit_on_signals_while_starting() -> None:
     one line and 128 + the signal (not a traceback, nor a silent death): nothing has been
     trained or written yet. Installed for command lines only (``python -m experiments.X``,
     the ``bitjax`` command), from the main thread."""
-
-    def handler(signum, _frame):
-        try:
-            os.write(2, f"\ninterrupted by signal {signum} during start-up: nothing was "
-                        "trained or written\n".encode())
-        except OSError:
-            pass
-        os._exit(128 + signum)
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, handler)
+    _exit_on_signals(" during start-up: nothing was trained or written", start_up=True)
