@@ -323,19 +323,6 @@ def test_a_signal_during_start_up_says_nothing_was_trained(tmp_path, capsys):
     assert not (tmp_path / "r" / "checkpoints").exists()
 
 
-def test_a_sweep_larger_than_host_memory_is_refused_in_one_line_before_the_folder_exists(
-        tmp_path, capsys, monkeypatch):
-    from bitjax import distributed
-
-    monkeypatch.setattr(distributed, "host_available_bytes", lambda: 1000)
-    out = tmp_path / "r"
-    assert cli(out) == 2
-    err = capsys.readouterr().err
-    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1 and "of host memory" in lines[0] and "Traceback" not in err
-    assert not out.exists()
-
-
 @pytest.mark.integration
 def test_a_full_disk_while_checkpointing_is_one_line_and_exit_2(tmp_path, capsys,
                                                                 monkeypatch):

@@ -44,12 +44,15 @@ def test_run_sweep_refuses_a_huge_sweep_at_once_and_writes_nothing(tmp_path, mon
     assert not (tmp_path / "run").exists()  # refused from the config alone
 
 
-def test_the_command_refuses_it_with_exit_1_before_writing(tmp_path, monkeypatch, capsys):
+def test_the_command_refuses_it_in_one_line_with_exit_2_before_writing(tmp_path, monkeypatch,
+                                                                       capsys):
     from experiments import _cli, uniform
 
     monkeypatch.setattr(distributed, "host_available_bytes", lambda: 2**10)
-    assert _cli.main(uniform.EXPERIMENT, ["--preset", "tiny", "--out", str(tmp_path / "r")]) == 1
-    assert "of host memory" in capsys.readouterr().err
+    assert _cli.main(uniform.EXPERIMENT, ["--preset", "tiny", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "of host memory" in lines[0] and "Traceback" not in err
     assert not (tmp_path / "r").exists()
 
 
