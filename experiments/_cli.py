@@ -423,7 +423,9 @@ def main(exp: Experiment, argv: list[str] | None = None) -> int:
                 console.print(f"error: {e}")
                 return 2
             except Interrupted as e:
-                if e.dropped is not None and argv is None:
+                from experiments import _runtime
+
+                if e.dropped is not None and _runtime.is_command_line():
                     _exit_now(128 + e.signum)
                 return 128 + e.signum
     except Signalled as e:
@@ -437,7 +439,10 @@ def main(exp: Experiment, argv: list[str] | None = None) -> int:
 def _exit_now(code: int) -> None:
     """End the process at once: a chunk given up on a signal is still computing, and a
     normal exit would wait for it (minutes, on a huge sweep). Everything to keep is on disk
-    (the checkpoint, the status file); the folder lock goes with the process."""
+    (the checkpoint, the status file); the folder lock goes with the process. Command lines
+    only (``python -m experiments.X`` and ``bitjax X`` alike: the console script passes its
+    arguments on, so ``argv`` cannot tell); a program that called :func:`main` keeps its
+    process."""
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

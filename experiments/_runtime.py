@@ -85,9 +85,24 @@ def _exit_on_signals(what: str, *, start_up: bool) -> None:
         signal.signal(sig, handler)
 
 
+#: Whether this process is a bitjax command line (set by :func:`exit_on_signals_while_starting`,
+#: which only the two command-line entry points call), not a program or notebook that
+#: imported a tool: only a command line may end its own process early.
+_command_line = False
+
+
+def is_command_line() -> bool:
+    """Whether this process was started as a bitjax command (``python -m experiments.X``
+    or the ``bitjax`` console script)."""
+    return _command_line
+
+
 def exit_on_signals_while_starting() -> None:
     """Until a tool's own handlers take over, SIGINT/SIGTERM end the process at once with
     one line and 128 + the signal (not a traceback, nor a silent death): nothing has been
     trained or written yet. Installed for command lines only (``python -m experiments.X``,
-    the ``bitjax`` command), from the main thread."""
+    the ``bitjax`` command), from the main thread; marks the process as one
+    (:func:`is_command_line`)."""
+    global _command_line
+    _command_line = True
     _exit_on_signals(" during start-up: nothing was trained or written", start_up=True)
