@@ -1040,25 +1040,24 @@ def uninterrupted(tmp_path_factory):
 
 @pytest.mark.integration
 # SIGINT takes the same path as SIGTERM (sent through a dead pipe by
-# test_sigint_through_a_dead_pipe_still_checkpoints_and_resumes above).
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
-def test_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, sig, uninterrupted):
+# test_sigint_through_a_dead_pipe_still_checkpoints_and_resumes above); a SIGKILL, which no
+# handler sees, then a resume to the bitwise same run: tests/train/test_run.py
+# (test_kill_9_then_resume_is_bitwise_the_uninterrupted_run, through the same run folder).
+def test_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, uninterrupted):
+    sig = signal.SIGTERM
     out = tmp_path / "run"
     proc = subprocess.Popen(_long_tiny_cmd(out), cwd=REPO, env=_one_device_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for_checkpoint(proc, out, timeout=120.0)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
-    if sig == signal.SIGKILL:
-        assert proc.returncode == -signal.SIGKILL
-    else:
-        assert proc.returncode == 128 + sig, err[-2000:]
-        assert "--resume" in err and "interrupted" in err
-    if sig == signal.SIGTERM:  # without --resume the folder is protected
-        again = subprocess.run(_long_tiny_cmd(out), cwd=REPO, env=_one_device_env(),
-                               capture_output=True, text=True, timeout=600)
-        assert again.returncode == 2
-        assert "--resume" in again.stderr and "--overwrite" in again.stderr
+    assert proc.returncode == 128 + sig, err[-2000:]
+    assert "--resume" in err and "interrupted" in err
+    # without --resume the folder is protected
+    again = subprocess.run(_long_tiny_cmd(out), cwd=REPO, env=_one_device_env(),
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 2
+    assert "--resume" in again.stderr and "--overwrite" in again.stderr
     resumed = subprocess.run(_long_tiny_cmd(out, "--resume"), cwd=REPO, env=_one_device_env(),
                              capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
