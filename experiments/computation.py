@@ -140,7 +140,7 @@ def instance_motifs(eff: dict[str, np.ndarray], i: int
                     ) -> tuple[neurons.AbsPairs, list[neurons.AsymmetricMotif]]:
     """The ReLU pairs and asymmetric motifs of instance ``i``."""
     return (neurons.abs_pairs(eff["W1"][i], eff["b1"][i], eff["W2"][i]),
-            neurons.asymmetric_motifs(eff["W1"][i], eff["W2"][i]))
+            neurons.asymmetric_motifs(eff["W1"][i], eff["W2"][i], b1=eff["b1"][i]))
 
 
 def motif_counts(pairs: neurons.AbsPairs, motifs: list[neurons.AsymmetricMotif]
@@ -242,7 +242,8 @@ MOTIF_COLUMNS = ("part", "instance", "kind", "seed", "feature_probability", "los
 
 def motif_table(name: str, sweep: LoadedSweep, eff: dict[str, np.ndarray]):
     """Every motif of every best restart, one row each: ``relu_pair`` (feature, its
-    ``(k+, k-)`` neurons and their path slopes) or ``asymmetric`` (strong feature, weak
+    ``(k+, k-)`` neurons, each side's largest rectifier, and the slopes of the two sides,
+    summed over their rectifiers) or ``asymmetric`` (strong feature, weak
     feature, shared neuron, inhibiting neuron, input-weight ratio, fraction cancelled).
 
     A motif is a variable-length list per instance, not a cell of the grid, so its rows

@@ -38,22 +38,36 @@ slope of feature ``i`` through neuron ``k`` is ``g_ki = W2[i, k] |W1[k, i]|``, t
 ``y_i`` against ``|x_i|`` that neuron ``k`` contributes on the side of ``x_i`` where it
 fires (the exact circuit has 1).
 
-* ReLU pair (:func:`abs_pairs`): feature ``i`` is computed by a ``ReLU(x) + ReLU(-x)``
-  pair when there is a neuron ``k+`` with ``W1[k+, i] > 0`` and a neuron ``k-`` with
-  ``W1[k-, i] < 0``, both writing positively to output ``i`` (``W2[i, k] > 0``), each with
-  path slope ``g_ki >= MIN_SLOPE`` and a kink near zero: ``|b1[k] / W1[k, i]| <=
-  KINK_TOL`` (the neuron switches on within :data:`KINK_TOL` of ``x_i = 0``). The pair
-  reported is the one with the largest slopes.
+* ReLU pair (:func:`abs_pairs`): a neuron ``k`` is a rectifier of feature ``i`` on the
+  ``+`` side when ``W1[k, i] > 0`` (on the ``-`` side when ``W1[k, i] < 0``) and its kink
+  is near zero: ``|b1[k] / W1[k, i]| <= KINK_TOL`` (it switches on within
+  :data:`KINK_TOL` of ``x_i = 0``). The slope of a side is the sum of ``g_ki`` over its
+  rectifiers (a rectifier writing negatively to ``y_i`` subtracts). Feature ``i`` is
+  computed by a ``ReLU(x) + ReLU(-x)`` pair when both sides reach :data:`MIN_SLOPE`. A side
+  is a sum, not one neuron, because ReLU is positively homogeneous: rectifiers with the
+  same kink are one ``ReLU(+-x)`` split into parts (``sum_k a_k ReLU(w_k x) = (sum_k a_k
+  w_k) ReLU(x)`` for ``w_k > 0``), and a per-tensor ternary matrix bounds every neuron's
+  slope by ``gamma1 gamma2`` (0.03-0.13 in a quick-preset n=100, m=40 run), so a
+  one-neuron test could never find a ternary pair there. ``(k+, k-)`` reported is each
+  side's largest positive contributor. What is not a pair: one rectifier of slope 2
+  beside a neuron that is on over the whole input range (``|x| = 2 ReLU(x) - x``, the
+  linear part from a neuron whose kink lies at or beyond ``|x_i| = 1`` and an output
+  bias) computes ``|x_i|`` as exactly, but has no ``ReLU(-x)`` half; trained dense n=3,
+  m=6 models use it for some features, and it is not counted.
 * Asymmetric superposition with an inhibiting neuron (:func:`asymmetric_motifs`): features
   ``i`` (strong) and ``j`` (weak) share neuron ``k`` asymmetrically when ``k`` reads both
   with ``|W1[k, i]| >= ASYM_RATIO |W1[k, j]| > 0`` and computes both (``W2[i, k] > 0``,
   ``W2[j, k] > 0``, path slopes ``g_ki, g_kj >= MIN_SLOPE``: a small input weight with a
   large output weight for ``j``). Then ``x_i`` on the side where ``k`` fires writes the
-  interference ``c = W2[j, k] |W1[k, i]|`` (per unit ``|x_i|``) onto ``y_j``. The motif is
-  present when another neuron ``h`` fires on the same side of ``x_i`` (``W1[h, i]`` of the
-  sign of ``W1[k, i]``) and writes negatively to ``y_j``, cancelling at least
-  :data:`INHIBIT_FRACTION` of it: ``-W2[j, h] |W1[h, i]| >= INHIBIT_FRACTION c``. ``h`` is
-  the inhibiting neuron.
+  interference ``c = W2[j, k] r_ki`` onto ``y_j`` at ``|x_i| = 1``, the end of the input
+  range, where ``r_ki = max(|W1[k, i]| + min(b1[k], 0), 0)`` is how much ``k``'s activation
+  rises as ``x_i`` goes from 0 to that end (``|W1[k, i]|`` without a bias; a negative bias
+  delays the rise, a positive one only adds a constant that ``b2`` absorbs). The motif is
+  present when ``c > 0`` and another neuron ``h`` fires on the same side of ``x_i``
+  (``W1[h, i]`` of the sign of ``W1[k, i]``) and writes negatively to ``y_j``, cancelling
+  at least :data:`INHIBIT_FRACTION` of it there: ``-W2[j, h] r_hi >= INHIBIT_FRACTION c``
+  (a neuron whose bias keeps it off over the whole range inhibits nothing). ``h`` is the
+  inhibiting neuron.
 
 These are this module's operational definitions of the motifs the paper describes in
 words and pictures; the constants are stated choices, not published numbers.
@@ -88,13 +102,27 @@ __all__ = [
 CARRY_SHARE = 0.1
 #: Input norm below which a neuron is dead (carries nothing; its scores are NaN).
 DEAD_NORM = 0.1
-#: Path slope ``W2[i, k] |W1[k, i]|`` from which neuron ``k`` computes (its half of) ``|x_i|``.
+#: Path slope from which a side of ``|x_i|`` (the ReLU pair's rectifiers on it, summed) or
+#: the shared neuron of the asymmetric motif (its own slope for each feature) computes
+#: ``|x_i|`` there: half the target slope 1, so a side that gives less than half of
+#: ``|x_i|`` is not one, and one that gives most of it is, whatever shrinkage the
+#: importance-weighted loss chose (the pairs of exactly trained n=3, m=6 models give 1.000).
 MIN_SLOPE = 0.5
-#: Largest ``|b1[k] / W1[k, i]|`` (where the neuron switches on) of a ReLU(+-x) neuron.
+#: Largest ``|b1[k] / W1[k, i]|`` (where the neuron switches on, as a fraction of the input
+#: range ``|x_i| <= 1``) of a rectifier: switching on within a fifth of the range of zero it
+#: still gives 0.8 of its side of ``|x_i|`` at ``|x_i| = 1``. The rectifiers of trained
+#: pairs in the n=3, m=6 run switch on at a median 0.001 (99% below 0.05); the always-on
+#: neuron of the ``2 ReLU(x) - x`` circuit at 1 or beyond, outside the range.
 KINK_TOL = 0.2
-#: Input-weight ratio of the strong to the weak feature in asymmetric superposition.
+#: Input-weight ratio of the strong to the weak feature in asymmetric superposition: from 2
+#: the strong feature's interference on the weak output is at least twice the weak
+#: feature's own signal through the neuron (with reciprocal output weights, at least four
+#: times the reverse interference), the asymmetry the motif is named for. A per-tensor
+#: ternary matrix has ratio 1 wherever both weights are non-zero: it never qualifies.
 ASYM_RATIO = 2.0
-#: Share of the strong feature's interference an inhibiting neuron must cancel.
+#: Share of the strong feature's interference an inhibiting neuron must cancel: at least
+#: half, so that it removes most of it; the output ReLU and a negative ``b2`` can absorb the
+#: rest, so all of it is not asked for.
 INHIBIT_FRACTION = 0.5
 
 
@@ -218,9 +246,10 @@ class AbsPairs:
 
     Attributes:
       present: bool ``[n]``: feature ``i`` is computed by a ``ReLU(x) + ReLU(-x)`` pair.
-      neurons: int ``[n, 2]``: the pair ``(k+, k-)`` with the largest slopes (-1 where a
-        side has no qualifying neuron).
-      slopes: ``[n, 2]``: their path slopes (0 where a side has none).
+      neurons: int ``[n, 2]``: ``(k+, k-)``, each side's rectifier with the largest path
+        slope (-1 where the side does not reach :data:`MIN_SLOPE`).
+      slopes: ``[n, 2]``: each side's slope, summed over its rectifiers (0 where the side
+        does not reach :data:`MIN_SLOPE`).
     """
 
     present: np.ndarray
@@ -234,11 +263,12 @@ def abs_pairs(w1: np.ndarray, b1: np.ndarray, w2: np.ndarray, min_slope: float =
 
     Args:
       w1: effective ``W1`` ``[m, n]``; b1: ``[m]``; w2: effective ``W2`` ``[n, m]``.
-      min_slope: :data:`MIN_SLOPE`.
+      min_slope: :data:`MIN_SLOPE` (of each side's summed slope).
       kink_tol: :data:`KINK_TOL`.
 
     Returns:
-      The :class:`AbsPairs`.
+      The :class:`AbsPairs`: per side, its largest positive rectifier and the summed slope
+      of all its rectifiers, where the side reaches ``min_slope`` (else -1 and 0).
     """
     w1 = np.asarray(w1, np.float64)
     b1 = np.asarray(b1, np.float64)
@@ -246,15 +276,16 @@ def abs_pairs(w1: np.ndarray, b1: np.ndarray, w2: np.ndarray, min_slope: float =
     slope = path_slopes(w1, w2)
     kink = np.divide(np.abs(b1)[:, None], np.abs(w1), out=np.full(w1.shape, np.inf),
                      where=w1 != 0)
-    ok = (w2.T > 0) & (slope >= min_slope) & (kink <= kink_tol)
+    rectifies = kink <= kink_tol  # [m, n]: k switches on near x_i = 0 (w1 != 0 there)
     neurons = np.full((w1.shape[1], 2), -1, dtype=np.int64)
     slopes = np.zeros((w1.shape[1], 2))
     for side, sign in enumerate((1.0, -1.0)):
-        cand = np.where(ok & (sign * w1 > 0), slope, -np.inf)
-        best = cand.argmax(axis=0)
-        has = np.isfinite(cand.max(axis=0))
-        neurons[:, side] = np.where(has, best, -1)
-        slopes[:, side] = np.where(has, cand.max(axis=0), 0.0)
+        on_side = rectifies & (sign * w1 > 0)
+        total = np.where(on_side, slope, 0.0).sum(axis=0)  # [n]
+        cand = np.where(on_side & (w2.T > 0), slope, -np.inf)
+        has = (total >= min_slope) & np.isfinite(cand.max(axis=0))
+        neurons[:, side] = np.where(has, cand.argmax(axis=0), -1)
+        slopes[:, side] = np.where(has, total, 0.0)
     return AbsPairs(present=(neurons >= 0).all(axis=1), neurons=neurons, slopes=slopes)
 
 
@@ -274,15 +305,17 @@ class AsymmetricMotif:
 
 
 def asymmetric_motifs(w1: np.ndarray, w2: np.ndarray, ratio: float = ASYM_RATIO,
-                      min_slope: float = MIN_SLOPE,
-                      inhibit: float = INHIBIT_FRACTION) -> list[AsymmetricMotif]:
+                      min_slope: float = MIN_SLOPE, inhibit: float = INHIBIT_FRACTION, *,
+                      b1: np.ndarray | None = None) -> list[AsymmetricMotif]:
     """Every asymmetric-superposition motif with an inhibiting neuron in one instance.
 
     Args:
       w1: effective ``W1`` ``[m, n]``; w2: effective ``W2`` ``[n, m]``.
       ratio: :data:`ASYM_RATIO`.
-      min_slope: :data:`MIN_SLOPE`.
+      min_slope: :data:`MIN_SLOPE` (of the shared neuron's path slope for each feature).
       inhibit: :data:`INHIBIT_FRACTION`.
+      b1: ``[m]``, the hidden biases (default zeros): interference and inhibition are
+        compared at ``|x_i| = 1`` (see the module docstring).
 
     Returns:
       One :class:`AsymmetricMotif` per (strong, weak, shared neuron), with the inhibiting
@@ -290,15 +323,18 @@ def asymmetric_motifs(w1: np.ndarray, w2: np.ndarray, ratio: float = ASYM_RATIO,
     """
     w1 = np.asarray(w1, np.float64)
     w2 = np.asarray(w2, np.float64)
+    b1 = np.zeros(w1.shape[0]) if b1 is None else np.asarray(b1, np.float64)
     a = np.abs(w1)  # [m, n]
+    # rise[k, i]: how much k's activation grows as x_i goes from 0 to +-1 on its side.
+    rise = np.maximum(a + np.minimum(b1, 0.0)[:, None], 0.0)
     slope = path_slopes(w1, w2)  # [m, n]
     computes = (w2.T > 0) & (slope >= min_slope)  # neuron k computes feature i
     # shared[k, i, j]: k reads i strongly and j weakly (but not zero) and computes both.
     shared = (computes[:, :, None] & computes[:, None, :]
               & (a[:, None, :] > 0) & (a[:, :, None] >= ratio * a[:, None, :]))
-    interference = w2.T[:, None, :] * a[:, :, None]  # [k, i, j]: W2[j, k] |W1[k, i]|
-    # inh[s, h, i, j] = -W2[j, h] |W1[h, i]| for h firing on side s of x_i (else 0).
-    side_w = np.stack([np.maximum(w1, 0.0), np.maximum(-w1, 0.0)])  # [2, m, n]
+    interference = w2.T[:, None, :] * rise[:, :, None]  # [k, i, j]: W2[j, k] r_ki
+    # inh[s, h, i, j] = -W2[j, h] r_hi for h firing on side s of x_i (else 0).
+    side_w = np.stack([np.where(w1 > 0, rise, 0.0), np.where(w1 < 0, rise, 0.0)])
     inh = -w2.T[None, :, None, :] * side_w[:, :, :, None]  # [2, h, i, j]
     best_h = inh.argmax(axis=1)  # [2, i, j]
     best = inh.max(axis=1)
@@ -310,8 +346,9 @@ def asymmetric_motifs(w1: np.ndarray, w2: np.ndarray, ratio: float = ASYM_RATIO,
         s = side[k, i]
         c = interference[k, i, j]
         h = int(best_h[s, i, j])
-        # k itself writes W2[j, k] > 0, so a positive cancellation always comes from h != k.
-        if best[s, i, j] >= inhibit * c:
+        # k itself writes W2[j, k] > 0, so a positive cancellation always comes from h != k;
+        # c = 0: k's bias keeps x_i from firing it, no interference to inhibit.
+        if c > 0 and best[s, i, j] >= inhibit * c:
             out.append(AsymmetricMotif(int(i), int(j), int(k), h,
                                        float(a[k, i] / a[k, j]), float(c),
                                        float(best[s, i, j] / c)))
@@ -401,7 +438,8 @@ def sweep_measures(model: str, w: np.ndarray, eff: dict[str, np.ndarray] | None 
         if eff is None:
             raise ValueError("the computation model's motifs need its effective params")
         counts = [motif_counts(abs_pairs(eff["W1"][i], eff["b1"][i], eff["W2"][i]),
-                               asymmetric_motifs(eff["W1"][i], eff["W2"][i]))
+                               asymmetric_motifs(eff["W1"][i], eff["W2"][i],
+                                                 b1=eff["b1"][i]))
                   for i in range(w.shape[0])]
         scalar.update({k: np.array([c[k] for c in counts], np.int64) for k in MOTIF_MEASURES})
     return {"scalar": scalar,

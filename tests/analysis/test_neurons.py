@@ -2,8 +2,11 @@
 
 Known answers: shares, carried features, monosemanticity, participation and the counts of
 a four-neuron matrix worked out by hand; the exact ``|x|`` circuit (every feature a ReLU
-pair) and its broken variants; an asymmetric-superposition motif built to the
-definition, and each condition of the definition removed in turn.
+pair) and its broken variants; a pair as training leaves it (unequal scales, leakage), a
+side split over parallel rectifiers (as a ternary model must), and the ``2 ReLU(x) - x``
+circuit of a trained restart, which computes ``|x|`` without being a pair; the paper's
+asymmetric-superposition construction, each condition of the definition removed in turn,
+and every threshold approached from both sides.
 """
 
 from __future__ import annotations
@@ -115,6 +118,121 @@ def test_a_kink_within_the_tolerance_still_counts():
     assert neurons.abs_pairs(w1, b1, w2).present.all()
 
 
+def _forward(w1, b1, w2, b2, x):
+    """The computation model's output ``ReLU(W2 ReLU(W1 x + b1) + b2)`` for rows ``x``."""
+    return np.maximum(np.maximum(x @ w1.T + b1, 0.0) @ w2.T + b2, 0.0)
+
+
+def _computes_abs(w1, b1, w2, b2, feature, tol=1e-3):
+    """Whether output ``feature`` is ``|x|`` along the feature's axis (others zero)."""
+    t = np.linspace(-1.0, 1.0, 81)
+    x = np.zeros((t.size, w1.shape[1]))
+    x[:, feature] = t
+    return bool(np.abs(_forward(w1, b1, w2, b2, x)[:, feature] - np.abs(t)).max() < tol)
+
+
+def _trained_like_pair():
+    """Feature 0 of a trained dense n=3, m=6 model: ``ReLU(1.26 x0)`` read out by 0.79 and
+    ``ReLU(-0.76 x0)`` by 1.31 (unequal scales, path slopes 0.995 each), with the small
+    weights on the other features, biases and negative side-readouts training leaves."""
+    w1 = np.array([[1.26, 0.02, -0.03], [-0.76, -0.04, 0.01]])
+    b1 = np.array([0.002, -0.003])
+    w2 = np.array([[0.79, 1.31], [0.01, -0.02], [-0.03, 0.02]])
+    return w1, b1, w2
+
+
+def test_a_pair_with_unequal_scales_and_leakage_is_detected():
+    w1, b1, w2 = _trained_like_pair()
+    pairs = neurons.abs_pairs(w1, b1, w2)
+    np.testing.assert_array_equal(pairs.present, [True, False, False])
+    np.testing.assert_array_equal(pairs.neurons[0], [0, 1])
+    np.testing.assert_allclose(pairs.slopes[0], [1.26 * 0.79, 0.76 * 1.31])
+    # the leaked weights (kinks at 0.1-0.3 of the range, slopes below 0.05) are no pair
+    assert (pairs.neurons[1:] == -1).all()
+
+
+def test_a_single_neuron_is_no_pair_even_at_slope_two():
+    w1 = np.array([[2.0], [0.0]])
+    w2 = np.array([[1.0, 0.0]])
+    pairs = neurons.abs_pairs(w1, np.zeros(2), w2)
+    assert not pairs.present[0]
+    # the + side is there (slope 2), the - side is not
+    np.testing.assert_array_equal(pairs.neurons[0], [0, -1])
+    np.testing.assert_array_equal(pairs.slopes[0], [2.0, 0.0])
+
+
+def test_the_rectifier_plus_linear_circuit_computes_abs_but_is_no_pair():
+    # Feature 0 of a trained dense n=3, m=6 restart (loss 6e-9) whose detected pairs were
+    # 2 of 3: |x| = 2 ReLU(x) - x. Neuron 0 is ReLU(1.904 x) read out by 1.05 (slope 2.0);
+    # neuron 1 (1.103 x + 1.098) is on over the whole range (kink at x = -0.996) and read
+    # out by -0.906, which with b2 = 0.995 is the -x. No ReLU(-x) half: not the paper's pair.
+    w1 = np.array([[1.904], [1.103]])
+    b1 = np.array([0.0, 1.098])
+    w2 = np.array([[1.05, -0.906]])
+    b2 = np.array([0.995])
+    assert _computes_abs(w1, b1, w2, b2, 0, tol=0.02)
+    pairs = neurons.abs_pairs(w1, b1, w2)
+    assert not pairs.present[0]
+    np.testing.assert_array_equal(pairs.neurons[0], [0, -1])
+    # a kink tolerance wide enough to take the always-on neuron still finds no pair: it
+    # is on the + side (W1 > 0) and writes negatively
+    assert not neurons.abs_pairs(w1, b1, w2, kink_tol=2.0).present[0]
+
+
+def _parallel(n_side, slope):
+    """One feature computed by ``n_side`` rectifiers per side, each of path slope
+    ``slope``, all weights of one magnitude (as in a per-tensor ternary matrix)."""
+    g = np.sqrt(slope)
+    w1 = np.concatenate([np.full(n_side, g), np.full(n_side, -g)])[:, None]
+    return w1, np.zeros(2 * n_side), np.full((1, 2 * n_side), g)
+
+
+@pytest.mark.parametrize("n_side,slope,present", [
+    (4, 0.25, True),  # ReLU(x) split into four parallel parts: exactly |x|
+    (10, 0.06, True),  # ten of 0.06 (a ternary gamma1 gamma2 of the n=100 runs): 0.6
+    (3, 0.17, True),  # 0.51 per side: just above MIN_SLOPE
+    (7, 0.07, False),  # 0.49 per side: just below
+    (1, 0.25, False),  # one part alone: a quarter of |x|
+])
+def test_a_side_split_over_parallel_rectifiers_is_summed(n_side, slope, present):
+    w1, b1, w2 = _parallel(n_side, slope)
+    pairs = neurons.abs_pairs(w1, b1, w2)
+    assert pairs.present[0] == present
+    if present:
+        np.testing.assert_allclose(pairs.slopes[0], n_side * slope)
+    if (n_side, slope) == (4, 0.25):
+        assert _computes_abs(w1, b1, w2, np.zeros(1), 0, tol=1e-12)
+
+
+def test_a_rectifier_writing_negatively_subtracts_from_its_side():
+    w1, b1, w2 = _abs_circuit(1)
+    w1 = np.vstack([w1, [[1.0]]])  # a third neuron on the + side...
+    w2 = np.hstack([w2, [[-0.45]]])  # ...writing -0.45 x: the + side is 0.55
+    b1 = np.zeros(3)
+    pairs = neurons.abs_pairs(w1, b1, w2)
+    assert pairs.present[0]
+    np.testing.assert_allclose(pairs.slopes[0], [0.55, 1.0])
+    w2[0, 2] = -0.55  # 0.45: below MIN_SLOPE
+    assert not neurons.abs_pairs(w1, b1, w2).present[0]
+
+
+@pytest.mark.parametrize("kink,present", [(0.19, True), (0.21, False)])
+def test_the_kink_tolerance_on_each_side(kink, present):
+    w1, b1, w2 = _abs_circuit(1)
+    w1[1, 0] = -1.7  # unequal scales: the kink is a fraction of the input range
+    w2[0, 1] = 1.0 / 1.7
+    b1[1] = -kink * 1.7
+    assert neurons.abs_pairs(w1, b1, w2).present[0] == present
+
+
+@pytest.mark.parametrize("slope,present", [(0.51, True), (0.49, False)])
+def test_the_slope_threshold_on_each_side(slope, present):
+    w1, b1, w2 = _abs_circuit(1)
+    w1[0, 0] = 2.0  # the + neuron reads x at 2 and writes slope / 2
+    w2[0, 0] = slope / 2.0
+    assert neurons.abs_pairs(w1, b1, w2).present[0] == present
+
+
 def _asymmetric():
     """Neuron 0 reads x0 (+1, strong) and x1 (-0.25, weak) and writes y0 (1) and y1 (4):
     slopes 1 and 1, interference of x0 > 0 on y1: 4. Neuron 1 fires with x0 > 0 and writes
@@ -148,6 +266,75 @@ def test_each_condition_of_the_asymmetric_motif(change):
         w1[0, 1] = -0.6  # ratio 1/0.6 < ASYM_RATIO
     else:
         w2[1, 0] = 1.0  # slope of x1 through neuron 0: 0.25 < MIN_SLOPE
+    assert neurons.asymmetric_motifs(w1, w2) == []
+
+
+def _paper_asymmetric(ratio=4.0, inhibitor_out=-2.0):
+    """The asymmetric-superposition motif as the paper describes it: neuron 0 stores x0
+    strongly (2) and x1 weakly (-2 / ratio, the other sign: it computes ReLU(-x1)) with
+    reciprocal output weights (1/2 to y0, ratio / 2 to y1), path slopes 1 and 1; x0 > 0
+    then writes ``ratio`` x0 onto y1, and neuron 1, ReLU(x0), writes ``inhibitor_out``
+    x0 onto y1. Neurons 2 and 3 are the other halves: ReLU(-x0) and ReLU(x1)."""
+    w1 = np.array([[2.0, -2.0 / ratio], [1.0, 0.0], [-1.0, 0.0], [0.0, 1.0]])
+    w2 = np.array([[0.5, 0.0, 1.0, 0.0], [ratio / 2.0, inhibitor_out, 0.0, 1.0]])
+    return w1, w2
+
+
+def test_the_papers_asymmetric_construction_is_detected():
+    w1, w2 = _paper_asymmetric(inhibitor_out=-4.0)
+    (mo,) = neurons.asymmetric_motifs(w1, w2)
+    assert (mo.strong, mo.weak, mo.neuron, mo.inhibitor) == (0, 1, 0, 1)
+    assert mo.ratio == pytest.approx(4.0)
+    assert mo.interference == pytest.approx(4.0)  # W2[1, 0] |W1[0, 0]|
+    assert mo.cancelled == pytest.approx(1.0)
+    # the cancellation is what it claims: y1 is |x1| along x1 and 0 along x0 > 0
+    b1, b2 = np.zeros(4), np.zeros(2)
+    assert _computes_abs(w1, b1, w2, b2, 1, tol=1e-12)
+    x = np.zeros((11, 2))
+    x[:, 0] = np.linspace(0.0, 1.0, 11)
+    np.testing.assert_allclose(_forward(w1, b1, w2, b2, x)[:, 1], 0.0)
+
+
+@pytest.mark.parametrize("ratio,found", [(2.1, True), (1.9, False)])
+def test_the_asymmetry_ratio_on_each_side(ratio, found):
+    w1, w2 = _paper_asymmetric(ratio=ratio, inhibitor_out=-ratio)
+    assert bool(neurons.asymmetric_motifs(w1, w2)) == found
+
+
+@pytest.mark.parametrize("fraction,found", [(0.51, True), (0.49, False)])
+def test_the_inhibition_fraction_on_each_side(fraction, found):
+    w1, w2 = _paper_asymmetric(inhibitor_out=-4.0 * fraction)  # interference 4
+    assert bool(neurons.asymmetric_motifs(w1, w2)) == found
+
+
+@pytest.mark.parametrize("slope,found", [(0.51, True), (0.49, False)])
+def test_the_shared_neurons_slope_for_the_weak_feature_on_each_side(slope, found):
+    w1, w2 = _paper_asymmetric(inhibitor_out=-4.0)
+    w2[1, 0] = slope / 0.5  # W2[1, 0] |W1[0, 1]| = slope; the interference grows with it
+    w2[1, 1] = -w2[1, 0] * 2.0  # the inhibitor still cancels all of it
+    assert bool(neurons.asymmetric_motifs(w1, w2)) == found
+
+
+def test_an_inhibitor_its_bias_keeps_off_inhibits_nothing():
+    w1, w2 = _paper_asymmetric(inhibitor_out=-4.0)
+    b1 = np.zeros(4)
+    assert neurons.asymmetric_motifs(w1, w2, b1=b1)
+    b1[1] = -1.1  # neuron 1 reads x0 at 1: it never switches on for x0 <= 1
+    assert neurons.asymmetric_motifs(w1, w2, b1=b1) == []
+    b1[1] = -0.4  # on from x0 = 0.4: it rises 0.6, cancelling 0.6 of the interference
+    (mo,) = neurons.asymmetric_motifs(w1, w2, b1=b1)
+    assert mo.cancelled == pytest.approx(0.6)
+    b1[1] = 0.3  # a positive bias adds a constant (b2 absorbs it), not inhibition
+    (mo,) = neurons.asymmetric_motifs(w1, w2, b1=b1)
+    assert mo.cancelled == pytest.approx(1.0)
+
+
+def test_a_ternary_neuron_has_no_asymmetric_motif():
+    # Every non-zero weight of a per-tensor ternary matrix has one magnitude: the shared
+    # neuron reads both features at the same weight, ratio 1 < ASYM_RATIO, whatever the
+    # outputs and the inhibitor do.
+    w1, w2 = _paper_asymmetric(inhibitor_out=-4.0)
+    w1 = 0.7 * np.sign(w1)
     assert neurons.asymmetric_motifs(w1, w2) == []
 
 
