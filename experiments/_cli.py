@@ -241,6 +241,9 @@ class Experiment:
     #: Part names -> ``{page file name: the parts on it}`` for experiments whose parts do not
     #: fit one explorer page (default: every part on ``explorer.html``).
     explorer_pages: Callable[[list[str]], dict[str, list[str]]] | None = None
+    #: An experiment's own command line, tried before the shared one: ``command(argv)``
+    #: returns the exit code where ``argv`` asks for it, None to go on with the shared one.
+    command: Callable[[list[str] | None], int | None] | None = None
 
 
 # ----------------------------------------------------------------------------------------
@@ -411,6 +414,8 @@ def main(exp: Experiment, argv: list[str] | None = None) -> int:
             except UsageError as e:
                 console.print(f"error: {e}")
                 return 2
+            if exp.command is not None and (code := exp.command(argv)) is not None:
+                return code
             args = build_parser(exp).parse_args(argv)
             try:
                 run_experiment(exp, args, console=console)

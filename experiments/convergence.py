@@ -26,6 +26,14 @@ The recipe per kind (rule fixed before the data, :func:`choose_recipes`): among 
 trained at 3,000 steps, the lowest geometric mean over the 8 (setting, 1-S) cells of the
 median (over seeds) ratio to the attainable loss.
 
+Over both studies (:func:`choose_over_studies`): the same rule over the recipes of the full
+study and of the two-phase one together (``--choose-with``, below), every cell measured
+against one reference: per (setting, kind, 1-S) the lowest attainable loss either study
+knows, the ratios rescaled to it (:func:`common_reference`; seeds reached stay counted
+against each study's own reference, an upper bound where that is higher); a recipe both
+studies trained (cosine_anneal at 3,000 steps) is scored once, on the study with more seeds
+(:func:`one_study_per_recipe`).
+
 Full precision first (preset ``fp``): both settings trained from scratch
 (cosine_anneal), with the two-phase schedule (fp_cosine_anneal: SweepConfig.fp_fraction
 = 0.5, dense for the first half, rotated onto the lattice and snapped, then quantized), the
@@ -44,6 +52,10 @@ Command:  python -m experiments.convergence --preset full   (the study; CPU abou
           python -m experiments.convergence --preset fp_uniform  (its uniform plateau)
           python -m experiments.convergence                 (quick: one setting, 3 parts)
           python -m experiments.convergence --preset tiny_full   (smoke test of the study)
+          python -m experiments.convergence --out results/convergence \
+              --choose-with results/convergence_fp   (the recipe per kind over both studies,
+              from their cells.csv; with --replot, after redrawing --out, whose best.md
+              that rewrites)
 
 Runtime: full 98 min wall for the committed run on the 2-core CPU shared with other jobs
 (about 51 min idle by --dry-run), plus about 8 min of analysis; quick 17 min under load; one
@@ -57,7 +69,10 @@ converged / diverged, codes changed over the last stretch), best.csv (per settin
 1-S: the cell with the lowest median loss), chosen.csv and best.md (the recipe per kind and
 the best cells), loss_vs_budget.{png,pdf} (ratio to attainable against the budget per kind,
 seed quartile bands), converged_vs_budget.{png,pdf}, controls.{png,pdf} (every variant at
-3,000 steps).
+3,000 steps). ``--choose-with`` adds chosen_all.csv (the recipe per kind over the studies:
+chosen.csv's columns, with the study its cells come from and whether its seeds-reached
+count is exact) and a first section of best.md (the rule, the studies, the table), and
+records both in manifest.json (with the checksums of the cells.csv it read).
 Paper figure: none (a bitjax question: Elhage et al. 2022 train dense models only).
 """
 
@@ -554,21 +569,31 @@ def choose_recipes(cells):
     """
     import pandas as pd
 
-    cells = pd.DataFrame(cells)
+    return _choose(pd.DataFrame(cells), RECIPE)
+
+
+def _choose(cells, key: list[str]):
+    """:func:`choose_recipes`'s rule, a recipe being a value of the columns ``key`` (the
+    one implementation behind it and :func:`choose_over_studies`). Where the table has
+    ``n_reached_exact`` (:func:`common_reference`), each row also says whether its
+    seeds-reached count is exact (``seeds_reached_exact``)."""
+    import pandas as pd
+
     counts = cells["budget"].value_counts()
     budget = int(counts[counts == counts.max()].index.min())
     at = cells[cells["budget"] == budget].assign(usable=lambda t: _usable(t),
                                                  reached=lambda t: t["ratio_median"] <= REACHED)
+    exact = {"reached_exact": ("n_reached_exact", "all")} if "n_reached_exact" in at else {}
     scores = {}  # kind -> the eligible recipes' rows (best first)
     for kind in cells["kind"].unique():
         mine = at[at["kind"] == kind]
         n_cells = len(mine.drop_duplicates(["setting", "feature_probability"]))
-        per = mine.groupby(RECIPE, sort=False).agg(
+        per = mine.groupby(key, sort=False).agg(
             n=("ratio_median", "size"), usable=("usable", "all"),
             score=("ratio_median", lambda r: float(np.exp(np.mean(np.log(r.to_numpy()))))),
             cells_reached=("reached", "sum"), n_cells=("reached", "size"),
             seeds_reached=("n_reached", "sum"), seeds_converged=("n_converged", "sum"),
-            seeds=("n_seeds", "sum"))
+            seeds=("n_seeds", "sum"), **exact)
         scores[kind] = per[(per["n"] >= n_cells) & per["usable"]].sort_values(
             "score", kind="stable")
     shared = scores.get(SHARED_BY)
@@ -580,12 +605,14 @@ def choose_recipes(cells):
             continue
         first = per.iloc[0]
         out.append({"kind": kind, "budget": budget,
-                    **dict(zip(RECIPE, per.index[0], strict=True)),
+                    **dict(zip(key, per.index[0], strict=True)),
                     "score": first["score"],
                     "runner_up_score": per["score"].iloc[1] if len(per) > 1 else np.nan,
                     "n_recipes": len(per),
                     **{c: int(first[c]) for c in ("cells_reached", "n_cells", "seeds_reached",
-                                                   "seeds_converged", "seeds")}})
+                                                   "seeds_converged", "seeds")},
+                    **({"seeds_reached_exact": bool(first["reached_exact"])} if exact
+                       else {})})
     # The experiments train every kind of a run in one compiled sweep (paired by seed), so
     # they share one recipe: the one chosen for SHARED_BY (the kind the study is about).
     # Each kind's score under it stands beside its own best.
@@ -644,6 +671,344 @@ def _markdown(best: list[dict], chosen) -> str:
             f"{r['n_reached']}/{r['n_seeds']} | {r['n_converged']}/{r['n_seeds']} | "
             f"{r['n_diverged']}/{r['n_seeds']} | {r['attainable_source']} |")
     return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------------------
+# One choice over several studies
+#
+# The full study trains its recipes from scratch; the fp preset trains the two-phase
+# recipes (and cosine_anneal from scratch) into another folder. Both measure the same
+# settings on the same samples, so their cells can compete under one rule once every cell
+# is measured against one reference.
+
+#: A cell's ratio columns and the loss quantile each is the ratio of.
+RATIO_OF = {"ratio_median": "loss_median", "ratio_q25": "loss_q25",
+            "ratio_q75": "loss_q75", "ratio_min": "loss_min"}
+#: The file (in --out) of the recipe chosen per kind over several studies.
+CHOSEN_ALL_CSV = "chosen_all.csv"
+#: The heading of its section of best.md (the command replaces a section under this
+#: heading rather than adding a second).
+STUDIES_HEADING = "## The recipe chosen per kind over the studies"
+#: What each study of this module is, by its preset (the study's folder says its preset).
+STUDY_PRESETS = {
+    "full": "recipes from scratch: every schedule, budget, init scale and weight decay",
+    "fp": "full precision first, its learned rotation, the annealed relaxation and "
+          f"cosine_anneal from scratch, at {FP_PARTS[0][1]:,} steps",
+}
+
+
+def common_reference(tables: Mapping[str, object]):
+    """The cell tables of several studies as one table, every cell on one reference.
+
+    Each study measured its cells against the attainable losses it knew
+    (:func:`attainable_references` over its own runs). Every candidate is a loss that some
+    weights attain on the same sample (:func:`bitjax.analysis.representable.make_sample`,
+    seed 0, the same for every study of a setting), so the lowest over the studies is the
+    best-known attainable loss. Per (setting, kind, 1-S) the reference becomes that lowest
+    one, as :func:`attainable_references` over every study's parts together would give it,
+    except that each study's rounded dense solutions count (from its own longest budget).
+
+    Recomputed exactly: the ratio columns (a quantile of loss / reference over the live
+    seeds, the reference one constant per cell: each is rescaled by the old reference over
+    the new; where the old one was missing, the loss quantile over the new one) and
+    ``ratio_to_dense_median`` (the same against dense's reference; NaN for a study without
+    dense cells, which would say what its dense reference was). Not recomputable from
+    the tables: ``n_reached`` (seeds within :data:`REACHED` of the reference), counted
+    against the study's own reference. Where the reference did not change, where the count
+    was 0, or where the best seed is now above the threshold (then 0) it is exact; elsewhere
+    it is an upper bound, and ``n_reached_exact`` is False.
+
+    Args:
+      tables: study label -> its cell table (:func:`cell_table`'s frame or rows).
+
+    Returns:
+      One :class:`pandas.DataFrame`: the tables in the order given, with ``study`` (the
+      label), ``attainable`` (the common reference), ``attainable_source`` (with the
+      study it came from in brackets where that is another study), ``attainable_own``
+      (the study's own reference), the rescaled ratios and ``n_reached_exact``.
+    """
+    import pandas as pd
+
+    cells = pd.concat([pd.DataFrame(t).assign(study=label) for label, t in tables.items()],
+                      ignore_index=True)
+    keys = ["setting", "kind", "feature_probability"]
+    own = cells["attainable"].astype(float)
+    common = own.groupby([cells[k] for k in keys], sort=False).transform("min")
+    # The source of the common reference: the first study (in the order given) that has it.
+    lowest = cells[own == common].drop_duplicates(keys).set_index(keys)
+    lowest_at = pd.MultiIndex.from_frame(cells[keys])
+    lowest_study = lowest["study"].reindex(lowest_at).to_numpy()
+    lowest_source = lowest["attainable_source"].reindex(lowest_at).to_numpy()
+    # Unchanged: the study's own reference is the lowest, or no study has one.
+    same = ((own == common) | (own.isna() & common.isna())).to_numpy()
+    out = cells.assign(attainable_own=own, attainable=common)
+    out["attainable_source"] = np.where(
+        same | pd.isna(lowest_study), cells["attainable_source"],
+        [f"{s} ({st})" for s, st in zip(lowest_source, lowest_study, strict=True)])
+    factor = np.where(same, 1.0, own / common)
+    for ratio, loss in RATIO_OF.items():
+        if ratio not in out:
+            continue
+        rescaled = out[ratio].astype(float) * factor
+        if loss in out:  # no old reference: the loss quantile over the new one
+            rescaled = np.where(np.isfinite(own), rescaled, out[loss].astype(float) / common)
+        out[ratio] = rescaled
+    if "ratio_to_dense_median" in out:
+        dense = cells[cells["kind"] == "dense"]
+        at = ["study", "setting", "feature_probability"]
+        dense_own = dense.set_index(at)["attainable"].astype(float)
+        dense_own = dense_own[~dense_own.index.duplicated()]
+        dense_common = dense_own.groupby(level=["setting", "feature_probability"]).min()
+        d_own = dense_own.reindex(pd.MultiIndex.from_frame(cells[at])).to_numpy()
+        d_common = dense_common.reindex(
+            pd.MultiIndex.from_frame(cells[at[1:]])).to_numpy()
+        # No dense cells in any study: dense's reference is unknown here, the ratio stays.
+        d_factor = np.where(np.isnan(d_common), 1.0,
+                            np.where(d_own == d_common, 1.0, d_own / d_common))
+        out["ratio_to_dense_median"] = out["ratio_to_dense_median"].astype(float) * d_factor
+    if "n_reached" in out:
+        above = (out["ratio_min"] > REACHED).to_numpy() if "ratio_min" in out else \
+            np.zeros(len(out), bool)
+        n_reached = out["n_reached"].to_numpy()
+        was_none = (n_reached == 0) & np.isfinite(own.to_numpy())
+        out["n_reached"] = np.where(~same & above, 0, n_reached)
+        out["n_reached_exact"] = same | above | was_none
+    return out
+
+
+def one_study_per_recipe(cells):
+    """A recipe (budget, schedule, lr, init scale, weight decay) trained by more than one
+    study kept once: from the study with the most seeds over its cells (the first given
+    on a tie); the others' cells set aside.
+
+    Its cells cannot be pooled from the tables: each holds a median over its own study's
+    seeds, and the studies' seeds may be the same seeds trained again (the fp preset's
+    cosine_anneal trains seeds 0-9, the full preset's seeds 0-7, same config), so a
+    geometric mean over both would count those twice. Scored twice, once per study, the
+    recipe would get two tries at the lowest score where every other recipe gets one.
+
+    Args:
+      cells: :func:`common_reference`'s table (with ``study``).
+
+    Returns:
+      ``(kept, set_aside)``: the cells of the study kept per recipe, and a table of the
+      recipes set aside (``budget``, the recipe columns, ``study``, ``kept_study``,
+      ``n_seeds``, ``kept_n_seeds``).
+    """
+    import pandas as pd
+
+    key = ["budget", *RECIPE]
+    seeds = cells.groupby([*key, "study"], sort=False)["n_seeds"].sum().reset_index()
+    # Stable on ties: the study given first stays first.
+    seeds = seeds.sort_values("n_seeds", ascending=False, kind="stable")
+    kept = seeds.drop_duplicates(key)
+    aside = seeds[seeds.duplicated(key)].merge(
+        kept.rename(columns={"study": "kept_study", "n_seeds": "kept_n_seeds"}), on=key)
+    keep = pd.MultiIndex.from_frame(kept[[*key, "study"]])
+    mask = pd.MultiIndex.from_frame(cells[[*key, "study"]]).isin(keep)
+    return cells[mask], aside.reset_index(drop=True)
+
+
+def choose_over_studies(tables: Mapping[str, object]):
+    """The recipe each kind should use over several studies: :func:`choose_recipes`'s rule
+    (the lowest geometric mean over the (setting, 1-S) cells of the median ratio at the
+    common budget; a recipe with an unusable cell not eligible) applied to every recipe of
+    every study, on one reference (:func:`common_reference`), a recipe trained by several
+    studies scored once (:func:`one_study_per_recipe`).
+
+    Args:
+      tables: study label -> its cell table (:func:`cell_table`'s frame or rows), e.g.
+        ``{"convergence": ..., "convergence_fp": ...}``.
+
+    Returns:
+      :func:`choose_recipes`'s table with ``study`` (where the chosen recipe's cells come
+      from) before the recipe columns and ``seeds_reached_exact`` (False: the count of
+      seeds reached is an upper bound, see :func:`common_reference`).
+    """
+    kept, _ = one_study_per_recipe(common_reference(tables))
+    return _choose(kept, ["study", *RECIPE])
+
+
+def _studies_markdown(chosen, cells, aside, studies: Mapping[str, dict]) -> str:
+    """best.md's section for the choice over several studies: the rule, the studies it
+    covers (``studies``: label -> ``{"path", "preset", "cells"}``), how the reference was
+    made common, and the table."""
+    changed = cells.drop_duplicates(["study", "setting", "kind", "feature_probability"])
+    n_changed = int((changed["attainable"] < changed["attainable_own"]).sum())
+    described = "; ".join(
+        f"`{label}` ({s['path']}: "
+        + (f"preset {s['preset']}, {STUDY_PRESETS[s['preset']]}"
+           if s.get("preset") in STUDY_PRESETS else
+           f"preset {s['preset']}" if s.get("preset") else "preset not recorded")
+        + f", {s['cells']:,} cells)" for label, s in studies.items())
+    lines = [STUDIES_HEADING, "",
+             f"Studies: {described}.", "",
+             f"Rule (fixed before the data; chosen.csv's, here over the recipes of every study "
+             f"together): among the recipes trained at the common budget, the "
+             f"lowest geometric mean over every (setting, 1-S) cell of the median ratio of the "
+             f"same-sample loss to the kind's attainable loss; a recipe with a cell where fewer "
+             f"than half the seeds are live is not eligible; \"reached\" = within "
+             f"{REACHED:g}x of it.", "",
+             f"One reference: each (setting, kind, 1-S) is measured against the lowest "
+             f"attainable loss any study knows (all are losses some weights reach on the same "
+             f"sample); {n_changed} of the {len(changed)} references (study, setting, kind, 1-S) "
+             f"are another study's lower one, and those cells' ratios are rescaled to it. Seeds "
+             f"reached were counted against each study's own reference: where that is "
+             f"higher, the count is an upper bound (written <=)."]
+    if len(aside):
+        groups = aside.groupby(["budget", "recipe", "init_scale", "weight_decay", "study",
+                                "kept_study"], sort=False)["lr"].apply(list)
+        lines += ["", "Recipes trained by more than one study are scored once, on the study "
+                  "with the most seeds (their cells hold medians over each study's own seeds, "
+                  "which may be the same seeds trained again): " + "; ".join(
+                      f"{r} at {b:,} steps (init {i:g}, wd {w:g}, lr "
+                      f"{', '.join(f'{x:g}' for x in lrs)}) from `{kept}`, not `{st}`"
+                      for (b, r, i, w, st, kept), lrs in groups.items()) + "."]
+    lines += ["", f"Each kind's score under `{SHARED_BY}`'s recipe (the experiments share one "
+              "recipe per run) is the last column.", "",
+              "| kind | budget | study | schedule | lr | init scale | weight decay | score (geo. "
+              "mean ratio) | runner-up | cells reached (median) | seeds reached | seeds "
+              f"converged | score with {SHARED_BY}'s recipe |",
+              "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for c in chosen.to_dict("records"):
+        if c["recipe"] == "none eligible":
+            lines.append(f"| {c['kind']} | {c['budget']} | | none eligible |" + " |" * 9)
+            continue
+        bound = "" if c.get("seeds_reached_exact", True) else "<="
+        lines.append(
+            f"| {c['kind']} | {c['budget']:,} | {c['study']} | {c['recipe']} | {c['lr']:g} | "
+            f"{c['init_scale']:g} | {c['weight_decay']:g} | {c['score']:.3f} | "
+            f"{_f(c['runner_up_score'], '.3f')} | {c['cells_reached']}/{c['n_cells']} | "
+            f"{bound}{c['seeds_reached']}/{c['seeds']} | "
+            f"{c['seeds_converged']}/{c['seeds']} | "
+            f"{_f(c['score_with_shared_recipe'], '.3f')} |")
+    return "\n".join(lines) + "\n"
+
+
+def _with_section(text: str, section: str) -> str:
+    """``text`` (a best.md) with ``section`` first, in place of any earlier section under
+    :data:`STUDIES_HEADING` (which runs to the next ``## `` heading)."""
+    lines, kept, skipping = text.splitlines(), [], False
+    for line in lines:
+        if line.startswith("## "):
+            skipping = line.startswith(STUDIES_HEADING)
+        if not skipping:
+            kept.append(line)
+    rest = "\n".join(kept).strip("\n")
+    return section + ("\n" + rest + "\n" if rest else "")
+
+
+def write_choice_over_studies(out: str | Path, others: list[str | Path]) -> list[Path]:
+    """Choose over the studies in ``out`` and ``others`` (each a folder with cells.csv) and
+    write the choice into ``out``: :data:`CHOSEN_ALL_CSV` and a first section of
+    ``best.md`` (:func:`_studies_markdown`; the rest of best.md is kept). Where ``out`` has
+    a manifest.json, the two files' checksums and a ``chosen_over_studies`` record (the
+    commit, the studies and their cells.csv checksums) are added to it. Only ``out`` is
+    written.
+
+    Returns:
+      The files written.
+
+    Raises:
+      ValueError: a folder without cells.csv, or ``out`` among ``others``.
+    """
+    import pandas as pd
+
+    from bitjax.store import files as store_files
+    from bitjax.store import layout
+    from bitjax.store.folder import lock_folder
+
+    out = Path(out)
+    folders = [out, *(Path(o) for o in others)]
+    if len({f.resolve() for f in folders}) < len(folders):
+        raise ValueError("--choose-with names --out or one folder twice: each study once")
+    for f in folders:
+        if not (f / "cells.csv").is_file():
+            raise ValueError(f"{f} has no cells.csv (a study's tables: run --replot there)")
+    names = [f.resolve().name for f in folders]
+    labels = names if len(set(names)) == len(names) else [str(f) for f in folders]
+    tables = {label: pd.read_csv(f / "cells.csv") for label, f in zip(labels, folders,
+                                                                       strict=True)}
+    studies = {label: {"path": str(f), "preset": (layout.read_experiment(f) or {}).get("preset"),
+                       "cells": len(tables[label])}
+               for label, f in zip(labels, folders, strict=True)}
+    cells = common_reference(tables)
+    kept, aside = one_study_per_recipe(cells)
+    chosen = _choose(kept, ["study", *RECIPE])
+    section = _studies_markdown(chosen, cells, aside, studies)
+    written = [out / CHOSEN_ALL_CSV, out / "best.md"]
+    with lock_folder(out):
+        store_files.write_frames(written[0], [chosen])
+        best_md = out / "best.md"
+        store_files.write_text(best_md, _with_section(
+            best_md.read_text() if best_md.is_file() else "", section))
+        manifest_path = out / layout.MANIFEST_FILE
+        manifest = layout.read_json(manifest_path)
+        if manifest is not None:
+            import time
+
+            manifest["chosen_over_studies"] = {
+                "git": store_files.git_commit(),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "studies": {label: s["path"] for label, s in studies.items()},
+                "cells_sha256": {label: store_files.checksums([f / "cells.csv"], f)[
+                    "cells.csv"] for label, f in zip(labels, folders, strict=True)},
+                "files": [f.name for f in written]}
+            manifest["sha256"] = {**manifest.get("sha256", {}),
+                                  **store_files.checksums(written, out)}
+            store_files.write_json(manifest_path, manifest)
+            written.append(manifest_path)
+    return written
+
+
+def command(argv: list[str] | None = None) -> int | None:
+    """This experiment's own command line (:attr:`experiments._cli.Experiment.command`):
+    ``--out DIR --choose-with OTHER [OTHER ...] [--replot]`` chooses the recipe per kind
+    over the studies in DIR and OTHER (:func:`write_choice_over_studies`), after redrawing
+    DIR with ``--replot`` where asked (that rewrites best.md, so the choice is written after
+    it). Any other command line is the shared one's (returns None).
+
+    Returns:
+      The exit code (0 done, 2 bad input), or None when ``argv`` does not ask for it.
+    """
+    import argparse
+
+    from bitjax.store.folder import FolderBusy
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not any(a == "--choose-with" or a.startswith("--choose-with=") for a in argv):
+        return None
+    via_bitjax = Path(sys.argv[0]).name == "bitjax"
+    ap = argparse.ArgumentParser(
+        prog="bitjax convergence" if via_bitjax else "python -m experiments.convergence",
+        description="Choose the recipe per kind over several convergence studies (the rule "
+                    "of chosen.csv, every study's recipes competing on one reference); "
+                    f"writes {CHOSEN_ALL_CSV} and the first section of best.md in --out.",
+        allow_abbrev=False)
+    ap.add_argument("--out", type=Path, required=True,
+                    help="a study's folder (its cells.csv; the choice is written here)")
+    ap.add_argument("--choose-with", type=Path, nargs="+", required=True, metavar="DIR",
+                    help="the other studies' folders (their cells.csv, read only)")
+    ap.add_argument("--replot", action="store_true",
+                    help="redraw --out from its checkpoints first (python -m "
+                         "experiments.convergence --out DIR --replot)")
+    args = ap.parse_args(argv)
+    if args.replot and (code := main(EXPERIMENT, ["--out", str(args.out), "--replot"])):
+        return code
+    try:
+        written = write_choice_over_studies(args.out, args.choose_with)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except FolderBusy as e:  # another process redraws or trains in --out
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: cannot write in {args.out}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    print(f"convergence: the recipe per kind over {1 + len(args.choose_with)} studies: "
+          f"{', '.join(str(f) for f in written)}", file=sys.stderr)
+    return 0
 
 
 # ----------------------------------------------------------------------------------------
@@ -830,10 +1195,13 @@ EXPERIMENT = Experiment(
     name="convergence",
     description="Can each kind reach the loss it can attain, and with which recipe (lr x "
                 "schedule x budget x init scale x weight decay)? The full preset is the whole "
-                "study (sparsity n=20, m=5 and intro n=5, m=2 settings).",
+                "study (sparsity n=20, m=5 and intro n=5, m=2 settings). --out DIR "
+                "--choose-with OTHER [--replot]: the recipe per kind over both studies' "
+                f"cells.csv, into DIR's {CHOSEN_ALL_CSV} and best.md.",
     presets=PRESETS,
     analyse=analyse,
     explorer_pages=explorer_pages,
+    command=command,
 )
 
 if __name__ == "__main__":

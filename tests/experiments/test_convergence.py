@@ -184,3 +184,198 @@ def test_best_table_writes_an_unusable_group_as_the_rows_did(tmp_path):
     assert header.split(",") == list(cells.columns)
     assert lines[0] == "a,y,3000,1,0.01,binary,1,0.001,8,0,8,1.2,1.2,0"
     assert lines[1] == ",".join(["a", C.NONE_USABLE, "", "", "", "binary", "0.1"] + [""] * 7)
+
+
+# ----------------------------------------------------------------------------------------
+# The recipe per kind over several studies
+
+
+def _cell(kind, recipe, lr, setting, p, loss, attainable, *, n_reached=0, loss_min=None,
+          budget=3000, n_seeds=8, wd=0.01, dense_ref=None, source="exact optimum"):
+    """A full cell row: its ratios are its loss quantiles over ``attainable``."""
+    loss_min = loss if loss_min is None else loss_min
+    qs = {"median": loss, "q25": loss * 0.99, "q75": loss * 1.01, "min": loss_min}
+    return {"setting": setting, "recipe": recipe, "budget": budget, "init_scale": 1.0,
+            "weight_decay": wd, "part": f"{setting}-{recipe}-{budget}", "kind": kind,
+            "feature_probability": p, "lr": lr, "n_seeds": n_seeds, "n_diverged": 0,
+            "n_converged": n_seeds, **{f"loss_{q}": v for q, v in qs.items()},
+            "attainable": attainable, "attainable_source": source,
+            **{f"ratio_{q}": v / attainable for q, v in qs.items()},
+            "n_reached": n_reached,
+            "ratio_to_dense_median": loss / (attainable if dense_ref is None else dense_ref)}
+
+
+def test_a_recipe_wins_only_on_the_other_studys_lower_reference():
+    """Study A's recipe x beats study B's y on each study's own references; B knows a
+    lower attainable loss for the first cell, and on that common reference y wins."""
+    import pandas as pd
+
+    a = [_cell("ternary", "x", 1e-3, "s", 1.0, 1.2, 1.0), _cell("ternary", "x", 1e-3, "s", 0.1,
+                                                                 1.2, 1.0)]
+    b = [_cell("ternary", "y", 1e-2, "s", 1.0, 0.65, 0.5), _cell("ternary", "y", 1e-2, "s", 0.1,
+                                                                  1.25, 1.0)]
+    own = C.choose_recipes(pd.concat([pd.DataFrame(a), pd.DataFrame(b)]))
+    assert own.iloc[0]["recipe"] == "x" and own.iloc[0]["score"] == pytest.approx(1.2)
+    both = C.choose_over_studies({"A": a, "B": b})
+    chosen = both.iloc[0]
+    assert (chosen["study"], chosen["recipe"], chosen["lr"]) == ("B", "y", 1e-2)
+    assert chosen["score"] == pytest.approx(np.sqrt(1.3 * 1.25))
+    # x on the common reference: ratios 2.4 and 1.2
+    assert chosen["runner_up_score"] == pytest.approx(np.sqrt(2.4 * 1.2))
+    assert chosen["n_recipes"] == 2
+
+
+def test_the_choice_over_one_study_is_choose_recipes():
+    rows = []
+    for (s, p), att in zip((("a", 1.0), ("a", 0.1), ("b", 1.0)), (1.0, 0.5, 2.0), strict=True):
+        for kind, shift in (("ternary", 0.0), ("dense", -0.1)):
+            rows.append(_cell(kind, "x", 1e-3, s, p, att * (1.3 + shift), att))
+            rows.append(_cell(kind, "y", 1e-2, s, p, att * (1.2 + shift if s == "a" else 1.5),
+                              att, n_reached=2))
+            rows.append(_cell(kind, "z", 3e-3, s, p, att * 1.02, att, n_reached=8,
+                              budget=1000))
+    rows[0]["n_diverged"] = 5  # ternary's x: a cell with most seeds diverged
+    import pandas as pd
+
+    alone = C.choose_recipes(rows)
+    over = C.choose_over_studies({"only": rows})
+    assert list(over["study"]) == ["only", "only"] and over["seeds_reached_exact"].all()
+    pd.testing.assert_frame_equal(over.drop(columns=["study", "seeds_reached_exact"]), alone)
+    assert list(alone["recipe"]) == ["y", "x"]  # ternary's x is not eligible; dense's wins
+
+
+def test_every_cell_is_rescaled_to_the_common_reference():
+    a = [_cell("ternary", "x", 1e-3, "s", 1.0, 1.2, 1.0, n_reached=3, loss_min=0.51,
+               dense_ref=2.0),
+         _cell("ternary", "x", 1e-3, "s", 0.1, 3.0, 2.0, n_reached=5, loss_min=2.05,
+               dense_ref=1.0),
+         _cell("dense", "x", 1e-3, "s", 1.0, 2.2, 2.0),
+         _cell("dense", "x", 1e-3, "s", 0.1, 1.1, 1.0),
+         _cell("binary", "x", 1e-3, "s", 1.0, 0.9, np.nan)]
+    b = [_cell("ternary", "y", 1e-2, "s", 1.0, 0.7, 0.5, source="trained ternary"),
+         _cell("ternary", "y", 1e-2, "s", 0.1, 2.5, 2.0),
+         _cell("dense", "y", 1e-2, "s", 1.0, 1.1, 1.0, source="trained dense"),
+         _cell("dense", "y", 1e-2, "s", 0.1, 1.2, 1.0),
+         _cell("binary", "y", 1e-2, "s", 1.0, 0.8, 0.6)]
+    cells = C.common_reference({"A": a, "B": b}).set_index(["study", "kind",
+                                                            "feature_probability"])
+    first = cells.loc[("A", "ternary", 1.0)]
+    assert first["attainable"] == 0.5 and first["attainable_own"] == 1.0
+    assert first["attainable_source"] == "trained ternary (B)"
+    for col, loss in (("median", 1.2), ("q25", 1.2 * 0.99), ("q75", 1.2 * 1.01),
+                      ("min", 0.51)):
+        assert first[f"ratio_{col}"] == pytest.approx(loss / 0.5)
+    # Dense's reference at 1-S = 1 is 1.0 (from B), not A's 2.0.
+    assert first["ratio_to_dense_median"] == pytest.approx(1.2 / 1.0)
+    # The best seed is still within 1.05x (0.51 / 0.5): its count is only an upper bound.
+    assert first["n_reached"] == 3 and not first["n_reached_exact"]
+    # Unchanged references: every number as it was, the count exact.
+    same = cells.loc[("A", "ternary", 0.1)]
+    assert (same["attainable"], same["ratio_median"], same["ratio_min"]) == (2.0, 1.5, 1.025)
+    assert same["attainable_source"] == "exact optimum"
+    assert same["n_reached"] == 5 and same["n_reached_exact"]
+    assert cells.loc[("B", "ternary", 1.0), "ratio_median"] == pytest.approx(1.4)
+    # A's dense at 1-S = 1: reference 1.0 from B; its best seed now 2.2x: none reached.
+    dense = cells.loc[("A", "dense", 1.0)]
+    assert dense["ratio_median"] == pytest.approx(2.2)
+    assert dense["n_reached"] == 0 and dense["n_reached_exact"]
+    # No reference of its own: the loss quantiles over the other study's.
+    binary = cells.loc[("A", "binary", 1.0)]
+    assert binary["ratio_median"] == pytest.approx(0.9 / 0.6)
+    assert binary["attainable_source"] == "exact optimum (B)"
+    assert binary["n_reached"] == 0 and binary["n_reached_exact"]  # its best seed: 1.5x
+
+
+def test_a_recipe_trained_by_two_studies_is_scored_once():
+    """The same recipe in both studies is kept from the study with more seeds; the other
+    study's cells of it are set aside, so it does not get two tries at the lowest score."""
+    a = [_cell("ternary", "x", 1e-3, "s", p, 1.1, 1.0, n_seeds=8) for p in (1.0, 0.1)]
+    b = [_cell("ternary", "x", 1e-3, "s", p, 1.3, 1.0, n_seeds=10) for p in (1.0, 0.1)]
+    b += [_cell("ternary", "y", 1e-2, "s", p, 1.2, 1.0, n_seeds=10) for p in (1.0, 0.1)]
+    kept, aside = C.one_study_per_recipe(C.common_reference({"A": a, "B": b}))
+    assert set(zip(kept["study"], kept["recipe"], strict=True)) == {("B", "x"), ("B", "y")}
+    assert aside[["recipe", "study", "kept_study", "n_seeds", "kept_n_seeds"]].values.tolist() \
+        == [["x", "A", "B", 16, 20]]
+    chosen = C.choose_over_studies({"A": a, "B": b}).iloc[0]
+    assert (chosen["study"], chosen["recipe"], chosen["n_recipes"]) == ("B", "y", 2)
+
+
+def test_the_choice_over_studies_is_written_into_best_md(tmp_path):
+    """``--out A --choose-with B`` writes chosen_all.csv and a first section of best.md
+    (the rule, the studies, the table), keeps the rest of best.md, replaces its own section
+    when run again and records both files in the manifest."""
+    import hashlib
+    import json
+
+    import pandas as pd
+
+    from experiments._cli import main
+
+    a_dir, b_dir = tmp_path / "scratch", tmp_path / "fp"
+    # A knows the lower reference at 1-S = 0.1, B at 1-S = 1; B's y wins on them.
+    a = [_cell(k, "x", 1e-3, "s", p, 1.2, 1.0 if p == 1.0 else 0.9)
+         for k in ("dense", "ternary") for p in (1.0, 0.1)]
+    b = [_cell(k, "y", 1e-2, "s", p, 0.65 if p == 1.0 else 1.25, 0.5 if p == 1.0 else 1.0,
+               n_reached=1, loss_min=0.5 if p == 1.0 else 0.92)
+         for k in ("dense", "ternary") for p in (1.0, 0.1)]
+    for folder, rows in ((a_dir, a), (b_dir, b)):
+        folder.mkdir()
+        pd.DataFrame(rows).to_csv(folder / "cells.csv", index=False)
+    own = "## The recipe chosen per kind\n\nthe study's own table\n\n## The lowest loss\n\nrows\n"
+    (a_dir / "best.md").write_text(own)
+    (a_dir / "manifest.json").write_text(json.dumps({"experiment": "convergence",
+                                                     "sha256": {"cells.csv": "x"}}))
+    assert C.command(["--out", str(a_dir)]) is None  # not asked for: the shared command line
+    assert main(C.EXPERIMENT, ["--out", str(a_dir), "--choose-with", str(b_dir)]) == 0
+    chosen = pd.read_csv(a_dir / C.CHOSEN_ALL_CSV)
+    expect = C.choose_over_studies({"scratch": a, "fp": b})
+    assert list(chosen["kind"]) == ["dense", "ternary"]
+    assert list(chosen["study"]) == list(expect["study"]) == ["fp", "fp"]
+    assert list(chosen["recipe"]) == ["y", "y"]
+    np.testing.assert_allclose(chosen["score"], expect["score"], rtol=1e-6)
+    text = (a_dir / "best.md").read_text()
+    assert text.startswith(C.STUDIES_HEADING)
+    assert "`scratch`" in text and "`fp`" in text and "geometric mean" in text
+    assert "| ternary | 3,000 | fp | y | 0.01 |" in text
+    # B's best seed at 1-S = 0.1 is within 1.05x of A's lower reference too (0.92 / 0.9):
+    # its count, against B's own, is an upper bound.
+    assert "| 0/2 | <=2/16 | 16/16 |" in text
+    assert text.endswith(own)
+    assert C.command(["--out", str(a_dir), "--choose-with", str(b_dir)]) == 0
+    assert (a_dir / "best.md").read_text() == text  # replaced, not added again
+    manifest = json.loads((a_dir / "manifest.json").read_text())
+    for name in ("best.md", C.CHOSEN_ALL_CSV):
+        assert manifest["sha256"][name] == hashlib.sha256((a_dir / name).read_bytes()).hexdigest()
+    assert manifest["chosen_over_studies"]["studies"] == {"scratch": str(a_dir),
+                                                          "fp": str(b_dir)}
+    assert manifest["sha256"]["cells.csv"] == "x"
+    # A study without its tables: a usage error, nothing written.
+    (tmp_path / "empty").mkdir()
+    assert C.command(["--out", str(a_dir), "--choose-with", str(tmp_path / "empty")]) == 2
+
+
+def test_choose_with_replot_redraws_first_and_stops_on_its_failure(tmp_path, monkeypatch):
+    """With --replot the folder is redrawn (the shared command line, which rewrites best.md)
+    before the choice is written; a failed redraw's exit code ends the command, nothing
+    chosen."""
+    import pandas as pd
+
+    a_dir, b_dir = tmp_path / "a", tmp_path / "b"
+    for folder, recipe in ((a_dir, "x"), (b_dir, "y")):
+        folder.mkdir()
+        pd.DataFrame([_cell("ternary", recipe, 1e-3, "s", 1.0, 1.2, 1.0)]).to_csv(
+            folder / "cells.csv", index=False)
+    calls = []
+
+    def redraw(exp, argv):
+        calls.append(argv)
+        assert not (a_dir / C.CHOSEN_ALL_CSV).exists()
+        return code
+
+    monkeypatch.setattr(C, "main", redraw)
+    code = 2
+    argv = ["--out", str(a_dir), "--replot", "--choose-with", str(b_dir)]
+    assert C.command(argv) == 2 and not (a_dir / C.CHOSEN_ALL_CSV).exists()
+    code = 0
+    assert C.command(argv) == 0 and (a_dir / C.CHOSEN_ALL_CSV).is_file()
+    assert calls == [["--out", str(a_dir), "--replot"]] * 2
