@@ -278,11 +278,12 @@ def _describe(cfg) -> str:
 
 #: Named recipes for ``--recipe``: the paper's (its notebook: AdamW, lr 1e-3, weight decay
 #: 0.01, constant), the one every committed training result in results/ was trained with
-#: (the convergence study's choice from scratch: results/convergence/best.md), and full
+#: (the convergence study's choice from scratch: results/convergence/chosen.csv), and full
 #: precision first (per-tensor ternary's choice in the two-phase study,
-#: results/convergence_fp/chosen.csv: dense for the first half of the budget, rotated onto
-#: the lattice and snapped, then quantized, each half on the cosine schedule with an
-#: annealed last tenth). Single recipe flags override.
+#: results/convergence_fp/chosen.csv, and over both studies: results/convergence/best.md;
+#: dense for the first half of the budget, rotated onto the lattice and snapped, then
+#: quantized, each half on the cosine schedule with an annealed last tenth). Single recipe
+#: flags override.
 RECIPES: dict[str, dict[str, Any]] = {
     "paper": {"schedule": "constant", "anneal_fraction": 0.0, "lr": (1e-3,),
               "weight_decay": (0.01,), "init_scale": 1.0, "fp_fraction": 0.0},

@@ -22,6 +22,8 @@ run experiments.computation --preset quick --out results/computation
 # (from scratch, full precision first, + learned rotation, relaxation): about 1 h shared.
 run experiments.convergence --preset full --out results/convergence
 run experiments.convergence --preset fp --out results/convergence_fp
+# The recipe per kind over both studies (the first section of results/convergence/best.md).
+python -m experiments.convergence --out results/convergence --choose-with results/convergence_fp
 python -m experiments.findings
 # On a GPU: python -m experiments.benchmark --reference --out results/benchmark/h200
 #           python -m experiments.benchmark --scaling --scaling-out results/benchmark/h200
