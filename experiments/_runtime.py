@@ -46,8 +46,12 @@ def configure_runtime() -> None:
         pass
 
 
-def start_tool() -> int | None:
+def start_tool(stopped: str | None = None) -> int | None:
     """Set the runtime up (:func:`configure_runtime`); a bad setting is one line on stderr.
+
+    Args:
+      stopped: what a signal leaves behind, said after "interrupted by signal N" (default:
+        every written file is whole, the others were not written).
 
     Returns:
       None when the tool may go on; 2 (the exit code) after printing a bad
@@ -62,9 +66,9 @@ def start_tool() -> int | None:
         # A command line of a tool that trains nothing (findings, representable, the
         # benchmark, explore): from here a signal stops it with a line that says what is
         # left, not the start-up's "nothing was written".
-        _exit_on_signals(": stopped before it finished: each file it wrote is whole (written "
-                         "under a temporary name, then renamed), the others were not "
-                         "written", start_up=False)
+        _exit_on_signals(stopped or ": stopped before it finished: each file it wrote is "
+                         "whole (written under a temporary name, then renamed), the others "
+                         "were not written", start_up=False)
     return None
 
 

@@ -13,7 +13,14 @@ twin, all compared on one stratified estimator with standard errors, bitjax.anal
 
 Command:
   python -m experiments.representable [--out runs/representable] [--results results] [--quick]
-      [--runs RUN ...] [--no-best-known] [--no-phase-intro]
+      [--runs RUN ...] [--no-best-known] [--no-phase-intro] [--resume | --overwrite]
+
+Each run's results are recorded in --out/progress/ as soon as the run is done, so a call
+stopped by a signal, a time limit or a crash keeps them: the same command with ``--resume``
+computes only the runs not yet done (a kept run whose settings or source run changed is
+computed again; manifest.json says which commit computed each run, ``computed_at``), and
+``--overwrite`` starts again; the same command with neither is refused (exit 2). A finished
+call removes progress/.
 
 Outputs (in --out): (a) attainable_<experiment>.csv per experiment (one row per dense
 instance: alignable, attainable ternary loss, exact ternary optimum where n <= 6, trained
@@ -43,7 +50,14 @@ intro 112 s, correlated/sets20 379 s (of which the best-known 273 s, mostly the 
 100 instances with n = 20, m = 10), correlated/anti20 155 s, sparsity/relu 125 s,
 sparsity/linear 562 s; the larger runs (sparsity zoom: 480 instances with n = 20, polished;
 the 9,000-instance phase runs; uniform and notebook, n = 100-200, not polished) were not
-measured to the end.
+measured to the end. A later full call (commit a17ebfc, the CPU shared with test runs, the
+process paused twice for about 18 minutes, which its clock counts): phase and intro exact
+sections 30 s, intro 113 s, sparsity/relu 379 s (best-known 271 s), sparsity/linear
+2,706 s, of which the polish 2,663 s: the discrete polish, screening every move of 70
+instances at n = 20, m = 5, is nearly all of the best-known cost, so the zoom run (480 such
+instances) alone would take hours on this CPU; stopped there. A profile of 8 of those
+instances (195 s): the polish 185 s, almost all of it the move screening's compiled
+program (the refits 26 s).
 
 Paper figures: "Superposition as a Phase Change" (the n=2, m=1 and n=3, m=2 phase diagrams)
 and the introduction's five features in two dimensions (Elhage et al. 2022,
@@ -85,7 +99,61 @@ def _parse(argv):
                          "<out>/best_known_<KIND>/<experiment>")
     ap.add_argument("--no-phase-intro", dest="phase_intro", action="store_false",
                     help="skip the exact phase diagrams and the intro enumeration section")
+    again = ap.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help=f"keep the runs an earlier, unfinished call into --out finished "
+                            f"(recorded in --out/{PROGRESS_DIR}/) where their settings and "
+                            f"source run are the same; compute the rest")
+    again.add_argument("--overwrite", action="store_true",
+                       help="discard the finished runs of an earlier, unfinished call into "
+                            "--out and start again")
     return ap.parse_args(argv)
+
+
+#: The folder (in --out) of the runs an unfinished call finished: one file per run, removed
+#: when the call finishes (then the tables, run folders and manifest.json hold everything).
+PROGRESS_DIR = "progress"
+
+
+def _source_key(run_dir: Path) -> str:
+    """What identifies a committed run for a kept result: its sweep.json (config) and its
+    checkpoint steps, hashed (a retrained or extended run is another source)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted(run_dir.rglob("sweep.json")):
+        h.update(str(f.relative_to(run_dir)).encode())
+        h.update(f.read_bytes())
+    steps = sorted(str(q.relative_to(run_dir)) for q in run_dir.rglob("checkpoints/*")
+                   if q.name.isdigit())
+    h.update("\n".join(steps).encode())
+    return h.hexdigest()
+
+
+def _save_progress(out: Path, name: str, record: dict) -> None:
+    """One finished run's results (its table, the best-known solutions the figures need,
+    its runtime, the settings, the source run and the commit that computed it), written
+    atomically: a call stopped at any moment leaves whole records only."""
+    import pickle
+
+    from bitjax.store import files as store_files
+
+    with store_files.atomic_path(out / PROGRESS_DIR / f"{name}.pkl") as tmp:
+        tmp.write_bytes(pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def _load_progress(out: Path, name: str, settings: dict, source: str) -> dict | None:
+    """The record of ``name`` an earlier call finished, if it was computed with the same
+    settings from the same source run (else None: computed again)."""
+    import pickle
+
+    f = out / PROGRESS_DIR / f"{name}.pkl"
+    if not f.is_file():
+        return None
+    record = pickle.loads(f.read_bytes())
+    if record.get("settings") != settings or record.get("source") != source:
+        return None
+    return record
 
 
 def _settings(quick: bool, best_known: bool = True) -> dict:
@@ -781,11 +849,17 @@ def _summary(tables) -> dict:
     return out
 
 
+#: What a signal leaves (the line the process ends with).
+STOPPED = (": stopped before it finished: each file it wrote is whole; the runs it finished "
+           f"are kept in {PROGRESS_DIR}/ (the same command with --resume computes only the "
+           "rest)")
+
+
 def main(argv=None) -> int:
     from experiments._runtime import start_tool
 
-    if (code := start_tool()) is not None:  # one CPU device per core, as the experiments
-        return code
+    if (code := start_tool(stopped=STOPPED)) is not None:  # one CPU device per core, as
+        return code                                          # the experiments
     args = _parse(sys.argv[1:] if argv is None else argv)
     from bitjax.store import files as store_files
 
@@ -801,10 +875,23 @@ def main(argv=None) -> int:
               f"{', '.join(RUNS)} with a checkpoints/ folder)", file=sys.stderr)
         return 2
     missing = [r for r in wanted if r not in runs]
+    progress = out / PROGRESS_DIR
+    if progress.is_dir() and any(progress.glob("*.pkl")) and not (args.resume
+                                                                  or args.overwrite):
+        kept = sorted(f.stem for f in progress.glob("*.pkl"))
+        print(f"error: {out} holds the runs an earlier call finished before it stopped "
+              f"({', '.join(kept)}): --resume keeps them and computes the rest, --overwrite "
+              f"starts again", file=sys.stderr)
+        return 2
+    if args.overwrite and progress.is_dir():
+        import shutil
+
+        shutil.rmtree(progress)
     out.mkdir(parents=True, exist_ok=True)
     s = _settings(args.quick, args.best_known)
     s["lattices"] = list(args.lattices)
     t_all = time.perf_counter()
+    commit = store_files.git_commit()
 
     def log(msg):
         print(msg, flush=True)
@@ -826,18 +913,31 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         intro_rows = _intro_section(results, out, s, intro_sweep, log)
         timings["intro_exact"] = time.perf_counter() - t0
+    computed_at = {}  # run -> the commit that computed it (an earlier call's, if kept)
     for r in runs:
         name = r.replace("/", "_")
-        t0 = time.perf_counter()
-        table, sweep, extra = _experiment_table(name, results / r, s, log, out)
-        timings[f"table_{name}"] = time.perf_counter() - t0
+        source = _source_key(results / r)
+        kept = _load_progress(out, name, s, source) if args.resume else None
+        if kept is not None:
+            table, extra, seconds = kept["table"], kept["extra"], kept["seconds"]
+            log(f"  {name}: kept from the earlier call (computed at commit "
+                f"{kept['git'].get('commit', '?')[:10]} in {seconds:.0f} s)")
+        else:
+            t0 = time.perf_counter()
+            table, sweep, extra = _experiment_table(name, results / r, s, log, out)
+            del sweep
+            seconds = time.perf_counter() - t0
+            if table is not None:
+                store_files.write_frames(out / f"attainable_{name}.csv", [table])
+            kept = {"settings": s, "source": source, "git": commit, "table": table,
+                    "extra": extra, "seconds": seconds}
+            _save_progress(out, name, kept)
+        computed_at[name] = kept["git"]
+        timings[f"table_{name}"] = seconds
         tables[name] = table
-        if table is not None:
-            store_files.write_frames(out / f"attainable_{name}.csv", [table])
         if extra is not None:
             bests[name] = extra
             timings[f"best_known_{name}"] = extra["seconds"]
-        del sweep
     _ratio_figure(tables, out)
     if bests:
         _best_over_dense_figure(bests, out)
@@ -852,7 +952,9 @@ def main(argv=None) -> int:
         "experiment": "representable",
         "command": "python -m experiments.representable " + " ".join(
             sys.argv[1:] if argv is None else argv),
-        "git": store_files.git_commit(),
+        "git": commit,
+        # Where --resume kept runs an earlier call computed, the commit of each.
+        "computed_at": computed_at,
         "environment": store_files.environment(),
         "settings": {**s, "quick": args.quick, "runs": runs, "missing_runs": missing,
                      "alignability": {"threshold": metrics.DEFAULT_THRESHOLD,
@@ -864,6 +966,10 @@ def main(argv=None) -> int:
         "summary": {"tables": _summary(tables), "phase": phase_summary,
                     "intro_configurations": [r["configuration"] for r in intro_rows]},
     })
+    # Everything is in the tables, run folders and manifest now: the records go.
+    import shutil
+
+    shutil.rmtree(progress, ignore_errors=True)
     log(f"done in {timings['total']:.0f} s")
     return 0
 

@@ -31,3 +31,85 @@ def test_trained_cells_find_their_exact_cell_by_position():
         assert row.ratio_trained_to_exact == pytest.approx(row.trained_best_loss
                                                            / ex.loss[i, j])
     assert at_d.tolist() == [0, 1, 0, 1] * 2 and at_c.tolist() == [1, 0, 0, 1] * 2
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    """A results folder with two tiny trained runs (the same one under two run names)."""
+    import shutil
+
+    from bitjax import SweepConfig, run_sweep
+
+    results = tmp_path_factory.mktemp("results")
+    cfg = SweepConfig(n_features=4, n_hidden=2, kind=("dense", "ternary"), seed=(0, 1),
+                      feature_probability=(1.0, 0.3), steps=100, batch_size=64,
+                      chunk_size=50, history_every=25)
+    with pytest.warns(UserWarning, match="too few steps"):
+        run_sweep(cfg, results / "intro")
+    shutil.copytree(results / "intro", results / "correlated" / "corr_pairs")
+    return results
+
+
+class _Stop(Exception):
+    """Stands for a signal that ends the call after its first run."""
+
+
+@pytest.mark.integration
+def test_resume_keeps_the_finished_runs_and_ends_as_a_straight_call(two_runs, tmp_path,
+                                                                     monkeypatch, capsys):
+    args = ["--results", str(two_runs), "--quick", "--no-phase-intro",
+            "--runs", "intro", "correlated/corr_pairs"]
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    assert representable.main([*args, "--out", str(straight)]) == 0
+    assert not (straight / representable.PROGRESS_DIR).exists()
+
+    real = representable._experiment_table
+    calls = []
+
+    def stop_at_second(name, *a, **k):
+        calls.append(name)
+        if len(calls) == 2:
+            raise _Stop
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(representable, "_experiment_table", stop_at_second)
+    with pytest.raises(_Stop):
+        representable.main([*args, "--out", str(stopped)])
+    assert [f.name for f in (stopped / representable.PROGRESS_DIR).iterdir()] == ["intro.pkl"]
+    # The same command again is refused: nothing the earlier call finished is dropped.
+    capsys.readouterr()
+    assert representable.main([*args, "--out", str(stopped)]) == 2
+    err = capsys.readouterr().err
+    assert "(intro)" in err and "--resume" in err and "--overwrite" in err
+    monkeypatch.setattr(representable, "_experiment_table",
+                        lambda name, *a, **k: calls.append(name) or real(name, *a, **k))
+    calls.clear()
+    assert representable.main([*args, "--out", str(stopped), "--resume"]) == 0
+    assert calls == ["correlated_corr_pairs"]  # intro kept, not computed again
+    assert "intro: kept from the earlier call" in capsys.readouterr().out
+    for name in ("attainable_intro.csv", "attainable_correlated_corr_pairs.csv"):
+        assert (stopped / name).read_bytes() == (straight / name).read_bytes(), name
+    assert not (stopped / representable.PROGRESS_DIR).exists()
+    import json
+
+    manifest = json.loads((stopped / "manifest.json").read_text())
+    assert set(manifest["computed_at"]) == {"intro", "correlated_corr_pairs"}
+
+
+def test_a_kept_run_with_other_settings_is_computed_again(two_runs, tmp_path):
+    out = tmp_path / "out"
+    record = {"settings": {"quick": "other"}, "source": "x", "git": {}, "table": None,
+              "extra": None, "seconds": 0.0}
+    representable._save_progress(out, "intro", record)
+    source = representable._source_key(two_runs / "intro")
+    assert representable._load_progress(out, "intro", {"quick": "other"}, "x") == record
+    assert representable._load_progress(out, "intro", {"quick": "other"}, source) is None
+    assert representable._load_progress(out, "intro", representable._settings(True),
+                                        "x") is None
+    # the source key changes when the run is trained further (another checkpoint step)
+    extra = two_runs / "intro" / "checkpoints" / "999999"
+    extra.mkdir()
+    try:
+        assert representable._source_key(two_runs / "intro") != source
+    finally:
+        extra.rmdir()
