@@ -105,7 +105,7 @@ def test_every_tool_sets_the_runtime_up_first(module, monkeypatch):
     from experiments import _runtime
 
     tool = importlib.import_module(f"experiments.{module}")
-    monkeypatch.setattr(_runtime, "start_tool", lambda: 7)  # stands for "set up, then stop"
+    monkeypatch.setattr(_runtime, "start_tool", lambda **_: 7)  # "set up, then stop"
     assert tool.main(["--help"]) == 7  # before its own arguments are even parsed
 
 
