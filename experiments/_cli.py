@@ -1017,7 +1017,6 @@ def replot(exp: Experiment, out: Path, console: Console | None = None) -> dict[s
     """Redraw the tables and figures of the finished run in ``out`` from its checkpoints."""
     from bitjax.store import files as store_files
     from bitjax.store import layout
-    from bitjax.store.layout import MANIFEST_FILE
 
     console = console or Console()
     saved = layout.read_experiment(out, strict=True)
@@ -1029,27 +1028,18 @@ def replot(exp: Experiment, out: Path, console: Console | None = None) -> dict[s
     parts = {name: load_part(name, d) for name, d in dirs.items()}
     _refuse_all_diverged(parts, out)
     try:
-        from bitjax.store.layout import Provenance
+        from bitjax.store.layout import Provenance, add_manifest_record
 
         files: list[Path] = []
         _analyse(exp, parts, out, Provenance.from_folder(out), files)
-        manifest_path = out / MANIFEST_FILE
         # The weights still come from the training commit; say which code drew the files.
         # A run whose analysis failed before its manifest was written gets one here, which
         # says that the training record is missing rather than leaving the folder without.
-        manifest = (store_files.json.loads(manifest_path.read_text())
-                    if manifest_path.exists() else
-                    {"experiment": exp.name, "preset": saved.get("preset"), "git": None,
-                     "training_record": "missing: the run's analysis failed before its "
-                                        "manifest was written",
-                     "environment": store_files.environment()})
-        manifest["replotted"] = {"git": store_files.git_commit(),
-                                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                 "files": sorted(str(Path(f).relative_to(out))
-                                                 for f in files)}
-        manifest["sha256"] = {**manifest.get("sha256", {}), **store_files.checksums(
-            [f for f in files if Path(f).is_file()], out)}
-        store_files.write_json(manifest_path, manifest)
+        add_manifest_record(out, "replotted", {}, files, missing={
+            "experiment": exp.name, "preset": saved.get("preset"), "git": None,
+            "training_record": "missing: the run's analysis failed before its manifest was "
+                               "written",
+            "environment": store_files.environment()})
     except PermissionError as e:
         raise UsageError(f"--replot: cannot write in {out}: {e.strerror or e} "
                          f"({e.filename})") from None

@@ -825,8 +825,16 @@ def choose_over_studies(tables: Mapping[str, object]):
       from) before the recipe columns and ``seeds_reached_exact`` (False: the count of
       seeds reached is an upper bound, see :func:`common_reference`).
     """
-    kept, _ = one_study_per_recipe(common_reference(tables))
-    return _choose(kept, ["study", *RECIPE])
+    return _over_studies(tables)[2]
+
+
+def _over_studies(tables: Mapping[str, object]):
+    """:func:`choose_over_studies` with what it was chosen from: ``(cells, set_aside,
+    chosen)`` (:func:`common_reference`'s table, :func:`one_study_per_recipe`'s set-aside
+    recipes, the chosen table)."""
+    cells = common_reference(tables)
+    kept, aside = one_study_per_recipe(cells)
+    return cells, aside, _choose(kept, ["study", *RECIPE])
 
 
 def _studies_markdown(chosen, cells, aside, studies: Mapping[str, dict]) -> str:
@@ -932,9 +940,7 @@ def write_choice_over_studies(out: str | Path, others: list[str | Path]) -> list
     studies = {label: {"path": str(f), "preset": (layout.read_experiment(f) or {}).get("preset"),
                        "cells": len(tables[label])}
                for label, f in zip(labels, folders, strict=True)}
-    cells = common_reference(tables)
-    kept, aside = one_study_per_recipe(cells)
-    chosen = _choose(kept, ["study", *RECIPE])
+    cells, aside, chosen = _over_studies(tables)
     section = _studies_markdown(chosen, cells, aside, studies)
     written = [out / CHOSEN_ALL_CSV, out / "best.md"]
     with lock_folder(out):
@@ -942,22 +948,12 @@ def write_choice_over_studies(out: str | Path, others: list[str | Path]) -> list
         best_md = out / "best.md"
         store_files.write_text(best_md, _with_section(
             best_md.read_text() if best_md.is_file() else "", section))
-        manifest_path = out / layout.MANIFEST_FILE
-        manifest = layout.read_json(manifest_path)
+        manifest = layout.add_manifest_record(out, "chosen_over_studies", {
+            "studies": {label: s["path"] for label, s in studies.items()},
+            "cells_sha256": {label: store_files.checksums([f / "cells.csv"], f)["cells.csv"]
+                             for label, f in zip(labels, folders, strict=True)}}, written)
         if manifest is not None:
-            import time
-
-            manifest["chosen_over_studies"] = {
-                "git": store_files.git_commit(),
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "studies": {label: s["path"] for label, s in studies.items()},
-                "cells_sha256": {label: store_files.checksums([f / "cells.csv"], f)[
-                    "cells.csv"] for label, f in zip(labels, folders, strict=True)},
-                "files": [f.name for f in written]}
-            manifest["sha256"] = {**manifest.get("sha256", {}),
-                                  **store_files.checksums(written, out)}
-            store_files.write_json(manifest_path, manifest)
-            written.append(manifest_path)
+            written.append(manifest)
     return written
 
 
@@ -997,10 +993,7 @@ def command(argv: list[str] | None = None) -> int | None:
         return code
     try:
         written = write_choice_over_studies(args.out, args.choose_with)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except FolderBusy as e:  # another process redraws or trains in --out
+    except (ValueError, FolderBusy) as e:  # FolderBusy: another process works in --out
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:

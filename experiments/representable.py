@@ -856,6 +856,8 @@ STOPPED = (": stopped before it finished: each file it wrote is whole; the runs 
 
 
 def main(argv=None) -> int:
+    import shutil
+
     from experiments._runtime import start_tool
 
     if (code := start_tool(stopped=STOPPED)) is not None:  # one CPU device per core, as
@@ -876,17 +878,14 @@ def main(argv=None) -> int:
         return 2
     missing = [r for r in wanted if r not in runs]
     progress = out / PROGRESS_DIR
-    if progress.is_dir() and any(progress.glob("*.pkl")) and not (args.resume
-                                                                  or args.overwrite):
-        kept = sorted(f.stem for f in progress.glob("*.pkl"))
+    kept = sorted(f.stem for f in progress.glob("*.pkl"))  # none where there is no folder
+    if kept and not (args.resume or args.overwrite):
         print(f"error: {out} holds the runs an earlier call finished before it stopped "
               f"({', '.join(kept)}): --resume keeps them and computes the rest, --overwrite "
               f"starts again", file=sys.stderr)
         return 2
-    if args.overwrite and progress.is_dir():
-        import shutil
-
-        shutil.rmtree(progress)
+    if args.overwrite:
+        shutil.rmtree(progress, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     s = _settings(args.quick, args.best_known)
     s["lattices"] = list(args.lattices)
@@ -967,8 +966,6 @@ def main(argv=None) -> int:
                     "intro_configurations": [r["configuration"] for r in intro_rows]},
     })
     # Everything is in the tables, run folders and manifest now: the records go.
-    import shutil
-
     shutil.rmtree(progress, ignore_errors=True)
     log(f"done in {timings['total']:.0f} s")
     return 0

@@ -101,6 +101,42 @@ def write_manifest(folder: str | Path, record: Mapping[str, Any],
     })
 
 
+def add_manifest_record(folder: str | Path, key: str, record: Mapping[str, Any],
+                        written: Iterable[str | Path],
+                        missing: Mapping[str, Any] | None = None) -> Path | None:
+    """Add to ``manifest.json`` what a later step (a redraw, a choice) wrote with which code.
+
+    ``manifest[key]`` becomes ``{"git": the commit now, "created": the time, **record,
+    "files": the written files relative to ``folder``}``, and the written files' checksums
+    join ``manifest["sha256"]``. Where the folder has no manifest, ``missing`` is the one to
+    start from; without it nothing is written.
+
+    Returns:
+      The manifest's path, or None when nothing was written.
+
+    Raises:
+      ValueError: the manifest is there but is not JSON (it is not replaced).
+    """
+    import time
+
+    folder = Path(folder)
+    written = list(written)
+    path = folder / MANIFEST_FILE
+    if path.exists():
+        manifest = json.loads(path.read_text())
+    elif missing is None:
+        return None
+    else:
+        manifest = dict(missing)
+    manifest[key] = {"git": files.git_commit(),
+                     "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **record,
+                     "files": sorted(str(Path(f).relative_to(folder)) for f in written)}
+    manifest["sha256"] = {**manifest.get("sha256", {}), **files.checksums(
+        [f for f in written if Path(f).is_file()], folder)}
+    files.write_json(path, manifest)
+    return path
+
+
 def is_run(path: str | Path) -> bool:
     """Whether ``path`` is a run folder (it holds ``checkpoints/``)."""
     return (Path(path) / CHECKPOINT_DIR).is_dir()
