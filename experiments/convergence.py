@@ -8,9 +8,12 @@ m=5, I_i = 0.7^i, 1-S = 1, 0.3, 0.1, 0.01) and intro (n=5, m=2, I_i = 0.9^i, 1-S
 time, 8 seeds each. Every instance is scored by its loss on one fixed sample per density
 (:func:`bitjax.analysis.representable.make_sample`: no evaluation noise) divided by the lowest loss
 known to be attainable by its kind on that sample: the exact optimum by enumeration where
-the model is small (intro: per-tensor ternary and binary), the dense solutions rotated onto
-the axes and rounded (:func:`bitjax.analysis.representable.attainable_loss`), and the best trained
-instance of any kind sharing the lattice (see :func:`attainable_references`).
+the model is small (intro: per-tensor ternary and binary), elsewhere the best-known
+per-tensor ternary solutions of the dense instances
+(:func:`bitjax.analysis.best_ternary.best_known`: snapped, searched and polished) and the
+dense solutions rotated onto the axes and rounded
+(:func:`bitjax.analysis.representable.attainable_loss`), and the best trained instance of any kind
+sharing the lattice (see :func:`attainable_references`).
 
 Recipes (schedules):
   constant         constant learning rate (the paper's and the other experiments' default);
@@ -43,9 +46,8 @@ quantization halfway (relax_cosine_anneal), at 3,000 steps, 10 seeds, every kind
 quick and tiny presets keep their four recipes); preset ``fp_uniform``: the first two routes
 on the uniform
 plateau (n=200, m=20, I = 1, 1-S = 0.5, 0.35, 0.25; dense and ternary, lr 3e-3). Both
-routes share the budget (the dense phase counts). On the uniform plateau the attainable
-reference is the rounded dense solution of bitjax.analysis.representable (absmean rounding, a loose
-bound there) until the best-known ternary solutions (bitjax.analysis.best_ternary) replace it.
+routes share the budget (the dense phase counts). On the uniform plateau, as at n=20, the
+ternary reference includes the best-known ternary solutions of the dense instances.
 
 Command:  python -m experiments.convergence --preset full   (the study; CPU about 1 h)
           python -m experiments.convergence --preset fp     (the two-phase study)
@@ -292,11 +294,21 @@ def same_sample_losses(sweep: LoadedSweep, chunk: int = 64) -> np.ndarray:
         smp = rep.make_sample(cfg.structure, np.full((1, n), p), **_sample_kw(n))
         x = smp.x if smp.x.ndim == 2 else smp.x[0]
         idx = np.flatnonzero((probs == p) & ok)
-        for lo in range(0, len(idx), chunk):
-            j = idx[lo:lo + chunk]
-            out[j] = rep.sample_loss(sweep.W_eff[j], sweep.b[j], x, smp.w[0],
-                                     np.broadcast_to(imp, (len(j), n)),
-                                     activation=cfg.activation)
+        out[idx] = _chunked_loss(sweep.W_eff[idx], sweep.b[idx], x, smp.w[0], imp,
+                                 cfg.activation, chunk)
+    return out
+
+
+def _chunked_loss(W, b, x, w, imp, activation: str, chunk: int = 64) -> np.ndarray:
+    """:func:`bitjax.analysis.representable.sample_loss` of ``W [I, m, n]``, ``b [I, n]``
+    (importance ``imp [n]``) on one sample, ``chunk`` instances at a time."""
+    from bitjax.analysis import representable as rep
+
+    out = np.empty(len(W))
+    for lo in range(0, len(W), chunk):
+        j = slice(lo, lo + chunk)
+        out[j] = rep.sample_loss(W[j], b[j], x, w, np.broadcast_to(imp, (len(W[j]), len(imp))),
+                                 activation=activation)
     return out
 
 
@@ -309,7 +321,8 @@ def attainable_references(parts: Mapping[str, LoadedSweep], infos: Mapping[str, 
     in any part; for ``ternary`` (per-tensor) the exact optimum by enumeration where the
     model is small enough (:func:`bitjax.analysis.representable.exact_optimum`), else the best
     rotated-and-rounded dense solution (:func:`bitjax.analysis.representable.attainable_loss`, over
-    the dense instances of the longest-budget parts); for ``binary`` its exact optimum where
+    the dense instances of the longest-budget parts) and the best-known ternary solution of
+    those instances (:func:`_best_known_losses`); for ``binary`` its exact optimum where
     small enough; ``ternary_per_feature`` also takes every per-tensor candidate and the
     per-feature rounding of the dense solutions; ``dense`` takes every candidate (any
     quantized weight is a dense weight).
@@ -360,6 +373,8 @@ def attainable_references(parts: Mapping[str, LoadedSweep], infos: Mapping[str, 
                         "rounded dense solution")
                     add((info["setting"], float(p)), "ternary_per_feature",
                         np.nanmin(att.ternary_per_feature), "rounded dense solution")
+    for (setting, p), value in _best_known_losses(parts, infos, longest).items():
+        add((setting, p), "ternary", value, "best-known ternary solution")
     for setting, name in first_of_setting.items():
         sweep = parts[name]
         cfg = sweep.config
@@ -380,6 +395,50 @@ def attainable_references(parts: Mapping[str, LoadedSweep], infos: Mapping[str, 
         for value, source in list(fam.values()):
             add(key, "dense", value, source)
     return cands
+
+
+def _best_known_losses(parts: Mapping[str, LoadedSweep], infos: Mapping[str, dict],
+                       longest: Mapping[str, int]) -> dict:
+    """Per (setting, 1-S) where enumeration does not reach (n > :data:`EXACT_MAX_N`): the
+    lowest loss, on the study's own sample (:func:`same_sample_losses`), of the best-known
+    per-tensor ternary solutions (:func:`bitjax.analysis.best_ternary.best_known`: the
+    dense solutions snapped, searched and polished) of the live dense instances of the
+    setting's longest-budget parts. Dense instances trained identically in several parts
+    (the routes of one study share their dense training) are solved once.
+
+    Returns:
+      ``{(setting, p): loss}``.
+    """
+    from bitjax.analysis import best_ternary as bt
+    from bitjax.analysis import representable as rep
+
+    pools: dict = {}  # (setting, p) -> {bytes of W: (W, b, sweep)}
+    for name, sweep in parts.items():
+        info = infos[name]
+        cfg = sweep.config
+        if info["budget"] != longest[info["setting"]] or cfg.n_features <= EXACT_MAX_N:
+            continue
+        kinds = np.asarray(sweep.coords["kind"])
+        probs = np.asarray(sweep.coords["feature_probability"], float)
+        ok = (~sweep.diverged & np.isfinite(sweep.W_eff).all(axis=(1, 2))
+              & np.isfinite(sweep.b).all(axis=1))
+        for i in np.flatnonzero(ok & (kinds == "dense")):
+            pool = pools.setdefault((info["setting"], float(probs[i])), {})
+            pool.setdefault(sweep.W_eff[i].tobytes(), (sweep.W_eff[i], sweep.b[i], sweep))
+    out = {}
+    for (setting, p), pool in pools.items():
+        W, b, sweeps = zip(*pool.values(), strict=True)
+        sweep = sweeps[0]
+        cfg, n = sweep.config, sweep.config.n_features
+        imp = _importance(sweep)
+        best = bt.best_known(np.stack(W), np.stack(b), np.full((len(W), n), p),
+                             np.broadcast_to(imp, (len(W), n)), cfg.structure,
+                             activation=cfg.activation)
+        smp = rep.make_sample(cfg.structure, np.full((1, n), p), **_sample_kw(n))
+        x = smp.x if smp.x.ndim == 2 else smp.x[0]
+        loss = _chunked_loss(best.W, best.bias, x, smp.w[0], imp, cfg.activation)
+        out[(setting, p)] = float(np.nanmin(loss))
+    return out
 
 
 # ----------------------------------------------------------------------------------------

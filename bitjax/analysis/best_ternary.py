@@ -688,6 +688,11 @@ class BestKnown(NamedTuple):
     best_dense_loss: np.ndarray
     kind: str = "ternary"
 
+    @property
+    def W(self) -> np.ndarray:
+        """The effective weights ``[I, m, n]`` of the solutions (scale times pattern)."""
+        return _weights(self.T, self.gamma)
+
 
 def _enumerated(structure, m, p, imp, activation, n_per_mask, alphabet=(-1, 0, 1)):
     up, p_inv = np.unique(p, axis=0, return_inverse=True)

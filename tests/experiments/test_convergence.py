@@ -97,6 +97,15 @@ def test_tiny_study_end_to_end(tmp_path, monkeypatch):
     for setting in ("intro", "sparsity"):
         monkeypatch.setitem(C.SETTINGS, setting, {**C.SETTINGS[setting],
                                                   "feature_probability": (1.0, 0.1)})
+    # The best-known ternary solutions (n=20: no enumeration) join the references.
+    found = {}
+    best_known_losses = C._best_known_losses
+
+    def record(*args):
+        found.update(best_known_losses(*args))
+        return found
+
+    monkeypatch.setattr(C, "_best_known_losses", record)
     out = tmp_path / "study"
     assert main(C.EXPERIMENT, ["--preset", "tiny_full", "--out", str(out), "--n-seeds", "1",
                                "--no-progress"]) == 0
@@ -115,6 +124,14 @@ def test_tiny_study_end_to_end(tmp_path, monkeypatch):
     # Every cell's best seed is at or above its kind's attainable loss.
     ratio_min = np.array([float(r["ratio_min"]) for r in cells if r["ratio_min"]])
     assert np.all(ratio_min[np.isfinite(ratio_min)] >= 1 - 1e-6)
+    # Sparsity (n=20): the ternary reference is at most its best-known solutions' loss on
+    # the study's sample; intro (n=5) is enumerated instead.
+    assert {k[0] for k in found} == {"sparsity"} and len(found) == 2
+    for (_, p), value in found.items():
+        assert np.isfinite(value) and value > 0
+        (ref,) = {float(r["attainable"]) for r in cells if r["setting"] == "sparsity"
+                  and r["kind"] == "ternary" and float(r["feature_probability"]) == p}
+        assert ref <= value * (1 + 1e-6)
     # Intro: the per-tensor ternary reference is at most the exact optimum on that sample.
     st = data.FeatureStructure(5)
     imp = importance_vector(0.9, 5)
