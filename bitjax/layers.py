@@ -76,7 +76,7 @@ class Kind:
     lattice: str = ""
 
 
-#: The variants a sweep's ``kind`` axis may name (see shared/specs/bitlinear.md, section 3).
+#: The variants a sweep's ``kind`` axis may name (README.md, "Quantizers: the `kind` axis").
 KINDS: dict[str, Kind] = {
     k.name: k
     for k in (

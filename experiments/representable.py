@@ -61,8 +61,7 @@ program (the refits 26 s).
 
 Paper figures: "Superposition as a Phase Change" (the n=2, m=1 and n=3, m=2 phase diagrams)
 and the introduction's five features in two dimensions (Elhage et al. 2022,
-https://transformer-circuits.pub/2022/toy_model), with the quantized lattice of
-shared/specs/ternary.md.
+https://transformer-circuits.pub/2022/toy_model), drawn for the quantized lattices.
 """
 
 from __future__ import annotations

@@ -277,3 +277,16 @@ def test_wheel_installs_and_runs_outside_the_repository(tmp_path):
     assert "--resume" in again.stderr
     unknown = run(str(bitjax_cmd), "uniformm")
     assert unknown.returncode == 2 and unknown.stderr.count("\n") == 1, unknown.stderr
+
+
+def test_shipped_text_refers_to_nothing_outside_the_repository():
+    """The package, the experiments, the docs and the README are read by people who have
+    only the repository: no path into a sibling folder (``../shared``, ``shared/specs``)."""
+    root = Path(__file__).resolve().parents[1]
+    files = [root / "README.md", *root.glob("bitjax/**/*.py"), *root.glob("experiments/*.py"),
+             *(f for f in root.glob("docs/**/*") if f.suffix in (".md", ".rst", ".py")
+               and "_build" not in f.parts)]
+    hits = [f"{f.relative_to(root)}:{i}" for f in files
+            for i, line in enumerate(f.read_text().splitlines(), 1)
+            if "../shared" in line or "shared/specs" in line or "shared/design" in line]
+    assert not hits, hits

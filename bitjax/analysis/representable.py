@@ -3,7 +3,7 @@
 The tied toy model's output is ``ReLU(x W^T W + b)``: the loss depends on ``W`` only through
 the Gram matrix ``G = W^T W``, so ``W`` and ``R W`` (``R`` orthogonal) are the same solution.
 A quantized model reaches a dense solution's loss whenever some rotation of it lies on the
-quantizer's lattice (see shared/specs/ternary.md). This module answers two questions:
+quantizer's lattice. This module answers two questions:
 
 1. **Per instance** (any size): is a dense solution *axis-alignable* (its represented columns
    form at most ``m`` mutually orthogonal directions, antipodal or parallel members allowed),
