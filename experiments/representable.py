@@ -38,26 +38,19 @@ dense with gamma and the non-zeros per column) and best_known_geometry_<experime
 (2-D diagrams for m = 2, W^T W otherwise, beside the dense solution); manifest.json (commit,
 command, settings, runtimes, summary numbers computed from the tables).
 
-Runtime: 1,457 s (24 minutes) for the committed paper-scale results on the 2-core CPU of
-the development machine, mostly idle (manifest.json has every section: the 200 dense
-n=200, m=20 uniform instances 595 s, the sparsity zoom 264 s and notebook 265 s, the
-18,000 dense phase instances 56 s; the exact 30 x 30 phase grids 5 s for n=2, m=1 and
-9 s for n=3, m=2; the n=5 intro enumeration 18 s); ``--quick`` about 10 minutes on the
-same CPU; on one GPU: not measured. That was before section (d). With (d), measured per run
-(``--runs RUN --no-phase-intro``, one process each, wall time, on the same 2-core CPU shared
-with three other jobs, load 6-10): correlated/corr_pairs 39 s, correlated/three_corr 83 s,
-intro 112 s, correlated/sets20 379 s (of which the best-known 273 s, mostly the polish of
-100 instances with n = 20, m = 10), correlated/anti20 155 s, sparsity/relu 125 s,
-sparsity/linear 562 s; the larger runs (sparsity zoom: 480 instances with n = 20, polished;
-the 9,000-instance phase runs; uniform and notebook, n = 100-200, not polished) were not
-measured to the end. A later full call (commit a17ebfc, the CPU shared with test runs, the
-process paused twice for about 18 minutes, which its clock counts): phase and intro exact
-sections 30 s, intro 113 s, sparsity/relu 379 s (best-known 271 s), sparsity/linear
-2,706 s, of which the polish 2,663 s: the discrete polish, screening every move of 70
-instances at n = 20, m = 5, is nearly all of the best-known cost, so the zoom run (480 such
-instances) alone would take hours on this CPU; stopped there. A profile of 8 of those
-instances (195 s): the polish 185 s, almost all of it the move screening's compiled
-program (the refits 26 s).
+Runtime: the committed results (every section, the best-known solutions included) took 2.0
+hours of compute on the 2-core CPU of the development machine, shared with other jobs, over
+two calls (``--resume``; manifest.json has ``runtime_s`` per run and ``computed_at``, the
+commit of each): uniform (200 dense n=200, m=20 instances) 2,936 s, of which the best-known
+solutions 1,063 s; the sparsity zoom (480 instances, n=20, polished) 1,137 s (best-known
+814 s); notebook (200, n=100) 1,099 s (530 s); sets20 689 s (653 s); anti20 417 s;
+sparsity ReLU 399 s; phase n3m2 264 s and n2m1 95 s (9,000 instances each); three_corr
+96 s; sparsity linear 52 s; intro 46 s; corr_pairs and anti_pairs under 30 s each; the
+exact phase grids and the intro enumeration 23 s together. The best-known search is most
+of every run's time; its discrete polish screened every move at O(N n^2) until the
+screening became incremental (O(N n) per move, bit-identical results on the instances
+compared: sparsity linear 2,706 s before, 52 s after, both on the shared CPU).
+``--quick`` about 10 minutes on the same CPU; on one GPU: not measured.
 
 Paper figures: "Superposition as a Phase Change" (the n=2, m=1 and n=3, m=2 phase diagrams)
 and the introduction's five features in two dimensions (Elhage et al. 2022,
