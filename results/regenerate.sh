@@ -14,7 +14,15 @@ run experiments.sparsity --preset paper $RECIPE --out results/sparsity
 run experiments.phase --preset paper $RECIPE --out results/phase
 run experiments.correlated --preset paper $RECIPE --out results/correlated
 run experiments.uniform --preset notebook $RECIPE --out results/uniform
-python -m experiments.representable --out results/representable
+# The same claim runs trained full precision first (the recipe chosen for ternary over both
+# convergence studies): the findings' third view.
+run experiments.intro --preset paper --recipe fp_first --out results/intro_fp
+run experiments.correlated --preset paper --recipe fp_first --out results/correlated_fp
+run experiments.sparsity --preset paper --recipe fp_first --out results/sparsity_fp
+run experiments.uniform --preset notebook --recipe fp_first --out results/uniform_fp
+python -m experiments.representable --out results/representable --overwrite
+# gamma, non-zeros per column, D* and |cos| of every source against the best-known solutions.
+python -m experiments.mechanism
 # The neuron models keep the paper's own recipe (the convergence study chose on the tied model).
 run experiments.privileged --preset quick --steps 10000 --out results/privileged
 run experiments.computation --preset quick --out results/computation
@@ -22,6 +30,7 @@ run experiments.computation --preset quick --out results/computation
 # (from scratch, full precision first, + learned rotation, relaxation): about 1 h shared.
 run experiments.convergence --preset full --out results/convergence
 run experiments.convergence --preset fp --out results/convergence_fp
+run experiments.convergence --preset fp_uniform --out results/convergence_fp_uniform
 # The recipe per kind over both studies (the first section of results/convergence/best.md).
 python -m experiments.convergence --out results/convergence --choose-with results/convergence_fp
 python -m experiments.findings
