@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     size, budget = path.stat().st_size, page_budget(shared)
     print(f"wrote {path} ({size / 1e6:.2f} MB)")
+    _record(run_dir, path, args)
     if size > budget:
         print(f"warning: {path} is over the {budget / 1e6:.1f} MB budget of a committed page"
               + ("" if shared else " (--plotlyjs-dir shares plotly.js, 4.8 MB of it)"),
@@ -110,6 +111,32 @@ def main(argv: list[str] | None = None) -> int:
     if args.screenshot is not None:
         return _screenshot(path, args.screenshot)
     return 0
+
+
+def _record(run_dir: Path, page: Path, args: argparse.Namespace) -> None:
+    """A page written into a folder whose manifest.json lists its files (a committed run) is
+    recorded there: which commit and command drew it, and its new checksum (the manifest's
+    own checksum of an older page would no longer match)."""
+    from bitjax.store import layout
+
+    folder = run_dir if run_dir.is_dir() else run_dir.parent
+    if not page.resolve().is_relative_to(folder.resolve()):
+        return  # a page written elsewhere is not part of the run's record
+    try:
+        layout.add_manifest_record(folder, "explorer_drawn", {
+            "command": "python -m experiments.explore " + " ".join(_argv(args))},
+            [page])
+    except ValueError as e:  # a manifest that is not JSON is reported, never replaced
+        print(f"warning: {page} not recorded in {folder}/manifest.json: {e}", file=sys.stderr)
+
+
+def _argv(args: argparse.Namespace) -> list[str]:
+    out = [str(args.run_dir)]
+    for flag, value in (("--out", args.out), ("--title", args.title),
+                        ("--plotlyjs-dir", args.plotlyjs_dir)):
+        if value is not None:
+            out += [flag, str(value)]
+    return out
 
 
 def _screenshot(page: Path, png: Path | bool) -> int:

@@ -326,6 +326,35 @@ def test_command_line(experiment, tmp_path, capsys):
         assert err.count("\n") == 1 and err.startswith("error: ") and why in err
 
 
+def test_a_page_drawn_into_a_recorded_run_is_recorded(experiment, tmp_path):
+    """Redrawing a committed run's page changes a file its manifest has a checksum of: the
+    manifest gains the drawing's record (commit, command) and the page's new checksum; a
+    page written outside the folder leaves the manifest alone."""
+    import hashlib
+    import json
+    import shutil
+
+    from experiments.explore import main
+
+    run = tmp_path / "run"
+    shutil.copytree(experiment / "b", run)
+    (run / "manifest.json").write_text(json.dumps(
+        {"git": {"commit": "0" * 40}, "files": ["explorer.html"],
+         "sha256": {"explorer.html": "stale", "other.csv": "kept"}}))
+    assert main([str(run), "--plotlyjs-dir", str(tmp_path)]) == 0
+    manifest = json.loads((run / "manifest.json").read_text())
+    page = (run / "explorer.html").read_bytes()
+    assert manifest["sha256"]["explorer.html"] == hashlib.sha256(page).hexdigest()
+    assert manifest["sha256"]["other.csv"] == "kept"
+    assert manifest["git"] == {"commit": "0" * 40}  # the run's own record is kept
+    drawn = manifest["explorer_drawn"]
+    assert drawn["files"] == ["explorer.html"]
+    assert drawn["command"].endswith(f"{run} --plotlyjs-dir {tmp_path}")
+    before = (run / "manifest.json").read_text()
+    assert main([str(run), "--out", str(tmp_path / "elsewhere.html")]) == 0
+    assert (run / "manifest.json").read_text() == before
+
+
 # --------------------------------------------------------------------------------------
 # In a real browser
 # --------------------------------------------------------------------------------------
