@@ -321,8 +321,9 @@ def attainable_references(parts: Mapping[str, LoadedSweep], infos: Mapping[str, 
     in any part; for ``ternary`` (per-tensor) the exact optimum by enumeration where the
     model is small enough (:func:`bitjax.analysis.representable.exact_optimum`), else the best
     rotated-and-rounded dense solution (:func:`bitjax.analysis.representable.attainable_loss`, over
-    the dense instances of the longest-budget parts) and the best-known ternary solution of
-    those instances (:func:`_best_known_losses`); for ``binary`` its exact optimum where
+    the distinct live dense instances of the longest-budget parts, :func:`_dense_pools`) and
+    the best-known ternary solution of those instances (:func:`_best_known_loss`); for
+    ``binary`` its exact optimum where
     small enough; ``ternary_per_feature`` also takes every per-tensor candidate and the
     per-feature rounding of the dense solutions; ``dense`` takes every candidate (any
     quantized weight is a dense weight).
@@ -356,25 +357,20 @@ def attainable_references(parts: Mapping[str, LoadedSweep], infos: Mapping[str, 
                 sel = live & (kinds == kind) & (probs == p)
                 if sel.any():
                     add(key, layers.KINDS[kind].lattice, np.min(loss[sel]), f"trained {kind}")
-        if info["budget"] == longest[info["setting"]]:
-            dense = np.flatnonzero(live & (kinds == "dense"))
-            n = sweep.config.n_features
-            if len(dense):
-                # Rotate and round the dense solutions onto the axes (every model size);
-                # grouped by density so each group shares its sample.
-                imp = _importance(sweep)
-                for p in np.unique(probs[dense]):
-                    d = dense[probs[dense] == p]
-                    att = rep.attainable_loss(
-                        sweep.W_eff[d], sweep.b[d], np.full((len(d), n), p),
-                        np.broadcast_to(imp, (len(d), n)), sweep.config.structure,
-                        activation=sweep.config.activation, sample_kw=_sample_kw(n))
-                    add((info["setting"], float(p)), "ternary", np.nanmin(att.ternary),
-                        "rounded dense solution")
-                    add((info["setting"], float(p)), "ternary_per_feature",
-                        np.nanmin(att.ternary_per_feature), "rounded dense solution")
-    for (setting, p), value in _best_known_losses(parts, infos, longest).items():
-        add((setting, p), "ternary", value, "best-known ternary solution")
+    # The dense solutions of the longest-budget parts, rotated and rounded onto the axes
+    # (every model size) and, where enumeration does not reach, searched for the best-known
+    # ternary solution; one sample per density.
+    for (setting, p), (W, b, sweep) in _dense_pools(parts, infos, losses, longest).items():
+        cfg, n = sweep.config, sweep.config.n_features
+        imp = np.broadcast_to(_importance(sweep), (len(W), n))
+        att = rep.attainable_loss(W, b, np.full((len(W), n), p), imp, cfg.structure,
+                                  activation=cfg.activation, sample_kw=_sample_kw(n))
+        add((setting, p), "ternary", np.nanmin(att.ternary), "rounded dense solution")
+        add((setting, p), "ternary_per_feature", np.nanmin(att.ternary_per_feature),
+            "rounded dense solution")
+        if n > EXACT_MAX_N:
+            add((setting, p), "ternary", _best_known_loss(W, b, p, sweep),
+                "best-known ternary solution")
     for setting, name in first_of_setting.items():
         sweep = parts[name]
         cfg = sweep.config
@@ -397,48 +393,51 @@ def attainable_references(parts: Mapping[str, LoadedSweep], infos: Mapping[str, 
     return cands
 
 
-def _best_known_losses(parts: Mapping[str, LoadedSweep], infos: Mapping[str, dict],
-                       longest: Mapping[str, int]) -> dict:
-    """Per (setting, 1-S) where enumeration does not reach (n > :data:`EXACT_MAX_N`): the
-    lowest loss, on the study's own sample (:func:`same_sample_losses`), of the best-known
-    per-tensor ternary solutions (:func:`bitjax.analysis.best_ternary.best_known`: the
-    dense solutions snapped, searched and polished) of the live dense instances of the
-    setting's longest-budget parts. Dense instances trained identically in several parts
-    (the routes of one study share their dense training) are solved once.
+def _dense_pools(parts: Mapping[str, LoadedSweep], infos: Mapping[str, dict],
+                 losses: Mapping[str, np.ndarray], longest: Mapping[str, int]) -> dict:
+    """The live dense instances of each setting's longest-budget parts, per (setting, 1-S),
+    each distinct solution once: the routes of one study train their dense instances alike,
+    so the same weights recur in every part (rounding or searching them again would change
+    nothing but the time).
 
     Returns:
-      ``{(setting, p): loss}``.
+      ``{(setting, p): (W [k, m, n], b [k, n], a sweep they come from)}``.
     """
+    pools: dict = {}
+    for name, sweep in parts.items():
+        info = infos[name]
+        if info["budget"] != longest[info["setting"]]:
+            continue
+        live = ~sweep.diverged & np.isfinite(losses[name])
+        kinds = np.asarray(sweep.coords["kind"])
+        probs = np.asarray(sweep.coords["feature_probability"], float)
+        for i in np.flatnonzero(live & (kinds == "dense")):
+            pool = pools.setdefault((info["setting"], float(probs[i])), {})
+            key = sweep.W_eff[i].tobytes() + sweep.b[i].tobytes()
+            pool.setdefault(key, (sweep.W_eff[i], sweep.b[i], sweep))
+    out = {}
+    for key, pool in pools.items():
+        W, b, sweeps = zip(*pool.values(), strict=True)
+        out[key] = (np.stack(W), np.stack(b), sweeps[0])
+    return out
+
+
+def _best_known_loss(W: np.ndarray, b: np.ndarray, p: float, sweep: LoadedSweep) -> float:
+    """The lowest loss, on the study's own sample (:func:`same_sample_losses`), of the
+    best-known per-tensor ternary solutions of dense solutions ``W [k, m, n]``, ``b [k, n]``
+    at feature probability ``p`` (:func:`bitjax.analysis.best_ternary.best_known`: snapped,
+    searched and polished)."""
     from bitjax.analysis import best_ternary as bt
     from bitjax.analysis import representable as rep
 
-    pools: dict = {}  # (setting, p) -> {bytes of W: (W, b, sweep)}
-    for name, sweep in parts.items():
-        info = infos[name]
-        cfg = sweep.config
-        if info["budget"] != longest[info["setting"]] or cfg.n_features <= EXACT_MAX_N:
-            continue
-        kinds = np.asarray(sweep.coords["kind"])
-        probs = np.asarray(sweep.coords["feature_probability"], float)
-        ok = (~sweep.diverged & np.isfinite(sweep.W_eff).all(axis=(1, 2))
-              & np.isfinite(sweep.b).all(axis=1))
-        for i in np.flatnonzero(ok & (kinds == "dense")):
-            pool = pools.setdefault((info["setting"], float(probs[i])), {})
-            pool.setdefault(sweep.W_eff[i].tobytes(), (sweep.W_eff[i], sweep.b[i], sweep))
-    out = {}
-    for (setting, p), pool in pools.items():
-        W, b, sweeps = zip(*pool.values(), strict=True)
-        sweep = sweeps[0]
-        cfg, n = sweep.config, sweep.config.n_features
-        imp = _importance(sweep)
-        best = bt.best_known(np.stack(W), np.stack(b), np.full((len(W), n), p),
-                             np.broadcast_to(imp, (len(W), n)), cfg.structure,
-                             activation=cfg.activation)
-        smp = rep.make_sample(cfg.structure, np.full((1, n), p), **_sample_kw(n))
-        x = smp.x if smp.x.ndim == 2 else smp.x[0]
-        loss = _chunked_loss(best.W, best.bias, x, smp.w[0], imp, cfg.activation)
-        out[(setting, p)] = float(np.nanmin(loss))
-    return out
+    cfg, n = sweep.config, sweep.config.n_features
+    imp = _importance(sweep)
+    best = bt.best_known(W, b, np.full((len(W), n), p), np.broadcast_to(imp, (len(W), n)),
+                         cfg.structure, activation=cfg.activation)
+    smp = rep.make_sample(cfg.structure, np.full((1, n), p), **_sample_kw(n))
+    x = smp.x if smp.x.ndim == 2 else smp.x[0]
+    return float(np.nanmin(_chunked_loss(best.W, best.bias, x, smp.w[0], imp,
+                                         cfg.activation)))
 
 
 # ----------------------------------------------------------------------------------------

@@ -99,13 +99,13 @@ def test_tiny_study_end_to_end(tmp_path, monkeypatch):
                                                   "feature_probability": (1.0, 0.1)})
     # The best-known ternary solutions (n=20: no enumeration) join the references.
     found = {}
-    best_known_losses = C._best_known_losses
+    best_known_loss = C._best_known_loss
 
-    def record(*args):
-        found.update(best_known_losses(*args))
-        return found
+    def record(W, b, p, sweep):
+        found[(sweep.config.n_features, p)] = best_known_loss(W, b, p, sweep)
+        return found[(sweep.config.n_features, p)]
 
-    monkeypatch.setattr(C, "_best_known_losses", record)
+    monkeypatch.setattr(C, "_best_known_loss", record)
     out = tmp_path / "study"
     assert main(C.EXPERIMENT, ["--preset", "tiny_full", "--out", str(out), "--n-seeds", "1",
                                "--no-progress"]) == 0
@@ -126,7 +126,7 @@ def test_tiny_study_end_to_end(tmp_path, monkeypatch):
     assert np.all(ratio_min[np.isfinite(ratio_min)] >= 1 - 1e-6)
     # Sparsity (n=20): the ternary reference is at most its best-known solutions' loss on
     # the study's sample; intro (n=5) is enumerated instead.
-    assert {k[0] for k in found} == {"sparsity"} and len(found) == 2
+    assert {k[0] for k in found} == {20} and len(found) == 2
     for (_, p), value in found.items():
         assert np.isfinite(value) and value > 0
         (ref,) = {float(r["attainable"]) for r in cells if r["setting"] == "sparsity"
@@ -396,3 +396,35 @@ def test_choose_with_replot_redraws_first_and_stops_on_its_failure(tmp_path, mon
     code = 0
     assert C.command(argv) == 0 and (a_dir / C.CHOSEN_ALL_CSV).is_file()
     assert calls == [["--out", str(a_dir), "--replot"]] * 2
+
+
+def test_dense_pools_hold_each_distinct_live_dense_solution_once():
+    """Routes of one study train their dense instances alike: the pools keep one copy of
+    each solution, only from the longest budget, only live dense instances."""
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(0)
+    W = rng.normal(size=(4, 2, 3)).astype(np.float32)
+    b = rng.normal(size=(4, 3)).astype(np.float32)
+
+    def part(W, b, kinds, probs, diverged=None):
+        return SimpleNamespace(W_eff=W, b=b, coords={"kind": kinds, "feature_probability": probs},
+                               diverged=np.zeros(len(W), bool) if diverged is None else diverged)
+
+    kinds = ["dense", "dense", "dense", "ternary"]
+    probs = [1.0, 1.0, 0.1, 1.0]
+    parts = {"a": part(W, b, kinds, probs),
+             "b": part(W.copy(), b.copy(), kinds, probs),  # the same dense training
+             "c": part(W + 1, b, kinds, probs, diverged=np.array([0, 1, 0, 0], bool)),
+             "short": part(W + 2, b, kinds, probs)}
+    infos = {k: {"setting": "s", "budget": 100 if k == "short" else 300} for k in parts}
+    losses = {k: np.ones(4) for k in parts}
+    losses["a"][2] = np.nan  # not live: no same-sample loss
+    pools = C._dense_pools(parts, infos, losses, {"s": 300})
+    assert set(pools) == {("s", 1.0), ("s", 0.1)}
+    Wp, bp, _ = pools[("s", 1.0)]
+    # a's two, b's the same two, c's first (its second diverged): three distinct solutions
+    assert Wp.shape == (3, 2, 3) and bp.shape == (3, 3)
+    np.testing.assert_array_equal(Wp, np.stack([W[0], W[1], W[0] + 1]))
+    Wp, _, _ = pools[("s", 0.1)]  # a's is not live, b's is (the same weights), c's
+    np.testing.assert_array_equal(Wp, np.stack([W[2], W[2] + 1]))
