@@ -20,14 +20,24 @@ words, generated from the verdicts.
   log10(1-S) along the seed's curve) before any statistics.
 * A local claim ("in a small range", "around some sparsities") is tested in each declared
   window, Bonferroni over its windows (bitjax.analysis.verdicts), not by a whole-grid mean.
-* Two views per claim. "At the optimum": where the best-known ternary solutions reach the
+* Three views per claim. "At the optimum": where the best-known ternary solutions reach the
   dense loss (within ATTAINED_FACTOR in at least SHARED_SHARE of the cells), the claim is
   decided by that fact, the same way for equivalence and difference claims (supported /
   not supported); elsewhere a measure is tested on the seeds whose trained ternary
-  instances all came within ATTAINED_FACTOR of their attainable loss. "As trained": the
-  runs from the standard initialisation; the primary seed selection keeps a seed only if
-  every compared instance of it converged and none diverged; the verdicts on all seeds and
-  on per-cell converged pairs are reported beside it (a sensitivity, not a second claim).
+  instances all came within ATTAINED_FACTOR of their attainable loss. Two trained views,
+  one per training route (:data:`ROUTES`), measured, tested and decided the same way:
+  "trained from scratch" (results/<experiment>: the straight-through estimator from the
+  standard initialisation) and "trained from full precision" (results/<experiment>_fp,
+  trained with ``--recipe fp_first``: every quantized instance trains dense for the first
+  part of its budget, is rotated onto the lattice and snapped, then trains quantized; the
+  run's dense instances train normally, paired by seed). In each, the primary seed
+  selection keeps a seed only if every compared instance of it converged and none
+  diverged; the verdicts on all seeds and on per-cell converged pairs are reported beside
+  it (a sensitivity, not a second claim). Each trained view also reports how far its
+  ternary instances are from the best-known solutions (results/representable/best_known):
+  the median over the claim's cells and seeds of trained ternary loss / best-known
+  ternary loss, both on the stratified estimator sample the best-known losses were
+  computed on.
 * Loss gap, the primary quantity, normalised by the zero model's loss:
   (L_ternary - L_dense) / L_zero per cell, L_zero the loss of the model that outputs zeros
   (so cells of very different loss weigh alike); per seed the mean over cells (mean with a
@@ -41,18 +51,24 @@ words, generated from the verdicts.
   monosemantic at equal loss and whether ternary changes when computation goes into
   superposition, each both ways (a one-sided difference and a TOST equivalence). Their
   hidden basis is privileged, so the loss is not rotation-invariant and the optimum view's
-  lattice argument does not carry over (:data:`NO_OPTIMUM`): they are judged as trained
-  only, in their own section, with the loss gap beside every comparison.
-* All p-values of the tests carried out (for and against each claim, both views) form one
-  Holm family in which each test counts once; verdicts are supported / not supported /
+  lattice argument does not carry over (:data:`NO_OPTIMUM`), and the full-precision-first
+  route does not exist for them (their config refuses ``fp_fraction``, which rotates the
+  hidden space): they are judged trained from scratch only, in their own section, with
+  the loss gap beside every comparison.
+* All p-values of the tests carried out (for and against each claim, all three views) form
+  one Holm family in which each test counts once; verdicts are supported / not supported /
   refuted / undecided (with the reason: not converged, attainable not reached, too little
-  power, or no run, and whether more compute can remove it).
+  power, no run, or does not apply, and whether more compute can remove it).
 
 Command:  python -m experiments.findings           (reads results/*, writes FINDINGS.md)
           python -m experiments.findings --results path/to/results --out FINDINGS.md
-Runtime: 15 s of CPU time, 36 s wall on the shared 2-core CPU (loads the checkpoints;
-trains nothing); GPU not measured. Paper figure: none; the tables answer the BitNet study's
-claims.
+Runtime: 46 s of CPU time, 75 s wall on the shared 2-core CPU (loads the checkpoints;
+trains nothing) on results/ with every claim run's best-known folder and intro_fp; 12 s of
+CPU time without best-known folders. Most of the difference is evaluating the trained
+ternary instances on the best-known runs' estimator samples, above all the uniform run's
+(n = 200, 40 densities: about 18 s to rebuild its sample and 19 s per route); each
+full-precision run adds its own evaluation. GPU not measured. Paper figure: none; the
+tables answer the BitNet study's claims.
 
 Quantizer: ``ternary`` is BitNet b1.58 absmean with one scale per tensor, float bias after
 the dequantized matmul, no norm, float activations (see README, "Quantizers").
@@ -71,12 +87,16 @@ from pathlib import Path
 import numpy as np
 
 from bitjax import convergence
+from bitjax.analysis import estimator as est
 from bitjax.analysis import geometry, metrics, neurons, onsets, stats
 from bitjax.analysis import grid as analysis
 from bitjax.analysis import verdicts as vd
-from bitjax.analysis.results import LoadedSweep, SweepCollection, load_experiment
+from bitjax.analysis.results import LoadedSweep, SweepCollection, load_experiment, load_sweep
 from bitjax.analysis.verdicts import Rule
+from bitjax.config import SweepConfig, importance_vector
+from bitjax.report.tables import recipe_text
 from bitjax.store import files as store_files
+from bitjax.store import layout
 from bitjax.store.checkpoint import CheckpointError
 
 #: A trained ternary instance is "at its optimum" within this factor of its attainable loss.
@@ -89,10 +109,22 @@ SHARED_SHARE = 0.95
 #: of the text rather than guessed).
 STUDY = {"title": "Toy Models of Superposition: what about BitNets?", "kind": "blog study",
          "author": None, "date": "2024", "link": None}
-#: How the trained view was trained (the route named in the opening).
+#: The views' names.
+OPTIMUM, SCRATCH, FP = "at the optimum", "trained from scratch", "trained from full precision"
+#: How the trained-from-scratch view was trained (the route named in the opening).
 TRAINED_ROUTE = ("trained from scratch: straight-through estimator from the standard "
                  "initialisation")
-#: Seed selections of the as-trained view: the primary one first, the sensitivities after.
+#: How the trained-from-full-precision view was trained (the route named in the opening;
+#: the protocol adds each run's switch step and recipe from its config).
+FP_ROUTE = ("trained from full precision: every quantized instance trains dense for the "
+            "first part of its budget, is rotated onto the ternary lattice "
+            "(bitjax.lattice.align) and snapped, then trains quantized with the "
+            "straight-through estimator; the run's dense instances train normally, paired "
+            "by seed")
+#: The trained views: route key -> (view name, suffix of the run folder,
+#: ``<results>/<experiment><suffix>``).
+ROUTES = {"scratch": (SCRATCH, ""), "fp": (FP, "_fp")}
+#: Seed selections of the trained views: the primary one first, the sensitivities after.
 SELECTIONS = {
     "converged": "seeds with every compared instance converged",
     "all": "all seeds",
@@ -106,6 +138,12 @@ ANTIPODAL_PAIRS = "two_antipodal_pairs"
 #: Relative tolerance when the representable tables' trained losses are checked against the
 #: run (a table from another run must not be used).
 TABLE_RTOL = 1e-3
+#: Relative tolerance when the best-known solutions are re-evaluated on their rebuilt
+#: estimator sample and compared with their stored losses (the sample must be the same one;
+#: float32 sums agree to about 1e-6).
+SAMPLE_RTOL = 1e-4
+#: Best-known solutions re-evaluated for that check (spread over the run's instances).
+SAMPLE_CHECKS = 16
 
 
 @dataclass(frozen=True)
@@ -124,9 +162,10 @@ class Claim:
       p_range: the cells used, ``lo <= 1-S <= hi`` (the whole run's grid by default).
       level: the onset's crossing level (onset summaries only).
       exact: use results/representable/intro_exact.csv for the optimum view (intro only).
-      trained_only: judged in the "as trained" view only (the neuron claims: the optimum
-        view's argument does not apply to the run's model, :data:`NO_OPTIMUM` says why);
-        its optimum view is neither tested nor in the Holm family.
+      trained_only: judged in the "trained from scratch" view only (the neuron claims: the
+        optimum view's argument does not apply to the run's model, :data:`NO_OPTIMUM` says
+        why, and the full-precision-first route does not exist for it); its optimum and
+        full-precision views are neither tested nor in the Holm family.
     """
 
     rule: Rule
@@ -224,10 +263,16 @@ NO_OPTIMUM = {
                    "not carry over",
 }
 
+#: The model (bitjax.layers.MODELS) of each run of the neuron claims: its config states why
+#: the full-precision-first route does not apply (:func:`no_fp_view`; the run's own config
+#: is asked when it exists, this one when it does not).
+NEURON_MODELS = {"privileged": "relu_hidden", "computation": "abs_computation"}
+
 #: The neuron claims of the two privileged-basis models (not claims of the BitNet study: the
 #: project's own questions "are ternary neurons more monosemantic, at equal loss?" and
 #: "does ternary change when computation goes into superposition?"), fixed here before any
-#: result is read and judged as trained only (:data:`NO_OPTIMUM`). Each question is asked
+#: result is read and judged trained from scratch only (:data:`NO_OPTIMUM`; their config
+#: refuses the full-precision-first route, :func:`fp_refusal`). Each question is asked
 #: both ways, a one-sided difference and a TOST equivalence on the same measure, so it can
 #: come out either way. Margins: 0.05 in a monosemanticity score (as for superposition and
 #: D* above); half a neuron of the m=5 (privileged) per instance; a quarter of a feature
@@ -369,13 +414,19 @@ class Grid:
     zero: np.ndarray
 
 
+def claim_cells(sweep: LoadedSweep, claim: Claim, values, mask: bool = True):
+    """Per-instance ``values [I]`` on the claim's cells: a ``(kind, seed,
+    feature_probability)`` DataArray, dense to sparse, NaN where diverged when ``mask``."""
+    da = analysis.kind_seed_grid(sweep, values, mask_diverged=mask)
+    lo, hi = claim.p_range
+    keep = (da["feature_probability"] >= lo) & (da["feature_probability"] <= hi)
+    return da.isel(feature_probability=np.flatnonzero(keep.values))
+
+
 def claim_grid(sweep: LoadedSweep, claim: Claim) -> Grid:
     """The cells of ``claim`` in ``sweep``, by kind (see :class:`Grid`)."""
     def grid(values, mask=True):
-        da = analysis.kind_seed_grid(sweep, values, mask_diverged=mask)
-        lo, hi = claim.p_range
-        keep = (da["feature_probability"] >= lo) & (da["feature_probability"] <= hi)
-        return da.isel(feature_probability=np.flatnonzero(keep.values))
+        return claim_cells(sweep, claim, values, mask)
 
     val = grid(np.asarray(VALUES[claim.value](sweep), np.float64))
     loss = grid(sweep.loss)
@@ -509,12 +560,198 @@ def bounds_for(results: Path, claim: Claim, g: Grid) -> Bounds:
     return Bounds(True, "", out["bound"], out["dense"], out["trained"], out["tight"] > 0)
 
 
+# ---- trained ternary against the best-known solutions, on one estimator --------------------
+
+
+@dataclass
+class BestKnownRun:
+    """The best-known ternary solutions of one run and part (a run folder written by
+    bitjax.analysis.best_ternary.write_run) with the estimator sample their losses were
+    computed on, rebuilt from the folder's metadata and checked against them.
+
+    Attributes:
+      path: ``<results>/representable/best_known/<name>``.
+      why: empty when usable, else why not (no folder, no estimator settings, a rebuilt
+        sample that does not reproduce the stored losses).
+      sweep: the loaded folder (``loss``: the best-known losses on the sample).
+      sample: the rebuilt sample; importance: ``[I, n]`` per best-known instance.
+      keys: problem key (:func:`_problem_keys`) -> best-known instance.
+      estimator: the folder and its sample's settings in words.
+    """
+
+    path: Path
+    why: str = ""
+    sweep: LoadedSweep | None = None
+    sample: est.EstimatorSample | None = None
+    importance: np.ndarray | None = None
+    keys: dict = field(default_factory=dict)
+    estimator: str = ""
+
+
+def _vectors(sweep: LoadedSweep) -> tuple[np.ndarray, np.ndarray]:
+    """Per-instance feature probabilities and importances ``[I, n]`` from the sweep's
+    coordinates (a vector-valued axis is stored as an index into the config's settings)."""
+    cfg, c, n = sweep.config, sweep.coords, sweep.config.n_features
+
+    def vec(axis, conv):
+        if axis in c:
+            return np.stack([conv(v) for v in np.asarray(c[axis])])
+        vals = getattr(cfg, axis)
+        return np.stack([conv(vals[int(j)]) for j in np.asarray(c[f"{axis}_index"])])
+
+    p = vec("feature_probability",
+            lambda v: np.broadcast_to(np.asarray(v, np.float64), (n,)).copy())
+    return p, vec("importance", lambda v: importance_vector(v, n))
+
+
+def _problem_keys(sweep: LoadedSweep) -> list[tuple]:
+    """Per instance, what makes it the same problem in another run: the seed, the feature
+    probabilities and the importances (the recipe, learning rate and weight decay, may
+    differ between the routes)."""
+    p, imp = _vectors(sweep)
+    seeds = np.asarray(sweep.coords["seed"]).astype(int)
+    return [(int(s), tuple(np.round(pi, 9)), tuple(np.round(ii, 9)))
+            for s, pi, ii in zip(seeds, p, imp, strict=True)]
+
+
+def _estimate(bk: BestKnownRun, rows: np.ndarray, W, b, activation: str) -> np.ndarray:
+    """Losses of ``(W, b)`` on the sample rows of best-known instances ``rows`` (with their
+    importances), as bitjax.analysis.best_ternary evaluates its candidates."""
+    sample = bk.sample._replace(index=np.asarray(bk.sample.index)[rows])
+    # About 2^23 sample entries per compiled call (best_ternary's chunking; the losses do
+    # not depend on it).
+    chunk = int(np.clip(2**23 // (sample.x.shape[1] * sample.x.shape[2]), 1, 1024))
+    return est.estimate_loss(W, b, bk.importance[rows], sample, activation=activation,
+                             chunk=chunk).loss
+
+
+def best_known_run(results: Path, claim: Claim) -> BestKnownRun:
+    """The best-known solutions of ``claim``'s run and part, ready to compare with.
+
+    The folder is ``<results>/representable/best_known/<experiment>_<part>`` (or
+    ``<experiment>`` for a one-part run); its metadata's ``estimator`` settings (draws,
+    per_mask, seed) rebuild the stratified sample
+    (bitjax.analysis.estimator.make_estimator_sample, over every best-known instance's
+    densities, as experiments/representable builds it), and up to :data:`SAMPLE_CHECKS`
+    solutions re-evaluated on it must reproduce their stored losses within
+    :data:`SAMPLE_RTOL`.
+    """
+    folder = results / "representable" / "best_known"
+    names = [f"{claim.experiment}_{claim.part}", claim.experiment]
+    path = next((folder / n for n in names if (folder / n).is_dir()), None)
+    if path is None:
+        return BestKnownRun(folder / names[0], f"no best-known solutions for "
+                            f"{claim.experiment}/{claim.part} (no {' or '.join(names)} in "
+                            f"{folder})")
+    try:
+        bk = load_sweep(path)
+    except (CheckpointError, FileNotFoundError, ValueError) as e:
+        return BestKnownRun(path, f"{path} cannot be read: {e}")
+    if not isinstance(bk, LoadedSweep):
+        return BestKnownRun(path, f"{path} holds several parts, not one best-known run")
+    settings = bk.meta.get("estimator") or {}
+    if not all(k in settings for k in ("draws", "per_mask", "seed")):
+        return BestKnownRun(path, f"{path} records no estimator settings (draws, per_mask, "
+                                  "seed)")
+    p, imp = _vectors(bk)
+    sample = est.make_estimator_sample(bk.config.structure, p,
+                                       n_draws=int(settings["draws"]),
+                                       n_per_mask=int(settings["per_mask"]),
+                                       seed=int(settings["seed"]))
+    run = BestKnownRun(path, "", bk, sample, imp,
+                       {k: j for j, k in enumerate(_problem_keys(bk))})
+    rows = np.unique(np.linspace(0, bk.n_instances - 1,
+                                 min(SAMPLE_CHECKS, bk.n_instances)).round().astype(int))
+    got = _estimate(run, rows, bk.W_eff[rows], bk.b[rows], bk.config.activation)
+    want = np.asarray(bk.loss, np.float64)[rows]
+    err = np.abs(got - want) / np.maximum(np.abs(want), 1e-12)
+    if not (np.isfinite(err).all() and err.max() <= SAMPLE_RTOL):
+        run.why = (f"the estimator sample rebuilt from {path}'s settings does not reproduce "
+                   f"its best-known losses (largest relative difference {np.nanmax(err):.2g}"
+                   f" > {SAMPLE_RTOL:g})")
+        return run
+    strata = (f"{int(settings['per_mask'])} draws per activity mask" if sample.kind == "mask"
+              else f"{int(settings['draws']):,} draws per density, stratified by the "
+                   "number of active features")
+    run.estimator = f"{path} ({strata}, seed {int(settings['seed'])})"
+    return run
+
+
+def best_known_ratios(bk: BestKnownRun, sweep: LoadedSweep
+                      ) -> tuple[np.ndarray, np.ndarray, str]:
+    """Per instance of a trained run: its ternary loss / the best-known ternary loss of the
+    same problem (seed, densities, importances), both on the best-known run's estimator
+    sample.
+
+    Args:
+      bk: :func:`best_known_run`.
+      sweep: a trained run (either route).
+    Returns:
+      ``(ratio [I], best [I], why)``: the ratio and the best-known loss, NaN for the other
+      kinds, diverged instances and problems the best-known run lacks; ``why`` is empty
+      when the ratios are computed, else why not.
+    """
+    out, best_of = np.full(sweep.n_instances, np.nan), np.full(sweep.n_instances, np.nan)
+    if bk.why:
+        return out, best_of, bk.why
+    cfg, ref = sweep.config, bk.sweep.config
+    if (cfg.structure, cfg.n_hidden, cfg.activation, cfg.model) != (
+            ref.structure, ref.n_hidden, ref.activation, ref.model):
+        return out, best_of, f"{bk.path} solves another model than {sweep.path}"
+    keys = _problem_keys(sweep)
+    ternary = np.flatnonzero((np.asarray(sweep.coords["kind"]) == TERNARY)
+                             & ~sweep.diverged)
+    rows = np.array([bk.keys.get(keys[i], -1) for i in ternary], int)
+    use, rows = ternary[rows >= 0], rows[rows >= 0]
+    if use.size:
+        loss = _estimate(bk, rows, sweep.W_eff[use], sweep.b[use], cfg.activation)
+        best = np.asarray(bk.sweep.loss, np.float64)[rows]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            # A best-known loss of 0 (an exact solution) makes any loss above it infinite.
+            out[use] = np.where(best > 0, loss / best, np.where(loss > 0, np.inf, 1.0))
+        best_of[use] = best
+    return out, best_of, ""
+
+
+def set_best_known(v: View, results: Path, claim: Claim, sweep: LoadedSweep, route: str,
+                   cache: dict) -> None:
+    """Fill a trained view's distance to the best-known solutions: the median over the
+    claim's cells and seeds of :func:`best_known_ratios` (ternary instances that did not
+    diverge), or why it is not computed. ``cache`` keeps each best-known run and each
+    run's ratios for the other claims of the same run."""
+    key = (claim.experiment, claim.part)
+    if key not in cache:
+        cache[key] = best_known_run(results, claim)
+    if (route, *key) not in cache:
+        cache[(route, *key)] = best_known_ratios(cache[key], sweep)
+    ratio, best, why = cache[(route, *key)]
+    if why:
+        v.to_best_why = why
+        return
+    cells = claim_cells(sweep, claim, ratio).sel(kind=TERNARY).values
+    zero = claim_cells(sweep, claim, best).sel(kind=TERNARY).values == 0
+    alive = claim_cells(sweep, claim, (~sweep.diverged).astype(np.float64), mask=False
+                        ).sel(kind=TERNARY).values > 0
+    lacking = int((alive & np.isnan(cells)).sum())
+    if lacking:
+        v.to_best_why = (f"{cache[key].path} lacks {lacking} of {int(alive.sum())} of the "
+                         "claim's ternary instances")
+        return
+    finite = cells[~np.isnan(cells)]
+    v.to_best_n, v.to_best_on = int(finite.size), cache[key].estimator
+    v.to_best_zero = int(zero.sum())
+    if finite.size:
+        v.to_best = float(np.median(finite))
+    else:
+        v.to_best_why = "no ternary instance that did not diverge"
+
+
 # ---- measurements and verdicts --------------------------------------------------------------
 
 
 @dataclass
 class View:
-    """One view ("at the optimum" or "as trained") of one claim.
+    """One view (:data:`OPTIMUM`, :data:`SCRATCH` or :data:`FP`) of one claim.
 
     Attributes:
       name: the view.
@@ -529,6 +766,12 @@ class View:
       fact: why the verdict follows from the best-known solutions without a test (computed
         text; empty when tested).
       notes: further computed facts.
+      to_best, to_best_n, to_best_why, to_best_on: a trained view's median over the claim's
+        cells and seeds of trained ternary loss / best-known ternary loss (one estimator,
+        :func:`best_known_ratios`), how many ternary instances it is over, why it is not
+        computed (empty when it is) and the estimator it is computed on (in words);
+        to_best_zero: of those instances, how many have a best-known loss of 0 (an exact
+        solution: any loss above it is infinitely far).
     """
 
     name: str
@@ -546,17 +789,39 @@ class View:
     exact: str = ""
     fact: str = ""
     notes: list = field(default_factory=list)
+    to_best: float = math.nan
+    to_best_n: int = 0
+    to_best_why: str = ""
+    to_best_on: str = ""
+    to_best_zero: int = 0
+
+
+def _not_evaluated() -> View:
+    return View(FP, basis="not evaluated", reason="missing", detail="not evaluated")
 
 
 @dataclass
 class Result:
-    """A claim with its two views, and the as-trained view on the other seed selections
-    (``sensitivity``, keyed like :data:`SELECTIONS`)."""
+    """A claim with its three views: at the optimum, trained from scratch (``trained``,
+    with the other seed selections in ``sensitivity``, keyed like :data:`SELECTIONS`) and
+    trained from full precision (``fp``, its other seed selections in
+    ``fp_sensitivity``)."""
 
     claim: Claim
     optimum: View
     trained: View
     sensitivity: dict = field(default_factory=dict)
+    fp: View = field(default_factory=_not_evaluated)
+    fp_sensitivity: dict = field(default_factory=dict)
+
+    def trained_views(self, selection: str = "converged") -> list[tuple[str, View]]:
+        """``[(route, view)]`` of both routes (:data:`ROUTES`) on one seed selection (a
+        route whose view on it is absent is left out)."""
+        if selection == "converged":
+            return [("scratch", self.trained), ("fp", self.fp)]
+        return [(route, views[selection]) for route, views in
+                (("scratch", self.sensitivity), ("fp", self.fp_sensitivity))
+                if selection in views]
 
 
 def loss_gap(t: np.ndarray, d: np.ndarray, zero: np.ndarray) -> np.ndarray:
@@ -589,15 +854,18 @@ def _seeds_text(use: np.ndarray, what: str) -> str:
     return f"{int(use.sum())} of {use.size} seeds {what}"
 
 
-def trained_view(claim: Claim, g: Grid, selection: str = "converged") -> View:
-    """The "as trained" view on one seed selection.
+def trained_view(claim: Claim, g: Grid, selection: str = "converged",
+                 name: str = SCRATCH) -> View:
+    """A trained view (either route: the same measures, selections and tests) on one seed
+    selection.
 
     Args:
       claim: the claim.
-      g: the claim's cells in the run.
+      g: the claim's cells in the run (the route's run).
       selection: a key of :data:`SELECTIONS`: "converged" (the primary one: seeds whose
         compared instances all converged), "all" (every seed; diverged instances are not
         measured) or "pairs" (every seed, each on its cells where both kinds converged).
+      name: the view's name (:data:`SCRATCH` or :data:`FP`).
     Returns:
       The view; ``tested`` with at least MIN_SEEDS seeds, else undecided (not converged)
       with, for "converged", the numbers over all seeds.
@@ -609,7 +877,7 @@ def trained_view(claim: Claim, g: Grid, selection: str = "converged") -> View:
     diff, by, notes = per_seed(claim, g, cells)
     finite = np.isfinite(diff.reshape(diff.shape[0], -1)).any(axis=1)
     use = pairs.all(axis=1) if selection == "converged" else finite
-    v = View("as trained")
+    v = View(name)
     enough = int(use.sum()) >= vd.MIN_SEEDS
     sel = use if enough else np.ones_like(use)
     if selection == "converged":
@@ -657,7 +925,7 @@ def optimum_view(results: Path, claim: Claim, g: Grid) -> View:
       their attainable loss, else undecided (attainable not reached); the intro's verdict
       comes from the exact optima.
     """
-    v = View("at the optimum")
+    v = View(OPTIMUM)
     b = bounds_for(results, claim, g)
     decided = None
     if claim.exact:
@@ -732,54 +1000,140 @@ def exact_intro(results: Path, claim: Claim) -> tuple[str, tuple[str, str] | Non
 
 
 def no_optimum_view(claim: Claim) -> View:
-    """The optimum view of a claim judged as trained only: not measured, never tested, and
+    """The optimum view of a claim judged trained only: not measured, never tested, and
     left out of the Holm family, its verdict and opening (:data:`NO_OPTIMUM` says why)."""
-    return View("at the optimum", basis="not judged at the optimum: "
+    return View(OPTIMUM, basis="not judged at the optimum: "
                 + NO_OPTIMUM[claim.experiment])
 
 
+def fp_refusal(claim: Claim, parts: SweepCollection | str) -> str:
+    """Why the full-precision-first route does not apply to a claim's model, in its
+    config's own words (the run's config when it exists, else one of
+    :data:`NEURON_MODELS`' model); empty when the config takes ``fp_fraction``."""
+    if not isinstance(parts, str) and claim.part in parts:
+        cfg = parts[claim.part].config
+    else:
+        cfg = SweepConfig(n_features=3, n_hidden=2, model=NEURON_MODELS[claim.experiment])
+    try:
+        cfg.replace(fp_fraction=0.5)
+    except ValueError as e:
+        return str(e)
+    return ""
+
+
+def no_fp_view(claim: Claim, why: str) -> View:
+    """The full-precision-first view of a claim whose model refuses that route: undecided
+    (does not apply, ``why``), never tested, left out of the Holm family and the opening."""
+    text = f"the config refuses --recipe fp_first: {why}"
+    return View(FP, basis=text, reason="not_applicable", detail=text,
+                to_best_why="no route")
+
+
+def _missing_views(name: str, why: str) -> tuple[View, dict]:
+    """A trained view and its sensitivities, undecided: no run (``why``)."""
+    return (View(name, basis=why, reason="missing", detail=why, to_best_why="no run"),
+            {sel: View(name, basis=why, reason="missing", detail=why)
+             for sel in SELECTIONS if sel != "converged"})
+
+
 def _missing(claim: Claim, why: str) -> Result:
-    """Both views undecided: the run the claim needs does not exist (the optimum view of a
-    claim judged as trained only stays :func:`no_optimum_view`)."""
-    views = [no_optimum_view(claim) if claim.trained_only and name == "at the optimum"
-             else View(name, basis=why, reason="missing", detail=why)
-             for name in ("at the optimum", "as trained")]
-    other = {sel: View("as trained", basis=why, reason="missing", detail=why)
-             for sel in SELECTIONS if sel != "converged"}
-    return Result(claim, *views, other)
+    """The optimum and trained-from-scratch views undecided: the run the claim needs does
+    not exist (the optimum view of a claim judged trained only stays
+    :func:`no_optimum_view`). The full-precision view is :func:`_not_evaluated` until
+    :func:`evaluate` sets it."""
+    optimum = (no_optimum_view(claim) if claim.trained_only
+               else View(OPTIMUM, basis=why, reason="missing", detail=why))
+    return Result(claim, optimum, *_missing_views(SCRATCH, why))
+
+
+def _runs(results: Path, name: str, cache: dict) -> SweepCollection | str:
+    """``results/<name>`` loaded once (:func:`_load`), or why it cannot be (missing or
+    unfinished)."""
+    if name not in cache:
+        if not (results / name).exists():
+            cache[name] = f"{results / name} does not exist"
+            return cache[name]
+        try:
+            cache[name] = _load(results, name)
+        except (CheckpointError, FileNotFoundError) as e:
+            cache[name] = f"{results / name}: {e}"
+    return cache[name]
+
+
+def _route_sweep(results: Path, claim: Claim, route: str, cache: dict
+                 ) -> LoadedSweep | str:
+    """The claim's part of its run by ``route`` (:data:`ROUTES`), or why there is none (no
+    run, unfinished, no such part, or a run of the other route)."""
+    name = claim.experiment + ROUTES[route][1]
+    parts = _runs(results, name, cache)
+    if isinstance(parts, str):
+        if route == "fp" and not (results / name).exists():
+            return (f"{parts} (python -m experiments.{claim.experiment} --recipe fp_first "
+                    f"--out {results / name} trains it)")
+        return parts
+    if claim.part not in parts:
+        return f"{results / name} has no part {claim.part!r}"
+    sweep = parts[claim.part]
+    if (route == "fp") != bool(sweep.config.has_fp_phase):
+        # A run of the other route in this folder would be read as this one.
+        return (f"{sweep.path} was not trained from full precision (fp_fraction "
+                f"{sweep.config.fp_fraction:g} in its config)" if route == "fp" else
+                f"{sweep.path} was trained from full precision (fp_fraction "
+                f"{sweep.config.fp_fraction:g}); this view reads runs trained from scratch")
+    return sweep
+
+
+def _trained_views(claim: Claim, sweep: LoadedSweep, name: str) -> tuple[View, dict]:
+    """A route's primary trained view of the claim and its sensitivities."""
+    g = claim_grid(sweep, claim)
+    return (trained_view(claim, g, name=name),
+            {sel: trained_view(claim, g, sel, name) for sel in SELECTIONS
+             if sel != "converged"})
 
 
 def evaluate(results: Path) -> list[Result]:
     """Every claim of :data:`CLAIMS` measured, tested and decided (Holm over the family).
 
     Args:
-      results: a results folder (``intro/``, ``sparsity/``, ..., ``representable/``).
+      results: a results folder (``intro/``, ``sparsity/``, ..., ``representable/``, and
+        the full-precision-first runs ``intro_fp/``, ... where they exist).
     Returns:
-      One :class:`Result` per claim, in table order. A claim whose run is missing or
-      unfinished is undecided (no run) in both views; the others are evaluated.
+      One :class:`Result` per claim, in table order. A view whose run is missing or
+      unfinished is undecided (no run) (the optimum and trained-from-scratch views read
+      ``results/<experiment>``, the trained-from-full-precision view
+      ``results/<experiment>_fp``); the full-precision view of a claim whose model refuses
+      that route is undecided (does not apply); the others are evaluated.
     """
     cache: dict[str, SweepCollection | str] = {}
+    best: dict = {}
     out = []
     for claim in CLAIMS:
-        if claim.experiment not in cache:
+        sweep = _route_sweep(results, claim, "scratch", cache)
+        if isinstance(sweep, str):
+            r = _missing(claim, sweep)
+        else:
+            g = claim_grid(sweep, claim)
+            optimum = (no_optimum_view(claim) if claim.trained_only
+                       else optimum_view(results, claim, g))
+            r = Result(claim, optimum, *_trained_views(claim, sweep, SCRATCH))
+        refusal = fp_refusal(claim, _runs(results, claim.experiment, cache)) \
+            if claim.trained_only else ""
+        if refusal:
+            r.fp, r.fp_sensitivity = no_fp_view(claim, refusal), {}
+        else:
+            fp = _route_sweep(results, claim, "fp", cache)
             try:
-                cache[claim.experiment] = _load(results, claim.experiment)
-            except (CheckpointError, FileNotFoundError) as e:
-                cache[claim.experiment] = f"{results / claim.experiment}: {e}"
-        parts = cache[claim.experiment]
-        if isinstance(parts, str):
-            out.append(_missing(claim, parts))
-            continue
-        if claim.part not in parts:
-            out.append(_missing(claim, f"{results / claim.experiment} has no part "
-                                       f"{claim.part!r}"))
-            continue
-        g = claim_grid(parts[claim.part], claim)
-        optimum = (no_optimum_view(claim) if claim.trained_only
-                   else optimum_view(results, claim, g))
-        out.append(Result(claim, optimum, trained_view(claim, g),
-                          {sel: trained_view(claim, g, sel) for sel in SELECTIONS
-                           if sel != "converged"}))
+                r.fp, r.fp_sensitivity = (_missing_views(FP, fp) if isinstance(fp, str) else
+                                          _trained_views(claim, fp, FP))
+            except ValueError as e:
+                # A run of another grid (preset) than the claim's cells: not the claim's run.
+                r.fp, r.fp_sensitivity = _missing_views(FP, f"{fp.path}: {e}")
+        if not claim.trained_only:
+            for route, v in r.trained_views():
+                s = _route_sweep(results, claim, route, cache)
+                if not isinstance(s, str) and v.reason != "missing":
+                    set_best_known(v, results, claim, s, route, best)
+        out.append(r)
     decide_family(out)
     for sel in SELECTIONS:
         if sel != "converged":
@@ -787,32 +1141,35 @@ def evaluate(results: Path) -> list[Result]:
     return out
 
 
-def _family(results: list[Result], selection: str) -> list[tuple[Rule, View]]:
-    """The views of one Holm family: every optimum view and the as-trained views on one
-    seed selection."""
-    def trained(r: Result) -> View:
-        return r.trained if selection == "converged" else r.sensitivity[selection]
-    return [(r.claim.rule, v) for r in results for v in (r.optimum, trained(r))]
+def _family(results: list[Result], selection: str) -> list[tuple[Rule, View, bool]]:
+    """The views of one Holm family, each with whether this family decides it: every
+    optimum view (decided in the primary family only) and the trained views of both
+    routes on one seed selection."""
+    return [(r.claim.rule, v, decides) for r in results
+            for v, decides in ((r.optimum, selection == "converged"),
+                               *((v, True) for _, v in r.trained_views(selection)
+                                 if v.reason != "not_applicable"))]
 
 
 def decide_family(results: list[Result], selection: str = "converged") -> int:
     """Test, Holm-adjust and decide one family; each test counts once.
 
-    The primary family ("converged") decides the optimum views and the primary as-trained
-    views; a sensitivity family (another seed selection) has the same optimum views beside
-    its own as-trained views and decides only the latter.
+    The primary family ("converged") decides the optimum views and the primary trained
+    views of both routes; a sensitivity family (another seed selection) has the same
+    optimum views beside its own trained views of both routes and decides only the
+    latter.
 
     Returns:
       The number of p-values in the family.
     """
     members = _family(results, selection)
-    for rule, v in members:
+    for rule, v, _ in members:
         if v.tested and v.raw is None:
             v.raw = vd.raw_tests(rule, v.diff)
     adjusted, size = vd.holm_family([(vd.same_test_key(rule, v.diff), v.raw)
-                                     for rule, v in members])
-    for i, ((rule, v), a) in enumerate(zip(members, adjusted, strict=True)):
-        if v.raw is None or (selection != "converged" and i % 2 == 0):
+                                     for rule, v, _ in members])
+    for (rule, v, decides), a in zip(members, adjusted, strict=True):
+        if v.raw is None or not decides:
             continue  # not tested, or an optimum view (decided in the primary family)
         v.p_adj = a
         v.verdict, v.reason = vd.decide(rule, v.raw, a[0], a[1])
@@ -823,7 +1180,7 @@ def decide_family(results: list[Result], selection: str = "converged") -> int:
 def n_tests(results: list[Result], selection: str = "converged") -> int:
     """Size of a Holm family (two p-values per distinct test)."""
     return vd.holm_family([(vd.same_test_key(rule, v.diff), v.raw)
-                           for rule, v in _family(results, selection)])[1]
+                           for rule, v, _ in _family(results, selection)])[1]
 
 
 def _power_detail(rule: Rule, raw: vd.RawTests) -> str:
@@ -869,7 +1226,9 @@ def _view_verdict(v: View) -> str:
     return f"{text} ({v.fact})" if v.fact else text
 
 
-def _view_row(rule: Rule, v: View) -> str:
+def _view_row(rule: Rule, v: View, to_best: bool = True) -> str:
+    """A measurement table's row of one view (with the distance to the best-known
+    solutions unless ``to_best`` is False: the neuron claims have none)."""
     verdict = _view_verdict(v)
     # A tested windowed claim shows the window its test reports (the smallest claim
     # p-value); an untested one the mean of every window, densest first (none is picked).
@@ -894,7 +1253,27 @@ def _view_row(rule: Rule, v: View) -> str:
         diff, pv = (show(v.diff) + " (95% t)" if v.diff.size else "n/a"), "not tested"
     extra = "; ".join([v.exact] * bool(v.exact) + v.notes)
     return _row(v.name, v.basis, _fmt_ci(v.gap), _fmt_best(v.gap_best), by, diff, pv,
-                f"**{verdict}**", extra)
+                f"**{verdict}**", *[_fmt_to_best(v)] * to_best, extra)
+
+
+def _fmt_to_best(v: View) -> str:
+    """A trained view's distance to the best-known solutions (:func:`set_best_known`); the
+    optimum view is the best-known itself."""
+    if v.name == OPTIMUM:
+        return "—"
+    if v.to_best_n:
+        zero = (f"; the best-known loss is 0 for {v.to_best_zero}" if v.to_best_zero
+                else "")
+        return f"{v.to_best:.3g} (median of {v.to_best_n}{zero})"
+    return f"n/a ({v.to_best_why})" if v.to_best_why else "n/a"
+
+
+#: The header of a claim's measurement table (one row per view, :func:`_view_row`).
+MEASUREMENT_HEADER = [
+    "| view | seeds used | loss gap per seed | loss gap best-of-seeds | measure dense / "
+    "ternary | ternary - dense | p for / against | verdict | trained ternary / best-known "
+    "loss | notes |",
+    "|---|---|---|---|---|---|---|---|---|---|"]
 
 
 def _row(*cells: str) -> str:
@@ -958,14 +1337,16 @@ def _study_text() -> str:
 
 
 def _judged_views(r: Result) -> list[tuple[str, View]]:
-    """The views a claim is judged in (a claim judged as trained only has one)."""
-    views = [("as trained", r.trained)]
-    return views if r.claim.trained_only else [("at the optimum", r.optimum), *views]
+    """The views a claim is judged in: at the optimum and both trained routes (a claim
+    judged trained from scratch only has that one)."""
+    if r.claim.trained_only:
+        return [(SCRATCH, r.trained)]
+    return [(OPTIMUM, r.optimum), (SCRATCH, r.trained), (FP, r.fp)]
 
 
 def _gap_sentence(results: list[Result]) -> str:
-    """The as-trained loss gap of each run and part the claims read (per seed, mean ± 95% t
-    half-width): the "at equal loss?" beside the neuron verdicts."""
+    """The trained-from-scratch loss gap of each run and part the claims read (per seed,
+    mean ± 95% t half-width): the "at equal loss?" beside the neuron verdicts."""
     bits = {}
     for r in results:
         c, v = r.claim, r.trained
@@ -974,16 +1355,41 @@ def _gap_sentence(results: list[Result]) -> str:
             bits[key] = f"{key} {_fmt_ci(v.gap)} ({v.basis})"
     if not bits:
         return "No loss gap: no run."
-    return ("Loss gap as trained, (L_ternary - L_dense) / L_zero per seed over the claims' "
-            "cells: " + "; ".join(bits.values()) + ".")
+    return ("Loss gap trained from scratch, (L_ternary - L_dense) / L_zero per seed over the "
+            "claims' cells: " + "; ".join(bits.values()) + ".")
+
+
+def _selection_changes(results: list[Result]) -> list[str]:
+    """Per route, the claims whose primary verdict changes on another seed selection."""
+    out = []
+    for route, (name, _) in ROUTES.items():
+        changed = []
+        if all(dict(r.trained_views())[route].reason in ("missing", "not_applicable")
+               for r in results):
+            out.append(f"{name}, no view has a run.")
+            continue
+        for r in results:
+            primary = dict(r.trained_views())[route]
+            others = {sel: dict(r.trained_views(sel)).get(route) for sel in SELECTIONS
+                      if sel != "converged"}
+            others = {sel: v for sel, v in others.items() if v is not None}
+            if any(v.verdict != primary.verdict for v in others.values()):
+                changed.append(f"{_claim_words(r.claim)} (" + ", ".join(
+                    f"{SELECTIONS[sel]}: {vd.verdict_text(v.verdict, v.reason)}"
+                    for sel, v in others.items()) + ")")
+        out.append(f"{name}, the verdict on {SELECTIONS['converged']} changes on another "
+                   "selection for: " + "; ".join(changed) + "." if changed else
+                   f"{name}, every verdict is the same on "
+                   + ", ".join(SELECTIONS.values()) + ".")
+    return out
 
 
 def opening(results: list[Result]) -> list[str]:
     """The answer in plain words, generated from the verdicts: what differs at the optimum,
-    what differs as trained and by which route, what is undecided and why (and whether more
-    compute can remove it), and which verdicts change with the seed selection. The neuron
-    claims (judged as trained only) get their own sentence, with the loss gap of their
-    runs."""
+    what differs trained from scratch and trained from full precision (each route named),
+    what is undecided and why (and whether more compute can remove it), and which verdicts
+    change with the seed selection. The neuron claims (judged trained from scratch only)
+    get their own sentence, with the loss gap of their runs."""
     study = [r for r in results if not r.claim.trained_only]
     neuron = [r for r in results if r.claim.trained_only]
     lines = [
@@ -992,20 +1398,21 @@ def opening(results: list[Result]) -> list[str]:
         f"This file tests the claims of {_study_text()}, which trained the toy models of "
         "superposition (Elhage et al. 2022) with ternarised (BitNet) weights, against "
         "rules fixed before the data were read; `ternary` here is BitNet b1.58. Each "
-        "claim is judged in two views: at the optimum (the best-known ternary solutions "
-        "against dense) and as trained "
-        f"({TRAINED_ROUTE})."
+        "claim is judged in three views: at the optimum (the best-known ternary solutions "
+        "against dense), and trained by two routes, each against dense instances of its "
+        f"own runs: {TRAINED_ROUTE}; and {FP_ROUTE}."
         + (f" The project's own questions about the neurons of the privileged-basis models "
            f"({', '.join(dict.fromkeys(r.claim.experiment for r in neuron))}; "
-           f"{len(neuron)} claims, not claims of the study) follow, judged as trained only "
-           "(their section says why)." if neuron else ""),
+           f"{len(neuron)} claims, not claims of the study) follow, judged trained from "
+           "scratch only (their section says why)." if neuron else ""),
         "",
         "- " + _view_sentence("At the optimum", [(r.claim, r.optimum) for r in study]),
-        "- " + _view_sentence("As trained", [(r.claim, r.trained) for r in study]),
+        "- " + _view_sentence("Trained from scratch", [(r.claim, r.trained) for r in study]),
+        "- " + _view_sentence("Trained from full precision", [(r.claim, r.fp) for r in study]),
     ]
     if neuron:
         lines.append("- " + _view_sentence(
-            "Neurons of the privileged-basis models, as trained only",
+            "Neurons of the privileged-basis models, trained from scratch only",
             [(r.claim, r.trained) for r in neuron], NEURON_PLAIN) + " " + _gap_sentence(neuron))
     open_ = [(r.claim, name, v) for r in results for name, v in _judged_views(r)
              if v.verdict == "undecided"]
@@ -1017,16 +1424,8 @@ def opening(results: list[Result]) -> list[str]:
             f"{vd.REASONS[k][:1].upper() + vd.REASONS[k][1:]} ({vd.REMEDIES[k]}): "
             + "; ".join(f"{c} ({', '.join(names)})" for c, names in claims.items()) + "."
             for k, claims in by_reason.items()))
-    changed = [f"{_claim_words(r.claim)} (" + ", ".join(
-        f"{SELECTIONS[sel]}: {vd.verdict_text(v.verdict, v.reason)}"
-        for sel, v in r.sensitivity.items()) + ")"
-        for r in results
-        if any(v.verdict != r.trained.verdict for v in r.sensitivity.values())]
-    lines.append("- **Seed selection** — " + (
-        f"as trained, the verdict on {SELECTIONS['converged']} changes on another "
-        "selection for: " + "; ".join(changed) + "." if changed else
-        "every as-trained verdict is the same on "
-        + ", ".join(SELECTIONS.values()) + "."))
+    lines.append("- **Seed selection** — " + " ".join(
+        t[:1].upper() + t[1:] for t in _selection_changes(results)))
     return lines + [""]
 
 
@@ -1087,18 +1486,23 @@ def render(results: list[Result], folder: Path) -> str:
         "same way for both kinds of claim: a \"same\" claim is supported, a difference "
         "claim not supported. Elsewhere a measure uses the seeds whose instances all "
         f"converged with ternary within {ATTAINED_FACTOR - 1:.0%} of its attainable loss.",
-        f"- As trained: the primary selection uses a seed if every compared instance of it "
-        f"converged (bitjax.convergence) and none diverged; with fewer than {vd.MIN_SEEDS} "
-        "such seeds the numbers are shown over all seeds and the verdict is undecided (not "
-        "converged). The verdicts on all seeds and on per-cell converged pairs are shown "
-        "beside it as a sensitivity (each in its own Holm family with the same optimum "
-        "views).",
+        *route_lines(folder),
+        f"- Both trained views, the same way on each route's runs: the primary selection "
+        f"uses a seed if every compared instance of it converged (bitjax.convergence) and "
+        f"none diverged; with fewer than {vd.MIN_SEEDS} such seeds the numbers are shown "
+        "over all seeds and the verdict is undecided (not converged). The verdicts on all "
+        "seeds and on per-cell converged pairs are shown beside it as a sensitivity (each "
+        "selection in its own Holm family with the same optimum views and that selection's "
+        "trained views of both routes). A route's view whose run is missing or unfinished "
+        "is undecided (no run).",
+        *best_known_lines(results),
         f"- Holm's correction over the family of all {k} p-values computed (for and against "
-        f"each distinct test, both views; two views testing the same values are one test); "
-        f"α = {vd.ALPHA:g}. p columns: for / against the claim (raw, then Holm-adjusted).",
+        f"each distinct test, all three views; two views testing the same values are one "
+        f"test); α = {vd.ALPHA:g}. p columns: for / against the claim (raw, then "
+        "Holm-adjusted).",
         "- The neuron claims of the privileged-basis models (their own section below) use "
-        "the same unit, summaries, seed selections and decision rules, are judged as "
-        "trained only, and join the same Holm family once each.",
+        "the same unit, summaries, seed selections and decision rules, are judged trained "
+        "from scratch only, and join the same Holm family once each.",
         "",
         "## Rule table (fixed in experiments/findings.py before the data are read)",
         "",
@@ -1111,25 +1515,28 @@ def render(results: list[Result], folder: Path) -> str:
         lines.append(_row(ru.claim, c.where, *_rule_cells(c)[:4], vd.theory_text(ru),
                           vd.rule_text(ru) + _exact_rule(c)))
     lines += ["", "## Verdicts", "",
-              "| claim | theory at the optimum | at the optimum | as trained |",
-              "|---|---|---|---|"]
+              f"| claim | theory at the optimum | {OPTIMUM} | {SCRATCH} | {FP} |",
+              "|---|---|---|---|---|"]
     for r in study:
         lines.append(_row(r.claim.rule.claim, vd.theory_text(r.claim.rule),
-                          *(_view_verdict(v) for v in (r.optimum, r.trained))))
-    lines += ["", "### As trained, by seed selection (sensitivity)", "",
-              "| claim | " + " | ".join(SELECTIONS.values()) + " |",
-              "|---|" + "---|" * len(SELECTIONS)]
+                          *(_view_verdict(v) for v in (r.optimum, r.trained, r.fp))))
+    lines += ["", "### Trained views, by seed selection (sensitivity)", "",
+              "| claim | view | " + " | ".join(SELECTIONS.values()) + " |",
+              "|---|---|" + "---|" * len(SELECTIONS)]
     lines += _selection_rows(study)
+    lines += ["", "### Trained ternary against the best-known solutions", "",
+              "Per claim and trained view, the median over the claim's cells and seeds of "
+              "trained ternary loss / best-known ternary loss, both on one estimator sample "
+              "(the protocol says which); 1 is the best-known solution.", "",
+              f"| claim | run and cells | {SCRATCH} | {FP} |", "|---|---|---|---|"]
+    lines += [_row(r.claim.rule.claim, r.claim.where, _fmt_to_best(r.trained),
+                   _fmt_to_best(r.fp)) for r in study]
     lines += ["", "## Measurements per claim", ""]
     for r in study:
         lines += [f"### {r.claim.rule.claim}", "",
                   f"{r.claim.where}; measure: {r.claim.rule.measure}. Theory: "
-                  f"{vd.theory_text(r.claim.rule)}.", "",
-                  "| view | seeds used | loss gap per seed | loss gap best-of-seeds | "
-                  "measure dense / ternary | ternary - dense | p for / against | verdict | "
-                  "notes |",
-                  "|---|---|---|---|---|---|---|---|---|",
-                  _view_row(r.claim.rule, r.optimum), _view_row(r.claim.rule, r.trained), ""]
+                  f"{vd.theory_text(r.claim.rule)}.", "", *MEASUREMENT_HEADER,
+                  *(_view_row(r.claim.rule, v) for v in (r.optimum, r.trained, r.fp)), ""]
     lines += neuron_section([r for r in results if r.claim.trained_only], folder)
     lines += ["## Context", "", convergence_line(folder)]
     phase = _phase_line(folder)
@@ -1147,14 +1554,79 @@ def _rule_cells(c: Claim) -> tuple[str, str, str, str]:
     return ru.measure + level, ru.test, f"{ru.margin:g} {ru.unit}".strip(), direction
 
 
-def _selection_rows(results: list[Result]) -> list[str]:
-    """The as-trained verdict of each claim on every seed selection, one row per claim."""
+def _selection_rows(results: list[Result], routes=tuple(ROUTES)) -> list[str]:
+    """The trained verdicts of each claim on every seed selection, one row per claim and
+    route (of ``routes``)."""
     rows = []
     for r in results:
-        views = [r.trained] + [r.sensitivity[s] for s in SELECTIONS if s != "converged"]
-        rows.append(_row(r.claim.rule.claim, *(
-            f"{vd.verdict_text(v.verdict, v.reason)} ({v.basis})" for v in views)))
+        for route in routes:
+            views = [dict(r.trained_views(s)).get(route) for s in SELECTIONS]
+            # A missing run's path is in the verdict table; here its reason only.
+            rows.append(_row(r.claim.rule.claim, ROUTES[route][0], *(
+                "n/a" if v is None else vd.verdict_text(v.verdict, v.reason)
+                + ("" if v.reason == "missing" else f" ({v.basis})") for v in views)))
     return rows
+
+
+def _run_configs(folder: Path, name: str) -> dict[str, SweepConfig] | str:
+    """Part -> config of ``folder/name`` (read from each part's sweep.json, without loading
+    the checkpoints), or why there is none."""
+    path = folder / name
+    parts = layout.part_folders(path) if path.is_dir() else None
+    if not parts:
+        return "no run"
+    out = {}
+    for part, d in parts.items():
+        try:
+            out[part] = SweepConfig.from_dict(json.loads((d / layout.SWEEP_FILE).read_text()))
+        except (OSError, ValueError, TypeError) as e:
+            return f"no readable config ({e})"
+    return out
+
+
+def route_lines(folder: Path) -> list[str]:
+    """The protocol's lines on the two training routes: what each route is and how each of
+    its claim runs was trained (steps and recipe, from the runs' configs)."""
+    lines = []
+    for route, (name, suffix) in ROUTES.items():
+        claims = CLAIMS if route == "scratch" else STUDY_CLAIMS
+        bits = []
+        for exp in dict.fromkeys(c.experiment for c in claims):
+            cfgs = _run_configs(folder, exp + suffix)
+            if isinstance(cfgs, str):
+                bits.append(f"{exp + suffix}: {cfgs}")
+                continue
+            recipes: dict[str, list[str]] = {}
+            for part, cfg in cfgs.items():
+                recipes.setdefault(f"{cfg.steps:,} steps, {recipe_text(cfg)}", []).append(part)
+            bits.append(f"{exp + suffix} (" + "; ".join(
+                f"{', '.join(parts)}: {text}" for text, parts in recipes.items()) + ")")
+        # The route texts open with the view's name; here it leads the line already.
+        how = (TRAINED_ROUTE if route == "scratch" else FP_ROUTE).split(": ", 1)[1]
+        if route == "fp":
+            how += (" (python -m experiments.<experiment> --recipe fp_first --out "
+                    "results/<experiment>_fp; these runs' configs have fp_fraction > 0, and "
+                    "the step of the switch is in their recipes below)")
+        lines.append(f"- {name[:1].upper() + name[1:]} (results/<experiment>{suffix}): "
+                     f"{how}. Runs and recipes, from their configs: " + ", ".join(bits) + ".")
+    return lines
+
+
+def best_known_lines(results: list[Result]) -> list[str]:
+    """The protocol's line on the trained views' distance to the best-known solutions and
+    the estimator samples it is computed on."""
+    on = list(dict.fromkeys(v.to_best_on for r in results for _, v in r.trained_views()
+                            if v.to_best_on))
+    where = ("; the best-known runs and their samples: " + "; ".join(on) if on else
+             "; no trained view has a best-known run to compare with")
+    return ["- Trained ternary / best-known loss (each trained view): per ternary instance "
+            "that did not diverge, its loss divided by the best-known ternary loss of the "
+            "same problem (seed, densities, importances; results/representable/best_known, "
+            "bitjax.analysis.best_ternary), both evaluated on the stratified estimator "
+            "sample the best-known losses were computed on (bitjax.analysis.estimator: "
+            "rebuilt from the best-known run's recorded settings and checked to reproduce "
+            f"its losses on up to {SAMPLE_CHECKS} of its solutions), never on the training "
+            "loss; the median over the claim's cells and seeds" + where + "."]
 
 
 def _representable_text(folder: Path, run: str) -> str:
@@ -1168,15 +1640,18 @@ def _representable_text(folder: Path, run: str) -> str:
 
 
 def neuron_section(results: list[Result], folder: Path) -> list[str]:
-    """The neuron claims' section: why they are judged as trained only (from
-    :data:`NO_OPTIMUM` and what results/representable holds), their rule table, verdicts by
-    seed selection, and one measurement table per claim with the loss gap beside the
-    measure. Empty without neuron claims."""
+    """The neuron claims' section: why they are judged trained from scratch only (from
+    :data:`NO_OPTIMUM`, what results/representable holds, and why their config refuses the
+    full-precision-first route), their rule table, verdicts by seed selection, and one
+    measurement table per claim with the loss gap beside the measure. Empty without neuron
+    claims."""
     if not results:
         return []
     runs = list(dict.fromkeys(r.claim.experiment for r in results))
+    no_fp = {r.claim.experiment: r.fp for r in results}
     lines = [
-        "## Neurons: dense vs ternary in the privileged-basis models (as trained only)",
+        "## Neurons: dense vs ternary in the privileged-basis models (trained from scratch "
+        "only)",
         "",
         "The project's own questions, not claims of the study: are ternary neurons more "
         "monosemantic, at equal loss, and does ternary change when computation goes into "
@@ -1187,10 +1662,11 @@ def neuron_section(results: list[Result], folder: Path) -> list[str]:
         "",
         *(f"- {run}: not judged at the optimum, because {NO_OPTIMUM[run]}; "
           f"{_representable_text(folder, run)}." for run in runs),
+        *(f"- {run}, {FP}: {_view_verdict(v)}." for run, v in no_fp.items()),
         "- So these claims have no \"at the optimum\" view: no best-known ternary solution "
         "decides them and no trained ternary instance can be checked against an attainable "
-        "loss. They are judged as trained only (primary selection: seeds with every compared "
-        "instance converged), in the one Holm family of this file.",
+        "loss. They are judged trained from scratch only (primary selection: seeds with "
+        "every compared instance converged), in the one Holm family of this file.",
         "",
         "### Rule table (fixed in experiments/findings.py before the data are read)",
         "",
@@ -1201,9 +1677,10 @@ def neuron_section(results: list[Result], folder: Path) -> list[str]:
     for r in results:
         lines.append(_row(r.claim.rule.claim, r.claim.where, *_rule_cells(r.claim),
                           vd.rule_text(r.claim.rule)))
-    lines += ["", "### Verdicts as trained, by seed selection", "",
-              "| claim | " + " | ".join(SELECTIONS.values()) + " |",
-              "|---|" + "---|" * len(SELECTIONS), *_selection_rows(results), ""]
+    lines += ["", "### Verdicts trained from scratch, by seed selection", "",
+              "| claim | view | " + " | ".join(SELECTIONS.values()) + " |",
+              "|---|---|" + "---|" * len(SELECTIONS), *_selection_rows(results, ("scratch",)),
+              ""]
     for r in results:
         lines += [f"### {r.claim.rule.claim}", "",
                   f"{r.claim.where}; measure: {r.claim.rule.measure}.", "",
@@ -1211,7 +1688,7 @@ def neuron_section(results: list[Result], folder: Path) -> list[str]:
                   "measure dense / ternary | ternary - dense | p for / against | verdict | "
                   "notes |",
                   "|---|---|---|---|---|---|---|---|---|",
-                  _view_row(r.claim.rule, r.trained), ""]
+                  _view_row(r.claim.rule, r.trained, to_best=False), ""]
     return lines
 
 
@@ -1225,9 +1702,16 @@ def _exact_rule(claim: Claim) -> str:
             f"direction), refuted if at least {m:g} below, else not supported")
 
 
+def _claim_runs() -> list[str]:
+    """The runs the claims read: every claim's experiment (trained from scratch), then the
+    study claims' runs trained from full precision (``<experiment>_fp``)."""
+    scratch = sorted({c.experiment for c in CLAIMS})
+    return scratch + sorted({c.experiment + ROUTES["fp"][1] for c in STUDY_CLAIMS})
+
+
 def _commits(folder: Path) -> str:
     bits = []
-    for name in sorted({c.experiment for c in CLAIMS}):
+    for name in _claim_runs():
         try:
             m = json.loads((folder / name / "manifest.json").read_text())
             bits.append(f"{name} trained at {(m.get('git', {}).get('commit') or '?')[:10]}")
@@ -1239,11 +1723,11 @@ def _commits(folder: Path) -> str:
 def convergence_line(results: Path) -> str:
     """Converged instances per run and kind (bitjax.convergence), as one line."""
     counts = []
-    for name in sorted({c.experiment for c in CLAIMS}):
+    for name in _claim_runs():
         try:
             parts = _load(results, name)
         except (CheckpointError, FileNotFoundError):
-            counts.append(f"{name}: no run")
+            counts.append(f"{name}: no finished run")
             continue
         for part in parts.values():
             conv, kind = converged(part), part.coords["kind"]

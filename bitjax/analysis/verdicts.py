@@ -51,6 +51,7 @@ REASONS = {
     "attainable": "attainable not reached",
     "power": "too little power",
     "missing": "no run",
+    "not_applicable": "does not apply",
 }
 #: Whether more compute can remove each reason (the opening of the findings says so).
 REMEDIES = {
@@ -59,6 +60,7 @@ REMEDIES = {
                   "could remove it",
     "power": "more seeds could remove it",
     "missing": "running the experiment removes it",
+    "not_applicable": "no compute removes it: the view does not exist for that model",
 }
 #: Kinds of test a rule can ask for.
 TESTS = ("equivalence", "difference")

@@ -172,3 +172,10 @@ def test_the_optimum_fact_decides_equivalence_and_difference_alike():
     for rule in (EQ, LESS, different):
         assert vd.decide_by_optimum(rule, False) is None  # tested on the seeds instead
     assert "theory" not in vd.REASONS and set(vd.REMEDIES) == set(vd.REASONS)
+
+
+def test_a_view_that_does_not_exist_for_a_model_says_so_and_no_compute_removes_it():
+    assert vd.verdict_text("undecided", "not_applicable", "the config refuses it") == (
+        "undecided (does not apply: the config refuses it)")
+    assert vd.REMEDIES["not_applicable"].startswith("no compute removes it")
+    assert vd.REMEDIES["missing"] == "running the experiment removes it"

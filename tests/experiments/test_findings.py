@@ -5,6 +5,7 @@ claims' views (per seed, as trained, at the optimum) and the generated text
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -310,7 +311,7 @@ def test_the_opening_is_generated_from_the_verdicts(tmp_path):
     assert '"Toy Models of Superposition: what about BitNets?" (2024)' in text
     for outside in ("../shared", "shared/specs", "issue", "#2"):
         assert outside not in text
-    assert "### As trained, by seed selection (sensitivity)" in text
+    assert "### Trained views, by seed selection (sensitivity)" in text
 
 
 def test_help_states_the_loss_gap_normalisation(capsys):
@@ -350,9 +351,13 @@ def test_generated_findings_on_the_committed_results():
     results = findings.evaluate(RESULTS)
     assert [r.claim.rule.key for r in results] == [c.rule.key for c in findings.CLAIMS]
     for r in results:
-        for v in (r.trained,) if r.claim.trained_only else (r.optimum, r.trained):
+        views = (r.trained, r.fp) if r.claim.trained_only else (r.optimum, r.trained, r.fp)
+        for v in views:
             assert v.verdict in vd.VERDICTS
             assert (v.verdict == "undecided") == bool(v.reason)
+        # The full-precision view reads results/<experiment>_fp, or says there is none.
+        if not r.claim.trained_only and not (RESULTS / f"{r.claim.experiment}_fp").exists():
+            assert r.fp.reason == "missing"
     text = findings.render(results, RESULTS)
     rows = store_files.read_csv(RESULTS / "representable" / "intro_exact.csv")
     k = sum(r["configuration"].startswith("two antipodal pairs") for r in rows)
@@ -453,8 +458,9 @@ def test_missing_neuron_runs_render_their_own_section(tmp_path):
         assert f"### {c.rule.claim}" in section and f"| {c.rule.claim} |" in section
         assert c.rule.claim not in study_tables  # not in the study's tables
     opening = "\n".join(findings.opening(results))
-    assert "**Neurons of the privileged-basis models, as trained only**" in opening
-    assert "ternary neurons are more monosemantic (privileged basis) (as trained)" in opening
+    assert "**Neurons of the privileged-basis models, trained from scratch only**" in opening
+    assert ("ternary neurons are more monosemantic (privileged basis) (trained from scratch)"
+            in opening)
     assert "(privileged basis) (at the optimum)" not in opening
 
 
@@ -491,3 +497,221 @@ def test_the_neuron_section_reads_what_representable_holds(tmp_path):
     (tmp_path / "representable" / "attainable_privileged.csv").write_text("seed\n")
     assert "attainable_privileged.csv is not used" in findings._representable_text(
         tmp_path, "privileged")
+
+
+# ---- the third view: trained from full precision (results/<experiment>_fp) ------------------
+
+
+SPARSITY_CLAIMS = {"emerges", "onset_negative_bias", "less_superposition"}
+
+
+def _tiny_config(**kw):
+    """The sparsity/relu claims' tiny run: 4 seeds (enough for a test), one sparsity in each
+    of the local claim's declared windows."""
+    return SweepConfig(n_features=4, n_hidden=2, kind=("dense", "ternary"), seed=(0, 1, 2, 3),
+                       feature_probability=(1.0, 0.03, 0.003), steps=10, chunk_size=5,
+                       history_every=5, **kw)
+
+
+def _write_run(folder: Path, cfg, W, b, loss=None, meta=None) -> Path:
+    """A finished run folder holding latent weights ``W`` and biases ``b`` (no training):
+    every instance converged, final losses a fraction of the zero model's unless ``loss``."""
+    from bitjax.store import files as store_files
+    from bitjax.store.checkpoint import Checkpointer
+    from bitjax.store.layout import SWEEP_FILE
+
+    inst = build_instances(cfg)
+    if loss is None:
+        zero = LoadedSweep(path=folder, config=cfg, coords=inst.coords, step=cfg.steps, W=W,
+                           b=b, W_eff=W, history=np.zeros((inst.n, 1)), meta={}).zero_loss
+        loss = 0.3 * zero
+    state = {"params": {"W": np.asarray(W, np.float32), "b": np.asarray(b, np.float32)},
+             "history": np.zeros((inst.n, 2), np.float32), "step": np.asarray(cfg.steps)}
+    ckpt = Checkpointer(folder)
+    try:
+        ckpt.save(cfg.steps, state, {"config": cfg.to_dict(), "n_instances": inst.n,
+                                     "final_loss": np.asarray(loss, float).tolist(),
+                                     "diagnostics": {"converged": [True] * inst.n},
+                                     **(meta or {})})
+    finally:
+        ckpt.close()
+    store_files.write_json(folder / SWEEP_FILE, cfg.to_dict())
+    return folder
+
+
+def _tiny_results(root: Path, fp: bool, seed: int = 0) -> Path:
+    """A results folder with sparsity/relu trained from scratch and, with ``fp``, its
+    full-precision-first twin sparsity_fp/relu (other weights, fp_fraction 0.5)."""
+    rng = np.random.default_rng(seed)
+    for name, kw in (("sparsity", {}), ("sparsity_fp", {"fp_fraction": 0.5}))[:1 + fp]:
+        cfg = _tiny_config(**kw)
+        n = build_instances(cfg).n
+        _write_run(root / name / "relu", cfg, rng.normal(0, 0.6, (n, 2, 4)),
+                   rng.normal(0.0, 0.03, (n, 4)))
+    return root
+
+
+def test_without_an_fp_run_the_view_is_no_run_and_renders(tmp_path):
+    results = findings.evaluate(_tiny_results(tmp_path, fp=False))
+    for r in results:
+        if r.claim.trained_only:
+            continue
+        assert r.fp.name == findings.FP and not r.fp.tested and r.fp.raw is None
+        assert (r.fp.verdict, r.fp.reason) == ("undecided", "missing")
+        fp_path = str(tmp_path / f"{r.claim.experiment}_fp")
+        assert fp_path in r.fp.detail and "--recipe fp_first" in r.fp.detail
+        assert {v.reason for v in r.fp_sensitivity.values()} == {"missing"}
+        if r.claim.rule.key in SPARSITY_CLAIMS:
+            assert r.trained.tested and r.trained.name == findings.SCRATCH
+    text = findings.render(results, tmp_path)
+    assert f"undecided (no run: {tmp_path / 'sparsity_fp'} does not exist" in text
+    assert "| claim | theory at the optimum | at the optimum | trained from scratch | " \
+           "trained from full precision |" in text
+    assert "**Trained from full precision** — No claim is decided." in text
+    assert "Trained from full precision, no view has a run." in text
+
+
+def test_an_fp_run_is_evaluated_like_the_scratch_one_and_tested_once(tmp_path):
+    """The fp run's claims get the same measures, selections and tests as the scratch
+    run's; each fp test joins the primary family once (its two p-values), and each
+    sensitivity family gets that selection's fp tests once."""
+    without = findings.evaluate(_tiny_results(tmp_path / "a", fp=False))
+    folder = _tiny_results(tmp_path / "b", fp=True)
+    results = findings.evaluate(folder)
+    by = {r.claim.rule.key: r for r in results}
+    fp_views = {sel: [] for sel in findings.SELECTIONS}
+    for key in SPARSITY_CLAIMS:
+        r = by[key]
+        assert r.fp.name == findings.FP and r.fp.tested and r.fp.raw is not None
+        assert r.fp.verdict in vd.VERDICTS and (r.fp.verdict == "undecided") == bool(
+            r.fp.reason)
+        assert r.fp.basis.startswith("4 of 4 seeds")
+        # Computed exactly as the scratch view is, on the fp run's cells.
+        g = findings.claim_grid(findings._load(folder, "sparsity_fp")["relu"], r.claim)
+        np.testing.assert_array_equal(r.fp.diff, findings.trained_view(r.claim, g).diff)
+        assert not np.array_equal(r.fp.diff, r.trained.diff)
+        for sel in findings.SELECTIONS:
+            fp_views[sel].append(r.fp if sel == "converged" else r.fp_sensitivity[sel])
+    for sel, views in fp_views.items():
+        added = sum(int(np.isfinite([v.raw.p_support, v.raw.p_refute]).sum())
+                    for v in views)
+        assert added > 0
+        assert findings.n_tests(results, sel) == findings.n_tests(without, sel) + added
+        members = [v for _, v, _ in findings._family(results, sel)]
+        assert all(sum(m is v for m in members) == 1 for v in views)  # each view once
+    # Deciding again does not count anything twice.
+    assert findings.decide_family(results) == findings.n_tests(results)
+    text = findings.render(results, folder)
+    assert "sparsity_fp (relu: 10 steps, constant lr 0.001, dense first 5 steps" in text
+    assert text.count("| Superposition emerges much as in dense models | trained from "
+                      "full precision |") == 1  # its seed-selection row
+
+
+def test_an_fp_folder_holding_a_scratch_run_is_not_read_as_fp(tmp_path):
+    folder = _tiny_results(tmp_path, fp=False)
+    cfg = _tiny_config()
+    n = build_instances(cfg).n
+    _write_run(folder / "sparsity_fp" / "relu", cfg, np.ones((n, 2, 4)), np.zeros((n, 4)))
+    r = next(r for r in findings.evaluate(folder) if r.claim.rule.key == "emerges")
+    assert r.fp.reason == "missing" and "was not trained from full precision" in r.fp.detail
+
+
+def test_an_fp_run_without_a_claims_cells_is_not_its_run(tmp_path):
+    """An fp run on another grid (one sparsity): the local claim's windows hold no cell of
+    it, so that view has no run (and findings still renders); the others are evaluated."""
+    folder = _tiny_results(tmp_path, fp=False)
+    cfg = _tiny_config(fp_fraction=0.5).replace(feature_probability=(1.0,))
+    n = build_instances(cfg).n
+    rng = np.random.default_rng(1)
+    _write_run(folder / "sparsity_fp" / "relu", cfg, rng.normal(0, 0.6, (n, 2, 4)),
+               rng.normal(0.0, 0.03, (n, 4)))
+    results = findings.evaluate(folder)
+    by = {r.claim.rule.key: r for r in results}
+    local = by["less_superposition"].fp
+    assert local.reason == "missing" and "holds no cell of the run" in local.detail
+    assert by["emerges"].fp.tested
+    assert "undecided (no run: " in findings.render(results, folder)
+
+
+def test_the_neuron_claims_fp_view_says_why_it_does_not_apply(tmp_path):
+    """The privileged-basis models' config refuses the route: their fp view says so in the
+    config's words (not "no run"), is never tested, and stays out of the family and of the
+    opening's undecided list."""
+    results = findings.evaluate(tmp_path)
+    for r in results:
+        if not r.claim.trained_only:
+            continue
+        assert (r.fp.verdict, r.fp.reason) == ("undecided", "not_applicable")
+        assert "fp_fraction (full precision first)" in r.fp.detail
+        assert "tied" in r.fp.detail and r.fp.raw is None and not r.fp_sensitivity
+        assert all(v is not r.fp for _, v, _ in findings._family(results, "converged"))
+    text = findings.render(results, tmp_path)
+    section = text[text.index("## Neurons"):text.index("## Context")]
+    assert ("- privileged, trained from full precision: undecided (does not apply: the "
+            "config refuses --recipe fp_first: model='relu_hidden'") in section
+    assert "does not apply" not in "\n".join(findings.opening(results))
+    # The stand-in models name each neuron run's model (asked when its run is absent).
+    for run, model in findings.NEURON_MODELS.items():
+        cfg = json.loads((RESULTS / run / ("sweep.json" if run == "privileged" else
+                                           "circuits/sweep.json")).read_text())
+        assert cfg["model"] == model
+
+
+def _write_best_known(folder: Path, source: Path, scale: float = 1.0, est_seed: int = 0):
+    """A best-known run folder for ``source``'s dense instances (as
+    bitjax.analysis.best_ternary.write_run stores them): its solutions are the source's
+    ternary instances' effective weights, its stored losses their losses on the estimator
+    sample of the recorded settings (times ``scale``)."""
+    from bitjax.analysis import estimator as est
+
+    src = findings._load(source.parent, source.name)["relu"]
+    cfg = src.config.replace(kind=("ternary",))
+    kinds = np.asarray(src.coords["kind"])
+    tern = np.flatnonzero(kinds == "ternary")
+    p, imp = findings._vectors(src)
+    sample = est.make_estimator_sample(cfg.structure, p[tern], n_draws=64, n_per_mask=16,
+                                       seed=est_seed)
+    loss = est.estimate_loss(src.W_eff[tern], src.b[tern], imp[tern], sample).loss
+    # The source's ternary latents: the same quantizer gives the same effective weights.
+    _write_run(folder, cfg, src.W[tern], src.b[tern], loss=scale * loss,
+               meta={"estimator": {"kind": sample.kind, "draws": 64, "per_mask": 16,
+                                   "seed": 0}})
+    return loss
+
+
+def test_trained_ternary_is_compared_with_the_best_known_on_its_estimator(tmp_path):
+    """The best-known solutions here are the scratch run's ternary instances themselves:
+    trained from scratch is 1.0 of the best-known; the fp run's ratio is its own loss on
+    the same sample over theirs. A sample that does not reproduce the stored losses is not
+    used."""
+    from bitjax.analysis import estimator as est
+
+    folder = _tiny_results(tmp_path / "res", fp=True)
+    bk_dir = folder / "representable" / "best_known" / "sparsity_relu"
+    bk_loss = _write_best_known(bk_dir, folder / "sparsity")
+    by = {r.claim.rule.key: r for r in findings.evaluate(folder)}
+    r = by["emerges"]
+    assert r.trained.to_best == pytest.approx(1.0) and r.trained.to_best_n == 12
+    fp = findings._load(folder, "sparsity_fp")["relu"]
+    tern = np.flatnonzero(np.asarray(fp.coords["kind"]) == "ternary")
+    p, imp = findings._vectors(fp)
+    sample = est.make_estimator_sample(fp.config.structure, p[tern], n_draws=64,
+                                       n_per_mask=16, seed=0)
+    own = est.estimate_loss(fp.W_eff[tern], fp.b[tern], imp[tern], sample).loss
+    assert r.fp.to_best == pytest.approx(float(np.median(own / bk_loss)), rel=1e-5)
+    assert r.fp.to_best_n == 12 and str(bk_dir) in r.fp.to_best_on
+    text = findings.render(list(by.values()), folder)
+    assert "| trained ternary / best-known loss |" in text
+    assert f"the best-known runs and their samples: {bk_dir} (16 draws per activity mask" \
+           in text
+    # Stored losses from another sample: the rebuilt sample does not reproduce them.
+    import shutil
+
+    shutil.rmtree(bk_dir)
+    _write_best_known(bk_dir, folder / "sparsity", scale=1.5)
+    r = next(r for r in findings.evaluate(folder) if r.claim.rule.key == "emerges")
+    assert r.trained.to_best_n == 0 and "does not reproduce" in r.trained.to_best_why
+    assert findings._fmt_to_best(r.trained).startswith("n/a (the estimator sample")
+    # An exact best-known solution (loss 0) is infinitely far; the text says why.
+    exact = findings.View(findings.FP, to_best=np.inf, to_best_n=4, to_best_zero=4)
+    assert findings._fmt_to_best(exact) == "inf (median of 4; the best-known loss is 0 for 4)"
