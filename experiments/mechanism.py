@@ -58,6 +58,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bitjax.report.mechanism_plots import GRAM_FIGURE, SUMMARY_FILE, WEIGHTS_FIGURE, figure_stem
+
 #: The runs measured by default (the trained runs the best-known solutions are made for).
 RUNS = ("intro", "sparsity/relu", "sparsity/linear", "sparsity/zoom", "sparsity/notebook",
         "uniform", "correlated/corr_pairs", "correlated/anti_pairs", "correlated/three_corr",
@@ -66,25 +68,15 @@ RUNS = ("intro", "sparsity/relu", "sparsity/linear", "sparsity/zoom", "sparsity/
 #: point (in log10) is drawn, each at the lowest seed (seed 0 in every committed run).
 #: Uniform's 0.35 is the geometric middle of its plateau 1 - S in [0.25, 0.5].
 PANEL_CELLS = (("sparsity/relu", (1.0, 0.1, 0.01)), ("uniform", (0.35,)))
-#: Sparsities per run in the findings tables: the densest, the middle and the sparsest
-#: point of the run's grid.
-TABLE_POINTS = 3
 #: The folder (in the results) this tool writes by default.
 OUT_DIR = "mechanism"
-SUMMARY_FILE = "mechanism.csv"
 INSTANCES_FILE = "mechanism_instances.csv"
-GRAM_FIGURE = "mechanism_gram"
-WEIGHTS_FIGURE = "mechanism_weights"
 
 
 def run_stem(run: str) -> str:
     """A run's name in file names: ``sparsity/relu`` -> ``sparsity_relu`` (as the
     best-known folders are named)."""
     return run.replace("/", "_")
-
-
-def figure_stem(run: str) -> str:
-    return f"mechanism_{run_stem(run)}"
 
 
 def default_best_known(results: Path) -> Path:
@@ -254,101 +246,27 @@ def draw(study: Study, out: Path) -> list[Path]:
 # The findings section
 
 
-def _cell(row, stem: str, fmt: str) -> str:
-    med = row[f"{stem}_median"]
-    if not np.isfinite(med):
-        return "-"
-    lo, hi = row[f"{stem}_q25"], row[f"{stem}_q75"]
-    if lo == hi == med:
-        return format(med, fmt)
-    return f"{format(med, fmt)} ({format(lo, fmt)}-{format(hi, fmt)})"
-
-
-#: The columns of each findings table: summary stem, header, format.
-TABLE_COLUMNS = (("gamma", "γ", ".3f"), ("nnz_nonzero", "nnz/column (non-zero columns)", ".2f"),
-                 ("nnz_represented", "nnz/column (represented)", ".2f"),
-                 ("dims_per_feature", "D*", ".3f"), ("n_represented", "represented", ".0f"),
-                 ("mean_abs_cos", "mean abs cos", ".3f"),
-                 ("loss_over_best_known", "loss / best-known", ".3f"))
-
-
-def table_points(probabilities) -> list[float]:
-    """The :data:`TABLE_POINTS` sparsities of a run's table: densest, middle, sparsest
-    (all of them when the grid has fewer)."""
-    grid = sorted(set(float(p) for p in probabilities), reverse=True)
-    if len(grid) <= TABLE_POINTS:
-        return grid
-    return [grid[0], grid[len(grid) // 2], grid[-1]]
-
-
 def findings_section(results: Path, best_known: Path | None = None) -> list[str]:
-    """Markdown lines of the FINDINGS section "The mechanism: dense codes against the
-    rotated optimum": definitions, one table per run (source by three sparsities: median and
-    quartiles over seeds of gamma, non-zeros per column, D*, features represented, mean
-    |cos| and the loss over the best-known loss) and the figure files. Every number is
-    computed here from the runs (:func:`compute`); the runs trained from full precision are
-    looked for at ``<results>/<experiment>_fp``.
+    """Markdown lines of the FINDINGS section on the mechanism, computed from the runs now
+    (:func:`compute`; :func:`bitjax.report.mechanism_plots.section_lines` draws them).
+    ``python -m experiments.findings`` reads the committed ``results/mechanism`` instead
+    (:func:`bitjax.report.mechanism_plots.section_from_folder`), so FINDINGS cites what
+    this tool wrote.
 
     Args:
       results: the results folder.
       best_known: the best-known runs (default ``<results>/representable/best_known``).
     """
-    from bitjax.analysis import mechanism as mech
-    from bitjax.analysis.metrics import DEFAULT_THRESHOLD
+    from bitjax.report import mechanism_plots as mp
 
     results = Path(results)
     study = compute(results, best_known)
-    lines = ["## The mechanism: dense codes against the rotated optimum", "",
-             "Per run and sparsity, each source's effective weights (gamma * T for ternary) "
-             "measured alike (bitjax.analysis.mechanism; `python -m experiments.mechanism` "
-             "writes the tables and figures): gamma is the one non-zero magnitude of a "
-             "per-tensor ternary matrix; nnz/column the non-zero entries per column, mean over "
-             "the columns with any and over the represented features; represented: features "
-             f"with norm > {DEFAULT_THRESHOLD:g}; D* = m / ||W||_F^2; mean abs cos over pairs "
-             "of represented features; loss / best-known: the loss over the best-known "
-             "ternary loss of the same instance on the best-known run's stratified estimator "
-             "(given only where the source's loss is on that estimator). Dense weights have "
-             "no scale and no zeros ('-'). Cells: median over seeds (quartiles in "
-             "parentheses). Best-known method: the candidate that won the best-known "
-             "solutions of the cell (bitjax.analysis.best_ternary).", "",
-             "Sources: " + "; ".join(f"{s}: {w}" for s, w in mech.SOURCE_WORDS.items()) + ".",
-             ""]
     if study.summary is None:
-        return lines + [f"No trained run of {', '.join(RUNS)} in {results}.", ""]
-
-    def rel(path: str) -> str:
-        p = Path(path)
-        return str(p.relative_to(results.parent)) if p.is_relative_to(results.parent) else path
-
-    header = "| 1-S | source | instances | " + " | ".join(h for _, h, _ in TABLE_COLUMNS) + \
-        " | best-known method (instances) |"
-    for run, rs in study.sources.items():
-        rows = study.summary[study.summary["run"] == run]
-        lines += [f"### {run}", "",
-                  "Sources: " + ", ".join(f"{s} ({rel(rs.paths[s])}, loss: "
-                                          f"{rs.loss_estimate[s]})" for s in rs.sources)
-                  + ".", "",
-                  header, "|---|---|---|" + "---|" * (len(TABLE_COLUMNS) + 1)]
-        for p in table_points(rows["feature_probability"]):
-            for s in rs.sources:
-                r = rows[(rows["source"] == s) & np.isclose(rows["feature_probability"], p,
-                                                            rtol=1e-12, atol=0)]
-                if not len(r):
-                    continue
-                r = r.iloc[0]
-                methods = r["methods"] if isinstance(r["methods"], str) else ""
-                lines.append(f"| {p:.3g} | {s} | {int(r['n_instances'])} | " + " | ".join(
-                    _cell(r, stem, fmt) for stem, _, fmt in TABLE_COLUMNS)
-                    + f" | {methods} |")
-        lines.append("")
-    folder = results / OUT_DIR
-    stems = [figure_stem(run) for run in study.sources] + [GRAM_FIGURE, WEIGHTS_FIGURE]
-    lines += ["Figures (in results/mechanism): " + ", ".join(
-        f"{s}.png" + ("" if (folder / f"{s}.png").is_file() else " (not written yet)")
-        for s in stems) + ".", ""]
-    if study.notes:
-        lines += ["Left out: " + "; ".join(study.notes) + ".", ""]
-    return lines
+        return mp.section_lines(None, {}, {}, [], results / OUT_DIR, RUNS)
+    return mp.section_lines(study.summary,
+                            {run: dict(rs.paths) for run, rs in study.sources.items()},
+                            {run: dict(rs.loss_estimate) for run, rs in study.sources.items()},
+                            study.notes, results / OUT_DIR, tuple(study.sources))
 
 
 # ------------------------------------------------------------------------------------------

@@ -213,3 +213,135 @@ def instance_figure(rows: Sequence[tuple[str, Sequence[Panel]]], what: str = "gr
         fig.set_layout_engine("none")
         plots.footer(fig, footer)
     return fig
+
+
+# ------------------------------------------------------------------------------------------
+# The findings section (markdown)
+
+#: Sparsities per run in the findings tables: the densest, the middle and the sparsest
+#: point of the run's grid.
+TABLE_POINTS = 3
+#: The columns of each findings table: summary stem, header, format.
+TABLE_COLUMNS = (("gamma", "γ", ".3f"), ("nnz_nonzero", "nnz/column (non-zero columns)", ".2f"),
+                 ("nnz_represented", "nnz/column (represented)", ".2f"),
+                 ("dims_per_feature", "D*", ".3f"), ("n_represented", "represented", ".0f"),
+                 ("mean_abs_cos", "mean abs cos", ".3f"),
+                 ("loss_over_best_known", "loss / best-known", ".3f"))
+#: The files of the mechanism tool a findings section reads (in its output folder).
+SUMMARY_FILE, MANIFEST_FILE = "mechanism.csv", "manifest.json"
+GRAM_FIGURE, WEIGHTS_FIGURE = "mechanism_gram", "mechanism_weights"
+
+
+def figure_stem(run: str) -> str:
+    """A run's figure name: ``sparsity/relu`` -> ``mechanism_sparsity_relu``."""
+    return f"mechanism_{run.replace('/', '_')}"
+
+
+def _cell(row, stem: str, fmt: str) -> str:
+    med = float(row[f"{stem}_median"])
+    if not np.isfinite(med):
+        return "-"
+    lo, hi = float(row[f"{stem}_q25"]), float(row[f"{stem}_q75"])
+    if lo == hi == med:
+        return format(med, fmt)
+    return f"{format(med, fmt)} ({format(lo, fmt)}-{format(hi, fmt)})"
+
+
+def table_points(probabilities) -> list[float]:
+    """The :data:`TABLE_POINTS` sparsities of a run's table: densest, middle, sparsest
+    (all of them when the grid has fewer)."""
+    grid = sorted({float(p) for p in probabilities}, reverse=True)
+    if len(grid) <= TABLE_POINTS:
+        return grid
+    return [grid[0], grid[len(grid) // 2], grid[-1]]
+
+
+def section_lines(summary, inputs: dict, losses: dict, notes: Sequence[str], folder,
+                  runs: Sequence[str]) -> list[str]:
+    """Markdown lines of the section "The mechanism: dense codes against the rotated
+    optimum": definitions, one table per run (source by three sparsities: median and
+    quartiles over seeds of each :data:`TABLE_COLUMNS` measure) and the figure files. Fixed
+    text states definitions only; every number comes from ``summary``.
+
+    Args:
+      summary: :func:`bitjax.analysis.mechanism.summary_table` (or the mechanism.csv the
+        tool wrote), or None when no run was measured.
+      inputs: run -> source -> the folder it was read from; losses: run -> source -> the
+        sample its loss is on (``estimator`` or the training's own).
+      notes: what was left out, in words.
+      folder: the tool's output folder (the figures are looked for there).
+      runs: the runs, in order.
+    """
+    from pathlib import Path
+
+    folder = Path(folder)
+    lines = ["## The mechanism: dense codes against the rotated optimum", "",
+             "Per run and sparsity, each source's effective weights (gamma * T for ternary) "
+             "measured alike (bitjax.analysis.mechanism; `python -m experiments.mechanism` "
+             f"writes the tables and figures into {folder.name}/): gamma is the one non-zero "
+             "magnitude of a per-tensor ternary matrix; nnz/column the non-zero entries per "
+             "column, mean over the columns with any and over the represented features; "
+             f"represented: features with norm > {metrics.DEFAULT_THRESHOLD:g}; D* = m / "
+             "||W||_F^2; mean abs cos over pairs of represented features; loss / best-known: "
+             "the loss over the best-known ternary loss of the same instance on the "
+             "best-known run's stratified estimator (given only where the source's loss is "
+             "on that estimator). Dense weights have no scale and no zeros ('-'). Cells: "
+             "median over seeds (quartiles in parentheses). Best-known method: the candidate "
+             "that won the best-known solutions of the cell (bitjax.analysis.best_ternary).",
+             "", "Sources: " + "; ".join(f"{s}: {w}" for s, w in
+                                         mechanism.SOURCE_WORDS.items()) + ".", ""]
+    if summary is None:
+        return lines + [f"No run measured ({', '.join(runs)}): "
+                        f"`python -m experiments.mechanism` writes {folder.name}/.", ""]
+    header = "| 1-S | source | instances | " + " | ".join(h for _, h, _ in TABLE_COLUMNS) + \
+        " | best-known method (instances) |"
+    for run in runs:
+        rows = summary[summary["run"] == run]
+        if not len(rows):
+            continue
+        present = [s for s in mechanism.SOURCES if s in set(rows["source"])]
+        lines += [f"### {run}", "",
+                  "Sources: " + ", ".join(
+                      f"{s} ({inputs.get(run, {}).get(s, '?')}, loss: "
+                      f"{losses.get(run, {}).get(s, '?')})" for s in present) + ".", "",
+                  header, "|---|---|---|" + "---|" * (len(TABLE_COLUMNS) + 1)]
+        for p in table_points(rows["feature_probability"]):
+            for s in present:
+                r = rows[(rows["source"] == s) & np.isclose(
+                    rows["feature_probability"].astype(float), p, rtol=1e-12, atol=0)]
+                if not len(r):
+                    continue
+                r = r.iloc[0]
+                methods = r["methods"] if isinstance(r["methods"], str) else ""
+                lines.append(f"| {p:.3g} | {s} | {int(r['n_instances'])} | " + " | ".join(
+                    _cell(r, stem, fmt) for stem, _, fmt in TABLE_COLUMNS) + f" | {methods} |")
+        lines.append("")
+    stems = [figure_stem(run) for run in runs] + [GRAM_FIGURE, WEIGHTS_FIGURE]
+    lines += [f"Figures (in {folder.name}/): " + ", ".join(
+        f"{s}.png" + ("" if (folder / f"{s}.png").is_file() else " (not written yet)")
+        for s in stems) + ".", ""]
+    if notes:
+        lines += ["Left out: " + "; ".join(notes) + ".", ""]
+    return lines
+
+
+def section_from_folder(folder, runs: Sequence[str]) -> list[str]:
+    """:func:`section_lines` from what ``python -m experiments.mechanism`` wrote into
+    ``folder`` (mechanism.csv and manifest.json: the inputs, the losses' samples, the
+    notes, the commit); a folder without them gives the section saying so."""
+    import json
+    from pathlib import Path
+
+    import pandas as pd
+
+    folder = Path(folder)
+    table, manifest = folder / SUMMARY_FILE, folder / MANIFEST_FILE
+    if not (table.is_file() and manifest.is_file()):
+        return section_lines(None, {}, {}, [], folder, runs)
+    man = json.loads(manifest.read_text())
+    summary = pd.read_csv(table)
+    present = [r for r in runs if (summary["run"] == r).any()]
+    lines = section_lines(summary, man.get("inputs", {}), man.get("losses", {}),
+                          man.get("notes", []), folder, present)
+    commit = (man.get("git") or {}).get("commit", "?")[:10]
+    return lines[:2] + [f"From {folder.name}/ (written at commit {commit})."] + lines[2:]

@@ -223,16 +223,13 @@ def test_optimum_view_reasons(tmp_path):
     eq_claim = dataclasses.replace(MEAN_CLAIM, rule=EQ)
     v = findings.optimum_view(tmp_path, eq_claim, g)
     assert (v.verdict, v.tested) == ("supported", False)
-    # Ternary's best-known loss twice the dense one: no fact, the seeds that reached their
-    # bound are tested instead, for either kind of claim.
+    # Ternary's best-known loss twice the dense one: no fact; the measure would be taken on
+    # the best-known solutions, which this folder lacks.
     _write_attainable(tmp_path, bound=0.2, trained=0.2)
     for claim in (MEAN_CLAIM, eq_claim):
         v = findings.optimum_view(tmp_path, claim, g)
-        assert v.tested and v.verdict == "undecided" and not v.fact
-    # Trained ternary 50% above the bound: not at the optimum.
-    _write_attainable(tmp_path, bound=0.2, trained=0.3)
-    v = findings.optimum_view(tmp_path, eq_claim, g)
-    assert v.reason == "attainable" and v.detail.startswith("0 of 4 seeds")
+        assert not v.tested and (v.verdict, v.reason) == ("undecided", "missing")
+        assert "no best-known solutions for x/y" in v.detail and not v.fact
 
 
 def test_a_representable_table_from_another_run_is_not_used(tmp_path):
@@ -715,3 +712,35 @@ def test_trained_ternary_is_compared_with_the_best_known_on_its_estimator(tmp_pa
     # An exact best-known solution (loss 0) is infinitely far; the text says why.
     exact = findings.View(findings.FP, to_best=np.inf, to_best_n=4, to_best_zero=4)
     assert findings._fmt_to_best(exact) == "inf (median of 4; the best-known loss is 0 for 4)"
+
+
+def test_the_optimum_view_measures_the_best_known_solutions_themselves(tmp_path, monkeypatch):
+    """Where the best-known solutions do not reach dense, the claim's measure is computed on
+    those solutions and tested per seed against the dense instances of the same seed (here
+    the solutions are the scratch run's ternary instances, so their values are the trained
+    view's ternary values); a seed whose dense instances did not all converge is left out."""
+    folder = _tiny_results(tmp_path / "res", fp=False)
+    _write_best_known(folder / "representable" / "best_known" / "sparsity_relu",
+                      folder / "sparsity")
+    claim = next(c for c in findings.CLAIMS if c.rule.key == "emerges")
+    sweep = findings._load(folder, "sparsity")["relu"]
+    g = findings.claim_grid(sweep, claim)
+    values, where = findings.best_known_values(folder, claim, g)
+    np.testing.assert_array_equal(values, g.value["ternary"])
+    assert where.endswith("sparsity_relu")
+    # No fact: the best-known losses twice the dense ones.
+    bound = np.full(g.zero.shape, 0.2)
+    monkeypatch.setattr(findings, "bounds_for", lambda *a: findings.Bounds(
+        True, "", bound, bound / 2, bound, np.zeros(bound.shape, bool)))
+    g.ok["dense"][1, 0] = False  # seed 1's dense instance in the first cell did not converge
+    v = findings.optimum_view(folder, claim, g)
+    assert v.tested and not v.fact and len(v.diff) == len(g.seeds)
+    cells = np.ones(g.zero.shape, bool)
+    cells[1, 0] = False
+    diff, _, _ = findings.per_seed(claim, g, cells)
+    np.testing.assert_allclose(v.diff, diff)
+    assert f"converged ({cells.size - 1} of {cells.size}); 4 of 4 seeds measured" in v.basis
+    # Fewer than three seeds with any such cell: undecided, not converged (dense side).
+    g.ok["dense"][:2, :] = False
+    v = findings.optimum_view(folder, claim, g)
+    assert (v.tested, v.reason) == (False, "not_converged")

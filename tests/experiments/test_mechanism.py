@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bitjax.report import mechanism_plots
 from experiments import mechanism
 
 RUN = "sparsity/relu"
@@ -106,7 +107,7 @@ def test_findings_section_reads_the_numbers_from_the_runs(results, written):
     assert f"### {RUN}" in text
     summary = pd.read_csv(written / mechanism.SUMMARY_FILE)
     row = summary.query("source == 'ternary' and feature_probability == 1.0").iloc[0]
-    cell = mechanism._cell(row, "gamma", ".3f")
+    cell = mechanism_plots._cell(row, "gamma", ".3f")
     table = [ln for ln in lines if ln.startswith("| 1 | ternary |")]
     assert len(table) == 1 and f" {cell} " in table[0]
     # The figures are in results/mechanism only after the tool wrote them there.
@@ -135,5 +136,20 @@ def test_panel_instances_follow_the_rule(results):
     # targets 1, 0.1 and 0.01 on the grid (1, 0.3): 1 and 0.3 (drawn once), seed 0
     assert [(r, rs.feature_probability[j], rs.seed[j]) for r, j in picked] == [
         (RUN, 1.0, 0), (RUN, 0.3, 0)]
-    assert mechanism.table_points([1.0, 0.3]) == [1.0, 0.3]
-    assert mechanism.table_points(np.geomspace(1, 0.01, 9)) == pytest.approx([1.0, 0.1, 0.01])
+    assert mechanism_plots.table_points([1.0, 0.3]) == [1.0, 0.3]
+    assert mechanism_plots.table_points(np.geomspace(1, 0.01, 9)) == pytest.approx(
+        [1.0, 0.1, 0.01])
+
+
+def test_findings_reads_the_section_from_what_the_tool_wrote(results, written, tmp_path):
+    """The FINDINGS section drawn from the tool's mechanism.csv and manifest has the rows
+    the section computed from the runs has, and says which commit wrote them; without the
+    tool's output it says what writes it."""
+    from_runs = mechanism.findings_section(results)
+    from_folder = mechanism_plots.section_from_folder(written, mechanism.RUNS)
+    assert from_folder[0] == from_runs[0]
+    assert from_folder[2].startswith(f"From {written.name}/ (written at commit ")
+    rows = [ln for ln in from_runs if ln.startswith("| ")]
+    assert rows and rows == [ln for ln in from_folder if ln.startswith("| ")]
+    empty = mechanism_plots.section_from_folder(tmp_path / "none", mechanism.RUNS)
+    assert "`python -m experiments.mechanism` writes none/" in "\n".join(empty)
