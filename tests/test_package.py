@@ -290,3 +290,20 @@ def test_shipped_text_refers_to_nothing_outside_the_repository():
             for i, line in enumerate(f.read_text().splitlines(), 1)
             if "../shared" in line or "shared/specs" in line or "shared/design" in line]
     assert not hits, hits
+
+
+def test_committed_results_match_their_manifests():
+    """Every checksum a manifest in results/ records is the checksum of the file beside it:
+    a file redrawn or replaced after its run (an explorer page, a table) is recorded by the
+    step that rewrote it, never left with the old checksum."""
+    import hashlib
+    import json
+
+    root = Path(__file__).resolve().parents[1] / "results"
+    stale = []
+    for manifest in sorted(root.glob("**/manifest.json")):
+        for name, digest in json.loads(manifest.read_text()).get("sha256", {}).items():
+            path = manifest.parent / name
+            if path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+                stale.append(str(path.relative_to(root)))
+    assert not stale, stale
