@@ -1244,12 +1244,21 @@ def _power_detail(rule: Rule, raw: vd.RawTests) -> str:
         return f"{raw.n} seeds"
     if raw.sd == 0.0:
         return "every seed gives the same value"
+    n = vd.seeds_for_power(rule, raw)
+    if n is not None:
+        need = (f"; at the observed mean and spread about {n} seeds in this selection would "
+                f"decide it ({vd.POWER:.0%} power, α = {vd.ALPHA:g} before Holm)")
+    elif rule.test == "equivalence" and abs(raw.mean) >= rule.margin:
+        need = (f"; the observed mean {raw.mean:.3g} lies outside ±{rule.margin:g}: more "
+                "seeds could refute the claim, not support it")
+    else:
+        need = "; no seed count would decide it at the observed mean and spread"
     if rule.test == "equivalence":
         return (f"{1 - 2 * vd.ALPHA:.0%} CI width {raw.high - raw.low:.3g} > margin band "
-                f"{2 * rule.margin:g}")
+                f"{2 * rule.margin:g}{need}")
     where = " (the largest over the windows)" if rule.windows else ""
     return (f"confidence bound {raw.bound:.3g}{where} of the effect in the claimed direction "
-            f">= {rule.margin:g}")
+            f">= {rule.margin:g}{need}")
 
 
 # ---- rendering --------------------------------------------------------------------------------

@@ -331,6 +331,49 @@ def holm_family(entries: Sequence[tuple[Hashable, RawTests | None]]
     return out, size
 
 
+#: Power the seed count of :func:`seeds_for_power` aims at.
+POWER = 0.8
+#: Largest seed count :func:`seeds_for_power` searches.
+MAX_SEEDS = 10_000
+
+
+def seeds_for_power(rule: Rule, raw: RawTests, alpha: float = ALPHA,
+                    power: float = POWER) -> int | None:
+    """The seeds a rule's test would need to decide, if the per-seed differences keep the
+    observed mean and spread: the smallest ``n`` with ``(t_{1-alpha} + t_{power})
+    sd / sqrt(n)`` (t quantiles with ``n - 1`` degrees of freedom) within the distance the
+    decision asks for, at level ``alpha`` before any multiplicity correction.
+
+    - equivalence (TOST): the distance from the mean to the nearer margin,
+      ``margin - |mean|`` (None when ``|mean| >= margin``: more seeds would refute, not
+      support);
+    - difference: the easier of showing the effect (distance ``|mean|``, mean in the
+      claimed direction) and bounding it below the margin (``margin - d``, ``d`` the
+      mean in the claimed direction).
+
+    Returns:
+      The seed count (at least :data:`MIN_SEEDS`), or None where no count up to
+      :data:`MAX_SEEDS` would do (or the spread is unknown).
+    """
+    from scipy import stats as st
+
+    sd = float(raw.sd)
+    if not (np.isfinite(sd) and sd > 0 and np.isfinite(raw.mean)):
+        return None
+    if rule.test == "equivalence":
+        gaps = [rule.margin - abs(raw.mean)]
+    else:
+        d = rule.direction * raw.mean
+        gaps = [d, rule.margin - d]
+    gap = max(gaps)
+    if gap <= 0:
+        return None
+    n = np.arange(MIN_SEEDS, MAX_SEEDS + 1)
+    need = (st.t.ppf(1 - alpha, n - 1) + st.t.ppf(power, n - 1)) * sd / np.sqrt(n)
+    ok = np.flatnonzero(need <= gap)
+    return int(n[ok[0]]) if ok.size else None
+
+
 def decide_by_optimum(rule: Rule, coincide: bool) -> tuple[str, str] | None:
     """The optimum view's verdict where the fact decides it, else None (test the seeds).
 

@@ -179,3 +179,26 @@ def test_a_view_that_does_not_exist_for_a_model_says_so_and_no_compute_removes_i
         "undecided (does not apply: the config refuses it)")
     assert vd.REMEDIES["not_applicable"].startswith("no compute removes it")
     assert vd.REMEDIES["missing"] == "running the experiment removes it"
+
+
+def test_seeds_for_power_follow_the_t_quantiles_and_refuse_what_more_seeds_cannot_do():
+    import dataclasses
+
+    from scipy import stats as st
+
+    eq = vd.Rule("k", "c", "equivalence", "m", "u", 0.1, 0, "same")
+    raw = vd.RawTests(n=5, mean=0.02, sd=0.2, low=np.nan, high=np.nan, bound=np.nan,
+                      p_support=np.nan, p_refute=np.nan)
+    n = vd.seeds_for_power(eq, raw)
+
+    def need(k):
+        return (st.t.ppf(0.95, k - 1) + st.t.ppf(0.8, k - 1)) * 0.2 / np.sqrt(k)
+
+    assert need(n) <= 0.08 < need(n - 1)  # the first count within margin - |mean|
+    # a mean outside the margin: more seeds would refute, never support
+    assert vd.seeds_for_power(eq, dataclasses.replace(raw, mean=0.12)) is None
+    # a difference: the easier of showing it (|mean| = 0.3) and bounding it (0.1 - 0.3 < 0)
+    diff = vd.Rule("k", "c", "difference", "m", "u", 0.1, 1, "same")
+    n = vd.seeds_for_power(diff, dataclasses.replace(raw, mean=0.3))
+    assert need(n) <= 0.3 < need(n - 1)
+    assert vd.seeds_for_power(diff, dataclasses.replace(raw, sd=0.0)) is None
