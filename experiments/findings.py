@@ -1781,6 +1781,9 @@ def _claim_runs() -> list[str]:
 def _commits(folder: Path) -> str:
     bits = []
     for name in _claim_runs():
+        if not (folder / name).is_dir():
+            bits.append(f"{name}: not in this folder")
+            continue
         try:
             m = json.loads((folder / name / "manifest.json").read_text())
             bits.append(f"{name} trained at {(m.get('git', {}).get('commit') or '?')[:10]}")
