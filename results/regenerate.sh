@@ -21,6 +21,9 @@ run experiments.correlated --preset paper --recipe fp_first --out results/correl
 run experiments.sparsity --preset paper --recipe fp_first --out results/sparsity_fp
 run experiments.uniform --preset notebook --recipe fp_first --out results/uniform_fp
 python -m experiments.representable --out results/representable --overwrite
+# The per-feature ternary and binary lattices for the run that trains those kinds.
+python -m experiments.representable --runs intro --lattices ternary_per_feature binary \
+    --no-phase-intro --out results/representable_lattices --overwrite
 # gamma, non-zeros per column, D* and |cos| of every source against the best-known solutions.
 python -m experiments.mechanism
 # The neuron models keep the paper's own recipe (the convergence study chose on the tied model).
