@@ -64,13 +64,12 @@ words, generated from the verdicts.
 
 Command:  python -m experiments.findings           (reads results/*, writes FINDINGS.md)
           python -m experiments.findings --results path/to/results --out FINDINGS.md
-Runtime: 46 s of CPU time, 75 s wall on the shared 2-core CPU (loads the checkpoints;
-trains nothing) on results/ with every claim run's best-known folder and intro_fp; 12 s of
-CPU time without best-known folders. Most of the difference is evaluating the trained
-ternary instances on the best-known runs' estimator samples, above all the uniform run's
-(n = 200, 40 densities: about 18 s to rebuild its sample and 19 s per route); each
-full-precision run adds its own evaluation. GPU not measured. Paper figure: none; the
-tables answer the BitNet study's claims.
+Runtime: 18 s wall on the 2-core CPU, quiet (loads the checkpoints; trains nothing) on
+results/ with every claim run's best-known folder and intro_fp. The trained-from-scratch
+view reads its twins' losses on the best-known estimator as the best-known runs recorded
+them; a full-precision run is evaluated on the rebuilt sample, which costs most for uniform
+(n = 200, 40 densities: about 18 s to rebuild its sample and 19 s to evaluate a run on it).
+GPU not measured. Paper figure: none; the tables answer the BitNet study's claims.
 
 Quantizer: ``ternary`` is BitNet b1.58 absmean with one scale per tensor, float bias after
 the dequantized matmul, no norm, float activations (see README, "Quantizers").
@@ -587,6 +586,11 @@ class BestKnownRun:
       sample: the rebuilt sample; importance: ``[I, n]`` per best-known instance.
       keys: problem key (:func:`_problem_keys`) -> best-known instance.
       estimator: the folder and its sample's settings in words.
+      settings: the recorded estimator settings; the sample is rebuilt (and checked) only
+        when a loss must be estimated on it (:func:`_checked_sample`).
+      recorded: ``[I]`` the trained twin's loss on the sample as the best-known run
+        recorded it (``candidate_trained`` of its best_known.csv; the twin is the
+        from-scratch run's ternary instance of the same problem), or None.
     """
 
     path: Path
@@ -596,6 +600,8 @@ class BestKnownRun:
     importance: np.ndarray | None = None
     keys: dict = field(default_factory=dict)
     estimator: str = ""
+    settings: dict = field(default_factory=dict)
+    recorded: np.ndarray | None = None
 
 
 def _vectors(sweep: LoadedSweep) -> tuple[np.ndarray, np.ndarray]:
@@ -640,11 +646,9 @@ def best_known_run(results: Path, claim: Claim) -> BestKnownRun:
 
     The folder is ``<results>/representable/best_known/<experiment>_<part>`` (or
     ``<experiment>`` for a one-part run); its metadata's ``estimator`` settings (draws,
-    per_mask, seed) rebuild the stratified sample
-    (bitjax.analysis.estimator.make_estimator_sample, over every best-known instance's
-    densities, as experiments/representable builds it), and up to :data:`SAMPLE_CHECKS`
-    solutions re-evaluated on it must reproduce their stored losses within
-    :data:`SAMPLE_RTOL`.
+    per_mask, seed) say how to rebuild the stratified sample its losses are on
+    (:func:`_checked_sample`, only when a loss must be estimated), and its best_known.csv
+    holds the trained twins' losses on that sample (``recorded``).
     """
     folder = results / "representable" / "best_known"
     names = [f"{claim.experiment}_{claim.part}", claim.experiment]
@@ -663,31 +667,52 @@ def best_known_run(results: Path, claim: Claim) -> BestKnownRun:
     if not all(k in settings for k in ("draws", "per_mask", "seed")):
         return BestKnownRun(path, f"{path} records no estimator settings (draws, per_mask, "
                                   "seed)")
-    p, imp = _vectors(bk)
-    sample = est.make_estimator_sample(bk.config.structure, p,
-                                       n_draws=int(settings["draws"]),
-                                       n_per_mask=int(settings["per_mask"]),
-                                       seed=int(settings["seed"]))
-    run = BestKnownRun(path, "", bk, sample, imp,
-                       {k: j for j, k in enumerate(_problem_keys(bk))})
-    rows = np.unique(np.linspace(0, bk.n_instances - 1,
-                                 min(SAMPLE_CHECKS, bk.n_instances)).round().astype(int))
-    got = _estimate(run, rows, bk.W_eff[rows], bk.b[rows], bk.config.activation)
-    want = np.asarray(bk.loss, np.float64)[rows]
-    err = np.abs(got - want) / np.maximum(np.abs(want), 1e-12)
-    if not (np.isfinite(err).all() and err.max() <= SAMPLE_RTOL):
-        run.why = (f"the estimator sample rebuilt from {path}'s settings does not reproduce "
-                   f"its best-known losses (largest relative difference {np.nanmax(err):.2g}"
-                   f" > {SAMPLE_RTOL:g})")
-        return run
-    strata = (f"{int(settings['per_mask'])} draws per activity mask" if sample.kind == "mask"
+    _, imp = _vectors(bk)
+    run = BestKnownRun(path, "", bk, None, imp,
+                       {k: j for j, k in enumerate(_problem_keys(bk))}, settings=settings)
+    table = path / "best_known.csv"
+    if table.is_file():
+        rows = store_files.read_csv(table)
+        if len(rows) == bk.n_instances and rows and "candidate_trained" in rows[0]:
+            run.recorded = np.array([float(r["candidate_trained"] or "nan") for r in rows])
+    kind = settings.get("kind")
+    strata = (f"{int(settings['per_mask'])} draws per activity mask" if kind == "mask"
               else f"{int(settings['draws']):,} draws per density, stratified by the "
-                   "number of active features")
+                   "number of active features" if kind is not None
+              else f"{int(settings['draws']):,} draws per density or "
+                   f"{int(settings['per_mask'])} per activity mask")
     run.estimator = f"{path} ({strata}, seed {int(settings['seed'])})"
     return run
 
 
-def best_known_ratios(bk: BestKnownRun, sweep: LoadedSweep
+def _checked_sample(bk: BestKnownRun) -> bool:
+    """Rebuild ``bk``'s estimator sample from its recorded settings (once) and check it: up
+    to :data:`SAMPLE_CHECKS` solutions re-evaluated on it must reproduce their stored
+    losses within :data:`SAMPLE_RTOL`. Returns whether it did (else ``bk.why`` says why)."""
+    if bk.why:
+        return False
+    if bk.sample is not None:
+        return True
+    run, settings = bk.sweep, bk.settings
+    p, _ = _vectors(run)
+    bk.sample = est.make_estimator_sample(run.config.structure, p,
+                                          n_draws=int(settings["draws"]),
+                                          n_per_mask=int(settings["per_mask"]),
+                                          seed=int(settings["seed"]))
+    rows = np.unique(np.linspace(0, run.n_instances - 1,
+                                 min(SAMPLE_CHECKS, run.n_instances)).round().astype(int))
+    got = _estimate(bk, rows, run.W_eff[rows], run.b[rows], run.config.activation)
+    want = np.asarray(run.loss, np.float64)[rows]
+    err = np.abs(got - want) / np.maximum(np.abs(want), 1e-12)
+    if not (np.isfinite(err).all() and err.max() <= SAMPLE_RTOL):
+        bk.why = (f"the estimator sample rebuilt from {bk.path}'s settings does not "
+                  f"reproduce its best-known losses (largest relative difference "
+                  f"{np.nanmax(err):.2g} > {SAMPLE_RTOL:g})")
+        return False
+    return True
+
+
+def best_known_ratios(bk: BestKnownRun, sweep: LoadedSweep, recorded: bool = False
                       ) -> tuple[np.ndarray, np.ndarray, str]:
     """Per instance of a trained run: its ternary loss / the best-known ternary loss of the
     same problem (seed, densities, importances), both on the best-known run's estimator
@@ -696,6 +721,10 @@ def best_known_ratios(bk: BestKnownRun, sweep: LoadedSweep
     Args:
       bk: :func:`best_known_run`.
       sweep: a trained run (either route).
+      recorded: ``sweep`` is the run the best-known solutions were made from (trained from
+        scratch): its ternary losses on the sample are those the best-known run recorded
+        for its twins, where it has them; otherwise they are estimated on the rebuilt
+        sample.
     Returns:
       ``(ratio [I], best [I], why)``: the ratio and the best-known loss, NaN for the other
       kinds, diverged instances and problems the best-known run lacks; ``why`` is empty
@@ -714,7 +743,12 @@ def best_known_ratios(bk: BestKnownRun, sweep: LoadedSweep
     rows = np.array([bk.keys.get(keys[i], -1) for i in ternary], int)
     use, rows = ternary[rows >= 0], rows[rows >= 0]
     if use.size:
-        loss = _estimate(bk, rows, sweep.W_eff[use], sweep.b[use], cfg.activation)
+        if recorded and bk.recorded is not None:
+            loss = bk.recorded[rows]
+        elif _checked_sample(bk):
+            loss = _estimate(bk, rows, sweep.W_eff[use], sweep.b[use], cfg.activation)
+        else:
+            return out, best_of, bk.why
         best = np.asarray(bk.sweep.loss, np.float64)[rows]
         with np.errstate(divide="ignore", invalid="ignore"):
             # A best-known loss of 0 (an exact solution) makes any loss above it infinite.
@@ -733,7 +767,8 @@ def set_best_known(v: View, results: Path, claim: Claim, sweep: LoadedSweep, rou
     if key not in cache:
         cache[key] = best_known_run(results, claim)
     if (route, *key) not in cache:
-        cache[(route, *key)] = best_known_ratios(cache[key], sweep)
+        cache[(route, *key)] = best_known_ratios(cache[key], sweep,
+                                                 recorded=route == "scratch")
     ratio, best, why = cache[(route, *key)]
     if why:
         v.to_best_why = why

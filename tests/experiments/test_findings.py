@@ -744,3 +744,20 @@ def test_the_optimum_view_measures_the_best_known_solutions_themselves(tmp_path,
     g.ok["dense"][:2, :] = False
     v = findings.optimum_view(folder, claim, g)
     assert (v.tested, v.reason) == (False, "not_converged")
+
+
+def test_the_scratch_route_reads_the_twins_losses_the_best_known_run_recorded(tmp_path):
+    """The best-known run recorded its trained twins' losses on its sample (best_known.csv,
+    candidate_trained): the from-scratch view reads them instead of rebuilding the sample
+    (here twice the best-known loss, so the ratio is 2); the fp run is still estimated."""
+    from bitjax.store import files as store_files
+
+    folder = _tiny_results(tmp_path / "res", fp=True)
+    bk_dir = folder / "representable" / "best_known" / "sparsity_relu"
+    bk_loss = _write_best_known(bk_dir, folder / "sparsity")
+    store_files.write_csv(bk_dir / "best_known.csv",
+                          [{"loss": float(x), "candidate_trained": 2 * float(x)}
+                           for x in bk_loss])
+    r = next(r for r in findings.evaluate(folder) if r.claim.rule.key == "emerges")
+    assert r.trained.to_best == pytest.approx(2.0) and r.trained.to_best_n == 12
+    assert np.isfinite(r.fp.to_best) and r.fp.to_best != pytest.approx(2.0)
