@@ -1514,19 +1514,36 @@ def opening(results: list[Result]) -> list[str]:
         lines.append("- " + _view_sentence(
             "Neurons of the privileged-basis models, trained from scratch only",
             [(r.claim, r.trained) for r in neuron], NEURON_PLAIN) + " " + _gap_sentence(neuron))
-    open_ = [(r.claim, name, v) for r in results for name, v in _judged_views(r)
-             if v.verdict == "undecided"]
-    if open_:
-        by_reason: dict[str, dict[str, list[str]]] = {}
-        for claim, name, v in open_:
-            by_reason.setdefault(v.reason, {}).setdefault(_claim_words(claim), []).append(name)
-        lines.append("- **Undecided, and why** — " + " ".join(
-            f"{vd.REASONS[k][:1].upper() + vd.REASONS[k][1:]} ({vd.REMEDIES[k]}): "
-            + "; ".join(f"{c} ({', '.join(names)})" for c, names in claims.items()) + "."
-            for k, claims in by_reason.items()))
+    undecided = _undecided_text(results)
+    if undecided:
+        lines.append("- **Undecided, and why** — " + undecided)
     lines.append("- **Seed selection** — " + " ".join(
         t[:1].upper() + t[1:] for t in _selection_changes(results)))
     return lines + [""]
+
+
+def _undecided_text(results: list[Result]) -> str:
+    """The undecided verdicts grouped by reason, then by view (the neuron claims' views
+    named as such): per view the claims, or "all N claims" where every claim judged in that
+    view is undecided for that reason; each reason with whether more compute removes it."""
+    judged: dict[str, list] = {}  # view label -> [(claim, view)]
+    for r in results:
+        for name, v in _judged_views(r):
+            label = f"{name} (neuron claims)" if r.claim.trained_only else name
+            judged.setdefault(label, []).append((r.claim, v))
+    by_reason: dict[str, dict[str, list[str]]] = {}
+    for label, pairs in judged.items():
+        for claim, v in pairs:
+            if v.verdict == "undecided":
+                by_reason.setdefault(v.reason, {}).setdefault(label, []).append(
+                    _claim_words(claim))
+    out = []
+    for k, views in by_reason.items():
+        parts = [f"{label}: all {len(claims)} claims" if len(claims) == len(judged[label])
+                 else f"{label}: " + "; ".join(claims) for label, claims in views.items()]
+        out.append(f"{vd.REASONS[k][:1].upper() + vd.REASONS[k][1:]} ({vd.REMEDIES[k]}) — "
+                   + " | ".join(parts) + ".")
+    return " ".join(out)
 
 
 def _code_commit() -> str:

@@ -456,7 +456,7 @@ def test_missing_neuron_runs_render_their_own_section(tmp_path):
         assert c.rule.claim not in study_tables  # not in the study's tables
     opening = "\n".join(findings.opening(results))
     assert "**Neurons of the privileged-basis models, trained from scratch only**" in opening
-    assert ("ternary neurons are more monosemantic (privileged basis) (trained from scratch)"
+    assert (f"trained from scratch (neuron claims): all {len(findings.NEURON_CLAIMS)} claims"
             in opening)
     assert "(privileged basis) (at the optimum)" not in opening
 
@@ -761,3 +761,15 @@ def test_the_scratch_route_reads_the_twins_losses_the_best_known_run_recorded(tm
     r = next(r for r in findings.evaluate(folder) if r.claim.rule.key == "emerges")
     assert r.trained.to_best == pytest.approx(2.0) and r.trained.to_best_n == 12
     assert np.isfinite(r.fp.to_best) and r.fp.to_best != pytest.approx(2.0)
+
+
+def test_the_undecided_bullet_groups_by_reason_and_view(tmp_path):
+    """No fp run: the full-precision view of every study claim is undecided (no run), said
+    once as "all N claims"; other reasons list their claims per view."""
+    results = findings.evaluate(_tiny_results(tmp_path, fp=False))
+    text = findings._undecided_text(results)
+    n_study = sum(not r.claim.trained_only for r in results)
+    assert f"{findings.FP}: all {n_study} claims" in text
+    assert text.count(vd.REASONS["missing"][:1].upper() + vd.REASONS["missing"][1:]) == 1
+    opening = "\n".join(findings.opening(results))
+    assert "- **Undecided, and why** — " + text in opening
