@@ -501,6 +501,26 @@ def _instance_salt(cfg: SweepConfig, row: tuple[int, ...]) -> int:
     return zlib.crc32(json.dumps(values).encode()) | 0x10
 
 
+def _axis_rows(cfg: SweepConfig) -> tuple[list[tuple[int, ...]], dict[str, np.ndarray]]:
+    """The instances as rows of axis positions (kind slowest), and each axis's positions."""
+    rows = list(itertools.product(*(range(len(getattr(cfg, a))) for a in AXES)))
+    idx = {a: np.array([r[i] for r in rows], dtype=np.int32) for i, a in enumerate(AXES)}
+    return rows, idx
+
+
+def instance_vectors(cfg: SweepConfig, idx: dict[str, np.ndarray] | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Each instance's feature probabilities and importances, ``[I, n]`` float64 each, in the
+    order of :func:`build_instances` (whose ``p`` and ``importance`` are these in float32);
+    ``idx``: the axis positions (:func:`_axis_rows`), computed when not given."""
+    n = cfg.n_features
+    if idx is None:
+        idx = _axis_rows(cfg)[1]
+    p = np.stack([_vector(v, n) for v in cfg.feature_probability])[idx["feature_probability"]]
+    imp = np.stack([importance_vector(v, n) for v in cfg.importance])[idx["importance"]]
+    return p, imp
+
+
 def build_instances(cfg: SweepConfig) -> Instances:
     """The Cartesian product of the config's axes as flat arrays (kind varies slowest).
 
@@ -510,15 +530,12 @@ def build_instances(cfg: SweepConfig) -> Instances:
     Returns:
       The per-instance arrays and coordinates, ``cfg.n_instances`` rows.
     """
-    n = cfg.n_features
-    rows = list(itertools.product(*(range(len(getattr(cfg, a))) for a in AXES)))
-    idx = {a: np.array([r[i] for r in rows], dtype=np.int32) for i, a in enumerate(AXES)}
+    rows, idx = _axis_rows(cfg)
     kinds = np.array(cfg.kind, dtype=object)[idx["kind"]]
     codes = [(cfg.quantizers.index(layers.kind_quantizer(k)), layers.KINDS[k].act_int8)
              for k in cfg.kind]
     seeds = np.array(cfg.seed, dtype=np.int64)[idx["seed"]]
-    p = np.stack([_vector(cfg.feature_probability[i], n) for i in idx["feature_probability"]])
-    imp = np.stack([importance_vector(cfg.importance[i], n) for i in idx["importance"]])
+    p, imp = instance_vectors(cfg, idx)
 
     coords: dict[str, np.ndarray] = {
         "instance": np.arange(len(rows)),

@@ -94,7 +94,7 @@ from bitjax.analysis import grid as analysis
 from bitjax.analysis import verdicts as vd
 from bitjax.analysis.results import LoadedSweep, SweepCollection, load_experiment, load_sweep
 from bitjax.analysis.verdicts import Rule
-from bitjax.config import SweepConfig, importance_vector
+from bitjax.config import SweepConfig, instance_vectors
 from bitjax.report import mechanism_plots
 from bitjax.report.tables import recipe_text
 from bitjax.store import files as store_files
@@ -605,19 +605,9 @@ class BestKnownRun:
 
 
 def _vectors(sweep: LoadedSweep) -> tuple[np.ndarray, np.ndarray]:
-    """Per-instance feature probabilities and importances ``[I, n]`` from the sweep's
-    coordinates (a vector-valued axis is stored as an index into the config's settings)."""
-    cfg, c, n = sweep.config, sweep.coords, sweep.config.n_features
-
-    def vec(axis, conv):
-        if axis in c:
-            return np.stack([conv(v) for v in np.asarray(c[axis])])
-        vals = getattr(cfg, axis)
-        return np.stack([conv(vals[int(j)]) for j in np.asarray(c[f"{axis}_index"])])
-
-    p = vec("feature_probability",
-            lambda v: np.broadcast_to(np.asarray(v, np.float64), (n,)).copy())
-    return p, vec("importance", lambda v: importance_vector(v, n))
+    """Per-instance feature probabilities and importances ``[I, n]`` of a loaded run (its
+    instances are in :func:`bitjax.config.build_instances`' order)."""
+    return instance_vectors(sweep.config)
 
 
 def _problem_keys(sweep: LoadedSweep) -> list[tuple]:

@@ -163,21 +163,12 @@ def _settings(quick: bool, best_known: bool = True) -> dict:
 
 
 def _vectors(sweep, idx):
-    """Per-instance ``p [I, n]`` and ``importance [I, n]`` from a loaded sweep's coords."""
-    from bitjax.config import importance_vector
+    """Per-instance ``p [I, n]`` and ``importance [I, n]`` of a loaded sweep's instances
+    ``idx``."""
+    from bitjax.config import instance_vectors
 
-    cfg, c, n = sweep.config, sweep.coords, sweep.config.n_features
-
-    def vec(axis, conv):
-        if axis in c:
-            return np.stack([conv(v) for v in np.asarray(c[axis])[idx]])
-        vals = getattr(cfg, axis)
-        return np.stack([conv(vals[int(j)]) for j in np.asarray(c[f"{axis}_index"])[idx]])
-
-    p = vec("feature_probability",
-            lambda v: np.broadcast_to(np.asarray(v, np.float64), (n,)).copy())
-    imp = vec("importance", lambda v: importance_vector(v, n))
-    return p, imp
+    p, imp = instance_vectors(sweep.config)
+    return p[idx], imp[idx]
 
 
 def _twins(sweep, dense_idx, kind):

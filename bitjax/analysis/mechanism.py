@@ -330,13 +330,9 @@ def gather(run: str, scratch: LoadedSweep, *, best: LoadedSweep | None = None,
 def _first_probability(sweep: LoadedSweep, idx: np.ndarray) -> np.ndarray:
     """The first feature's probability of each instance ``idx`` (its setting may be a
     per-feature vector), ``[len(idx)]``."""
-    c = sweep.coords
-    if "feature_probability" in c:
-        vals = list(np.asarray(c["feature_probability"])[idx])
-    else:
-        settings = sweep.config.feature_probability
-        vals = [settings[int(j)] for j in np.asarray(c["feature_probability_index"])[idx]]
-    return np.array([np.ravel(np.asarray(v, np.float64))[0] for v in vals], np.float64)
+    from bitjax.config import instance_vectors
+
+    return instance_vectors(sweep.config)[0][np.asarray(idx), 0]
 
 
 def _add_best(rs: RunSources, scratch: LoadedSweep, dense: np.ndarray, best: LoadedSweep,
