@@ -480,6 +480,33 @@ class Instances:
         return [{k: self.coords[k][i].item() for k in keys} for i in range(self.n)]
 
 
+#: Named training recipes (the experiments' ``--recipe``; the findings name a run's recipe
+#: with :func:`recipe_name`): the paper's (its notebook: AdamW, lr 1e-3, weight decay
+#: 0.01, constant; the neuron runs in results/ used it), the one the study's runs in
+#: results/ were trained with (the convergence study's choice from scratch:
+#: results/convergence/chosen.csv), and full
+#: precision first (per-tensor ternary's choice in the two-phase study,
+#: results/convergence_fp/chosen.csv, and over both studies: results/convergence/best.md;
+#: dense for the first half of the budget, rotated onto the lattice and snapped, then
+#: quantized, each half on the cosine schedule with an annealed last tenth).
+RECIPES: dict[str, dict] = {
+    "paper": {"schedule": "constant", "anneal_fraction": 0.0, "lr": (1e-3,),
+              "weight_decay": (0.01,), "init_scale": 1.0, "fp_fraction": 0.0},
+    "committed": {"schedule": "cosine", "anneal_fraction": 0.1, "lr": (3e-3,),
+                  "weight_decay": (0.0,), "init_scale": 1.0, "fp_fraction": 0.0},
+    "fp_first": {"schedule": "cosine", "anneal_fraction": 0.1, "lr": (1e-2,),
+                 "weight_decay": (0.01,), "init_scale": 1.0, "fp_fraction": 0.5},
+}
+
+
+def recipe_name(cfg: SweepConfig) -> str:
+    """The name of ``cfg``'s recipe in :data:`RECIPES`, or ``"custom"``."""
+    for name, fields in RECIPES.items():
+        if all(getattr(cfg, f) == v for f, v in fields.items()):
+            return name
+    return "custom"
+
+
 def _vector(value, n: int) -> np.ndarray:
     vals = np.asarray(_as_tuple(value), dtype=np.float64)
     return np.broadcast_to(vals, (n,)) if vals.size == 1 else vals

@@ -276,32 +276,6 @@ def _describe(cfg) -> str:
             f", {recipe_text(cfg)}")
 
 
-#: Named recipes for ``--recipe``: the paper's (its notebook: AdamW, lr 1e-3, weight decay
-#: 0.01, constant), the one every committed training result in results/ was trained with
-#: (the convergence study's choice from scratch: results/convergence/chosen.csv), and full
-#: precision first (per-tensor ternary's choice in the two-phase study,
-#: results/convergence_fp/chosen.csv, and over both studies: results/convergence/best.md;
-#: dense for the first half of the budget, rotated onto the lattice and snapped, then
-#: quantized, each half on the cosine schedule with an annealed last tenth). Single recipe
-#: flags override.
-RECIPES: dict[str, dict[str, Any]] = {
-    "paper": {"schedule": "constant", "anneal_fraction": 0.0, "lr": (1e-3,),
-              "weight_decay": (0.01,), "init_scale": 1.0, "fp_fraction": 0.0},
-    "committed": {"schedule": "cosine", "anneal_fraction": 0.1, "lr": (3e-3,),
-                  "weight_decay": (0.0,), "init_scale": 1.0, "fp_fraction": 0.0},
-    "fp_first": {"schedule": "cosine", "anneal_fraction": 0.1, "lr": (1e-2,),
-                 "weight_decay": (0.01,), "init_scale": 1.0, "fp_fraction": 0.5},
-}
-
-
-def recipe_name(cfg) -> str:
-    """The name of ``cfg``'s recipe in :data:`RECIPES`, or ``"custom"``."""
-    for name, fields in RECIPES.items():
-        if all(getattr(cfg, f) == v for f, v in fields.items()):
-            return name
-    return "custom"
-
-
 def build_parser(exp: Experiment) -> argparse.ArgumentParser:
     epilog = "\n".join([
         "presets (the default number of seeds; --n-seeds changes it):",
@@ -334,12 +308,14 @@ def build_parser(exp: Experiment) -> argparse.ArgumentParser:
     recipe = ap.add_argument_group(
         "training recipe (override the preset's for every part and kind; the study behind "
         "results/convergence chose one per kind: results/convergence/chosen.csv)")
+    from bitjax.config import RECIPES
+
     recipe.add_argument("--recipe", choices=list(RECIPES), default=None,
                         help="a named recipe: paper (AdamW lr 1e-3, weight decay 0.01, "
                              "constant: the paper's notebook), committed (cosine, annealed "
-                             "last 0.1, lr 3e-3, weight decay 0: what every run in results/ "
-                             "used) or fp_first (quantized kinds train dense for the first "
-                             "half of the steps, are rotated onto the lattice, then train "
+                             "last 0.1, lr 3e-3, weight decay 0: what the study's runs in "
+                             "results/ used) or fp_first (quantized kinds train dense for the "
+                             "first half of the steps, are rotated onto the lattice, then train "
                              "quantized; cosine, annealed last 0.1, lr 1e-2, weight decay "
                              "0.01: the two-phase study's choice for ternary); the flags "
                              "below override its fields")
@@ -490,6 +466,8 @@ RECIPE_FIELDS = ("schedule", "anneal_fraction", "lr", "weight_decay", "init_scal
 def recipe_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The SweepConfig fields the recipe flags set (``--lr 1e-3 3e-3`` -> ``lr=(1e-3,
     3e-3)``); empty when none is given."""
+    from bitjax.config import RECIPES
+
     out = dict(RECIPES[args.recipe]) if getattr(args, "recipe", None) else {}
     for name in RECIPE_FIELDS:
         value = getattr(args, name, None)
@@ -602,6 +580,7 @@ def run_experiment(exp: Experiment, args: argparse.Namespace,
     configs = _configs_for(exp, preset, args.steps, n_seeds, saved, recipe)
     if args.dry_run:
         return dry_run(exp, out, preset, configs, args, console)
+    from bitjax.config import recipe_name
     from bitjax.report.tables import recipe_text
 
     console.print(f"{exp.name}: preset {preset!r} ({why}); output {out}")

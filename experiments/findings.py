@@ -28,11 +28,23 @@ words, generated from the verdicts.
   tested against the trained dense instances of the same seed, on the cells whose dense
   instance converged. Two trained views,
   one per training route (:data:`ROUTES`), measured, tested and decided the same way:
-  "trained from scratch" (results/<experiment>: the straight-through estimator from the
-  standard initialisation) and "trained from full precision" (results/<experiment>_fp,
-  trained with ``--recipe fp_first``: every quantized instance trains dense for the first
-  part of its budget, is rotated onto the lattice and snapped, then trains quantized; the
-  run's dense instances train normally, paired by seed). In each, the primary seed
+  "trained from scratch" (the straight-through estimator from the standard
+  initialisation) and "trained from full precision" (every quantized instance trains
+  dense for the first part of its budget, is rotated onto the lattice and snapped, then
+  trains quantized; the run's dense instances train normally, paired by seed).
+* The training recipe is a sampled factor of each trained view (:data:`RECIPES`, one line
+  per recipe): from scratch results/<experiment> (the recipe it was trained with: for the
+  study's runs the convergence study's choice, for the neuron runs the paper's) and the
+  other named recipe, results/<experiment>_paper (``--recipe paper``: the paper
+  notebook's AdamW, constant lr 1e-3, weight decay 0.01) or results/<experiment>_committed
+  (``--recipe committed``: the convergence study's choice); from full
+  precision results/<experiment>_fp (``--recipe fp_first``) and
+  results/<experiment>_fp_paper (``--recipe paper --fp-fraction 0.5``). Each recipe's run
+  is decided alone; the view's verdict combines them by the rule stated in the protocol
+  (bitjax.analysis.verdicts.RECIPE_RULE): it holds across recipes, rests on one recipe
+  (the missing run named with its command), is decided by some recipes only, or depends
+  on the recipe (undecided, never supported). Each run's recipe is described from its
+  config. In each run, the primary seed
   selection keeps a seed only if every compared instance of it converged and none
   diverged; the verdicts on all seeds and on per-cell converged pairs are reported beside
   it (a sensitivity, not a second claim). Each trained view also reports how far its
@@ -57,18 +69,20 @@ words, generated from the verdicts.
   route does not exist for them (their config refuses ``fp_fraction``, which rotates the
   hidden space): they are judged trained from scratch only, in their own section, with
   the loss gap beside every comparison.
-* All p-values of the tests carried out (for and against each claim, all three views) form
-  one Holm family in which each test counts once; verdicts are supported / not supported /
-  refuted / undecided (with the reason: not converged, attainable not reached, too little
-  power, no run, or does not apply, and whether more compute can remove it).
+* All p-values of the tests carried out (for and against each claim, all three views,
+  every recipe) form one Holm family in which each test counts once; verdicts are
+  supported / not supported / refuted / undecided (with the reason: not converged,
+  attainable not reached, too little power, no run, does not apply, or depends on the
+  recipe, and whether more compute can remove it).
 
 Command:  python -m experiments.findings           (reads results/*, writes FINDINGS.md)
           python -m experiments.findings --results path/to/results --out FINDINGS.md
 Runtime: 18 s wall on the 2-core CPU, quiet (loads the checkpoints; trains nothing) on
-results/ with every claim run's best-known folder and intro_fp. The trained-from-scratch
-view reads its twins' losses on the best-known estimator as the best-known runs recorded
-them; a full-precision run is evaluated on the rebuilt sample, which costs most for uniform
-(n = 200, 40 densities: about 18 s to rebuild its sample and 19 s to evaluate a run on it).
+results/ with every claim run's best-known folder and intro_fp. The primary
+trained-from-scratch run's twins' losses on the best-known estimator are read as the
+best-known runs recorded them; every other recipe's run is evaluated on the rebuilt sample,
+which costs most for uniform (n = 200, 40 densities: about 18 s to rebuild its sample and
+19 s to evaluate a run on it), so each further recipe run adds its evaluation.
 GPU not measured. Paper figure: none; the tables answer the BitNet study's claims.
 
 Quantizer: ``ternary`` is BitNet b1.58 absmean with one scale per tensor, float bias after
@@ -88,13 +102,13 @@ from pathlib import Path
 import numpy as np
 
 from bitjax import convergence
-from bitjax.analysis import estimator as est
+from bitjax.analysis import best_ternary as bt
 from bitjax.analysis import geometry, metrics, neurons, onsets, stats
 from bitjax.analysis import grid as analysis
 from bitjax.analysis import verdicts as vd
 from bitjax.analysis.results import LoadedSweep, SweepCollection, load_experiment, load_sweep
 from bitjax.analysis.verdicts import Rule
-from bitjax.config import SweepConfig, instance_vectors
+from bitjax.config import SweepConfig, instance_vectors, recipe_name
 from bitjax.report import mechanism_plots
 from bitjax.report.tables import recipe_text
 from bitjax.store import files as store_files
@@ -130,9 +144,60 @@ FP_ROUTE = ("trained from full precision: every quantized instance trains dense 
             "(bitjax.lattice.align) and snapped, then trains quantized with the "
             "straight-through estimator; the run's dense instances train normally, paired "
             "by seed")
-#: The trained views: route key -> (view name, suffix of the run folder,
-#: ``<results>/<experiment><suffix>``).
-ROUTES = {"scratch": (SCRATCH, ""), "fp": (FP, "_fp")}
+#: The trained views: route key -> view name.
+ROUTES = {"scratch": SCRATCH, "fp": FP}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One training recipe of a trained view: where its runs are and how one is trained.
+
+    Attributes:
+      route: the view (a key of :data:`ROUTES`).
+      suffix: its runs are ``<results>/<experiment><suffix>``.
+      flags: the experiment's flags that train such a run (the preset's own recipe when
+        empty). What the recipe is (schedule, learning rate, weight decay, switch step) is
+        read from each run's config (bitjax.report.tables.recipe_text), never from here.
+    """
+
+    route: str
+    suffix: str
+    flags: str
+    name: str = ""
+
+    def folder(self, results: Path, experiment: str) -> Path:
+        return results / (experiment + self.suffix)
+
+    def command(self, results: Path, experiment: str) -> str:
+        flags = f"{self.flags} " if self.flags else ""
+        return (f"python -m experiments.{experiment} {flags}--out "
+                f"{self.folder(results, experiment)}")
+
+
+#: The training recipes, a sampled factor of each trained view (one line per recipe; the
+#: first of a route is its primary recipe: the optimum view, the recorded twins of the
+#: best-known runs and the measurement tables' first trained rows are its). From scratch:
+#: the preset's recipe (for the study's runs the convergence study's choice, ``--recipe
+#: committed``; for the neuron runs the paper's) and the other named recipe, the paper
+#: notebook's (``--recipe paper``) or the committed one (``--recipe committed``): a named
+#: recipe the primary run already uses is not listed (:func:`is_primary_recipe`); from
+#: full precision: the two-phase study's choice (``--recipe fp_first``) and the paper's
+#: optimiser with the full-precision-first schedule.
+RECIPES: tuple[Recipe, ...] = (
+    Recipe("scratch", "", ""),
+    Recipe("scratch", "_paper", "--recipe paper", "paper"),
+    Recipe("scratch", "_committed", "--recipe committed", "committed"),
+    Recipe("fp", "_fp", "--recipe fp_first"),
+    Recipe("fp", "_fp_paper", "--recipe paper --fp-fraction 0.5"),
+)
+
+
+def is_primary_recipe(recipe: Recipe, primary: LoadedSweep | None) -> bool:
+    """Whether ``recipe`` (a named ``--recipe``) is the one the route's primary run was
+    trained with: it is then no second recipe of that experiment and is not listed (the
+    study's runs use ``committed``, the neuron runs ``paper``; each gets the other)."""
+    return bool(recipe.name) and primary is not None and \
+        recipe_name(primary.config) == recipe.name
 #: Seed selections of the trained views: the primary one first, the sensitivities after.
 SELECTIONS = {
     "converged": "seeds with every compared instance converged",
@@ -147,12 +212,6 @@ ANTIPODAL_PAIRS = "two_antipodal_pairs"
 #: Relative tolerance when the representable tables' trained losses are checked against the
 #: run (a table from another run must not be used).
 TABLE_RTOL = 1e-3
-#: Relative tolerance when the best-known solutions are re-evaluated on their rebuilt
-#: estimator sample and compared with their stored losses (the sample must be the same one;
-#: float32 sums agree to about 1e-6).
-SAMPLE_RTOL = 1e-4
-#: Best-known solutions re-evaluated for that check (spread over the run's instances).
-SAMPLE_CHECKS = 16
 
 
 @dataclass(frozen=True)
@@ -576,18 +635,17 @@ def bounds_for(results: Path, claim: Claim, g: Grid) -> Bounds:
 class BestKnownRun:
     """The best-known ternary solutions of one run and part (a run folder written by
     bitjax.analysis.best_ternary.write_run) with the estimator sample their losses were
-    computed on, rebuilt from the folder's metadata and checked against them.
+    computed on (:class:`bitjax.analysis.best_ternary.RunSample`: rebuilt from the folder's
+    recorded settings and checked against its stored losses when first used).
 
     Attributes:
       path: ``<results>/representable/best_known/<name>``.
-      why: empty when usable, else why not (no folder, no estimator settings, a rebuilt
-        sample that does not reproduce the stored losses).
+      why: empty when usable, else why not (no folder, no estimator settings).
       sweep: the loaded folder (``loss``: the best-known losses on the sample).
-      sample: the rebuilt sample; importance: ``[I, n]`` per best-known instance.
+      sample: its estimator sample (built and checked only when a loss must be estimated
+        on it; its ``why`` says why it cannot be used).
       keys: problem key (:func:`_problem_keys`) -> best-known instance.
       estimator: the folder and its sample's settings in words.
-      settings: the recorded estimator settings; the sample is rebuilt (and checked) only
-        when a loss must be estimated on it (:func:`_checked_sample`).
       recorded: ``[I]`` the trained twin's loss on the sample as the best-known run
         recorded it (``candidate_trained`` of its best_known.csv; the twin is the
         from-scratch run's ternary instance of the same problem), or None.
@@ -596,11 +654,9 @@ class BestKnownRun:
     path: Path
     why: str = ""
     sweep: LoadedSweep | None = None
-    sample: est.EstimatorSample | None = None
-    importance: np.ndarray | None = None
+    sample: bt.RunSample | None = None
     keys: dict = field(default_factory=dict)
     estimator: str = ""
-    settings: dict = field(default_factory=dict)
     recorded: np.ndarray | None = None
 
 
@@ -620,25 +676,15 @@ def _problem_keys(sweep: LoadedSweep) -> list[tuple]:
             for s, pi, ii in zip(seeds, p, imp, strict=True)]
 
 
-def _estimate(bk: BestKnownRun, rows: np.ndarray, W, b, activation: str) -> np.ndarray:
-    """Losses of ``(W, b)`` on the sample rows of best-known instances ``rows`` (with their
-    importances), as bitjax.analysis.best_ternary evaluates its candidates."""
-    sample = bk.sample._replace(index=np.asarray(bk.sample.index)[rows])
-    # About 2^23 sample entries per compiled call (best_ternary's chunking; the losses do
-    # not depend on it).
-    chunk = int(np.clip(2**23 // (sample.x.shape[1] * sample.x.shape[2]), 1, 1024))
-    return est.estimate_loss(W, b, bk.importance[rows], sample, activation=activation,
-                             chunk=chunk).loss
-
-
 def best_known_run(results: Path, claim: Claim) -> BestKnownRun:
     """The best-known solutions of ``claim``'s run and part, ready to compare with.
 
     The folder is ``<results>/representable/best_known/<experiment>_<part>`` (or
     ``<experiment>`` for a one-part run); its metadata's ``estimator`` settings (draws,
     per_mask, seed) say how to rebuild the stratified sample its losses are on
-    (:func:`_checked_sample`, only when a loss must be estimated), and its best_known.csv
-    holds the trained twins' losses on that sample (``recorded``).
+    (:class:`bitjax.analysis.best_ternary.RunSample`, built only when a loss must be
+    estimated), and its best_known.csv holds the trained twins' losses on that sample
+    (``recorded``).
     """
     folder = results / "representable" / "best_known"
     names = [f"{claim.experiment}_{claim.part}", claim.experiment]
@@ -653,53 +699,17 @@ def best_known_run(results: Path, claim: Claim) -> BestKnownRun:
         return BestKnownRun(path, f"{path} cannot be read: {e}")
     if not isinstance(bk, LoadedSweep):
         return BestKnownRun(path, f"{path} holds several parts, not one best-known run")
-    settings = bk.meta.get("estimator") or {}
-    if not all(k in settings for k in ("draws", "per_mask", "seed")):
-        return BestKnownRun(path, f"{path} records no estimator settings (draws, per_mask, "
-                                  "seed)")
-    _, imp = _vectors(bk)
-    run = BestKnownRun(path, "", bk, None, imp,
-                       {k: j for j, k in enumerate(_problem_keys(bk))}, settings=settings)
+    sample = bt.RunSample(bk)
+    if sample.why:
+        return BestKnownRun(path, sample.why)
+    run = BestKnownRun(path, "", bk, sample, {k: j for j, k in enumerate(_problem_keys(bk))},
+                       f"{path} ({sample.words()})")
     table = path / "best_known.csv"
     if table.is_file():
         rows = store_files.read_csv(table)
         if len(rows) == bk.n_instances and rows and "candidate_trained" in rows[0]:
             run.recorded = np.array([float(r["candidate_trained"] or "nan") for r in rows])
-    kind = settings.get("kind")
-    strata = (f"{int(settings['per_mask'])} draws per activity mask" if kind == "mask"
-              else f"{int(settings['draws']):,} draws per density, stratified by the "
-                   "number of active features" if kind is not None
-              else f"{int(settings['draws']):,} draws per density or "
-                   f"{int(settings['per_mask'])} per activity mask")
-    run.estimator = f"{path} ({strata}, seed {int(settings['seed'])})"
     return run
-
-
-def _checked_sample(bk: BestKnownRun) -> bool:
-    """Rebuild ``bk``'s estimator sample from its recorded settings (once) and check it: up
-    to :data:`SAMPLE_CHECKS` solutions re-evaluated on it must reproduce their stored
-    losses within :data:`SAMPLE_RTOL`. Returns whether it did (else ``bk.why`` says why)."""
-    if bk.why:
-        return False
-    if bk.sample is not None:
-        return True
-    run, settings = bk.sweep, bk.settings
-    p, _ = _vectors(run)
-    bk.sample = est.make_estimator_sample(run.config.structure, p,
-                                          n_draws=int(settings["draws"]),
-                                          n_per_mask=int(settings["per_mask"]),
-                                          seed=int(settings["seed"]))
-    rows = np.unique(np.linspace(0, run.n_instances - 1,
-                                 min(SAMPLE_CHECKS, run.n_instances)).round().astype(int))
-    got = _estimate(bk, rows, run.W_eff[rows], run.b[rows], run.config.activation)
-    want = np.asarray(run.loss, np.float64)[rows]
-    err = np.abs(got - want) / np.maximum(np.abs(want), 1e-12)
-    if not (np.isfinite(err).all() and err.max() <= SAMPLE_RTOL):
-        bk.why = (f"the estimator sample rebuilt from {bk.path}'s settings does not "
-                  f"reproduce its best-known losses (largest relative difference "
-                  f"{np.nanmax(err):.2g} > {SAMPLE_RTOL:g})")
-        return False
-    return True
 
 
 def best_known_ratios(bk: BestKnownRun, sweep: LoadedSweep, recorded: bool = False
@@ -735,10 +745,10 @@ def best_known_ratios(bk: BestKnownRun, sweep: LoadedSweep, recorded: bool = Fal
     if use.size:
         if recorded and bk.recorded is not None:
             loss = bk.recorded[rows]
-        elif _checked_sample(bk):
-            loss = _estimate(bk, rows, sweep.W_eff[use], sweep.b[use], cfg.activation)
         else:
-            return out, best_of, bk.why
+            loss, why = bk.sample.losses(sweep.W_eff[use], sweep.b[use], rows)
+            if loss is None:
+                return out, best_of, why
         best = np.asarray(bk.sweep.loss, np.float64)[rows]
         with np.errstate(divide="ignore", invalid="ignore"):
             # A best-known loss of 0 (an exact solution) makes any loss above it infinite.
@@ -747,19 +757,20 @@ def best_known_ratios(bk: BestKnownRun, sweep: LoadedSweep, recorded: bool = Fal
     return out, best_of, ""
 
 
-def set_best_known(v: View, results: Path, claim: Claim, sweep: LoadedSweep, route: str,
+def set_best_known(v: View, results: Path, claim: Claim, sweep: LoadedSweep, recipe: Recipe,
                    cache: dict) -> None:
     """Fill a trained view's distance to the best-known solutions: the median over the
     claim's cells and seeds of :func:`best_known_ratios` (ternary instances that did not
     diverge), or why it is not computed. ``cache`` keeps each best-known run and each
-    run's ratios for the other claims of the same run."""
+    run's ratios for the other claims of the same run. Only the primary run from scratch
+    (``RECIPES[0]``) is the one the best-known runs recorded their twins' losses of."""
     key = (claim.experiment, claim.part)
     if key not in cache:
         cache[key] = best_known_run(results, claim)
-    if (route, *key) not in cache:
-        cache[(route, *key)] = best_known_ratios(cache[key], sweep,
-                                                 recorded=route == "scratch")
-    ratio, best, why = cache[(route, *key)]
+    if (recipe.suffix, *key) not in cache:
+        cache[(recipe.suffix, *key)] = best_known_ratios(cache[key], sweep,
+                                                         recorded=recipe == RECIPES[0])
+    ratio, best, why = cache[(recipe.suffix, *key)]
     if why:
         v.to_best_why = why
         return
@@ -836,11 +847,40 @@ def _not_evaluated() -> View:
 
 
 @dataclass
+class RecipeRun:
+    """One recipe's run of a claim in a trained view.
+
+    Attributes:
+      recipe: its line of :data:`RECIPES`.
+      folder: ``<results>/<experiment><suffix>``.
+      view: its primary view; sensitivity: its other seed selections (keyed like
+        :data:`SELECTIONS`).
+    """
+
+    recipe: Recipe
+    folder: Path
+    view: View
+    sensitivity: dict = field(default_factory=dict)
+
+    @property
+    def has_run(self) -> bool:
+        return self.view.verdict != "undecided" or self.view.reason not in vd.NO_RUN
+
+    @property
+    def primary(self) -> bool:
+        """The route's primary recipe (the first of :data:`RECIPES` on its route)."""
+        return self.recipe == next(rc for rc in RECIPES if rc.route == self.recipe.route)
+
+
+@dataclass
 class Result:
     """A claim with its three views: at the optimum, trained from scratch (``trained``,
     with the other seed selections in ``sensitivity``, keyed like :data:`SELECTIONS`) and
     trained from full precision (``fp``, its other seed selections in
-    ``fp_sensitivity``)."""
+    ``fp_sensitivity``); those two are the primary recipe's, and ``runs`` holds every
+    recipe's run of each trained view (route -> :class:`RecipeRun` in :data:`RECIPES`
+    order, the primary first; empty for a result built by hand: then the primary views
+    are the only recipe)."""
 
     claim: Claim
     optimum: View
@@ -848,15 +888,44 @@ class Result:
     sensitivity: dict = field(default_factory=dict)
     fp: View = field(default_factory=_not_evaluated)
     fp_sensitivity: dict = field(default_factory=dict)
+    runs: dict = field(default_factory=dict)
 
     def trained_views(self, selection: str = "converged") -> list[tuple[str, View]]:
-        """``[(route, view)]`` of both routes (:data:`ROUTES`) on one seed selection (a
-        route whose view on it is absent is left out)."""
+        """``[(route, view)]`` of both routes' primary recipes (:data:`ROUTES`) on one seed
+        selection (a route whose view on it is absent is left out)."""
         if selection == "converged":
             return [("scratch", self.trained), ("fp", self.fp)]
         return [(route, views[selection]) for route, views in
                 (("scratch", self.sensitivity), ("fp", self.fp_sensitivity))
                 if selection in views]
+
+    def recipe_runs(self, route: str) -> list[RecipeRun]:
+        """Every recipe's run of one trained view (the primary views alone for a result
+        built by hand)."""
+        if self.runs.get(route):
+            return self.runs[route]
+        view, sens = ((self.trained, self.sensitivity) if route == "scratch" else
+                      (self.fp, self.fp_sensitivity))
+        recipe = next(rc for rc in RECIPES if rc.route == route)
+        return [RecipeRun(recipe, Path(self.claim.experiment + recipe.suffix), view, sens)]
+
+    def recipe_views(self, selection: str = "converged") -> list[tuple[str, View]]:
+        """``[(route, view)]`` of every recipe of both trained views on one seed selection
+        (views absent on it left out)."""
+        out = []
+        for route in ROUTES:
+            for rr in self.recipe_runs(route):
+                v = rr.view if selection == "converged" else rr.sensitivity.get(selection)
+                if v is not None:
+                    out.append((route, v))
+        return out
+
+    def across(self, route: str) -> vd.Across:
+        """The trained view's verdict over its recipes (:data:`bitjax.analysis.verdicts
+        .RECIPE_RULE`)."""
+        return vd.across_recipes([vd.RecipeVerdict(str(rr.folder), rr.view.verdict,
+                                                   rr.view.reason, rr.view.detail)
+                                  for rr in self.recipe_runs(route)])
 
 
 def loss_gap(t: np.ndarray, d: np.ndarray, zero: np.ndarray) -> np.ndarray:
@@ -1117,16 +1186,6 @@ def _missing_views(name: str, why: str) -> tuple[View, dict]:
              for sel in SELECTIONS if sel != "converged"})
 
 
-def _missing(claim: Claim, why: str) -> Result:
-    """The optimum and trained-from-scratch views undecided: the run the claim needs does
-    not exist (the optimum view of a claim judged trained only stays
-    :func:`no_optimum_view`). The full-precision view is :func:`_not_evaluated` until
-    :func:`evaluate` sets it."""
-    optimum = (no_optimum_view(claim) if claim.trained_only
-               else View(OPTIMUM, basis=why, reason="missing", detail=why))
-    return Result(claim, optimum, *_missing_views(SCRATCH, why))
-
-
 def _runs(results: Path, name: str, cache: dict) -> SweepCollection | str:
     """``results/<name>`` loaded once (:func:`_load`), or why it cannot be (missing or
     unfinished)."""
@@ -1141,24 +1200,23 @@ def _runs(results: Path, name: str, cache: dict) -> SweepCollection | str:
     return cache[name]
 
 
-def _route_sweep(results: Path, claim: Claim, route: str, cache: dict
-                 ) -> LoadedSweep | str:
-    """The claim's part of its run by ``route`` (:data:`ROUTES`), or why there is none (no
-    run, unfinished, no such part, or a run of the other route)."""
-    name = claim.experiment + ROUTES[route][1]
-    parts = _runs(results, name, cache)
+def _recipe_sweep(results: Path, claim: Claim, recipe: Recipe, cache: dict
+                  ) -> LoadedSweep | str:
+    """The claim's part of its run by ``recipe``, or why there is none (no run, with the
+    command that trains it; unfinished; no such part; a run of the other route)."""
+    folder = recipe.folder(results, claim.experiment)
+    parts = _runs(results, folder.name, cache)
     if isinstance(parts, str):
-        if route == "fp" and not (results / name).exists():
-            return (f"{parts} (python -m experiments.{claim.experiment} --recipe fp_first "
-                    f"--out {results / name} trains it)")
+        if not folder.exists():
+            return f"{parts} ({recipe.command(results, claim.experiment)} trains it)"
         return parts
     if claim.part not in parts:
-        return f"{results / name} has no part {claim.part!r}"
+        return f"{folder} has no part {claim.part!r}"
     sweep = parts[claim.part]
-    if (route == "fp") != bool(sweep.config.has_fp_phase):
+    if (recipe.route == "fp") != bool(sweep.config.has_fp_phase):
         # A run of the other route in this folder would be read as this one.
         return (f"{sweep.path} was not trained from full precision (fp_fraction "
-                f"{sweep.config.fp_fraction:g} in its config)" if route == "fp" else
+                f"{sweep.config.fp_fraction:g} in its config)" if recipe.route == "fp" else
                 f"{sweep.path} was trained from full precision (fp_fraction "
                 f"{sweep.config.fp_fraction:g}); this view reads runs trained from scratch")
     return sweep
@@ -1172,48 +1230,98 @@ def _trained_views(claim: Claim, sweep: LoadedSweep, name: str) -> tuple[View, d
              if sel != "converged"})
 
 
+def _recipe_words(sweep: LoadedSweep) -> str:
+    """A run's recipe in words, from its config (bitjax.report.tables.recipe_text)."""
+    return recipe_text(sweep.config)
+
+
+def _recipe_run(results: Path, claim: Claim, recipe: Recipe, cache: dict,
+                earlier: list[tuple[RecipeRun, LoadedSweep]]) -> tuple[RecipeRun,
+                                                                       LoadedSweep | None]:
+    """One recipe's run of a claim, its views computed the same way as every other
+    recipe's; no run where it is missing, unfinished, of another grid than the claim's
+    cells, or trained with the same recipe as an ``earlier`` recipe's run of the view (not
+    a second recipe)."""
+    folder = recipe.folder(results, claim.experiment)
+    primary = recipe == next(rc for rc in RECIPES if rc.route == recipe.route)
+    name = ROUTES[recipe.route] if primary else f"{ROUTES[recipe.route]} ({folder.name})"
+    sweep = _recipe_sweep(results, claim, recipe, cache)
+    if not isinstance(sweep, str):
+        same = next((rr for rr, s in earlier if _recipe_words(s) == _recipe_words(sweep)),
+                    None)
+        if same is not None:
+            sweep = (f"{folder} was trained with the same recipe as {same.folder} "
+                     f"({_recipe_words(sweep)}): not a second recipe")
+    if isinstance(sweep, str):
+        return RecipeRun(recipe, folder, *_missing_views(name, sweep)), None
+    if recipe == RECIPES[0]:
+        # The primary run from scratch defines the claim's cells: a run without them is an
+        # error, not a missing recipe.
+        return RecipeRun(recipe, folder, *_trained_views(claim, sweep, name)), sweep
+    try:
+        return RecipeRun(recipe, folder, *_trained_views(claim, sweep, name)), sweep
+    except ValueError as e:
+        # A run of another grid (preset) than the claim's cells: not the claim's run.
+        return RecipeRun(recipe, folder, *_missing_views(name, f"{sweep.path}: {e}")), None
+
+
 def evaluate(results: Path) -> list[Result]:
     """Every claim of :data:`CLAIMS` measured, tested and decided (Holm over the family).
 
     Args:
       results: a results folder (``intro/``, ``sparsity/``, ..., ``representable/``, and
-        the full-precision-first runs ``intro_fp/``, ... where they exist).
+        every recipe's runs (:data:`RECIPES`: ``intro_paper/``, ``intro_fp/``, ...) where
+        they exist).
     Returns:
-      One :class:`Result` per claim, in table order. A view whose run is missing or
-      unfinished is undecided (no run) (the optimum and trained-from-scratch views read
-      ``results/<experiment>``, the trained-from-full-precision view
-      ``results/<experiment>_fp``); the full-precision view of a claim whose model refuses
-      that route is undecided (does not apply); the others are evaluated.
+      One :class:`Result` per claim, in table order. The optimum view reads the primary
+      run from scratch, ``results/<experiment>``; each trained view reads one run per
+      recipe of its route, ``results/<experiment><suffix>``, each decided alone
+      (:meth:`Result.across` combines them). A recipe whose run is missing or unfinished
+      is undecided (no run); the full-precision view of a claim whose model refuses that
+      route is undecided (does not apply); the others are evaluated.
     """
     cache: dict[str, SweepCollection | str] = {}
     best: dict = {}
     out = []
     for claim in CLAIMS:
-        sweep = _route_sweep(results, claim, "scratch", cache)
-        if isinstance(sweep, str):
-            r = _missing(claim, sweep)
-        else:
-            g = claim_grid(sweep, claim)
-            optimum = (no_optimum_view(claim) if claim.trained_only
-                       else optimum_view(results, claim, g))
-            r = Result(claim, optimum, *_trained_views(claim, sweep, SCRATCH))
+        runs: dict[str, list[RecipeRun]] = {}
+        sweeps: dict[int, LoadedSweep] = {}
         refusal = fp_refusal(claim, _runs(results, claim.experiment, cache)) \
             if claim.trained_only else ""
-        if refusal:
-            r.fp, r.fp_sensitivity = no_fp_view(claim, refusal), {}
+        for route in ROUTES:
+            done: list[tuple[RecipeRun, LoadedSweep]] = []
+            runs[route] = []
+            for recipe in (rc for rc in RECIPES if rc.route == route):
+                if done and done[0][0].primary and is_primary_recipe(recipe, done[0][1]):
+                    continue
+                if route == "fp" and refusal:
+                    view = no_fp_view(claim, refusal)
+                    runs[route] = [RecipeRun(recipe, recipe.folder(results, claim.experiment),
+                                             view, {})]
+                    break
+                rr, sweep = _recipe_run(results, claim, recipe, cache, done)
+                runs[route].append(rr)
+                if sweep is not None:
+                    done.append((rr, sweep))
+                    sweeps[id(rr)] = sweep
+        first = runs["scratch"][0]
+        primary = sweeps.get(id(first))
+        if claim.trained_only:
+            optimum = no_optimum_view(claim)
+        elif primary is None:
+            why = first.view.detail
+            optimum = View(OPTIMUM, basis=why, reason="missing", detail=why)
         else:
-            fp = _route_sweep(results, claim, "fp", cache)
-            try:
-                r.fp, r.fp_sensitivity = (_missing_views(FP, fp) if isinstance(fp, str) else
-                                          _trained_views(claim, fp, FP))
-            except ValueError as e:
-                # A run of another grid (preset) than the claim's cells: not the claim's run.
-                r.fp, r.fp_sensitivity = _missing_views(FP, f"{fp.path}: {e}")
+            optimum = optimum_view(results, claim, claim_grid(primary, claim))
+        fp = runs["fp"][0]
+        r = Result(claim, optimum, first.view, first.sensitivity, fp.view, fp.sensitivity,
+                   runs)
         if not claim.trained_only:
-            for route, v in r.trained_views():
-                s = _route_sweep(results, claim, route, cache)
-                if not isinstance(s, str) and v.reason != "missing":
-                    set_best_known(v, results, claim, s, route, best)
+            for route in ROUTES:
+                for rr in runs[route]:
+                    if id(rr) in sweeps:
+                        set_best_known(rr.view, results, claim, sweeps[id(rr)], rr.recipe,
+                                       best)
         out.append(r)
     decide_family(out)
     for sel in SELECTIONS:
@@ -1224,11 +1332,11 @@ def evaluate(results: Path) -> list[Result]:
 
 def _family(results: list[Result], selection: str) -> list[tuple[Rule, View, bool]]:
     """The views of one Holm family, each with whether this family decides it: every
-    optimum view (decided in the primary family only) and the trained views of both
-    routes on one seed selection."""
+    optimum view (decided in the primary family only) and the trained views of every
+    recipe of both routes on one seed selection."""
     return [(r.claim.rule, v, decides) for r in results
             for v, decides in ((r.optimum, selection == "converged"),
-                               *((v, True) for _, v in r.trained_views(selection)
+                               *((v, True) for _, v in r.recipe_views(selection)
                                  if v.reason != "not_applicable"))]
 
 
@@ -1236,9 +1344,9 @@ def decide_family(results: list[Result], selection: str = "converged") -> int:
     """Test, Holm-adjust and decide one family; each test counts once.
 
     The primary family ("converged") decides the optimum views and the primary trained
-    views of both routes; a sensitivity family (another seed selection) has the same
-    optimum views beside its own trained views of both routes and decides only the
-    latter.
+    views of every recipe of both routes; a sensitivity family (another seed selection)
+    has the same optimum views beside its own trained views of every recipe and decides
+    only the latter.
 
     Returns:
       The number of p-values in the family.
@@ -1314,6 +1422,37 @@ def _view_verdict(v: View) -> str:
     """The verdict's text, with the fact that decided it when no test did."""
     text = vd.verdict_text(v.verdict, v.reason, v.detail)
     return f"{text} ({v.fact})" if v.fact else text
+
+
+def _across_text(a: vd.Across) -> str:
+    """A trained view's verdict over its recipes and what it rests on
+    (:data:`bitjax.analysis.verdicts.RECIPE_RULE`): the runs it rests on, each recipe's
+    verdict where they differ or some are undecided, and each missing run with the command
+    that trains it."""
+    absent = "".join(f"; no run: {r.detail}" for r in a.absent if r.reason == "missing")
+    ran = a.ran
+    if a.scope == "none":
+        return vd.verdict_text(a.verdict, a.reason, a.detail)
+    if a.scope == "one":
+        return f"{ran[0].text()} — {vd.SCOPES['one']} ({ran[0].label}{absent})"
+    if a.scope == "across":
+        return (f"{a.verdict} — {vd.SCOPES['across']} ({len(ran)} recipes: "
+                + ", ".join(r.label for r in ran) + f"{absent})")
+    if a.scope == "partial":
+        decided = [r.label for r in ran if r.verdict != "undecided"]
+        return (f"{a.verdict} — decided by {', '.join(decided)} only (" + "; ".join(
+            f"{r.label}: {r.text()}" for r in ran if r.verdict == "undecided")
+            + f"{absent})")
+    if a.scope == "depends":
+        return vd.verdict_text(a.verdict, a.reason, a.detail + absent)
+    return f"undecided — {vd.SCOPES['undecided']} ({a.detail}{absent})"
+
+
+def _recipe_rows(r: Result, route: str) -> list[RecipeRun]:
+    """The recipe runs of a trained view that get a row of their own: the primary recipe
+    always (its row says when it has no run), the others where they have a run (a missing
+    one is named in the verdict table)."""
+    return [rr for rr in r.recipe_runs(route) if rr.primary or rr.has_run]
 
 
 def _view_row(rule: Rule, v: View, to_best: bool = True) -> str:
@@ -1426,12 +1565,12 @@ def _study_text() -> str:
     return f"the {STUDY['kind']} \"{STUDY['title']}\" ({who}{link})"
 
 
-def _judged_views(r: Result) -> list[tuple[str, View]]:
-    """The views a claim is judged in: at the optimum and both trained routes (a claim
-    judged trained from scratch only has that one)."""
+def _judged_views(r: Result) -> list[tuple[str, View | vd.Across]]:
+    """The views a claim is judged in: at the optimum and both trained routes, each over
+    its recipes (a claim judged trained from scratch only has that one)."""
     if r.claim.trained_only:
-        return [(SCRATCH, r.trained)]
-    return [(OPTIMUM, r.optimum), (SCRATCH, r.trained), (FP, r.fp)]
+        return [(SCRATCH, r.across("scratch"))]
+    return [(OPTIMUM, r.optimum), (SCRATCH, r.across("scratch")), (FP, r.across("fp"))]
 
 
 def _gap_sentence(results: list[Result]) -> str:
@@ -1452,21 +1591,21 @@ def _gap_sentence(results: list[Result]) -> str:
 def _selection_changes(results: list[Result]) -> list[str]:
     """Per route, the claims whose primary verdict changes on another seed selection."""
     out = []
-    for route, (name, _) in ROUTES.items():
+    for route, name in ROUTES.items():
         changed = []
-        if all(dict(r.trained_views())[route].reason in ("missing", "not_applicable")
-               for r in results):
+        if not any(rr.has_run for r in results for rr in r.recipe_runs(route)):
             out.append(f"{name}, no view has a run.")
             continue
         for r in results:
-            primary = dict(r.trained_views())[route]
-            others = {sel: dict(r.trained_views(sel)).get(route) for sel in SELECTIONS
-                      if sel != "converged"}
-            others = {sel: v for sel, v in others.items() if v is not None}
-            if any(v.verdict != primary.verdict for v in others.values()):
-                changed.append(f"{_claim_words(r.claim)} (" + ", ".join(
-                    f"{SELECTIONS[sel]}: {vd.verdict_text(v.verdict, v.reason)}"
-                    for sel, v in others.items()) + ")")
+            for rr in _recipe_rows(r, route):
+                others = {sel: rr.sensitivity.get(sel) for sel in SELECTIONS
+                          if sel != "converged"}
+                others = {sel: v for sel, v in others.items() if v is not None}
+                if any(v.verdict != rr.view.verdict for v in others.values()):
+                    which = "" if rr.primary else f", {rr.folder.name}"
+                    changed.append(f"{_claim_words(r.claim)}{which} (" + ", ".join(
+                        f"{SELECTIONS[sel]}: {vd.verdict_text(v.verdict, v.reason)}"
+                        for sel, v in others.items()) + ")")
         out.append(f"{name}, the verdict on {SELECTIONS['converged']} changes on another "
                    "selection for: " + "; ".join(changed) + "." if changed else
                    f"{name}, every verdict is the same on "
@@ -1492,26 +1631,80 @@ def opening(results: list[Result]) -> list[str]:
         "against dense; exact where enumerated or where they reach the dense loss, "
         "elsewhere the best ternary solutions known, an upper bound on ternary's optimum), "
         "and trained by two routes, each against dense instances of its "
-        f"own runs: {TRAINED_ROUTE}; and {FP_ROUTE}."
+        f"own runs: {TRAINED_ROUTE}; and {FP_ROUTE}. Each trained route is judged on "
+        "every training recipe that has a run, and its verdict says whether it holds "
+        "across recipes (the protocol's recipe rule)."
         + (f" The project's own questions about the neurons of the privileged-basis models "
            f"({', '.join(dict.fromkeys(r.claim.experiment for r in neuron))}; "
            f"{len(neuron)} claims, not claims of the study) follow, judged trained from "
            "scratch only (their section says why)." if neuron else ""),
         "",
         "- " + _view_sentence("At the optimum", [(r.claim, r.optimum) for r in study]),
-        "- " + _view_sentence("Trained from scratch", [(r.claim, r.trained) for r in study]),
-        "- " + _view_sentence("Trained from full precision", [(r.claim, r.fp) for r in study]),
+        "- " + _view_sentence("Trained from scratch",
+                              [(r.claim, r.across("scratch")) for r in study]),
+        "- " + _view_sentence("Trained from full precision",
+                              [(r.claim, r.across("fp")) for r in study]),
     ]
     if neuron:
         lines.append("- " + _view_sentence(
             "Neurons of the privileged-basis models, trained from scratch only",
-            [(r.claim, r.trained) for r in neuron], NEURON_PLAIN) + " " + _gap_sentence(neuron))
+            [(r.claim, r.across("scratch")) for r in neuron], NEURON_PLAIN) + " "
+            + _gap_sentence(neuron))
+    lines.append("- **Recipes** — " + " ".join(_recipe_sentences(results)))
     undecided = _undecided_text(results)
     if undecided:
         lines.append("- **Undecided, and why** — " + undecided)
     lines.append("- **Seed selection** — " + " ".join(
         t[:1].upper() + t[1:] for t in _selection_changes(results)))
     return lines + [""]
+
+
+def _recipe_sentences(results: list[Result]) -> list[str]:
+    """Per trained view (the neuron claims' apart), whether its decided verdicts hold
+    across recipes, rest on one recipe (which, and which recipes have no run) or are decided
+    by some recipes only, and which claims depend on the recipe: claims grouped, one
+    sentence per view."""
+    out = []
+    groups = [(f"{ROUTES[route][:1].upper()}{ROUTES[route][1:]}", route,
+               [r for r in results if not r.claim.trained_only]) for route in ROUTES]
+    neuron = [r for r in results if r.claim.trained_only]
+    if neuron:
+        groups.append(("Neurons, trained from scratch", "scratch", neuron))
+    for label, route, members in groups:
+        by: dict[str, list[str]] = {}
+        for r in members:
+            a, runs = r.across(route), r.recipe_runs(route)
+            if a.scope == "one" and a.verdict != "undecided":
+                ran = next(rr for rr in runs if rr.has_run)
+                missing = [f"results/<experiment>{rr.recipe.suffix}" for rr in runs
+                           if not rr.has_run]
+                key = (f"rests on one recipe, results/<experiment>{ran.recipe.suffix}"
+                       + (f" ({', '.join(missing)} {'has' if len(missing) == 1 else 'have'}"
+                          " no run)" if missing else ""))
+            elif a.scope == "across":
+                key = "holds across recipes"
+            elif a.scope == "partial":
+                key = "decided by some recipes only (the others undecided)"
+            elif a.scope == "depends":
+                key = "depends on the recipe"
+            else:
+                continue  # undecided for want of a run or a decision: the undecided bullet
+            by.setdefault(key, []).append(_claim_words(r.claim))
+        if not by:
+            out.append(f"{label}: no verdict is decided on any recipe.")
+            continue
+        decided = sum(len(v) for v in by.values())
+        (key, claims), = list(by.items())[:1]
+        if len(by) == 1 and key.startswith("rests on one recipe"):
+            # Today's usual state: say it once for the whole view.
+            who = "the one decided verdict" if decided == 1 else \
+                f"every decided verdict ({decided} claims)"
+            out.append(f"{label}: {who} {key}.")
+            continue
+        out.append(f"{label}: " + ". ".join(
+            f"{key[:1].upper() + key[1:]}: {'; '.join(claims)}" for key, claims in by.items())
+            + ".")
+    return out
 
 
 def _undecided_text(results: list[Result]) -> str:
@@ -1599,18 +1792,19 @@ def render(results: list[Result], folder: Path) -> str:
         "seed, on the cells whose dense instance converged (the others left out of the "
         "seed's summary).",
         *route_lines(folder),
-        f"- Both trained views, the same way on each route's runs: the primary selection "
+        f"- Both trained views, the same way on each recipe's runs: the primary selection "
         f"uses a seed if every compared instance of it converged (bitjax.convergence) and "
         f"none diverged; with fewer than {vd.MIN_SEEDS} such seeds the numbers are shown "
         "over all seeds and the verdict is undecided (not converged). The verdicts on all "
         "seeds and on per-cell converged pairs are shown beside it as a sensitivity (each "
         "selection in its own Holm family with the same optimum views and that selection's "
-        "trained views of both routes). A route's view whose run is missing or unfinished "
-        "is undecided (no run).",
+        "trained views of every recipe of both routes). A recipe whose run is missing or "
+        "unfinished, or that repeats another recipe of its view, is undecided (no run).",
+        f"- Recipes: {vd.RECIPE_RULE}",
         *best_known_lines(results),
         f"- Holm's correction over the family of all {k} p-values computed (for and against "
-        f"each distinct test, all three views; two views testing the same values are one "
-        f"test); α = {vd.ALPHA:g}. p columns: for / against the claim (raw, then "
+        f"each distinct test, all three views and every recipe; two views testing the same "
+        f"values are one test); α = {vd.ALPHA:g}. p columns: for / against the claim (raw, then "
         "Holm-adjusted).",
         "- The neuron claims of the privileged-basis models (their own section below) use "
         "the same unit, summaries, seed selections and decision rules, are judged trained "
@@ -1627,11 +1821,15 @@ def render(results: list[Result], folder: Path) -> str:
         lines.append(_row(ru.claim, c.where, *_rule_cells(c)[:4], vd.theory_text(ru),
                           vd.rule_text(ru) + _exact_rule(c)))
     lines += ["", "## Verdicts", "",
+              "Each trained view over its recipes (the protocol's recipe rule): what it "
+              "rests on, each recipe's verdict where they differ, and each missing run with "
+              "the command that trains it.", "",
               f"| claim | theory at the optimum | {OPTIMUM} | {SCRATCH} | {FP} |",
               "|---|---|---|---|---|"]
     for r in study:
         lines.append(_row(r.claim.rule.claim, vd.theory_text(r.claim.rule),
-                          *(_view_verdict(v) for v in (r.optimum, r.trained, r.fp))))
+                          _view_verdict(r.optimum),
+                          *(_across_text(r.across(route)) for route in ROUTES)))
     lines += ["", "### Trained views, by seed selection (sensitivity)", "",
               "| claim | view | " + " | ".join(SELECTIONS.values()) + " |",
               "|---|---|" + "---|" * len(SELECTIONS)]
@@ -1641,14 +1839,16 @@ def render(results: list[Result], folder: Path) -> str:
               "trained ternary loss / best-known ternary loss, both on one estimator sample "
               "(the protocol says which); 1 is the best-known solution.", "",
               f"| claim | run and cells | {SCRATCH} | {FP} |", "|---|---|---|---|"]
-    lines += [_row(r.claim.rule.claim, r.claim.where, _fmt_to_best(r.trained),
-                   _fmt_to_best(r.fp)) for r in study]
+    lines += [_row(r.claim.rule.claim, r.claim.where,
+                   *(_to_best_cell(r, route) for route in ROUTES)) for r in study]
     lines += ["", "## Measurements per claim", ""]
     for r in study:
         lines += [f"### {r.claim.rule.claim}", "",
                   f"{r.claim.where}; measure: {r.claim.rule.measure}. Theory: "
                   f"{vd.theory_text(r.claim.rule)}.", "", *MEASUREMENT_HEADER,
-                  *(_view_row(r.claim.rule, v) for v in (r.optimum, r.trained, r.fp)), ""]
+                  _view_row(r.claim.rule, r.optimum),
+                  *(_view_row(r.claim.rule, rr.view) for route in ROUTES
+                    for rr in _recipe_rows(r, route)), ""]
     lines += mechanism_plots.section_from_folder(folder / "mechanism", MECHANISM_RUNS)
     lines += neuron_section([r for r in results if r.claim.trained_only], folder)
     lines += ["## Context", "", convergence_line(folder)]
@@ -1656,6 +1856,14 @@ def render(results: list[Result], folder: Path) -> str:
     if phase:
         lines.append(phase)
     return "\n".join(lines) + "\n"
+
+
+def _to_best_cell(r: Result, route: str) -> str:
+    """A trained view's distance to the best-known solutions: the primary recipe's, then
+    each other recipe's with a run."""
+    rows = _recipe_rows(r, route)
+    return "; ".join(_fmt_to_best(rr.view) if rr.primary else
+                     f"{rr.folder.name}: {_fmt_to_best(rr.view)}" for rr in rows)
 
 
 def _rule_cells(c: Claim) -> tuple[str, str, str, str]:
@@ -1668,16 +1876,18 @@ def _rule_cells(c: Claim) -> tuple[str, str, str, str]:
 
 
 def _selection_rows(results: list[Result], routes=tuple(ROUTES)) -> list[str]:
-    """The trained verdicts of each claim on every seed selection, one row per claim and
-    route (of ``routes``)."""
+    """The trained verdicts of each claim on every seed selection, one row per claim,
+    route (of ``routes``) and recipe (the primary one, and each other with a run)."""
     rows = []
     for r in results:
         for route in routes:
-            views = [dict(r.trained_views(s)).get(route) for s in SELECTIONS]
-            # A missing run's path is in the verdict table; here its reason only.
-            rows.append(_row(r.claim.rule.claim, ROUTES[route][0], *(
-                "n/a" if v is None else vd.verdict_text(v.verdict, v.reason)
-                + ("" if v.reason == "missing" else f" ({v.basis})") for v in views)))
+            for rr in _recipe_rows(r, route):
+                views = [rr.view if s == "converged" else rr.sensitivity.get(s)
+                         for s in SELECTIONS]
+                # A missing run's path is in the verdict table; here its reason only.
+                rows.append(_row(r.claim.rule.claim, rr.view.name, *(
+                    "n/a" if v is None else vd.verdict_text(v.verdict, v.reason)
+                    + ("" if v.reason == "missing" else f" ({v.basis})") for v in views)))
     return rows
 
 
@@ -1697,38 +1907,52 @@ def _run_configs(folder: Path, name: str) -> dict[str, SweepConfig] | str:
     return out
 
 
+def _recipe_claims(route: str) -> tuple[Claim, ...]:
+    """The claims a trained view judges (the neuron claims' models refuse the
+    full-precision-first route)."""
+    return CLAIMS if route == "scratch" else STUDY_CLAIMS
+
+
 def route_lines(folder: Path) -> list[str]:
-    """The protocol's lines on the two training routes: what each route is and how each of
-    its claim runs was trained (steps and recipe, from the runs' configs)."""
+    """The protocol's lines on the two training routes: what each route is, its recipes
+    (:data:`RECIPES`: the folder and the command of each) and how each recipe's claim runs
+    were trained (steps and recipe, from the runs' configs)."""
     lines = []
-    for route, (name, suffix) in ROUTES.items():
-        claims = CLAIMS if route == "scratch" else STUDY_CLAIMS
-        bits = []
-        for exp in dict.fromkeys(c.experiment for c in claims):
-            cfgs = _run_configs(folder, exp + suffix)
-            if isinstance(cfgs, str):
-                bits.append(f"{exp + suffix}: {cfgs}")
-                continue
-            recipes: dict[str, list[str]] = {}
-            for part, cfg in cfgs.items():
-                recipes.setdefault(f"{cfg.steps:,} steps, {recipe_text(cfg)}", []).append(part)
-            bits.append(f"{exp + suffix} (" + "; ".join(
-                f"{', '.join(parts)}: {text}" for text, parts in recipes.items()) + ")")
+    for route, name in ROUTES.items():
+        recipes = []
+        for recipe in (rc for rc in RECIPES if rc.route == route):
+            bits = []
+            for exp in dict.fromkeys(c.experiment for c in _recipe_claims(route)):
+                run = exp + recipe.suffix
+                cfgs = _run_configs(folder, run)
+                if isinstance(cfgs, str):
+                    bits.append(f"{run}: {cfgs}")
+                    continue
+                texts: dict[str, list[str]] = {}
+                for part, cfg in cfgs.items():
+                    texts.setdefault(f"{cfg.steps:,} steps, {recipe_text(cfg)}",
+                                     []).append(part)
+                bits.append(f"{run} (" + "; ".join(
+                    f"{', '.join(parts)}: {text}" for text, parts in texts.items()) + ")")
+            flags = recipe.flags or "the preset's own recipe, no recipe flag"
+            recipes.append(f"results/<experiment>{recipe.suffix} ({flags}): "
+                           + ", ".join(bits))
         # The route texts open with the view's name; here it leads the line already.
         how = (TRAINED_ROUTE if route == "scratch" else FP_ROUTE).split(": ", 1)[1]
         if route == "fp":
-            how += (" (python -m experiments.<experiment> --recipe fp_first --out "
-                    "results/<experiment>_fp; these runs' configs have fp_fraction > 0, and "
-                    "the step of the switch is in their recipes below)")
-        lines.append(f"- {name[:1].upper() + name[1:]} (results/<experiment>{suffix}): "
-                     f"{how}. Runs and recipes, from their configs: " + ", ".join(bits) + ".")
+            how += (" (these runs' configs have fp_fraction > 0, and the step of the switch "
+                    "is in their recipes below)")
+        lines.append(f"- {name[:1].upper() + name[1:]}: {how}. Its recipes, one run folder "
+                     "each (python -m experiments.<experiment> <flags> --out "
+                     "results/<experiment><suffix> trains one), with each run's recipe from "
+                     "its config: " + " | ".join(recipes) + ".")
     return lines
 
 
 def best_known_lines(results: list[Result]) -> list[str]:
     """The protocol's line on the trained views' distance to the best-known solutions and
     the estimator samples it is computed on."""
-    on = list(dict.fromkeys(v.to_best_on for r in results for _, v in r.trained_views()
+    on = list(dict.fromkeys(v.to_best_on for r in results for _, v in r.recipe_views()
                             if v.to_best_on))
     where = ("; the best-known runs and their samples: " + "; ".join(on) if on else
              "; no trained view has a best-known run to compare with")
@@ -1738,8 +1962,11 @@ def best_known_lines(results: list[Result]) -> list[str]:
             "bitjax.analysis.best_ternary), both evaluated on the stratified estimator "
             "sample the best-known losses were computed on (bitjax.analysis.estimator: "
             "rebuilt from the best-known run's recorded settings and checked to reproduce "
-            f"its losses on up to {SAMPLE_CHECKS} of its solutions), never on the training "
-            "loss; the median over the claim's cells and seeds" + where + "."]
+            f"its losses on up to {bt.SAMPLE_CHECKS} of its solutions), never on the training "
+            "loss; the median over the claim's cells and seeds (the best-known runs "
+            "recorded the twins' losses of the primary runs from scratch, results/"
+            "<experiment>; every other recipe's run is evaluated on the rebuilt sample)"
+            + where + "."]
 
 
 def _representable_text(folder: Path, run: str) -> str:
@@ -1776,6 +2003,7 @@ def neuron_section(results: list[Result], folder: Path) -> list[str]:
         *(f"- {run}: not judged at the optimum, because {NO_OPTIMUM[run]}; "
           f"{_representable_text(folder, run)}." for run in runs),
         *(f"- {run}, {FP}: {_view_verdict(v)}." for run, v in no_fp.items()),
+
         "- So these claims have no \"at the optimum\" view: no best-known ternary solution "
         "decides them and no trained ternary instance can be checked against an attainable "
         "loss. They are judged trained from scratch only (primary selection: seeds with "
@@ -1793,6 +2021,9 @@ def neuron_section(results: list[Result], folder: Path) -> list[str]:
     lines += ["", "### Verdicts trained from scratch, by seed selection", "",
               "| claim | view | " + " | ".join(SELECTIONS.values()) + " |",
               "|---|---|" + "---|" * len(SELECTIONS), *_selection_rows(results, ("scratch",)),
+              "", f"### Verdicts {SCRATCH}, over recipes (the protocol's recipe rule)", "",
+              "| claim | verdict |", "|---|---|",
+              *(_row(r.claim.rule.claim, _across_text(r.across("scratch"))) for r in results),
               ""]
     for r in results:
         lines += [f"### {r.claim.rule.claim}", "",
@@ -1801,7 +2032,8 @@ def neuron_section(results: list[Result], folder: Path) -> list[str]:
                   "measure dense / ternary | ternary - dense | p for / against | verdict | "
                   "notes |",
                   "|---|---|---|---|---|---|---|---|---|",
-                  _view_row(r.claim.rule, r.trained, to_best=False), ""]
+                  *(_view_row(r.claim.rule, rr.view, to_best=False)
+                    for rr in _recipe_rows(r, "scratch")), ""]
     return lines
 
 
@@ -1815,16 +2047,22 @@ def _exact_rule(claim: Claim) -> str:
             f"direction), refuted if at least {m:g} below, else not supported")
 
 
-def _claim_runs() -> list[str]:
-    """The runs the claims read: every claim's experiment (trained from scratch), then the
-    study claims' runs trained from full precision (``<experiment>_fp``)."""
-    scratch = sorted({c.experiment for c in CLAIMS})
-    return scratch + sorted({c.experiment + ROUTES["fp"][1] for c in STUDY_CLAIMS})
+def _claim_runs(folder: Path) -> list[str]:
+    """The runs the claims read, by recipe (:data:`RECIPES`): each route's primary recipe
+    always (every claim's experiment, then the study claims' ``<experiment>_fp``), each
+    other recipe where its folder exists (a missing one is named in the protocol and the
+    verdicts)."""
+    out = []
+    for recipe in RECIPES:
+        primary = recipe == next(rc for rc in RECIPES if rc.route == recipe.route)
+        names = sorted({c.experiment + recipe.suffix for c in _recipe_claims(recipe.route)})
+        out += [n for n in names if primary or (folder / n).is_dir()]
+    return out
 
 
 def _commits(folder: Path) -> str:
     bits = []
-    for name in _claim_runs():
+    for name in _claim_runs(folder):
         if not (folder / name).is_dir():
             bits.append(f"{name}: not in this folder")
             continue
@@ -1839,7 +2077,7 @@ def _commits(folder: Path) -> str:
 def convergence_line(results: Path) -> str:
     """Converged instances per run and kind (bitjax.convergence), as one line."""
     counts = []
-    for name in _claim_runs():
+    for name in _claim_runs(results):
         try:
             parts = _load(results, name)
         except (CheckpointError, FileNotFoundError):
@@ -1871,12 +2109,28 @@ def _phase_line(results: Path) -> str:
             f"{float(t['share_superposed']):.0%} (ternary) of cells.")
 
 
+def reads_text() -> str:
+    """Which run folders (under ``--results``) each view reads, from :data:`RECIPES` (the
+    ``--help`` epilog)."""
+    exps = ", ".join(dict.fromkeys(c.experiment for c in CLAIMS))
+    lines = ["Run folders each view reads (under --results; <experiment>: " + exps + "):",
+             f"  {OPTIMUM}: <experiment> (the primary run from scratch) and representable/ "
+             "(attainable tables, best_known/ solutions)"]
+    for route, name in ROUTES.items():
+        lines.append(f"  {name}, one run per recipe: " + "; ".join(
+            f"<experiment>{rc.suffix} ({rc.flags or 'the preset recipe'})"
+            for rc in RECIPES if rc.route == route)
+            + ("" if route == "scratch" else " (study claims only)"))
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     from experiments._runtime import start_tool
 
     if (code := start_tool()) is not None:  # one CPU device per core, as the experiments
         return code
     ap = argparse.ArgumentParser(prog="python -m experiments.findings", description=__doc__,
+                                 epilog=reads_text(),
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--results", type=Path, default=Path("results"))
     ap.add_argument("--out", type=Path, default=None,

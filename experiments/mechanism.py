@@ -23,9 +23,9 @@ without a best-known folder is measured without that source and without loss rat
 
 Losses: the best-known run's stratified estimator for every source (dense and trained from
 scratch: the values that run recorded; trained from full precision: re-estimated on the
-same sample, rebuilt from its recorded settings and checked against its recorded dense
-losses; ``--no-estimate`` keeps their final training losses instead); the ``loss_estimate``
-column says which.
+same sample, rebuilt from its recorded settings and checked against its stored best-known
+losses, bitjax.analysis.best_ternary.RunSample; ``--no-estimate`` keeps their final training
+losses instead); the ``loss_estimate`` column says which.
 
 Outputs (in --out): mechanism.csv (per run, source and feature probability: the number of
 instances and, per measure, the median and quartiles over seeds), mechanism_instances.csv

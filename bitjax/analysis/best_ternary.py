@@ -1099,3 +1099,118 @@ def write_run(out_dir, source, dense_index, best: BestKnown, *, extra_meta: dict
     # No instances: an empty file with an empty header, as the table always had.
     store_files.write_frames(out / TABLE_FILE, [table] if len(table) else [])
     return out
+
+
+# --------------------------------------------------------------------------------------
+# The estimator sample of a stored best-known run, rebuilt to evaluate other solutions on
+# --------------------------------------------------------------------------------------
+
+#: Settings a best-known run must record (``meta["estimator"]``, written through
+#: :func:`write_run`'s ``extra_meta``) for its estimator sample to be rebuilt.
+SAMPLE_SETTINGS = ("draws", "per_mask", "seed")
+#: The rebuilt sample must reproduce the stored best-known losses within this relative
+#: difference (the same sample gives them to float32 rounding, about 1e-6).
+SAMPLE_RTOL = 1e-4
+#: Stored best-known solutions re-evaluated for that check (spread over the instances).
+SAMPLE_CHECKS = 16
+
+
+class RunSample:
+    """The stratified estimator sample a best-known run folder's losses are on, rebuilt from
+    the settings it recorded and checked once, to evaluate other solutions of the same
+    problems on it.
+
+    The sample is rebuilt as experiments/representable.py built it for the folder: the
+    float64 feature probabilities of :func:`bitjax.config.instance_vectors` (the values
+    :func:`bitjax.config.build_instances` casts to float32) and ``meta["estimator"]``'s
+    draws, per_mask and seed. It is built on first use, then up to :data:`SAMPLE_CHECKS`
+    stored solutions (spread over the instances) are re-evaluated on it and must reproduce
+    their stored losses within :data:`SAMPLE_RTOL`; a sample that does not is never used.
+
+    Attributes:
+      run: the best-known run (a :class:`bitjax.analysis.results.LoadedSweep` of a folder
+        written by :func:`write_run`).
+      settings: its recorded estimator settings.
+      importance: ``[I, n]`` float64 importances of its instances.
+      why: empty while usable, else why not (no settings, or a failed check).
+    """
+
+    def __init__(self, run):
+        from bitjax.config import instance_vectors
+
+        self.run = run
+        self.settings = dict(run.meta.get("estimator") or {})
+        self.why = ("" if all(k in self.settings for k in SAMPLE_SETTINGS) else
+                    f"{run.path} records no estimator settings ({', '.join(SAMPLE_SETTINGS)})")
+        self._p, self.importance = instance_vectors(run.config)
+        self._sample: est.EstimatorSample | None = None
+
+    def words(self) -> str:
+        """The sample's settings in words (empty without settings)."""
+        if not all(k in self.settings for k in SAMPLE_SETTINGS):
+            return ""
+        s, kind = self.settings, self.settings.get("kind")
+        strata = (f"{int(s['per_mask'])} draws per activity mask" if kind == "mask"
+                  else f"{int(s['draws']):,} draws per density, stratified by the number of "
+                       "active features" if kind is not None
+                  else f"{int(s['draws']):,} draws per density or {int(s['per_mask'])} per "
+                       "activity mask")
+        return f"{strata}, seed {int(s['seed'])}"
+
+    def _estimate(self, rows: np.ndarray, W, b) -> np.ndarray:
+        sample = self._sample._replace(index=np.asarray(self._sample.index)[rows])
+        return est.estimate_loss(np.asarray(W, np.float32), np.asarray(b, np.float32),
+                                 self.importance[rows], sample,
+                                 activation=self.run.config.activation,
+                                 chunk=_eval_chunk(sample)).loss
+
+    def checked(self) -> bool:
+        """Build the sample (once) and check it against the stored losses; whether it is
+        usable (else :attr:`why` says why)."""
+        if self.why:
+            return False
+        if self._sample is not None:
+            return True
+        run, s = self.run, self.settings
+        self._sample = est.make_estimator_sample(run.config.structure, self._p,
+                                                 n_draws=int(s["draws"]),
+                                                 n_per_mask=int(s["per_mask"]),
+                                                 seed=int(s["seed"]))
+        rows = np.unique(np.linspace(0, run.n_instances - 1, min(SAMPLE_CHECKS,
+                                                                 run.n_instances))
+                         .round().astype(int))
+        got = self._estimate(rows, run.W_eff[rows], run.b[rows])
+        want = np.asarray(run.loss, np.float64)[rows]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            err = np.abs(got - want) / np.maximum(np.abs(want), 1e-12)
+        if not (np.isfinite(err).all() and err.max() <= SAMPLE_RTOL):
+            self._sample = None
+            self.why = (f"the estimator sample rebuilt from {run.path}'s settings does not "
+                        f"reproduce its best-known losses (largest relative difference "
+                        f"{np.nanmax(err):.2g} > {SAMPLE_RTOL:g})")
+            return False
+        return True
+
+    def losses(self, W, b, rows=None) -> tuple[np.ndarray | None, str]:
+        """Losses of solutions on the sample.
+
+        Args:
+          W, b: ``[J, m, n]`` and ``[J, n]`` solutions; row ``j`` solves the best-known
+            run's instance ``rows[j]`` (its density and importances).
+          rows: ``[J]`` instance indices (default: every instance, in order).
+
+        Returns:
+          ``(losses [J], "")`` (NaN where a solution is not finite), or ``(None, why)``
+          where the sample cannot be used.
+        """
+        if not self.checked():
+            return None, self.why
+        W, b = np.asarray(W), np.asarray(b)
+        rows = np.arange(self.run.n_instances) if rows is None else np.asarray(rows, int)
+        if len(rows) != len(W) or len(W) != len(b):
+            raise ValueError(f"{len(W)} solutions, {len(b)} biases and {len(rows)} instances")
+        out = np.full(len(W), np.nan)
+        ok = np.flatnonzero(np.isfinite(W).all(axis=(1, 2)) & np.isfinite(b).all(axis=1))
+        if len(ok):
+            out[ok] = self._estimate(rows[ok], W[ok], b[ok])
+        return out, ""

@@ -37,11 +37,12 @@ beside ``gamma`` and the non-zeros per column.
 Losses (:class:`RunSources`): ``dense`` and ``ternary`` are those that the best-known run
 recorded on its stratified estimator (its ``dense_loss`` and ``candidate_trained``, the
 trained twin as it is); ``best_known`` its own estimator loss; ``ternary_fp`` re-estimated on
-the same estimator (:func:`estimator_losses` rebuilds the sample from the settings the run
-recorded and checks it on dense instances). Without a best-known run, or where the rebuilt
-sample does not reproduce the recorded dense losses, a trained source keeps its final loss
-from training (another sample): ``loss_estimate`` says which, and ``loss_over_best_known``
-is given for estimator losses only.
+the same estimator (:class:`bitjax.analysis.best_ternary.RunSample` rebuilds the sample from
+the settings the run recorded and checks it on the run's own solutions). Without a
+best-known run, or where the rebuilt sample does not reproduce the stored best-known
+losses, a trained source keeps its final loss from training (another sample):
+``loss_estimate`` says which, and ``loss_over_best_known`` is given for estimator losses
+only.
 
 References:
   Elhage et al. 2022, "Toy Models of Superposition", https://transformer-circuits.pub/2022/toy_model
@@ -55,7 +56,7 @@ from dataclasses import dataclass, field
 import jax
 import numpy as np
 
-from bitjax.analysis import geometry
+from bitjax.analysis import best_ternary, geometry
 from bitjax.analysis import metrics as metrics_lib
 from bitjax.analysis.results import LoadedSweep
 
@@ -78,10 +79,6 @@ MEASURES = ("gamma", "nnz_nonzero", "nnz_represented", "nonzero_columns",
             "n_represented", "dims_per_feature", "mean_abs_cos")
 #: Loss columns of the per-instance table (``loss_estimate`` says on which sample).
 LOSS_COLUMNS = ("loss", "loss_over_best_known")
-#: Recorded dense losses and the rebuilt estimator must agree within this (relative).
-ESTIMATOR_RTOL = 1e-4
-#: Dense instances on which the rebuilt estimator sample is checked.
-ESTIMATOR_CHECKS = 4
 
 
 # ------------------------------------------------------------------------------------------
@@ -359,65 +356,12 @@ def _add_best(rs: RunSources, scratch: LoadedSweep, dense: np.ndarray, best: Loa
                                        np.nan)
             rs.loss_estimate[source] = "estimator"
     if "ternary_fp" in rs.W and estimate_fp:
-        est_loss, why = estimator_losses(best, rs.W["ternary_fp"], rs.b["ternary_fp"],
-                                         check=(rs.W["dense"], rs.b["dense"],
-                                                cols.get("dense_loss")))
+        est_loss, why = best_ternary.RunSample(best).losses(rs.W["ternary_fp"],
+                                                            rs.b["ternary_fp"])
         if est_loss is None:
             rs.notes.append(f"ternary_fp keeps its final losses: {why}")
         else:
             rs.loss["ternary_fp"], rs.loss_estimate["ternary_fp"] = est_loss, "estimator"
-
-
-def estimator_losses(best: LoadedSweep, W, b, *, check=None
-                     ) -> tuple[np.ndarray | None, str]:
-    """Losses of solutions ``(W [J, m, n], b [J, n])`` (row ``j`` for the best-known run's
-    instance ``j``; NaN rows stay NaN) on that run's stratified estimator, rebuilt from the
-    settings it recorded (``meta["estimator"]``).
-
-    Args:
-      best: the best-known run.
-      W, b: the solutions.
-      check: optional ``(W_dense, b_dense, recorded dense losses)``: the rebuilt sample must
-        reproduce the recorded losses of the first :data:`ESTIMATOR_CHECKS` dense instances
-        within :data:`ESTIMATOR_RTOL`.
-
-    Returns:
-      ``(losses [J], "")``, or ``(None, why)`` where the run recorded no estimator or the
-      check fails.
-    """
-    from bitjax.analysis import estimator as est
-    from bitjax.config import build_instances
-
-    settings = best.meta.get("estimator")
-    if not settings or settings.get("kind") not in ("mask", "count"):
-        return None, f"{best.path} records no estimator settings"
-    cfg = best.config
-    inst = build_instances(cfg)
-    sample = est.make_estimator_sample(cfg.structure, inst.p, n_draws=int(settings["draws"]),
-                                       n_per_mask=int(settings["per_mask"]),
-                                       seed=int(settings["seed"]))
-
-    def run(Wx, bx, rows):
-        sub = sample._replace(index=sample.index[rows])
-        return est.estimate_loss(Wx[rows].astype(np.float32), bx[rows].astype(np.float32),
-                                 inst.importance[rows], sub, activation=cfg.activation).loss
-
-    if check is not None and check[2] is not None:
-        Wd, bd, recorded = check
-        rows = np.flatnonzero(np.isfinite(Wd).all(axis=(1, 2)))[:ESTIMATOR_CHECKS]
-        if len(rows):
-            got = run(Wd, bd, rows)
-            want = np.asarray(recorded, np.float64)[rows]
-            if not np.allclose(got, want, rtol=ESTIMATOR_RTOL, atol=0):
-                return None, (f"the estimator rebuilt from {best.path}'s settings does not "
-                              f"reproduce its recorded dense losses (largest relative "
-                              f"difference {np.max(np.abs(got / want - 1)):.2g}): the dense "
-                              f"run changed since the best-known solutions were computed?")
-    out = np.full(len(W), np.nan)
-    ok = np.flatnonzero(np.isfinite(W).all(axis=(1, 2)) & np.isfinite(b).all(axis=1))
-    if len(ok):
-        out[ok] = run(np.asarray(W), np.asarray(b), ok)
-    return out, ""
 
 
 # ------------------------------------------------------------------------------------------

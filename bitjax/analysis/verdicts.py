@@ -22,6 +22,9 @@ Three parts of the protocol guard against reading noise as an effect:
 * The theory's prediction is used the same way for "same" and "different" claims
   (:func:`decide_by_optimum`): where the best-known ternary solutions reach the dense loss
   (within a stated tolerance) the claim is decided by that fact, whatever its test.
+* The training recipe is a sampled factor: a trained view decides each recipe's run alone
+  and :func:`across_recipes` combines them by :data:`RECIPE_RULE`, so a verdict says
+  whether it holds across recipes, rests on one, or depends on the recipe.
 
 Onsets (the sparsity at which a quantity crosses a level) are estimated per seed by
 :func:`bitjax.analysis.onsets.bounded_onset`.
@@ -52,6 +55,7 @@ REASONS = {
     "power": "too little power",
     "missing": "no run",
     "not_applicable": "does not apply",
+    "recipe": "depends on the recipe",
 }
 #: Whether more compute can remove each reason (the opening of the findings says so).
 REMEDIES = {
@@ -61,6 +65,7 @@ REMEDIES = {
     "power": "more seeds could remove it",
     "missing": "running the experiment removes it",
     "not_applicable": "no compute removes it: the view does not exist for that model",
+    "recipe": "no more seeds or steps merge it: each recipe's verdict holds for that recipe",
 }
 #: Kinds of test a rule can ask for.
 TESTS = ("equivalence", "difference")
@@ -428,3 +433,116 @@ def verdict_text(verdict: str, reason: str = "", detail: str = "") -> str:
         return verdict
     why = REASONS[reason] + (f": {detail}" if detail else "")
     return f"undecided ({why})"
+
+
+# ---- the training recipe as a factor -----------------------------------------------------
+
+#: Reasons of an undecided verdict that mean the recipe has no run to judge.
+NO_RUN = ("missing", "not_applicable")
+#: How a trained view combines the verdicts of its recipes (:func:`across_recipes`), as the
+#: findings' protocol states it before the data are read.
+RECIPE_RULE = (
+    "The training recipe is a sampled factor: each trained view reads one run per recipe "
+    "and decides each recipe's run alone, by the same rules, seed selections and "
+    "sensitivities, every test of every recipe counting once in the one Holm family. The "
+    "view's verdict combines the recipes that have a run: where at least two have one and "
+    "every one of them decides the same verdict, that verdict, holding across recipes; "
+    "where only one recipe has a run, its verdict, marked one recipe only, with each missing "
+    "run and the command that trains it; where two recipes decide differently (supported, "
+    "not supported or refuted), undecided (depends on the recipe) with each recipe's "
+    "verdict, counted among the undecided claims in the opening and never as supported or "
+    "refuted; where some recipes decide one verdict and the others are undecided, the "
+    "decided verdict marked decided by those recipes only, with each undecided recipe and "
+    "its reason (it does not hold across recipes); where no recipe decides, undecided, "
+    "with each recipe's reason (the view's reason is that of the first recipe with a run, "
+    "or no run when none has one).")
+#: Scopes of a combined verdict (:attr:`Across.scope`): what it rests on, in words.
+SCOPES = {
+    "across": "holds across recipes",
+    "one": "one recipe only",
+    "partial": "decided by some recipes only",
+    "depends": "depends on the recipe",
+    "undecided": "no recipe decides",
+    "none": "no recipe has a run",
+}
+
+
+@dataclass(frozen=True)
+class RecipeVerdict:
+    """One recipe's verdict in a trained view: ``label`` names its run (the folder),
+    ``verdict``, ``reason`` and ``detail`` as :func:`verdict_text` takes them."""
+
+    label: str
+    verdict: str
+    reason: str = ""
+    detail: str = ""
+
+    @property
+    def has_run(self) -> bool:
+        """Whether the recipe has a run that was judged (not no run, not does not apply)."""
+        return not (self.verdict == "undecided" and self.reason in NO_RUN)
+
+    def text(self) -> str:
+        return verdict_text(self.verdict, self.reason, self.detail)
+
+
+@dataclass(frozen=True)
+class Across:
+    """A trained view's verdict over its recipes (:func:`across_recipes`).
+
+    Attributes:
+      verdict, reason, detail: as :func:`verdict_text` takes them.
+      scope: a key of :data:`SCOPES`.
+      recipes: every recipe's verdict, in the recipe table's order.
+    """
+
+    verdict: str
+    reason: str
+    detail: str
+    scope: str
+    recipes: tuple[RecipeVerdict, ...]
+
+    @property
+    def ran(self) -> tuple[RecipeVerdict, ...]:
+        return tuple(r for r in self.recipes if r.has_run)
+
+    @property
+    def absent(self) -> tuple[RecipeVerdict, ...]:
+        return tuple(r for r in self.recipes if not r.has_run)
+
+
+def across_recipes(recipes: Sequence[RecipeVerdict]) -> Across:
+    """Combine one trained view's recipe verdicts by :data:`RECIPE_RULE`.
+
+    Args:
+      recipes: each recipe's verdict, in the recipe table's order (at least one).
+    Returns:
+      :class:`Across`: the view's verdict, its reason and detail (for "depends on the
+      recipe", each recipe's verdict; where no recipe decides, each one's reason), and the
+      scope it rests on.
+    """
+    recipes = tuple(recipes)
+    if not recipes:
+        raise ValueError("a trained view needs at least one recipe")
+    for r in recipes:
+        if r.verdict not in VERDICTS:
+            raise ValueError(f"unknown verdict {r.verdict!r}; one of {VERDICTS}")
+    ran = [r for r in recipes if r.has_run]
+    decided = [r for r in ran if r.verdict != "undecided"]
+    if not ran:
+        # No run anywhere: "no run" where a run is missing, else why the view does not apply.
+        first = next((r for r in recipes if r.reason == "missing"), recipes[0])
+        detail = "; ".join(dict.fromkeys(r.detail for r in recipes if r.detail))
+        return Across("undecided", first.reason, detail, "none", recipes)
+    if len(ran) == 1:
+        r = ran[0]
+        return Across(r.verdict, r.reason, r.detail, "one", recipes)
+    if len({r.verdict for r in decided}) > 1:
+        return Across("undecided", "recipe", "; ".join(f"{r.label}: {r.text()}" for r in ran),
+                      "depends", recipes)
+    if decided:
+        return Across(decided[0].verdict, "", "",
+                      "across" if len(decided) == len(ran) else "partial", recipes)
+    return Across("undecided", ran[0].reason,
+                  "; ".join(f"{r.label}: {r.text()}" for r in ran), "undecided",
+                  recipes)

@@ -284,6 +284,57 @@ def test_write_run_is_a_run_folder_load_sweep_opens(tmp_path, tiny_config):
         bt.write_run(out, src, dense, best)
 
 
+def test_run_sample_rebuilds_the_recorded_estimator_and_evaluates_on_it(tmp_path, tiny_config):
+    """A best-known folder's sample, rebuilt from its recorded settings with the float64
+    probabilities, gives the losses of the sample its solutions were compared on; recorded
+    settings of another sample fail the check, and a folder without settings says so."""
+    from bitjax import load_sweep
+    from bitjax.analysis.results import LoadedSweep
+    from bitjax.config import build_instances, instance_vectors
+
+    cfg = tiny_config(kind=("dense", "ternary"), feature_probability=(0.3, 0.07), seed=(0, 1))
+    inst = build_instances(cfg)
+    n_inst, m, n = inst.n, cfg.n_hidden, cfg.n_features
+    rng = np.random.default_rng(0)
+    W = rng.normal(size=(n_inst, m, n)).astype(np.float32)
+    src = LoadedSweep(path=tmp_path / "src", config=cfg, coords=inst.coords, step=0, W=W,
+                      b=np.zeros((n_inst, n), np.float32), W_eff=W,
+                      history=np.zeros((n_inst, 1), np.float32))
+    dense = np.flatnonzero(inst.coords["kind"] == "dense")
+    p, imp = (v[dense] for v in instance_vectors(cfg))
+    sample = est.make_estimator_sample(cfg.structure, p, n_per_mask=16, seed=3)
+    best = bt.best_known(W[dense], src.b[dense], p, imp, cfg.structure, enumerate_max_n=0,
+                         polish_max_n=0, n_random=0, sample=sample,
+                         fit_sample=est.make_estimator_sample(cfg.structure, p,
+                                                              n_per_mask=16, seed=1))
+    settings = {"kind": sample.kind, "draws": 64, "per_mask": 16, "seed": 3}
+    run = load_sweep(bt.write_run(tmp_path / "best", src, dense, best,
+                                  extra_meta={"estimator": settings}))
+    rs = bt.RunSample(run)
+    assert rs.words() == "16 draws per activity mask, seed 3"
+    other_W = rng.normal(size=(len(dense), m, n)).astype(np.float32)
+    other_b = rng.normal(0, 0.1, (len(dense), n)).astype(np.float32)
+    want = est.estimate_loss(other_W, other_b, imp, sample).loss
+    got, why = rs.losses(other_W, other_b)
+    assert why == "" and rs.checked()
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    # Solutions of some instances only (row j solves instance rows[j]); a diverged one is NaN.
+    rows = np.array([3, 0])
+    part_W = other_W[rows].copy()
+    part_W[1] = np.nan
+    got, _ = rs.losses(part_W, other_b[rows], rows)
+    np.testing.assert_allclose(got[0], want[3], rtol=1e-6)
+    assert np.isnan(got[1])
+    # Settings of another sample (another seed): the stored losses are not reproduced.
+    wrong = load_sweep(bt.write_run(tmp_path / "wrong", src, dense, best,
+                                    extra_meta={"estimator": {**settings, "seed": 4}}))
+    loss, why = bt.RunSample(wrong).losses(other_W, other_b)
+    assert loss is None and "does not reproduce its best-known losses" in why
+    bare = load_sweep(bt.write_run(tmp_path / "bare", src, dense, best))
+    loss, why = bt.RunSample(bare).losses(other_W, other_b)
+    assert loss is None and "records no estimator settings" in why
+
+
 # ----------------------------------------------------------------------------------------
 # Known answers for the best-known solutions on the other lattices of
 

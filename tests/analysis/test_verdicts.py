@@ -202,3 +202,39 @@ def test_seeds_for_power_follow_the_t_quantiles_and_refuse_what_more_seeds_canno
     n = vd.seeds_for_power(diff, dataclasses.replace(raw, mean=0.3))
     assert need(n) <= 0.3 < need(n - 1)
     assert vd.seeds_for_power(diff, dataclasses.replace(raw, sd=0.0)) is None
+
+
+def test_recipe_verdicts_combine_by_the_stated_rule():
+    """Every case of vd.RECIPE_RULE: the same decided verdict on every recipe with a run,
+    one recipe only, different decided verdicts, decided beside undecided, none decided,
+    no run at all."""
+    def rv(label, verdict, reason=""):
+        return vd.RecipeVerdict(label, verdict, reason, f"{label} detail" if reason else "")
+
+    missing = rv("c", "undecided", "missing")
+    a = vd.across_recipes([rv("a", "refuted"), rv("b", "refuted"), missing])
+    assert (a.verdict, a.reason, a.scope) == ("refuted", "", "across")
+    assert [r.label for r in a.ran] == ["a", "b"] and a.absent == (missing,)
+    a = vd.across_recipes([rv("a", "undecided", "power"), missing])
+    assert (a.verdict, a.reason, a.detail, a.scope) == ("undecided", "power", "a detail",
+                                                        "one")
+    a = vd.across_recipes([rv("a", "supported"), rv("b", "not supported")])
+    assert (a.verdict, a.reason, a.scope) == ("undecided", "recipe", "depends")
+    assert a.detail == "a: supported; b: not supported"
+    assert vd.verdict_text(a.verdict, a.reason, a.detail) == (
+        "undecided (depends on the recipe: a: supported; b: not supported)")
+    a = vd.across_recipes([rv("a", "undecided", "not_converged"), rv("b", "supported")])
+    assert (a.verdict, a.scope) == ("supported", "partial")
+    a = vd.across_recipes([rv("a", "undecided", "not_converged"), rv("b", "undecided", "power")])
+    assert (a.verdict, a.reason, a.scope) == ("undecided", "not_converged", "undecided")
+    assert "b: undecided (too little power: b detail)" in a.detail
+    a = vd.across_recipes([missing, rv("d", "undecided", "missing")])
+    assert (a.verdict, a.reason, a.scope) == ("undecided", "missing", "none")
+    assert a.detail == "c detail; d detail"
+    a = vd.across_recipes([rv("e", "undecided", "not_applicable")])
+    assert (a.reason, a.scope) == ("not_applicable", "none")
+    with pytest.raises(ValueError):
+        vd.across_recipes([])
+    with pytest.raises(ValueError, match="unknown verdict"):
+        vd.across_recipes([rv("a", "maybe")])
+    assert set(vd.SCOPES) == {"across", "one", "partial", "depends", "undecided", "none"}

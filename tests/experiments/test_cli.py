@@ -28,6 +28,7 @@ import chex
 import numpy as np
 import pytest
 
+from bitjax.config import RECIPES, recipe_name
 from experiments import _cli, intro, uniform
 
 # In-process runs of the tiny preset (200 steps) are too few for the convergence rule to
@@ -945,13 +946,13 @@ def test_resume_refuses_a_changed_recipe(tmp_path, capsys):
 
 def test_a_named_recipe_sets_its_fields_and_single_flags_override_them():
     rec = _cli.recipe_overrides(_args("--preset", "tiny", "--recipe", "committed"))
-    assert rec == _cli.RECIPES["committed"]
+    assert rec == RECIPES["committed"]
     rec = _cli.recipe_overrides(_args("--preset", "tiny", "--recipe", "paper", "--lr", "3e-3"))
-    assert rec == {**_cli.RECIPES["paper"], "lr": (3e-3,)}
+    assert rec == {**RECIPES["paper"], "lr": (3e-3,)}
     parts = _cli.resolve_configs(intro.EXPERIMENT, "tiny", None, None,
                                  _cli.recipe_overrides(_args("--recipe", "committed")))
-    assert all(_cli.recipe_name(c) == "committed" for c in parts.values())
-    assert _cli.recipe_name(parts["intro"].replace(lr=(1e-2,))) == "custom"
+    assert all(recipe_name(c) == "committed" for c in parts.values())
+    assert recipe_name(parts["intro"].replace(lr=(1e-2,))) == "custom"
 
 
 def test_the_committed_recipe_is_the_one_results_used():
@@ -959,7 +960,7 @@ def test_the_committed_recipe_is_the_one_results_used():
 
     saved = json.loads((_cli._REPO_RESULTS / "intro" / "experiment.json").read_text())
     for d in saved["parts"].values():
-        assert _cli.recipe_name(SweepConfig.from_dict(d)) == "committed"
+        assert recipe_name(SweepConfig.from_dict(d)) == "committed"
 
 
 def test_the_fp_first_recipe_is_ternarys_choice_in_the_two_phase_study():
@@ -969,7 +970,7 @@ def test_the_fp_first_recipe_is_ternarys_choice_in_the_two_phase_study():
     chosen = {r["kind"]: r for r in store_files.read_csv(
         _cli._REPO_RESULTS / "convergence_fp" / "chosen.csv")}["ternary"]
     route = convergence.RECIPES[chosen["recipe"]]
-    assert _cli.RECIPES["fp_first"] == {
+    assert RECIPES["fp_first"] == {
         "schedule": route["schedule"], "anneal_fraction": route["anneal_fraction"],
         "fp_fraction": route.get("fp_fraction", 0.0), "lr": (float(chosen["lr"]),),
         "weight_decay": (float(chosen["weight_decay"]),),
@@ -1008,7 +1009,7 @@ def test_full_precision_first_is_a_recipe_flag():
     parts = _cli.resolve_configs(intro.EXPERIMENT, "tiny", None, None, rec)
     cfg = parts["intro"]
     assert cfg.has_fp_phase and "dense first" in _cli._describe(cfg)
-    assert _cli.recipe_name(cfg) == "custom"
+    assert recipe_name(cfg) == "custom"
 
 
 LONG_STEPS = "4000"

@@ -14,7 +14,7 @@ import pytest
 from bitjax.analysis import grid
 from bitjax.analysis import verdicts as vd
 from bitjax.analysis.results import LoadedSweep
-from bitjax.config import SweepConfig, build_instances
+from bitjax.config import RECIPES, SweepConfig, build_instances
 from bitjax.report import tables
 from experiments import findings
 
@@ -355,12 +355,19 @@ def test_generated_findings_on_the_committed_results():
         # The full-precision view reads results/<experiment>_fp, or says there is none.
         if not r.claim.trained_only and not (RESULTS / f"{r.claim.experiment}_fp").exists():
             assert r.fp.reason == "missing"
+        # Each trained view over its recipes: without a second recipe's run it rests on one
+        # recipe (or none), and says so.
+        for route in findings.ROUTES:
+            runs = r.recipe_runs(route)
+            if not any(rr.has_run for rr in runs[1:]):
+                assert r.across(route).scope in ("one", "none")
     text = findings.render(results, RESULTS)
     rows = store_files.read_csv(RESULTS / "representable" / "intro_exact.csv")
     k = sum(r["configuration"].startswith("two antipodal pairs") for r in rows)
     assert f"two antipodal pairs at {k} of {len(rows)} sparsities" in text
     for typed in ("likely cause", "show two antipodal pairs instead", "inconclusive"):
         assert typed not in text
+    assert "- **Recipes** — " in text and "— one recipe only (" in text
 
 
 # ---- the neuron claims (privileged-basis models, judged as trained only) --------------------
@@ -773,3 +780,174 @@ def test_the_undecided_bullet_groups_by_reason_and_view(tmp_path):
     assert text.count(vd.REASONS["missing"][:1].upper() + vd.REASONS["missing"][1:]) == 1
     opening = "\n".join(findings.opening(results))
     assert "- **Undecided, and why** — " + text in opening
+
+
+# ---- the training recipe as a factor of the trained views ----------------------------------
+
+#: The primary run's recipe (the study's runs': committed) and the second recipe's (the
+#: paper's), as each run's config says.
+COMMITTED = dict(RECIPES["committed"])
+PAPER = dict(RECIPES["paper"])
+ONSET = "onset_negative_bias"
+
+
+def _onset_biases(cfg, ternary_later: bool, shift: float = 0.0) -> np.ndarray:
+    """Biases that give each kind a known onset of negative biases (-min_i b_i >= 0.01): the
+    early kind's at the densest cell, the late kind's between the two sparsest cells (where
+    exactly depends on the seed, so the seeds spread). With ``ternary_later`` ternary is the
+    late one (the study's "later onset" shown), else dense (its opposite shown); ``shift``
+    moves the late kind's crossing."""
+    inst = build_instances(cfg)
+    c = inst.coords
+    b = np.zeros((inst.n, cfg.n_features))
+    for i in range(inst.n):
+        late = (str(c["kind"][i]) == "ternary") == ternary_later
+        p, s = float(c["feature_probability"][i]), int(c["seed"][i])
+        if not late or p < 0.01:
+            b[i, 0] = -(0.05 + 0.01 * s + shift)
+        elif p < 0.1:
+            b[i, 0] = -0.002 * (1 + s)
+    return b
+
+
+def _recipe_results(root: Path, paper: bool | None = None, shift: float = 0.01,
+                    paper_config: dict | None = None) -> Path:
+    """sparsity/relu with ternary's onset of negative biases later (the claim shown) and,
+    unless ``paper`` is None, sparsity_paper/relu trained with another recipe (``PAPER``, or
+    ``paper_config``): ternary later there too (``paper``) or earlier."""
+    rng = np.random.default_rng(0)
+    runs = [("sparsity", _tiny_config(**COMMITTED), True, 0.0)]
+    if paper is not None:
+        runs.append(("sparsity_paper", _tiny_config(**(PAPER if paper_config is None
+                                                       else paper_config)), paper, shift))
+    for name, cfg, later, sh in runs:
+        n = build_instances(cfg).n
+        _write_run(root / name / "relu", cfg, rng.normal(0, 0.6, (n, 2, 4)),
+                   _onset_biases(cfg, later, sh))
+    return root
+
+
+def _recipes_sentence(results, label="Trained from scratch") -> str:
+    return next(t for t in findings._recipe_sentences(results) if t.startswith(label))
+
+
+def test_recipes_that_agree_hold_across_recipes(tmp_path):
+    folder = _recipe_results(tmp_path, paper=True)
+    results = findings.evaluate(folder)
+    r = next(r for r in results if r.claim.rule.key == ONSET)
+    runs = r.runs["scratch"]
+    assert [rr.folder for rr in runs] == [folder / "sparsity", folder / "sparsity_paper"]
+    assert [rr.view.verdict for rr in runs] == ["supported", "supported"]
+    assert not np.array_equal(runs[0].view.diff, runs[1].view.diff)  # two runs, two tests
+    a = r.across("scratch")
+    assert (a.verdict, a.reason, a.scope) == ("supported", "", "across")
+    cell = (f"supported — holds across recipes (2 recipes: {folder / 'sparsity'}, "
+            f"{folder / 'sparsity_paper'})")
+    assert findings._across_text(a) == cell
+    text = findings.render(results, folder)
+    assert cell in text
+    # The second recipe's own rows, and its recipe read from its config.
+    assert "| trained from scratch (sparsity_paper) |" in text
+    assert "sparsity_paper (relu: 10 steps, constant lr 0.001, weight decay 0.01)" in text
+    assert "Holds across recipes: a later onset of negative biases" in \
+        _recipes_sentence(results)
+
+
+def test_recipes_that_disagree_depend_on_the_recipe(tmp_path):
+    """Supported on one recipe, refuted on the other: the view is undecided (depends on the
+    recipe), each recipe's verdict given; the opening counts it among the undecided claims,
+    never as shown."""
+    folder = _recipe_results(tmp_path, paper=False)
+    results = findings.evaluate(folder)
+    r = next(r for r in results if r.claim.rule.key == ONSET)
+    assert [rr.view.verdict for rr in r.runs["scratch"]] == ["supported", "refuted"]
+    a = r.across("scratch")
+    assert (a.verdict, a.reason, a.scope) == ("undecided", "recipe", "depends")
+    assert findings._across_text(a) == (
+        f"undecided (depends on the recipe: {folder / 'sparsity'}: supported; "
+        f"{folder / 'sparsity_paper'}: refuted)")
+    opening = findings.opening(results)
+    scratch = next(line for line in opening if line.startswith("- **Trained from scratch**"))
+    assert "negative biases" not in scratch
+    undecided = next(line for line in opening if line.startswith("- **Undecided, and why**"))
+    assert (f"Depends on the recipe ({vd.REMEDIES['recipe']}) — trained from scratch: "
+            in undecided and "a later onset of negative biases" in undecided)
+    assert "Depends on the recipe: a later onset of negative biases" in \
+        _recipes_sentence(results)
+
+
+def test_one_recipe_only_names_the_missing_run_and_its_command(tmp_path):
+    folder = _recipe_results(tmp_path)
+    results = findings.evaluate(folder)
+    r = next(r for r in results if r.claim.rule.key == ONSET)
+    assert r.trained.verdict == "supported" and r.runs["scratch"][0].view is r.trained
+    assert r.runs["scratch"][1].view.reason == "missing"
+    a = r.across("scratch")
+    assert (a.verdict, a.scope) == ("supported", "one")
+    missing = folder / "sparsity_paper"
+    cell = (f"supported — one recipe only ({folder / 'sparsity'}; no run: {missing} does "
+            f"not exist (python -m experiments.sparsity --recipe paper --out {missing} "
+            "trains it))")
+    assert findings._across_text(a) == cell
+    text = findings.render(results, folder)
+    assert cell in text
+    # No recipe of the full-precision view has a run: each named with its command.
+    fp_paper = folder / "sparsity_fp_paper"
+    assert (f"undecided (no run: {folder / 'sparsity_fp'} does not exist (python -m "
+            f"experiments.sparsity --recipe fp_first --out {folder / 'sparsity_fp'} trains "
+            f"it); {fp_paper} does not exist (python -m experiments.sparsity --recipe paper "
+            f"--fp-fraction 0.5 --out {fp_paper} trains it))") in text
+    assert ("rests on one recipe, results/<experiment> (results/<experiment>_paper has no "
+            "run)") in _recipes_sentence(results)
+    assert "| trained from scratch (sparsity_paper) |" not in text  # no rows of no run
+
+
+def test_the_holm_family_grows_by_the_second_recipes_tests_once_each(tmp_path):
+    without = findings.evaluate(_recipe_results(tmp_path / "a"))
+    results = findings.evaluate(_recipe_results(tmp_path / "b", paper=True))
+    for sel in findings.SELECTIONS:
+        views = [rr.view if sel == "converged" else rr.sensitivity[sel]
+                 for r in results for rr in r.runs["scratch"][1:] if rr.has_run]
+        assert views
+        added = sum(int(np.isfinite([v.raw.p_support, v.raw.p_refute]).sum())
+                    for v in views if v.raw is not None)
+        assert added > 0
+        assert findings.n_tests(results, sel) == findings.n_tests(without, sel) + added
+        members = [v for _, v, _ in findings._family(results, sel)]
+        assert all(sum(m is v for m in members) == 1 for v in views)  # each view once
+    assert findings.decide_family(results) == findings.n_tests(results)
+
+
+def test_a_second_run_of_the_same_recipe_is_not_a_second_recipe(tmp_path):
+    folder = _recipe_results(tmp_path, paper=True, paper_config=COMMITTED)
+    r = next(r for r in findings.evaluate(folder) if r.claim.rule.key == ONSET)
+    second = r.runs["scratch"][1].view
+    assert second.reason == "missing" and "trained with the same recipe as" in second.detail
+    assert r.across("scratch").scope == "one"
+
+
+def test_the_second_recipe_is_the_named_recipe_the_primary_run_does_not_use(tmp_path):
+    """The study's runs use the committed recipe, so their second is the paper's; a run
+    trained with the paper's recipe (the neuron runs) gets the committed one instead, and
+    the recipe it already uses is not listed as missing."""
+    names = {}
+    for primary in ("committed", "paper"):
+        root = tmp_path / primary
+        cfg = _tiny_config(**RECIPES[primary])
+        n = build_instances(cfg).n
+        _write_run(root / "sparsity" / "relu", cfg,
+                   np.random.default_rng(0).normal(0, 0.6, (n, 2, 4)),
+                   _onset_biases(cfg, True))
+        r = next(r for r in findings.evaluate(root) if r.claim.rule.key == ONSET)
+        names[primary] = [rr.folder.name for rr in r.runs["scratch"]]
+    assert names == {"committed": ["sparsity", "sparsity_paper"],
+                     "paper": ["sparsity", "sparsity_committed"]}
+
+
+def test_help_names_the_run_folders_of_each_view(capsys):
+    with pytest.raises(SystemExit):
+        findings.main(["--help"])
+    out = capsys.readouterr().out
+    for rc in findings.RECIPES:
+        assert f"<experiment>{rc.suffix} ({rc.flags or 'the preset recipe'})" in out
+    assert "trained from scratch, one run per recipe: " in out
