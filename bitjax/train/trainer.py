@@ -171,15 +171,18 @@ class Trainer:
     features]`` per step). When the compiled chunk needs more than ``memory_budget`` bytes
     per device (default: :func:`bitjax.train.memory.device_budget`), the trainer compiles it again
     to train :attr:`group` instances per device at a time: one program, the same training
-    up to float round-off, and a notice through ``on_event``. ``group_size`` fixes the group
-    instead. A training state that alone exceeds the budget raises :class:`MemoryError`.
+    up to float round-off, and a notice through ``on_event``. On a CPU the program starts
+    from a cache-sized group (:func:`bitjax.train.memory.cache_group`: a few instances at a
+    time keep the step's arrays in the core's cache, 1.2-1.8x the throughput of all at
+    once). ``group_size`` fixes the group instead. A training state that alone exceeds the
+    budget raises :class:`MemoryError`.
 
     Args:
       cfg: the sweep.
       mesh: a 1-D ``"instance"`` mesh (:func:`bitjax.distributed.make_mesh`); default: all
         devices.
-      group_size: train at most this many instances per device at a time (default: all,
-        or what the memory budget allows).
+      group_size: train at most this many instances per device at a time (default: on a
+        CPU a cache-sized group, elsewhere all; fewer where the memory budget needs it).
       memory_budget: bytes per device a compiled chunk may allocate (default: measured).
       on_event: receives human-readable notices (the grouping message); default
         :func:`warnings.warn`.
@@ -232,7 +235,12 @@ class Trainer:
         self.streams = distributed.put(program.stream_arrays(self.instances), self.mesh,
                                        split=False)
         #: Instances per device trained at a time; None: all of them.
-        self.group = self._as_group(group_size)
+        self.group = self._as_group(self.group_size)
+        if self.group_size is None and self.mesh.devices.flat[0].platform == "cpu":
+            # On a CPU a few instances at a time keep the step's arrays in cache
+            # (memory.CPU_CACHE_BYTES); the memory budget can still shrink the group.
+            self.group = memory.cache_group(cfg.batch_size, max(cfg.n_features, cfg.n_hidden),
+                                            self.instances_per_device)
         self.compile_seconds = 0.0
         self.compile_cost_seconds = 0.0
         self._compiled: dict[tuple[int, int | None], Any] = {}

@@ -87,6 +87,25 @@ def test_fit_group_shrinks_in_proportion_until_it_fits():
     assert not unchanged.regrouped and unchanged.group is None
 
 
+def test_a_regrouping_from_a_cache_group_says_where_it_started():
+    fit = memory.fit_group(lambda g: _Compiled(1_000 * (g or 40)), 20, 40, budget=9_500)
+    assert fit.first_group == 20 and fit.group == 9
+    assert memory.grouping_notice(fit, 40).startswith(
+        "bitjax: training 20 of the 40 instances per device at once needs ")
+
+
+@pytest.mark.parametrize("batch, width, per_device, want", [
+    (1024, 20, 200, 10),   # 80 KiB per instance: 12 fit 1 MiB; 10 divides 200
+    (1024, 100, 10, 2),    # 400 KiB: 2 fit and divide 10
+    (1024, 400, 20, 1),    # 1.6 MiB: one at a time
+    (1024, 5, 5, None),    # every instance of the device fits at once
+    (1024, 100, 7, 1),     # 2 fit; 7 in groups of 2 pads one, in groups of 1 none
+    (256, 20, 1000, 50),   # 20 KiB: 51 fit; of 26..51, 40 and 50 divide 1000: the larger
+])
+def test_the_cache_group_keeps_one_array_near_the_target(batch, width, per_device, want):
+    assert memory.cache_group(batch, width, per_device) == want
+
+
 def test_fit_group_always_shrinks_and_stops_at_one():
     # need does not fall with the group: the search must still end, at group 1.
     seen = []

@@ -667,3 +667,16 @@ def test_the_wait_for_a_chunk_gives_it_up_when_abandon_says_so():
         wait_for_chunk(_Computing(10**9), lambda: True, 40, 90)
     assert (e.value.start_step, e.value.end_step) == (40, 90)
 
+
+
+def test_a_cpu_trainer_starts_from_the_cache_group_unless_one_is_given():
+    from bitjax.train import memory
+
+    cfg = SweepConfig(n_features=100, n_hidden=20, kind=("dense",), seed=(0,),
+                      feature_probability=tuple(np.geomspace(1, 0.01, 40)), steps=10,
+                      chunk_size=10, history_every=10)
+    t = Trainer(cfg)
+    want = memory.cache_group(cfg.batch_size, 100, t.instances_per_device)
+    assert want is not None and t.group == want
+    assert Trainer(cfg, group_size=t.instances_per_device).group is None
+    assert Trainer(cfg, group_size=3).group == 3
