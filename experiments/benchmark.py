@@ -6,6 +6,9 @@ data every step, every instance with its own data stream (as the notebook), dens
 
 Command:  python -m experiments.benchmark            (table on stdout)
           python -m experiments.benchmark --json     (machine-readable)
+          python -m experiments.benchmark --reference --repeats 3 --out results/benchmark
+                                          (beside the PyTorch loop, medians of three
+                                          alternating rounds: the committed table)
           python -m experiments.benchmark --workload uniform_400x30_i40 --steps 200
           python -m experiments.benchmark --kind ternary --fp-first   (the two-phase
                                                       schedule's price against --kind ternary)
@@ -221,9 +224,42 @@ def floors(cfg, rates: dict) -> dict:
     }
 
 
+#: The fields of a row that are measured anew in every repeat (their median is reported, the
+#: runs beside it as ``<field>_runs``).
+REPEATED = ("steps_per_s", "instance_steps_per_s", "compile_s", "ratio_vs_reference",
+            "torch_instance_steps_per_s", "ratio_vs_torch_here")
+
+
 def run_benchmark(names, *, steps: int, data_sharing: str, rng_impl: str | None,
                   min_seconds: float, reference: bool = False, kind: str = "dense",
-                  fp_first: bool = False) -> list[dict]:
+                  fp_first: bool = False, repeats: int = 1) -> list[dict]:
+    """One row per workload. With ``repeats`` > 1 every workload is timed that many times,
+    the rounds alternating (all workloads, bitjax then the PyTorch loop for each, then the
+    next round), and each measured field (:data:`REPEATED`) is the median over the rounds
+    (the ratio to the PyTorch loop: the median of each round's ratio), each round's value
+    kept in ``<field>_runs``."""
+    rounds = [_benchmark_round(names, steps=steps, data_sharing=data_sharing,
+                               rng_impl=rng_impl, min_seconds=min_seconds,
+                               reference=reference, kind=kind, fp_first=fp_first)
+              for _ in range(repeats)]
+    if repeats == 1:
+        return rounds[0]
+    rows = []
+    for i in range(len(names)):
+        runs = [rnd[i] for rnd in rounds]
+        row = {**runs[0], "repeats": repeats}
+        for f in REPEATED:
+            if f in row:
+                row[f"{f}_runs"] = [r[f] for r in runs]
+                row[f] = float(np.median(row[f"{f}_runs"]))
+        rows.append(row)
+        print("median " + _fmt_row(row), file=sys.stderr, flush=True)
+    return rows
+
+
+def _benchmark_round(names, *, steps: int, data_sharing: str, rng_impl: str | None,
+                     min_seconds: float, reference: bool, kind: str,
+                     fp_first: bool) -> list[dict]:
     import jax
 
     rates = machine_rates(rng_impl or "hash")
@@ -348,6 +384,9 @@ def main(argv=None) -> int:
                     help="train with the two-phase schedule (dense, then rotated onto the "
                          "lattice and quantized), switching after the warm-up chunk: the "
                          "timed chunks are its quantized phase")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="time every workload this many times in alternating rounds and "
+                         "report the medians (each round's values kept in the JSON)")
     ap.add_argument("--json", action="store_true", help="print the rows as JSON")
     ap.add_argument("--reference", action="store_true",
                     help="also time the PyTorch reference loop here (needs torch) and give "
@@ -363,8 +402,9 @@ def main(argv=None) -> int:
                          "results are written only with an explicit --scaling-out "
                          "results/benchmark)")
     args = ap.parse_args(argv)
-    if args.steps < 1:
-        print("error: --steps must be >= 1", file=sys.stderr)
+    if args.steps < 1 or args.repeats < 1:
+        print(f"error: --{'steps' if args.steps < 1 else 'repeats'} must be >= 1",
+              file=sys.stderr)
         return 2
     from bitjax.layers import KINDS
 
@@ -383,7 +423,7 @@ def main(argv=None) -> int:
     rows = run_benchmark(args.workload or list(WORKLOADS), steps=args.steps,
                          data_sharing=args.data_sharing, rng_impl=args.rng_impl,
                          min_seconds=args.min_seconds, reference=args.reference,
-                         kind=args.kind, fp_first=args.fp_first)
+                         kind=args.kind, fp_first=args.fp_first, repeats=args.repeats)
     if args.json:
         print(json.dumps(rows, indent=2))
     if args.out:
@@ -393,6 +433,11 @@ def main(argv=None) -> int:
 
 def _bytes(n) -> str:
     return "not measured" if n is None else f"{n:,.0f}"
+
+
+def _commit_words(git: dict) -> str:
+    commit = str(git.get("commit") or "unknown")[:10]
+    return commit + (" with uncommitted changes" if git.get("dirty") else "")
 
 
 def write_tables(rows: list[dict], out: Path) -> None:
@@ -407,8 +452,12 @@ def write_tables(rows: list[dict], out: Path) -> None:
     devices = f"{jax.device_count()} x {jax.devices()[0].device_kind}"
     for r in rows:
         r.setdefault("devices", devices)
+    repeats = max(int(r.get("repeats", 1)) for r in rows)
     lines = [
-        f"Devices: {devices} (JAX {jax.__version__}, backend {jax.default_backend()}).",
+        f"Devices: {devices} (JAX {jax.__version__}, backend {jax.default_backend()}); code "
+        f"at commit {_commit_words(store_files.git_commit())}."
+        + (f" Each figure is the median of {repeats} alternating rounds (every round's in "
+           "benchmark.json)." if repeats > 1 else ""),
         "",
         "| workload | steps/s | instance-steps/s | reference | ratio | compile (s) | "
         "rng floor (steps/s) | flop floor | byte floor | torch here (inst-steps/s, device) | "

@@ -72,6 +72,24 @@ def test_benchmark_rows_and_tables(tmp_path, capsys):
 
 def test_benchmark_rejects_bad_steps(capsys):
     assert benchmark.main(["--steps", "0"]) == 2
+    assert benchmark.main(["--repeats", "0"]) == 2
+
+
+def test_repeats_report_the_median_round_and_keep_every_round(monkeypatch):
+    rates = iter([100.0, 300.0, 200.0])
+
+    def fake_round(names, **kw):
+        r = next(rates)
+        return [{"workload": names[0], "steps_per_s": r, "instance_steps_per_s": 10 * r,
+                 "compile_s": 1.0, "ratio_vs_reference": r / 50,
+                 "reference_instance_steps_per_s": 500, "rng_floor_steps_s": 1.0,
+                 "flop_floor_steps_s": 1.0, "bytes_floor_steps_s": 1.0}]
+
+    monkeypatch.setattr(benchmark, "_benchmark_round", fake_round)
+    (row,) = benchmark.run_benchmark(["intro_5x2_i10"], steps=1, data_sharing="instance",
+                                     rng_impl=None, min_seconds=0.0, repeats=3)
+    assert row["steps_per_s"] == 200.0 and row["steps_per_s_runs"] == [100.0, 300.0, 200.0]
+    assert row["instance_steps_per_s"] == 2000.0 and row["repeats"] == 3
 
 
 def test_benchmark_rejects_an_unknown_kind(capsys):
