@@ -15,7 +15,9 @@ Command:  python -m experiments.benchmark            (table on stdout)
           python -m experiments.benchmark --scaling  (compile time and throughput against the
                                                       instance count, into results/benchmark/)
 
-Runtime: about 2-4 minutes on a 2-core CPU; 42 s with --reference on one NVIDIA H200
+Runtime: about 1 minute on a 2-core CPU, 2.5 minutes with --reference --repeats 3 (the
+committed table: bitjax 6.7x-25.9x the PyTorch loop on that CPU, medians of three rounds);
+42 s with --reference on one NVIDIA H200
 (results/benchmark/h200: bitjax 55x-1,829x the notebook's CPU figures and 3.2x-100x the
 PyTorch loop timed on the same GPU).
 Paper figure: none; this is the engineering claim "one compiled step trains the whole sweep".
