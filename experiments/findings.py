@@ -1639,6 +1639,7 @@ def opening(results: list[Result]) -> list[str]:
            f"{len(neuron)} claims, not claims of the study) follow, judged trained from "
            "scratch only (their section says why)." if neuron else ""),
         "",
+        *glance(results),
         "- " + _view_sentence("At the optimum", [(r.claim, r.optimum) for r in study]),
         "- " + _view_sentence("Trained from scratch",
                               [(r.claim, r.across("scratch")) for r in study]),
@@ -1657,6 +1658,41 @@ def opening(results: list[Result]) -> list[str]:
     lines.append("- **Seed selection** — " + " ".join(
         t[:1].upper() + t[1:] for t in _selection_changes(results)))
     return lines + [""]
+
+
+#: The verdict words of the glance table, defined once under it.
+GLANCE_LEGEND = (
+    "supported: the study's claim is shown (a difference in its direction, or equality "
+    "within the margin); refuted: its opposite is shown; not supported: an effect of the "
+    "claim's size is excluded (or, for a \"same\" claim, neither equality nor a difference "
+    "beyond the margin is shown although the data could have); undecided: none of these, "
+    "with the reason. A trained verdict on one recipe says so; the sections below give "
+    "every number.")
+
+
+def _glance_cell(v: View | vd.Across) -> str:
+    """A verdict with its reason, no detail; a trained view's over its recipes marks
+    whether it rests on one recipe or holds across several."""
+    text = vd.verdict_text(v.verdict, v.reason)
+    if isinstance(v, vd.Across) and v.verdict != "undecided":
+        ran = len(v.ran)
+        text += (", 1 recipe" if v.scope == "one" else
+                 f", {ran} recipes" if v.scope == "across" else f", {vd.SCOPES[v.scope]}")
+    return text
+
+
+def glance(results: list[Result]) -> list[str]:
+    """Every claim's verdict in each view, one table row per claim (the study's claims,
+    then the neuron claims, judged trained from scratch only), with the words defined."""
+    study = [r for r in results if not r.claim.trained_only]
+    neuron = [r for r in results if r.claim.trained_only]
+    lines = [f"| the study's claim | {OPTIMUM} | {SCRATCH} | {FP} |", "|---|---|---|---|"]
+    lines += [_row(r.claim.rule.claim, *(_glance_cell(v) for _, v in _judged_views(r)))
+              for r in study]
+    if neuron:
+        lines += ["", f"| the project's neuron claim | {SCRATCH} |", "|---|---|"]
+        lines += [_row(r.claim.rule.claim, _glance_cell(r.across("scratch"))) for r in neuron]
+    return lines + ["", GLANCE_LEGEND, ""]
 
 
 def _recipe_sentences(results: list[Result]) -> list[str]:

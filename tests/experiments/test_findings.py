@@ -951,3 +951,20 @@ def test_help_names_the_run_folders_of_each_view(capsys):
     for rc in findings.RECIPES:
         assert f"<experiment>{rc.suffix} ({rc.flags or 'the preset recipe'})" in out
     assert "trained from scratch, one run per recipe: " in out
+
+
+def test_the_glance_table_has_every_claim_and_its_verdict_in_each_view(tmp_path):
+    folder = _recipe_results(tmp_path, paper=True)
+    results = findings.evaluate(folder)
+    lines = findings.glance(results)
+    for r in results:
+        (row,) = [x for x in lines if x.startswith(findings._row(r.claim.rule.claim))]
+        cells = [c.strip() for c in row.strip("|").split(" | ")][1:]
+        views = findings._judged_views(r)
+        assert len(cells) == len(views)
+        for cell, (_, v) in zip(cells, views, strict=True):
+            assert cell.startswith(vd.verdict_text(v.verdict, v.reason))
+    onset = next(r for r in results if r.claim.rule.key == ONSET)
+    assert findings._glance_cell(onset.across("scratch")) == "supported, 2 recipes"
+    assert findings.GLANCE_LEGEND in lines
+    assert "\n".join(lines) in "\n".join(findings.opening(results))
