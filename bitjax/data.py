@@ -31,7 +31,12 @@ Array = jax.Array
 
 ANTICORRELATED_MODES = ("paper", "arena")
 #: Below this many features an independent, hashed batch is laid out feature-major.
-FEATURE_MAJOR_BELOW = 16
+FEATURE_MAJOR_BELOW = 128
+#: Below this many features the hashed stream numbers a batch's elements feature-major (the
+#: order every run with so few features has drawn since the layout came in); from it, in
+#: batch-major order whatever the layout, so a feature-major batch holds the same numbers
+#: as a batch-major one, transposed.
+FEATURE_ORDER_BELOW = 16
 #: Salt of the evaluation streams (training streams are salted by the step number).
 EVAL_SALT = 2
 
@@ -121,10 +126,13 @@ def hash_key(bits: Array, salt: Array | int) -> Array:
                       _lowbias32(bits[1] + _lowbias32(salt ^ jnp.uint32(0x85EBCA6B)))])
 
 
-def hash_uniform(bits: Array, shape: tuple[int, ...], salt: int = 0) -> Array:
+def hash_uniform(bits: Array, shape: tuple[int, ...], salt: int = 0,
+                 order: tuple[int, ...] | None = None) -> Array:
     """Uniforms on [0, 1) from a counter-based hash, ``shape`` of float32.
 
-    ``bits: uint32[2]`` is the key (see :func:`hash_key`). Element ``j`` (row-major index)
+    ``bits: uint32[2]`` is the key (see :func:`hash_key`). Element ``j`` (its row-major
+    index; with ``order``, its row-major index in the array transposed to those axes, so
+    ``hash_uniform(k, (n, b), order=(1, 0))`` is ``hash_uniform(k, (b, n)).T``)
     gets ``lowbias32(lowbias32(j ^ k0) + k1)``, and its top 23 bits become the mantissa. It
     is pure elementwise integer arithmetic, so XLA fuses it into the ops that consume the
     data and the batch is never written to memory; on a 2-core CPU that is about 8x cheaper
@@ -133,8 +141,9 @@ def hash_uniform(bits: Array, shape: tuple[int, ...], salt: int = 0) -> Array:
     synthetic features, and tested for uniformity and independence in tests/test_data.py.
     """
     k = hash_key(bits, salt) if salt else bits
-    idx = jax.lax.broadcasted_iota(jnp.uint32, shape, 0)
-    for d in range(1, len(shape)):
+    axes = tuple(range(len(shape))) if order is None else tuple(order)
+    idx = jax.lax.broadcasted_iota(jnp.uint32, shape, axes[0])
+    for d in axes[1:]:
         idx = idx * jnp.uint32(shape[d]) + jax.lax.broadcasted_iota(jnp.uint32, shape, d)
     h = _lowbias32(_lowbias32(idx ^ k[0]) + k[1])
     return jax.lax.bitcast_convert_type((h >> 9) | jnp.uint32(0x3F800000), jnp.float32) - 1.0
@@ -244,10 +253,15 @@ class DataPlan:
         per instance. With a jax.random backend, a shared draw is made once per stream and
         gathered; the hash is cheap enough that each instance rebuilds it inside its fused
         loss from the shared key (same numbers, no batch in memory).
-      feature_major: batches are ``[n, batch]`` instead of ``[batch, n]``. Same maths (the
-        hashed batch is a different draw). Measured on a 2-core CPU (experiments.benchmark):
-        for n=5, m=2 the step costs 3.5x less CPU time feature-major; from n=20 up
-        batch-major is as fast or faster. Only for independent features with the hash.
+      feature_major: batches are ``[n, batch]`` instead of ``[batch, n]``. Same maths and,
+        from :data:`FEATURE_ORDER_BELOW` features, the same numbers (the hash numbers the
+        elements in batch-major order; below it a feature-major batch is its own draw).
+        Measured on a 2-core CPU with cache-sized instance groups (experiments.benchmark's
+        workloads, instance-steps/s batch-major -> feature-major): n=20, m=5 20,500 ->
+        40,100; n=50, m=10 11,000 -> 11,300; n=100, m=20 5,200 -> 5,800; n=200, m=20 2,460
+        -> 2,060; n=400, m=30 875 -> 787; for n=5, m=2, 3.5x less CPU time feature-major
+        (without groups). Hence feature-major below :data:`FEATURE_MAJOR_BELOW` features.
+        Only for independent features with the hash.
       signed: active features are uniform on ``[-1, 1)`` (the computation model's inputs)
         instead of ``[0, 1)``.
     """
@@ -341,7 +355,9 @@ class DataPlan:
     def features(self, step_input: Any, feature_probability: Array) -> Array:
         """One instance's batch (:attr:`batch_shape`) from its entry of :meth:`step_inputs`."""
         if self.feature_major:
-            u = hash_uniform(step_input, self.batch_shape)
+            n = self.structure.n_features
+            u = hash_uniform(step_input, self.batch_shape,
+                             order=None if n < FEATURE_ORDER_BELOW else (1, 0))
             p = feature_probability[:, None]
             return jnp.where(u < p, _value(u / p, self.signed), 0.0)
         if isinstance(step_input, dict):

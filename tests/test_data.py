@@ -305,6 +305,29 @@ def test_plan_layout_rule(structure, rng_impl, feature_major):
     assert plan.per_feature(jnp.ones(n)).shape == ((n, 1) if feature_major else (n,))
 
 
+@pytest.mark.parametrize("n", [data.FEATURE_ORDER_BELOW - 1, data.FEATURE_ORDER_BELOW,
+                               data.FEATURE_MAJOR_BELOW - 1])
+def test_a_feature_major_batch_holds_the_batch_major_numbers_from_the_order_threshold(n):
+    """The layout is a speed choice: from FEATURE_ORDER_BELOW features a feature-major batch
+    is the batch-major one transposed (the same stream); below it, its own numbers (the
+    stream such runs have always drawn)."""
+    fm = data.DataPlan.create(FeatureStructure(n), 64, "hash")
+    bm = data.DataPlan(fm.structure, 64, "hash", fm.shared, False, fm.signed)
+    assert fm.feature_major and not bm.feature_major
+    key = jnp.array([7, 9], jnp.uint32)
+    p = jnp.full((n,), 0.5, jnp.float32)
+    x_fm, x_bm = np.asarray(fm.features(key, p)), np.asarray(bm.features(key, p))
+    assert x_fm.shape == (n, 64) and x_bm.shape == (64, n)
+    same = np.array_equal(x_fm.T, x_bm)
+    assert same is (n >= data.FEATURE_ORDER_BELOW)
+
+
+def test_hash_uniform_order_numbers_the_transposed_array():
+    key = jnp.array([3, 4], jnp.uint32)
+    np.testing.assert_array_equal(data.hash_uniform(key, (5, 7), order=(1, 0)),
+                                  data.hash_uniform(key, (7, 5)).T)
+
+
 def _plan_batches(plan: data.DataPlan, p, streams=(0, 0, 1), step=7):
     """The batch of every instance at ``step``; instances 0 and 1 read stream 0."""
     keys = plan.stream_keys(jnp.array([11, 12], jnp.uint32), jnp.array([1, 1], jnp.uint32))

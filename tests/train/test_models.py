@@ -135,9 +135,10 @@ def test_every_kind_in_one_compiled_program_matches_its_hand_loss(model, rng):
     @jax.jit
     def losses(params, quantizer, act_int8):
         def one(p, q, a, imp):
-            return program.instance_loss(cfg, p, jnp.asarray(x), imp, q, a)
+            return program.instance_loss(cfg, p, jnp.asarray(xin), imp, q, a)
         return jax.vmap(one)(params, quantizer, act_int8, arrays.importance)
 
+    xin = x.T if cfg.data_plan.feature_major else x  # the batch in the plan's layout
     got = np.asarray(losses(params, arrays.quantizer, arrays.act_int8))
     host = jax.device_get(params)
     for i, kind in enumerate(kinds):

@@ -166,7 +166,9 @@ def test_model_follows_the_config():
     model = program.make_model(cfg)
     assert model.feature_major == cfg.data_plan.feature_major is True
     assert model.act_quant and model.quantizers == ("dense", "ternary")
-    assert not program.make_model(cfg.replace(n_features=20)).feature_major
+    from bitjax.data import FEATURE_MAJOR_BELOW
+
+    assert not program.make_model(cfg.replace(n_features=FEATURE_MAJOR_BELOW)).feature_major
 
 
 def test_make_train_chunk_rejects_lengths_that_are_not_positive_integers():
