@@ -20,6 +20,8 @@ run experiments.intro --preset paper --recipe fp_first --out results/intro_fp
 run experiments.correlated --preset paper --recipe fp_first --out results/correlated_fp
 run experiments.sparsity --preset paper --recipe fp_first --out results/sparsity_fp
 run experiments.uniform --preset notebook --recipe fp_first --out results/uniform_fp
+# A second recipe per trained view (the findings' recipe factor), where trained.
+run experiments.intro --preset paper --recipe paper --out results/intro_paper
 python -m experiments.representable --out results/representable --overwrite
 # The per-feature ternary and binary lattices for the run that trains those kinds.
 python -m experiments.representable --runs intro --lattices ternary_per_feature binary \
@@ -27,7 +29,7 @@ python -m experiments.representable --runs intro --lattices ternary_per_feature 
 # gamma, non-zeros per column, D* and |cos| of every source against the best-known solutions.
 python -m experiments.mechanism
 # The neuron models keep the paper's own recipe (the convergence study chose on the tied model).
-run experiments.privileged --preset quick --steps 10000 --out results/privileged
+run experiments.privileged --preset quick --steps 30000 --out results/privileged
 run experiments.computation --preset quick --out results/computation
 # The convergence study: about 50 min on an idle 2-core CPU; its four training routes
 # (from scratch, full precision first, + learned rotation, relaxation): about 1 h shared.
@@ -39,6 +41,7 @@ python -m experiments.convergence --out results/convergence --choose-with result
 python -m experiments.findings
 # On a GPU: python -m experiments.benchmark --reference --out results/benchmark/h200
 #           python -m experiments.benchmark --scaling --scaling-out results/benchmark/h200
-for name in intro sparsity uniform correlated phase convergence convergence_fp privileged computation; do
+for name in intro sparsity uniform correlated phase convergence convergence_fp privileged computation \
+        intro_fp correlated_fp sparsity_fp intro_paper; do
     python -m experiments.explore "results/$name" --plotlyjs-dir results --screenshot
 done
