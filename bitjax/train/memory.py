@@ -229,27 +229,33 @@ def check_state_fits(per_instance: int, n_instances: int, instances_per_device: 
             "of them) or split the sweep into several runs (one per kind or seed, say)")
 
 
-#: Bytes of one ``[group, batch, width]`` float32 array a CPU step should stream: a step
-#: writes and reads several such arrays (the batch, the reconstruction, its error and
-#: gradient), and kept about this size they stay in a core's cache between the fusions
-#: instead of going to memory. Measured with experiments.benchmark's workloads (2-core
-#: Xeon, 2 MiB L2 per core, 2 CPU devices, batch 1024), instance-steps/s with every
-#: instance of a device at once against groups of this size: sweep_20x5_i400 11,200 ->
-#: 19,600 (group 10), nb_100x20_i20 4,200 -> 4,860 (2), uniform_400x30_i40 516 -> 872 (1);
-#: groups of 0.4-3.2 MiB arrays were all within 10% of the best on the first, padding a
-#: group (10 instances in groups of 3) cost 20% on the second.
-CPU_CACHE_BYTES = 1 << 20
+#: Bytes of one ``[group, batch, width]`` float32 array a CPU step should stream, for a
+#: feature-major and a batch-major batch (bitjax.data.DataPlan.feature_major): a step writes
+#: and reads several such arrays (the batch, the reconstruction, its error and gradient),
+#: and kept small they stay in a core's cache between the fusions instead of going to
+#: memory. Measured with experiments.benchmark's workloads (2-core Xeon, 2 MiB L2 per core,
+#: 2 CPU devices, batch 1024), instance-steps/s by group:
+#:   feature-major: n=20, m=5, 200 per device: 2: 51,000; 5: 47,000; 10: 39,000; 25:
+#:   29,700; 50: 28,300. n=100, m=20, 10 per device: 1: 4,000; 2: 5,500; 5: 4,600.
+#:   batch-major: n=200, m=20, 20 per device: 1: 2,240; 2: 2,520; 5: 2,370. n=400, m=30,
+#:   20 per device: 1: 850; 2: 910; 3 (one padded): 820; all 20 at once: 516.
+#: Before the layout rule moved (feature-major from 128 features), n=20 batch-major: all
+#: 200 at once 11,200, groups of 5-40 18,500-19,600. No one size is best everywhere;
+#: these pick within 25% of the best measured group on every workload above.
+CPU_CACHE_BYTES = {True: 1 << 20, False: 4 << 20}
 
 
 def cache_group(batch_size: int, width: int, instances_per_device: int,
-                target: int = CPU_CACHE_BYTES) -> int | None:
+                feature_major: bool = False, target: int | None = None) -> int | None:
     """Instances per device to train at a time on a CPU so that one ``[group, batch_size,
-    width]`` float32 array is about ``target`` bytes (:data:`CPU_CACHE_BYTES`).
+    width]`` float32 array is about ``target`` bytes (default: :data:`CPU_CACHE_BYTES` of
+    the batch's layout).
 
     Args:
       batch_size: the batch of a step.
       width: the widest per-example activation (features or hidden units).
       instances_per_device: instances each device holds.
+      feature_major: the batch's layout (bitjax.data.DataPlan.feature_major).
       target: the array size to aim for.
 
     Returns:
@@ -258,7 +264,7 @@ def cache_group(batch_size: int, width: int, instances_per_device: int,
       instance is trained and thrown away), the larger on a tie.
     """
     per = 4 * int(batch_size) * int(width)
-    top = max(1, int(target) // per)
+    top = max(1, int(CPU_CACHE_BYTES[bool(feature_major)] if target is None else target) // per)
     n = int(instances_per_device)
     if top >= n:
         return None

@@ -240,7 +240,8 @@ class Trainer:
             # On a CPU a few instances at a time keep the step's arrays in cache
             # (memory.CPU_CACHE_BYTES); the memory budget can still shrink the group.
             self.group = memory.cache_group(cfg.batch_size, max(cfg.n_features, cfg.n_hidden),
-                                            self.instances_per_device)
+                                            self.instances_per_device,
+                                            cfg.data_plan.feature_major)
         self.compile_seconds = 0.0
         self.compile_cost_seconds = 0.0
         self._compiled: dict[tuple[int, int | None], Any] = {}

@@ -94,16 +94,17 @@ def test_a_regrouping_from_a_cache_group_says_where_it_started():
         "bitjax: training 20 of the 40 instances per device at once needs ")
 
 
-@pytest.mark.parametrize("batch, width, per_device, want", [
-    (1024, 20, 200, 10),   # 80 KiB per instance: 12 fit 1 MiB; 10 divides 200
-    (1024, 100, 10, 2),    # 400 KiB: 2 fit and divide 10
-    (1024, 400, 20, 1),    # 1.6 MiB: one at a time
-    (1024, 5, 5, None),    # every instance of the device fits at once
-    (1024, 100, 7, 1),     # 2 fit; 7 in groups of 2 pads one, in groups of 1 none
-    (256, 20, 1000, 50),   # 20 KiB: 51 fit; of 26..51, 40 and 50 divide 1000: the larger
+@pytest.mark.parametrize("batch, width, per_device, fm, want", [
+    (1024, 20, 200, True, 10),    # 80 KiB per instance: 12 fit 1 MiB; 10 divides 200
+    (1024, 100, 10, True, 2),     # 400 KiB: 2 fit and divide 10
+    (1024, 400, 20, False, 2),    # batch-major, 1.6 MiB: 2 fit 4 MiB
+    (1024, 200, 20, False, 5),    # 800 KiB: 5 fit; of 3..5, 4 and 5 divide 20: the larger
+    (1024, 5, 5, True, None),     # every instance of the device fits at once
+    (1024, 100, 7, True, 1),      # 2 fit; 7 in groups of 2 pads one, in groups of 1 none
+    (256, 20, 1000, True, 50),    # 20 KiB: 51 fit; of 26..51, 40 and 50 divide 1000
 ])
-def test_the_cache_group_keeps_one_array_near_the_target(batch, width, per_device, want):
-    assert memory.cache_group(batch, width, per_device) == want
+def test_the_cache_group_keeps_one_array_near_the_target(batch, width, per_device, fm, want):
+    assert memory.cache_group(batch, width, per_device, fm) == want
 
 
 def test_fit_group_always_shrinks_and_stops_at_one():

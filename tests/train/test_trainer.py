@@ -676,7 +676,8 @@ def test_a_cpu_trainer_starts_from_the_cache_group_unless_one_is_given():
                       feature_probability=tuple(np.geomspace(1, 0.01, 40)), steps=10,
                       chunk_size=10, history_every=10)
     t = Trainer(cfg)
-    want = memory.cache_group(cfg.batch_size, 100, t.instances_per_device)
+    want = memory.cache_group(cfg.batch_size, 100, t.instances_per_device,
+                              cfg.data_plan.feature_major)
     assert want is not None and t.group == want
     assert Trainer(cfg, group_size=t.instances_per_device).group is None
     assert Trainer(cfg, group_size=3).group == 3
