@@ -16,7 +16,7 @@ Command:  python -m experiments.benchmark            (table on stdout)
                                                       instance count, into results/benchmark/)
 
 Runtime: about 1 minute on a 2-core CPU, 2.5 minutes with --reference --repeats 3 (the
-committed table: bitjax 6.7x-25.9x the PyTorch loop on that CPU, medians of three rounds);
+committed table: bitjax 8.7x-24.5x the PyTorch loop on that CPU, medians of three rounds);
 42 s with --reference on one NVIDIA H200
 (results/benchmark/h200: bitjax 55x-1,829x the notebook's CPU figures and 3.2x-100x the
 PyTorch loop timed on the same GPU).
