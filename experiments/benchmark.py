@@ -23,13 +23,16 @@ PyTorch loop timed on the same GPU).
 Paper figure: none; this is the engineering claim "one compiled step trains the whole sweep".
 
 Floors printed per workload (measured on this machine by microbenchmarks, not assumed):
-  rng: uniforms the step draws / this machine's uniform-draw rate -> the most steps/s that
-       drawing the data alone allows;
+  rng: uniforms the step draws / this machine's uniform-draw rate (the hash drawn and summed
+       in one fused loop, as the step draws it into its consumer, nothing written to
+       memory) -> the most steps/s that drawing the data alone allows;
   flop: the step's matmul FLOPs (two forward and three backward matmuls, 10 B n m per
        instance) / this machine's batched-matmul rate -> the most steps/s the matmuls allow;
   bytes: the step's minimal elementwise traffic (the [instances, batch, features] arrays it
        must write and read at least once: x, the reconstruction and its gradient) / this
-       machine's streaming bandwidth.
+       machine's streaming bandwidth to memory. On a CPU the trainer keeps those arrays in
+       cache (instance groups, bitjax.train.memory.cache_group), so this bounds a step whose
+       arrays go to memory, not the grouped step.
 
 Memory per instance: "state bytes" is the training state kept between chunks (weights, Adam
 moments, loss history); "step bytes" is the working memory XLA's memory analysis gives for
@@ -184,11 +187,13 @@ def machine_rates(rng_impl: str = "hash") -> dict:
 
     shape = (16, 1024, 400)
     size = int(np.prod(shape))
+    # Drawn and summed in one fused loop (the hash fuses into its consumer in the step; a
+    # materialised array would time the memory writes instead).
     if rng_impl == "hash":
-        draw = jax.jit(lambda k: hash_uniform(k, shape))
+        draw = jax.jit(lambda k: jnp.sum(hash_uniform(k, shape)))
         key = jnp.array([1, 2], jnp.uint32)
     else:
-        draw = jax.jit(lambda k: jax.random.uniform(k, shape))
+        draw = jax.jit(lambda k: jnp.sum(jax.random.uniform(k, shape)))
         key = jax.random.key(0, impl=rng_impl)
     uniforms_s = size / _rate(draw, key)
 
