@@ -31,6 +31,8 @@ python -m experiments.mechanism
 # The neuron models keep the paper's own recipe (the convergence study chose on the tied model).
 run experiments.privileged --preset quick --steps 30000 --out results/privileged
 run experiments.computation --preset quick --out results/computation
+# Their second recipe (the findings' recipe factor): the committed one.
+run experiments.computation --preset quick --recipe committed --out results/computation_committed
 # The convergence study: about 50 min on an idle 2-core CPU; its four training routes
 # (from scratch, full precision first, + learned rotation, relaxation): about 1 h shared.
 run experiments.convergence --preset full --out results/convergence
@@ -42,6 +44,6 @@ python -m experiments.findings
 # On a GPU: python -m experiments.benchmark --reference --out results/benchmark/h200
 #           python -m experiments.benchmark --scaling --scaling-out results/benchmark/h200
 for name in intro sparsity uniform correlated phase convergence convergence_fp privileged computation \
-        intro_fp correlated_fp sparsity_fp intro_paper; do
+        intro_fp correlated_fp sparsity_fp intro_paper computation_committed; do
     python -m experiments.explore "results/$name" --plotlyjs-dir results --screenshot
 done
