@@ -34,6 +34,7 @@ run experiments.privileged --preset quick --steps 30000 --out results/privileged
 run experiments.computation --preset quick --out results/computation
 # Their second recipe (the findings' recipe factor): the committed one.
 run experiments.computation --preset quick --recipe committed --out results/computation_committed
+run experiments.privileged --preset quick --steps 10000 --recipe committed --out results/privileged_committed
 # The convergence study: about 50 min on an idle 2-core CPU; its four training routes
 # (from scratch, full precision first, + learned rotation, relaxation): about 1 h shared.
 run experiments.convergence --preset full --out results/convergence
@@ -46,6 +47,6 @@ python -m experiments.findings
 #           python -m experiments.benchmark --scaling --scaling-out results/benchmark/h200
 for name in intro sparsity uniform correlated phase convergence convergence_fp privileged computation \
         intro_fp correlated_fp sparsity_fp intro_paper intro_fp_paper \
-        computation_committed; do
+        computation_committed privileged_committed; do
     python -m experiments.explore "results/$name" --plotlyjs-dir results --screenshot
 done
