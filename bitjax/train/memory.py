@@ -234,14 +234,14 @@ def check_state_fits(per_instance: int, n_instances: int, instances_per_device: 
 #: and reads several such arrays (the batch, the reconstruction, its error and gradient),
 #: and kept small they stay in a core's cache between the fusions instead of going to
 #: memory. Measured with experiments.benchmark's workloads (2-core Xeon, 2 MiB L2 per core,
-#: 2 CPU devices, batch 1024), instance-steps/s by group:
-#:   feature-major: n=20, m=5, 200 per device: 2: 51,000; 5: 47,000; 10: 39,000; 25:
-#:   29,700; 50: 28,300. n=100, m=20, 10 per device: 1: 4,000; 2: 5,500; 5: 4,600.
-#:   batch-major: n=200, m=20, 20 per device: 1: 2,240; 2: 2,520; 5: 2,370. n=400, m=30,
-#:   20 per device: 1: 850; 2: 910; 3 (one padded): 820; all 20 at once: 516.
-#: Before the layout rule moved (feature-major from 128 features), n=20 batch-major: all
-#: 200 at once 11,200, groups of 5-40 18,500-19,600. No one size is best everywhere;
-#: these pick within 25% of the best measured group on every workload above.
+#: 2 CPU devices, batch 1024), instance-steps/s by group. Feature-major, n=20, m=5, 200
+#: per device: 2: 51,000; 5: 47,000; 10: 39,000; 25: 29,700; 50: 28,300; n=100, m=20, 10
+#: per device: 1: 4,000; 2: 5,500; 5: 4,600. Batch-major, n=200, m=20, 20 per device: 1:
+#: 2,240; 2: 2,520; 5: 2,370; n=400, m=30, 20 per device: 1: 850; 2: 910; 3 (one padded):
+#: 820; all 20 at once: 516. Before the layout rule moved (feature-major from 128
+#: features), n=20 batch-major: all 200 at once 11,200, groups of 5-40 18,500-19,600. No
+#: one size is best everywhere; these pick within 25% of the best measured group on every
+#: workload above.
 CPU_CACHE_BYTES = {True: 1 << 20, False: 4 << 20}
 
 
