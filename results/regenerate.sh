@@ -22,6 +22,7 @@ run experiments.sparsity --preset paper --recipe fp_first --out results/sparsity
 run experiments.uniform --preset notebook --recipe fp_first --out results/uniform_fp
 # A second recipe per trained view (the findings' recipe factor), where trained.
 run experiments.intro --preset paper --recipe paper --out results/intro_paper
+run experiments.sparsity --preset paper --recipe paper --out results/sparsity_paper
 run experiments.intro --preset paper --recipe paper --fp-fraction 0.5 --out results/intro_fp_paper
 python -m experiments.representable --out results/representable --overwrite
 # The per-feature ternary and binary lattices for the run that trains those kinds.
@@ -46,7 +47,7 @@ python -m experiments.findings
 # On a GPU: python -m experiments.benchmark --reference --out results/benchmark/h200
 #           python -m experiments.benchmark --scaling --scaling-out results/benchmark/h200
 for name in intro sparsity uniform correlated phase convergence convergence_fp privileged computation \
-        intro_fp correlated_fp sparsity_fp intro_paper intro_fp_paper \
+        intro_fp correlated_fp sparsity_fp intro_paper intro_fp_paper sparsity_paper \
         computation_committed privileged_committed; do
     python -m experiments.explore "results/$name" --plotlyjs-dir results --screenshot
 done
