@@ -442,18 +442,13 @@ def _bytes(n) -> str:
     return "not measured" if n is None else f"{n:,.0f}"
 
 
-def _commit_words(git: dict) -> str:
-    commit = str(git.get("commit") or "unknown")[:10]
-    return commit + (" with uncommitted changes" if git.get("dirty") else "")
-
-
 def write_tables(rows: list[dict], out: Path) -> None:
     """``benchmark.json`` (every field) and ``benchmark.md`` (the table) into ``out``."""
     from bitjax.store import files as store_files
 
+    git = store_files.git_commit()
     store_files.write_json(out / "benchmark.json", {"environment": store_files.environment(),
-                                                    "git": store_files.git_commit(),
-                                                    "rows": rows})
+                                                    "git": git, "rows": rows})
     import jax
 
     devices = f"{jax.device_count()} x {jax.devices()[0].device_kind}"
@@ -461,8 +456,8 @@ def write_tables(rows: list[dict], out: Path) -> None:
         r.setdefault("devices", devices)
     repeats = max(int(r.get("repeats", 1)) for r in rows)
     lines = [
-        f"Devices: {devices} (JAX {jax.__version__}, backend {jax.default_backend()}); code "
-        f"at commit {_commit_words(store_files.git_commit())}."
+        f"Devices: {devices} (JAX {jax.__version__}, backend {jax.default_backend()}); "
+        f"{store_files.code_commit_words(git)}."
         + (f" Each figure is the median of {repeats} alternating rounds (every round's in "
            "benchmark.json)." if repeats > 1 else ""),
         "",

@@ -240,6 +240,17 @@ def git_commit(cwd: str | Path | None = None) -> dict[str, Any]:
         return {"commit": None, "dirty": None}
 
 
+def code_commit_words(git: dict[str, Any] | None = None) -> str:
+    """Which code made a generated file, in words: ``"code at commit 1234abcd56"`` (``" with
+    uncommitted changes"`` where the tree had some), from :func:`git_commit` (called when
+    ``git`` is not given)."""
+    git = git_commit() if git is None else git
+    if not git.get("commit"):
+        return "code outside a git checkout"
+    dirty = " with uncommitted changes" if git.get("dirty") else ""
+    return f"code at commit {str(git['commit'])[:10]}{dirty}"
+
+
 def checksums(files: Iterable[str | Path], root: str | Path) -> dict[str, str]:
     """SHA-256 of each file, keyed by its path relative to ``root`` (for a manifest: a
     copy of the results can be checked against it, file by file)."""

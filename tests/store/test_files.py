@@ -61,6 +61,15 @@ def test_git_commit_reads_the_repository():
     assert "source" not in info
 
 
+def test_code_commit_words_name_the_commit_and_a_dirty_tree():
+    assert store_files.code_commit_words({"commit": "0123456789abcdef", "dirty": False}) == \
+        "code at commit 0123456789"
+    assert store_files.code_commit_words({"commit": "0123456789abcdef", "dirty": True}) == \
+        "code at commit 0123456789 with uncommitted changes"
+    assert store_files.code_commit_words({"commit": None, "dirty": None}) == \
+        "code outside a git checkout"
+
+
 def test_declared_commit_wins(tmp_path, monkeypatch):
     monkeypatch.setenv("BITJAX_COMMIT", "abc123")
     monkeypatch.setenv("BITJAX_DIRTY", "1")
