@@ -173,6 +173,11 @@ class Recipe:
         return (f"python -m experiments.{experiment} {flags}--out "
                 f"{self.folder(results, experiment)}")
 
+    @property
+    def primary(self) -> bool:
+        """Whether this is its route's primary recipe (the first of :func:`route_recipes`)."""
+        return self == route_recipes(self.route)[0]
+
 
 #: The training recipes, a sampled factor of each trained view (one line per recipe; the
 #: first of a route is its primary recipe: the optimum view, the recorded twins of the
@@ -190,6 +195,11 @@ RECIPES: tuple[Recipe, ...] = (
     Recipe("fp", "_fp", "--recipe fp_first"),
     Recipe("fp", "_fp_paper", "--recipe paper --fp-fraction 0.5"),
 )
+
+
+def route_recipes(route: str) -> tuple[Recipe, ...]:
+    """The recipes of one trained view (a key of :data:`ROUTES`), its primary first."""
+    return tuple(rc for rc in RECIPES if rc.route == route)
 
 
 def is_primary_recipe(recipe: Recipe, primary: LoadedSweep | None) -> bool:
@@ -869,7 +879,7 @@ class RecipeRun:
     @property
     def primary(self) -> bool:
         """The route's primary recipe (the first of :data:`RECIPES` on its route)."""
-        return self.recipe == next(rc for rc in RECIPES if rc.route == self.recipe.route)
+        return self.recipe.primary
 
 
 @dataclass
@@ -906,7 +916,7 @@ class Result:
             return self.runs[route]
         view, sens = ((self.trained, self.sensitivity) if route == "scratch" else
                       (self.fp, self.fp_sensitivity))
-        recipe = next(rc for rc in RECIPES if rc.route == route)
+        recipe = route_recipes(route)[0]
         return [RecipeRun(recipe, Path(self.claim.experiment + recipe.suffix), view, sens)]
 
     def recipe_views(self, selection: str = "converged") -> list[tuple[str, View]]:
@@ -1230,11 +1240,6 @@ def _trained_views(claim: Claim, sweep: LoadedSweep, name: str) -> tuple[View, d
              if sel != "converged"})
 
 
-def _recipe_words(sweep: LoadedSweep) -> str:
-    """A run's recipe in words, from its config (bitjax.report.tables.recipe_text)."""
-    return recipe_text(sweep.config)
-
-
 def _recipe_run(results: Path, claim: Claim, recipe: Recipe, cache: dict,
                 earlier: list[tuple[RecipeRun, LoadedSweep]]) -> tuple[RecipeRun,
                                                                        LoadedSweep | None]:
@@ -1243,15 +1248,15 @@ def _recipe_run(results: Path, claim: Claim, recipe: Recipe, cache: dict,
     cells, or trained with the same recipe as an ``earlier`` recipe's run of the view (not
     a second recipe)."""
     folder = recipe.folder(results, claim.experiment)
-    primary = recipe == next(rc for rc in RECIPES if rc.route == recipe.route)
-    name = ROUTES[recipe.route] if primary else f"{ROUTES[recipe.route]} ({folder.name})"
+    name = (ROUTES[recipe.route] if recipe.primary
+            else f"{ROUTES[recipe.route]} ({folder.name})")
     sweep = _recipe_sweep(results, claim, recipe, cache)
     if not isinstance(sweep, str):
-        same = next((rr for rr, s in earlier if _recipe_words(s) == _recipe_words(sweep)),
-                    None)
+        words = recipe_text(sweep.config)
+        same = next((rr for rr, s in earlier if recipe_text(s.config) == words), None)
         if same is not None:
             sweep = (f"{folder} was trained with the same recipe as {same.folder} "
-                     f"({_recipe_words(sweep)}): not a second recipe")
+                     f"({words}): not a second recipe")
     if isinstance(sweep, str):
         return RecipeRun(recipe, folder, *_missing_views(name, sweep)), None
     if recipe == RECIPES[0]:
@@ -1291,7 +1296,7 @@ def evaluate(results: Path) -> list[Result]:
         for route in ROUTES:
             done: list[tuple[RecipeRun, LoadedSweep]] = []
             runs[route] = []
-            for recipe in (rc for rc in RECIPES if rc.route == route):
+            for recipe in route_recipes(route):
                 if done and done[0][0].primary and is_primary_recipe(recipe, done[0][1]):
                     continue
                 if route == "fp" and refusal:
@@ -1947,7 +1952,7 @@ def route_lines(folder: Path) -> list[str]:
     lines = []
     for route, name in ROUTES.items():
         recipes = []
-        for recipe in (rc for rc in RECIPES if rc.route == route):
+        for recipe in route_recipes(route):
             bits = []
             for exp in dict.fromkeys(c.experiment for c in _recipe_claims(route)):
                 run = exp + recipe.suffix
@@ -2081,9 +2086,8 @@ def _claim_runs(folder: Path) -> list[str]:
     verdicts)."""
     out = []
     for recipe in RECIPES:
-        primary = recipe == next(rc for rc in RECIPES if rc.route == recipe.route)
         names = sorted({c.experiment + recipe.suffix for c in _recipe_claims(recipe.route)})
-        out += [n for n in names if primary or (folder / n).is_dir()]
+        out += [n for n in names if recipe.primary or (folder / n).is_dir()]
     return out
 
 
@@ -2146,7 +2150,7 @@ def reads_text() -> str:
     for route, name in ROUTES.items():
         lines.append(f"  {name}, one run per recipe: " + "; ".join(
             f"<experiment>{rc.suffix} ({rc.flags or 'the preset recipe'})"
-            for rc in RECIPES if rc.route == route)
+            for rc in route_recipes(route))
             + ("" if route == "scratch" else " (study claims only)"))
     return "\n".join(lines)
 
