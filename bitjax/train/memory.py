@@ -246,17 +246,15 @@ CPU_CACHE_BYTES = {True: 1 << 20, False: 4 << 20}
 
 
 def cache_group(batch_size: int, width: int, instances_per_device: int,
-                feature_major: bool = False, target: int | None = None) -> int | None:
+                feature_major: bool = False) -> int | None:
     """Instances per device to train at a time on a CPU so that one ``[group, batch_size,
-    width]`` float32 array is about ``target`` bytes (default: :data:`CPU_CACHE_BYTES` of
-    the batch's layout).
+    width]`` float32 array is about :data:`CPU_CACHE_BYTES` of the batch's layout.
 
     Args:
       batch_size: the batch of a step.
       width: the widest per-example activation (features or hidden units).
       instances_per_device: instances each device holds.
       feature_major: the batch's layout (bitjax.data.DataPlan.feature_major).
-      target: the array size to aim for.
 
     Returns:
       ``None`` where every instance of a device fits at once; else a group between half the
@@ -264,7 +262,7 @@ def cache_group(batch_size: int, width: int, instances_per_device: int,
       instance is trained and thrown away), the larger on a tie.
     """
     per = 4 * int(batch_size) * int(width)
-    top = max(1, int(CPU_CACHE_BYTES[bool(feature_major)] if target is None else target) // per)
+    top = max(1, CPU_CACHE_BYTES[bool(feature_major)] // per)
     n = int(instances_per_device)
     if top >= n:
         return None
