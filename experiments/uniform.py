@@ -16,7 +16,8 @@ Presets:
   quick  n=100, m=10, 16 probabilities 1 -> 1/20, dense + ternary, 2 seeds, 4,000 steps.
   tiny   smoke test (seconds).
 
-Runtime: quick 2 min 52 s on a 2-core CPU (this machine, 2 CPU devices); with --n-seeds 3
+Runtime: quick 49 s on a 2-core CPU (this machine, 2 CPU devices, at a30b4af; 2 min 52 s
+before the CPU's cache-sized instance groups); with --n-seeds 3
 --steps 6000 7 min 55 s; paper preset not measured on CPU (about 3 hours by --dry-run),
 notebook preset about 2 h 14 min by --dry-run. One NVIDIA H200 (jax 0.11.2): the paper preset
 (`python -m experiments.uniform`, the README's GPU command) 64 s wall alone (compile 3 s,
