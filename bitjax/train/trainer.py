@@ -223,11 +223,18 @@ class Trainer:
         self.n_instances = self.instances.n
         self.n_padded = distributed.padded_count(self.n_instances, self.mesh)
         self.instances_per_device = self.n_padded // self.mesh.size
+        on_cpu = self.mesh.devices.flat[0].platform == "cpu"
+        # On a CPU a few instances at a time keep the step's arrays in cache
+        # (memory.CPU_CACHE_BYTES); the memory budget can still shrink the group.
+        cached = (memory.cache_group(cfg.batch_size, max(cfg.n_features, cfg.n_hidden),
+                                     self.instances_per_device, cfg.data_plan.feature_major)
+                  if on_cpu else None)
         if getattr(cfg, "has_fp_phase", False) and self.mesh.size > 1 and group_size is None:
             # Seen on 2 CPU devices (n=200, m=20): the chunk holding the switch hung when the
             # memory planner chose the group, not with the group fixed. Not understood yet:
-            # the group is fixed at every instance of a device (no memory planning).
-            self.group_size = self.instances_per_device
+            # the group is fixed (no memory planning) at the cache-sized group on a CPU,
+            # elsewhere at every instance of a device.
+            self.group_size = cached or self.instances_per_device
         host_arrays = program.instance_arrays(self.instances)
         self.arrays = distributed.put(
             jax.tree.map(lambda x: distributed.pad(x, self.n_padded), host_arrays),
@@ -236,12 +243,8 @@ class Trainer:
                                        split=False)
         #: Instances per device trained at a time; None: all of them.
         self.group = self._as_group(self.group_size)
-        if self.group_size is None and self.mesh.devices.flat[0].platform == "cpu":
-            # On a CPU a few instances at a time keep the step's arrays in cache
-            # (memory.CPU_CACHE_BYTES); the memory budget can still shrink the group.
-            self.group = memory.cache_group(cfg.batch_size, max(cfg.n_features, cfg.n_hidden),
-                                            self.instances_per_device,
-                                            cfg.data_plan.feature_major)
+        if self.group_size is None and on_cpu:
+            self.group = cached
         self.compile_seconds = 0.0
         self.compile_cost_seconds = 0.0
         self._compiled: dict[tuple[int, int | None], Any] = {}

@@ -681,3 +681,20 @@ def test_a_cpu_trainer_starts_from_the_cache_group_unless_one_is_given():
     assert want is not None and t.group == want
     assert Trainer(cfg, group_size=t.instances_per_device).group is None
     assert Trainer(cfg, group_size=3).group == 3
+
+
+def test_a_full_precision_first_trainer_on_several_cpu_devices_fixes_the_cache_group():
+    # Several devices: the fp-first route keeps the memory planner out (a hang seen there),
+    # but still trains the cache-sized group, not every instance of a device at once.
+    from bitjax.train import memory
+
+    cfg = SweepConfig(n_features=100, n_hidden=20, kind=("ternary",), seed=(0,),
+                      feature_probability=tuple(np.geomspace(1, 0.01, 40)), steps=20,
+                      chunk_size=10, history_every=10, fp_fraction=0.5)
+    t = Trainer(cfg)
+    if t.mesh.size < 2:
+        pytest.skip("needs several devices")
+    want = memory.cache_group(cfg.batch_size, 100, t.instances_per_device,
+                              cfg.data_plan.feature_major)
+    assert want is not None and t.group == want and t.group_size == want
+    assert Trainer(cfg, group_size=3).group == 3
