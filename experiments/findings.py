@@ -1657,12 +1657,32 @@ def opening(results: list[Result]) -> list[str]:
             [(r.claim, r.across("scratch")) for r in neuron], NEURON_PLAIN) + " "
             + _gap_sentence(neuron))
     lines.append("- **Recipes** — " + " ".join(_recipe_sentences(results)))
-    undecided = _undecided_text(results)
+    undecided = _undecided_lines(results)
     if undecided:
-        lines.append("- **Undecided, and why** — " + undecided)
-    lines.append("- **Seed selection** — " + " ".join(
-        t[:1].upper() + t[1:] for t in _selection_changes(results)))
+        lines += ["- **Undecided, and why** (each reason, with what could remove it):",
+                  *(f"  - {u}" for u in undecided)]
+    lines.append("- **Seed selection** — " + _selection_count(results))
     return lines + [""]
+
+
+def _selection_count(results: list[Result]) -> str:
+    """How many trained verdicts (per recipe run) change on another seed selection; the
+    list itself heads the sensitivity section (:func:`_selection_changes`)."""
+    n = changed = 0
+    for r in results:
+        for route in ROUTES:
+            for rr in _recipe_rows(r, route):
+                if not rr.has_run:
+                    continue
+                n += 1
+                changed += any(v is not None and v.verdict != rr.view.verdict
+                               for sel, v in rr.sensitivity.items() if sel != "converged")
+    if not n:
+        return "no trained run to select seeds from."
+    return (f"{changed} of {n} trained verdicts (one per claim and recipe run) change when "
+            f"the seeds are selected otherwise ({' or '.join(list(SELECTIONS.values())[1:])}, "
+            f"instead of {SELECTIONS['converged']}); the section \"Trained views, by seed "
+            "selection\" lists them.")
 
 
 #: The verdict words of the glance table, defined once under it.
@@ -1748,10 +1768,11 @@ def _recipe_sentences(results: list[Result]) -> list[str]:
     return out
 
 
-def _undecided_text(results: list[Result]) -> str:
-    """The undecided verdicts grouped by reason, then by view (the neuron claims' views
-    named as such): per view the claims, or "all N claims" where every claim judged in that
-    view is undecided for that reason; each reason with whether more compute removes it."""
+def _undecided_lines(results: list[Result]) -> list[str]:
+    """The undecided verdicts grouped by reason (one line each), then by view (the neuron
+    claims' views named as such): per view the claims, or "all N claims" where every claim
+    judged in that view is undecided for that reason; each reason with whether more compute
+    removes it."""
     judged: dict[str, list] = {}  # view label -> [(claim, view)]
     for r in results:
         for name, v in _judged_views(r):
@@ -1769,7 +1790,7 @@ def _undecided_text(results: list[Result]) -> str:
                  else f"{label}: " + "; ".join(claims) for label, claims in views.items()]
         out.append(f"{vd.REASONS[k][:1].upper() + vd.REASONS[k][1:]} ({vd.REMEDIES[k]}) — "
                    + " | ".join(parts) + ".")
-    return " ".join(out)
+    return out
 
 
 def render(results: list[Result], folder: Path) -> str:
@@ -1863,6 +1884,7 @@ def render(results: list[Result], folder: Path) -> str:
                           _view_verdict(r.optimum),
                           *(_across_text(r.across(route)) for route in ROUTES)))
     lines += ["", "### Trained views, by seed selection (sensitivity)", "",
+              *("- " + t[:1].upper() + t[1:] for t in _selection_changes(results)), "",
               "| claim | view | " + " | ".join(SELECTIONS.values()) + " |",
               "|---|---|" + "---|" * len(SELECTIONS)]
     lines += _selection_rows(study)

@@ -301,9 +301,12 @@ def test_the_opening_is_generated_from_the_verdicts(tmp_path):
     assert ("The difference the study saw is shown: a later onset of superposition "
             "(sparsity zoom)") in after
     assert 'Ternary differs from dense, against the study\'s "same": superposition emerges' in after
-    # A verdict that changes with the seed selection is named.
-    assert "changes on another selection for: a later onset of superposition" in after
+    # A verdict that changes with the seed selection is counted in the answer and named in
+    # the sensitivity section.
+    assert "- **Seed selection** — 0 of " not in after and "trained verdicts" in after
     text = findings.render(results, tmp_path)
+    sensitivity = text[text.index("### Trained views, by seed selection"):]
+    assert "changes on another selection for: a later onset of superposition" in sensitivity
     assert text.index("## The answer in plain words") < text.index("## Protocol")
     assert '"Toy Models of Superposition: what about BitNets?" (2024)' in text
     for outside in ("../shared", "shared/specs", "issue", "#2"):
@@ -774,12 +777,14 @@ def test_the_undecided_bullet_groups_by_reason_and_view(tmp_path):
     """No fp run: the full-precision view of every study claim is undecided (no run), said
     once as "all N claims"; other reasons list their claims per view."""
     results = findings.evaluate(_tiny_results(tmp_path, fp=False))
-    text = findings._undecided_text(results)
+    lines = findings._undecided_lines(results)
+    text = "\n".join(lines)
     n_study = sum(not r.claim.trained_only for r in results)
     assert f"{findings.FP}: all {n_study} claims" in text
     assert text.count(vd.REASONS["missing"][:1].upper() + vd.REASONS["missing"][1:]) == 1
-    opening = "\n".join(findings.opening(results))
-    assert "- **Undecided, and why** — " + text in opening
+    opening = findings.opening(results)
+    at = opening.index("- **Undecided, and why** (each reason, with what could remove it):")
+    assert opening[at + 1:at + 1 + len(lines)] == [f"  - {u}" for u in lines]
 
 
 # ---- the training recipe as a factor of the trained views ----------------------------------
@@ -869,7 +874,7 @@ def test_recipes_that_disagree_depend_on_the_recipe(tmp_path):
     opening = findings.opening(results)
     scratch = next(line for line in opening if line.startswith("- **Trained from scratch**"))
     assert "negative biases" not in scratch
-    undecided = next(line for line in opening if line.startswith("- **Undecided, and why**"))
+    undecided = next(line for line in opening if line.startswith("  - Depends on the recipe"))
     assert (f"Depends on the recipe ({vd.REMEDIES['recipe']}) — trained from scratch: "
             in undecided and "a later onset of negative biases" in undecided)
     assert "Depends on the recipe: a later onset of negative biases" in \
