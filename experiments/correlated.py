@@ -33,7 +33,9 @@ Presets:
 Runtime (2-core CPU of the dev machine): quick 4m04s-4m16s wall in two runs while other
 jobs kept the load at ~5 (five parts; training 12-82 s per part, the rest compiling,
 checkpointing and plotting); quick with --n-seeds 10: 3 min 56 s (results/correlated); tiny
-33 s; paper preset on CPU not measured (about 18 min by --dry-run). One NVIDIA H200
+33 s; paper preset 15 min on this 2-core CPU (2 CPU devices, at 4a1f79b: --recipe paper,
+results/correlated_paper; and --recipe paper --fp-fraction 0.5, results/correlated_fp_paper,
+15 min as well). One NVIDIA H200
 (jax 0.11.2): the paper preset (five parts, 1,200 instances, 10,000 steps) 74 s wall, run side
 by side with four other experiments on the same GPU (results/correlated/manifest.json).
 
