@@ -24,6 +24,9 @@ run experiments.uniform --preset notebook --recipe fp_first --out results/unifor
 run experiments.intro --preset paper --recipe paper --out results/intro_paper
 run experiments.sparsity --preset paper --recipe paper --out results/sparsity_paper
 run experiments.intro --preset paper --recipe paper --fp-fraction 0.5 --out results/intro_fp_paper
+run experiments.correlated --preset paper --recipe paper --out results/correlated_paper
+run experiments.correlated --preset paper --recipe paper --fp-fraction 0.5 --out results/correlated_fp_paper
+run experiments.uniform --preset notebook --recipe paper --out results/uniform_paper
 python -m experiments.representable --out results/representable --overwrite
 # The per-feature ternary and binary lattices for the run that trains those kinds.
 python -m experiments.representable --runs intro --lattices ternary_per_feature binary \
@@ -48,6 +51,7 @@ python -m experiments.findings
 #           python -m experiments.benchmark --scaling --scaling-out results/benchmark/h200
 for name in intro sparsity uniform correlated phase convergence convergence_fp privileged computation \
         intro_fp correlated_fp sparsity_fp intro_paper intro_fp_paper sparsity_paper \
-        computation_committed privileged_committed; do
+        computation_committed privileged_committed uniform_fp correlated_paper correlated_fp_paper \
+        uniform_paper; do
     python -m experiments.explore "results/$name" --plotlyjs-dir results --screenshot
 done
