@@ -1593,6 +1593,14 @@ def _gap_sentence(results: list[Result]) -> str:
             "claims' cells: " + "; ".join(bits.values()) + ".")
 
 
+def _selection_shift(rr: RecipeRun) -> dict[str, View]:
+    """A recipe run's views on the other seed selections where its primary verdict
+    changes on at least one of them; empty where every selection agrees."""
+    others = {sel: v for sel in SELECTIONS if sel != "converged"
+              and (v := rr.sensitivity.get(sel)) is not None}
+    return others if any(v.verdict != rr.view.verdict for v in others.values()) else {}
+
+
 def _selection_changes(results: list[Result]) -> list[str]:
     """Per route, the claims whose primary verdict changes on another seed selection."""
     out = []
@@ -1603,10 +1611,7 @@ def _selection_changes(results: list[Result]) -> list[str]:
             continue
         for r in results:
             for rr in _recipe_rows(r, route):
-                others = {sel: rr.sensitivity.get(sel) for sel in SELECTIONS
-                          if sel != "converged"}
-                others = {sel: v for sel, v in others.items() if v is not None}
-                if any(v.verdict != rr.view.verdict for v in others.values()):
+                if others := _selection_shift(rr):
                     which = "" if rr.primary else f", {rr.folder.name}"
                     changed.append(f"{_claim_words(r.claim)}{which} (" + ", ".join(
                         f"{SELECTIONS[sel]}: {vd.verdict_text(v.verdict, v.reason)}"
@@ -1675,8 +1680,7 @@ def _selection_count(results: list[Result]) -> str:
                 if not rr.has_run:
                     continue
                 n += 1
-                changed += any(v is not None and v.verdict != rr.view.verdict
-                               for sel, v in rr.sensitivity.items() if sel != "converged")
+                changed += bool(_selection_shift(rr))
     if not n:
         return "no trained run to select seeds from."
     return (f"{changed} of {n} trained verdicts (one per claim and recipe run) change when "
