@@ -1367,7 +1367,7 @@ def decide_family(results: list[Result], selection: str = "converged") -> int:
             continue  # not tested, or an optimum view (decided in the primary family)
         v.p_adj = a
         v.verdict, v.reason = vd.decide(rule, v.raw, a[0], a[1])
-        v.detail = _power_detail(rule, v.raw) if v.reason == "power" else ""
+        v.detail = _power_detail(rule, v.raw, size) if v.reason == "power" else ""
     return size
 
 
@@ -1377,15 +1377,22 @@ def n_tests(results: list[Result], selection: str = "converged") -> int:
                            for rule, v, _ in _family(results, selection)])[1]
 
 
-def _power_detail(rule: Rule, raw: vd.RawTests) -> str:
+def _power_detail(rule: Rule, raw: vd.RawTests, family_size: int) -> str:
+    """Why a test lacked power, and the seeds that would decide it: a count at the level
+    Holm's correction over the family can fall to (Bonferroni's, α / the family's p-values,
+    also divided over a local claim's windows), so it suffices whatever the other tests
+    give."""
     if raw.n < vd.MIN_SEEDS:
         return f"{raw.n} seeds"
     if raw.sd == 0.0:
         return "every seed gives the same value"
-    n = vd.seeds_for_power(rule, raw)
+    n = vd.seeds_for_power(rule, raw, alpha=vd.ALPHA / max(1, family_size))
     if n is not None:
+        windows = f" and {len(rule.windows)} windows" if rule.windows else ""
         need = (f"; at the observed mean and spread about {n} seeds in this selection would "
-                f"decide it ({vd.POWER:.0%} power, α = {vd.ALPHA:g} before Holm)")
+                f"decide it ({vd.POWER:.0%} power at Bonferroni's level α = {vd.ALPHA:g} / "
+                f"({family_size} p-values{windows}), enough under Holm's correction whatever "
+                "the other tests give)")
     elif rule.test == "equivalence" and abs(raw.mean) >= rule.margin:
         need = (f"; the observed mean {raw.mean:.3g} lies outside ±{rule.margin:g}: more "
                 "seeds could refute the claim, not support it")

@@ -264,11 +264,14 @@ def stratified_mean(values: Array, w: Array, stratum: Array, n_strata: int):
 
 @functools.partial(jax.jit, static_argnums=(8, 9))
 def _estimate(G1, b1, G2, b2, imp, x, w, st, n_strata, relu):
-    """Per instance: loss of (G1, b1) and, with ``G2``, the paired difference to (G2, b2)."""
+    """Per instance: loss of (G1, b1) and, with ``G2``, the paired difference to (G2, b2)
+    (``G2 = b2 = None``: the loss alone, without a second pass over the draws)."""
 
     def one(args):
         g1, bb1, g2, bb2, ii, xx, ww, ss = args
         l1 = _per_draw_loss(g1, bb1, xx, ii, relu)
+        if g2 is None:
+            return stratified_mean(l1, ww, ss, n_strata), None
         l2 = _per_draw_loss(g2, bb2, xx, ii, relu)
         return (stratified_mean(l1, ww, ss, n_strata),
                 stratified_mean(l1 - l2, ww, ss, n_strata))
@@ -296,17 +299,19 @@ def _run(sample: EstimatorSample, G1, b1, G2, b2, importance, activation, chunk)
         raise ValueError(f"the sample was made for {len(sample.index)} instances, got {n_inst}")
     imp = np.broadcast_to(np.asarray(importance, np.float32), (n_inst, n))
     b1 = np.broadcast_to(np.asarray(b1, np.float32), (n_inst, n))
-    b2 = np.broadcast_to(np.asarray(b2, np.float32), (n_inst, n))
-    res = [[], [], [], []]
+    paired = G2 is not None
+    if paired:
+        b2 = np.broadcast_to(np.asarray(b2, np.float32), (n_inst, n))
+    res = [[], [], [], []] if paired else [[], []]
     chunk = max(1, min(chunk, n_inst))  # no padding beyond the instances there are
     for c0 in range(0, n_inst, chunk):
         idx = np.arange(c0, c0 + chunk).clip(max=n_inst - 1)  # pad: one compiled shape
         rows = sample.index[idx]
-        (m1, s1), (m2, s2) = _estimate(G1[idx], b1[idx], G2[idx], b2[idx], imp[idx],
-                                       sample.x[rows], sample.w[rows], sample.stratum[rows],
-                                       sample.n_strata, relu)
+        (m1, s1), diff = _estimate(G1[idx], b1[idx], G2[idx] if paired else None,
+                                   b2[idx] if paired else None, imp[idx], sample.x[rows],
+                                   sample.w[rows], sample.stratum[rows], sample.n_strata, relu)
         keep = min(chunk, n_inst - c0)
-        for lst, a in zip(res, (m1, s1, m2, s2), strict=True):
+        for lst, a in zip(res, (m1, s1, *(diff if paired else ())), strict=True):
             lst.append(np.asarray(a, np.float64)[:keep])
     return [np.concatenate(r) for r in res]
 
@@ -326,7 +331,7 @@ def estimate_loss(W, b, importance, sample: EstimatorSample, *, activation: str 
       :class:`Estimate` (``loss [I]``, ``se [I]``).
     """
     G = _gram(W)
-    m1, s1, _, _ = _run(sample, G, b, G, b, importance, activation, chunk)
+    m1, s1 = _run(sample, G, b, None, None, importance, activation, chunk)
     return Estimate(m1, s1)
 
 

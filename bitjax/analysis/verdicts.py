@@ -345,16 +345,20 @@ MAX_SEEDS = 10_000
 def seeds_for_power(rule: Rule, raw: RawTests, alpha: float = ALPHA,
                     power: float = POWER) -> int | None:
     """The seeds a rule's test would need to decide, if the per-seed differences keep the
-    observed mean and spread: the smallest ``n`` with ``(t_{1-alpha} + t_{power})
-    sd / sqrt(n)`` (t quantiles with ``n - 1`` degrees of freedom) within the distance the
-    decision asks for, at level ``alpha`` before any multiplicity correction.
+    observed mean and spread: the smallest ``n`` with ``(t_{1-a} + t_{power}) sd / sqrt(n)``
+    (t quantiles with ``n - 1`` degrees of freedom) within the distance the decision asks
+    for, at level ``a = alpha`` (``alpha / k`` for a rule with ``k`` windows: the claim's own
+    Bonferroni over its windows). A caller with a multiplicity correction passes the level
+    that correction can fall to (for Holm over ``N`` p-values, ``alpha / N``), so the count
+    suffices whatever the other tests give.
 
     - equivalence (TOST): the distance from the mean to the nearer margin,
       ``margin - |mean|`` (None when ``|mean| >= margin``: more seeds would refute, not
       support);
     - difference: the easier of showing the effect (distance ``|mean|``, mean in the
       claimed direction) and bounding it below the margin (``margin - d``, ``d`` the
-      mean in the claimed direction).
+      mean in the claimed direction); with windows, showing the effect in the window whose
+      mean and spread ``raw`` holds (bounding it would need every window).
 
     Returns:
       The seed count (at least :data:`MIN_SEEDS`), or None where no count up to
@@ -369,12 +373,13 @@ def seeds_for_power(rule: Rule, raw: RawTests, alpha: float = ALPHA,
         gaps = [rule.margin - abs(raw.mean)]
     else:
         d = rule.direction * raw.mean
-        gaps = [d, rule.margin - d]
+        gaps = [d] if rule.windows else [d, rule.margin - d]
     gap = max(gaps)
     if gap <= 0:
         return None
+    a = alpha / max(1, len(rule.windows))
     n = np.arange(MIN_SEEDS, MAX_SEEDS + 1)
-    need = (st.t.ppf(1 - alpha, n - 1) + st.t.ppf(power, n - 1)) * sd / np.sqrt(n)
+    need = (st.t.ppf(1 - a, n - 1) + st.t.ppf(power, n - 1)) * sd / np.sqrt(n)
     ok = np.flatnonzero(need <= gap)
     return int(n[ok[0]]) if ok.size else None
 

@@ -202,6 +202,21 @@ def test_seeds_for_power_follow_the_t_quantiles_and_refuse_what_more_seeds_canno
     n = vd.seeds_for_power(diff, dataclasses.replace(raw, mean=0.3))
     assert need(n) <= 0.3 < need(n - 1)
     assert vd.seeds_for_power(diff, dataclasses.replace(raw, sd=0.0)) is None
+    # A family's level (Bonferroni's, which Holm's never asks more than) needs more seeds.
+    strict = vd.seeds_for_power(diff, dataclasses.replace(raw, mean=0.3), alpha=0.05 / 78)
+
+    def need_at(k, a):
+        return (st.t.ppf(1 - a, k - 1) + st.t.ppf(0.8, k - 1)) * 0.2 / np.sqrt(k)
+
+    assert strict > n and need_at(strict, 0.05 / 78) <= 0.3 < need_at(strict - 1, 0.05 / 78)
+    # A local claim: its own Bonferroni over 3 windows, and only the route of showing the
+    # effect (bounding it below the margin would need every window, not the one in raw).
+    local = vd.Rule("k", "c", "difference", "m", "u", 0.1, 1, "same",
+                    windows=((0.1, 1.0), (0.01, 0.1), (0.001, 0.01)))
+    n3 = vd.seeds_for_power(local, dataclasses.replace(raw, mean=0.3))
+    assert need_at(n3, 0.05 / 3) <= 0.3 < need_at(n3 - 1, 0.05 / 3) and n3 > n
+    assert vd.seeds_for_power(local, dataclasses.replace(raw, mean=0.02)) is not None
+    assert vd.seeds_for_power(local, dataclasses.replace(raw, mean=-0.02)) is None
 
 
 def test_recipe_verdicts_combine_by_the_stated_rule():
