@@ -520,6 +520,19 @@ def claim_grid(sweep: LoadedSweep, claim: Claim) -> Grid:
                 zero=zero.sel(kind=DENSE).transpose("seed", "feature_probability").values)
 
 
+def _unconverged_text(g: Grid, pairs: np.ndarray) -> str:
+    """Where a claim's pairs that did not converge lie (the range of 1-S) and which kind
+    held them back, so a reader sees whether longer training of a few cells would do."""
+    bad = ~pairs
+    if not bad.any():
+        return ""
+    where = np.broadcast_to(g.p, bad.shape)[bad]
+    lo, hi = float(where.min()), float(where.max())
+    span = f"at 1-S = {lo:.3g}" if lo == hi else f"at 1-S from {lo:.3g} to {hi:.3g}"
+    kinds = ", ".join(f"{k} {int((~g.ok[k]).sum())}" for k in (DENSE, TERNARY))
+    return f", the other {int(bad.sum())} {span} (not converged or diverged: {kinds})"
+
+
 def per_seed(claim: Claim, g: Grid, cells: np.ndarray | None = None
              ) -> tuple[np.ndarray, dict[str, np.ndarray], dict]:
     """Per seed: ternary - dense of the claim's summary, each kind's summary, and notes.
@@ -1012,7 +1025,8 @@ def trained_view(claim: Claim, g: Grid, selection: str = "converged",
         v.reason = "not_converged"
         v.detail = (_seeds_text(use, "have every compared instance converged"
                                 if selection == "converged" else "measured") + f"; "
-                    f"{int(pairs.sum())} of {pairs.size} pairs converged")
+                    f"{int(pairs.sum())} of {pairs.size} pairs converged"
+                    + _unconverged_text(g, pairs))
     return v
 
 

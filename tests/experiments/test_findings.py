@@ -178,6 +178,14 @@ def test_as_trained_uses_only_seeds_whose_instances_all_converged():
     v = findings.trained_view(MEAN_CLAIM, _grid(vals, vals * 0, ok_t=ok))
     assert not v.tested and v.reason == "not_converged" and v.diff.size == 4
     assert v.detail.startswith("1 of 4 seeds") and "9 of 12 pairs" in v.detail
+    # ...and where the 3 unconverged pairs lie and whose instances they were
+    assert v.detail.endswith("the other 3 at 1-S from 0.01 to 1 (not converged or "
+                             "diverged: dense 0, ternary 3)")
+    ok_d = np.ones((4, 3), bool)
+    ok_d[:, 0] = False
+    v = findings.trained_view(MEAN_CLAIM, _grid(vals, vals * 0, ok_d=ok_d))
+    assert v.detail.endswith("the other 4 at 1-S = 1 (not converged or diverged: dense 4, "
+                             "ternary 0)")
 
 
 def test_seed_selections_all_seeds_and_per_cell_pairs():
