@@ -1644,7 +1644,7 @@ def _selection_changes(results: list[Result]) -> list[str]:
     return out
 
 
-def opening(results: list[Result]) -> list[str]:
+def opening(results: list[Result], folder: Path | None = None) -> list[str]:
     """The answer in plain words, generated from the verdicts: what differs at the optimum,
     what differs trained from scratch and trained from full precision (each route named),
     what is undecided and why (and whether more compute can remove it), and which verdicts
@@ -1683,6 +1683,8 @@ def opening(results: list[Result]) -> list[str]:
             [(r.claim, r.across("scratch")) for r in neuron], NEURON_PLAIN) + " "
             + _gap_sentence(neuron))
     lines.append("- **Recipes** — " + " ".join(_recipe_sentences(results)))
+    if folder is not None and (mech := mechanism_plots.opening_sentence(folder / "mechanism")):
+        lines.append("- **Mechanism** — " + mech)
     undecided = _undecided_lines(results)
     if undecided:
         lines += ["- **Undecided, and why** (each reason, with what could remove it):",
@@ -1834,7 +1836,7 @@ def render(results: list[Result], folder: Path) -> str:
         "and verdict below is computed from the runs; the fixed text states definitions "
         "and rules only.",
         "",
-        *opening(results),
+        *opening(results, folder),
         "## Protocol",
         "",
         "- Unit: the seed. A seed's dense and ternary instances share initial latent weights "

@@ -58,7 +58,13 @@ from pathlib import Path
 
 import numpy as np
 
-from bitjax.report.mechanism_plots import GRAM_FIGURE, SUMMARY_FILE, WEIGHTS_FIGURE, figure_stem
+from bitjax.report.mechanism_plots import (
+    GRAM_FIGURE,
+    INSTANCES_FILE,
+    SUMMARY_FILE,
+    WEIGHTS_FIGURE,
+    figure_stem,
+)
 
 #: The runs measured by default (the trained runs the best-known solutions are made for).
 RUNS = ("intro", "sparsity/relu", "sparsity/linear", "sparsity/zoom", "sparsity/notebook",
@@ -70,7 +76,6 @@ RUNS = ("intro", "sparsity/relu", "sparsity/linear", "sparsity/zoom", "sparsity/
 PANEL_CELLS = (("sparsity/relu", (1.0, 0.1, 0.01)), ("uniform", (0.35,)))
 #: The folder (in the results) this tool writes by default.
 OUT_DIR = "mechanism"
-INSTANCES_FILE = "mechanism_instances.csv"
 
 
 def run_stem(run: str) -> str:

@@ -229,6 +229,12 @@ TABLE_COLUMNS = (("gamma", "γ", ".3f"), ("nnz_nonzero", "nnz/column (non-zero c
                  ("loss_over_best_known", "loss / best-known", ".3f"))
 #: The files of the mechanism tool a findings section reads (in its output folder).
 SUMMARY_FILE, MANIFEST_FILE = "mechanism.csv", "manifest.json"
+#: ...and its per-instance table (one row per run, source, seed and sparsity).
+INSTANCES_FILE = "mechanism_instances.csv"
+#: The sources the findings' opening sentence compares, with their words there.
+OPENING_SOURCES = (("ternary", "trained from scratch"),
+                   ("ternary_fp", "trained from full precision"),
+                   ("best_known", "the best-known ternary solutions"))
 GRAM_FIGURE, WEIGHTS_FIGURE = "mechanism_gram", "mechanism_weights"
 
 
@@ -323,6 +329,45 @@ def section_lines(summary, inputs: dict, losses: dict, notes: Sequence[str], fol
     if notes:
         lines += ["Left out: " + "; ".join(notes) + ".", ""]
     return lines
+
+
+def opening_sentence(folder) -> str:
+    """One plain sentence for the findings' opening: over every instance the mechanism tool
+    measured (``folder``/mechanism_instances.csv), the median non-zero weights per
+    represented feature's column and the median loss over the best-known ternary loss, per
+    ternary source; empty without the table. Every number comes from the table."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    table = Path(folder) / INSTANCES_FILE
+    if not table.is_file():
+        return ""
+    d = pd.read_csv(table)
+    d = d[d["present"].astype(bool)]
+    nnz, ratio = [], []
+    for source, words in OPENING_SOURCES:
+        g = d[d["source"] == source]
+        col = g["nnz_represented"].to_numpy(np.float64)
+        col = col[np.isfinite(col)]
+        if col.size:
+            nnz.append(f"{words} {np.median(col):.3g} ({np.mean(col > 1):.0%} of "
+                       f"{col.size:,} instances above one)")
+        if source != "best_known":
+            r = g["loss_over_best_known"].to_numpy(np.float64)
+            r = r[np.isfinite(r)]
+            if r.size:
+                ratio.append(f"{np.median(r):.3g} {words} ({r.size:,} instances)")
+    if not nnz:
+        return ""
+    runs = ", ".join(dict.fromkeys(d["run"]))
+    text = ("Non-zero entries in a represented feature's weight column (the mean over an "
+            f"instance's represented features), median over the measured instances of {runs}: "
+            + "; ".join(nnz) + ".")
+    if ratio:
+        text += " Loss over the best-known ternary loss of the same instance, median: " + \
+            "; ".join(ratio) + "."
+    return text + f" Per run and sparsity in the section on the mechanism ({Path(folder).name}/)."
 
 
 def section_from_folder(folder, runs: Sequence[str]) -> list[str]:

@@ -379,6 +379,8 @@ def test_generated_findings_on_the_committed_results():
     for typed in ("likely cause", "show two antipodal pairs instead", "inconclusive"):
         assert typed not in text
     assert "- **Recipes** — " in text and "— one recipe only (" in text
+    # the opening's mechanism sentence, from results/mechanism
+    assert "\n- **Mechanism** — Non-zero entries in a represented feature's" in text
 
 
 # ---- the neuron claims (privileged-basis models, judged as trained only) --------------------

@@ -153,3 +153,20 @@ def test_findings_reads_the_section_from_what_the_tool_wrote(results, written, t
     assert rows and rows == [ln for ln in from_folder if ln.startswith("| ")]
     empty = mechanism_plots.section_from_folder(tmp_path / "none", mechanism.RUNS)
     assert "`python -m experiments.mechanism` writes none/" in "\n".join(empty)
+
+
+def test_opening_sentence_computes_its_medians_from_the_instances(written, tmp_path):
+    """The findings' opening sentence on the mechanism: each ternary source's median
+    non-zeros per represented column and share above one, and the median loss over the
+    best-known, as computed from the tool's per-instance table; nothing without it."""
+    inst = pd.read_csv(written / mechanism.INSTANCES_FILE)
+    inst = inst[inst["present"].astype(bool)]
+    text = mechanism_plots.opening_sentence(written)
+    for source, words in mechanism_plots.OPENING_SOURCES:
+        col = inst.loc[inst["source"] == source, "nnz_represented"].dropna().to_numpy()
+        assert f"{words} {np.median(col):.3g} ({np.mean(col > 1):.0%} of {col.size:,} " \
+               "instances above one)" in text
+    ratio = inst.loc[inst["source"] == "ternary", "loss_over_best_known"].dropna()
+    assert f"{np.median(ratio):.3g} trained from scratch ({ratio.size:,} instances)" in text
+    assert text.endswith(f"section on the mechanism ({written.name}/).")
+    assert mechanism_plots.opening_sentence(tmp_path / "none") == ""
