@@ -1795,6 +1795,19 @@ def _recipe_sentences(results: list[Result]) -> list[str]:
     return out
 
 
+def _undecided_reasons(v: View | vd.Across) -> dict[str, list[str]]:
+    """An undecided view's reasons: over recipes, each undecided recipe run's own reason,
+    with the runs it holds for where the runs differ in reason (else no runs named); a
+    single view, or recipes without a run of their own reason, the view's reason."""
+    ran = [rv for rv in getattr(v, "ran", ()) if rv.verdict == "undecided"]
+    reasons: dict[str, list[str]] = {}
+    for rv in ran:
+        reasons.setdefault(rv.reason, []).append(rv.label)
+    if not reasons:
+        return {v.reason: []}
+    return reasons if len(reasons) > 1 else {k: [] for k in reasons}
+
+
 def _undecided_lines(results: list[Result]) -> list[str]:
     """The undecided verdicts grouped by reason (one line each), then by view (the neuron
     claims' views named as such): per view the claims, or "all N claims" where every claim
@@ -1808,9 +1821,11 @@ def _undecided_lines(results: list[Result]) -> list[str]:
     by_reason: dict[str, dict[str, list[str]]] = {}
     for label, pairs in judged.items():
         for claim, v in pairs:
-            if v.verdict == "undecided":
-                by_reason.setdefault(v.reason, {}).setdefault(label, []).append(
-                    _claim_words(claim))
+            if v.verdict != "undecided":
+                continue
+            for reason, runs in _undecided_reasons(v).items():
+                words = _claim_words(claim) + (f" ({', '.join(runs)})" if runs else "")
+                by_reason.setdefault(reason, {}).setdefault(label, []).append(words)
     out = []
     for k, views in by_reason.items():
         parts = [f"{label}: all {len(claims)} claims" if len(claims) == len(judged[label])

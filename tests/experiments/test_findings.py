@@ -797,6 +797,27 @@ def test_the_undecided_bullet_groups_by_reason_and_view(tmp_path):
     assert opening[at + 1:at + 1 + len(lines)] == [f"  - {u}" for u in lines]
 
 
+def test_an_undecided_view_over_recipes_lists_each_recipe_runs_reason():
+    """Two recipe runs undecided for different reasons: the claim is listed under both, each
+    with its run; for the same reason, under that reason without runs; a recipe without a
+    run adds no reason of its own."""
+    def across(*recipes):
+        return vd.across_recipes([vd.RecipeVerdict(*r) for r in recipes])
+
+    both = across(("results/a", "undecided", "not_converged"),
+                  ("results/b", "undecided", "power", "7 seeds"))
+    assert both.verdict == "undecided"
+    assert findings._undecided_reasons(both) == {"not_converged": ["results/a"],
+                                                 "power": ["results/b"]}
+    same = across(("results/a", "undecided", "power"), ("results/b", "undecided", "power"))
+    assert findings._undecided_reasons(same) == {"power": []}
+    one = across(("results/a", "undecided", "not_converged"), ("results/b", "undecided",
+                                                                "missing"))
+    assert findings._undecided_reasons(one) == {"not_converged": []}
+    assert findings._undecided_reasons(findings.View("x", verdict="undecided",
+                                                     reason="power")) == {"power": []}
+
+
 # ---- the training recipe as a factor of the trained views ----------------------------------
 
 #: The primary run's recipe (the study's runs': committed) and the second recipe's (the
