@@ -27,6 +27,8 @@ run experiments.intro --preset paper --recipe paper --fp-fraction 0.5 --out resu
 run experiments.correlated --preset paper --recipe paper --out results/correlated_paper
 run experiments.correlated --preset paper --recipe paper --fp-fraction 0.5 --out results/correlated_fp_paper
 run experiments.uniform --preset notebook --recipe paper --out results/uniform_paper
+run experiments.sparsity --preset paper --recipe paper --fp-fraction 0.5 --out results/sparsity_fp_paper
+run experiments.uniform --preset notebook --recipe paper --fp-fraction 0.5 --out results/uniform_fp_paper
 python -m experiments.representable --out results/representable --overwrite
 # The per-feature ternary and binary lattices for the run that trains those kinds.
 python -m experiments.representable --runs intro --lattices ternary_per_feature binary \
@@ -52,6 +54,6 @@ python -m experiments.findings
 for name in intro sparsity uniform correlated phase convergence convergence_fp privileged computation \
         intro_fp correlated_fp sparsity_fp intro_paper intro_fp_paper sparsity_paper \
         computation_committed privileged_committed uniform_fp correlated_paper correlated_fp_paper \
-        uniform_paper; do
+        uniform_paper sparsity_fp_paper uniform_fp_paper; do
     python -m experiments.explore "results/$name" --plotlyjs-dir results --screenshot
 done
