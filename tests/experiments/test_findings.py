@@ -378,7 +378,10 @@ def test_generated_findings_on_the_committed_results():
     assert f"two antipodal pairs at {k} of {len(rows)} sparsities" in text
     for typed in ("likely cause", "show two antipodal pairs instead", "inconclusive"):
         assert typed not in text
-    assert "- **Recipes** — " in text and "— one recipe only (" in text
+    # A view resting on one recipe says so, and only such a view.
+    one = any(r.across(route).scope == "one" for r in results for route in findings.ROUTES
+              if not (r.claim.trained_only and route != "scratch"))
+    assert "- **Recipes** — " in text and ("— one recipe only (" in text) == one
     # the opening's mechanism sentence, from results/mechanism
     assert "\n- **Mechanism** — Non-zero entries in a represented feature's" in text
 
