@@ -26,7 +26,7 @@ run experiments.sparsity --preset paper --recipe paper --out results/sparsity_pa
 run experiments.intro --preset paper --recipe paper --fp-fraction 0.5 --out results/intro_fp_paper
 run experiments.correlated --preset paper --recipe paper --out results/correlated_paper
 run experiments.correlated --preset paper --recipe paper --fp-fraction 0.5 --out results/correlated_fp_paper
-run experiments.uniform --preset notebook --recipe paper --out results/uniform_paper
+run experiments.uniform --preset notebook --recipe paper --steps 20000 --out results/uniform_paper
 run experiments.sparsity --preset paper --recipe paper --fp-fraction 0.5 --out results/sparsity_fp_paper
 run experiments.uniform --preset notebook --recipe paper --fp-fraction 0.5 --out results/uniform_fp_paper
 python -m experiments.representable --out results/representable --overwrite
