@@ -22,10 +22,10 @@ before the CPU's cache-sized instance groups); with --n-seeds 3
 notebook preset 38 min with --recipe paper (the first 10,000 steps of results/uniform_paper,
 at 4a1f79b; 26 min more to 20,000), 40 min with --recipe paper --fp-fraction 0.5
 (results/uniform_fp_paper) and 42 min with --recipe fp_first (results/uniform_fp) on this
-2-core CPU. One NVIDIA H200 (jax
-0.11.2): the paper preset (`python -m experiments.uniform`, the README's GPU command) 64 s
-wall alone (compile 3 s, training 24 s); the notebook preset with the recipe
-(results/uniform) 71 s wall, side by side with four other experiments on the same GPU.
+2-core CPU. One NVIDIA H200 (jax 0.11.2): the paper preset (`python -m experiments.uniform`,
+the README's GPU command) 64 s wall alone (compile 3 s, training 24 s); the notebook preset
+with the recipe (results/uniform) 71 s wall, side by side with four other experiments on the
+same GPU.
 Outputs (in --out): experiment.json, sweep.json, manifest.json, metrics.csv, features.csv.gz,
 checkpoints/, dims_summary.csv (per kind and sparsity: D* mean and 95% CI over seeds, the
 paired difference ternary - dense with its CI, loss, features represented),
