@@ -20,7 +20,10 @@ stopped by a signal, a time limit or a crash keeps them: the same command with `
 computes only the runs not yet done (a kept run whose settings or source run changed is
 computed again; manifest.json says which commit computed each run, ``computed_at``), and
 ``--overwrite`` starts again; the same command with neither is refused (exit 2). A finished
-call removes progress/.
+call removes progress/. ``--resume`` into a finished folder likewise keeps every run whose
+settings and source run are unchanged (manifest.json records each run's source, ``sources``)
+and computes the others again: after one run is retrained or given more seeds, only that
+run is computed (its files replaced, the figures over all runs redrawn).
 
 Outputs (in --out): (a) attainable_<experiment>.csv per experiment (one row per dense
 instance: alignable, attainable ternary loss, exact ternary optimum where n <= 6, trained
@@ -93,9 +96,11 @@ def _parse(argv):
                     help="skip the exact phase diagrams and the intro enumeration section")
     again = ap.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true",
-                       help=f"keep the runs an earlier, unfinished call into --out finished "
-                            f"(recorded in --out/{PROGRESS_DIR}/) where their settings and "
-                            f"source run are the same; compute the rest")
+                       help=f"keep the runs an earlier call into --out finished (recorded "
+                            f"in --out/{PROGRESS_DIR}/ by an unfinished call, or the files of "
+                            f"a finished one) where their settings and source run are the "
+                            f"same; compute the rest (a retrained or extended run, one not "
+                            f"there)")
     again.add_argument("--overwrite", action="store_true",
                        help="discard the finished runs of an earlier, unfinished call into "
                             "--out and start again")
@@ -146,6 +151,73 @@ def _load_progress(out: Path, name: str, settings: dict, source: str) -> dict | 
     if record.get("settings") != settings or record.get("source") != source:
         return None
     return record
+
+
+#: Columns of attainable_<experiment>.csv that must equal the source run's own numbers for
+#: a finished call's result to be kept (a retrained run has other final losses).
+_SOURCE_COLUMNS = ("seed", "feature_probability", "extra_importance", "dense_final_loss",
+                   "trained_ternary_final_loss")
+
+
+def _load_finished(out: Path, name: str, settings: dict, source: str,
+                   run_dir: Path) -> dict | None:
+    """The record of ``name`` rebuilt from a finished call's files in ``out`` (its
+    manifest.json, attainable_<name>.csv and best_known/<name>/), if that call used the same
+    settings on the same source run; else None (computed again).
+
+    The source is the same when the manifest's recorded source key is (manifests written
+    before the key was recorded: when the table's seeds, sparsities, importances and final
+    losses are the source run's dense instances', in order, to the table's 7 digits).
+    """
+    import json
+
+    import pandas as pd
+
+    from bitjax.analysis import best_ternary as bt
+
+    try:
+        manifest = json.loads((out / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    saved = manifest.get("settings") or {}
+    if any(json.loads(json.dumps(v)) != saved.get(k) for k, v in settings.items()):
+        return None
+    recorded = (manifest.get("sources") or {}).get(name)
+    if recorded is not None and recorded != source:
+        return None
+    table_file, folder = out / f"attainable_{name}.csv", out / "best_known" / name
+    if not table_file.is_file() or (settings.get("best_known") and not folder.is_dir()):
+        return None
+    if any(not (out / f"best_known_{k}" / name).is_dir() for k in settings.get("lattices", ())):
+        return None
+    from bitjax import load_sweep
+
+    table = pd.read_csv(table_file, keep_default_na=False, na_values=["nan"])
+    sweep = load_sweep(run_dir)
+    dense = np.flatnonzero(np.asarray(sweep.coords["kind"]) == "dense")
+    if recorded is None:
+        p, imp = _vectors(sweep, dense)
+        final = np.asarray(sweep.meta.get("final_loss", [np.nan] * sweep.n_instances), float)
+        twin = _twins(sweep, dense, "ternary")
+        want = {"seed": np.asarray(sweep.coords["seed"])[dense], "feature_probability": p[:, 0],
+                "extra_importance": imp[:, -1], "dense_final_loss": final[dense],
+                "trained_ternary_final_loss": np.where(twin >= 0, final[np.maximum(twin, 0)],
+                                                       np.nan)}
+        if len(table) != len(dense) or not all(
+                np.allclose(table[c].to_numpy(float), np.asarray(want[c], float), rtol=1e-6,
+                            atol=0, equal_nan=True) for c in _SOURCE_COLUMNS):
+            return None
+    extra = None
+    runtimes = manifest.get("runtime_s") or {}
+    if settings.get("best_known"):
+        best = bt.read_run(folder)
+        p, imp = _vectors(sweep, dense)
+        extra = {"best": best, "seconds": float(runtimes.get(f"best_known_{name}", 0.0)),
+                 "p": p[:, 0], "importance": imp, "W_dense": sweep.W_eff[dense],
+                 "seeds": np.asarray(sweep.coords["seed"])[dense], "m": sweep.config.n_hidden}
+    git = (manifest.get("computed_at") or {}).get(name) or manifest.get("git") or {}
+    return {"settings": settings, "source": source, "git": git, "table": table,
+            "extra": extra, "seconds": float(runtimes.get(f"table_{name}", 0.0))}
 
 
 def _settings(quick: bool, best_known: bool = True) -> dict:
@@ -896,14 +968,19 @@ def main(argv=None) -> int:
         intro_rows = _intro_section(results, out, s, intro_sweep, log)
         timings["intro_exact"] = time.perf_counter() - t0
     computed_at = {}  # run -> the commit that computed it (an earlier call's, if kept)
+    sources = {}  # run -> its source key (a later --resume keeps the run while it matches)
     for r in runs:
         name = r.replace("/", "_")
         source = _source_key(results / r)
         kept = _load_progress(out, name, s, source) if args.resume else None
+        finished = None
+        if kept is None and args.resume:
+            kept = finished = _load_finished(out, name, s, source, results / r)
         if kept is not None:
             table, extra, seconds = kept["table"], kept["extra"], kept["seconds"]
-            log(f"  {name}: kept from the earlier call (computed at commit "
-                f"{kept['git'].get('commit', '?')[:10]} in {seconds:.0f} s)")
+            log(f"  {name}: kept from the {'finished' if finished else 'earlier'} call "
+                f"(computed at commit {kept['git'].get('commit', '?')[:10]} in "
+                f"{seconds:.0f} s)")
         else:
             t0 = time.perf_counter()
             table, sweep, extra = _experiment_table(name, results / r, s, log, out)
@@ -915,6 +992,7 @@ def main(argv=None) -> int:
                     "extra": extra, "seconds": seconds}
             _save_progress(out, name, kept)
         computed_at[name] = kept["git"]
+        sources[name] = source
         timings[f"table_{name}"] = seconds
         tables[name] = table
         if extra is not None:
@@ -937,6 +1015,8 @@ def main(argv=None) -> int:
         "git": commit,
         # Where --resume kept runs an earlier call computed, the commit of each.
         "computed_at": computed_at,
+        # The source run each was computed from (_source_key: its config and checkpoints).
+        "sources": sources,
         "environment": store_files.environment(),
         "settings": {**s, "quick": args.quick, "runs": runs, "missing_runs": missing,
                      "alignability": {"threshold": metrics.DEFAULT_THRESHOLD,

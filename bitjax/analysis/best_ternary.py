@@ -1101,6 +1101,69 @@ def write_run(out_dir, source, dense_index, best: BestKnown, *, extra_meta: dict
     return out
 
 
+def read_run(run) -> BestKnown:
+    """The :class:`BestKnown` a folder written by :func:`write_run` stores (the inverse).
+
+    Patterns and scales come from the stored weights (``gamma * T``, or ``T diag(g)`` per
+    feature), every per-instance column from ``meta["best_known"]`` (full precision);
+    ``seconds`` from the recorded runtimes. A binary pattern comes back as :func:`write_run`
+    stored it (``-T`` for an all-negative one: the same solution).
+
+    Args:
+      run: the folder, or its :class:`bitjax.analysis.results.LoadedSweep`.
+
+    Raises:
+      ValueError: the folder is not a best-known run, or its weights do not follow its
+        recorded scales and non-zeros (a folder written otherwise).
+    """
+    from bitjax import load_sweep
+
+    if not hasattr(run, "meta"):
+        run = load_sweep(run)
+    cols = run.meta.get("best_known")
+    kind = run.meta.get("lattice", "ternary")
+    if not cols or kind not in LATTICE_KINDS:
+        raise ValueError(f"{run.path} is not a best-known run (no best_known columns or "
+                         f"lattice {kind!r})")
+    W = np.asarray(run.W_eff, np.float64)
+    nnz = np.array([[int(v) for v in str(s).split()] for s in cols["nnz_per_column"]],
+                   np.int64).reshape(len(W), -1)
+    if kind == "ternary_per_feature":
+        stored = np.array([[float(v) for v in str(s).split()]
+                           for s in cols["gamma_per_feature"]]).reshape(nnz.shape)
+        peak = np.abs(W).max(axis=1)
+        gamma = np.where(peak > 0, peak, stored)
+        scale = gamma[:, None, :]
+    else:
+        gamma = np.asarray(cols["gamma"], np.float64)
+        scale = gamma[:, None, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        T = np.where(scale > 0, np.rint(W / np.where(scale > 0, scale, 1.0)), 0.0)
+    if kind == "binary":
+        T = np.where(T == 0, 1.0, np.sign(T))
+    T = T.astype(np.int8)
+    if not (np.array_equal(np.sum(T != 0, axis=1), nnz)
+            and np.allclose(_weights(T, gamma), W, rtol=1e-5, atol=1e-6)):
+        raise ValueError(f"{run.path}: the stored weights do not follow the recorded scales "
+                         "and non-zeros per column")
+    candidates = {k[len("candidate_"):]: np.asarray(v, np.float64)
+                  for k, v in cols.items() if k.startswith("candidate_")}
+    seconds = {k: float(v) for k, v in (run.meta.get("runtime_s") or {}).items()
+               if k != "total"}
+
+    def col(name, dtype=np.float64):
+        return np.asarray(cols[name], dtype)
+
+    return BestKnown(T=T, gamma=gamma, bias=np.asarray(run.b, np.float64),
+                     loss=col("loss"), se=col("se"), method=np.asarray(cols["method"], str),
+                     candidates=candidates, dense_loss=col("dense_loss"),
+                     dense_se=col("dense_se"), diff=col("diff_to_dense"),
+                     diff_se=col("diff_se"), tight=col("tight", bool), nnz_per_column=nnz,
+                     alignable=col("alignable", bool), seconds=seconds,
+                     source=col("source_instance", np.int64),
+                     best_dense_loss=col("best_dense_loss"), kind=kind)
+
+
 # --------------------------------------------------------------------------------------
 # The estimator sample of a stored best-known run, rebuilt to evaluate other solutions on
 # --------------------------------------------------------------------------------------

@@ -586,3 +586,57 @@ def test_instance_table_of_empty_patterns_and_a_zero_dense_loss(tmp_path):
                              if isinstance(v, np.ndarray)},
                           candidates={k: v[:0] for k, v in best.candidates.items()})
     assert len(bt.instance_table(empty)) == 0 and bt.instance_rows(empty) == []
+
+
+@pytest.mark.parametrize("kind", bt.LATTICE_KINDS)
+def test_read_run_gives_back_what_write_run_stored(tmp_path, tiny_config, kind):
+    """read_run is write_run's inverse on every lattice: the patterns exactly (a binary
+    all-negative pattern as stored, flipped), scales, biases and every per-instance column."""
+    from bitjax.analysis.results import LoadedSweep
+    from bitjax.config import build_instances
+
+    cfg = tiny_config(kind=("dense", "ternary"), feature_probability=(0.3, 0.05), seed=(0, 1))
+    inst = build_instances(cfg)
+    n_inst, m, n = inst.n, cfg.n_hidden, cfg.n_features
+    W = np.random.default_rng(1).normal(size=(n_inst, m, n)).astype(np.float32)
+    W[1] = 0.0  # an instance whose dense solution is empty
+    src = LoadedSweep(path=tmp_path / "src", config=cfg, coords=inst.coords, step=0, W=W,
+                      b=np.zeros((n_inst, n), np.float32), W_eff=W,
+                      history=np.zeros((n_inst, 1), np.float32))
+    dense = np.flatnonzero(inst.coords["kind"] == "dense")
+    best = bt.best_known(W[dense], src.b[dense], inst.p[dense], inst.importance[dense],
+                         cfg.structure, enumerate_max_n=0, polish_max_n=0, n_random=0,
+                         kind=kind,
+                         sample=est.make_estimator_sample(cfg.structure, inst.p[dense],
+                                                          n_per_mask=16),
+                         fit_sample=est.make_estimator_sample(cfg.structure, inst.p[dense],
+                                                              n_per_mask=16, seed=1))
+    back = bt.read_run(bt.write_run(tmp_path / "best", src, dense, best))
+    assert back.kind == kind
+    T = bt._binary_canonical(best.T) if kind == "binary" else best.T
+    np.testing.assert_array_equal(back.T, T)
+    np.testing.assert_allclose(bt._weights(back.T, back.gamma), bt._weights(T, best.gamma),
+                               rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(back.bias, best.bias, rtol=1e-6)
+    for field in ("loss", "se", "dense_loss", "dense_se", "diff", "diff_se",
+                  "best_dense_loss"):
+        np.testing.assert_allclose(getattr(back, field), getattr(best, field), rtol=1e-12,
+                                   err_msg=field)
+    for field in ("method", "tight", "alignable", "source", "nnz_per_column"):
+        np.testing.assert_array_equal(getattr(back, field), getattr(best, field), field)
+    assert set(back.candidates) == set(best.candidates)
+    for k, v in best.candidates.items():
+        np.testing.assert_allclose(back.candidates[k], v, rtol=1e-12, err_msg=k)
+
+
+def test_read_run_refuses_a_folder_that_is_not_a_best_known_run(tmp_path, tiny_config):
+    from bitjax.analysis.results import LoadedSweep
+
+    cfg = tiny_config(kind=("dense",))
+    run = LoadedSweep(path=tmp_path, config=cfg, coords={}, step=0,
+                      W=np.zeros((1, cfg.n_hidden, cfg.n_features), np.float32),
+                      b=np.zeros((1, cfg.n_features), np.float32),
+                      W_eff=np.zeros((1, cfg.n_hidden, cfg.n_features), np.float32),
+                      history=np.zeros((1, 1), np.float32))
+    with pytest.raises(ValueError, match="not a best-known run"):
+        bt.read_run(run)

@@ -113,3 +113,77 @@ def test_a_kept_run_with_other_settings_is_computed_again(two_runs, tmp_path):
         assert representable._source_key(two_runs / "intro") != source
     finally:
         extra.rmdir()
+
+
+@pytest.mark.integration
+def test_resume_into_a_finished_folder_computes_only_the_changed_runs(two_runs, tmp_path,
+                                                                      monkeypatch, capsys):
+    """A finished folder keeps every run whose source is unchanged; a run retrained with
+    other seeds is computed again (by the recorded source key, or, in a manifest written
+    before the key was recorded, by the table's final losses), and its files are those of a
+    straight call on the new results."""
+    import json
+    import shutil
+
+    from bitjax import SweepConfig, run_sweep
+
+    results = tmp_path / "results"
+    shutil.copytree(two_runs, results)
+    args = ["--results", str(results), "--quick", "--no-phase-intro",
+            "--runs", "intro", "correlated/corr_pairs"]
+    out = tmp_path / "out"
+    assert representable.main([*args, "--out", str(out)]) == 0
+    before = {f.name: f.read_bytes() for f in out.glob("attainable_*.csv")}
+    first = json.loads((out / "manifest.json").read_text())
+    assert set(first["sources"]) == {"intro", "correlated_corr_pairs"}
+
+    real = representable._experiment_table
+    calls = []
+    monkeypatch.setattr(representable, "_experiment_table",
+                        lambda name, *a, **k: calls.append(name) or real(name, *a, **k))
+    assert representable.main([*args, "--out", str(out), "--resume"]) == 0
+    assert calls == []
+    assert {f.name: f.read_bytes() for f in out.glob("attainable_*.csv")} == before
+    again = json.loads((out / "manifest.json").read_text())
+    assert again["computed_at"] == first["computed_at"]
+    for name, row in first["summary"]["tables"].items():
+        for key, value in row.items():
+            got = again["summary"]["tables"][name][key]
+            if isinstance(value, float):  # from the tables' 7 digits instead of float64
+                assert got == pytest.approx(value, rel=1e-6), (name, key)
+            else:
+                assert got == value, (name, key)
+
+    def retrain(run, seeds):
+        shutil.rmtree(results / run)
+        cfg = SweepConfig(n_features=4, n_hidden=2, kind=("dense", "ternary"), seed=seeds,
+                          feature_probability=(1.0, 0.3), steps=100, batch_size=64,
+                          chunk_size=50, history_every=25)
+        with pytest.warns(UserWarning, match="too few steps"):
+            run_sweep(cfg, results / run)
+
+    retrain("intro", (0, 1, 2))
+    capsys.readouterr()
+    assert representable.main([*args, "--out", str(out), "--resume"]) == 0
+    assert calls == ["intro"]
+    assert "correlated_corr_pairs: kept from the finished call" in capsys.readouterr().out
+    assert (out / "attainable_intro.csv").read_text().count("\n") == 1 + 6
+    straight = tmp_path / "straight"
+    monkeypatch.setattr(representable, "_experiment_table", real)
+    assert representable.main([*args[:-2], "intro", "--out", str(straight)]) == 0
+    assert (out / "attainable_intro.csv").read_bytes() == \
+        (straight / "attainable_intro.csv").read_bytes()
+    assert (out / "attainable_correlated_corr_pairs.csv").read_bytes() == \
+        before["attainable_correlated_corr_pairs.csv"]
+
+    # A manifest without source keys (as written before they were recorded): the table's
+    # final losses tell a retrained run.
+    manifest = json.loads((out / "manifest.json").read_text())
+    del manifest["sources"]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    retrain("correlated/corr_pairs", (3, 4))
+    calls.clear()
+    monkeypatch.setattr(representable, "_experiment_table",
+                        lambda name, *a, **k: calls.append(name) or real(name, *a, **k))
+    assert representable.main([*args, "--out", str(out), "--resume"]) == 0
+    assert calls == ["correlated_corr_pairs"]
