@@ -1116,7 +1116,7 @@ def read_run(run) -> BestKnown:
       ValueError: the folder is not a best-known run, or its weights do not follow its
         recorded scales and non-zeros (a folder written otherwise).
     """
-    from bitjax import load_sweep
+    from bitjax.analysis.results import load_sweep
 
     if not hasattr(run, "meta"):
         run = load_sweep(run)
