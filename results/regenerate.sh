@@ -9,7 +9,8 @@ run() { echo "=== $*"; python -m "$@" --no-progress --overwrite; }
 # Every training run uses the recipe the convergence study chose (results/convergence/best.md).
 # --recipe committed is --schedule cosine --anneal-fraction 0.1 --lr 3e-3 --weight-decay 0.
 RECIPE="--recipe committed"
-run experiments.intro --preset paper $RECIPE --out results/intro
+# 240 seeds: what the findings' power calculation asked for (results/README.md).
+run experiments.intro --preset paper $RECIPE --n-seeds 240 --out results/intro
 run experiments.sparsity --preset paper $RECIPE --out results/sparsity
 run experiments.phase --preset paper $RECIPE --out results/phase
 run experiments.correlated --preset paper $RECIPE --out results/correlated

@@ -88,7 +88,7 @@ def test_intro_dense_two_orthogonal_features_then_pentagon(tmp_path):
     is "two_orthogonal" at 1-S = 1; at 1-S = 0.05 six of eight are pentagons (loss
     0.0012-0.0016) and two are two antipodal pairs (loss 0.0025), so the best seed is a
     pentagon by a wide loss margin, and would be unless all eight restarts missed it
-    (16 of 20 seeds find it in results/intro).
+    (211 of 240 seeds find it in results/intro).
 
     Runtime: 5-66 s wall (two runs), 17 s CPU (16 instances x 10,000 steps) under load.
     """
