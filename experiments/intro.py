@@ -23,8 +23,8 @@ Presets:
 
 Runtime: quick about 1 min on the 2-core CPU of the development machine (measured 49 s
 wall, 35 s of it training, while other jobs kept the load at ~5); tiny ~10-25 s; paper
-preset 7 min 23 s on that CPU (results/intro/manifest.json: 1,520 instances, 10,000 steps,
-2 CPU devices); not measured on a GPU.
+preset 7 min 23 s on that CPU (1,520 instances, 10,000 steps, 2 CPU devices); with
+--n-seeds 240 (18,240 instances, results/intro/manifest.json) 34 min; not measured on a GPU.
 Outputs (in --out): experiment.json, sweep.json, manifest.json, metrics.csv, features.csv.gz,
 checkpoints/, weights_2d.{png,pdf} (rows of 2-D weight diagrams, one row per kind, one column per
 sparsity, best seed, each titled with its configuration from
