@@ -216,8 +216,12 @@ def _load_finished(out: Path, name: str, settings: dict, source: str,
                  "p": p[:, 0], "importance": imp, "W_dense": sweep.W_eff[dense],
                  "seeds": np.asarray(sweep.coords["seed"])[dense], "m": sweep.config.n_hidden}
     git = (manifest.get("computed_at") or {}).get(name) or manifest.get("git") or {}
+    # The summary row as that call computed it (from the full-precision table; the CSV
+    # holds 7 digits).
+    summary = ((manifest.get("summary") or {}).get("tables") or {}).get(name)
     return {"settings": settings, "source": source, "git": git, "table": table,
-            "extra": extra, "seconds": float(runtimes.get(f"table_{name}", 0.0))}
+            "extra": extra, "seconds": float(runtimes.get(f"table_{name}", 0.0)),
+            "summary": summary}
 
 
 def _settings(quick: bool, best_known: bool = True) -> dict:
@@ -969,6 +973,7 @@ def main(argv=None) -> int:
         timings["intro_exact"] = time.perf_counter() - t0
     computed_at = {}  # run -> the commit that computed it (an earlier call's, if kept)
     sources = {}  # run -> its source key (a later --resume keeps the run while it matches)
+    kept_summaries = {}  # run -> its summary row, kept from a finished call
     for r in runs:
         name = r.replace("/", "_")
         source = _source_key(results / r)
@@ -993,6 +998,8 @@ def main(argv=None) -> int:
             _save_progress(out, name, kept)
         computed_at[name] = kept["git"]
         sources[name] = source
+        if kept.get("summary") is not None:
+            kept_summaries[name] = kept["summary"]
         timings[f"table_{name}"] = seconds
         tables[name] = table
         if extra is not None:
@@ -1025,7 +1032,7 @@ def main(argv=None) -> int:
                      "bounds": rep.BOUNDS,
                      "exact_max_n": EXACT_MAX_N},
         "runtime_s": timings,
-        "summary": {"tables": _summary(tables), "phase": phase_summary,
+        "summary": {"tables": {**_summary(tables), **kept_summaries}, "phase": phase_summary,
                     "intro_configurations": [r["configuration"] for r in intro_rows]},
     })
     # Everything is in the tables, run folders and manifest now: the records go.

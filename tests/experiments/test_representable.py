@@ -146,13 +146,7 @@ def test_resume_into_a_finished_folder_computes_only_the_changed_runs(two_runs, 
     assert {f.name: f.read_bytes() for f in out.glob("attainable_*.csv")} == before
     again = json.loads((out / "manifest.json").read_text())
     assert again["computed_at"] == first["computed_at"]
-    for name, row in first["summary"]["tables"].items():
-        for key, value in row.items():
-            got = again["summary"]["tables"][name][key]
-            if isinstance(value, float):  # from the tables' 7 digits instead of float64
-                assert got == pytest.approx(value, rel=1e-6), (name, key)
-            else:
-                assert got == value, (name, key)
+    assert again["summary"] == first["summary"]
 
     def retrain(run, seeds):
         shutil.rmtree(results / run)
