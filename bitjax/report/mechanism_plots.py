@@ -332,10 +332,11 @@ def section_lines(summary, inputs: dict, losses: dict, notes: Sequence[str], fol
 
 
 def opening_sentence(folder) -> str:
-    """One plain sentence for the findings' opening: over every instance the mechanism tool
-    measured (``folder``/mechanism_instances.csv), the median non-zero weights per
-    represented feature's column and the median loss over the best-known ternary loss, per
-    ternary source; empty without the table. Every number comes from the table."""
+    """One plain sentence for the findings' opening: over the instances the mechanism tool
+    measured (``folder``/mechanism_instances.csv) in every ternary source (the same problems
+    for each: a run with more seeds in one source adds none), the median non-zero weights
+    per represented feature's column and the median loss over the best-known ternary loss,
+    per ternary source; empty without the table. Every number comes from the table."""
     from pathlib import Path
 
     import pandas as pd
@@ -345,6 +346,11 @@ def opening_sentence(folder) -> str:
         return ""
     d = pd.read_csv(table)
     d = d[d["present"].astype(bool)]
+    sources = [source for source, _ in OPENING_SOURCES if (d["source"] == source).any()]
+    key = ["run", "seed", "feature_probability"]
+    common = d[d["source"].isin(sources)].groupby(key)["source"].nunique()
+    common = common[common == len(sources)].index
+    d = d[pd.MultiIndex.from_frame(d[key]).isin(common)]
     nnz, ratio = [], []
     for source, words in OPENING_SOURCES:
         g = d[d["source"] == source]
@@ -362,8 +368,8 @@ def opening_sentence(folder) -> str:
         return ""
     runs = ", ".join(dict.fromkeys(d["run"]))
     text = ("Non-zero entries in a represented feature's weight column (the mean over an "
-            f"instance's represented features), median over the measured instances of {runs}: "
-            + "; ".join(nnz) + ".")
+            "instance's represented features), median over the instances measured in every "
+            f"source (the same problems) of {runs}: " + "; ".join(nnz) + ".")
     if ratio:
         text += " Loss over the best-known ternary loss of the same instance, median: " + \
             "; ".join(ratio) + "."

@@ -170,3 +170,22 @@ def test_opening_sentence_computes_its_medians_from_the_instances(written, tmp_p
     assert f"{np.median(ratio):.3g} trained from scratch ({ratio.size:,} instances)" in text
     assert text.endswith(f"section on the mechanism ({written.name}/).")
     assert mechanism_plots.opening_sentence(tmp_path / "none") == ""
+
+
+def test_opening_sentence_compares_the_sources_on_the_same_instances(written, tmp_path):
+    """A source measured on more instances (a run trained with more seeds from scratch than
+    from full precision) adds none: every source's median is over the instances all of them
+    measured."""
+    import shutil
+
+    folder = tmp_path / "more_seeds"
+    shutil.copytree(written, folder)
+    inst = pd.read_csv(folder / mechanism.INSTANCES_FILE)
+    extra = inst[inst["source"] == "ternary"].copy()
+    extra["seed"] += 1000
+    extra["nnz_represented"] = 9.0  # would move the scratch median if it were counted
+    pd.concat([inst, extra]).to_csv(folder / mechanism.INSTANCES_FILE, index=False)
+    assert mechanism_plots.opening_sentence(folder).replace("more_seeds/", "") == \
+        mechanism_plots.opening_sentence(written).replace(f"{written.name}/", "")
+    assert "median over the instances measured in every source (the same problems)" in \
+        mechanism_plots.opening_sentence(written)
