@@ -50,17 +50,30 @@ def two_runs(tmp_path_factory):
     return results
 
 
+#: The arguments of the calls on ``two_runs`` (``--results`` first).
+def _args(results):
+    return ["--results", str(results), "--quick", "--no-phase-intro",
+            "--runs", "intro", "correlated/corr_pairs"]
+
+
+@pytest.fixture(scope="module")
+def finished(two_runs, tmp_path_factory):
+    """The folder a straight, finished call on ``two_runs`` writes (read only: copy it)."""
+    out = tmp_path_factory.mktemp("finished") / "out"
+    assert representable.main([*_args(two_runs), "--out", str(out)]) == 0
+    return out
+
+
 class _Stop(Exception):
     """Stands for a signal that ends the call after its first run."""
 
 
 @pytest.mark.integration
-def test_resume_keeps_the_finished_runs_and_ends_as_a_straight_call(two_runs, tmp_path,
-                                                                     monkeypatch, capsys):
-    args = ["--results", str(two_runs), "--quick", "--no-phase-intro",
-            "--runs", "intro", "correlated/corr_pairs"]
-    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
-    assert representable.main([*args, "--out", str(straight)]) == 0
+def test_resume_keeps_the_finished_runs_and_ends_as_a_straight_call(two_runs, finished,
+                                                                     tmp_path, monkeypatch,
+                                                                     capsys):
+    args = _args(two_runs)
+    straight, stopped = finished, tmp_path / "stopped"
     assert not (straight / representable.PROGRESS_DIR).exists()
 
     real = representable._experiment_table
@@ -116,8 +129,9 @@ def test_a_kept_run_with_other_settings_is_computed_again(two_runs, tmp_path):
 
 
 @pytest.mark.integration
-def test_resume_into_a_finished_folder_computes_only_the_changed_runs(two_runs, tmp_path,
-                                                                      monkeypatch, capsys):
+def test_resume_into_a_finished_folder_computes_only_the_changed_runs(two_runs, finished,
+                                                                      tmp_path, monkeypatch,
+                                                                      capsys):
     """A finished folder keeps every run whose source is unchanged; a run retrained with
     other seeds is computed again (by the recorded source key, or, in a manifest written
     before the key was recorded, by the table's final losses), and its files are those of a
@@ -129,10 +143,9 @@ def test_resume_into_a_finished_folder_computes_only_the_changed_runs(two_runs, 
 
     results = tmp_path / "results"
     shutil.copytree(two_runs, results)
-    args = ["--results", str(results), "--quick", "--no-phase-intro",
-            "--runs", "intro", "correlated/corr_pairs"]
+    args = _args(results)
     out = tmp_path / "out"
-    assert representable.main([*args, "--out", str(out)]) == 0
+    shutil.copytree(finished, out)
     before = {f.name: f.read_bytes() for f in out.glob("attainable_*.csv")}
     first = json.loads((out / "manifest.json").read_text())
     assert set(first["sources"]) == {"intro", "correlated_corr_pairs"}
