@@ -79,19 +79,28 @@ def test_default_chunks_are_chunk_size(cfg, reference):
     assert sorted(tr._compiled) == [(300, None)]
 
 
-def test_trainers_of_one_sweep_share_their_compiled_programs(cfg, reference):
+def test_trainers_of_one_sweep_share_their_compiled_programs(cfg, reference, monkeypatch):
+    """A second trainer of the same sweep builds nothing (no program is traced: counted,
+    not timed, so a busy machine cannot fail it) and reports the first one's compile cost."""
+    from bitjax.train import program
     from bitjax.train.trainer import clear_programs
 
     first, _, _ = reference
+    built = []
+    real = program.make_train_chunk
+    monkeypatch.setattr(program, "make_train_chunk",
+                        lambda *a, **k: built.append(a[1]) or real(*a, **k))
     again = _trainer(cfg)
     assert again.compiled_chunk(300) is first.compiled_chunk(300)
-    assert again.compile_seconds < 0.05 and again.compile_cost_seconds > 0.05
+    assert built == []
+    assert again.compile_cost_seconds == first.compile_cost_seconds > 0
     other = _trainer(cfg.replace(feature_probability=(1.0, 0.2)))
     assert other.compiled_chunk(300) is not first.compiled_chunk(300)  # another sweep
+    assert built == [300]
     clear_programs()
     fresh = _trainer(cfg)
     assert fresh.compiled_chunk(300) is not first.compiled_chunk(300)
-    assert fresh.compile_seconds > 0.05
+    assert built == [300, 300] and fresh.compile_seconds > 0
 
 
 @pytest.mark.parametrize("max_seconds,steps,lengths", [
