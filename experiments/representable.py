@@ -153,10 +153,27 @@ def _load_progress(out: Path, name: str, settings: dict, source: str) -> dict | 
     return record
 
 
-#: Columns of attainable_<experiment>.csv that must equal the source run's own numbers for
-#: a finished call's result to be kept (a retrained run has other final losses).
-_SOURCE_COLUMNS = ("seed", "feature_probability", "extra_importance", "dense_final_loss",
-                   "trained_ternary_final_loss")
+def _source_columns(sweep, dense) -> dict:
+    """The columns of attainable_<experiment>.csv a source run fixes by itself, per dense
+    instance ``dense``: seed, sparsity, the last feature's importance, and the dense and
+    ternary twins' final losses (NaN without a twin). A finished call's table is kept only
+    while they are the source run's (a retrained run has other final losses)."""
+    p, imp = _vectors(sweep, dense)
+    final = np.asarray(sweep.meta.get("final_loss", [np.nan] * sweep.n_instances), float)
+    twin = _twins(sweep, dense, "ternary")
+    return {"seed": np.asarray(sweep.coords["seed"])[dense].astype(int),
+            "feature_probability": p[:, 0], "extra_importance": imp[:, -1],
+            "dense_final_loss": final[dense],
+            "trained_ternary_final_loss": np.where(twin >= 0, final[np.maximum(twin, 0)],
+                                                   np.nan)}
+
+
+def _figure_record(best, seconds, sweep, dense) -> dict:
+    """What the figures over all runs need of one run's best-known solutions."""
+    p, imp = _vectors(sweep, dense)
+    return {"best": best, "seconds": seconds, "p": p[:, 0], "importance": imp,
+            "W_dense": sweep.W_eff[dense], "seeds": np.asarray(sweep.coords["seed"])[dense],
+            "m": sweep.config.n_hidden}
 
 
 def _load_finished(out: Path, name: str, settings: dict, source: str,
@@ -196,25 +213,16 @@ def _load_finished(out: Path, name: str, settings: dict, source: str,
     sweep = load_sweep(run_dir)
     dense = np.flatnonzero(np.asarray(sweep.coords["kind"]) == "dense")
     if recorded is None:
-        p, imp = _vectors(sweep, dense)
-        final = np.asarray(sweep.meta.get("final_loss", [np.nan] * sweep.n_instances), float)
-        twin = _twins(sweep, dense, "ternary")
-        want = {"seed": np.asarray(sweep.coords["seed"])[dense], "feature_probability": p[:, 0],
-                "extra_importance": imp[:, -1], "dense_final_loss": final[dense],
-                "trained_ternary_final_loss": np.where(twin >= 0, final[np.maximum(twin, 0)],
-                                                       np.nan)}
+        want = _source_columns(sweep, dense)
         if len(table) != len(dense) or not all(
-                np.allclose(table[c].to_numpy(float), np.asarray(want[c], float), rtol=1e-6,
-                            atol=0, equal_nan=True) for c in _SOURCE_COLUMNS):
+                np.allclose(table[c].to_numpy(float), np.asarray(v, float), rtol=1e-6,
+                            atol=0, equal_nan=True) for c, v in want.items()):
             return None
     extra = None
     runtimes = manifest.get("runtime_s") or {}
     if settings.get("best_known"):
-        best = bt.read_run(folder)
-        p, imp = _vectors(sweep, dense)
-        extra = {"best": best, "seconds": float(runtimes.get(f"best_known_{name}", 0.0)),
-                 "p": p[:, 0], "importance": imp, "W_dense": sweep.W_eff[dense],
-                 "seeds": np.asarray(sweep.coords["seed"])[dense], "m": sweep.config.n_hidden}
+        extra = _figure_record(bt.read_run(folder),
+                               float(runtimes.get(f"best_known_{name}", 0.0)), sweep, dense)
     git = (manifest.get("computed_at") or {}).get(name) or manifest.get("git") or {}
     # The summary row as that call computed it (from the full-precision table; the CSV
     # holds 7 digits).
@@ -282,7 +290,6 @@ def _experiment_table(name, run_dir, s, log, out=None):
     att = rep.attainable_loss(sweep.W_eff[dense], sweep.b[dense], p, imp, st,
                               activation=cfg.activation, sample_kw=sample_kw)
     x, w = rep.instance_samples(st, p, **sample_kw)
-    final = np.asarray(sweep.meta.get("final_loss", [np.nan] * sweep.n_instances), float)
     twins = {k: _twins(sweep, dense, k) for k in ("ternary", "ternary_per_feature")
              if k in set(kinds)}
     trained = {}
@@ -293,7 +300,7 @@ def _experiment_table(name, run_dir, s, log, out=None):
             xs = x if x.ndim == 2 else x[ok]
             loss[ok] = rep.sample_loss(sweep.W_eff[tw[ok]], sweep.b[tw[ok]], xs, w[ok],
                                        imp[ok], activation=cfg.activation)
-        trained[k] = (loss, np.where(ok, final[np.maximum(tw, 0)], np.nan))
+        trained[k] = loss
     exact = np.full(len(dense), np.nan)
     if cfg.n_features <= EXACT_MAX_N:
         up, p_inv = np.unique(p, axis=0, return_inverse=True)
@@ -306,30 +313,31 @@ def _experiment_table(name, run_dir, s, log, out=None):
     import pandas as pd
 
     al = att.alignment
-    seeds = np.asarray(sweep.coords["seed"])[dense]
-    nan = np.full(len(dense), np.nan)
-    t_loss, t_final = trained.get("ternary", (nan, nan))
+    src = _source_columns(sweep, dense)
+    t_loss = trained.get("ternary", np.full(len(dense), np.nan))
     best_bound = np.fmin(att.ternary, exact)
     table = pd.DataFrame({
-        "experiment": name, "seed": seeds.astype(int),
-        "feature_probability": p[:, 0], "extra_importance": imp[:, -1],
+        "experiment": name, "seed": src["seed"],
+        "feature_probability": src["feature_probability"],
+        "extra_importance": src["extra_importance"],
         "activation": cfg.activation,
         "alignable": np.asarray(al.alignable, bool),
         "equal_norms": np.asarray(al.equal_norms, bool),
         "n_groups": np.asarray(al.n_groups, int),
         "n_represented": np.asarray(al.n_represented, int),
         "max_angle_error_deg": al.max_angle_error_deg,
-        "dense_final_loss": final[dense], "dense_loss": att.dense,
+        "dense_final_loss": src["dense_final_loss"], "dense_loss": att.dense,
         "attainable_ternary": att.ternary, "attainable_ternary_gamma": att.ternary_scale,
         "attainable_ternary_per_feature": att.ternary_per_feature,
         "exact_ternary": exact,
-        "trained_ternary_final_loss": t_final, "trained_ternary_loss": t_loss,
+        "trained_ternary_final_loss": src["trained_ternary_final_loss"],
+        "trained_ternary_loss": t_loss,
         # An exact optimum of 0 (anticorrelated pairs) makes the ratio infinite.
         "ratio_trained_to_bound": _ratios(t_loss, best_bound),
         "ratio_bound_to_dense": _ratios(best_bound, att.dense),
     })
     if "ternary_per_feature" in trained:
-        table["trained_ternary_per_feature_loss"] = trained["ternary_per_feature"][0]
+        table["trained_ternary_per_feature_loss"] = trained["ternary_per_feature"]
     best = None
     if out is not None and s.get("best_known"):
         best = _best_known_part(name, sweep, dense, p, imp, twins.get("ternary"), s, out, log)
@@ -338,10 +346,7 @@ def _experiment_table(name, run_dir, s, log, out=None):
             twin = _twins(sweep, dense, kind) if kind in set(kinds) else None
             _best_known_part(name, sweep, dense, p, imp, twin, s, out, log, kind=kind)
     log(f"  {name}: {len(dense)} dense instances in {time.perf_counter() - t0:.1f} s")
-    extra = None
-    if best is not None:
-        extra = {"best": best[0], "seconds": best[1], "p": p[:, 0], "importance": imp,
-                 "W_dense": sweep.W_eff[dense], "seeds": seeds, "m": cfg.n_hidden}
+    extra = None if best is None else _figure_record(*best, sweep, dense)
     return table, sweep, extra
 
 

@@ -249,25 +249,35 @@ def test_fit_patterns_refuses_bad_shapes():
         bt.fit_patterns(np.zeros((2, 1, 3)), s, np.ones(3))
 
 
-def test_write_run_is_a_run_folder_load_sweep_opens(tmp_path, tiny_config):
-    from bitjax import load_sweep
+def _source_and_best(tmp_path, cfg, seed=0, kind="ternary", empty=()):
+    """A dense source run of random weights (instances ``empty`` all zero) and the
+    best-known solutions of its dense instances on ``kind``'s lattice (a quick search)."""
     from bitjax.analysis.results import LoadedSweep
     from bitjax.config import build_instances
 
-    cfg = tiny_config(kind=("dense", "ternary"), feature_probability=(0.3, 0.05), seed=(0, 1))
     inst = build_instances(cfg)
     n_inst, m, n = inst.n, cfg.n_hidden, cfg.n_features
-    W = np.random.default_rng(0).normal(size=(n_inst, m, n)).astype(np.float32)
+    W = np.random.default_rng(seed).normal(size=(n_inst, m, n)).astype(np.float32)
+    W[list(empty)] = 0.0
     src = LoadedSweep(path=tmp_path / "src", config=cfg, coords=inst.coords, step=0, W=W,
                       b=np.zeros((n_inst, n), np.float32), W_eff=W,
                       history=np.zeros((n_inst, 1), np.float32))
     dense = np.flatnonzero(inst.coords["kind"] == "dense")
     best = bt.best_known(W[dense], src.b[dense], inst.p[dense], inst.importance[dense],
                          cfg.structure, enumerate_max_n=0, polish_max_n=0, n_random=0,
+                         kind=kind,
                          sample=est.make_estimator_sample(cfg.structure, inst.p[dense],
                                                           n_per_mask=16),
                          fit_sample=est.make_estimator_sample(cfg.structure, inst.p[dense],
                                                               n_per_mask=16, seed=1))
+    return src, inst, dense, best
+
+
+def test_write_run_is_a_run_folder_load_sweep_opens(tmp_path, tiny_config):
+    from bitjax import load_sweep
+
+    cfg = tiny_config(kind=("dense", "ternary"), feature_probability=(0.3, 0.05), seed=(0, 1))
+    src, inst, dense, best = _source_and_best(tmp_path, cfg)
     out = bt.write_run(tmp_path / "best", src, dense, best)
     run = load_sweep(out)
     assert run.n_instances == len(dense)
@@ -592,25 +602,9 @@ def test_instance_table_of_empty_patterns_and_a_zero_dense_loss(tmp_path):
 def test_read_run_gives_back_what_write_run_stored(tmp_path, tiny_config, kind):
     """read_run is write_run's inverse on every lattice: the patterns exactly (a binary
     all-negative pattern as stored, flipped), scales, biases and every per-instance column."""
-    from bitjax.analysis.results import LoadedSweep
-    from bitjax.config import build_instances
-
     cfg = tiny_config(kind=("dense", "ternary"), feature_probability=(0.3, 0.05), seed=(0, 1))
-    inst = build_instances(cfg)
-    n_inst, m, n = inst.n, cfg.n_hidden, cfg.n_features
-    W = np.random.default_rng(1).normal(size=(n_inst, m, n)).astype(np.float32)
-    W[1] = 0.0  # an instance whose dense solution is empty
-    src = LoadedSweep(path=tmp_path / "src", config=cfg, coords=inst.coords, step=0, W=W,
-                      b=np.zeros((n_inst, n), np.float32), W_eff=W,
-                      history=np.zeros((n_inst, 1), np.float32))
-    dense = np.flatnonzero(inst.coords["kind"] == "dense")
-    best = bt.best_known(W[dense], src.b[dense], inst.p[dense], inst.importance[dense],
-                         cfg.structure, enumerate_max_n=0, polish_max_n=0, n_random=0,
-                         kind=kind,
-                         sample=est.make_estimator_sample(cfg.structure, inst.p[dense],
-                                                          n_per_mask=16),
-                         fit_sample=est.make_estimator_sample(cfg.structure, inst.p[dense],
-                                                              n_per_mask=16, seed=1))
+    # instance 1: a dense solution that is empty
+    src, _, dense, best = _source_and_best(tmp_path, cfg, seed=1, kind=kind, empty=(1,))
     back = bt.read_run(bt.write_run(tmp_path / "best", src, dense, best))
     assert back.kind == kind
     T = bt._binary_canonical(best.T) if kind == "binary" else best.T

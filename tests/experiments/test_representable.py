@@ -50,8 +50,8 @@ def two_runs(tmp_path_factory):
     return results
 
 
-#: The arguments of the calls on ``two_runs`` (``--results`` first).
 def _args(results):
+    """The arguments of the calls on a copy of ``two_runs`` in ``results``."""
     return ["--results", str(results), "--quick", "--no-phase-intro",
             "--runs", "intro", "correlated/corr_pairs"]
 
