@@ -19,8 +19,9 @@ Each run's results are recorded in --out/progress/ as soon as the run is done, s
 stopped by a signal, a time limit or a crash keeps them: the same command with ``--resume``
 computes only the runs not yet done (a kept run whose settings or source run changed is
 computed again; manifest.json says which commit computed each run, ``computed_at``), and
-``--overwrite`` starts again; the same command with neither is refused (exit 2). A finished
-call removes progress/. ``--resume`` into a finished folder likewise keeps every run whose
+``--overwrite`` starts again; the same command with neither is refused (exit 2), and so is a
+call into the folder of a finished call (its manifest.json). A finished call removes
+progress/. ``--resume`` into a finished folder likewise keeps every run whose
 settings and source run are unchanged (manifest.json records each run's source, ``sources``)
 and computes the others again: after one run is retrained or given more seeds, only that
 run is computed (its files replaced, the figures over all runs redrawn).
@@ -102,8 +103,9 @@ def _parse(argv):
                             f"same; compute the rest (a retrained or extended run, one not "
                             f"there)")
     again.add_argument("--overwrite", action="store_true",
-                       help="discard the finished runs of an earlier, unfinished call into "
-                            "--out and start again")
+                       help="start again: discard the runs an earlier, unfinished call "
+                            "into --out finished, or compute every run of a finished one "
+                            "again (its files are replaced)")
     return ap.parse_args(argv)
 
 
@@ -948,8 +950,16 @@ def main(argv=None) -> int:
               f"({', '.join(kept)}): --resume keeps them and computes the rest, --overwrite "
               f"starts again", file=sys.stderr)
         return 2
+    if (out / "manifest.json").is_file() and not (args.resume or args.overwrite):
+        print(f"error: {out} holds the results of a finished call (its manifest.json): "
+              f"--resume keeps the runs whose settings and source run are unchanged and "
+              f"computes the rest, --overwrite computes every run again", file=sys.stderr)
+        return 2
     if args.overwrite:
         shutil.rmtree(progress, ignore_errors=True)
+        # The folder is a finished call's no longer: a stopped --overwrite call leaves
+        # progress/ (the runs it finished), not the old manifest beside new tables.
+        (out / "manifest.json").unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     s = _settings(args.quick, args.best_known)
     s["lattices"] = list(args.lattices)

@@ -109,6 +109,36 @@ def test_resume_keeps_the_finished_runs_and_ends_as_a_straight_call(two_runs, fi
     assert set(manifest["computed_at"]) == {"intro", "correlated_corr_pairs"}
 
 
+def test_a_finished_folder_is_kept_unless_resumed_or_overwritten(two_runs, finished,
+                                                                 tmp_path, monkeypatch,
+                                                                 capsys):
+    """A call into a finished call's folder with neither flag is refused before it computes
+    anything; --overwrite starts again, and stopped early it leaves no finished-looking
+    folder (the old manifest goes first)."""
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(finished, out)
+    before = {f.relative_to(out): f.read_bytes() for f in out.rglob("*") if f.is_file()}
+    calls = []
+
+    def stop(name, *a, **k):
+        calls.append(name)
+        raise _Stop
+
+    monkeypatch.setattr(representable, "_experiment_table", stop)
+    capsys.readouterr()
+    assert representable.main([*_args(two_runs), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "finished call" in err and "--resume" in err and "--overwrite" in err
+    assert calls == []
+    assert {f.relative_to(out): f.read_bytes() for f in out.rglob("*") if f.is_file()} == before
+    with pytest.raises(_Stop):
+        representable.main([*_args(two_runs), "--out", str(out), "--overwrite"])
+    assert calls == ["intro"]
+    assert not (out / "manifest.json").exists()
+
+
 def test_a_kept_run_with_other_settings_is_computed_again(two_runs, tmp_path):
     out = tmp_path / "out"
     record = {"settings": {"quick": "other"}, "source": "x", "git": {}, "table": None,
