@@ -135,25 +135,59 @@ def count_distribution(structure: data_lib.FeatureStructure, p) -> np.ndarray:
     return _tail_table(q)[0]
 
 
-def _draw_given_count(q, members, kinds, n_features, k, n_draws, rng):
-    """``n_draws`` feature vectors with exactly ``k`` active units (exact conditional law)."""
+def _unit_uniforms(members, kinds, n_draws, rng):
+    """One stratum's uniforms, unit by unit, in the order the draws consume the stream:
+    ``(activity [n_draws], magnitudes [n_draws, size], pick [n_draws] or None)`` per unit
+    (``pick``: the active member of an anticorrelated set). Consecutive units of kind
+    ``"all"`` take theirs from one call: the same numbers as a call per unit."""
+    out, n_u, u = [], len(kinds), 0
+    while u < n_u:
+        if kinds[u] == "one":
+            size = len(members[u])
+            on = rng.random(n_draws)
+            mag = rng.random((n_draws, size)).astype(np.float32)
+            out.append((on, mag, rng.integers(0, size, n_draws)))
+            u += 1
+            continue
+        stop = u
+        while stop < n_u and kinds[stop] == "all":
+            stop += 1
+        sizes = [n_draws * (1 + len(members[v])) for v in range(u, stop)]
+        flat, pos = rng.random(int(sum(sizes))), 0
+        for size in sizes:
+            out.append((flat[pos:pos + n_draws],
+                        flat[pos + n_draws:pos + size].reshape(n_draws, -1).astype(np.float32),
+                        None))
+            pos += size
+        u = stop
+    return out
+
+
+def _draw_given_counts(q, members, kinds, n_features, ks, n_draws, rng):
+    """Feature vectors with exactly ``ks[i]`` active units, ``n_draws[i]`` of them for each
+    ``i``, stacked in that order (exact conditional law): unit by unit, a unit is active
+    with its probability given how many units must still be active. The strata draw their
+    uniforms one after another (the stream of one call per stratum); the activity recursion
+    then runs once over all of them."""
     t = _tail_table(q)
-    remaining = np.full(n_draws, k)
-    x = np.zeros((n_draws, n_features), np.float32)
+    per_stratum = [_unit_uniforms(members, kinds, int(nk), rng) for nk in n_draws]
+    remaining = np.repeat(np.asarray(ks, np.int64), np.asarray(n_draws, np.int64))
+    x = np.zeros((n_features, len(remaining)), np.float32)  # transposed: row writes
     for u in range(len(q)):
+        uni = np.concatenate([s[u][0] for s in per_stratum])
+        mag = np.concatenate([s[u][1] for s in per_stratum])
         denom = t[u, remaining]
         nxt = t[u + 1, np.maximum(remaining - 1, 0)]
         prob = np.where((remaining > 0) & (denom > 0), q[u] * nxt / np.where(denom > 0, denom, 1),
                         0.0)
-        on = rng.random(n_draws) < prob
+        on = uni < prob
         remaining = remaining - on
         mem = members[u]
-        mag = rng.random((n_draws, len(mem))).astype(np.float32)
         if kinds[u] == "one":
-            pick = rng.integers(0, len(mem), n_draws)
+            pick = np.concatenate([s[u][2] for s in per_stratum])
             mag = np.where(np.arange(len(mem))[None, :] == pick[:, None], mag, 0.0)
-        x[:, mem] = np.where(on[:, None], mag, 0.0)
-    return x
+        x[mem] = np.where(on[:, None], mag, 0.0).T
+    return np.ascontiguousarray(x.T)
 
 
 def _count_sample(structure, p, n_draws, n_min, min_prob, rng):
@@ -171,8 +205,9 @@ def _count_sample(structure, p, n_draws, n_min, min_prob, rng):
         xs.append(np.zeros((1, structure.n_features), np.float32))
         ws.append(np.array([pk[0]]))
         ss.append(np.array([0]))
+    if len(pos):
+        xs.append(_draw_given_counts(q, members, kinds, structure.n_features, pos, alloc, rng))
     for k, nk in zip(pos, alloc, strict=True):
-        xs.append(_draw_given_count(q, members, kinds, structure.n_features, int(k), int(nk), rng))
         ws.append(np.full(nk, pk[k] / nk))
         ss.append(np.full(nk, k))
     return np.concatenate(xs), np.concatenate(ws), np.concatenate(ss), dropped

@@ -79,6 +79,40 @@ def test_count_strata_have_the_stated_law():
     np.testing.assert_allclose(w.sum(), 1.0 - s.dropped[0], rtol=1e-5)
 
 
+def test_strata_drawn_together_are_the_strata_drawn_one_after_another():
+    """The count strata run their activity recursion together, and the uniforms of
+    consecutive plain units come from one call: the sample is the one a call per stratum
+    (and per unit) gives from the same stream, which the stored best-known losses of the
+    committed results were estimated on."""
+    st = data.FeatureStructure(12, correlated_sets=1, correlated_size=3,
+                               anticorrelated_sets=2, anticorrelated_size=2)
+    q, members, kinds = est._units(st, np.linspace(0.05, 0.4, 12))
+    ks, ns = np.array([1, 2, 4]), np.array([5, 3, 7])
+    together = est._draw_given_counts(q, members, kinds, 12, ks, ns, np.random.default_rng(7))
+    rng = np.random.default_rng(7)
+    apart = np.concatenate([est._draw_given_counts(q, members, kinds, 12, [k], [n], rng)
+                            for k, n in zip(ks, ns, strict=True)])
+    np.testing.assert_array_equal(together, apart)
+    # The plain reference: per stratum, unit by unit, a call per draw.
+    rng = np.random.default_rng(7)
+    t = est._tail_table(q)
+    for k, n, rows in zip(ks, ns, np.split(together, np.cumsum(ns)[:-1]), strict=True):
+        remaining, ref = np.full(n, k), np.zeros((n, 12), np.float32)
+        for u, mem in enumerate(members):
+            denom, nxt = t[u, remaining], t[u + 1, np.maximum(remaining - 1, 0)]
+            prob = np.where((remaining > 0) & (denom > 0),
+                            q[u] * nxt / np.where(denom > 0, denom, 1), 0.0)
+            on = rng.random(n) < prob
+            remaining = remaining - on
+            mag = rng.random((n, len(mem))).astype(np.float32)
+            if kinds[u] == "one":
+                pick = rng.integers(0, len(mem), n)
+                mag = np.where(np.arange(len(mem))[None, :] == pick[:, None], mag, 0.0)
+            ref[:, mem] = np.where(on[:, None], mag, 0.0)
+        np.testing.assert_array_equal(rows, ref)
+        assert np.all((ref > 0).sum(1) >= k)
+
+
 def test_rare_strata_get_their_own_draws_at_the_sparse_end():
     # sets20-like: both sets active has probability p^2 = 6e-6; a plain sample of 16k would
     # hold 0.1 such draws, the stratified one at least n_min.
