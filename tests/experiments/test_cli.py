@@ -783,6 +783,36 @@ def test_n_seeds_sets_the_seed_count(tmp_path, capsys):
     assert e.value.code == 2
 
 
+def test_part_seeds_sets_one_parts_seed_count(tmp_path, capsys):
+    """--part-seeds gives one part its own seed count over --n-seeds and the preset; the
+    other parts keep theirs. A part the preset lacks, or a malformed entry, is refused (exit
+    2) before anything is written."""
+    from experiments import sparsity
+
+    plain = _cli.resolve_configs(sparsity.EXPERIMENT, "tiny", None, 2)
+    parts = _cli.resolve_configs(sparsity.EXPERIMENT, "tiny", None, 2, None, {"relu": 5})
+    assert parts["relu"].seed == (0, 1, 2, 3, 4)
+    assert parts["relu"].replace(seed=plain["relu"].seed) == plain["relu"]
+    assert {k: c for k, c in parts.items() if k != "relu"} == \
+        {k: c for k, c in plain.items() if k != "relu"}
+    out = tmp_path / "r"
+    assert _cli.main(sparsity.EXPERIMENT, ["--preset", "tiny", "--out", str(out), "--n-seeds",
+                                           "2", "--part-seeds", "relu=5", "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert f"relu: n={parts['relu'].n_features}" in text
+    assert f"{parts['relu'].n_instances} instances" in text
+    assert f"{parts['linear'].n_instances} instances" in text
+    for flags, word in ((["--part-seeds", "nope=3"], "no part nope (its parts: relu"),
+                        (["--part-seeds", "relu"], "PART=N"),
+                        (["--part-seeds", "relu=x"], "PART=N"),
+                        (["--part-seeds", "relu=0"], ">= 1 seeds"),
+                        (["--part-seeds", "relu=2", "relu=3"], "twice")):
+        assert _cli.main(sparsity.EXPERIMENT, ["--preset", "tiny", "--out", str(out),
+                                               *flags]) == 2
+        assert word in capsys.readouterr().err, flags
+    assert not out.exists()
+
+
 def test_importing_experiments_changes_no_environment(monkeypatch):
     import experiments
 
