@@ -871,8 +871,10 @@ def _configs_for(exp: Experiment, preset: str, steps: int | None, n_seeds: int |
             raise UsageError(f"--resume: the run has the parts {', '.join(own)}, the preset "
                              f"{preset!r} builds {', '.join(built)}; drop --n-seeds and "
                              f"--part-seeds")
-        own = {k: built[k].replace(**{f: getattr(own[k], f) for f in SAFE_TO_CHANGE})
-               for k in own}
+        # The rebuilt configs keep the run's own recipe (a run started with --recipe
+        # committed stays so unless a recipe flag is given, which then must match it).
+        keep = (*SAFE_TO_CHANGE, *(f for f in RECIPE_FIELDS if f not in (recipe or {})))
+        own = {k: built[k].replace(**{f: getattr(own[k], f) for f in keep}) for k in own}
     if steps is not None:
         own = {k: _with_steps(c, steps) for k, c in own.items()}
     return own

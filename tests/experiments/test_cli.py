@@ -646,6 +646,26 @@ def test_resume_accepts_the_flags_the_run_was_started_with(finished, tmp_path, c
     assert "seed: checkpoint has [0, 1], requested [0, 1, 2]" in capsys.readouterr().err
 
 
+def test_resume_with_a_seed_count_keeps_the_runs_own_recipe(tmp_path, capsys):
+    """--n-seeds (or --part-seeds) on --resume rebuilds the configs from the preset; they
+    keep the recipe the run was started with (they took the preset's, and the same seed
+    count was then refused as a config change; a part with no checkpoint yet would have
+    trained with the preset's recipe)."""
+    out = tmp_path / "run"
+    exp = tiny_experiment("tiny")
+    assert _cli.main(exp, ["--preset", "tiny", "--recipe", "committed", "--n-seeds", "1",
+                           "--out", str(out), "--no-progress"]) == 0
+    started = json.loads((out / "experiment.json").read_text())["parts"]["uniform"]
+    for flags in (["--n-seeds", "1"], ["--part-seeds", "uniform=1"]):
+        assert _cli.main(exp, [*flags, "--out", str(out), "--resume", "--no-progress"]) == 0
+        assert json.loads((out / "experiment.json").read_text())["parts"]["uniform"] == started
+    assert started["schedule"] == "cosine" and started["lr"] == [3e-3]
+    # A recipe flag on --resume still has to be the run's own.
+    assert _cli.main(exp, ["--recipe", "paper", "--n-seeds", "1", "--out", str(out),
+                           "--resume", "--no-progress"]) == 2
+    assert "would change its recipe" in capsys.readouterr().err
+
+
 def test_cli_prints_a_time_estimate_from_the_first_chunk(finished):
     err = finished[1]
     assert "to go for 200 steps" in err and "steps/s" in err, err
