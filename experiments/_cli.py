@@ -339,6 +339,10 @@ def build_parser(exp: Experiment) -> argparse.ArgumentParser:
                     help="number of seeds (restarts) per setting: seeds 0..N-1 (default: the "
                          "preset's). The library's SweepConfig(seed=...) lists seed ids "
                          "instead: --n-seeds 3 is seed=(0, 1, 2)")
+    ap.add_argument("--part-seeds", nargs="+", default=None, metavar="PART=N",
+                    help="seeds 0..N-1 for one part, over --n-seeds and the preset (the "
+                         "others keep theirs): --part-seeds relu=60 where one part's claim "
+                         "needs more seeds than the rest")
     ap.add_argument("--resume", action="store_true",
                     help="continue the run in --out as it was started (its preset, seeds and "
                          "steps); --steps may extend it")
@@ -443,12 +447,39 @@ def choose_preset(requested: str | None) -> tuple[str, str]:
                      "(pass --preset paper to run it here anyway)")
 
 
+def part_seeds(values: list[str] | None) -> dict[str, int]:
+    """``--part-seeds relu=60 zoom=30`` -> ``{"relu": 60, "zoom": 30}``."""
+    out: dict[str, int] = {}
+    for v in values or ():
+        name, eq, n = v.partition("=")
+        try:
+            count = int(n) if eq and name else None
+        except ValueError:
+            count = None
+        if count is None:
+            raise UsageError(f"--part-seeds takes PART=N (a part and a seed count), got {v!r}")
+        if count < 1:
+            raise UsageError(f"--part-seeds: {name} must have >= 1 seeds, got {count}")
+        if name in out:
+            raise UsageError(f"--part-seeds names {name} twice")
+        out[name] = count
+    return out
+
+
 def resolve_configs(exp: Experiment, preset: str, steps: int | None,
-                    n_seeds: int | None, recipe: dict | None = None) -> dict[str, Any]:
-    """The preset's ``{part: SweepConfig}`` with ``--n-seeds``, ``--steps`` and the recipe
-    flags (``recipe``: SweepConfig field -> value, see :func:`recipe_overrides`) applied."""
+                    n_seeds: int | None, recipe: dict | None = None,
+                    seeds_of: dict[str, int] | None = None) -> dict[str, Any]:
+    """The preset's ``{part: SweepConfig}`` with ``--n-seeds``, ``--part-seeds``
+    (``seeds_of``: part -> seed count), ``--steps`` and the recipe flags (``recipe``:
+    SweepConfig field -> value, see :func:`recipe_overrides`) applied."""
     try:
         parts = exp.presets[preset](n_seeds)
+        unknown = sorted(set(seeds_of or ()) - set(parts))
+        if unknown:
+            raise UsageError(f"--part-seeds: the preset {preset!r} has no part "
+                             f"{', '.join(unknown)} (its parts: {', '.join(parts)})")
+        for name, count in (seeds_of or {}).items():
+            parts[name] = parts[name].replace(seed=tuple(range(count)))
         if steps is not None:
             parts = {k: _with_steps(c, steps) for k, c in parts.items()}
         if recipe:
@@ -527,6 +558,7 @@ def run_experiment(exp: Experiment, args: argparse.Namespace,
     if getattr(args, "status", False):
         return show_status(exp, args.out or _default_out(exp, args))
     n_seeds = args.n_seeds
+    seeds_of = part_seeds(getattr(args, "part_seeds", None))
     from bitjax import distributed
 
     try:
@@ -577,7 +609,7 @@ def run_experiment(exp: Experiment, args: argparse.Namespace,
         if differ:
             raise UsageError(f"--resume continues the run as it was started; {', '.join(differ)}"
                              " would change its recipe (start a new run with --out instead)")
-    configs = _configs_for(exp, preset, args.steps, n_seeds, saved, recipe)
+    configs = _configs_for(exp, preset, args.steps, n_seeds, saved, recipe, seeds_of)
     if args.dry_run:
         return dry_run(exp, out, preset, configs, args, console)
     from bitjax.config import recipe_name
@@ -815,30 +847,34 @@ def show_status(exp: Experiment, out: Path) -> dict:
 
 
 def _configs_for(exp: Experiment, preset: str, steps: int | None, n_seeds: int | None,
-                 saved: dict | None, recipe: dict | None = None) -> dict[str, Any]:
+                 saved: dict | None, recipe: dict | None = None,
+                 seeds_of: dict[str, int] | None = None) -> dict[str, Any]:
     """The configs to train: a resumed run's own, unless a flag says otherwise.
 
     A resumed run continues with the configs it was started with (``saved``, from its
-    experiment.json). ``--steps`` changes their steps. ``--n-seeds`` rebuilds them from the
-    preset with the run's steps (unless ``--steps`` is given), so that
+    experiment.json). ``--steps`` changes their steps. ``--n-seeds`` (or ``--part-seeds``)
+    rebuilds them from the preset with the run's steps (unless ``--steps`` is given), so that
     :func:`bitjax.train.run.run_sweep` refuses a real change and accepts the same value.
     """
     from bitjax.config import SweepConfig
     from bitjax.train.run import SAFE_TO_CHANGE
 
     if saved is None:
-        return resolve_configs(exp, preset, steps, n_seeds, recipe)
+        return resolve_configs(exp, preset, steps, n_seeds, recipe, seeds_of)
     try:
         own = {k: SweepConfig.from_dict(d) for k, d in saved["parts"].items()}
     except (TypeError, ValueError) as e:
         raise UsageError(f"--resume: the run's saved config cannot be read: {e}") from None
-    if n_seeds is not None:
-        built = resolve_configs(exp, preset, None, n_seeds, recipe)
+    if n_seeds is not None or seeds_of:
+        built = resolve_configs(exp, preset, None, n_seeds, recipe, seeds_of)
         if set(built) != set(own):
             raise UsageError(f"--resume: the run has the parts {', '.join(own)}, the preset "
-                             f"{preset!r} builds {', '.join(built)}; drop --n-seeds")
-        own = {k: built[k].replace(**{f: getattr(own[k], f) for f in SAFE_TO_CHANGE})
-               for k in own}
+                             f"{preset!r} builds {', '.join(built)}; drop --n-seeds and "
+                             f"--part-seeds")
+        # The rebuilt configs keep the run's own recipe (a run started with --recipe
+        # committed stays so unless a recipe flag is given, which then must match it).
+        keep = (*SAFE_TO_CHANGE, *(f for f in RECIPE_FIELDS if f not in (recipe or {})))
+        own = {k: built[k].replace(**{f: getattr(own[k], f) for f in keep}) for k in own}
     if steps is not None:
         own = {k: _with_steps(c, steps) for k, c in own.items()}
     return own

@@ -646,6 +646,26 @@ def test_resume_accepts_the_flags_the_run_was_started_with(finished, tmp_path, c
     assert "seed: checkpoint has [0, 1], requested [0, 1, 2]" in capsys.readouterr().err
 
 
+def test_resume_with_a_seed_count_keeps_the_runs_own_recipe(tmp_path, capsys):
+    """--n-seeds (or --part-seeds) on --resume rebuilds the configs from the preset; they
+    keep the recipe the run was started with (they took the preset's, and the same seed
+    count was then refused as a config change; a part with no checkpoint yet would have
+    trained with the preset's recipe)."""
+    out = tmp_path / "run"
+    exp = tiny_experiment("tiny")
+    assert _cli.main(exp, ["--preset", "tiny", "--recipe", "committed", "--n-seeds", "1",
+                           "--out", str(out), "--no-progress"]) == 0
+    started = json.loads((out / "experiment.json").read_text())["parts"]["uniform"]
+    for flags in (["--n-seeds", "1"], ["--part-seeds", "uniform=1"]):
+        assert _cli.main(exp, [*flags, "--out", str(out), "--resume", "--no-progress"]) == 0
+        assert json.loads((out / "experiment.json").read_text())["parts"]["uniform"] == started
+    assert started["schedule"] == "cosine" and started["lr"] == [3e-3]
+    # A recipe flag on --resume still has to be the run's own.
+    assert _cli.main(exp, ["--recipe", "paper", "--n-seeds", "1", "--out", str(out),
+                           "--resume", "--no-progress"]) == 2
+    assert "would change its recipe" in capsys.readouterr().err
+
+
 def test_cli_prints_a_time_estimate_from_the_first_chunk(finished):
     err = finished[1]
     assert "to go for 200 steps" in err and "steps/s" in err, err
@@ -781,6 +801,36 @@ def test_n_seeds_sets_the_seed_count(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         _cli.main(uniform.EXPERIMENT, ["--preset", "tiny", "--out", out, "--seeds", "2"])
     assert e.value.code == 2
+
+
+def test_part_seeds_sets_one_parts_seed_count(tmp_path, capsys):
+    """--part-seeds gives one part its own seed count over --n-seeds and the preset; the
+    other parts keep theirs. A part the preset lacks, or a malformed entry, is refused (exit
+    2) before anything is written."""
+    from experiments import sparsity
+
+    plain = _cli.resolve_configs(sparsity.EXPERIMENT, "tiny", None, 2)
+    parts = _cli.resolve_configs(sparsity.EXPERIMENT, "tiny", None, 2, None, {"relu": 5})
+    assert parts["relu"].seed == (0, 1, 2, 3, 4)
+    assert parts["relu"].replace(seed=plain["relu"].seed) == plain["relu"]
+    assert {k: c for k, c in parts.items() if k != "relu"} == \
+        {k: c for k, c in plain.items() if k != "relu"}
+    out = tmp_path / "r"
+    assert _cli.main(sparsity.EXPERIMENT, ["--preset", "tiny", "--out", str(out), "--n-seeds",
+                                           "2", "--part-seeds", "relu=5", "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert f"relu: n={parts['relu'].n_features}" in text
+    assert f"{parts['relu'].n_instances} instances" in text
+    assert f"{parts['linear'].n_instances} instances" in text
+    for flags, word in ((["--part-seeds", "nope=3"], "no part nope (its parts: relu"),
+                        (["--part-seeds", "relu"], "PART=N"),
+                        (["--part-seeds", "relu=x"], "PART=N"),
+                        (["--part-seeds", "relu=0"], ">= 1 seeds"),
+                        (["--part-seeds", "relu=2", "relu=3"], "twice")):
+        assert _cli.main(sparsity.EXPERIMENT, ["--preset", "tiny", "--out", str(out),
+                                               *flags]) == 2
+        assert word in capsys.readouterr().err, flags
+    assert not out.exists()
 
 
 def test_importing_experiments_changes_no_environment(monkeypatch):
