@@ -661,6 +661,8 @@ def _run_locked(exp: Experiment, args: argparse.Namespace, out: Path, preset: st
         console.print(f"--overwrite: removed the previous run in {out}")
     layout.check_writable(out)
     resume_cmd = shlex.join(_resume_command(exp, out, args))
+    if args.resume:  # before experiment.json is rewritten: a refused resume changes nothing
+        _check_resumable(configs, dirs)
     main = distributed.is_main_process()
     if main:  # before training: an interrupted run says what it is and how to continue
         layout.write_experiment(out, exp.name, preset, configs)
@@ -874,10 +876,43 @@ def _configs_for(exp: Experiment, preset: str, steps: int | None, n_seeds: int |
         # The rebuilt configs keep the run's own recipe (a run started with --recipe
         # committed stays so unless a recipe flag is given, which then must match it).
         keep = (*SAFE_TO_CHANGE, *(f for f in RECIPE_FIELDS if f not in (recipe or {})))
-        own = {k: built[k].replace(**{f: getattr(own[k], f) for f in keep}) for k in own}
+        # Without --n-seeds, the parts --part-seeds does not name keep their own seeds.
+        own = {k: built[k].replace(**{f: getattr(own[k], f) for f in keep},
+                                   **({"seed": own[k].seed}
+                                      if n_seeds is None and k not in (seeds_of or {})
+                                      else {}))
+               for k in own}
     if steps is not None:
         own = {k: _with_steps(c, steps) for k, c in own.items()}
     return own
+
+
+def _check_resumable(configs: Mapping[str, Any], dirs: Mapping[str, Path]) -> None:
+    """The check :func:`bitjax.train.run.run_sweep` makes when it resumes a part, made for
+    every part that holds a run before anything is written: a part whose config differs
+    from its own (``sweep.json``) in more than the fields a resume may change is refused
+    (exit 2) with the folder as it was (``experiment.json`` included)."""
+    import json
+
+    from bitjax.store import layout
+    from bitjax.store.checkpoint import config_diff
+    from bitjax.train.run import SAFE_TO_CHANGE
+
+    for name, cfg in configs.items():
+        f = dirs[name] / layout.SWEEP_FILE
+        if not f.is_file():
+            continue
+        try:
+            saved = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue  # unreadable: run_sweep's own check (on the checkpoint) decides
+        wanted = json.loads(json.dumps(cfg.to_dict()))
+        diff = config_diff({k: v for k, v in saved.items() if k not in SAFE_TO_CHANGE},
+                           {k: v for k, v in wanted.items() if k not in SAFE_TO_CHANGE})
+        if diff:
+            raise UsageError(f"--resume: cannot resume {dirs[name]}: the config differs from "
+                             f"the checkpoint's in " + "; ".join(diff) + f" (only "
+                             f"{', '.join(sorted(SAFE_TO_CHANGE))} may change)")
 
 
 def _train_part(exp: Experiment, cfg, run_dir: Path, out: Path, args: argparse.Namespace,

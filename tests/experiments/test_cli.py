@@ -641,9 +641,33 @@ def test_resume_accepts_the_flags_the_run_was_started_with(finished, tmp_path, c
     out = _copy(finished, tmp_path)
     assert _cli.main(tiny_experiment("tiny"), ["--preset", "tiny", "--n-seeds", "2", "--out",
                                                str(out), "--resume", "--no-progress"]) == 0
+    before = (out / "experiment.json").read_bytes()
     assert _cli.main(tiny_experiment("tiny"), ["--n-seeds", "3", "--out", str(out),
                                                "--resume", "--no-progress"]) == 2
     assert "seed: checkpoint has [0, 1], requested [0, 1, 2]" in capsys.readouterr().err
+    assert (out / "experiment.json").read_bytes() == before  # a refused resume writes nothing
+
+
+def test_part_seeds_on_resume_leaves_the_other_parts_seeds(tmp_path):
+    """--part-seeds on --resume without --n-seeds: the parts it does not name keep the seeds
+    they were started with (not the preset's); a part with no run yet trains with its count
+    and the run's recipe."""
+    tiny = uniform.PRESETS["tiny"]
+    exp = _cli.Experiment("uniform", "two tiny parts", {"tiny": lambda n: {
+        "a": tiny(n)["uniform"], "b": tiny(n)["uniform"]}}, analyse=lambda parts, out: [])
+    out = tmp_path / "run"
+    assert tiny(None)["uniform"].seed == (0,)  # the preset's: one seed; the run's: two
+    assert _cli.main(exp, ["--preset", "tiny", "--recipe", "committed", "--n-seeds", "2",
+                           "--out", str(out), "--no-progress"]) == 0
+    started = json.loads((out / "experiment.json").read_text())["parts"]
+    shutil.rmtree(out / "a")  # part a trained again with more seeds
+    assert _cli.main(exp, ["--part-seeds", "a=3", "--out", str(out), "--resume",
+                           "--no-progress"]) == 0
+    parts = json.loads((out / "experiment.json").read_text())["parts"]
+    assert parts["b"] == started["b"] and parts["a"]["seed"] == [0, 1, 2]
+    assert {k: v for k, v in parts["a"].items() if k != "seed"} == \
+        {k: v for k, v in started["a"].items() if k != "seed"}
+    assert json.loads((out / "a" / "sweep.json").read_text())["seed"] == [0, 1, 2]
 
 
 def test_resume_with_a_seed_count_keeps_the_runs_own_recipe(tmp_path, capsys):
