@@ -77,9 +77,10 @@ words, generated from the verdicts.
 
 Command:  python -m experiments.findings           (reads results/*, writes FINDINGS.md)
           python -m experiments.findings --results path/to/results --out FINDINGS.md
-Runtime: 102 s wall on the 2-core CPU, alone (loads the checkpoints; trains nothing), on
+Runtime: 78 s wall on the 2-core CPU, alone (loads the checkpoints; trains nothing), on
 results/ with its 20 trained runs (every claim's runs of both routes and both recipes; intro
-with 240 seeds) and every best-known folder. The primary trained-from-scratch run's twins'
+with 240 seeds, sparsity's ReLU part with 60) and every best-known folder (102 s before the
+estimator drew its count strata together). The primary trained-from-scratch run's twins'
 losses on the best-known estimator are read as the best-known runs recorded them; every other
 recipe's run is evaluated on the rebuilt sample, which costs most for uniform (n = 200, 40
 densities: its sample is rebuilt once), so each further recipe run adds its evaluation.

@@ -38,8 +38,9 @@ source), manifest.json (commit, settings, inputs, notes, runtimes, files and che
 Bad input (no --results folder, a --best-known or --fp folder that is not there, no run
 found) is one line on stderr and exit code 2.
 
-Runtime: 40 s wall (21 s CPU) on the shared 2-core development CPU for the 11 committed
-runs and their best-known solutions (measured; no fp run had finished); re-estimating a
+Runtime: 78 s wall on the 2-core development CPU, alone, for the 11 committed runs, their
+full-precision-first runs and their best-known solutions (intro with 240 seeds, sparsity's
+ReLU part with 60); 40 s wall (21 s CPU) when no fp run had finished; re-estimating a
 finished fp run's losses adds about 1 s per 20 instances at n = 20 and 12 s per 20 at
 n = 200 there, and 30 s to rebuild the uniform run's estimator sample. GPU: not measured.
 

@@ -31,12 +31,14 @@ Presets:
 
 Runtime: quick 2-3 min on the 2-core CPU of the development machine (measured 2 min 40 s
 wall, 2 min 4 s CPU, training 32 + 19 + 73 s, while other jobs kept the load at ~5); tiny
-~20-40 s; quick with --n-seeds 8 --steps 6000: 6 min 34 s (results/sparsity); paper preset
-(1,640 instances, 10,000 steps) 19 min with --recipe paper (results/sparsity_paper) and 32 min
-with --recipe paper --fp-fraction 0.5 (results/sparsity_fp_paper) on a 2-core CPU. One NVIDIA
-H200 (jax 0.11.2): the paper preset with the notebook part (1,640
-instances, 10,000 steps) 55 s wall alone (training 2-8 s per part, results/sparsity/
-manifest.json); with --steps 100000 188 s, beside another run on the same GPU.
+~20-40 s; quick with --n-seeds 8 --steps 6000: 6 min 34 s; paper preset (1,640 instances,
+10,000 steps) 19 min with --recipe paper (results/sparsity_paper) and 32 min with --recipe
+paper --fp-fraction 0.5 (results/sparsity_fp_paper) on a 2-core CPU; with --recipe committed
+--n-seeds 20 (2,320 instances) 53 min there, alone (the notebook part 42 min of it), and the
+ReLU part with --part-seeds relu=60 (840 instances) 10 min beside another job
+(results/sparsity). One NVIDIA H200 (jax 0.11.2): the paper preset with the notebook part (1,640
+instances, 10,000 steps) 55 s wall alone (training 2-8 s per part; the run committed before
+the 20-seed one); with --steps 100000 188 s, beside another run on the same GPU.
 Outputs (in --out): experiment.json, manifest.json; per part <part>/{sweep.json, metrics.csv,
 features.csv.gz, checkpoints/}; weights_by_sparsity.{png,pdf} (rows: dense/ternary ReLU and
 linear; columns: sparsity; each cell W^T W, the bias b and bars of ||W_i|| coloured by
