@@ -875,28 +875,25 @@ def _configs_for(exp: Experiment, preset: str, steps: int | None, n_seeds: int |
                              f"--part-seeds")
         # The rebuilt configs keep the run's own recipe (a run started with --recipe
         # committed stays so unless a recipe flag is given, which then must match it).
-        keep = (*SAFE_TO_CHANGE, *(f for f in RECIPE_FIELDS if f not in (recipe or {})))
-        # Without --n-seeds, the parts --part-seeds does not name keep their own seeds.
-        own = {k: built[k].replace(**{f: getattr(own[k], f) for f in keep},
-                                   **({"seed": own[k].seed}
-                                      if n_seeds is None and k not in (seeds_of or {})
-                                      else {}))
-               for k in own}
+        keep = [*SAFE_TO_CHANGE, *(f for f in RECIPE_FIELDS if f not in (recipe or {}))]
+        for k in own:
+            # Without --n-seeds, the parts --part-seeds does not name keep their own seeds.
+            fields = keep + ["seed"] if n_seeds is None and k not in (seeds_of or {}) else keep
+            own[k] = built[k].replace(**{f: getattr(own[k], f) for f in fields})
     if steps is not None:
         own = {k: _with_steps(c, steps) for k, c in own.items()}
     return own
 
 
 def _check_resumable(configs: Mapping[str, Any], dirs: Mapping[str, Path]) -> None:
-    """The check :func:`bitjax.train.run.run_sweep` makes when it resumes a part, made for
-    every part that holds a run before anything is written: a part whose config differs
-    from its own (``sweep.json``) in more than the fields a resume may change is refused
-    (exit 2) with the folder as it was (``experiment.json`` included)."""
+    """The check :func:`bitjax.train.run.run_sweep` makes when it resumes a part
+    (:func:`bitjax.train.run.resume_mismatch`), made for every part that holds a run before
+    anything is written, against its ``sweep.json``: a refused resume leaves the folder as it
+    was (``experiment.json`` included)."""
     import json
 
     from bitjax.store import layout
-    from bitjax.store.checkpoint import config_diff
-    from bitjax.train.run import SAFE_TO_CHANGE
+    from bitjax.train.run import resume_mismatch
 
     for name, cfg in configs.items():
         f = dirs[name] / layout.SWEEP_FILE
@@ -906,13 +903,8 @@ def _check_resumable(configs: Mapping[str, Any], dirs: Mapping[str, Path]) -> No
             saved = json.loads(f.read_text())
         except (OSError, ValueError):
             continue  # unreadable: run_sweep's own check (on the checkpoint) decides
-        wanted = json.loads(json.dumps(cfg.to_dict()))
-        diff = config_diff({k: v for k, v in saved.items() if k not in SAFE_TO_CHANGE},
-                           {k: v for k, v in wanted.items() if k not in SAFE_TO_CHANGE})
-        if diff:
-            raise UsageError(f"--resume: cannot resume {dirs[name]}: the config differs from "
-                             f"the checkpoint's in " + "; ".join(diff) + f" (only "
-                             f"{', '.join(sorted(SAFE_TO_CHANGE))} may change)")
+        if (why := resume_mismatch(saved, cfg)) is not None:
+            raise UsageError(f"--resume: cannot resume {dirs[name]}: {why}")
 
 
 def _train_part(exp: Experiment, cfg, run_dir: Path, out: Path, args: argparse.Namespace,

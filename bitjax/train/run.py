@@ -612,19 +612,25 @@ def _start_anneal(trainer, state, step: int):
     return trainer.from_host(host)
 
 
+def resume_mismatch(saved: dict, cfg: SweepConfig) -> str | None:
+    """Why a run saved with the config dict ``saved`` cannot be resumed as ``cfg`` (the
+    fields that differ beyond :data:`SAFE_TO_CHANGE`), or None when it can."""
+    diff = config_diff({k: v for k, v in saved.items() if k not in SAFE_TO_CHANGE},
+                       {k: v for k, v in cfg.to_dict().items() if k not in SAFE_TO_CHANGE})
+    if not diff:
+        return None
+    return ("the config differs from the checkpoint's in " + "; ".join(diff)
+            + f" (only {', '.join(sorted(SAFE_TO_CHANGE))} may change)")
+
+
 def _restore(cfg: SweepConfig, out_dir: Path, trainer, ckpt: Checkpointer):
     restored = ckpt.restore_latest()
     if restored is None:
         raise RunError(f"{ckpt.dir} holds no readable checkpoint to resume (every step is "
                        "damaged); start again in a new folder")
     host, saved = restored
-    skip = SAFE_TO_CHANGE
-    diff = config_diff({k: v for k, v in saved["config"].items() if k not in skip},
-                       {k: v for k, v in cfg.to_dict().items() if k not in skip})
-    if diff:
-        raise RunError(f"cannot resume {out_dir}: the config differs from the checkpoint's "
-                       f"in " + "; ".join(diff) + f" (only {', '.join(sorted(SAFE_TO_CHANGE))}"
-                       " may change)")
+    if (why := resume_mismatch(saved["config"], cfg)) is not None:
+        raise RunError(f"cannot resume {out_dir}: {why}")
     step = int(host["step"])
     if step > cfg.steps:
         raise RunError(f"cannot resume {out_dir}: its checkpoint is at step {step}, beyond "
